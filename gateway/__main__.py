@@ -1,0 +1,5 @@
+"""`python -m gateway …` is the same as `crm-gateway …`."""
+
+from gateway.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""The command line: run, check-config, demo. Exit status 2 means the configuration is wrong."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import Config, load_config, parse_listen
+from gateway.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crm-gateway",
+        description="Two-factor authentication, IP allowlists and access rules in front of a CRM.",
+    )
+    parser.add_argument("--version", action="version", version=f"crm-gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="serve the gateway")
+    run.add_argument("-c", "--config", default="gateway.yaml", help="path to gateway.yaml")
+    run.add_argument("--listen", metavar="HOST:PORT", help="override `listen` from the config")
+    run.add_argument("--workers", type=int, metavar="N", help="override `workers` from the config")
+
+    check = commands.add_parser(
+        "check-config", help="validate gateway.yaml and report every problem"
+    )
+    check.add_argument("-c", "--config", default="gateway.yaml", help="path to gateway.yaml")
+
+    demo = commands.add_parser("demo", help="run the bundled demo CRM behind the gateway")
+    demo.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    demo.add_argument("--crm-listen", default="127.0.0.1:8081", metavar="HOST:PORT")
+    demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its SQLite file")
+    return parser
+
+
+def _load(path: str) -> Config | None:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        count = len(exc.problems)
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{path}: {count} problem{'s' if count != 1 else ''}; not started", file=sys.stderr)
+        return None
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        config = _load(args.config)
+        if config is None:
+            return EXIT_CONFIG
+        print(f"{args.config}: OK")
+        return EXIT_OK
+    if args.command == "run":
+        config = _load(args.config)
+        if config is None:
+            return EXIT_CONFIG
+        if args.listen:
+            listen = parse_listen(args.listen)
+            if listen is None:
+                print(f"--listen: must be host:port but it's {args.listen!r}", file=sys.stderr)
+                return EXIT_CONFIG
+            config = replace(config, listen=listen)
+        if args.workers is not None:
+            if not 1 <= args.workers <= 64:
+                print(f"--workers: must be 1 to 64 but it's {args.workers}", file=sys.stderr)
+                return EXIT_CONFIG
+            config = replace(config, workers=args.workers)
+        from gateway.web.server import run
+
+        return run(config)
+    if args.command == "demo":
+        listen, crm_listen = parse_listen(args.listen), parse_listen(args.crm_listen)
+        if listen is None or crm_listen is None:
+            print("--listen and --crm-listen must be host:port", file=sys.stderr)
+            return EXIT_CONFIG
+        from gateway.demo.run import run_demo
+
+        return run_demo(listen, crm_listen, Path(args.data_dir).resolve())
+    return EXIT_FAILED

@@ -1,0 +1,398 @@
+"""gateway.yaml: validated once into frozen dataclasses, every problem reported at once.
+
+What each key means is documented in README.md ("Configuration reference"); this module
+owns the defaults and the rules. It does not open sockets, files of state or stores.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from gateway.errors import ConfigError, Problem
+from gateway.loader import Source, Value, read_file
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
+
+_HOST_PORT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d{1,5})$"
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^`|~0-9A-Za-z-]+$")
+_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0  # TCP connect to the CRM
+    read: float = 60.0  # waiting for response headers, and between two reads of a body
+    pool: float = 10.0  # waiting for a free pooled connection (then 503, FL-11)
+
+
+@dataclass(frozen=True)
+class SecretHeader:
+    """A header the gateway adds to every upstream request and strips from clients (NB-1)."""
+
+    name: str
+    value: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    url: str  # scheme://host[:port], no path
+    scheme: str
+    host: str  # as written in Host: host or host:port
+    hostname: str
+    port: int
+    host_header: str = "client"  # "client": pass the client's Host; "upstream": send ours
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_connections: int = 100
+    keepalive: float = 30.0
+    websocket_max_message: int = 4 * 1024 * 1024
+    secret_header: SecretHeader | None = None
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    type: str
+    path: str = ""  # sqlite file
+    url: str = field(default="", repr=False)  # postgres / redis URL (may carry a password)
+
+
+@dataclass(frozen=True)
+class State:
+    durable: StoreConfig = field(default_factory=lambda: StoreConfig("sqlite", "gateway.db"))
+    shared: StoreConfig = field(default_factory=lambda: StoreConfig("memory"))
+
+
+@dataclass(frozen=True)
+class Logging:
+    level: str = "info"
+    format: str = "text"
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class Branding:
+    product_name: str = "CRM Gateway"
+    colour: str = "#1f5f8b"
+    logo_url: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    listen: Listen
+    upstream: Upstream
+    workers: int = 1
+    public_url: str = ""  # the client-facing origin, when known (used for absolute URLs)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    path_prefix: str = "/_gateway/"
+    state: State = field(default_factory=State)
+    logging: Logging = field(default_factory=Logging)
+    branding: Branding = field(default_factory=Branding)
+    warnings: tuple[Problem, ...] = ()
+
+
+TOP_KEYS = {
+    "listen",
+    "workers",
+    "public_url",
+    "upstream",
+    "trusted_proxies",
+    "path_prefix",
+    "state",
+    "logging",
+    "branding",
+}
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a gateway.yaml; raise ConfigError listing every problem."""
+    path = Path(path)
+    source = Source(str(path))
+    root = read_file(path, source)
+    config = _build(root, source) if root is not None else None
+    if source.problems or config is None:
+        raise ConfigError(source.problems)
+    return config
+
+
+def parse_config(text: str, name: str = "gateway.yaml") -> Config:
+    """The same as load_config, from text (the demo builds its config this way)."""
+    source = Source(name)
+    root = source.parse(text)
+    config = _build(root, source) if root is not None else None
+    if source.problems or config is None:
+        raise ConfigError(source.problems)
+    return config
+
+
+def parse_listen(value: str) -> Listen | None:
+    match = _HOST_PORT.match(value.strip())
+    if not match or int(match["port"]) > 65535:
+        return None
+    return Listen(match["v6"] or match["host"], int(match["port"]))
+
+
+def _get(keys: dict[str, Value], name: str, read: Callable[[Value], T | None], default: T) -> T:
+    if name not in keys:
+        return default
+    value = read(keys[name])
+    return default if value is None else value
+
+
+def _build(root: Value, source: Source) -> Config | None:
+    keys = root.mapping(TOP_KEYS)
+    if keys is None:
+        return None
+    for required in ("listen", "upstream"):
+        if required not in keys:
+            source.problem(root.node, required, "is required")
+    listen = _get(keys, "listen", _listen, None)
+    upstream = _get(keys, "upstream", _upstream, None)
+    workers = _get(keys, "workers", lambda v: v.integer(minimum=1, maximum=64), 1)
+    public_url = _get(keys, "public_url", _public_url, "")
+    trusted: tuple[IPNetwork, ...] = _get(keys, "trusted_proxies", _networks, ())
+    prefix = _get(keys, "path_prefix", _prefix, "/_gateway/")
+    state = _get(keys, "state", _state, State())
+    logging = _get(keys, "logging", _logging, Logging())
+    branding = _get(keys, "branding", _branding, Branding())
+    if listen is None or upstream is None:
+        return None
+    # No sign-in section exists yet in this version: say plainly what that means.
+    source.warn(
+        root.node,
+        "",
+        "no sign-in is configured: the gateway forwards everything as a transparent proxy",
+    )
+    return Config(
+        source=source.file,
+        listen=listen,
+        upstream=upstream,
+        workers=workers,
+        public_url=public_url,
+        trusted_proxies=trusted,
+        path_prefix=prefix,
+        state=state,
+        logging=logging,
+        branding=branding,
+        warnings=tuple(source.warnings),
+    )
+
+
+def _listen(value: Value) -> Listen | None:
+    text = value.text()
+    if text is None:
+        return None
+    listen = parse_listen(text)
+    if listen is None:
+        value.fail(f"must be host:port (for example 0.0.0.0:8080 or [::]:8080) but it's {text!r}")
+    return listen
+
+
+def _origin(value: Value, what: str) -> tuple[str, str, str, int | None] | None:
+    text = value.text()
+    if text is None:
+        return None
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        value.fail(f"must be an http(s) URL but it's {text!r}")
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        value.fail(f"must be only scheme, host and port ({what}) but it's {text!r}")
+        return None
+    return parts.scheme, parts.hostname, parts.netloc, port
+
+
+def _public_url(value: Value) -> str | None:
+    origin = _origin(value, "the address users type")
+    return None if origin is None else f"{origin[0]}://{origin[2]}"
+
+
+def _upstream(value: Value) -> Upstream | None:
+    keys = value.mapping(
+        {
+            "url",
+            "host_header",
+            "timeouts",
+            "max_connections",
+            "keepalive",
+            "websocket",
+            "secret_header",
+        }
+    )
+    if keys is None:
+        return None
+    if "url" not in keys:
+        value.fail("url: is required")
+        return None
+    origin = _origin(keys["url"], "the CRM's address")
+    host_header = _get(keys, "host_header", lambda v: v.choice(("client", "upstream")), "client")
+    timeouts = _get(keys, "timeouts", _timeouts, Timeouts())
+    max_conn = _get(keys, "max_connections", lambda v: v.integer(minimum=1, maximum=10000), 100)
+    keepalive = _get(keys, "keepalive", lambda v: v.duration(minimum=1), 30.0)
+    ws_max = _get(keys, "websocket", _websocket, 4 * 1024 * 1024)
+    secret_header = _get(keys, "secret_header", _secret_header, None)
+    if origin is None:
+        return None
+    scheme, hostname, netloc, port = origin
+    return Upstream(
+        url=f"{scheme}://{netloc}",
+        scheme=scheme,
+        host=netloc,
+        hostname=hostname,
+        port=port or (443 if scheme == "https" else 80),
+        host_header=host_header,
+        timeouts=timeouts,
+        max_connections=max_conn,
+        keepalive=keepalive,
+        websocket_max_message=ws_max,
+        secret_header=secret_header,
+    )
+
+
+def _timeouts(value: Value) -> Timeouts | None:
+    keys = value.mapping({"connect", "read", "pool"})
+    if keys is None:
+        return None
+    default = Timeouts()
+    return Timeouts(
+        connect=_get(keys, "connect", lambda v: v.duration(minimum=0.001), default.connect),
+        read=_get(keys, "read", lambda v: v.duration(minimum=0.001), default.read),
+        pool=_get(keys, "pool", lambda v: v.duration(minimum=0.001), default.pool),
+    )
+
+
+def _websocket(value: Value) -> int | None:
+    keys = value.mapping({"max_message_size"})
+    if keys is None:
+        return None
+    return _get(keys, "max_message_size", lambda v: v.size(minimum=1024), 4 * 1024 * 1024)
+
+
+def _header_name(value: Value) -> str | None:
+    name = value.text()
+    if name is not None and not _HEADER_NAME.match(name):
+        value.fail(f"must be an HTTP header name but it's {name!r}")
+        return None
+    return name
+
+
+def _secret_header(value: Value) -> SecretHeader | None:
+    keys = value.mapping({"name", "value"})
+    if keys is None:
+        return None
+    for required in ("name", "value"):
+        if required not in keys:
+            value.fail(f"{required}: is required")
+    if "name" not in keys or "value" not in keys:
+        return None
+    name = _header_name(keys["name"])
+    secret = keys["value"].secret()
+    if name is None or secret is None:
+        return None
+    return SecretHeader(name, secret)
+
+
+def _networks(value: Value) -> tuple[IPNetwork, ...] | None:
+    items = value.sequence()
+    if items is None:
+        return None
+    found = [item.network() for item in items]
+    return tuple(n for n in found if n is not None)
+
+
+def _prefix(value: Value) -> str | None:
+    text = value.text()
+    if text is None:
+        return None
+    if not re.fullmatch(r"/[A-Za-z0-9._~\-]+(?:/[A-Za-z0-9._~\-]+)*/", text) or "/../" in text:
+        value.fail(
+            f"must look like /_gateway/ (a path that starts and ends with /) but it's {text!r}"
+        )
+        return None
+    return text
+
+
+def _store(value: Value, kinds: tuple[str, ...]) -> StoreConfig | None:
+    keys = value.mapping({"type", "path", "url"})
+    if keys is None:
+        return None
+    if "type" not in keys:
+        value.fail("type: is required")
+        return None
+    kind = keys["type"].choice(kinds)
+    if kind is None:
+        return None
+    if kind == "sqlite":
+        path = _get(keys, "path", lambda v: v.text(), "gateway.db")
+        return StoreConfig(kind, path=path)
+    if kind == "memory":
+        return StoreConfig(kind)
+    keys["type"].fail(f"{kind} is not available in this version")
+    return None
+
+
+def _state(value: Value) -> State | None:
+    keys = value.mapping({"durable", "shared"})
+    if keys is None:
+        return None
+    default = State()
+    return State(
+        durable=_get(keys, "durable", lambda v: _store(v, ("sqlite",)), default.durable),
+        shared=_get(keys, "shared", lambda v: _store(v, ("memory",)), default.shared),
+    )
+
+
+def _logging(value: Value) -> Logging | None:
+    keys = value.mapping({"level", "format", "access_log"})
+    if keys is None:
+        return None
+    return Logging(
+        level=_get(
+            keys, "level", lambda v: v.choice(("debug", "info", "warning", "error")), "info"
+        ),
+        format=_get(keys, "format", lambda v: v.choice(("text", "json")), "text"),
+        access_log=_get(keys, "access_log", lambda v: v.boolean(), True),
+    )
+
+
+def _branding(value: Value) -> Branding | None:
+    keys = value.mapping({"product_name", "colour", "logo_url"})
+    if keys is None:
+        return None
+    default = Branding()
+    colour = _get(keys, "colour", lambda v: v.text(), default.colour)
+    if "colour" in keys and not _COLOUR.match(colour):
+        keys["colour"].fail(f"must be a colour such as #1f5f8b but it's {colour!r}")
+        colour = default.colour
+    logo = _get(keys, "logo_url", lambda v: v.text(), "")
+    if logo and not (
+        logo.startswith("https://") or (logo.startswith("/") and not logo.startswith("//"))
+    ):
+        keys["logo_url"].fail(f"must be an https:// URL or a path on this site but it's {logo!r}")
+        logo = ""
+    return Branding(
+        product_name=_get(keys, "product_name", lambda v: v.text(), default.product_name),
+        colour=colour,
+        logo_url=logo,
+    )

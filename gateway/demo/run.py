@@ -1,0 +1,57 @@
+"""`crm-gateway demo`: the demo CRM and the gateway in one process, printed for a person."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.resources import files
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.config import Listen, parse_config
+from gateway.demo.crm import DEMO_USERS, build_crm_app
+from gateway.web.app import build_app
+from gateway.web.server import bind, configure_logging, install_fast_loop, serve_until_stopped
+
+
+def demo_config_text(gateway_port: int, crm_port: int, data_dir: Path) -> str:
+    template = files("gateway.demo").joinpath("gateway.yaml").read_text(encoding="utf-8")
+    return template.format(gateway_port=gateway_port, crm_port=crm_port, data_dir=data_dir)
+
+
+def run_demo(listen: Listen, crm_listen: Listen, data_dir: Path) -> int:
+    install_fast_loop()
+    crm_sock = bind(crm_listen)
+    gw_sock = bind(listen)
+    crm_port = crm_sock.getsockname()[1]
+    gw_port = gw_sock.getsockname()[1]
+    config = parse_config(demo_config_text(gw_port, crm_port, data_dir), "demo gateway.yaml")
+    configure_logging(config.logging)
+
+    async def main() -> None:
+        crm_runner = web.AppRunner(build_crm_app(), access_log=None)
+        await crm_runner.setup()
+        await web.SockSite(crm_runner, crm_sock).start()
+
+        async def announce() -> None:
+            users = "\n".join(
+                f"    {u.name:<6} password {u.password:<11} API token {u.api_token}"
+                for u in DEMO_USERS
+            )
+            print(
+                f"\n  Demo CRM behind crm-gateway: http://{listen.host}:{gw_port}/\n"
+                f"  (the CRM itself listens on http://{crm_listen.host}:{crm_port}/; "
+                "use the gateway's address)\n\n"
+                f"  Demo users:\n{users}\n\n"
+                f"  Health: http://{listen.host}:{gw_port}{config.path_prefix}readyz\n"
+                "  Stop with Ctrl-C.\n",
+                flush=True,
+            )
+
+        try:
+            await serve_until_stopped(build_app(config), gw_sock, started=announce)
+        finally:
+            await crm_runner.cleanup()
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,90 @@
+"""The whole exception tree of the gateway; foreign errors are translated where they enter.
+
+    GatewayError
+    ├── ConfigError            config or policy files are invalid (carries every Problem)
+    ├── BadRequest             the client sent something we refuse to interpret (400)
+    ├── NotFound, MethodNotAllowed   under the gateway's own prefix (404, 405)
+    ├── StoreUnavailable       a state store did not answer: fail closed (503)
+    └── UpstreamError          the CRM could not give an answer
+        ├── UpstreamUnavailable    refused, reset or malformed before a response (502)
+        └── UpstreamTimeout        no answer within the configured time (504)
+
+Each HTTP-facing error has a stable `reason` code: the log and JSON bodies carry it,
+pages show a translated sentence instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a file, located precisely for the operator."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class GatewayError(Exception):
+    """Base of everything the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class HttpError(GatewayError):
+    """An error that ends a request with a status; `reason` is the stable code."""
+
+    status = 500
+    reason = "internal_error"
+
+    def __init__(self, detail: str = "", *, reason: str | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
+        self.detail = detail
+        super().__init__(detail or self.reason)
+
+
+class BadRequest(HttpError):
+    status = 400
+    reason = "bad_request"
+
+
+class NotFound(HttpError):
+    status = 404
+    reason = "not_found"
+
+
+class MethodNotAllowed(HttpError):
+    status = 405
+    reason = "method_not_allowed"
+
+
+class StoreUnavailable(HttpError):
+    status = 503
+    reason = "store_unavailable"
+
+
+class UpstreamError(HttpError):
+    status = 502
+    reason = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 502
+    reason = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    reason = "upstream_timeout"

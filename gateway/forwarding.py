@@ -1,0 +1,307 @@
+"""What crosses the proxy: which headers go on, which are removed, and which are rewritten.
+
+Plain functions over header multidicts, so every rule is testable without a socket. The order
+of operations is the point (shared/reference/security-tests.md B.4, HH-1): first drop what the
+client's `Connection` names, then add the gateway's own headers, so no client can make the
+gateway's headers hop-by-hop (Traefik CVE-2024-45410, Apache CVE-2022-31813).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.errors import BadRequest
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# RFC 9110 §7.6.1 plus the de-facto ones (Proxy-Connection, Keep-Alive) and HTTP2-Settings
+# (h2c upgrade smuggling, WS-3). Transfer-Encoding is re-framed by us, never copied.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "http2-settings",
+    }
+)
+
+# Headers only the gateway (or a trusted proxy before it) may speak. Compared after folding
+# case and `_` to `-`, because CGI/WSGI upstreams read X_Forwarded_For as X-Forwarded-For.
+FORWARDING = frozenset(
+    {
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-uri",
+        "x-forwarded-ssl",
+        "x-real-ip",
+        "forwarded",
+        "x-request-id",
+    }
+)
+
+# The request's own framing and the ones we must not relay (aiohttp answers Expect itself).
+_REQUEST_DROP = frozenset({"expect", "content-length", "host"})
+
+MAX_FORWARDED_HOPS = 32
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+
+
+def _fold(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    """Header names listed in every `Connection` line, folded."""
+    names: set[str] = set()
+    for line in headers.getall("Connection", ()):
+        names.update(_fold(token.strip()) for token in line.split(",") if token.strip())
+    return names
+
+
+@dataclass(frozen=True)
+class ClientView:
+    """Who sent the request, as far as the gateway can believe it."""
+
+    ip: str  # the client's address (TCP peer, or from forwarding headers of trusted proxies)
+    peer: str  # the TCP peer
+    proto: str  # "http" or "https", as seen by the client
+    host: str  # the Host the client used (for X-Forwarded-Host), may be ""
+    peer_trusted: bool
+    request_id: str
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An address from a forwarding header: bare, `[v6]`, `[v6]:port` or `v4:port`."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        text = text[1:end]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return unmap(address)
+
+
+def unmap(address: IPAddress) -> IPAddress:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def is_trusted(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
+    return any(address in net for net in networks)
+
+
+def _forwarded_for(values: list[str]) -> list[str]:
+    """The `for=` parameters of RFC 7239 `Forwarded` lines, in order."""
+    found: list[str] = []
+    for line in values:
+        for element in line.split(","):
+            for pair in element.split(";"):
+                key, _, value = pair.strip().partition("=")
+                if key.strip().lower() == "for":
+                    found.append(value.strip())
+    return found
+
+
+def client_ip(
+    peer: str,
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    trusted: tuple[IPNetwork, ...],
+) -> tuple[str, bool]:
+    """The client address and whether the TCP peer is a trusted proxy.
+
+    Forwarding headers are read only when the TCP peer is a trusted proxy; then the client is
+    the right-most address that is not a trusted proxy (XF-2). Anything unparsable fails
+    closed with BadRequest (authentik CVE-2024-47070 failed open on `X-Forwarded-For: a`).
+    """
+    if not trusted:
+        return peer, False
+    peer_address = parse_ip(peer)
+    if peer_address is None or not is_trusted(peer_address, trusted):
+        return peer, False
+    chain: list[str] = []
+    for line in headers.getall("X-Forwarded-For", ()):
+        chain.extend(part.strip() for part in line.split(","))
+    if not chain:
+        chain = _forwarded_for(list(headers.getall("Forwarded", ())))
+    if len(chain) > MAX_FORWARDED_HOPS:
+        raise BadRequest("too many forwarding hops", reason="forwarded_header_malformed")
+    addresses: list[IPAddress] = []
+    for part in chain:
+        address = parse_ip(part)
+        if address is None:
+            raise BadRequest("malformed forwarding header", reason="forwarded_header_malformed")
+        addresses.append(address)
+    addresses.append(peer_address)
+    for address in reversed(addresses):
+        if not is_trusted(address, trusted):
+            return str(address), True
+    return str(addresses[0]), True
+
+
+def request_id(headers: CIMultiDictProxy[str], peer_trusted: bool, fresh: str) -> str:
+    """A trusted proxy's X-Request-Id is kept so the logs join up; otherwise ours."""
+    if peer_trusted:
+        given = headers.get("X-Request-Id", "")
+        if _REQUEST_ID.match(given):
+            return given
+    return fresh
+
+
+def upstream_request_headers(
+    incoming: CIMultiDictProxy[str],
+    view: ClientView,
+    *,
+    upstream_host: str,
+    host_header: str,
+    extra_drop: frozenset[str] = frozenset(),
+    secret: tuple[str, str] | None = None,
+) -> CIMultiDict[str]:
+    """The headers sent to the CRM: client's minus hop-by-hop and spoofable ones, plus ours."""
+    drop = HOP_BY_HOP | FORWARDING | _REQUEST_DROP | extra_drop | connection_tokens(incoming)
+    if secret is not None:
+        drop = drop | {_fold(secret[0])}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        if _fold(name) not in drop:
+            out.add(name, value)
+    # Content-Length is dropped above and set again by the client from the streamed payload,
+    # so the CRM always gets framing the gateway generated itself (SM-2).
+    content_length = incoming.get("Content-Length")
+    if content_length is not None and "transfer-encoding" not in incoming:
+        out["Content-Length"] = content_length
+    if host_header == "client" and view.host:
+        out["Host"] = view.host
+    else:
+        out["Host"] = upstream_host
+    prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if view.peer_trusted else ""
+    out["X-Forwarded-For"] = f"{prior}, {view.peer}" if prior else view.ip
+    out["X-Forwarded-Proto"] = view.proto
+    if view.host:
+        out["X-Forwarded-Host"] = view.host
+    out["X-Request-Id"] = view.request_id
+    if secret is not None:
+        out[secret[0]] = secret[1]
+    return out
+
+
+def forwarded_proto(headers: CIMultiDictProxy[str], peer_trusted: bool, own: str) -> str:
+    if peer_trusted:
+        claimed = headers.get("X-Forwarded-Proto", "").strip().lower()
+        if claimed in ("http", "https"):
+            return claimed
+    return own
+
+
+class OriginRewriter:
+    """Rewrites absolute URLs and cookie domains that name the CRM into client-facing ones.
+
+    With `public_url` configured, URLs become absolute on it; without, they become relative
+    references (`/path?q`), which a browser resolves against the address it is using. The
+    request's Host is never used to build an absolute URL (HO-1).
+    """
+
+    def __init__(self, upstream_url: str, public_url: str) -> None:
+        upstream = urlsplit(upstream_url)
+        default_port = 443 if upstream.scheme == "https" else 80
+        hostname = upstream.hostname or ""
+        shown = f"[{hostname}]" if ":" in hostname else hostname
+        port = upstream.port or default_port
+        self._origins = (
+            f"{upstream.scheme}://{shown}:{port}",
+            *((f"{upstream.scheme}://{shown}",) if port == default_port else ()),
+        )
+        self._upstream_hostname = hostname
+        self._public = public_url.rstrip("/")
+        self._public_hostname = urlsplit(public_url).hostname or "" if public_url else ""
+
+    def url(self, value: str) -> str:
+        lowered = value[:256].lower()
+        for origin in self._origins:
+            if lowered.startswith(origin):
+                rest = value[len(origin) :]
+                if rest == "" or rest[0] in "/?#":
+                    path = rest if rest.startswith("/") else "/" + rest
+                    return self._public + path
+        return value
+
+    def refresh(self, value: str) -> str:
+        """`Refresh: 5; url=http://crm.internal/x`."""
+        delay, sep, rest = value.partition(";")
+        if not sep:
+            return value
+        key, eq, target = rest.strip().partition("=")
+        if not eq or key.strip().lower() != "url":
+            return value
+        quote = target[:1] if target[:1] in "'\"" else ""
+        inner = target.strip(quote) if quote else target
+        return f"{delay}; url={quote}{self.url(inner)}{quote}"
+
+    def set_cookie(self, value: str) -> str:
+        """Drop or rewrite a `Domain=` attribute that names the CRM's host."""
+        parts = value.split(";")
+        changed = False
+        for index in range(1, len(parts)):
+            name, eq, domain = parts[index].partition("=")
+            names_upstream = domain.strip().lstrip(".").lower() == self._upstream_hostname
+            if eq and name.strip().lower() == "domain" and names_upstream:
+                public = self._public_hostname
+                parts[index] = f" Domain={public}" if public else ""
+                changed = True
+        if not changed:
+            return value
+        return ";".join(p for p in parts if p != "")
+
+
+REWRITTEN_URL_HEADERS = frozenset({"location", "content-location"})
+
+
+def downstream_response_headers(
+    incoming: CIMultiDictProxy[str], rewriter: OriginRewriter
+) -> CIMultiDict[str]:
+    """The CRM's response headers as the client gets them: no hop-by-hop, origins rewritten.
+
+    Content-Length is left out: the server sets framing from what it streams (SM-3).
+    """
+    drop = HOP_BY_HOP | connection_tokens(incoming) | {"content-length"}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        folded = name.lower()
+        if folded in drop:
+            continue
+        if folded in REWRITTEN_URL_HEADERS:
+            value = rewriter.url(value)
+        elif folded == "set-cookie":
+            value = rewriter.set_cookie(value)
+        elif folded == "refresh":
+            value = rewriter.refresh(value)
+        out.add(name, value)
+    return out
+
+
+def wants_html(headers: CIMultiDictProxy[str]) -> bool:
+    """Browsers get pages; API clients and anything that did not ask for HTML get JSON."""
+    return "text/html" in headers.get("Accept", "")

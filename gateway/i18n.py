@@ -1,0 +1,141 @@
+"""Message catalogs for the gateway's own pages, and the choice of language.
+
+Languages: en, nl, nb, de, fr, ru (the languages of the CRMs our users run). A message
+missing in a language falls back to English, never to a key.
+"""
+
+from __future__ import annotations
+
+LANGUAGES = ("en", "nl", "nb", "de", "fr", "ru")
+DEFAULT = "en"
+
+# Norwegian: browsers send nb, no or nn; all read Bokmål here.
+_ALIASES = {"no": "nb", "nn": "nb"}
+
+CATALOG: dict[str, dict[str, str]] = {
+    "en": {
+        "error.title": "Something went wrong",
+        "error.request_id": "Reference",
+        "error.upstream_unavailable.title": "The CRM is not answering",
+        "error.upstream_unavailable.body": "The gateway could not reach the CRM. Please try again in a minute. If it keeps happening, contact your IT department.",
+        "error.upstream_timeout.title": "The CRM took too long to answer",
+        "error.upstream_timeout.body": "Your request reached the CRM, but no answer came in time. Please try again. If it keeps happening, contact your IT department.",
+        "error.bad_request.title": "This request could not be understood",
+        "error.bad_request.body": "The address or the data sent could not be read. Go back and try again.",
+        "error.not_found.title": "Page not found",
+        "error.not_found.body": "There is no page at this address.",
+        "error.store_unavailable.title": "Sign-in is temporarily unavailable",
+        "error.store_unavailable.body": "The gateway cannot check your sign-in right now, so it lets nobody through. Please try again in a minute.",
+        "error.internal_error.title": "Something went wrong",
+        "error.internal_error.body": "An unexpected error occurred. Please try again. If it keeps happening, contact your IT department.",
+        "error.back": "Go to the start page",
+    },
+    "nl": {
+        "error.title": "Er is iets misgegaan",
+        "error.request_id": "Referentie",
+        "error.upstream_unavailable.title": "Het CRM reageert niet",
+        "error.upstream_unavailable.body": "De gateway kon het CRM niet bereiken. Probeer het over een minuut opnieuw. Blijft het gebeuren, neem dan contact op met uw IT-afdeling.",
+        "error.upstream_timeout.title": "Het CRM reageerde te laat",
+        "error.upstream_timeout.body": "Uw verzoek heeft het CRM bereikt, maar er kwam niet op tijd een antwoord. Probeer het opnieuw. Blijft het gebeuren, neem dan contact op met uw IT-afdeling.",
+        "error.bad_request.title": "Dit verzoek kon niet worden gelezen",
+        "error.bad_request.body": "Het adres of de verzonden gegevens konden niet worden gelezen. Ga terug en probeer het opnieuw.",
+        "error.not_found.title": "Pagina niet gevonden",
+        "error.not_found.body": "Op dit adres staat geen pagina.",
+        "error.store_unavailable.title": "Inloggen is tijdelijk niet mogelijk",
+        "error.store_unavailable.body": "De gateway kan uw aanmelding nu niet controleren en laat daarom niemand door. Probeer het over een minuut opnieuw.",
+        "error.internal_error.title": "Er is iets misgegaan",
+        "error.internal_error.body": "Er is een onverwachte fout opgetreden. Probeer het opnieuw. Blijft het gebeuren, neem dan contact op met uw IT-afdeling.",
+        "error.back": "Naar de startpagina",
+    },
+    "nb": {
+        "error.title": "Noe gikk galt",
+        "error.request_id": "Referanse",
+        "error.upstream_unavailable.title": "CRM-systemet svarer ikke",
+        "error.upstream_unavailable.body": "Gatewayen fikk ikke kontakt med CRM-systemet. Prøv igjen om et minutt. Hvis det fortsetter, kontakt IT-avdelingen.",
+        "error.upstream_timeout.title": "CRM-systemet brukte for lang tid",
+        "error.upstream_timeout.body": "Forespørselen nådde CRM-systemet, men svaret kom ikke i tide. Prøv igjen. Hvis det fortsetter, kontakt IT-avdelingen.",
+        "error.bad_request.title": "Forespørselen kunne ikke leses",
+        "error.bad_request.body": "Adressen eller dataene som ble sendt, kunne ikke leses. Gå tilbake og prøv igjen.",
+        "error.not_found.title": "Siden finnes ikke",
+        "error.not_found.body": "Det finnes ingen side på denne adressen.",
+        "error.store_unavailable.title": "Innlogging er midlertidig utilgjengelig",
+        "error.store_unavailable.body": "Gatewayen kan ikke kontrollere innloggingen din akkurat nå, og slipper derfor ingen inn. Prøv igjen om et minutt.",
+        "error.internal_error.title": "Noe gikk galt",
+        "error.internal_error.body": "En uventet feil oppstod. Prøv igjen. Hvis det fortsetter, kontakt IT-avdelingen.",
+        "error.back": "Til startsiden",
+    },
+    "de": {
+        "error.title": "Etwas ist schiefgelaufen",
+        "error.request_id": "Referenz",
+        "error.upstream_unavailable.title": "Das CRM antwortet nicht",
+        "error.upstream_unavailable.body": "Das Gateway konnte das CRM nicht erreichen. Bitte versuchen Sie es in einer Minute erneut. Wenn das Problem bleibt, wenden Sie sich an Ihre IT-Abteilung.",
+        "error.upstream_timeout.title": "Das CRM hat zu lange gebraucht",
+        "error.upstream_timeout.body": "Ihre Anfrage hat das CRM erreicht, aber die Antwort kam nicht rechtzeitig. Bitte versuchen Sie es erneut. Wenn das Problem bleibt, wenden Sie sich an Ihre IT-Abteilung.",
+        "error.bad_request.title": "Diese Anfrage konnte nicht gelesen werden",
+        "error.bad_request.body": "Die Adresse oder die gesendeten Daten konnten nicht gelesen werden. Gehen Sie zurück und versuchen Sie es erneut.",
+        "error.not_found.title": "Seite nicht gefunden",
+        "error.not_found.body": "Unter dieser Adresse gibt es keine Seite.",
+        "error.store_unavailable.title": "Die Anmeldung ist vorübergehend nicht möglich",
+        "error.store_unavailable.body": "Das Gateway kann Ihre Anmeldung gerade nicht prüfen und lässt deshalb niemanden durch. Bitte versuchen Sie es in einer Minute erneut.",
+        "error.internal_error.title": "Etwas ist schiefgelaufen",
+        "error.internal_error.body": "Ein unerwarteter Fehler ist aufgetreten. Bitte versuchen Sie es erneut. Wenn das Problem bleibt, wenden Sie sich an Ihre IT-Abteilung.",
+        "error.back": "Zur Startseite",
+    },
+    "fr": {
+        "error.title": "Un problème est survenu",
+        "error.request_id": "Référence",
+        "error.upstream_unavailable.title": "Le CRM ne répond pas",
+        "error.upstream_unavailable.body": "La passerelle n’a pas pu joindre le CRM. Réessayez dans une minute. Si le problème persiste, contactez votre service informatique.",
+        "error.upstream_timeout.title": "Le CRM a mis trop de temps à répondre",
+        "error.upstream_timeout.body": "Votre demande a atteint le CRM, mais la réponse n’est pas arrivée à temps. Réessayez. Si le problème persiste, contactez votre service informatique.",
+        "error.bad_request.title": "Cette demande n’a pas pu être lue",
+        "error.bad_request.body": "L’adresse ou les données envoyées n’ont pas pu être lues. Revenez en arrière et réessayez.",
+        "error.not_found.title": "Page introuvable",
+        "error.not_found.body": "Il n’y a pas de page à cette adresse.",
+        "error.store_unavailable.title": "La connexion est temporairement indisponible",
+        "error.store_unavailable.body": "La passerelle ne peut pas vérifier votre connexion pour le moment et ne laisse donc passer personne. Réessayez dans une minute.",
+        "error.internal_error.title": "Un problème est survenu",
+        "error.internal_error.body": "Une erreur inattendue s’est produite. Réessayez. Si le problème persiste, contactez votre service informatique.",
+        "error.back": "Aller à la page d’accueil",
+    },
+    "ru": {
+        "error.title": "Что-то пошло не так",
+        "error.request_id": "Номер обращения",
+        "error.upstream_unavailable.title": "CRM не отвечает",
+        "error.upstream_unavailable.body": "Шлюз не смог связаться с CRM. Повторите попытку через минуту. Если ошибка повторяется, обратитесь в ИТ-отдел.",
+        "error.upstream_timeout.title": "CRM отвечает слишком долго",
+        "error.upstream_timeout.body": "Ваш запрос дошёл до CRM, но ответ не пришёл вовремя. Повторите попытку. Если ошибка повторяется, обратитесь в ИТ-отдел.",
+        "error.bad_request.title": "Не удалось разобрать запрос",
+        "error.bad_request.body": "Адрес или отправленные данные не удалось прочитать. Вернитесь назад и попробуйте ещё раз.",
+        "error.not_found.title": "Страница не найдена",
+        "error.not_found.body": "По этому адресу страницы нет.",
+        "error.store_unavailable.title": "Вход временно недоступен",
+        "error.store_unavailable.body": "Шлюз сейчас не может проверить ваш вход и поэтому никого не пропускает. Повторите попытку через минуту.",
+        "error.internal_error.title": "Что-то пошло не так",
+        "error.internal_error.body": "Произошла непредвиденная ошибка. Повторите попытку. Если ошибка повторяется, обратитесь в ИТ-отдел.",
+        "error.back": "На главную страницу",
+    },
+}
+
+
+def negotiate(accept_language: str) -> str:
+    """The best of our languages for an Accept-Language header (RFC 9110 §12.5.4)."""
+    best, best_q = DEFAULT, 0.0
+    for position, item in enumerate(accept_language.split(",")[:20]):
+        tag, _, params = item.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                continue
+        primary = _ALIASES.get(tag.strip().lower().split("-")[0], tag.strip().lower().split("-")[0])
+        # Earlier entries win ties, as browsers list them in preference order.
+        score = q - position * 1e-6
+        if primary in CATALOG and q > 0 and score > best_q:
+            best, best_q = primary, score
+    return best
+
+
+def translate(language: str, key: str) -> str:
+    return CATALOG.get(language, {}).get(key) or CATALOG[DEFAULT].get(key, key)

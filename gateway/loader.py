@@ -1,0 +1,281 @@
+"""Reads YAML keeping line numbers, and turns values into typed ones while collecting problems.
+
+Every accessor records a Problem (file, line, dotted key path, message) instead of raising,
+so a whole file is checked at once; callers fall back to defaults and raise ConfigError at the
+end. Shared by gateway.yaml and the policy files. Knows nothing about what the keys mean.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from gateway.errors import Problem
+
+T = TypeVar("T")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
+
+
+def describe(node: Node) -> str:
+    """How a value is quoted back in a message: `but it's 'crm.local'`."""
+    if isinstance(node, ScalarNode):
+        return repr(node.value) if node.tag.endswith(":str") else str(node.value)
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    return "a list"
+
+
+class Source:
+    """One file being read: its name and the problems found in it so far."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def parse(self, text: str) -> Value | None:
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 0
+            self.problems.append(Problem(self.file, line, "", f"not valid YAML: {exc.problem}"))
+            return None
+        except yaml.YAMLError as exc:
+            self.problems.append(Problem(self.file, 0, "", f"not valid YAML: {exc}"))
+            return None
+        if node is None:
+            self.problems.append(Problem(self.file, 1, "", "the file is empty"))
+            return None
+        return Value(self, node, "")
+
+    def problem(self, node: Node | None, path: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 0
+        self.problems.append(Problem(self.file, line, path, message))
+
+    def warn(self, node: Node | None, path: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 0
+        self.warnings.append(Problem(self.file, line, path, message))
+
+
+class Value:
+    """A YAML node at a dotted path; converts itself, reporting problems to its Source."""
+
+    def __init__(self, source: Source, node: Node, path: str) -> None:
+        self.source = source
+        self.node = node
+        self.path = path
+
+    @property
+    def line(self) -> int:
+        return int(self.node.start_mark.line) + 1
+
+    def fail(self, message: str) -> None:
+        self.source.problem(self.node, self.path, message)
+
+    def warn(self, message: str) -> None:
+        self.source.warn(self.node, self.path, message)
+
+    def _child_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    # -- structure -------------------------------------------------------------------------
+
+    def mapping(self, allowed: set[str] | None = None) -> dict[str, Value] | None:
+        """The keys of a mapping; unknown keys (when `allowed` is given) and duplicates fail."""
+        if not isinstance(self.node, MappingNode):
+            self.fail(f"must be a mapping but it's {describe(self.node)}")
+            return None
+        out: dict[str, Value] = {}
+        for key_node, value_node in self.node.value:
+            if not isinstance(key_node, ScalarNode):
+                self.source.problem(key_node, self.path, "keys must be plain names")
+                continue
+            key = str(key_node.value)
+            path = self._child_path(key)
+            if key in out:
+                self.source.problem(key_node, path, "appears twice")
+                continue
+            if allowed is not None and key not in allowed:
+                known = ", ".join(sorted(allowed))
+                self.source.problem(key_node, path, f"unknown key (known here: {known})")
+                continue
+            out[key] = Value(self.source, value_node, path)
+        return out
+
+    def items(self) -> Iterator[tuple[str, Value]]:
+        """Entries of a mapping whose keys are names chosen by the user (users, networks…)."""
+        found = self.mapping()
+        if found is not None:
+            yield from found.items()
+
+    def sequence(self) -> list[Value] | None:
+        if not isinstance(self.node, SequenceNode):
+            self.fail(f"must be a list but it's {describe(self.node)}")
+            return None
+        return [Value(self.source, n, f"{self.path}[{i}]") for i, n in enumerate(self.node.value)]
+
+    # -- scalars ---------------------------------------------------------------------------
+
+    def _scalar(self, kind: str) -> ScalarNode | None:
+        if not isinstance(self.node, ScalarNode):
+            self.fail(f"must be {kind} but it's {describe(self.node)}")
+            return None
+        return self.node
+
+    def text(self, *, allow_empty: bool = False) -> str | None:
+        node = self._scalar("a string")
+        if node is None:
+            return None
+        if node.tag.endswith(":null") and node.value in ("", "~", "null"):
+            self.fail("must be a string but it's empty")
+            return None
+        value = str(node.value)
+        if not value and not allow_empty:
+            self.fail("must not be empty")
+            return None
+        return value
+
+    def boolean(self) -> bool | None:
+        node = self._scalar("true or false")
+        if node is None:
+            return None
+        if node.tag.endswith(":bool"):
+            return bool(yaml.safe_load(node.value))
+        self.fail(f"must be true or false but it's {describe(node)}")
+        return None
+
+    def integer(self, *, minimum: int | None = None, maximum: int | None = None) -> int | None:
+        node = self._scalar("a whole number")
+        if node is None:
+            return None
+        if not node.tag.endswith(":int"):
+            self.fail(f"must be a whole number but it's {describe(node)}")
+            return None
+        value = int(yaml.safe_load(node.value))
+        return self._bounded(value, minimum, maximum)
+
+    def _bounded(self, value: T, minimum: float | None, maximum: float | None) -> T | None:
+        if minimum is not None and value < minimum:  # type: ignore[operator]
+            self.fail(f"must be at least {minimum} but it's {describe(self.node)}")
+            return None
+        if maximum is not None and value > maximum:  # type: ignore[operator]
+            self.fail(f"must be at most {maximum} but it's {describe(self.node)}")
+            return None
+        return value
+
+    def choice(self, options: tuple[str, ...]) -> str | None:
+        value = self.text()
+        if value is None:
+            return None
+        if value not in options:
+            self.fail(f"must be one of {', '.join(options)} but it's {value!r}")
+            return None
+        return value
+
+    def duration(self, *, minimum: float = 0.0) -> float | None:
+        """Seconds, from `30`, `500ms`, `5s`, `10m`, `12h`, `1d`, `2w`."""
+        node = self._scalar("a duration")
+        if node is None:
+            return None
+        match = _DURATION.match(str(node.value))
+        if not match:
+            self.fail(f"must be a duration such as 30s, 5m, 12h or 7d but it's {describe(node)}")
+            return None
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        return self._bounded(seconds, minimum, None)
+
+    def size(self, *, minimum: int = 0) -> int | None:
+        """Bytes, from `1024`, `64KiB`, `4MiB`, `1GB`."""
+        node = self._scalar("a size")
+        if node is None:
+            return None
+        match = _SIZE.match(str(node.value))
+        if not match:
+            self.fail(f"must be a size such as 64KiB or 4MiB but it's {describe(node)}")
+            return None
+        return self._bounded(int(match.group(1)) * _SIZE_UNITS[match.group(2)], minimum, None)
+
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+        value = self.text()
+        if value is None:
+            return None
+        try:
+            return ipaddress.ip_network(value, strict=True)
+        except ValueError:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                self.fail(f"must be an IP address or CIDR network but it's {value!r}")
+            else:
+                self.fail(f"has host bits set: {value!r} (write the network address)")
+            return None
+
+    def secret(self) -> str | None:
+        """A secret given as `{env: NAME}`, `{file: PATH}` or, discouraged, inline."""
+        if isinstance(self.node, ScalarNode):
+            value = self.text()
+            if value is not None:
+                self.warn("is written inline; prefer {env: NAME} or {file: PATH}")
+            return value
+        keys = self.mapping({"env", "file"})
+        if keys is None:
+            return None
+        if len(keys) != 1:
+            self.fail("must name exactly one of env or file")
+            return None
+        if "env" in keys:
+            name = keys["env"].text()
+            if name is None:
+                return None
+            if name not in os.environ:
+                keys["env"].fail(f"environment variable {name} is not set")
+                return None
+            if not os.environ[name]:
+                keys["env"].fail(f"environment variable {name} is empty")
+                return None
+            return os.environ[name]
+        path = keys["file"].text()
+        if path is None:
+            return None
+        try:
+            content = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            keys["file"].fail(f"cannot read {path}: {exc.strerror}")
+            return None
+        if not content:
+            keys["file"].fail(f"{path} is empty")
+            return None
+        return content
+
+
+def read_file(path: Path, source: Source) -> Value | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        source.problems.append(Problem(source.file, 0, "", "file not found"))
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        source.problems.append(Problem(source.file, 0, "", f"cannot read: {exc}"))
+        return None
+    return source.parse(text)

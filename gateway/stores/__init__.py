@@ -1,0 +1,22 @@
+"""State stores behind Protocols; `open_stores` is the closed registry chosen by config.
+
+Stores are dumb: they keep and return bytes and rows. Expiry semantics, sealing and rate
+windows are written once above them. Stores never import the core or the web layer.
+"""
+
+from __future__ import annotations
+
+from gateway.config import State
+from gateway.stores.memory import MemorySharedStore
+from gateway.stores.protocols import DurableStore, SharedStore
+from gateway.stores.sqlite import SqliteDurableStore
+
+__all__ = ["DurableStore", "SharedStore", "open_stores"]
+
+
+async def open_stores(state: State) -> tuple[DurableStore, SharedStore]:
+    """Open the configured durable and shared stores (config validation limits the kinds)."""
+    durable = SqliteDurableStore(state.durable.path)
+    await durable.open()
+    shared = MemorySharedStore()
+    return durable, shared

@@ -1,0 +1,1 @@
+"""The aiohttp layer: middlewares, proxy, gateway routes, pages; `app.py` composes them."""

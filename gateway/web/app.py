@@ -1,0 +1,169 @@
+"""The composition root: builds the aiohttp application and picks every concrete adapter.
+
+Request path: scope (request id, client address) → errors → reserved prefix routes or proxy.
+The guard (who, from where, how fresh) slots in between the two once sign-in exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config
+from gateway.errors import BadRequest, HttpError, MethodNotAllowed, NotFound
+from gateway.forwarding import (
+    ClientView,
+    OriginRewriter,
+    client_ip,
+    forwarded_proto,
+    request_id,
+    wants_html,
+)
+from gateway.paths import reserved_subpath
+from gateway.stores import open_stores
+from gateway.web import health, proxy
+from gateway.web.keys import (
+    ACCESS_LOG,
+    CLOCK,
+    CONFIG,
+    DURABLE,
+    REWRITER,
+    SHARED,
+    UPSTREAM_CLIENT,
+    USER,
+    VIEW,
+)
+from gateway.web.pages import error_response
+from gateway.web.upstream import open_upstream_client
+
+log = logging.getLogger("gateway")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+    app = web.Application(middlewares=[scope_middleware], handler_args={"max_field_size": 16384})
+    app[CONFIG] = config
+    app[CLOCK] = clock or SystemClock()
+    app[REWRITER] = OriginRewriter(config.upstream.url, config.public_url)
+    app[ACCESS_LOG] = logging.getLogger("gateway.access")
+    app.cleanup_ctx.append(_upstream_client)
+    app.cleanup_ctx.append(_stores)
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app
+
+
+async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
+    client = open_upstream_client(app[CONFIG].upstream)
+    app[UPSTREAM_CLIENT] = client
+    yield
+    await client.close()
+
+
+async def _stores(app: web.Application) -> AsyncIterator[None]:
+    durable, shared = await open_stores(app[CONFIG].state)
+    app[DURABLE] = durable
+    app[SHARED] = shared
+    yield
+    await shared.close()
+    await durable.close()
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    sub = reserved_subpath(request.raw_path, request.app[CONFIG].path_prefix)
+    if sub is None:
+        return await proxy.handle(request)
+    route = health.ROUTES.get(sub)
+    if route is None:
+        raise NotFound(f"no gateway page at {sub!r}")
+    if request.method not in ("GET", "HEAD"):
+        raise MethodNotAllowed(f"{request.method} on {sub}")
+    return await route(request)
+
+
+def _view(request: web.Request, config: Config, fresh_id: str) -> ClientView:
+    peer = request.remote or ""
+    ip, trusted = client_ip(peer, request.headers, config.trusted_proxies)
+    return ClientView(
+        ip=ip,
+        peer=peer,
+        proto=forwarded_proto(request.headers, trusted, request.scheme),
+        host=request.headers.get("Host", ""),
+        peer_trusted=trusted,
+        request_id=request_id(request.headers, trusted, fresh_id),
+    )
+
+
+@web.middleware
+async def scope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who is asking (address, request id), our errors as pages or JSON, one access-log line."""
+    config = request.app[CONFIG]
+    clock = request.app[CLOCK]
+    started = clock.monotonic()
+    rid = os.urandom(8).hex()
+    status = 0
+    try:
+        try:
+            request[VIEW] = view = _view(request, config, rid)
+            rid = view.request_id
+            response = await handler(request)
+        except HttpError as exc:
+            response = _error(request, config, exc, rid)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("unexpected error on %s %s [%s]", request.method, request.path, rid)
+            response = _error(request, config, HttpError("unexpected"), rid)
+        status = response.status
+        if not response.prepared:
+            response.headers["X-Request-Id"] = rid
+        return response
+    finally:
+        if config.logging.access_log:
+            _access_line(request, rid, status, clock.monotonic() - started)
+
+
+def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> web.Response:
+    status = exc.status
+    level = logging.WARNING if status >= 500 else logging.INFO
+    log.log(
+        level,
+        "%s %s -> %d %s: %s [%s]",
+        request.method,
+        request.path,
+        status,
+        exc.reason,
+        exc.detail,
+        rid,
+    )
+    headers = {"Connection": "close"} if isinstance(exc, BadRequest) else None
+    return error_response(
+        status=status,
+        reason=exc.reason,
+        request_id=rid,
+        html=wants_html(request.headers),
+        branding=config.branding,
+        accept_language=request.headers.get("Accept-Language", ""),
+        headers=headers,
+    )
+
+
+def _access_line(request: web.Request, rid: str, status: int, seconds: float) -> None:
+    access = request.app[ACCESS_LOG]
+    if not access.isEnabledFor(logging.INFO):
+        return
+    view = request.get(VIEW)
+    # The path only: query strings can carry API tokens, and they never reach a log.
+    access.info(
+        "%s %s %s %s %d %.1fms user=%s",
+        rid,
+        view.ip if view else request.remote,
+        request.method,
+        request.raw_path.split("?", 1)[0][:512],
+        status or 499,
+        seconds * 1000,
+        request.get(USER, "-"),
+    )

@@ -1,0 +1,27 @@
+"""Every typed application and request key, in one place."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.forwarding import ClientView, OriginRewriter
+from gateway.stores import DurableStore, SharedStore
+
+CONFIG = web.AppKey("config", Config)
+CLOCK = web.AppKey("clock", Clock)
+UPSTREAM_CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)
+REWRITER = web.AppKey("rewriter", OriginRewriter)
+DURABLE = web.AppKey("durable_store", DurableStore)
+SHARED = web.AppKey("shared_store", SharedStore)
+ACCESS_LOG = web.AppKey("access_log", logging.Logger)
+
+# Per request (aiohttp request keys are plain strings).
+VIEW = "gateway.view"  # ClientView
+USER = "gateway.user"  # the user name for the access log, once known
+
+__all__ = ["ClientView"]

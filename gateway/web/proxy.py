@@ -1,0 +1,118 @@
+"""Streams one request to the CRM and its answer back, never holding a whole body.
+
+Headers are decided by gateway.forwarding; this module does the I/O and maps the upstream
+client's errors to ours at one boundary. WebSocket upgrades go to web.websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from gateway.errors import BadRequest
+from gateway.forwarding import downstream_response_headers, upstream_request_headers
+from gateway.web import websocket
+from gateway.web.keys import CONFIG, REWRITER, UPSTREAM_CLIENT, VIEW
+from gateway.web.upstream import upstream_error
+
+log = logging.getLogger("gateway.proxy")
+
+# A response body up to this size that announces its length is read in one go and sent with
+# one write: fewer syscalls and task switches for the many small pages a CRM serves.
+SMALL_BODY = 64 * 1024
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+def is_websocket_upgrade(request: web.Request) -> bool:
+    upgrade = request.headers.get("Upgrade", "")
+    return (
+        request.method == "GET"
+        and upgrade.lower() == "websocket"
+        and "upgrade" in request.headers.get("Connection", "").lower()
+    )
+
+
+def _abort(request: web.Request) -> None:
+    """Cut the client connection so a half-sent response can never look complete (FL-7)."""
+    transport = request.transport
+    if transport is not None and not transport.is_closing():
+        transport.abort()
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    raw_path = request.raw_path
+    if not raw_path.startswith("/"):
+        # Absolute-form targets (`GET http://other/x`) would let the client pick a host; the
+        # upstream comes from configuration only (PN-3).
+        raise BadRequest("request target must be a path", reason="bad_request_target")
+    config = request.app[CONFIG]
+    if is_websocket_upgrade(request):
+        return await websocket.proxy(request)
+    upstream = config.upstream
+    secret = upstream.secret_header
+    headers = upstream_request_headers(
+        request.headers,
+        request[VIEW],
+        upstream_host=upstream.host,
+        host_header=upstream.host_header,
+        secret=(secret.name, secret.value) if secret else None,
+    )
+    session = request.app[UPSTREAM_CLIENT]
+    body = request.content if request.body_exists else None
+    try:
+        response = await session.request(
+            request.method,
+            URL(upstream.url + raw_path, encoded=True),
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            # Only the headers we built: no User-Agent, Accept or Content-Type of the client's.
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        )
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise upstream_error(exc) from exc
+    try:
+        return await _relay(request, response)
+    finally:
+        response.release()
+
+
+async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    headers = downstream_response_headers(upstream.headers, request.app[REWRITER])
+    headers["X-Request-Id"] = request[VIEW].request_id
+    out = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    length = upstream.content_length
+    chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
+    if length is not None and not chunked:
+        out.content_length = length
+    no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS
+    if no_body:
+        await out.prepare(request)
+        await out.write_eof()
+        return out
+    try:
+        if length is not None and length <= SMALL_BODY and not chunked:
+            data = await upstream.content.readexactly(length) if length else b""
+            await out.prepare(request)
+            await out.write(data)
+        else:
+            await out.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await out.write(chunk)
+    except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        # Headers may already be out: the only honest signal left is a cut connection.
+        log.warning(
+            "upstream response cut mid-body: %s %s: %s",
+            request.method,
+            request.path,
+            upstream_error(exc).detail,
+        )
+        upstream.close()
+        _abort(request)
+        raise asyncio.CancelledError from None
+    await out.write_eof()
+    return out

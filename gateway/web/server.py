@@ -1,0 +1,179 @@
+"""Runs the gateway: logging, the event loop (uvloop when installed), one or more workers.
+
+Several workers share one listening socket bound before forking, so the kernel spreads
+connections; the parent only supervises (restarts a worker that dies, passes signals on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.config import Config, Listen, Logging
+from gateway.web.app import build_app
+
+log = logging.getLogger("gateway")
+
+# In-flight requests get this long to finish on SIGTERM before connections are closed.
+SHUTDOWN_GRACE = 15.0
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(settings: Logging) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.level.upper())
+    # aiohttp's own access log is replaced by ours (request id, client address, user).
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def install_fast_loop() -> str:
+    """Use uvloop when it is installed; it is optional."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def bind(listen: Listen) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((listen.host, listen.port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_until_stopped(
+    app: web.Application,
+    sock: socket.socket,
+    *,
+    started: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        # A client that goes away cancels its handler, and with it the upstream request (FL-15).
+        handler_cancellation=True,
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await web.SockSite(runner, sock).start()
+        if started is not None:
+            await started()
+        await stop.wait()
+        log.info("stopping: draining in-flight requests for up to %.0fs", SHUTDOWN_GRACE)
+    finally:
+        await runner.cleanup()
+
+
+def run(config: Config) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status."""
+    configure_logging(config.logging)
+    loop_name = install_fast_loop()
+    try:
+        sock = bind(config.listen)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", config.listen, exc.strerror)
+        return 1
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    log.info(
+        "crm-gateway listening on http://%s:%d, forwarding to %s (%s, %d worker%s)",
+        shown,
+        port,
+        config.upstream.url,
+        loop_name,
+        config.workers,
+        "" if config.workers == 1 else "s",
+    )
+    if config.workers == 1:
+        asyncio.run(serve_until_stopped(build_app(config), sock))
+        return 0
+    return _supervise(config, sock)
+
+
+def _worker(config: Config, sock: socket.socket) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        asyncio.run(serve_until_stopped(build_app(config), sock))
+    except Exception:
+        log.exception("worker %d failed", os.getpid())
+        os._exit(1)
+    os._exit(0)
+
+
+def _supervise(config: Config, sock: socket.socket) -> int:
+    children: dict[int, float] = {}
+    stopping = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:
+            _worker(config, sock)
+        children[pid] = time.monotonic()
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                children.pop(pid, None)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for _ in range(config.workers):
+        spawn()
+    status = 0
+    while children:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        started = children.pop(pid, time.monotonic())
+        code = os.waitstatus_to_exitcode(wait_status)
+        if stopping:
+            continue
+        log.error("worker %d exited with %d; starting another", pid, code)
+        status = 1
+        if time.monotonic() - started < 1.0:
+            time.sleep(1.0)  # a worker that dies at once should not spin the machine
+        spawn()
+    return 0 if stopping else status

@@ -1,0 +1,48 @@
+"""The one HTTP client to the CRM: a keep-alive pool, no redirects, no decompression, no jar.
+
+Also the one boundary where the client's exceptions become ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from gateway.config import Upstream
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+
+
+def open_upstream_client(upstream: Upstream) -> aiohttp.ClientSession:
+    timeouts = upstream.timeouts
+    connector = aiohttp.TCPConnector(
+        limit=upstream.max_connections,
+        limit_per_host=0,
+        keepalive_timeout=upstream.keepalive,
+        ttl_dns_cache=60,
+        enable_cleanup_closed=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        # total=None: long downloads and websockets must not die at a fixed age (FL-9); the
+        # read timeout is between two reads, so a stalled CRM is still noticed.
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.pool + timeouts.connect,
+            sock_connect=timeouts.connect,
+            sock_read=timeouts.read,
+        ),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        # The request line is sent as the client wrote it: no re-quoting of the path.
+        requote_redirect_url=False,
+        read_bufsize=2**16,
+    )
+
+
+def upstream_error(exc: BaseException) -> UpstreamTimeout | UpstreamUnavailable:
+    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+        return UpstreamTimeout(str(exc) or type(exc).__name__)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnavailable(str(exc))
+    return UpstreamUnavailable(f"{type(exc).__name__}: {exc}")
