@@ -176,7 +176,7 @@ def _build(root: Value, source: Source) -> Config | None:
         return None
     # No sign-in section exists yet in this version: say plainly what that means.
     source.warn(
-        root.node,
+        None,
         "",
         "no sign-in is configured: the gateway forwards everything as a transparent proxy",
     )

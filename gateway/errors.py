@@ -38,7 +38,7 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line))
         super().__init__("\n".join(str(p) for p in problems))
 
 

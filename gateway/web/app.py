@@ -139,16 +139,18 @@ def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> we
         exc.detail,
         rid,
     )
-    headers = {"Connection": "close"} if isinstance(exc, BadRequest) else None
-    return error_response(
+    response = error_response(
         status=status,
         reason=exc.reason,
         request_id=rid,
         html=wants_html(request.headers),
         branding=config.branding,
         accept_language=request.headers.get("Accept-Language", ""),
-        headers=headers,
     )
+    if isinstance(exc, BadRequest):
+        # What we refused to read may also be badly framed: never reuse the connection.
+        response.force_close()
+    return response
 
 
 def _access_line(request: web.Request, rid: str, status: int, seconds: float) -> None:

@@ -20,8 +20,5 @@ DURABLE = web.AppKey("durable_store", DurableStore)
 SHARED = web.AppKey("shared_store", SharedStore)
 ACCESS_LOG = web.AppKey("access_log", logging.Logger)
 
-# Per request (aiohttp request keys are plain strings).
-VIEW = "gateway.view"  # ClientView
-USER = "gateway.user"  # the user name for the access log, once known
-
-__all__ = ["ClientView"]
+VIEW = web.RequestKey("view", ClientView)  # who is asking, set first on every request
+USER = web.RequestKey("user", str)  # the user name for the access log, once known

@@ -1,0 +1,109 @@
+"""Real servers on loopback: the gateway app, the demo CRM and purpose-built upstreams."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.config import Config, parse_config
+from gateway.demo.crm import build_crm_app
+from gateway.web.app import build_app
+from tests.upstreams import INFO, build_upstream_app
+
+
+@dataclass
+class Served:
+    app: web.Application
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+async def serve(app: web.Application, host: str = "127.0.0.1", **runner_args: object) -> Served:
+    runner = web.AppRunner(app, access_log=None, **runner_args)  # type: ignore[arg-type]
+    await runner.setup()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(128)
+    site = web.SockSite(runner, sock)
+    await site.start()
+    return Served(app, runner, host, sock.getsockname()[1])
+
+
+def gateway_config(
+    upstream_url: str, tmp_path: Path, extra: str = "", upstream_extra: str = ""
+) -> Config:
+    """A test config; `extra` adds top-level YAML, `upstream_extra` keys under upstream."""
+    nested = "".join(f"  {line}\n" for line in upstream_extra.splitlines())
+    text = (
+        "listen: 127.0.0.1:0\n"
+        f"upstream:\n  url: {upstream_url}\n{nested}"
+        f"state:\n  durable: {{type: sqlite, path: {tmp_path}/gateway.db}}\n"
+        "logging: {access_log: false}\n"
+        f"{extra}"
+    )
+    return parse_config(text, "test gateway.yaml")
+
+
+GatewayFactory = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Served]:
+    app = build_upstream_app()
+    served = await serve(app)
+    app[INFO].update(origin=served.url, hostname="127.0.0.1")
+    yield served
+    await served.runner.cleanup()
+
+
+@pytest.fixture
+async def crm() -> AsyncIterator[Served]:
+    served = await serve(build_crm_app())
+    yield served
+    await served.runner.cleanup()
+
+
+@pytest.fixture
+async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
+    started: list[Served] = []
+
+    async def start(
+        upstream_url: str, extra: str = "", *, upstream_extra: str = "", host: str = "127.0.0.1"
+    ) -> Served:
+        config = gateway_config(upstream_url, tmp_path, extra, upstream_extra)
+        served = await serve(build_app(config), host, handler_cancellation=True)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        await served.runner.cleanup()
+
+
+@pytest.fixture
+async def gateway(upstream: Served, start_gateway: GatewayFactory) -> Served:
+    """The gateway in front of the echo/fault upstream."""
+    return await start_gateway(upstream.url)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain client: no cookie jar, no decompression, no redirects followed."""
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
+    ) as session:
+        yield session
