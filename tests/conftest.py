@@ -32,7 +32,11 @@ class Served:
 
 async def serve(app: web.Application, host: str = "127.0.0.1", **runner_args: object) -> Served:
     runner = web.AppRunner(app, access_log=None, **runner_args)  # type: ignore[arg-type]
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        await runner.cleanup()
+        raise
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -26,12 +26,16 @@ class SqliteDurableStore:
         # One thread owns the connection: SQLite connections are not shared across threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        if self._closed:
+            raise StoreUnavailable(f"sqlite {self._path}: the store is closed")
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, RuntimeError) as exc:
+            # RuntimeError: the worker thread is gone (interpreter or store shutting down).
             raise StoreUnavailable(f"sqlite {self._path}: {exc}") from exc
 
     def _open(self) -> None:
@@ -56,6 +60,9 @@ class SqliteDurableStore:
         await self._run(self._ping)
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)

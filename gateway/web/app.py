@@ -50,8 +50,8 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app[CLOCK] = clock or SystemClock()
     app[REWRITER] = OriginRewriter(config.upstream.url, config.public_url)
     app[ACCESS_LOG] = logging.getLogger("gateway.access")
-    app.cleanup_ctx.append(_upstream_client)
     app.cleanup_ctx.append(_stores)
+    app.cleanup_ctx.append(_upstream_client)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 

@@ -86,7 +86,11 @@ async def serve_until_stopped(
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_GRACE,
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        await runner.cleanup()  # close what the contexts that did start have opened
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -416,7 +416,7 @@ async def test_client_disconnect_mid_download_cancels_upstream(
 async def test_client_disconnect_mid_upload_aborts_upstream_request(
     gateway: Served, upstream: Served
 ) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     writer.write(b"POST /slow-sink HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n")
     for _ in range(5):
         writer.write(b"10000\r\n" + b"z" * 65536 + b"\r\n")

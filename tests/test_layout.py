@@ -1,0 +1,92 @@
+"""Imports point down (DESIGN.md "Code layout"): values → config → core → adapters → web → CLI."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
+
+# Lower number = lower layer. A module may import only from its own layer or below.
+LAYERS = {
+    "gateway.errors": 0,
+    "gateway.clock": 0,
+    "gateway.i18n": 0,
+    "gateway.loader": 1,
+    "gateway.config": 1,
+    "gateway.forwarding": 2,
+    "gateway.paths": 2,
+    "gateway.stores": 3,
+    "gateway.demo.crm": 3,
+    "gateway.web": 4,
+    "gateway.demo": 5,
+    "gateway.cli": 6,
+    "gateway.__main__": 7,
+}
+
+
+def _layer(module: str) -> int:
+    best = ""
+    for prefix in LAYERS:
+        if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+            best = prefix
+    assert best, f"{module} is not placed in a layer: add it to LAYERS"
+    return LAYERS[best]
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(p for p in parts if p != "__init__")
+        found[name] = path
+    return found
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return {n for n in names if n == "gateway" or n.startswith("gateway.")}
+
+
+def test_every_import_points_down() -> None:
+    wrong = []
+    for module, path in _modules().items():
+        if module == "gateway":
+            continue
+        for imported in _imports(path):
+            if imported != "gateway" and _layer(imported) > _layer(module):
+                wrong.append(
+                    f"{module} (layer {_layer(module)}) imports {imported} (layer {_layer(imported)})"
+                )
+    assert wrong == []
+
+
+def test_core_never_imports_aiohttp_web() -> None:
+    core = [m for m in _modules() if m != "gateway" and _layer(m) <= 2]
+    assert core
+    for module in core:
+        source = _modules()[module].read_text()
+        assert "aiohttp.web" not in source and "from aiohttp import web" not in source, module
+
+
+def test_stores_never_import_the_core_or_web() -> None:
+    for module, path in _modules().items():
+        if module.startswith("gateway.stores"):
+            for imported in _imports(path):
+                assert _layer(imported) <= 1 or imported.startswith("gateway.stores"), (
+                    module,
+                    imported,
+                )
+
+
+def test_only_clock_reads_the_time() -> None:
+    for module, path in _modules().items():
+        if module in ("gateway.clock", "gateway.web.server") or module.startswith("gateway.demo"):
+            continue  # the supervisor's restart backoff is process plumbing, not logic
+        source = path.read_text()
+        assert "time.time()" not in source and "datetime.now(" not in source, module
