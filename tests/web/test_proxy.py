@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 
@@ -96,7 +97,7 @@ async def test_content_length_upload_keeps_its_length(
     gateway: Served, http: aiohttp.ClientSession
 ) -> None:
     blob = os.urandom(200_000)
-    seen = await _echo(http, f"{gateway.url}/upload", method="PUT", data=blob)
+    seen = await _echo(http, f"{gateway.url}/upload", method="PUT", data=io.BytesIO(blob))
     assert _header(seen, "Content-Length") == [str(len(blob))]
     assert seen["chunked"] is False
     assert seen["body_sha256"] == hashlib.sha256(blob).hexdigest()

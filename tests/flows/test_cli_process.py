@@ -1,0 +1,106 @@
+"""The real program: `run` serves and stops cleanly, workers share the port, a bad config
+never listens, `demo` serves the demo CRM."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import Served
+from tests.process import start_gateway_process, write_config
+
+
+async def test_run_serves_and_stops_on_sigterm(crm: Served, tmp_path: Path) -> None:
+    gw = await start_gateway_process(write_config(tmp_path, crm.url))
+    async with aiohttp.ClientSession() as http, http.get(f"{gw.url}/login") as r:
+        assert r.status == 200
+        assert "Log in" in await r.text()
+    assert await gw.stop() == 0
+    assert b"GET /login 200" in gw.log  # the access log line
+
+
+async def test_two_workers_share_the_listening_socket(crm: Served, tmp_path: Path) -> None:
+    gw = await start_gateway_process(write_config(tmp_path, crm.url), "--workers", "2")
+    try:
+        assert len(gw.children()) == 2
+        async with aiohttp.ClientSession() as http:
+            statuses = await asyncio.gather(*(_status(http, f"{gw.url}/hello") for _ in range(50)))
+        assert statuses == [200] * 50
+    finally:
+        assert await gw.stop() == 0
+
+
+async def _status(http: aiohttp.ClientSession, url: str) -> int:
+    async with http.get(url) as r:
+        await r.read()
+        return r.status
+
+
+async def test_bad_config_exits_2_and_never_listens(tmp_path: Path) -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"listen: 127.0.0.1:{port}\nupstream:\n  url: crm.local\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 2
+    assert (
+        f"{config}:3: upstream.url: must be an http(s) URL but it's 'crm.local'" in stderr.decode()
+    )
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_demo_serves_the_demo_crm_through_the_gateway(tmp_path: Path) -> None:
+    ports = []
+    for _ in range(2):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        ports.append(s.getsockname()[1])
+        s.close()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "demo",
+        "--listen",
+        f"127.0.0.1:{ports[0]}",
+        "--crm-listen",
+        f"127.0.0.1:{ports[1]}",
+        "--data-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        banner = b""
+        while b"Stop with Ctrl-C" not in banner:
+            banner += await asyncio.wait_for(process.stdout.readline(), 20)
+        assert f"http://127.0.0.1:{ports[0]}/".encode() in banner
+        assert b"alice" in banner and b"alice-demo" in banner
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{ports[0]}/login") as r:
+                assert r.status == 200
+            async with http.get(f"http://127.0.0.1:{ports[0]}/_gateway/readyz") as r:
+                assert (await r.json())["status"] == "ok"
+        assert (tmp_path / "gateway.db").exists()
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0

@@ -1,0 +1,106 @@
+"""Runs the real `python -m gateway run` as a child process, for tests that need the whole
+program: signals, workers, memory of the gateway alone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+_LISTENING = re.compile(rb"listening on http://(?P<host>[^ ]+):(?P<port>\d+)")
+
+
+@dataclass
+class GatewayProcess:
+    process: asyncio.subprocess.Process
+    port: int
+    log: bytearray
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss_kib(self, field: str = "VmRSS") -> int:
+        """Resident memory of the gateway process (and its workers, if any), in KiB."""
+        total = 0
+        for pid in [self.process.pid, *self.children()]:
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M).group(1))  # type: ignore[union-attr]
+        return total
+
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+    async def stop(self) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 20)
+            except asyncio.TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        return self.process.returncode or 0
+
+
+async def _pump(stream: asyncio.StreamReader, log: bytearray) -> None:
+    while line := await stream.readline():
+        log.extend(line)
+
+
+async def start_gateway_process(config: Path, *args: str) -> GatewayProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "-c",
+        str(config),
+        "--listen",
+        "127.0.0.1:0",
+        *args,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert process.stderr is not None
+    log = bytearray()
+    while True:
+        line = await asyncio.wait_for(process.stderr.readline(), 20)
+        if not line:
+            raise AssertionError(f"gateway exited: {log.decode(errors='replace')}")
+        log.extend(line)
+        match = _LISTENING.search(line)
+        if match:
+            break
+    asyncio.get_running_loop().create_task(_pump(process.stderr, log))
+    running = GatewayProcess(process, int(match["port"]), log)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.get(f"{running.url}/_gateway/healthz") as r:
+                    if r.status == 200:
+                        return running
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+    await running.stop()
+    raise AssertionError("gateway did not become healthy")
+
+
+def write_config(directory: Path, upstream_url: str, extra: str = "") -> Path:
+    path = directory / "gateway.yaml"
+    path.write_text(
+        "listen: 127.0.0.1:0\n"
+        f"upstream:\n  url: {upstream_url}\n"
+        f"state:\n  durable: {{type: sqlite, path: {directory}/gateway.db}}\n"
+        f"{extra}"
+    )
+    return path
