@@ -52,6 +52,7 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app[ACCESS_LOG] = logging.getLogger("gateway.access")
     app.cleanup_ctx.append(_stores)
     app.cleanup_ctx.append(_upstream_client)
+    app.on_response_prepare.append(proxy.drop_invented_content_type)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 

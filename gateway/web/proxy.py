@@ -21,6 +21,8 @@ from gateway.web.upstream import upstream_error
 
 log = logging.getLogger("gateway.proxy")
 
+NO_CONTENT_TYPE = web.ResponseKey("no_content_type", bool)
+
 # A response body up to this size that announces its length is read in one go and sent with
 # one write: fewer syscalls and task switches for the many small pages a CRM serves.
 SMALL_BODY = 64 * 1024
@@ -84,35 +86,54 @@ async def handle(request: web.Request) -> web.StreamResponse:
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     headers = downstream_response_headers(upstream.headers, request.app[REWRITER])
     headers["X-Request-Id"] = request[VIEW].request_id
-    out = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     length = upstream.content_length
     chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
+    no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS
+    if not no_body and length is not None and length <= SMALL_BODY and not chunked:
+        # One buffered Response: the headers and the body leave in a single write.
+        try:
+            data = await upstream.content.readexactly(length) if length else b""
+        except (aiohttp.ClientError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            raise upstream_error(exc) from exc  # nothing sent yet: an honest 502/504
+        small = web.Response(
+            status=upstream.status, reason=upstream.reason, headers=headers, body=data
+        )
+        _mark_content_type(small, upstream)
+        return small
+    out = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    _mark_content_type(out, upstream)
     if length is not None and not chunked:
         out.content_length = length
-    no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS
+    await out.prepare(request)
     if no_body:
-        await out.prepare(request)
         await out.write_eof()
         return out
     try:
-        if length is not None and length <= SMALL_BODY and not chunked:
-            data = await upstream.content.readexactly(length) if length else b""
-            await out.prepare(request)
-            await out.write(data)
-        else:
-            await out.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await out.write(chunk)
-    except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-        # Headers may already be out: the only honest signal left is a cut connection.
+        async for chunk in upstream.content.iter_any():
+            await out.write(chunk)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        # Headers are out: the only honest signal left is a cut connection (FL-7).
         log.warning(
-            "upstream response cut mid-body: %s %s: %s",
+            "upstream response cut mid-body: %s %s: %s [%s]",
             request.method,
             request.path,
             upstream_error(exc).detail,
+            request[VIEW].request_id,
         )
         upstream.close()
         _abort(request)
         raise asyncio.CancelledError from None
     await out.write_eof()
     return out
+
+
+def _mark_content_type(response: web.StreamResponse, upstream: aiohttp.ClientResponse) -> None:
+    if "Content-Type" not in upstream.headers:
+        response[NO_CONTENT_TYPE] = True
+
+
+async def drop_invented_content_type(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: aiohttp adds `application/octet-stream` to a body without a type;
+    a CRM page that sent none must reach the browser as sent (its sniffing depends on it)."""
+    if response.get(NO_CONTENT_TYPE):
+        response.headers.popall("Content-Type", None)

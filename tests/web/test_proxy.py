@@ -431,3 +431,30 @@ async def test_client_disconnect_mid_upload_aborts_upstream_request(
     (event,) = upstream.app[EVENTS]
     assert event.startswith("upload-aborted:")
     assert int(event.split(":")[1]) < 5 * 65536 + 1
+
+
+@pytest.mark.parametrize("size", [5, 200_000])
+async def test_no_content_type_is_invented(
+    start_gateway: GatewayFactory, http: aiohttp.ClientSession, size: int
+) -> None:
+    """A legacy CRM page without Content-Type reaches the browser without one (sniffed
+    there), on both the small-body and the streamed path."""
+    body = b"<b>x" + b"x" * (size - 4)
+
+    async def legacy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(legacy, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        gw = await start_gateway(f"http://127.0.0.1:{port}")
+        async with http.get(f"{gw.url}/page") as r:
+            assert r.status == 200
+            assert "Content-Type" not in r.headers
+            assert await r.read() == body
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,122 @@
+"""Language choice from Accept-Language, and complete catalogs."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.i18n import CATALOG, DEFAULT, LANGUAGES, negotiate, translate
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("de", "de"),
+        ("DE", "de"),
+        ("de-DE,de;q=0.9,en;q=0.8", "de"),
+        ("fr-CA", "fr"),
+        ("ru-RU;q=1.0", "ru"),
+        ("nl-BE, nl;q=0.9", "nl"),
+    ],
+)
+def test_negotiate_picks_the_language_asked_for(header: str, expected: str) -> None:
+    assert negotiate(header) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("fr;q=0.5, de;q=0.9", "de"),
+        ("en;q=0.1, ru;q=0.2", "ru"),
+        ("en-GB;q=0.3, nl;q=0.31", "nl"),
+        ("de; q=0.4, fr ; q=0.6", "fr"),
+        ("zh-CN, ja;q=0.9, de;q=0.1", "de"),
+    ],
+)
+def test_negotiate_prefers_the_highest_q_value(header: str, expected: str) -> None:
+    assert negotiate(header) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("nl, de", "nl"),
+        ("de, nl", "de"),
+        ("fr;q=0.8, de;q=0.8", "fr"),
+        ("ru, en", "ru"),
+    ],
+)
+def test_negotiate_breaks_ties_by_order(header: str, expected: str) -> None:
+    assert negotiate(header) == expected
+
+
+@pytest.mark.parametrize("header", ["no", "nn", "nb", "nb-NO", "nn-NO", "no-NO;q=0.8, xx"])
+def test_norwegian_variants_read_bokmal(header: str) -> None:
+    assert negotiate(header) == "nb"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "zh-CN",
+        "ja, ko;q=0.9",
+        "*",
+        "de;q=0",
+        "de;q=0, fr;q=0.0",
+        "de;q=-1",
+        "de;q=abc",
+        ";;;,,,",
+        "q=1",
+        "\x00\xff",
+        "en-US",
+    ],
+)
+def test_unknown_refused_or_garbage_languages_give_english(header: str) -> None:
+    assert negotiate(header) == "en"
+
+
+def test_unreadable_q_value_skips_only_that_entry() -> None:
+    assert negotiate("de;q=abc, fr;q=0.2") == "fr"
+
+
+def test_refused_language_is_not_chosen_even_when_first() -> None:
+    assert negotiate("de;q=0, ru;q=0.1") == "ru"
+
+
+def test_english_is_the_default() -> None:
+    assert DEFAULT == "en"
+    assert negotiate("xx") == DEFAULT
+
+
+def test_every_listed_language_has_a_catalog() -> None:
+    assert sorted(LANGUAGES) == sorted(CATALOG)
+    assert set(LANGUAGES) == {"en", "nl", "nb", "de", "fr", "ru"}
+
+
+@pytest.mark.parametrize("language", [lang for lang in CATALOG if lang != "en"])
+def test_catalog_has_exactly_the_english_keys(language: str) -> None:
+    english = set(CATALOG["en"])
+    keys = set(CATALOG[language])
+
+    assert english - keys == set(), f"{language} is missing translations"
+    assert keys - english == set(), f"{language} has keys English does not"
+
+
+@pytest.mark.parametrize("language", list(CATALOG))
+def test_no_message_is_empty_or_left_as_its_key(language: str) -> None:
+    for key, text in CATALOG[language].items():
+        assert text.strip(), f"{language}:{key} is empty"
+        assert text != key
+
+
+@pytest.mark.parametrize("language", [lang for lang in CATALOG if lang != "en"])
+def test_translations_are_not_english_copies(language: str) -> None:
+    same = [key for key, text in CATALOG[language].items() if text == CATALOG["en"][key]]
+
+    assert same == []
+
+
+def test_translate_falls_back_to_english_then_to_the_key() -> None:
+    assert translate("de", "error.back") == "Zur Startseite"
+    assert translate("xx", "error.back") == CATALOG["en"]["error.back"]
+    assert translate("de", "no.such.key") == "no.such.key"
