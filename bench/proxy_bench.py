@@ -61,7 +61,8 @@ def ensure_wrk() -> str:
         if found:
             return found
     raise SystemExit(
-        "wrk is needed for the benchmark: install it (Debian/Ubuntu: apt-get install wrk) and run make bench again"
+        "wrk is needed for the benchmark: install it (Debian/Ubuntu: apt-get install wrk) "
+        "and run make bench again"
     )
 
 
@@ -72,7 +73,8 @@ def start_crm(port: int) -> subprocess.Popen[bytes]:
         "from gateway.web.server import install_fast_loop\n"
         "from gateway.demo.crm import build_crm_app\n"
         "install_fast_loop()\n"
-        f"web.run_app(build_crm_app(), host='127.0.0.1', port={port}, access_log=None, print=None)\n"
+        f"web.run_app(build_crm_app(), host='127.0.0.1', port={port},"
+        " access_log=None, print=None)\n"
     )
     return subprocess.Popen([sys.executable, "-c", code])
 
@@ -208,7 +210,8 @@ def main() -> int:
                 targets["nginx reverse proxy, 2 workers"] = f"http://127.0.0.1:{nginx_port}"
             else:
                 print(
-                    "nginx is not installed: no reference proxy in this run (apt-get install nginx-light)"
+                    "nginx is not installed: no reference proxy in this run "
+                    "(apt-get install nginx-light)"
                 )
             for url in targets.values():
                 wait_until_up(url + PATH)
@@ -253,7 +256,8 @@ def report(samples: dict[str, Samples]) -> None:
     direct = medians["direct to the demo CRM"]
     nginx = medians.get("nginx reverse proxy, 2 workers")
     print(
-        f"\n{'target':<34} {'req/s':>9} {'vs direct':>10} {'vs nginx':>9} {'p50 ms':>8} {'p99 ms':>8}"
+        f"\n{'target':<34} {'req/s':>9} {'vs direct':>10} {'vs nginx':>9} "
+        f"{'p50 ms':>8} {'p99 ms':>8}"
     )
     for name, s in samples.items():
         rps = medians[name]

@@ -15,6 +15,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError, Problem
+from gateway.headers import MANAGED, fold
 from gateway.loader import Source, Value, read_file
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -23,7 +24,7 @@ T = TypeVar("T")
 _HOST_PORT = re.compile(
     r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d{1,5})$"
 )
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^`|~0-9A-Za-z-]+$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
@@ -217,7 +218,7 @@ def _origin(value: Value, what: str) -> tuple[str, str, str, int | None] | None:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         value.fail(f"must be an http(s) URL but it's {text!r}")
         return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
         value.fail(f"must be only scheme, host and port ({what}) but it's {text!r}")
         return None
     return parts.scheme, parts.hostname, parts.netloc, port
@@ -307,6 +308,9 @@ def _secret_header(value: Value) -> SecretHeader | None:
     if "name" not in keys or "value" not in keys:
         return None
     name = _header_name(keys["name"])
+    if name is not None and fold(name) in MANAGED:
+        keys["name"].fail(f"must not be a header the gateway manages but it's {name!r}")
+        name = None
     secret = keys["value"].secret()
     if name is None or secret is None:
         return None
@@ -325,7 +329,9 @@ def _prefix(value: Value) -> str | None:
     text = value.text()
     if text is None:
         return None
-    if not re.fullmatch(r"/[A-Za-z0-9._~\-]+(?:/[A-Za-z0-9._~\-]+)*/", text) or "/../" in text:
+    segments = text.strip("/").split("/")
+    shaped = re.fullmatch(r"/[A-Za-z0-9._~\-]+(?:/[A-Za-z0-9._~\-]+)*/", text)
+    if not shaped or any(set(segment) == {"."} for segment in segments):
         value.fail(
             f"must look like /_gateway/ (a path that starts and ends with /) but it's {text!r}"
         )
@@ -386,9 +392,9 @@ def _branding(value: Value) -> Branding | None:
         keys["colour"].fail(f"must be a colour such as #1f5f8b but it's {colour!r}")
         colour = default.colour
     logo = _get(keys, "logo_url", lambda v: v.text(), "")
-    if logo and not (
-        logo.startswith("https://") or (logo.startswith("/") and not logo.startswith("//"))
-    ):
+    # Browsers read `/\` as `//`: a backslash anywhere could point at another site.
+    on_site = logo.startswith("/") and not logo.startswith("//") and "\\" not in logo
+    if logo and not (logo.startswith("https://") or on_site):
         keys["logo_url"].fail(f"must be an https:// URL or a path on this site but it's {logo!r}")
         logo = ""
     return Branding(

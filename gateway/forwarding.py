@@ -17,44 +17,10 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import BadRequest
+from gateway.headers import FORWARDING, HOP_BY_HOP, fold
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# RFC 9110 §7.6.1 plus the de-facto ones (Proxy-Connection, Keep-Alive) and HTTP2-Settings
-# (h2c upgrade smuggling, WS-3). Transfer-Encoding is re-framed by us, never copied.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "http2-settings",
-    }
-)
-
-# Headers only the gateway (or a trusted proxy before it) may speak. Compared after folding
-# case and `_` to `-`, because CGI/WSGI upstreams read X_Forwarded_For as X-Forwarded-For.
-FORWARDING = frozenset(
-    {
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-port",
-        "x-forwarded-prefix",
-        "x-forwarded-server",
-        "x-forwarded-uri",
-        "x-forwarded-ssl",
-        "x-real-ip",
-        "forwarded",
-        "x-request-id",
-    }
-)
 
 # The request's own framing and the ones we must not relay (aiohttp answers Expect itself).
 _REQUEST_DROP = frozenset({"expect", "content-length", "host"})
@@ -63,15 +29,11 @@ MAX_FORWARDED_HOPS = 32
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 
-def _fold(name: str) -> str:
-    return name.lower().replace("_", "-")
-
-
 def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
     """Header names listed in every `Connection` line, folded."""
     names: set[str] = set()
     for line in headers.getall("Connection", ()):
-        names.update(_fold(token.strip()) for token in line.split(",") if token.strip())
+        names.update(fold(token.strip()) for token in line.split(",") if token.strip())
     return names
 
 
@@ -137,6 +99,10 @@ def client_ip(
     the right-most address that is not a trusted proxy (XF-2). Anything unparsable fails
     closed with BadRequest (authentik CVE-2024-47070 failed open on `X-Forwarded-For: a`).
     """
+    if peer.startswith("::ffff:"):
+        # A dual-stack listener shows IPv4 clients as ::ffff:a.b.c.d; rules name a.b.c.d.
+        mapped = parse_ip(peer)
+        peer = str(mapped) if mapped is not None else peer
     if not trusted:
         return peer, False
     peer_address = parse_ip(peer)
@@ -183,10 +149,10 @@ def upstream_request_headers(
     """The headers sent to the CRM: client's minus hop-by-hop and spoofable ones, plus ours."""
     drop = HOP_BY_HOP | FORWARDING | _REQUEST_DROP | extra_drop | connection_tokens(incoming)
     if secret is not None:
-        drop = drop | {_fold(secret[0])}
+        drop = drop | {fold(secret[0])}
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
-        if _fold(name) not in drop:
+        if fold(name) not in drop:
             out.add(name, value)
     # Content-Length is dropped above and set again by the client from the streamed payload,
     # so the CRM always gets framing the gateway generated itself (SM-2).
@@ -254,6 +220,7 @@ class OriginRewriter:
         if not sep:
             return value
         key, eq, target = rest.strip().partition("=")
+        target = target.strip()
         if not eq or key.strip().lower() != "url":
             return value
         quote = target[:1] if target[:1] in "'\"" else ""

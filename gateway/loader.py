@@ -39,6 +39,8 @@ _SIZE_UNITS = {
 def describe(node: Node) -> str:
     """How a value is quoted back in a message: `but it's 'crm.local'`."""
     if isinstance(node, ScalarNode):
+        if node.tag.endswith(":null"):
+            return "empty"
         return repr(node.value) if node.tag.endswith(":str") else str(node.value)
     if isinstance(node, MappingNode):
         return "a mapping"
@@ -64,7 +66,7 @@ class Source:
         except yaml.YAMLError as exc:
             self.problems.append(Problem(self.file, 0, "", f"not valid YAML: {exc}"))
             return None
-        if node is None:
+        if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
             self.problems.append(Problem(self.file, 1, "", "the file is empty"))
             return None
         return Value(self, node, "")

@@ -30,9 +30,11 @@ def _canonical(raw_path: str) -> str:
 def reserved_subpath(raw_path: str, prefix: str) -> str | None:
     """The part after the prefix (`healthz`) when the path is the gateway's, else None."""
     # Fast path for ordinary CRM paths: nothing that could decode, fold or climb into the prefix.
-    lowered = raw_path.lower()
-    stem = prefix.strip("/").lower()
-    if stem not in lowered and "%" not in raw_path and "\\" not in raw_path:
+    # Without percent-escapes or backslashes, decoding changes no letter, so a path that is the
+    # gateway's must contain the prefix's last segment literally, whatever slashes or dot
+    # segments stand around it.
+    last = prefix.rstrip("/").rsplit("/", 1)[-1].lower()
+    if last not in raw_path.lower() and "%" not in raw_path and "\\" not in raw_path:
         return None
     canonical = _canonical(raw_path)
     bare = prefix.rstrip("/")

@@ -248,11 +248,6 @@ def test_trusted_ipv4_mapped_peer_without_headers_is_reported_as_ipv4() -> None:
     assert client_ip("::ffff:10.0.0.1", headers(), TRUSTED) == ("10.0.0.1", True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an IPv4-mapped peer is returned unnormalised when it is not read through a "
-    "trusted proxy, although the trusted path unmaps it (security-tests.md XF-3)",
-)
 @pytest.mark.parametrize("trusted", [(), TRUSTED], ids=["no-trusted-proxies", "untrusted-peer"])
 def test_ipv4_mapped_untrusted_peer_is_reported_as_ipv4(
     trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
@@ -697,11 +692,6 @@ def test_refresh_url_naming_the_crm_is_rewritten(value: str, expected: str) -> N
     assert OriginRewriter("http://crm.internal", "").refresh(value) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: whitespace after `url=` (allowed by the HTML refresh syntax) is kept in "
-    "front of the URL, so the CRM's address is not recognised and leaks to the browser",
-)
 def test_refresh_with_spaces_around_the_equals_sign_is_rewritten() -> None:
     assert (
         OriginRewriter("http://crm.internal", "").refresh("5; url = http://crm.internal/x")

@@ -12,6 +12,7 @@ LAYERS = {
     "gateway.errors": 0,
     "gateway.clock": 0,
     "gateway.i18n": 0,
+    "gateway.headers": 0,
     "gateway.loader": 1,
     "gateway.config": 1,
     "gateway.forwarding": 2,

@@ -93,7 +93,7 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
         # One buffered Response: the headers and the body leave in a single write.
         try:
             data = await upstream.content.readexactly(length) if length else b""
-        except (aiohttp.ClientError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+        except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
             raise upstream_error(exc) from exc  # nothing sent yet: an honest 502/504
         small = web.Response(
             status=upstream.status, reason=upstream.reason, headers=headers, body=data
@@ -111,7 +111,7 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
     try:
         async for chunk in upstream.content.iter_any():
             await out.write(chunk)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         # Headers are out: the only honest signal left is a cut connection (FL-7).
         log.warning(
             "upstream response cut mid-body: %s %s: %s [%s]",

@@ -1,0 +1,51 @@
+"""Names of headers with a special meaning to a proxy; values only, shared by config and core."""
+
+from __future__ import annotations
+
+# RFC 9110 §7.6.1 plus the de-facto ones (Proxy-Connection, Keep-Alive) and HTTP2-Settings
+# (h2c upgrade smuggling, WS-3). Transfer-Encoding is re-framed by us, never copied.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "http2-settings",
+    }
+)
+
+# Headers only the gateway (or a trusted proxy before it) may speak. Compared after folding
+# case and `_` to `-`, because CGI/WSGI upstreams read X_Forwarded_For as X-Forwarded-For.
+FORWARDING = frozenset(
+    {
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-uri",
+        "x-forwarded-ssl",
+        "x-real-ip",
+        "forwarded",
+        "x-request-id",
+    }
+)
+
+# Headers whose meaning the gateway or the CRM's session depends on: never a name an operator
+# may give to a header the gateway injects.
+MANAGED = (
+    HOP_BY_HOP
+    | FORWARDING
+    | frozenset({"host", "content-length", "content-type", "cookie", "authorization", "expect"})
+)
+
+
+def fold(name: str) -> str:
+    """A header name as compared: lower case, `_` read as `-`."""
+    return name.lower().replace("_", "-")
