@@ -13,6 +13,9 @@ from pathlib import Path
 
 import aiohttp
 
+# No request in these tests should take long: a stuck one fails with the gateway's log.
+QUICK = aiohttp.ClientTimeout(total=15)
+
 _LISTENING = re.compile(rb"listening on http://(?P<host>[^ ]+):(?P<port>\d+)")
 
 
@@ -82,17 +85,17 @@ async def start_gateway_process(config: Path, *args: str) -> GatewayProcess:
             break
     asyncio.get_running_loop().create_task(_pump(process.stderr, log))
     running = GatewayProcess(process, int(match["port"]), log)
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(timeout=QUICK) as http:
         for _ in range(200):
             try:
                 async with http.get(f"{running.url}/_gateway/healthz") as r:
                     if r.status == 200:
                         return running
-            except aiohttp.ClientConnectionError:
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(0.05)
     await running.stop()
-    raise AssertionError("gateway did not become healthy")
+    raise AssertionError(f"gateway did not become healthy:\n{running.log.decode(errors='replace')}")
 
 
 def write_config(directory: Path, upstream_url: str, extra: str = "") -> Path:

@@ -11,12 +11,12 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import Served
-from tests.process import start_gateway_process, write_config
+from tests.process import QUICK, start_gateway_process, write_config
 
 
 async def test_run_serves_and_stops_on_sigterm(crm: Served, tmp_path: Path) -> None:
     gw = await start_gateway_process(write_config(tmp_path, crm.url))
-    async with aiohttp.ClientSession() as http, http.get(f"{gw.url}/login") as r:
+    async with aiohttp.ClientSession(timeout=QUICK) as http, http.get(f"{gw.url}/login") as r:
         assert r.status == 200
         assert "Log in" in await r.text()
     assert await gw.stop() == 0
@@ -27,9 +27,9 @@ async def test_two_workers_share_the_listening_socket(crm: Served, tmp_path: Pat
     gw = await start_gateway_process(write_config(tmp_path, crm.url), "--workers", "2")
     try:
         assert len(gw.children()) == 2
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(timeout=QUICK) as http:
             statuses = await asyncio.gather(*(_status(http, f"{gw.url}/hello") for _ in range(50)))
-        assert statuses == [200] * 50
+        assert statuses == [200] * 50, gw.log.decode(errors="replace")
     finally:
         assert await gw.stop() == 0
 
@@ -94,7 +94,7 @@ async def test_demo_serves_the_demo_crm_through_the_gateway(tmp_path: Path) -> N
             banner += await asyncio.wait_for(process.stdout.readline(), 20)
         assert f"http://127.0.0.1:{ports[0]}/".encode() in banner
         assert b"alice" in banner and b"alice-demo" in banner
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(timeout=QUICK) as http:
             async with http.get(f"http://127.0.0.1:{ports[0]}/login") as r:
                 assert r.status == 200
             async with http.get(f"http://127.0.0.1:{ports[0]}/_gateway/readyz") as r:

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.demo.crm import pattern_chunk
 from tests.conftest import Served
-from tests.process import GatewayProcess, start_gateway_process, write_config
+from tests.process import QUICK, GatewayProcess, start_gateway_process, write_config
 
 GIB = 1024**3
 RSS_GROWTH_LIMIT_KIB = 30 * 1024
@@ -30,7 +30,7 @@ async def gateway_process(crm: Served, tmp_path: Path) -> AsyncIterator[GatewayP
         write_config(tmp_path, crm.url, "logging: {access_log: false}\n")
     )
     # Warm up the paths a transfer uses, so one-off allocations are in the baseline.
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(timeout=QUICK) as http:
         async with http.get(f"{gw.url}/diag/stream?bytes=4194304") as r:
             await r.read()
         async with http.post(f"{gw.url}/diag/sink", data=io.BytesIO(b"x" * 4194304)) as r:
