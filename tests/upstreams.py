@@ -26,6 +26,7 @@ async def echo(request: web.Request) -> web.Response:
         "raw_path": request.raw_path,
         "headers": [[k, v] for k, v in request.headers.items()],
         "peer": request.remote,
+        "peer_port": request.transport.get_extra_info("peername")[1] if request.transport else 0,
         "body_bytes": size,
         "body_sha256": digest.hexdigest(),
         "chunked": "chunked" in request.headers.get("Transfer-Encoding", ""),
@@ -52,6 +53,12 @@ async def cookie_domain(request: web.Request) -> web.Response:
     response.headers.add("Set-Cookie", f"sid=abc; Domain={hostname}; Path=/; HttpOnly")
     response.headers.add("Set-Cookie", "other=1; Domain=example.org; Path=/")
     response.headers.add("Set-Cookie", "plain=2; Path=/")
+    return response
+
+
+async def set_cookie(request: web.Request) -> web.Response:
+    response = web.Response(text="cookie set")
+    response.headers["Set-Cookie"] = "crm_session=secret-of-user-a; Path=/"
     return response
 
 
@@ -166,6 +173,7 @@ def build_upstream_app() -> web.Application:
     r.add_get("/redirect-absolute", redirect_absolute)
     r.add_get("/redirect-elsewhere", redirect_elsewhere)
     r.add_get("/cookie-domain", cookie_domain)
+    r.add_get("/set-cookie", set_cookie)
     r.add_get("/hop-by-hop", hop_by_hop)
     r.add_get("/slow-headers", slow_headers)
     r.add_get("/reset-mid-body", reset_mid_body)

@@ -458,3 +458,20 @@ async def test_no_content_type_is_invented(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_upstream_connections_are_kept_alive_and_reused(
+    gateway: Served, http: aiohttp.ClientSession
+) -> None:
+    ports = {(await _echo(http, f"{gateway.url}/seq/{i}"))["peer_port"] for i in range(10)}
+    assert len(ports) == 1  # ten sequential requests, one pooled connection to the CRM
+
+
+async def test_upstream_cookies_are_never_kept_by_the_gateway(
+    gateway: Served, http: aiohttp.ClientSession
+) -> None:
+    """A cookie the CRM sets for one user must never be replayed for another."""
+    async with http.get(f"{gateway.url}/set-cookie") as r:
+        assert r.headers["Set-Cookie"] == "crm_session=secret-of-user-a; Path=/"
+    seen = await _echo(http, f"{gateway.url}/next-user")
+    assert _header(seen, "Cookie") == []
