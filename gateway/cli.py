@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from gateway import __version__
+from gateway import __version__, admin
 from gateway.config import Config, load_config, parse_listen
 from gateway.errors import ConfigError
 
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
     demo.add_argument("--crm-listen", default="127.0.0.1:8081", metavar="HOST:PORT")
     demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its SQLite file")
+    admin.add_commands(commands)
     return parser
 
 
@@ -52,6 +53,9 @@ def _load(path: str) -> Config | None:
         return None
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if config.policies and admin.load_policy_or_report(config.policies) is None:
+        print(f"{path}: the policies have problems; not started", file=sys.stderr)
+        return None
     return config
 
 
@@ -81,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.web.server import run
 
         return run(config)
+    if args.command == "policy":
+        config = _load(args.config) if not args.policies else None
+        if config is None and not args.policies:
+            return EXIT_CONFIG
+        return admin.explain(args, config)
+    if args.command == "tokens":
+        config = _load(args.config)
+        if config is None:
+            return EXIT_CONFIG
+        return admin.tokens(args, config)
     if args.command == "demo":
         listen, crm_listen = parse_listen(args.listen), parse_listen(args.crm_listen)
         if listen is None or crm_listen is None:

@@ -106,6 +106,7 @@ class Config:
     state: State = field(default_factory=State)
     logging: Logging = field(default_factory=Logging)
     branding: Branding = field(default_factory=Branding)
+    policies: str = ""  # directory of policy files; "" = none (a transparent proxy)
     warnings: tuple[Problem, ...] = ()
 
 
@@ -119,6 +120,7 @@ TOP_KEYS = {
     "state",
     "logging",
     "branding",
+    "policies",
 }
 
 
@@ -173,6 +175,7 @@ def _build(root: Value, source: Source) -> Config | None:
     state = _get(keys, "state", _state, State())
     logging = _get(keys, "logging", _logging, Logging())
     branding = _get(keys, "branding", _branding, Branding())
+    policies = _get(keys, "policies", lambda v: _policies_dir(v, source), "")
     if listen is None or upstream is None:
         return None
     # No sign-in section exists yet in this version: say plainly what that means.
@@ -192,8 +195,24 @@ def _build(root: Value, source: Source) -> Config | None:
         state=state,
         logging=logging,
         branding=branding,
+        policies=policies,
         warnings=tuple(source.warnings),
     )
+
+
+def _policies_dir(value: Value, source: Source) -> str | None:
+    """Relative to the config file's folder, so `policies: policies` works from anywhere."""
+    text = value.text()
+    if text is None:
+        return None
+    base = Path(source.file).parent if source.file.endswith((".yaml", ".yml")) else Path()
+    folder = (base / text) if not Path(text).is_absolute() else Path(text)
+    if not folder.is_dir():
+        value.fail(f"must be a folder of policy files but {str(folder)!r} is not a folder")
+        return None
+    if not any(folder.glob("*.yaml")):
+        value.warn(f"{str(folder)!r} holds no *.yaml policy files")
+    return str(folder)
 
 
 def _listen(value: Value) -> Listen | None:

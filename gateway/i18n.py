@@ -14,6 +14,10 @@ _ALIASES = {"no": "nb", "nn": "nb"}
 
 CATALOG: dict[str, dict[str, str]] = {
     "en": {
+        "error.ip_denied.title": "Access denied from this IP address",
+        "error.ip_denied.body": "Your organisation does not allow access to the CRM from the network you are using. Connect from the office or the VPN, or ask your IT department to allow this address.",
+        "error.path_not_allowed.title": "You do not have access to this page",
+        "error.path_not_allowed.body": "Your account may not open this part of the CRM. If you need it, ask your IT department.",
         "error.title": "Something went wrong",
         "error.request_id": "Reference",
         "error.upstream_unavailable.title": "The CRM is not answering",
@@ -31,6 +35,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "error.back": "Go to the start page",
     },
     "nl": {
+        "error.ip_denied.title": "Toegang geweigerd vanaf dit IP-adres",
+        "error.ip_denied.body": "Uw organisatie staat geen toegang tot het CRM toe vanaf het netwerk dat u nu gebruikt. Maak verbinding vanaf kantoor of via de VPN, of vraag uw IT-afdeling dit adres toe te staan.",
+        "error.path_not_allowed.title": "U hebt geen toegang tot deze pagina",
+        "error.path_not_allowed.body": "Uw account mag dit deel van het CRM niet openen. Hebt u het nodig, vraag het dan aan uw IT-afdeling.",
         "error.title": "Er is iets misgegaan",
         "error.request_id": "Referentie",
         "error.upstream_unavailable.title": "Het CRM reageert niet",
@@ -48,6 +56,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "error.back": "Naar de startpagina",
     },
     "nb": {
+        "error.ip_denied.title": "Tilgang nektet fra denne IP-adressen",
+        "error.ip_denied.body": "Organisasjonen din tillater ikke tilgang til CRM-systemet fra nettverket du bruker nå. Koble til fra kontoret eller via VPN, eller be IT-avdelingen om å tillate denne adressen.",
+        "error.path_not_allowed.title": "Du har ikke tilgang til denne siden",
+        "error.path_not_allowed.body": "Kontoen din har ikke tilgang til denne delen av CRM-systemet. Trenger du det, spør IT-avdelingen.",
         "error.title": "Noe gikk galt",
         "error.request_id": "Referanse",
         "error.upstream_unavailable.title": "CRM-systemet svarer ikke",
@@ -65,6 +77,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "error.back": "Til startsiden",
     },
     "de": {
+        "error.ip_denied.title": "Zugriff von dieser IP-Adresse verweigert",
+        "error.ip_denied.body": "Ihre Organisation erlaubt keinen Zugriff auf das CRM aus dem Netzwerk, das Sie gerade nutzen. Verbinden Sie sich aus dem Büro oder über das VPN, oder bitten Sie Ihre IT-Abteilung, diese Adresse freizugeben.",
+        "error.path_not_allowed.title": "Sie haben keinen Zugriff auf diese Seite",
+        "error.path_not_allowed.body": "Ihr Konto darf diesen Bereich des CRM nicht öffnen. Wenn Sie ihn brauchen, wenden Sie sich an Ihre IT-Abteilung.",
         "error.title": "Etwas ist schiefgelaufen",
         "error.request_id": "Referenz",
         "error.upstream_unavailable.title": "Das CRM antwortet nicht",
@@ -82,6 +98,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "error.back": "Zur Startseite",
     },
     "fr": {
+        "error.ip_denied.title": "Accès refusé à partir de cette adresse IP",
+        "error.ip_denied.body": "Votre organisation n’autorise pas l’accès au CRM depuis le réseau que vous utilisez. Connectez-vous depuis le bureau ou via le VPN, ou demandez à votre service informatique d’autoriser cette adresse.",
+        "error.path_not_allowed.title": "Vous n’avez pas accès à cette page",
+        "error.path_not_allowed.body": "Votre compte ne peut pas ouvrir cette partie du CRM. Si vous en avez besoin, adressez-vous à votre service informatique.",
         "error.title": "Un problème est survenu",
         "error.request_id": "Référence",
         "error.upstream_unavailable.title": "Le CRM ne répond pas",
@@ -99,6 +119,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "error.back": "Aller à la page d’accueil",
     },
     "ru": {
+        "error.ip_denied.title": "Доступ с этого IP-адреса запрещён",
+        "error.ip_denied.body": "Ваша организация не разрешает доступ к CRM из сети, которую вы сейчас используете. Подключитесь из офиса или через VPN либо попросите ИТ-отдел разрешить этот адрес.",
+        "error.path_not_allowed.title": "У вас нет доступа к этой странице",
+        "error.path_not_allowed.body": "Вашей учётной записи не разрешено открывать этот раздел CRM. Если он вам нужен, обратитесь в ИТ-отдел.",
         "error.title": "Что-то пошло не так",
         "error.request_id": "Номер обращения",
         "error.upstream_unavailable.title": "CRM не отвечает",

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TypeVar
 
@@ -103,7 +104,7 @@ class Value:
 
     # -- structure -------------------------------------------------------------------------
 
-    def mapping(self, allowed: set[str] | None = None) -> dict[str, Value] | None:
+    def mapping(self, allowed: AbstractSet[str] | None = None) -> dict[str, Value] | None:
         """The keys of a mapping; unknown keys (when `allowed` is given) and duplicates fail."""
         if not isinstance(self.node, MappingNode):
             self.fail(f"must be a mapping but it's {describe(self.node)}")

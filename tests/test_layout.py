@@ -22,6 +22,7 @@ LAYERS = {
     "gateway.web": 4,
     "gateway.demo": 5,
     "gateway.cli": 6,
+    "gateway.admin": 6,
     "gateway.__main__": 7,
 }
 

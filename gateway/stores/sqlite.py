@@ -17,6 +17,15 @@ SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('tokens_version', '0');
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    digest BLOB NOT NULL UNIQUE,
+    label TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    revoked REAL
+);
 """
 
 
@@ -52,6 +61,78 @@ class SqliteDurableStore:
         if self._conn is None:
             raise sqlite3.OperationalError("not open")
         self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+
+    def _bump_tokens(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'tokens_version'"
+        )
+
+    def _add_token(
+        self, token_id: str, user: str, token_digest: bytes, label: str, now: float
+    ) -> None:
+        conn = self._connection()
+        with conn:
+            conn.execute(
+                "INSERT INTO api_tokens (id, user, digest, label, created) VALUES (?, ?, ?, ?, ?)",
+                (token_id, user, token_digest, label, now),
+            )
+            self._bump_tokens(conn)
+
+    def _revoke_token(self, token_id: str, now: float) -> bool:
+        conn = self._connection()
+        with conn:
+            cursor = conn.execute(
+                "UPDATE api_tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
+                (now, token_id),
+            )
+            if cursor.rowcount:
+                self._bump_tokens(conn)
+            return cursor.rowcount > 0
+
+    def _tokens(self) -> list[tuple[str, str, str, float, float | None]]:
+        rows = self._connection().execute(
+            "SELECT id, user, label, created, revoked FROM api_tokens ORDER BY created"
+        )
+        return [tuple(r) for r in rows]
+
+    def _active_tokens(self) -> tuple[int, list[tuple[str, str, bytes]]]:
+        conn = self._connection()
+        version = int(
+            conn.execute("SELECT value FROM meta WHERE key = 'tokens_version'").fetchone()[0]
+        )
+        rows = conn.execute("SELECT id, user, digest FROM api_tokens WHERE revoked IS NULL")
+        return version, [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def _tokens_version(self) -> int:
+        row = (
+            self._connection()
+            .execute("SELECT value FROM meta WHERE key = 'tokens_version'")
+            .fetchone()
+        )
+        return int(row[0])
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.OperationalError("not open")
+        return self._conn
+
+    async def add_token(
+        self, token_id: str, user: str, token_digest: bytes, label: str, now: float
+    ) -> None:
+        await self._run(self._add_token, token_id, user, token_digest, label, now)
+
+    async def revoke_token(self, token_id: str, now: float) -> bool:
+        return await self._run(self._revoke_token, token_id, now)
+
+    async def tokens(self) -> list[tuple[str, str, str, float, float | None]]:
+        """(id, user, label, created, revoked) of every token, revoked ones included."""
+        return await self._run(self._tokens)
+
+    async def active_tokens(self) -> tuple[int, list[tuple[str, str, bytes]]]:
+        return await self._run(self._active_tokens)
+
+    async def tokens_version(self) -> int:
+        return await self._run(self._tokens_version)
 
     async def open(self) -> None:
         await self._run(self._open)

@@ -6,8 +6,11 @@ The guard (who, from where, how fresh) slots in between the two once sign-in exi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -26,11 +29,13 @@ from gateway.forwarding import (
 from gateway.paths import reserved_subpath
 from gateway.stores import open_stores
 from gateway.web import health, proxy
+from gateway.web.guard import AccessDenied, open_guard
 from gateway.web.keys import (
     ACCESS_LOG,
     CLOCK,
     CONFIG,
     DURABLE,
+    GUARD,
     REWRITER,
     SHARED,
     UPSTREAM_CLIENT,
@@ -52,6 +57,8 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app[ACCESS_LOG] = logging.getLogger("gateway.access")
     app.cleanup_ctx.append(_stores)
     app.cleanup_ctx.append(_upstream_client)
+    if config.policies:
+        app.cleanup_ctx.append(_guard)
     app.on_response_prepare.append(proxy.drop_invented_content_type)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
@@ -73,10 +80,34 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     await durable.close()
 
 
+async def _guard(app: web.Application) -> AsyncIterator[None]:
+    guard = await open_guard(app[CONFIG].policies, app[DURABLE])
+    app[GUARD] = guard
+    watcher = asyncio.create_task(guard.watch(), name="policy-watch")
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_sighup() -> None:
+        task = asyncio.create_task(guard.reload("SIGHUP"), name="policy-reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    yield
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.remove_signal_handler(signal.SIGHUP)
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     sub = reserved_subpath(request.raw_path, request.app[CONFIG].path_prefix)
     if sub is None:
-        return await proxy.handle(request)
+        guard = request.app.get(GUARD)
+        target = guard.check(request) if guard is not None else None
+        return await proxy.handle(request, target)
     route = health.ROUTES.get(sub)
     if route is None:
         raise NotFound(f"no gateway page at {sub!r}")
@@ -144,7 +175,8 @@ def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> we
         status=status,
         reason=exc.reason,
         request_id=rid,
-        html=wants_html(request.headers),
+        # API clients never get a page, whatever their Accept says.
+        html=wants_html(request.headers) and not (isinstance(exc, AccessDenied) and exc.api),
         branding=config.branding,
         accept_language=request.headers.get("Accept-Language", ""),
     )

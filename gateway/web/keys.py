@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -12,6 +13,9 @@ from gateway.config import Config
 from gateway.forwarding import ClientView, OriginRewriter
 from gateway.stores import DurableStore, SharedStore
 
+if TYPE_CHECKING:
+    from gateway.web.guard import Guard
+
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
 UPSTREAM_CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)
@@ -19,6 +23,7 @@ REWRITER = web.AppKey("rewriter", OriginRewriter)
 DURABLE = web.AppKey("durable_store", DurableStore)
 SHARED = web.AppKey("shared_store", SharedStore)
 ACCESS_LOG = web.AppKey("access_log", logging.Logger)
+GUARD: web.AppKey[Guard] = web.AppKey("guard")  # present only when policies are configured
 
 VIEW = web.RequestKey("view", ClientView)  # who is asking, set first on every request
 USER = web.RequestKey("user", str)  # the user name for the access log, once known

@@ -29,11 +29,23 @@ a:focus,button:focus{outline:3px solid #ffbf47;outline-offset:2px}
 """
 
 
+# Several reason codes share one message for people; the code itself stays in logs and JSON.
+MESSAGE_FOR_REASON = {
+    "ip_not_allowed": "ip_denied",
+    "token_ip_not_allowed": "ip_denied",
+    "path_no_rule": "path_not_allowed",
+    "path_ambiguous": "bad_request",
+    "forwarded_header_malformed": "bad_request",
+    "bad_request_target": "bad_request",
+}
+
+
 def render_error_html(
     branding: Branding, accept_language: str, reason: str, request_id: str
 ) -> tuple[str, str]:
     """(language, page) for an error, in the visitor's language."""
     lang = negotiate(accept_language)
+    reason = MESSAGE_FOR_REASON.get(reason, reason)
     title_key = f"error.{reason}.title"
     title = translate(lang, title_key)
     if title == title_key:

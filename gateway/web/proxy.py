@@ -45,15 +45,16 @@ def _abort(request: web.Request) -> None:
         transport.abort()
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    raw_path = request.raw_path
+async def handle(request: web.Request, target: str | None = None) -> web.StreamResponse:
+    """Forward to the CRM; `target` is the judged (normalised) path+query when a guard ran."""
+    raw_path = target if target is not None else request.raw_path
     if not raw_path.startswith("/"):
         # Absolute-form targets (`GET http://other/x`) would let the client pick a host; the
         # upstream comes from configuration only (PN-3).
         raise BadRequest("request target must be a path", reason="bad_request_target")
     config = request.app[CONFIG]
     if is_websocket_upgrade(request):
-        return await websocket.proxy(request)
+        return await websocket.proxy(request, raw_path)
     upstream = config.upstream
     secret = upstream.secret_header
     headers = upstream_request_headers(

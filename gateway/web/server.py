@@ -7,6 +7,7 @@ connections; the parent only supervises (restarts a worker that dies, passes sig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -132,8 +133,8 @@ def run(config: Config) -> int:
 
 
 def _worker(config: Config, sock: socket.socket) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
     try:
         asyncio.run(serve_until_stopped(build_app(config), sock))
     except Exception:
@@ -161,8 +162,14 @@ def _supervise(config: Config, sock: socket.socket) -> int:
             except ProcessLookupError:
                 children.pop(pid, None)
 
+    def reload(signum: int, _frame: object) -> None:
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)  # each worker reloads its own policy
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reload)
     for _ in range(config.workers):
         spawn()
     status = 0

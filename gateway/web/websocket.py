@@ -38,7 +38,7 @@ def _protocols(request: web.Request) -> tuple[str, ...]:
     return tuple(p.strip() for p in offered.split(",") if p.strip())
 
 
-async def proxy(request: web.Request) -> web.StreamResponse:
+async def proxy(request: web.Request, target: str) -> web.StreamResponse:
     config = request.app[CONFIG]
     upstream = config.upstream
     secret = upstream.secret_header
@@ -51,7 +51,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         secret=(secret.name, secret.value) if secret else None,
     )
     scheme = "wss" if upstream.scheme == "https" else "ws"
-    url = URL(f"{scheme}://{upstream.host}{request.raw_path}", encoded=True)
+    url = URL(f"{scheme}://{upstream.host}{target}", encoded=True)
     session = request.app[UPSTREAM_CLIENT]
     try:
         upstream_ws = await session.ws_connect(

@@ -1,0 +1,175 @@
+"""CLI commands over policies and API tokens: `policy explain`, `tokens add|list|revoke`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import time
+
+from gateway.access import decide, resolve_settings
+from gateway.config import Config
+from gateway.errors import ConfigError
+from gateway.netindex import NetworkIndex
+from gateway.pathrules import normalize_path
+from gateway.policy import Policy, format_interval, load_policies
+from gateway.stores.sqlite import SqliteDurableStore
+from gateway.tokens import MIN_TOKEN_LENGTH, digest
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    policy = commands.add_parser("policy", help="explain what the policies decide")
+    policy_cmds = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+    explain = policy_cmds.add_parser("explain", help="the decision for one request, with its rules")
+    explain.add_argument("-c", "--config", default="gateway.yaml")
+    explain.add_argument("--policies", help="a policy folder (instead of the config's)")
+    explain.add_argument("--user", help="the user name (omit for an anonymous request)")
+    explain.add_argument("--ip", required=True)
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--path", default="/")
+    explain.add_argument(
+        "--unknown-token", action="store_true", help="as an unregistered API token"
+    )
+
+    tokens = commands.add_parser("tokens", help="register, list and revoke API tokens")
+    token_cmds = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
+    add = token_cmds.add_parser("add", help="register a token (read from standard input)")
+    add.add_argument("--user", required=True)
+    add.add_argument("--label", default="")
+    listing = token_cmds.add_parser("list", help="every token: id, owner, label, state")
+    listing.add_argument("--json", action="store_true")
+    revoke = token_cmds.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("id")
+    for sub in (add, listing, revoke):
+        sub.add_argument("-c", "--config", default="gateway.yaml")
+
+
+def load_policy_or_report(folder: str) -> Policy | None:
+    try:
+        return load_policies(folder)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{folder}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        return None
+
+
+def explain(args: argparse.Namespace, config: Config | None) -> int:
+    folder = args.policies or (config.policies if config else "")
+    if not folder:
+        print("no policies: give --policies DIR or a config with `policies`", file=sys.stderr)
+        return EXIT_USAGE
+    policy = load_policy_or_report(folder)
+    if policy is None:
+        return EXIT_USAGE
+    user = None
+    if args.user:
+        user = policy.users.get(args.user)
+        if user is None:
+            print(f"user {args.user!r} is in no policy file: judged as unknown", file=sys.stderr)
+    try:
+        path = normalize_path(args.path.split("?", 1)[0])
+    except Exception as exc:  # BadRequest: say what the gateway would answer
+        print(f"decision: deny (400 path_ambiguous): {exc}")
+        return EXIT_OK
+    index = NetworkIndex(policy.networks)
+    decision = decide(
+        policy,
+        index,
+        user=user,
+        ip=args.ip,
+        method=args.method.upper(),
+        path=path,
+        unknown_token=args.unknown_token,
+    )
+    who = f"user {user.name}" if user else "an unknown user"
+    print(f"request: {args.method.upper()} {path} from {args.ip} by {who}")
+    print(f"decision: {decision.action.value} ({decision.reason})")
+    for step in decision.steps:
+        print(f"  - {step}")
+    settings = resolve_settings(policy, user)
+    print(f"interval: {format_interval(settings.interval)}")
+    print(f"factors: {', '.join(settings.factors) or 'none'}")
+    shown = (
+        f"required from {settings.required_from}"
+        if settings.required_from
+        else settings.enforcement
+    )
+    print(f"enforcement: {shown}")
+    remember = format_interval(settings.remember_device) if settings.remember_device else "never"
+    print(f"remember device: {remember}")
+    for step in settings.steps:
+        print(f"  - {step}")
+    return EXIT_OK
+
+
+async def _with_store(config: Config, work):  # type: ignore[no-untyped-def]
+    store = SqliteDurableStore(config.state.durable.path)
+    await store.open()
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+def tokens(args: argparse.Namespace, config: Config) -> int:
+    if args.tokens_command == "add":
+        token = sys.stdin.readline().strip()
+        if len(token) < MIN_TOKEN_LENGTH:
+            print(f"the token must have at least {MIN_TOKEN_LENGTH} characters", file=sys.stderr)
+            return EXIT_USAGE
+        if config.policies:
+            policy = load_policy_or_report(config.policies)
+            if policy is not None and args.user not in policy.users:
+                print(
+                    f"warning: user {args.user!r} is in no policy file: the token is refused "
+                    "until they are",
+                    file=sys.stderr,
+                )
+        token_id = "tok_" + secrets.token_hex(6)
+
+        async def add(store: SqliteDurableStore) -> None:
+            await store.add_token(token_id, args.user, digest(token), args.label, time.time())
+
+        try:
+            asyncio.run(_with_store(config, add))
+        except Exception as exc:  # sqlite3.IntegrityError: the same token twice
+            print(f"not registered: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(token_id)
+        return EXIT_OK
+    if args.tokens_command == "list":
+        rows = asyncio.run(_with_store(config, lambda s: s.tokens()))
+        entries = [
+            {
+                "id": r[0],
+                "user": r[1],
+                "label": r[2],
+                "created": _when(r[3]),
+                "revoked": _when(r[4]) if r[4] else None,
+            }
+            for r in rows
+        ]
+        if args.json:
+            print(json.dumps(entries, indent=2))
+        else:
+            print(f"{'ID':<17} {'USER':<16} {'CREATED':<20} {'STATE':<8} LABEL")
+            for e in entries:
+                state = "revoked" if e["revoked"] else "active"
+                print(f"{e['id']:<17} {e['user']:<16} {e['created']:<20} {state:<8} {e['label']}")
+        return EXIT_OK
+    revoked = asyncio.run(_with_store(config, lambda s: s.revoke_token(args.id, time.time())))
+    if not revoked:
+        print(f"no active token with id {args.id}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"revoked {args.id}")
+    return EXIT_OK
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(stamp)) if stamp else ""

@@ -1,0 +1,45 @@
+"""Values the core passes around: decisions and the steps that explain them. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Action(Enum):
+    FORWARD = "forward"
+    DENY = "deny"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule that took part in a decision, and where it is written."""
+
+    source: str  # "policies/staff.yaml:12" or "policies/staff.yaml paths[2]"
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.text}  ({self.source})" if self.source else self.text
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str  # stable code: "ok", "ip_denied", "ip_not_allowed", "path_not_allowed", …
+    steps: tuple[Step, ...] = field(default=())
+
+    @property
+    def allowed(self) -> bool:
+        return self.action is Action.FORWARD
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a user verifies: resolved user > group > role > defaults, with the chain."""
+
+    interval: float  # seconds a completed second factor stays valid; 0 = at every sign-in
+    factors: tuple[str, ...]
+    enforcement: str  # "required", "optional" or "required_from"
+    required_from: str  # ISO date when enforcement is "required_from", else ""
+    remember_device: float  # seconds a device may be remembered; 0 = never offered
+    steps: tuple[Step, ...] = field(default=())

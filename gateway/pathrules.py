@@ -1,0 +1,89 @@
+"""Paths, normalised once: the form that is judged is the form that is forwarded.
+
+The rule (shared/reference/security-tests.md PN-1): percent-escapes of unreserved characters
+are decoded, dot segments resolved, duplicate slashes merged; anything ambiguous — an encoded
+slash, backslash, NUL, `#` or `?`, a `;` path parameter, control characters, invalid or
+overlong UTF-8, a `..` above the root — is refused with 400. Rules match the path only, never
+the query, and case-sensitively.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from gateway.errors import BadRequest
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_REFUSED_ESCAPES = {"2F", "5C", "00", "23", "3F", "3B"}  # / \ NUL # ? ;
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _bad(why: str) -> BadRequest:
+    return BadRequest(why, reason="path_ambiguous")
+
+
+@lru_cache(maxsize=16384)
+def normalize_path(path: str) -> str:
+    """The canonical form of a request path (no query), or BadRequest."""
+    if not path.startswith("/"):
+        raise _bad("path must start with /")
+    if "\\" in path or ";" in path or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path):
+        raise _bad("backslash, path parameter or control character in path")
+    if "%" in path:
+        if path.count("%") != len(_ESCAPE.findall(path)):
+            raise _bad("malformed percent-escape")
+        raw = bytearray()
+        for piece in re.split(r"(%[0-9A-Fa-f]{2})", path):
+            if piece.startswith("%") and len(piece) == 3:
+                raw.append(int(piece[1:], 16))
+            else:
+                raw.extend(piece.encode("utf-8"))
+        try:
+            raw.decode("utf-8", errors="strict")  # overlong forms (%c0%ae) are invalid UTF-8
+        except UnicodeDecodeError:
+            raise _bad("invalid or overlong UTF-8 in path") from None
+
+        def decode(match: re.Match[str]) -> str:
+            hexed = match.group(1).upper()
+            if hexed in _REFUSED_ESCAPES:
+                raise _bad(f"encoded %{hexed} in path")
+            char = chr(int(hexed, 16))
+            if int(hexed, 16) < 0x20 or hexed == "7F":
+                raise _bad("encoded control character in path")
+            return char if char in _UNRESERVED else f"%{hexed}"
+
+        path = _ESCAPE.sub(decode, path)
+    segments: list[str] = []
+    parts = path.split("/")
+    for segment in parts[1:]:
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not segments:
+                raise _bad("path climbs above the root")
+            segments.pop()
+            continue
+        segments.append(segment)
+    trailing = parts[-1] in ("", ".", "..") and bool(segments)
+    return "/" + "/".join(segments) + ("/" if trailing else "")
+
+
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """`/admin/**` (the tree, itself included), `/files/*/edit` (one segment), `/exact`."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("/**", i) and i + 3 == len(pattern):
+            out.append("(?:/.*)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")

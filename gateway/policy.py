@@ -1,0 +1,581 @@
+"""policies/*.yaml: loaded, validated (every problem at once) and merged into a frozen Policy.
+
+Sections: `networks`, `organisation`, `defaults`, `roles`, `groups`, `users`, `paths`, `api`.
+Names may be defined in any file but only once; `paths` rules are concatenated in file-name
+order; `organisation`, `defaults` and `api` may appear in one file only. The resolution rules
+that use all this are in gateway/access.py and README ("Policy resolution").
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError, Problem
+from gateway.loader import Source, Value, read_file
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+FACTORS = ("totp", "sms", "email", "recovery")
+ENFORCEMENTS = ("required", "optional", "required_from")
+METHOD = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
+_PHONE = re.compile(r"^\+?[0-9 ()\-.]{6,24}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+SETTING_KEYS = {
+    "networks",
+    "deny",
+    "interval",
+    "max_interval",
+    "factors",
+    "enforcement",
+    "remember_device",
+}
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where something is written, for explanations and messages."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Level:
+    """What a user, role, group, the organisation or the defaults say. None = not said."""
+
+    kind: str  # "user", "role", "group", "organisation", "defaults"
+    name: str
+    where: Where
+    networks: frozenset[str] | None = None  # names in the NetworkIndex (inline CIDRs named)
+    deny: frozenset[str] | None = None
+    interval: float | None = None
+    max_interval: float | None = None
+    factors: tuple[str, ...] | None = None
+    enforcement: str | None = None
+    required_from: str = ""
+    remember_device: float | None = None
+    setting_lines: tuple[tuple[str, int], ...] = ()  # (key, line) for explanations
+
+    def line_of(self, key: str) -> int:
+        return dict(self.setting_lines).get(key, self.where.line)
+
+    @property
+    def label(self) -> str:
+        return (
+            self.kind if self.kind in ("organisation", "defaults") else f"{self.kind} {self.name}"
+        )
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    level: Level
+    roles: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    phone: str = ""
+    email: str = ""
+
+
+@dataclass(frozen=True)
+class PathRule:
+    index: int  # position in the merged list
+    where: Where
+    pattern: str
+    methods: frozenset[str] | None  # None = every method
+    allow: frozenset[str]  # "anyone", "authenticated", "role:x", "group:x", "user:x"
+
+    @property
+    def label(self) -> str:
+        methods = ",".join(sorted(self.methods)) if self.methods else "any method"
+        return f"paths[{self.index}] {methods} {self.pattern}"
+
+
+@dataclass(frozen=True)
+class TokenLocation:
+    header: str = ""  # a header name (Authorization, X-API-Key)
+    schemes: tuple[str, ...] = ()  # for Authorization-style headers: Bearer, Token, JWT, Basic
+    query: str = ""  # or a query parameter name
+
+
+@dataclass(frozen=True)
+class Api:
+    locations: tuple[TokenLocation, ...] = (
+        TokenLocation(header="Authorization", schemes=("Bearer", "Token", "JWT")),
+    )
+    unknown_tokens: str = "deny"  # "deny" or "networks"
+    unknown_networks: frozenset[str] = frozenset()
+    where: Where = Where("(default)", 0)
+
+
+@dataclass(frozen=True)
+class Policy:
+    files: tuple[str, ...]
+    networks: dict[str, tuple[IPNetwork, ...]]  # every named network, inline ones included
+    organisation: Level
+    defaults: Level
+    roles: dict[str, Level]
+    groups: dict[str, Level]
+    users: dict[str, User]
+    paths: tuple[PathRule, ...]
+    api: Api = field(default_factory=Api)
+
+    @property
+    def empty(self) -> bool:
+        return not self.files
+
+
+def empty_policy() -> Policy:
+    nowhere = Where("(built in)", 0)
+    return Policy(
+        files=(),
+        networks={},
+        organisation=Level("organisation", "", nowhere),
+        defaults=Level(
+            "defaults",
+            "",
+            nowhere,
+            interval=0.0,
+            factors=("totp", "recovery"),
+            enforcement="required",
+            remember_device=0.0,
+        ),
+        roles={},
+        groups={},
+        users={},
+        paths=(),
+    )
+
+
+def policy_files(directory: str | Path) -> list[Path]:
+    return sorted(p for p in Path(directory).glob("*.yaml") if p.is_file())
+
+
+def load_policies(directory: str | Path) -> Policy:
+    """Every *.yaml in the directory, merged and checked; ConfigError lists all problems."""
+    files = policy_files(directory)
+    builder = _Builder()
+    sources = []
+    for path in files:
+        source = Source(str(path))
+        sources.append(source)
+        root = read_file(path, source)
+        if root is not None:
+            builder.add_file(root, source)
+    policy = builder.finish(tuple(str(p) for p in files))
+    for source in sources:  # values report to their file's Source, during finish() too
+        builder.problems.extend(source.problems)
+    if builder.problems:
+        raise ConfigError(builder.problems)
+    return policy
+
+
+class _Builder:
+    TOP = frozenset(
+        {"networks", "organisation", "defaults", "roles", "groups", "users", "paths", "api"}
+    )
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.networks: dict[str, tuple[IPNetwork, ...]] = {}
+        self.network_where: dict[str, Where] = {}
+        self.inline: dict[str, tuple[IPNetwork, ...]] = {}
+        self.levels: dict[str, dict[str, tuple[Value, Where]]] = {"role": {}, "group": {}}
+        self.users: dict[str, tuple[Value, Where]] = {}
+        self.singles: dict[str, tuple[Value, Where]] = {}
+        self.paths: list[Value] = []
+        self.references: list[tuple[Value, str, str]] = []  # (value, kind, name)
+
+    def fail(self, value: Value, message: str) -> None:
+        self.problems.append(Problem(value.source.file, value.line, value.path, message))
+
+    # -- collecting ------------------------------------------------------------------------
+
+    def add_file(self, root: Value, source: Source) -> None:
+        keys = root.mapping(self.TOP)
+        if keys is None:
+            return
+        if "networks" in keys:
+            for name, value in keys["networks"].items():
+                self._define(self.network_where, name, value, "network")
+                items = value.sequence()
+                nets = [n for n in (item.network() for item in items or []) if n is not None]
+                self.networks[name] = tuple(nets)
+        for section, kind in (("roles", "role"), ("groups", "group")):
+            if section in keys:
+                for name, value in keys[section].items():
+                    where = Where(source.file, value.line)
+                    if name in self.levels[kind]:
+                        self.fail(
+                            value,
+                            f"{kind} {name} is defined twice "
+                            f"(first at {self.levels[kind][name][1]})",
+                        )
+                    self.levels[kind][name] = (value, where)
+        if "users" in keys:
+            for name, value in keys["users"].items():
+                where = Where(source.file, value.line)
+                if name in self.users:
+                    self.fail(
+                        value, f"user {name} is defined twice (first at {self.users[name][1]})"
+                    )
+                self.users[name] = (value, where)
+        for single in ("organisation", "defaults", "api"):
+            if single in keys:
+                if single in self.singles:
+                    first = self.singles[single][1]
+                    self.fail(keys[single], f"may be written in one file only (first at {first})")
+                else:
+                    self.singles[single] = (keys[single], Where(source.file, keys[single].line))
+        if "paths" in keys:
+            self.paths.extend(keys["paths"].sequence() or [])
+
+    def _define(self, seen: dict[str, Where], name: str, value: Value, what: str) -> None:
+        if name in seen:
+            self.fail(value, f"{what} {name} is defined twice (first at {seen[name]})")
+        seen[name] = Where(value.source.file, value.line)
+
+    # -- building --------------------------------------------------------------------------
+
+    def finish(self, files: tuple[str, ...]) -> Policy:
+        roles = {n: self._level(v, "role", n, w) for n, (v, w) in self.levels["role"].items()}
+        groups = {n: self._level(v, "group", n, w) for n, (v, w) in self.levels["group"].items()}
+        users = {n: self._user(v, n, w, roles, groups) for n, (v, w) in self.users.items()}
+        base = empty_policy()
+        organisation = base.organisation
+        if "organisation" in self.singles:
+            value, where = self.singles["organisation"]
+            organisation = self._level(
+                value, "organisation", "", where, allowed={"networks", "deny"}
+            )
+        defaults = base.defaults
+        if "defaults" in self.singles:
+            value, where = self.singles["defaults"]
+            said = self._level(
+                value,
+                "defaults",
+                "",
+                where,
+                allowed=SETTING_KEYS - {"networks", "deny", "max_interval"},
+            )
+            defaults = _fill(said, base.defaults)
+        api = self._api(*self.singles["api"]) if "api" in self.singles else Api()
+        paths = tuple(
+            r
+            for r in (self._path(i, v, roles, groups, users) for i, v in enumerate(self.paths))
+            if r
+        )
+        policy = Policy(
+            files=files,
+            networks={**self.networks, **self.inline},
+            organisation=organisation,
+            defaults=defaults,
+            roles=roles,
+            groups=groups,
+            users=users,
+            paths=paths,
+            api=api,
+        )
+        self._check_caps(policy)
+        return policy
+
+    def _network_refs(self, value: Value, owner: str) -> frozenset[str] | None:
+        items = value.sequence()
+        if items is None:
+            return None
+        names: set[str] = set()
+        for position, item in enumerate(items):
+            text = item.text()
+            if text is None:
+                continue
+            if text in self.networks:
+                names.add(text)
+                continue
+            try:
+                net = ipaddress.ip_network(text, strict=True)
+            except ValueError:
+                self.fail(
+                    item, f"must name a network from `networks` or be a CIDR but it's {text!r}"
+                )
+                continue
+            inline = f"{owner}#{position}"
+            self.inline[inline] = (net,)
+            names.add(inline)
+        return frozenset(names)
+
+    def _level(
+        self,
+        value: Value,
+        kind: str,
+        name: str,
+        where: Where,
+        *,
+        allowed: set[str] | None = None,
+        keys: dict[str, Value] | None = None,
+    ) -> Level:
+        if keys is None:
+            keys = value.mapping(allowed if allowed is not None else SETTING_KEYS)
+        if keys is None:
+            return Level(kind, name, where)
+        owner = f"{kind}:{name}" if name else kind
+        said: dict[str, Any] = {}
+        if "networks" in keys:
+            said["networks"] = self._network_refs(keys["networks"], owner)
+        if "deny" in keys:
+            said["deny"] = self._network_refs(keys["deny"], owner + ":deny")
+        for key in ("interval", "max_interval"):
+            if key in keys:
+                said[key] = _interval(keys[key])
+        if "remember_device" in keys:
+            said["remember_device"] = _interval(keys["remember_device"], word="off")
+        if "factors" in keys:
+            said["factors"] = _factors(keys["factors"])
+        if "enforcement" in keys:
+            enforcement, since = _enforcement(keys["enforcement"])
+            said["enforcement"] = enforcement
+            said["required_from"] = since
+        lines = tuple((k, v.line) for k, v in keys.items())
+        return Level(
+            kind,
+            name,
+            where,
+            setting_lines=lines,
+            **{k: v for k, v in said.items() if v is not None},
+        )
+
+    def _user(
+        self,
+        value: Value,
+        name: str,
+        where: Where,
+        roles: dict[str, Level],
+        groups: dict[str, Level],
+    ) -> User:
+        keys = value.mapping(
+            (SETTING_KEYS - {"max_interval"}) | {"roles", "groups", "phone", "email"}
+        )
+        if keys is None:
+            return User(name, Level("user", name, where))
+        member: dict[str, tuple[str, ...]] = {}
+        for key, known in (("roles", roles), ("groups", groups)):
+            names: list[str] = []
+            for item in keys[key].sequence() or [] if key in keys else []:
+                text = item.text()
+                if text is not None and text not in known:
+                    self.fail(item, f"names {key[:-1]} {text!r}, which no policy file defines")
+                elif text is not None:
+                    names.append(text)
+            member[key] = tuple(names)
+        phone = keys["phone"].text() if "phone" in keys else None
+        if phone is not None and not _PHONE.match(phone):
+            keys["phone"].fail(f"must be a phone number such as +31 6 1234 5678 but it's {phone!r}")
+        email = keys["email"].text() if "email" in keys else None
+        if email is not None and not _EMAIL.match(email):
+            keys["email"].fail(f"must be an e-mail address but it's {email!r}")
+        settings = {k: v for k, v in keys.items() if k in SETTING_KEYS}
+        level = self._level(value, "user", name, where, keys=settings)
+        return User(name, level, member["roles"], member["groups"], phone or "", email or "")
+
+    def _path(
+        self,
+        index: int,
+        value: Value,
+        roles: dict[str, Level],
+        groups: dict[str, Level],
+        users: dict[str, User],
+    ) -> PathRule | None:
+        keys = value.mapping({"path", "methods", "allow"})
+        if keys is None:
+            return None
+        if "path" not in keys or "allow" not in keys:
+            self.fail(value, "needs `path` and `allow`")
+            return None
+        pattern = keys["path"].text()
+        if pattern is not None and (
+            not pattern.startswith("/") or "//" in pattern or "/../" in pattern
+        ):
+            keys["path"].fail(f"must be a path pattern such as /admin/** but it's {pattern!r}")
+            pattern = None
+        methods: frozenset[str] | None = None
+        if "methods" in keys:
+            found = set()
+            for item in keys["methods"].sequence() or []:
+                text = item.text()
+                if text is not None and not METHOD.match(text):
+                    item.fail(f"must be an HTTP method in capitals such as GET but it's {text!r}")
+                elif text is not None:
+                    found.add(text)
+            methods = frozenset(found)
+        allow: set[str] = set()
+        known: dict[str, set[str]] = {"role": set(roles), "group": set(groups), "user": set(users)}
+        for item in keys["allow"].sequence() or []:
+            text = item.text()
+            if text is None:
+                continue
+            kind, _, name = text.partition(":")
+            if text in ("anyone", "authenticated"):
+                allow.add(text)
+            elif kind in known and name:
+                if name not in known[kind]:
+                    item.fail(f"names {kind} {name!r}, which no policy file defines")
+                allow.add(text)
+            else:
+                item.fail(
+                    "must be anyone, authenticated, role:NAME, group:NAME or user:NAME "
+                    f"but it's {text!r}"
+                )
+        if pattern is None:
+            return None
+        return PathRule(
+            index, Where(value.source.file, value.line), pattern, methods, frozenset(allow)
+        )
+
+    def _api(self, value: Value, where: Where) -> Api:
+        keys = value.mapping({"tokens", "unknown_tokens"})
+        if keys is None:
+            return Api()
+        locations: list[TokenLocation] = []
+        for item in keys["tokens"].sequence() or [] if "tokens" in keys else []:
+            spec = item.mapping({"header", "schemes", "query"})
+            if spec is None:
+                continue
+            if ("header" in spec) == ("query" in spec):
+                item.fail("must name exactly one of header or query")
+                continue
+            schemes = (
+                tuple(
+                    t
+                    for t in (
+                        s.choice(("Bearer", "Token", "JWT", "Basic"))
+                        for s in spec["schemes"].sequence() or []
+                    )
+                    if t
+                )
+                if "schemes" in spec
+                else ()
+            )
+            if "header" in spec:
+                locations.append(TokenLocation(header=spec["header"].text() or "", schemes=schemes))
+            else:
+                locations.append(TokenLocation(query=spec["query"].text() or ""))
+        unknown, networks = "deny", frozenset[str]()
+        if "unknown_tokens" in keys:
+            node = keys["unknown_tokens"]
+            if node.node.tag.endswith(":str"):
+                if node.text() != "deny":
+                    node.fail(f"must be deny or {{networks: [...]}} but it's {node.text()!r}")
+            else:
+                spec = node.mapping({"networks"})
+                if spec is not None and "networks" in spec:
+                    unknown, networks = (
+                        "networks",
+                        self._network_refs(spec["networks"], "api:unknown_tokens") or frozenset(),
+                    )
+                elif spec is not None:
+                    node.fail("networks: is required")
+        return Api(tuple(locations) or Api().locations, unknown, networks, where)
+
+    def _check_caps(self, policy: Policy) -> None:
+        """An explicit interval longer than a cap of the user's roles or groups is an error."""
+        for user in policy.users.values():
+            caps = [
+                (level.max_interval, level)
+                for level in [
+                    *(policy.roles[r] for r in user.roles),
+                    *(policy.groups[g] for g in user.groups),
+                ]
+                if level.max_interval is not None
+            ]
+            if not caps:
+                continue
+            cap, capper = min(caps, key=lambda c: c[0])
+            for level in [
+                user.level,
+                *(policy.groups[g] for g in user.groups),
+                *(policy.roles[r] for r in user.roles),
+            ]:
+                if level.interval is not None and level.interval > cap:
+                    self.problems.append(
+                        Problem(
+                            level.where.file,
+                            level.line_of("interval"),
+                            f"{level.kind}s.{level.name}.interval",
+                            f"{format_interval(level.interval)} is longer than the "
+                            f"{format_interval(cap)} cap of {capper.label} "
+                            f"({capper.where.file}:{capper.line_of('max_interval')})"
+                            + (f" for user {user.name}" if level.kind != "user" else ""),
+                        )
+                    )
+                    break
+
+
+def _fill(said: Level, base: Level) -> Level:
+    return Level(
+        said.kind,
+        said.name,
+        said.where,
+        interval=said.interval if said.interval is not None else base.interval,
+        factors=said.factors if said.factors is not None else base.factors,
+        enforcement=said.enforcement if said.enforcement is not None else base.enforcement,
+        required_from=said.required_from if said.enforcement is not None else base.required_from,
+        remember_device=said.remember_device
+        if said.remember_device is not None
+        else base.remember_device,
+        setting_lines=said.setting_lines,
+    )
+
+
+def _interval(value: Value, word: str = "always") -> float | None:
+    if value.node.tag.endswith(":str") and value.node.value == word:
+        return 0.0
+    if (
+        value.node.tag.endswith(":bool")
+        and word == "off"
+        and value.node.value in ("off", "false", "no")
+    ):
+        return 0.0
+    return value.duration()
+
+
+def _factors(value: Value) -> tuple[str, ...] | None:
+    items = value.sequence()
+    if items is None:
+        return None
+    found = [item.choice(FACTORS) for item in items]
+    if not items:
+        value.fail("must list at least one factor (totp, sms, email, recovery)")
+        return None
+    return tuple(f for f in found if f is not None)
+
+
+def _enforcement(value: Value) -> tuple[str | None, str]:
+    if not value.node.tag.endswith(":map"):
+        return value.choice(("required", "optional")), ""
+    keys = value.mapping({"required_from"})
+    if keys is None or "required_from" not in keys:
+        value.fail("must be required, optional or {required_from: YYYY-MM-DD}")
+        return None, ""
+    raw = str(keys["required_from"].node.value)
+    try:
+        day = datetime.date.fromisoformat(raw)
+    except ValueError:
+        keys["required_from"].fail(f"must be a date such as 2026-12-01 but it's {raw!r}")
+        return None, ""
+    return "required_from", day.isoformat()
+
+
+def format_interval(seconds: float) -> str:
+    if seconds == 0:
+        return "always"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,183 @@
+"""The guard: every request judged against the policy in force before it reaches the CRM.
+
+Owns the live Policy (swapped whole on reload: SIGHUP or a changed file; a broken edit keeps
+the running policy and logs every problem) and the table of API tokens (refreshed when the
+durable store's token version changes). Decisions themselves are gateway.access functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiohttp import web
+
+from gateway.access import decide
+from gateway.errors import ConfigError, HttpError, StoreUnavailable
+from gateway.model import Action, Decision, Step
+from gateway.netindex import NetworkIndex
+from gateway.pathrules import normalize_path
+from gateway.policy import Policy, load_policies, policy_files
+from gateway.stores import DurableStore
+from gateway.tokens import TokenTable, find_credential
+from gateway.web.keys import USER, VIEW
+
+log = logging.getLogger("gateway.policy")
+audit = logging.getLogger("gateway.audit")
+
+WATCH_EVERY = 2.0  # seconds between looks at the policy files and the token version
+
+
+class AccessDenied(HttpError):
+    status = 403
+    reason = "access_denied"
+
+    def __init__(self, decision: Decision, *, api: bool) -> None:
+        super().__init__(decision.reason, reason=decision.reason)
+        self.decision = decision
+        self.api = api
+        if decision.reason == "token_unknown":
+            self.status = 401
+
+
+class Guard:
+    def __init__(self, folder: str, policy: Policy, durable: DurableStore) -> None:
+        self.folder = folder
+        self.policy = policy
+        self.index = NetworkIndex(policy.networks)
+        self.tokens = TokenTable()
+        self._durable = durable
+        self._signature = self._files_signature()
+
+    # -- keeping current -------------------------------------------------------------------
+
+    def _files_signature(self) -> tuple[tuple[str, int, int], ...]:
+        found = []
+        for path in policy_files(self.folder):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            found.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return tuple(found)
+
+    async def reload(self, why: str) -> bool:
+        """Load the files again; keep the running policy when they are broken."""
+        self._signature = self._files_signature()
+        try:
+            policy = await asyncio.to_thread(load_policies, self.folder)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("policy not reloaded (%s): %s", why, problem)
+            log.error(
+                "policy reload failed with %d problems; the previous policy stays in force",
+                len(exc.problems),
+            )
+            _audit("policy.reload_failed", outcome="failed", reason=why, problems=len(exc.problems))
+            return False
+        index = await asyncio.to_thread(NetworkIndex, policy.networks)
+        self.policy, self.index = policy, index
+        log.info(
+            "policy reloaded (%s): %d users, %d networks, %d path rules",
+            why,
+            len(policy.users),
+            len(policy.networks),
+            len(policy.paths),
+        )
+        _audit("policy.reloaded", outcome="ok", reason=why)
+        return True
+
+    async def refresh_tokens(self) -> None:
+        version = await self._durable.tokens_version()
+        if version != self.tokens.version:
+            version, rows = await self._durable.active_tokens()
+            self.tokens.replace(version, rows)
+
+    async def watch(self) -> None:
+        """Background: reload on file change, refresh tokens on store change."""
+        while True:
+            await asyncio.sleep(WATCH_EVERY)
+            try:
+                if self._files_signature() != self._signature:
+                    await self.reload("file changed")
+                await self.refresh_tokens()
+            except StoreUnavailable as exc:
+                log.warning("token table not refreshed: %s", exc.detail)
+
+    # -- judging ---------------------------------------------------------------------------
+
+    def check(self, request: web.Request) -> str:
+        """The path to forward (normalised, with the raw query), or AccessDenied/BadRequest."""
+        raw_path, sep, raw_query = request.raw_path.partition("?")
+        path = normalize_path(raw_path)
+        policy = self.policy
+        credential = find_credential(request.headers, request.query, policy.api.locations)
+        view = request[VIEW]
+        user = None
+        unknown = False
+        if credential is not None:
+            record = self.tokens.lookup(credential)
+            if record is None:
+                unknown = True
+            else:
+                user = policy.users.get(record.user)
+                request[USER] = record.user
+                if user is None:
+                    # The owner was removed from the policy: the token goes with them.
+                    step = Step("", f"the token's owner {record.user} is in no policy file")
+                    self._refuse(
+                        request, Decision(Action.DENY, "token_owner_unknown", (step,)), api=True
+                    )
+        decision = decide(
+            policy,
+            self.index,
+            user=user,
+            ip=view.ip,
+            method=request.method,
+            path=path,
+            unknown_token=unknown,
+        )
+        if not decision.allowed:
+            self._refuse(request, decision, api=credential is not None)
+        return path + sep + raw_query
+
+    def _refuse(self, request: web.Request, decision: Decision, *, api: bool) -> None:
+        view = request[VIEW]
+        event = (
+            "token.denied"
+            if api
+            else ("ip.denied" if decision.reason.startswith("ip_") else "path.denied")
+        )
+        _audit(
+            event,
+            outcome="denied",
+            reason=decision.reason,
+            user=request.get(USER, ""),
+            ip=view.ip,
+            path=request.path[:512],
+            method=request.method,
+            request_id=view.request_id,
+            user_agent=request.headers.get("User-Agent", "")[:256],
+            rule=decision.steps[-1].source if decision.steps else "",
+        )
+        raise AccessDenied(decision, api=api)
+
+
+def _audit(event: str, **fields: object) -> None:
+    """One JSON line per security event on the `gateway.audit` logger (never a secret)."""
+    audit.info(json.dumps({"event": event, **fields}, ensure_ascii=False))
+
+
+async def open_guard(folder: str, durable: DurableStore) -> Guard:
+    policy = await asyncio.to_thread(load_policies, folder)
+    guard = Guard(folder, policy, durable)
+    await guard.refresh_tokens()
+    log.info(
+        "policy loaded from %s: %d users, %d path rules; %d API tokens",
+        folder,
+        len(policy.users),
+        len(policy.paths),
+        len(guard.tokens),
+    )
+    return guard
