@@ -10,6 +10,7 @@ import sys
 import time
 
 from gateway.access import decide, resolve_settings
+from gateway.clock import SystemClock
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.netindex import NetworkIndex
@@ -19,6 +20,7 @@ from gateway.stores.sqlite import SqliteDurableStore
 from gateway.tokens import MIN_TOKEN_LENGTH, digest
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+CLOCK = SystemClock()
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,7 +136,7 @@ def tokens(args: argparse.Namespace, config: Config) -> int:
         token_id = "tok_" + secrets.token_hex(6)
 
         async def add(store: SqliteDurableStore) -> None:
-            await store.add_token(token_id, args.user, digest(token), args.label, time.time())
+            await store.add_token(token_id, args.user, digest(token), args.label, CLOCK.now())
 
         try:
             asyncio.run(_with_store(config, add))
@@ -163,7 +165,7 @@ def tokens(args: argparse.Namespace, config: Config) -> int:
                 state = "revoked" if e["revoked"] else "active"
                 print(f"{e['id']:<17} {e['user']:<16} {e['created']:<20} {state:<8} {e['label']}")
         return EXIT_OK
-    revoked = asyncio.run(_with_store(config, lambda s: s.revoke_token(args.id, time.time())))
+    revoked = asyncio.run(_with_store(config, lambda s: s.revoke_token(args.id, CLOCK.now())))
     if not revoked:
         print(f"no active token with id {args.id}", file=sys.stderr)
         return EXIT_FAILED
