@@ -13,7 +13,8 @@ Addresses
      with an unregistered API token also by `api.unknown_tokens`.
 Paths
   4. Rules are tried in order; the first whose pattern and methods match decides (`anyone`,
-     `authenticated`, `role:`, `group:`, `user:`). When rules exist and none matches, the
+     `authenticated` (a known user), `token` (any API credential that passed the address
+     checks, registered or not), `role:`, `group:`, `user:`). When rules exist and none matches, the
      request is refused (`path_no_rule`). Without rules every path passes.
 Settings (interval, factors, enforcement, remember-device)
   5. User over groups over roles over defaults: the first level that says it decides. Where
@@ -109,7 +110,9 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return compile_glob(pattern)
 
 
-def check_path(policy: Policy, user: User | None, method: str, path: str) -> Decision:
+def check_path(
+    policy: Policy, user: User | None, method: str, path: str, *, token: bool = False
+) -> Decision:
     """Path rules on the normalised path (gateway.pathrules.normalize_path)."""
     if not policy.paths:
         return Decision(Action.FORWARD, "ok")
@@ -119,7 +122,7 @@ def check_path(policy: Policy, user: User | None, method: str, path: str) -> Dec
         if not _glob(rule.pattern).match(path):
             continue
         source = f"{rule.where}"
-        if _admits(rule.allow, user):
+        if _admits(rule.allow, user, token):
             return Decision(Action.FORWARD, "ok", (Step(source, f"{rule.label} allows it"),))
         who = "an anonymous request" if user is None else f"user {user.name}"
         allowed = ", ".join(sorted(rule.allow)) or "nobody"
@@ -131,8 +134,8 @@ def check_path(policy: Policy, user: User | None, method: str, path: str) -> Dec
     )
 
 
-def _admits(allow: frozenset[str], user: User | None) -> bool:
-    if "anyone" in allow:
+def _admits(allow: frozenset[str], user: User | None, token: bool) -> bool:
+    if "anyone" in allow or (token and "token" in allow):
         return True
     if user is None:
         return False
@@ -153,12 +156,17 @@ def decide(
     method: str,
     path: str,
     unknown_token: bool = False,
+    token: bool = False,
 ) -> Decision:
-    """Address first (deny wins), then path; the decision carries every rule that took part."""
+    """Address first (deny wins), then path; the decision carries every rule that took part.
+
+    `token`: the request carries an API credential (registered, or unknown and admitted by
+    `api.unknown_tokens`); path rules may admit such requests with the subject `token`.
+    """
     address = check_address(policy, index, user, ip, unknown_token=unknown_token)
     if not address.allowed:
         return address
-    route = check_path(policy, user, method, path)
+    route = check_path(policy, user, method, path, token=token or unknown_token)
     return Decision(route.action, route.reason, address.steps + route.steps)
 
 

@@ -88,6 +88,7 @@ def explain(args: argparse.Namespace, config: Config | None) -> int:
         method=args.method.upper(),
         path=path,
         unknown_token=args.unknown_token,
+        token=args.unknown_token,
     )
     who = f"user {user.name}" if user else "an unknown user"
     print(f"request: {args.method.upper()} {path} from {args.ip} by {who}")

@@ -91,7 +91,7 @@ class PathRule:
     where: Where
     pattern: str
     methods: frozenset[str] | None  # None = every method
-    allow: frozenset[str]  # "anyone", "authenticated", "role:x", "group:x", "user:x"
+    allow: frozenset[str]  # "anyone", "authenticated", "token", "role:x", "group:x", "user:x"
 
     @property
     def label(self) -> str:
@@ -421,7 +421,7 @@ class _Builder:
             if text is None:
                 continue
             kind, _, name = text.partition(":")
-            if text in ("anyone", "authenticated"):
+            if text in ("anyone", "authenticated", "token"):
                 allow.add(text)
             elif kind in known and name:
                 if name not in known[kind]:
@@ -429,7 +429,7 @@ class _Builder:
                 allow.add(text)
             else:
                 item.fail(
-                    "must be anyone, authenticated, role:NAME, group:NAME or user:NAME "
+                    "must be anyone, authenticated, token, role:NAME, group:NAME or user:NAME "
                     f"but it's {text!r}"
                 )
         if pattern is None:

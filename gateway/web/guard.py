@@ -137,6 +137,7 @@ class Guard:
             method=request.method,
             path=path,
             unknown_token=unknown,
+            token=credential is not None,
         )
         if not decision.allowed:
             self._refuse(request, decision, api=credential is not None)

@@ -1,0 +1,313 @@
+"""The guard end to end: real gateway, real echo CRM, clients bound to other loopback
+addresses (127.0.0.2, 127.0.0.3, 127.0.0.4, ::1), real SQLite token store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.tokens import digest
+from gateway.web.keys import DURABLE, GUARD
+from tests.conftest import GatewayFactory, Served
+
+POLICY = """
+networks:
+  office: [127.0.0.2/32, "::1/128"]
+  integration: [127.0.0.3/32]
+  blocked: [127.0.0.4/32]
+organisation:
+  deny: [blocked]
+roles:
+  admin: {networks: [office]}
+  integration: {networks: [integration]}
+users:
+  alice: {roles: [admin]}
+  sync: {roles: [integration]}
+paths:
+  - {path: /admin/**, allow: [role:admin]}
+  - {path: /api/**, allow: [token]}
+  - {path: /**, allow: [anyone]}
+api:
+  tokens:
+    - {header: Authorization, schemes: [Bearer, Token]}
+    - {header: X-API-Key}
+    - {query: api_key}
+  unknown_tokens: {networks: [integration]}
+"""
+
+SYNC_TOKEN = "sync-token-0123456789abcdef"
+ALICE_TOKEN = "alice-token-0123456789abcdef"
+
+
+def write_policy(folder: Path, text: str = POLICY) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / "policy.yaml").write_text(textwrap.dedent(text))
+
+
+@pytest.fixture
+async def guarded(upstream: Served, start_gateway: GatewayFactory, tmp_path: Path) -> Served:
+    folder = tmp_path / "policies"
+    write_policy(folder)
+    gw = await start_gateway(upstream.url, f"policies: {folder}\n")
+    store = gw.app[DURABLE]
+    await store.add_token("tok_sync", "sync", digest(SYNC_TOKEN), "", 0.0)
+    await store.add_token("tok_alice", "alice", digest(ALICE_TOKEN), "", 0.0)
+    await gw.app[GUARD].refresh_tokens()
+    return gw
+
+
+async def client_from(address: str) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[dict[str, aiohttp.ClientSession]]:
+    sessions = {
+        a: await client_from(a) for a in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+    }
+    yield sessions
+    for session in sessions.values():
+        await session.close()
+
+
+async def _get(session: aiohttp.ClientSession, url: str, **kwargs: object) -> tuple[int, dict, str]:
+    async with session.get(url, allow_redirects=False, **kwargs) as r:  # type: ignore[arg-type]
+        text = await r.text()
+        return r.status, dict(r.headers), text
+
+
+async def test_token_from_its_owners_network_is_forwarded(guarded: Served, clients: dict) -> None:
+    status, _, body = await _get(
+        clients["127.0.0.3"],
+        f"{guarded.url}/api/contacts",
+        headers={"Authorization": f"Bearer {SYNC_TOKEN}"},
+    )
+    assert status == 200
+    assert json.loads(body)["raw_path"] == "/api/contacts"
+
+
+async def test_token_from_another_address_gets_json_403_never_a_page(
+    guarded: Served, clients: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.audit")
+    headers = {
+        "Authorization": f"Token {SYNC_TOKEN}",
+        "Accept": "text/html",
+        "X-Forwarded-For": "127.0.0.3",
+    }
+    status, response_headers, body = await _get(
+        clients["127.0.0.2"], f"{guarded.url}/api/contacts", headers=headers
+    )
+    assert status == 403
+    assert response_headers["Content-Type"].startswith("application/json")
+    assert json.loads(body)["error"] == "ip_not_allowed"
+    events = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.audit"]
+    assert events[-1]["event"] == "token.denied"
+    assert events[-1]["ip"] == "127.0.0.2"
+    assert events[-1]["user"] == "sync"
+    assert SYNC_TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize("where", ["header", "query"])
+async def test_token_in_api_key_header_or_query_is_judged_too(
+    guarded: Served, clients: dict, where: str
+) -> None:
+    kwargs = (
+        {"headers": {"X-API-Key": SYNC_TOKEN}}
+        if where == "header"
+        else {"params": {"api_key": SYNC_TOKEN}}
+    )
+    assert (await _get(clients["127.0.0.3"], f"{guarded.url}/api/x", **kwargs))[0] == 200
+    assert (await _get(clients["127.0.0.2"], f"{guarded.url}/api/x", **kwargs))[0] == 403
+
+
+async def test_unknown_token_only_from_unknown_token_networks(
+    guarded: Served, clients: dict
+) -> None:
+    headers = {"Authorization": "Bearer not-registered-0123456789"}
+    assert (await _get(clients["127.0.0.3"], f"{guarded.url}/api/x", headers=headers))[0] == 200
+    status, _, body = await _get(clients["127.0.0.2"], f"{guarded.url}/api/x", headers=headers)
+    assert status == 403
+    assert json.loads(body)["error"] == "token_ip_not_allowed"
+
+
+async def test_unknown_token_denied_with_401_when_policy_says_deny(
+    upstream: Served, start_gateway: GatewayFactory, tmp_path: Path, clients: dict
+) -> None:
+    folder = tmp_path / "p2"
+    write_policy(
+        folder, POLICY.replace("unknown_tokens: {networks: [integration]}", "unknown_tokens: deny")
+    )
+    gw = await start_gateway(upstream.url, f"policies: {folder}\n")
+    status, _, body = await _get(
+        clients["127.0.0.3"],
+        f"{gw.url}/api/x",
+        headers={"Authorization": "Bearer whatever-0123456789"},
+    )
+    assert status == 401
+    assert json.loads(body)["error"] == "token_unknown"
+
+
+async def test_path_rule_by_role_through_token(guarded: Served, clients: dict) -> None:
+    alice = {"Authorization": f"Bearer {ALICE_TOKEN}"}
+    sync = {"Authorization": f"Bearer {SYNC_TOKEN}"}
+    assert (await _get(clients["127.0.0.2"], f"{guarded.url}/admin/users", headers=alice))[0] == 200
+    status, _, body = await _get(clients["127.0.0.3"], f"{guarded.url}/admin/users", headers=sync)
+    assert status == 403
+    assert json.loads(body)["error"] == "path_not_allowed"
+
+
+async def test_anonymous_browser_gets_translated_pages(guarded: Served, clients: dict) -> None:
+    browser = {"Accept": "text/html", "Accept-Language": "nl-NL,nl;q=0.9"}
+    status, _headers, page = await _get(
+        clients["127.0.0.2"], f"{guarded.url}/admin/", headers=browser
+    )
+    assert status == 403
+    assert "U hebt geen toegang tot deze pagina" in page
+    status, _, page = await _get(clients["127.0.0.4"], f"{guarded.url}/contacts", headers=browser)
+    assert status == 403
+    assert "Toegang geweigerd vanaf dit IP-adres" in page
+    english = {"Accept": "text/html"}
+    status, _, page = await _get(clients["127.0.0.4"], f"{guarded.url}/contacts", headers=english)
+    assert "Access denied from this IP address" in page
+    assert (await _get(clients["127.0.0.5"], f"{guarded.url}/contacts", headers=browser))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/x/../admin/", "/%61dmin/", "//admin/", "/./admin/users", "/public/%2e%2e/admin/"]
+)
+async def test_path_tricks_are_judged_as_the_crm_would_see_them(
+    guarded: Served, clients: dict, path: str
+) -> None:
+    status, _, _ = await _get(
+        clients["127.0.0.5"], f"{guarded.url}{path}", headers={"Accept": "application/json"}
+    )
+    assert status == 403
+
+
+@pytest.mark.parametrize(
+    "path", ["/admin%2fx", "/admin%5cx", "/admin;x/", "/%c0%ae%c0%ae/admin", "/a%00b", "/../admin"]
+)
+async def test_ambiguous_paths_are_refused_with_400(guarded: Served, path: str) -> None:
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", guarded.port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: gw\r\nAccept: application/json\r\n\r\n".encode())
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:100]
+    assert b"path_ambiguous" in raw
+
+
+async def test_the_judged_path_is_the_forwarded_path(guarded: Served) -> None:
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", guarded.port)
+    writer.write(b"GET /a/./b//c/../%7Ed?q=%2F.. HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 200")
+    # The path is canonical; the query is passed untouched.
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["raw_path"] == "/a/b/~d?q=%2F.."
+
+
+async def test_ipv6_client(upstream: Served, start_gateway: GatewayFactory, tmp_path: Path) -> None:
+    folder = tmp_path / "p6"
+    write_policy(folder)
+    gw = await start_gateway(upstream.url, f"policies: {folder}\n", host="::1")
+    await gw.app[DURABLE].add_token("tok_alice", "alice", digest(ALICE_TOKEN), "", 0.0)
+    await gw.app[GUARD].refresh_tokens()
+    async with aiohttp.ClientSession() as http:
+        status, _, body = await _get(
+            http, f"{gw.url}/admin/", headers={"Authorization": f"Bearer {ALICE_TOKEN}"}
+        )
+    assert status == 200
+    assert json.loads(body)["headers"]
+
+
+async def test_revoked_token_is_refused_after_refresh(guarded: Served, clients: dict) -> None:
+    headers = {"Authorization": f"Bearer {SYNC_TOKEN}"}
+    assert (await _get(clients["127.0.0.3"], f"{guarded.url}/api/x", headers=headers))[0] == 200
+    assert await guarded.app[DURABLE].revoke_token("tok_sync", 1.0)
+    await guarded.app[GUARD].refresh_tokens()
+    # Now unknown: still allowed from the integration network by api.unknown_tokens, so
+    # judge it where unknown tokens may not come from.
+    _status, _, body = await _get(clients["127.0.0.2"], f"{guarded.url}/api/x", headers=headers)
+    assert json.loads(body)["error"] == "token_ip_not_allowed"
+
+
+async def test_reload_applies_to_the_next_request_and_broken_edits_keep_the_policy(
+    guarded: Served, clients: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    guard = guarded.app[GUARD]
+    alice = {"Authorization": f"Bearer {ALICE_TOKEN}"}
+    assert (await _get(clients["127.0.0.2"], f"{guarded.url}/admin/", headers=alice))[0] == 200
+    folder = tmp_path / "policies"
+    # A broken edit: the running policy stays, every problem is logged.
+    write_policy(
+        folder, POLICY.replace("alice: {roles: [admin]}", "alice: {roles: [nosuchrole], bogus: 1}")
+    )
+    caplog.set_level(logging.ERROR, logger="gateway.policy")
+    assert await guard.reload("test") is False
+    assert "nosuchrole" in caplog.text
+    assert "bogus" in caplog.text
+    assert (await _get(clients["127.0.0.2"], f"{guarded.url}/admin/", headers=alice))[0] == 200
+    # A good edit that removes alice's access: refused at her next request.
+    write_policy(folder, POLICY.replace("alice: {roles: [admin]}", "alice: {}"))
+    assert await guard.reload("test") is True
+    status, _, body = await _get(clients["127.0.0.2"], f"{guarded.url}/admin/", headers=alice)
+    assert status == 403
+    assert json.loads(body)["error"] == "path_not_allowed"
+
+
+async def test_file_change_is_noticed_without_a_signal(
+    guarded: Served, clients: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from gateway.web import guard as guard_module
+
+    guard = guarded.app[GUARD]
+    monkeypatch.setattr(guard_module, "WATCH_EVERY", 0.05)
+    watcher = asyncio.create_task(guard.watch())
+    try:
+        write_policy(
+            tmp_path / "policies",
+            POLICY.replace("blocked: [127.0.0.4/32]", "blocked: [127.0.0.5/32]"),
+        )
+        for _ in range(100):
+            if "127.0.0.5/32" in str(guard.policy.networks.get("blocked")):
+                break
+            await asyncio.sleep(0.05)
+        assert (await _get(clients["127.0.0.5"], f"{guarded.url}/contacts"))[0] == 403
+        assert (await _get(clients["127.0.0.4"], f"{guarded.url}/contacts"))[0] == 200
+    finally:
+        watcher.cancel()
+
+
+async def test_trusted_proxy_forwarded_address_is_judged(
+    upstream: Served, start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    folder = tmp_path / "pt"
+    write_policy(folder)
+    gw = await start_gateway(upstream.url, f"policies: {folder}\ntrusted_proxies: [127.0.0.1/32]\n")
+    async with aiohttp.ClientSession() as http:
+        # Through the trusted proxy, the client is the right-most untrusted address.
+        assert (await _get(http, f"{gw.url}/contacts", headers={"X-Forwarded-For": "127.0.0.4"}))[
+            0
+        ] == 403
+        assert (
+            await _get(
+                http, f"{gw.url}/contacts", headers={"X-Forwarded-For": "127.0.0.4, 127.0.0.5"}
+            )
+        )[0] == 200
+        assert (await _get(http, f"{gw.url}/contacts", headers={"X-Forwarded-For": "not-an-ip"}))[
+            0
+        ] == 400
