@@ -34,6 +34,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     explain.add_argument("--method", default="GET")
     explain.add_argument("--path", default="/")
     explain.add_argument(
+        "--token", action="store_true", help="judge it as a request with the user's API token"
+    )
+    explain.add_argument(
         "--unknown-token", action="store_true", help="as an unregistered API token"
     )
 
@@ -88,7 +91,7 @@ def explain(args: argparse.Namespace, config: Config | None) -> int:
         method=args.method.upper(),
         path=path,
         unknown_token=args.unknown_token,
-        token=args.unknown_token,
+        token=args.unknown_token or args.token,
     )
     who = f"user {user.name}" if user else "an unknown user"
     print(f"request: {args.method.upper()} {path} from {args.ip} by {who}")
