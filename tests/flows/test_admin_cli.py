@@ -38,9 +38,30 @@ def cli(*args: str, stdin: str = "", cwd: Path = ROOT) -> subprocess.CompletedPr
             "policies/roles.yaml:9",
         ),
         ("carol", "8.8.8.8", "/contacts", "forward (ok)", "7d", "policies/paths.yaml:12"),
-        ("crm-sync --token", "203.0.113.7", "/api/x", "deny (ip_not_allowed)", "always", "policies/roles.yaml:21"),
-        ("crm-sync --token", "192.0.2.10", "/api/x", "forward (ok)", "always", "policies/paths.yaml:9"),
-        ("crm-sync", "192.0.2.10", "/api/x", "deny (path_not_allowed)", "always", "policies/paths.yaml:9"),
+        (
+            "crm-sync --token",
+            "203.0.113.7",
+            "/api/x",
+            "deny (ip_not_allowed)",
+            "always",
+            "policies/roles.yaml:22",
+        ),
+        (
+            "crm-sync --token",
+            "192.0.2.10",
+            "/api/x",
+            "forward (ok)",
+            "always",
+            "policies/paths.yaml:9",
+        ),
+        (
+            "crm-sync",
+            "192.0.2.10",
+            "/api/x",
+            "deny (path_not_allowed)",
+            "always",
+            "policies/paths.yaml:9",
+        ),
         ("alice", "192.0.2.66", "/", "deny (ip_denied)", "always", "policies/organisation.yaml:3"),
     ],
 )
@@ -144,7 +165,7 @@ def test_tokens_add_list_revoke(tmp_path: Path) -> None:
     )
     assert "in no policy file" in ghost.stderr
     listed = json.loads(cli("tokens", "list", "--json", "-c", str(config)).stdout)
-    assert [(t["id"], t["user"], t["label"], t["revoked"]) for t in listed][0] == (
+    assert next((t["id"], t["user"], t["label"], t["revoked"]) for t in listed) == (
         token_id,
         "crm-sync",
         "accounting sync",
