@@ -22,6 +22,7 @@ from gateway.errors import Problem
 
 T = TypeVar("T")
 
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _STR_TAG = "tag:yaml.org,2002:str"
 # PyYAML's implicit types (YAML 1.1): bool and null are these words, in lower, Title or UPPER
 # case; int, float, timestamp, merge and value start with one of _TYPED_START. Any other plain
@@ -258,7 +259,7 @@ class Value:
         if value is None:
             return None
         try:
-            return ipaddress.ip_network(value, strict=True)
+            network = ipaddress.ip_network(value, strict=True)
         except ValueError:
             try:
                 ipaddress.ip_network(value, strict=False)
@@ -267,6 +268,11 @@ class Value:
             else:
                 self.fail(f"has host bits set: {value!r} (write the network address)")
             return None
+        if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+            # Clients are matched in their IPv4 form, so such a network could never match.
+            self.fail(f"is an IPv4-mapped IPv6 network: write it in IPv4 form, not {value!r}")
+            return None
+        return network
 
     def secret(self) -> str | None:
         """A secret given as `{env: NAME}`, `{file: PATH}` or, discouraged, inline."""

@@ -28,8 +28,14 @@ def normalize_path(path: str) -> str:
     """The canonical form of a request path (no query), or BadRequest."""
     if not path.startswith("/"):
         raise _bad("path must start with /")
-    if "\\" in path or ";" in path or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path):
-        raise _bad("backslash, path parameter or control character in path")
+    # A raw `#` reaches us in aiohttp's raw_path; a backend may end the path there, so a rule
+    # would judge `/admin#/x` while the CRM serves `/admin`.
+    if any(c in path for c in "\\;#") or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path):
+        raise _bad("backslash, path parameter, fragment or control character in path")
+    try:
+        path.encode("utf-8")  # raw non-UTF-8 bytes arrive as surrogate escapes
+    except UnicodeEncodeError:
+        raise _bad("invalid UTF-8 in path") from None
     if "%" in path:
         if path.count("%") != len(_ESCAPE.findall(path)):
             raise _bad("malformed percent-escape")

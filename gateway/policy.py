@@ -156,7 +156,8 @@ def empty_policy() -> Policy:
 
 
 def policy_files(directory: str | Path) -> list[Path]:
-    return sorted(p for p in Path(directory).glob("*.yaml") if p.is_file())
+    folder = Path(directory)
+    return sorted(p for p in [*folder.glob("*.yaml"), *folder.glob("*.yml")] if p.is_file())
 
 
 def load_policies(directory: str | Path) -> Policy:
@@ -399,8 +400,12 @@ class _Builder:
             self.fail(value, "needs `path` and `allow`")
             return None
         pattern = keys["path"].text()
+        # A pattern must be in the normalised form requests are judged in, or it never matches.
+        odd = ("//", "/./", "/../", "%", ";", "#", "?", "\\")
         if pattern is not None and (
-            not pattern.startswith("/") or "//" in pattern or "/../" in pattern
+            not pattern.startswith("/")
+            or any(t in pattern for t in odd)
+            or pattern.endswith(("/.", "/.."))
         ):
             keys["path"].fail(f"must be a path pattern such as /admin/** but it's {pattern!r}")
             pattern = None
@@ -481,10 +486,24 @@ class _Builder:
                     )
                 elif spec is not None:
                     node.fail("networks: is required")
+        if "tokens" in keys and keys["tokens"].sequence() == []:
+            keys["tokens"].fail("must list at least one place (header or query) to find tokens")
         return Api(tuple(locations) or Api().locations, unknown, networks, where)
 
     def _check_caps(self, policy: Policy) -> None:
         """An explicit interval longer than a cap of the user's roles or groups is an error."""
+        for level in [*policy.roles.values(), *policy.groups.values()]:
+            own, cap = level.interval, level.max_interval
+            if own is not None and cap is not None and own > cap:
+                self.problems.append(
+                    Problem(
+                        level.where.file,
+                        level.line_of("interval"),
+                        f"{level.kind}s.{level.name}.interval",
+                        f"{format_interval(own)} is longer than its own "
+                        f"max_interval {format_interval(cap)}",
+                    )
+                )
         for user in policy.users.values():
             caps = [
                 (level.max_interval, level)
@@ -536,12 +555,12 @@ def _fill(said: Level, base: Level) -> Level:
 def _interval(value: Value, word: str = "always") -> float | None:
     if value.node.tag.endswith(":str") and value.node.value == word:
         return 0.0
-    if (
-        value.node.tag.endswith(":bool")
-        and word == "off"
-        and value.node.value in ("off", "false", "no")
-    ):
-        return 0.0
+    if value.node.tag.endswith(":bool") and word == "off":
+        # YAML 1.1 reads off/Off/OFF/no/false as a boolean.
+        if str(value.node.value).lower() in ("off", "false", "no"):
+            return 0.0
+        value.fail(f"must be off or a duration such as 30d but it's {value.node.value!r}")
+        return None
     return value.duration()
 
 
@@ -578,4 +597,4 @@ def format_interval(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds}s"
