@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from gateway.errors import ConfigError, Problem
 from gateway.headers import MANAGED, fold
 from gateway.loader import Source, Value, read_file
+from gateway.policy import policy_files
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 T = TypeVar("T")
@@ -210,8 +211,8 @@ def _policies_dir(value: Value, source: Source) -> str | None:
     if not folder.is_dir():
         value.fail(f"must be a folder of policy files but {str(folder)!r} is not a folder")
         return None
-    if not any(folder.glob("*.yaml")):
-        value.warn(f"{str(folder)!r} holds no *.yaml policy files")
+    if not policy_files(folder):
+        value.warn(f"{str(folder)!r} holds no policy files (*.yaml, *.yml)")
     return str(folder)
 
 

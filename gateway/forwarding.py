@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -29,12 +30,12 @@ MAX_FORWARDED_HOPS = 32
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 
-def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
     """Header names listed in every `Connection` line, folded."""
     names: set[str] = set()
     for line in headers.getall("Connection", ()):
         names.update(fold(token.strip()) for token in line.split(",") if token.strip())
-    return names
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,13 @@ def request_id(headers: CIMultiDictProxy[str], peer_trusted: bool, fresh: str) -
     return fresh
 
 
+@lru_cache(maxsize=16)
+def _dropped(secret_name: str, extra: frozenset[str]) -> frozenset[str]:
+    """Request headers never relayed: one set per configuration, not one per request."""
+    secret = frozenset({secret_name}) if secret_name else frozenset()
+    return HOP_BY_HOP | FORWARDING | _REQUEST_DROP | extra | secret
+
+
 def upstream_request_headers(
     incoming: CIMultiDictProxy[str],
     view: ClientView,
@@ -147,12 +155,12 @@ def upstream_request_headers(
     secret: tuple[str, str] | None = None,
 ) -> CIMultiDict[str]:
     """The headers sent to the CRM: client's minus hop-by-hop and spoofable ones, plus ours."""
-    drop = HOP_BY_HOP | FORWARDING | _REQUEST_DROP | extra_drop | connection_tokens(incoming)
-    if secret is not None:
-        drop = drop | {fold(secret[0])}
+    drop = _dropped(fold(secret[0]) if secret else "", extra_drop)
+    named = connection_tokens(incoming) if "Connection" in incoming else frozenset()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
-        if fold(name) not in drop:
+        folded = fold(name)
+        if folded not in drop and folded not in named:
             out.add(name, value)
     # Content-Length is dropped above and set again by the client from the streamed payload,
     # so the CRM always gets framing the gateway generated itself (SM-2).

@@ -179,6 +179,14 @@ def load_policies(directory: str | Path) -> Policy:
     return policy
 
 
+NAMED_SECTIONS = (
+    ("networks", "network"),
+    ("roles", "role"),
+    ("groups", "group"),
+    ("users", "user"),
+)
+
+
 class _Builder:
     TOP = frozenset(
         {"networks", "organisation", "defaults", "roles", "groups", "users", "paths", "api"}
@@ -187,10 +195,9 @@ class _Builder:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.networks: dict[str, tuple[IPNetwork, ...]] = {}
-        self.network_where: dict[str, Where] = {}
         self.inline: dict[str, tuple[IPNetwork, ...]] = {}
-        self.levels: dict[str, dict[str, tuple[Value, Where]]] = {"role": {}, "group": {}}
-        self.users: dict[str, tuple[Value, Where]] = {}
+        # kind ("network", "role", "group", "user") -> name -> (its YAML, where defined)
+        self.defined: dict[str, dict[str, tuple[Value, Where]]] = {k: {} for _, k in NAMED_SECTIONS}
         self.singles: dict[str, tuple[Value, Where]] = {}
         self.paths: list[Value] = []
         self.references: list[tuple[Value, str, str]] = []  # (value, kind, name)
@@ -204,31 +211,16 @@ class _Builder:
         keys = root.mapping(self.TOP)
         if keys is None:
             return
-        if "networks" in keys:
-            for name, value in keys["networks"].items():
-                self._define(self.network_where, name, value, "network")
-                items = value.sequence()
-                nets = [n for n in (item.network() for item in items or []) if n is not None]
-                self.networks[name] = tuple(nets)
-        for section, kind in (("roles", "role"), ("groups", "group")):
+        for section, kind in NAMED_SECTIONS:
             if section in keys:
                 for name, value in keys[section].items():
-                    where = Where(source.file, value.line)
-                    if name in self.levels[kind]:
+                    seen = self.defined[kind]
+                    if name in seen:
                         self.fail(
-                            value,
-                            f"{kind} {name} is defined twice "
-                            f"(first at {self.levels[kind][name][1]})",
+                            value, f"{kind} {name} is defined twice (first at {seen[name][1]})"
                         )
-                    self.levels[kind][name] = (value, where)
-        if "users" in keys:
-            for name, value in keys["users"].items():
-                where = Where(source.file, value.line)
-                if name in self.users:
-                    self.fail(
-                        value, f"user {name} is defined twice (first at {self.users[name][1]})"
-                    )
-                self.users[name] = (value, where)
+                    else:
+                        seen[name] = (value, Where(source.file, value.line))
         for single in ("organisation", "defaults", "api"):
             if single in keys:
                 if single in self.singles:
@@ -239,17 +231,16 @@ class _Builder:
         if "paths" in keys:
             self.paths.extend(keys["paths"].sequence() or [])
 
-    def _define(self, seen: dict[str, Where], name: str, value: Value, what: str) -> None:
-        if name in seen:
-            self.fail(value, f"{what} {name} is defined twice (first at {seen[name]})")
-        seen[name] = Where(value.source.file, value.line)
-
     # -- building --------------------------------------------------------------------------
 
     def finish(self, files: tuple[str, ...]) -> Policy:
-        roles = {n: self._level(v, "role", n, w) for n, (v, w) in self.levels["role"].items()}
-        groups = {n: self._level(v, "group", n, w) for n, (v, w) in self.levels["group"].items()}
-        users = {n: self._user(v, n, w, roles, groups) for n, (v, w) in self.users.items()}
+        for name, (value, _) in self.defined["network"].items():
+            found = (item.network() for item in value.sequence() or [])
+            self.networks[name] = tuple(n for n in found if n is not None)
+        defined = self.defined
+        roles = {n: self._level(v, "role", n, w) for n, (v, w) in defined["role"].items()}
+        groups = {n: self._level(v, "group", n, w) for n, (v, w) in defined["group"].items()}
+        users = {n: self._user(v, n, w, roles, groups) for n, (v, w) in defined["user"].items()}
         base = empty_policy()
         organisation = base.organisation
         if "organisation" in self.singles:
