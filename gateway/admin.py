@@ -8,6 +8,8 @@ import json
 import secrets
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from gateway.access import decide, resolve_settings
 from gateway.clock import SystemClock
@@ -20,6 +22,7 @@ from gateway.stores.sqlite import SqliteDurableStore
 from gateway.tokens import MIN_TOKEN_LENGTH, digest
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 CLOCK = SystemClock()
 
 
@@ -64,13 +67,14 @@ def load_policy_or_report(folder: str) -> Policy | None:
         return None
 
 
-def explain(args: argparse.Namespace, config: Config | None) -> int:
-    folder = args.policies or (config.policies if config else "")
-    if not folder:
-        print("no policies: give --policies DIR or a config with `policies`", file=sys.stderr)
-        return EXIT_USAGE
-    policy = load_policy_or_report(folder)
+def explain(args: argparse.Namespace, policy: Policy | None) -> int:
+    """`policy`: the config's, already loaded; None with --policies (loaded here)."""
+    if args.policies:
+        policy = load_policy_or_report(args.policies)
+        if policy is None:
+            return EXIT_USAGE
     if policy is None:
+        print("no policies: give --policies DIR or a config with `policies`", file=sys.stderr)
         return EXIT_USAGE
     user = None
     if args.user:
@@ -114,7 +118,7 @@ def explain(args: argparse.Namespace, config: Config | None) -> int:
     return EXIT_OK
 
 
-async def _with_store(config: Config, work):  # type: ignore[no-untyped-def]
+async def _with_store(config: Config, work: Callable[[SqliteDurableStore], Awaitable[T]]) -> T:
     store = SqliteDurableStore(config.state.durable.path)
     await store.open()
     try:
@@ -123,20 +127,18 @@ async def _with_store(config: Config, work):  # type: ignore[no-untyped-def]
         await store.close()
 
 
-def tokens(args: argparse.Namespace, config: Config) -> int:
+def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> int:
     if args.tokens_command == "add":
         token = sys.stdin.readline().strip()
         if len(token) < MIN_TOKEN_LENGTH:
             print(f"the token must have at least {MIN_TOKEN_LENGTH} characters", file=sys.stderr)
             return EXIT_USAGE
-        if config.policies:
-            policy = load_policy_or_report(config.policies)
-            if policy is not None and args.user not in policy.users:
-                print(
-                    f"warning: user {args.user!r} is in no policy file: the token is refused "
-                    "until they are",
-                    file=sys.stderr,
-                )
+        if policy is not None and args.user not in policy.users:
+            print(
+                f"warning: user {args.user!r} is in no policy file: the token is refused "
+                "until they are",
+                file=sys.stderr,
+            )
         token_id = "tok_" + secrets.token_hex(6)
 
         async def add(store: SqliteDurableStore) -> None:

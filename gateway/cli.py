@@ -10,6 +10,7 @@ from pathlib import Path
 from gateway import __version__, admin
 from gateway.config import Config, load_config, parse_listen
 from gateway.errors import ConfigError
+from gateway.policy import Policy
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -42,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str) -> Config | None:
+def _load(path: str) -> tuple[Config, Policy | None] | None:
+    """The config and, when it names a folder, its policies: each loaded once, every problem
+    reported. The policy is handed on (to the app, to forked workers) and never loaded again."""
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -53,24 +56,27 @@ def _load(path: str) -> Config | None:
         return None
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if config.policies and admin.load_policy_or_report(config.policies) is None:
-        print(f"{path}: the policies have problems; not started", file=sys.stderr)
-        return None
-    return config
+    policy = None
+    if config.policies:
+        policy = admin.load_policy_or_report(config.policies)
+        if policy is None:
+            print(f"{path}: the policies have problems; not started", file=sys.stderr)
+            return None
+    return config, policy
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        config = _load(args.config)
-        if config is None:
+        if _load(args.config) is None:
             return EXIT_CONFIG
         print(f"{args.config}: OK")
         return EXIT_OK
     if args.command == "run":
-        config = _load(args.config)
-        if config is None:
+        loaded = _load(args.config)
+        if loaded is None:
             return EXIT_CONFIG
+        config, policy = loaded
         if args.listen:
             listen = parse_listen(args.listen)
             if listen is None:
@@ -84,17 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             config = replace(config, workers=args.workers)
         from gateway.web.server import run
 
-        return run(config)
+        return run(config, policy)
     if args.command == "policy":
-        config = _load(args.config) if not args.policies else None
-        if config is None and not args.policies:
-            return EXIT_CONFIG
-        return admin.explain(args, config)
+        if args.policies:
+            return admin.explain(args, None)
+        loaded = _load(args.config)
+        return EXIT_CONFIG if loaded is None else admin.explain(args, loaded[1])
     if args.command == "tokens":
-        config = _load(args.config)
-        if config is None:
-            return EXIT_CONFIG
-        return admin.tokens(args, config)
+        loaded = _load(args.config)
+        return EXIT_CONFIG if loaded is None else admin.tokens(args, *loaded)
     if args.command == "demo":
         listen, crm_listen = parse_listen(args.listen), parse_listen(args.crm_listen)
         if listen is None or crm_listen is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.policy import TokenLocation
@@ -23,12 +23,16 @@ def digest(token: str) -> bytes:
 
 
 def find_credential(
-    headers: Mapping[str, str], query: Mapping[str, str], locations: tuple[TokenLocation, ...]
+    headers: Mapping[str, str],
+    query: Callable[[], Mapping[str, str]],
+    locations: tuple[TokenLocation, ...],
 ) -> str | None:
-    """The credential of an API request, from the first configured place that has one."""
+    """The credential of an API request, from the first configured place that has one.
+
+    `query` is called only when a place is a query parameter: most requests need no parse."""
     for place in locations:
         if place.query:
-            value = query.get(place.query)
+            value = query().get(place.query)
             if value:
                 return value
             continue

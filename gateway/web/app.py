@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from gateway.forwarding import (
     wants_html,
 )
 from gateway.paths import reserved_subpath
+from gateway.policy import Policy
 from gateway.stores import open_stores
 from gateway.web import health, proxy
 from gateway.web.guard import AccessDenied, open_guard
@@ -49,7 +51,11 @@ log = logging.getLogger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+def build_app(
+    config: Config, *, clock: Clock | None = None, policy: Policy | None = None
+) -> web.Application:
+    """`policy`: the config's policies when the caller has already loaded them (the CLI has,
+    to validate them); otherwise the guard loads them at start-up."""
     app = web.Application(middlewares=[scope_middleware], handler_args={"max_field_size": 16384})
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
@@ -58,7 +64,7 @@ def build_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     app.cleanup_ctx.append(_stores)
     app.cleanup_ctx.append(_upstream_client)
     if config.policies:
-        app.cleanup_ctx.append(_guard)
+        app.cleanup_ctx.append(functools.partial(_guard, preloaded=policy))
     app.on_response_prepare.append(proxy.drop_invented_content_type)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
@@ -80,8 +86,8 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     await durable.close()
 
 
-async def _guard(app: web.Application) -> AsyncIterator[None]:
-    guard = await open_guard(app[CONFIG].policies, app[DURABLE])
+async def _guard(app: web.Application, *, preloaded: Policy | None) -> AsyncIterator[None]:
+    guard = await open_guard(app[CONFIG].policies, app[DURABLE], preloaded)
     app[GUARD] = guard
     watcher = asyncio.create_task(guard.watch(), name="policy-watch")
     loop = asyncio.get_running_loop()

@@ -112,7 +112,7 @@ class Guard:
         raw_path, sep, raw_query = request.raw_path.partition("?")
         path = normalize_path(raw_path)
         policy = self.policy
-        credential = find_credential(request.headers, request.query, policy.api.locations)
+        credential = find_credential(request.headers, lambda: request.query, policy.api.locations)
         view = request[VIEW]
         user = None
         unknown = False
@@ -170,8 +170,9 @@ def _audit(event: str, **fields: object) -> None:
     audit.info(json.dumps({"event": event, **fields}, ensure_ascii=False))
 
 
-async def open_guard(folder: str, durable: DurableStore) -> Guard:
-    policy = await asyncio.to_thread(load_policies, folder)
+async def open_guard(folder: str, durable: DurableStore, policy: Policy | None = None) -> Guard:
+    if policy is None:
+        policy = await asyncio.to_thread(load_policies, folder)
     guard = Guard(folder, policy, durable)
     await guard.refresh_tokens()
     log.info(

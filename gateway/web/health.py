@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable
 
 from aiohttp import web
 
@@ -34,9 +35,7 @@ async def _upstream_reachable(request: web.Request) -> None:
     await writer.wait_closed()
 
 
-async def _check(
-    name: str, probe: asyncio.Future[None] | asyncio.Task[None]
-) -> tuple[str, str, float]:
+async def _check(name: str, probe: Awaitable[None]) -> tuple[str, str, float]:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(probe, CHECK_TIMEOUT)
@@ -47,9 +46,9 @@ async def _check(
 
 async def readyz(request: web.Request) -> web.Response:
     checks = await asyncio.gather(
-        _check("upstream", asyncio.ensure_future(_upstream_reachable(request))),
-        _check("durable_store", asyncio.ensure_future(request.app[DURABLE].ping())),
-        _check("shared_store", asyncio.ensure_future(request.app[SHARED].ping())),
+        _check("upstream", _upstream_reachable(request)),
+        _check("durable_store", request.app[DURABLE].ping()),
+        _check("shared_store", request.app[SHARED].ping()),
     )
     ready = all(result == "ok" for _, result, _ in checks)
     body: dict[str, object] = {

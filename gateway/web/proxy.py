@@ -14,10 +14,10 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.errors import BadRequest
-from gateway.forwarding import downstream_response_headers, upstream_request_headers
+from gateway.forwarding import downstream_response_headers
 from gateway.web import websocket
 from gateway.web.keys import CONFIG, REWRITER, UPSTREAM_CLIENT, VIEW
-from gateway.web.upstream import upstream_error
+from gateway.web.upstream import headers_for_crm, upstream_error
 
 log = logging.getLogger("gateway.proxy")
 
@@ -56,14 +56,7 @@ async def handle(request: web.Request, target: str | None = None) -> web.StreamR
     if is_websocket_upgrade(request):
         return await websocket.proxy(request, raw_path)
     upstream = config.upstream
-    secret = upstream.secret_header
-    headers = upstream_request_headers(
-        request.headers,
-        request[VIEW],
-        upstream_host=upstream.host,
-        host_header=upstream.host_header,
-        secret=(secret.name, secret.value) if secret else None,
-    )
+    headers = headers_for_crm(request)
     session = request.app[UPSTREAM_CLIENT]
     body = request.content if request.body_exists else None
     try:

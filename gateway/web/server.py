@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.config import Config, Listen, Logging
+from gateway.policy import Policy
 from gateway.web.app import build_app
 
 log = logging.getLogger("gateway")
@@ -106,7 +107,7 @@ async def serve_until_stopped(
         await runner.cleanup()
 
 
-def run(config: Config) -> int:
+def run(config: Config, policy: Policy | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
     configure_logging(config.logging)
     loop_name = install_fast_loop()
@@ -127,30 +128,31 @@ def run(config: Config) -> int:
         "" if config.workers == 1 else "s",
     )
     if config.workers == 1:
-        asyncio.run(serve_until_stopped(build_app(config), sock))
+        asyncio.run(serve_until_stopped(build_app(config, policy=policy), sock))
         return 0
-    return _supervise(config, sock)
+    # Workers are forked with the policy already loaded: no worker parses it again.
+    return _supervise(config, policy, sock)
 
 
-def _worker(config: Config, sock: socket.socket) -> None:
+def _worker(config: Config, policy: Policy | None, sock: socket.socket) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
     try:
-        asyncio.run(serve_until_stopped(build_app(config), sock))
+        asyncio.run(serve_until_stopped(build_app(config, policy=policy), sock))
     except Exception:
         log.exception("worker %d failed", os.getpid())
         os._exit(1)
     os._exit(0)
 
 
-def _supervise(config: Config, sock: socket.socket) -> int:
+def _supervise(config: Config, policy: Policy | None, sock: socket.socket) -> int:
     children: dict[int, float] = {}
     stopping = False
 
     def spawn() -> None:
         pid = os.fork()
         if pid == 0:
-            _worker(config, sock)
+            _worker(config, policy, sock)
         children[pid] = time.monotonic()
 
     def forward(signum: int, _frame: object) -> None:

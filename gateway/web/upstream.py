@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.config import Upstream
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.forwarding import upstream_request_headers
+from gateway.web.keys import CONFIG, VIEW
 
 
 def open_upstream_client(upstream: Upstream) -> aiohttp.ClientSession:
@@ -37,6 +41,22 @@ def open_upstream_client(upstream: Upstream) -> aiohttp.ClientSession:
         # The request line is sent as the client wrote it: no re-quoting of the path.
         requote_redirect_url=False,
         read_bufsize=2**16,
+    )
+
+
+def headers_for_crm(
+    request: web.Request, extra_drop: frozenset[str] = frozenset()
+) -> CIMultiDict[str]:
+    """The request's headers as the CRM gets them (gateway.forwarding decides which)."""
+    upstream = request.app[CONFIG].upstream
+    secret = upstream.secret_header
+    return upstream_request_headers(
+        request.headers,
+        request[VIEW],
+        upstream_host=upstream.host,
+        host_header=upstream.host_header,
+        extra_drop=extra_drop,
+        secret=(secret.name, secret.value) if secret else None,
     )
 
 

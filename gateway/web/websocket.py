@@ -14,9 +14,8 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 from yarl import URL
 
-from gateway.forwarding import upstream_request_headers
-from gateway.web.keys import CONFIG, UPSTREAM_CLIENT, VIEW
-from gateway.web.upstream import upstream_error
+from gateway.web.keys import CONFIG, UPSTREAM_CLIENT
+from gateway.web.upstream import headers_for_crm, upstream_error
 
 log = logging.getLogger("gateway.websocket")
 
@@ -41,15 +40,7 @@ def _protocols(request: web.Request) -> tuple[str, ...]:
 async def proxy(request: web.Request, target: str) -> web.StreamResponse:
     config = request.app[CONFIG]
     upstream = config.upstream
-    secret = upstream.secret_header
-    headers = upstream_request_headers(
-        request.headers,
-        request[VIEW],
-        upstream_host=upstream.host,
-        host_header=upstream.host_header,
-        extra_drop=HANDSHAKE_HEADERS,
-        secret=(secret.name, secret.value) if secret else None,
-    )
+    headers = headers_for_crm(request, HANDSHAKE_HEADERS)
     scheme = "wss" if upstream.scheme == "https" else "ws"
     url = URL(f"{scheme}://{upstream.host}{target}", encoded=True)
     session = request.app[UPSTREAM_CLIENT]
