@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,13 @@ async def start_gateway_process(config: Path, *args: str) -> GatewayProcess:
             await asyncio.sleep(0.05)
     await running.stop()
     raise AssertionError(f"gateway did not become healthy:\n{running.log.decode(errors='replace')}")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def write_config(directory: Path, upstream_url: str, extra: str = "") -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import Served
-from tests.process import QUICK, start_gateway_process, write_config
+from tests.process import QUICK, free_port, start_gateway_process, write_config
 
 
 async def test_run_serves_and_stops_on_sigterm(crm: Served, tmp_path: Path) -> None:
@@ -41,10 +41,7 @@ async def _status(http: aiohttp.ClientSession, url: str) -> int:
 
 
 async def test_bad_config_exits_2_and_never_listens(tmp_path: Path) -> None:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     config = tmp_path / "gateway.yaml"
     config.write_text(f"listen: 127.0.0.1:{port}\nupstream:\n  url: crm.local\n")
     process = await asyncio.create_subprocess_exec(
@@ -67,12 +64,7 @@ async def test_bad_config_exits_2_and_never_listens(tmp_path: Path) -> None:
 
 
 async def test_demo_serves_the_demo_crm_through_the_gateway(tmp_path: Path) -> None:
-    ports = []
-    for _ in range(2):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        ports.append(s.getsockname()[1])
-        s.close()
+    ports = [free_port(), free_port()]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import GatewayFactory, Served
+from tests.process import free_port
 from tests.upstreams import EVENTS
 
 
@@ -349,12 +350,7 @@ async def test_secret_header_is_added_and_never_taken_from_clients(
 async def test_upstream_refused_gives_502_page_for_browsers_and_json_for_apis(
     start_gateway: GatewayFactory, http: aiohttp.ClientSession
 ) -> None:
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now
+    port = free_port()  # nothing listens there
     gw = await start_gateway(f"http://127.0.0.1:{port}")
     async with http.get(
         f"{gw.url}/contacts", headers={"Accept": "text/html", "Accept-Language": "nl"}
