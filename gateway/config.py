@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -18,6 +18,7 @@ from gateway.errors import ConfigError, Problem
 from gateway.headers import MANAGED, fold
 from gateway.loader import Source, Value, read_file
 from gateway.policy import policy_files
+from gateway.signin_config import SignIn, read_signin
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 T = TypeVar("T")
@@ -108,6 +109,7 @@ class Config:
     logging: Logging = field(default_factory=Logging)
     branding: Branding = field(default_factory=Branding)
     policies: str = ""  # directory of policy files; "" = none (a transparent proxy)
+    signin: SignIn = field(default_factory=SignIn)
     warnings: tuple[Problem, ...] = ()
 
 
@@ -122,6 +124,10 @@ TOP_KEYS = {
     "logging",
     "branding",
     "policies",
+    "login",
+    "sessions",
+    "limits",
+    "secrets",
 }
 
 
@@ -177,14 +183,29 @@ def _build(root: Value, source: Source) -> Config | None:
     logging = _get(keys, "logging", _logging, Logging())
     branding = _get(keys, "branding", _branding, Branding())
     policies = _get(keys, "policies", lambda v: _policies_dir(v, source), "")
+    signin = read_signin(keys, root)
+    login = signin.login
+    if login is None:
+        source.warn(
+            None,
+            "",
+            "no login section: nobody signs in and no second factor is asked; "
+            "the gateway applies only IP and path rules",
+        )
+    elif login.users_file:
+        base = Path(source.file).parent if source.file.endswith((".yaml", ".yml")) else Path()
+        found = Path(login.users_file)
+        found = found if found.is_absolute() else base / found
+        signin = replace(signin, login=replace(login, users_file=str(found)))
+    if login is not None and workers > 1 and state.shared.type == "memory":
+        source.problem(
+            keys["workers"].node if "workers" in keys else None,
+            "workers",
+            "must be 1 with state.shared type memory once login is on: sessions and rate "
+            "limits must be shared by every worker",
+        )
     if listen is None or upstream is None:
         return None
-    # No sign-in section exists yet in this version: say plainly what that means.
-    source.warn(
-        None,
-        "",
-        "no sign-in is configured: the gateway forwards everything as a transparent proxy",
-    )
     return Config(
         source=source.file,
         listen=listen,
@@ -197,6 +218,7 @@ def _build(root: Value, source: Source) -> Config | None:
         logging=logging,
         branding=branding,
         policies=policies,
+        signin=signin,
         warnings=tuple(source.warnings),
     )
 

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = "listen: 127.0.0.1:8080\nupstream:\n  url: http://127.0.0.1:8081\n"
 
 NO_SIGN_IN = (
-    "gateway.yaml: no sign-in is configured: the gateway forwards everything as a transparent proxy"
+    "gateway.yaml: no login section: nobody signs in and no second factor is asked; "
+    "the gateway applies only IP and path rules"
 )
 INLINE_SECRET = (
     "gateway.yaml:6: upstream.secret_header.value: "

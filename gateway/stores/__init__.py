@@ -6,17 +6,18 @@ windows are written once above them. Stores never import the core or the web lay
 
 from __future__ import annotations
 
+from gateway.clock import Clock
 from gateway.config import State
 from gateway.stores.memory import MemorySharedStore
-from gateway.stores.protocols import DurableStore, SharedStore
+from gateway.stores.protocols import Authenticator, Device, DurableStore, SharedStore
 from gateway.stores.sqlite import SqliteDurableStore
 
-__all__ = ["DurableStore", "SharedStore", "open_stores"]
+__all__ = ["Authenticator", "Device", "DurableStore", "SharedStore", "open_stores"]
 
 
-async def open_stores(state: State) -> tuple[DurableStore, SharedStore]:
+async def open_stores(state: State, clock: Clock) -> tuple[DurableStore, SharedStore]:
     """Open the configured durable and shared stores (config validation limits the kinds)."""
     durable = SqliteDurableStore(state.durable.path)
     await durable.open()
-    shared = MemorySharedStore()
+    shared = MemorySharedStore(clock)
     return durable, shared

@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+
+class Authenticator(NamedTuple):
+    id: str
+    user: str
+    kind: str  # "totp"
+    name: str  # the user's own label: "Phone", "Tablet"
+    sealed: bytes  # the secret, sealed (gateway.crypto.Sealer) under `key_id`
+    key_id: str
+    created: float
+    last_used: float | None = None
+
+
+class Device(NamedTuple):
+    """A browser that passed a second factor: when, and until when it is remembered."""
+
+    id: str
+    user: str
+    label: str  # from the User-Agent, for the account page
+    created: float
+    verified: float
+    remembered_until: float = 0.0
+    revoked: float | None = None
 
 
 class DurableStore(Protocol):
@@ -30,10 +53,70 @@ class DurableStore(Protocol):
 
     async def tokens_version(self) -> int: ...
 
+    async def add_authenticator(self, row: Authenticator) -> None: ...
+
+    async def authenticators(self, user: str) -> list[Authenticator]: ...
+
+    async def all_authenticators(self) -> list[Authenticator]: ...
+
+    async def reseal_authenticator(self, auth_id: str, sealed: bytes, key_id: str) -> None: ...
+
+    async def touch_authenticator(self, auth_id: str, now: float) -> None: ...
+
+    async def remove_authenticator(self, user: str, auth_id: str) -> bool: ...
+
+    async def replace_recovery_codes(self, user: str, digests: list[bytes], now: float) -> None: ...
+
+    async def use_recovery_code(self, user: str, digest: bytes, now: float) -> bool:
+        """Mark an unused code used; False when there is none (wrong, or used before)."""
+        ...
+
+    async def recovery_codes_left(self, user: str) -> int: ...
+
+    async def save_device(self, row: Device) -> None:
+        """Insert, or update verified/remembered_until of the user's own unrevoked device."""
+        ...
+
+    async def device(self, device_id: str) -> Device | None: ...
+
+    async def devices(self, user: str) -> list[Device]:
+        """The user's devices that are not revoked."""
+        ...
+
+    async def revoke_device(self, user: str, device_id: str, now: float) -> bool: ...
+
+    async def revoke_sessions(self, user: str, now: float) -> None: ...
+
+    async def revocations(self) -> tuple[int, dict[str, float]]:
+        """(version, {user: sessions started before this time are void})."""
+        ...
+
+    async def revocations_version(self) -> int: ...
+
 
 class SharedStore(Protocol):
-    """Short-lived state shared by every worker: sessions, replay guards, rate windows."""
+    """Short-lived state shared by every worker: sessions, replay guards, rate windows.
+
+    Keys are text, values bytes, and every value has a time to live in seconds."""
 
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store only when the key is absent (or expired); True when stored."""
+        ...
+
+    async def take(self, key: str) -> bytes | None:
+        """Return and delete in one step: of two takers, one gets the value."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def incr(self, key: str, ttl: float) -> int:
+        """Add one and return the count; a new counter lives `ttl` seconds."""
+        ...

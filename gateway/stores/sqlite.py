@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.errors import StoreUnavailable
+from gateway.stores.protocols import Authenticator, Device
 
 T = TypeVar("T")
 
@@ -26,6 +27,39 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     created REAL NOT NULL,
     revoked REAL
 );
+CREATE TABLE IF NOT EXISTS authenticators (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    key_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL
+);
+CREATE INDEX IF NOT EXISTS authenticators_user ON authenticators (user);
+CREATE TABLE IF NOT EXISTS recovery_codes (
+    user TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    created REAL NOT NULL,
+    used REAL,
+    PRIMARY KEY (user, digest)
+);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    label TEXT NOT NULL,
+    created REAL NOT NULL,
+    verified REAL NOT NULL,
+    remembered_until REAL NOT NULL DEFAULT 0,
+    revoked REAL
+);
+CREATE INDEX IF NOT EXISTS devices_user ON devices (user);
+CREATE TABLE IF NOT EXISTS session_revocations (
+    user TEXT PRIMARY KEY,
+    not_before REAL NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('revocations_version', '0');
 """
 
 
@@ -133,6 +167,154 @@ class SqliteDurableStore:
 
     async def tokens_version(self) -> int:
         return await self._run(self._tokens_version)
+
+    # -- second factors: authenticators, recovery codes, devices, session revocations -------
+
+    def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        return [tuple(r) for r in self._connection().execute(sql, params)]
+
+    def _change(self, statements: list[tuple[str, tuple[object, ...]]]) -> int:
+        """Run statements in one transaction; the row count of the first."""
+        conn = self._connection()
+        with conn:
+            counts = [conn.execute(sql, params).rowcount for sql, params in statements]
+        return counts[0] if counts else 0
+
+    async def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
+        return await self._run(self._query, sql, params)
+
+    async def change(self, *statements: tuple[str, tuple[object, ...]]) -> int:
+        return await self._run(self._change, list(statements))
+
+    async def add_authenticator(self, row: Authenticator) -> None:
+        await self.change(
+            (
+                "INSERT INTO authenticators (id, user, kind, name, sealed, key_id, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.id, row.user, row.kind, row.name, row.sealed, row.key_id, row.created),
+            )
+        )
+
+    async def authenticators(self, user: str) -> list[Authenticator]:
+        rows = await self.query(
+            "SELECT id, user, kind, name, sealed, key_id, created, last_used"
+            " FROM authenticators WHERE user = ? ORDER BY created, id",
+            user,
+        )
+        return [Authenticator(*r) for r in rows]  # type: ignore[arg-type]
+
+    async def all_authenticators(self) -> list[Authenticator]:
+        rows = await self.query(
+            "SELECT id, user, kind, name, sealed, key_id, created, last_used"
+            " FROM authenticators ORDER BY user, created, id"
+        )
+        return [Authenticator(*r) for r in rows]  # type: ignore[arg-type]
+
+    async def reseal_authenticator(self, auth_id: str, sealed: bytes, key_id: str) -> None:
+        await self.change(
+            (
+                "UPDATE authenticators SET sealed = ?, key_id = ? WHERE id = ?",
+                (sealed, key_id, auth_id),
+            )
+        )
+
+    async def touch_authenticator(self, auth_id: str, now: float) -> None:
+        await self.change(("UPDATE authenticators SET last_used = ? WHERE id = ?", (now, auth_id)))
+
+    async def remove_authenticator(self, user: str, auth_id: str) -> bool:
+        removed = await self.change(
+            ("DELETE FROM authenticators WHERE user = ? AND id = ?", (user, auth_id))
+        )
+        return removed > 0
+
+    async def replace_recovery_codes(self, user: str, digests: list[bytes], now: float) -> None:
+        await self.change(
+            ("DELETE FROM recovery_codes WHERE user = ?", (user,)),
+            *(
+                (
+                    "INSERT INTO recovery_codes (user, digest, created) VALUES (?, ?, ?)",
+                    (user, d, now),
+                )
+                for d in digests
+            ),
+        )
+
+    async def use_recovery_code(self, user: str, digest: bytes, now: float) -> bool:
+        """Atomic: of two requests with the same code, exactly one succeeds."""
+        used = await self.change(
+            (
+                "UPDATE recovery_codes SET used = ? WHERE user = ? AND digest = ? AND used IS NULL",
+                (now, user, digest),
+            )
+        )
+        return used > 0
+
+    async def recovery_codes_left(self, user: str) -> int:
+        rows = await self.query(
+            "SELECT COUNT(*) FROM recovery_codes WHERE user = ? AND used IS NULL", user
+        )
+        return int(str(rows[0][0]))
+
+    async def save_device(self, row: Device) -> None:
+        await self.change(
+            (
+                "INSERT INTO devices (id, user, label, created, verified, remembered_until)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " verified = excluded.verified, remembered_until = excluded.remembered_until,"
+                " label = excluded.label WHERE devices.user = excluded.user"
+                " AND devices.revoked IS NULL",
+                (row.id, row.user, row.label, row.created, row.verified, row.remembered_until),
+            )
+        )
+
+    async def device(self, device_id: str) -> Device | None:
+        rows = await self.query(
+            "SELECT id, user, label, created, verified, remembered_until, revoked"
+            " FROM devices WHERE id = ?",
+            device_id,
+        )
+        return Device(*rows[0]) if rows else None  # type: ignore[arg-type]
+
+    async def devices(self, user: str) -> list[Device]:
+        rows = await self.query(
+            "SELECT id, user, label, created, verified, remembered_until, revoked"
+            " FROM devices WHERE user = ? AND revoked IS NULL ORDER BY created",
+            user,
+        )
+        return [Device(*r) for r in rows]  # type: ignore[arg-type]
+
+    async def revoke_device(self, user: str, device_id: str, now: float) -> bool:
+        revoked = await self.change(
+            (
+                "UPDATE devices SET revoked = ? WHERE user = ? AND id = ? AND revoked IS NULL",
+                (now, user, device_id),
+            )
+        )
+        return revoked > 0
+
+    async def revoke_sessions(self, user: str, now: float) -> None:
+        """Every session of `user` started before `now` ends (workers see it within seconds)."""
+        await self.change(
+            (
+                "INSERT INTO session_revocations (user, not_before) VALUES (?, ?)"
+                " ON CONFLICT (user) DO UPDATE SET not_before = excluded.not_before",
+                (user, now),
+            ),
+            (
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1"
+                " WHERE key = 'revocations_version'",
+                (),
+            ),
+        )
+
+    async def revocations(self) -> tuple[int, dict[str, float]]:
+        version = await self.query("SELECT value FROM meta WHERE key = 'revocations_version'")
+        rows = await self.query("SELECT user, not_before FROM session_revocations")
+        return int(str(version[0][0])), {str(u): float(str(t)) for u, t in rows}
+
+    async def revocations_version(self) -> int:
+        rows = await self.query("SELECT value FROM meta WHERE key = 'revocations_version'")
+        return int(str(rows[0][0]))
 
     async def open(self) -> None:
         await self._run(self._open)

@@ -78,7 +78,7 @@ async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _stores(app: web.Application) -> AsyncIterator[None]:
-    durable, shared = await open_stores(app[CONFIG].state)
+    durable, shared = await open_stores(app[CONFIG].state, app[CLOCK])
     app[DURABLE] = durable
     app[SHARED] = shared
     yield

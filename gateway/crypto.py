@@ -1,0 +1,162 @@
+"""Keys, sealing and hashing: AES-GCM with key ids, argon2id passwords, recovery-code digests.
+
+Owns every use of a key. Knows nothing about where keys are configured (config.py reads the
+text) or what is sealed (sessions, authenticators, held CRM cookies are callers).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+KEY_BYTES = 32
+
+
+class KeyError_(ValueError):
+    """A key line that cannot be used; the message says which and why (no key material)."""
+
+
+class SealBroken(ValueError):
+    """Sealed data that does not open: tampered, truncated, or under a key we no longer hold."""
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """Named keys, newest first: the first writes (signs, seals); all of them read."""
+
+    keys: tuple[tuple[str, bytes], ...]
+
+    @property
+    def current(self) -> tuple[str, bytes]:
+        return self.keys[0]
+
+    def get(self, key_id: str) -> bytes | None:
+        for name, key in self.keys:
+            if name == key_id:
+                return key
+        return None
+
+
+def parse_keys(text: str) -> KeyRing:
+    """`id:base64url` entries separated by newlines, spaces or commas; `#` starts a comment."""
+    entries: list[tuple[str, bytes]] = []
+    for raw_line in text.splitlines():
+        line = raw_line.split("#", 1)[0]
+        for token in line.replace(",", " ").split():
+            name, sep, encoded = token.partition(":")
+            if not sep or not _KEY_ID.match(name):
+                raise KeyError_(f"entry {len(entries) + 1} must look like id:base64key")
+            try:
+                key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            except (binascii.Error, ValueError):
+                raise KeyError_(f"key {name!r} is not base64") from None
+            if len(key) < KEY_BYTES:
+                raise KeyError_(f"key {name!r} has {len(key)} bytes; at least {KEY_BYTES} needed")
+            if any(existing == name for existing, _ in entries):
+                raise KeyError_(f"key id {name!r} appears twice")
+            entries.append((name, key))
+    if not entries:
+        raise KeyError_("holds no key")
+    return KeyRing(tuple(entries))
+
+
+def new_key_line(key_id: str) -> str:
+    """One fresh entry for a key file: `crm-gateway keys generate` and the demo use it."""
+    if not _KEY_ID.match(key_id):
+        raise KeyError_(f"key id {key_id!r} must be 1-32 of A-Z a-z 0-9 _ . -")
+    encoded = base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode().rstrip("=")
+    return f"{key_id}:{encoded}"
+
+
+class Sealer:
+    """AES-256-GCM. A sealed value is `key id | 0x00 | nonce(12) | ciphertext+tag`, so the key
+    that opens it is known and old keys keep reading while new values use the current one.
+    `purpose` is bound as associated data: a value sealed for one use never opens as another."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.ring = ring
+
+    def seal(self, plaintext: bytes, purpose: str) -> bytes:
+        key_id, key = self.ring.current
+        nonce = os.urandom(12)
+        body = AESGCM(key[:KEY_BYTES]).encrypt(nonce, plaintext, purpose.encode())
+        return key_id.encode() + b"\x00" + nonce + body
+
+    def key_id(self, sealed: bytes) -> str:
+        return sealed.split(b"\x00", 1)[0].decode("ascii", "replace")
+
+    def unseal(self, sealed: bytes, purpose: str) -> bytes:
+        key_id, sep, rest = sealed.partition(b"\x00")
+        key = self.ring.get(key_id.decode("ascii", "replace")) if sep else None
+        if key is None or len(rest) < 12 + 16:
+            raise SealBroken("sealed under an unknown key, or truncated")
+        try:
+            return AESGCM(key[:KEY_BYTES]).decrypt(rest[:12], rest[12:], purpose.encode())
+        except InvalidTag:
+            raise SealBroken("does not open: tampered or sealed for another purpose") from None
+
+
+# -- secrets shown to people ----------------------------------------------------------------
+
+_RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud, typed back
+
+
+def new_recovery_code() -> str:
+    """`xxxxx-xxxxx`: 10 symbols of 31, about 49 bits; easy to type from paper."""
+    symbols = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(10))
+    return f"{symbols[:5]}-{symbols[5:]}"
+
+
+def normalize_recovery_code(text: str) -> str:
+    return "".join(c for c in text.lower() if c.isalnum())
+
+
+def recovery_digest(user: str, code: str) -> bytes:
+    """Codes carry ~49 bits and are single use: a salted SHA-256 (user as salt) is enough,
+    and lets a code be found by digest without trying every stored hash."""
+    data = f"crm-gateway recovery\x00{user}\x00{normalize_recovery_code(code)}"
+    return hashlib.sha256(data.encode()).digest()
+
+
+def same(a: str | bytes, b: str | bytes) -> bool:
+    """Constant-time comparison for codes and tokens."""
+    left = a.encode() if isinstance(a, str) else a
+    right = b.encode() if isinstance(b, str) else b
+    return hmac.compare_digest(left, right)
+
+
+# -- passwords (login.mode: gateway) --------------------------------------------------------
+
+# RFC 9106 second recommended option (64 MiB, 3 passes), one lane per core we have.
+_HASHER = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=2)
+# A real hash of a random password: unknown users cost the same time as known ones.
+_DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
+
+
+def hash_password(password: str) -> str:
+    """Slow on purpose (~0.1-0.3 s): callers run it off the event loop."""
+    return _HASHER.hash(password)
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    """Blocking; `stored` None (unknown user) still spends the full time."""
+    try:
+        return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def is_password_hash(text: str) -> bool:
+    return text.startswith("$argon2id$")

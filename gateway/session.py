@@ -1,0 +1,167 @@
+"""Gateway sessions: a signed cookie naming a server-side record, and the device cookie.
+
+Owns the session lifecycle (create, load with idle/absolute/revocation checks, rotate on step
+up, end) over a SharedStore. Knows nothing of HTTP: the web layer reads and writes cookies.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+
+from gateway.clock import Clock
+from gateway.crypto import KeyRing
+from gateway.signin_config import Sessions
+from gateway.stores import SharedStore
+
+# Stages of a session, in order. A request is forwarded as the user only at FULL.
+LOGIN = "login"  # gateway mode: the login page was shown (holds the form's CSRF token)
+PASSWORD = "password"  # noqa: S105 - a stage name, not a secret; the password passed (CRM or ours); the second factor is pending
+FULL = "full"  # signed in: second factor passed, or not required for this user
+
+DEVICE_MAX_AGE = 400 * 86400.0  # browsers cap cookie lifetimes at 400 days
+
+
+@dataclass
+class Session:
+    sid: str
+    user: str
+    stage: str
+    created: float  # wall clock
+    last_seen: float
+    csrf: str
+    verified: float = 0.0  # when a second factor last passed in this session
+    factor: str = ""  # which one
+    held: str = ""  # shared-store key of the CRM's held Set-Cookie headers
+    return_to: str = ""  # where to go after the challenge (a checked relative path)
+    pending: dict[str, str] = field(default_factory=dict)  # enrolment state (sealed, b64)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Session | None:
+        try:
+            raw: Any = json.loads(data)
+            return cls(**raw)
+        except (ValueError, TypeError):
+            return None
+
+
+def _serializer(ring: KeyRing, clock: Clock, salt: str) -> URLSafeTimedSerializer:
+    class ClockSigner(TimestampSigner):
+        # itsdangerous reads time.time(); ours comes from the injected clock.
+        def get_timestamp(self) -> int:
+            return int(clock.now())
+
+    # itsdangerous signs with the last key and tries all: our rings list the newest first.
+    keys = [key for _, key in reversed(ring.keys)]
+    return URLSafeTimedSerializer(keys, salt=salt, signer=ClockSigner)
+
+
+class SessionBook:
+    """Creates, finds and ends sessions. `revoked_before(user)` comes from the durable store
+    (an admin reset or `sessions revoke`); sessions older than it are void everywhere."""
+
+    def __init__(self, shared: SharedStore, ring: KeyRing, clock: Clock, rules: Sessions) -> None:
+        self._shared = shared
+        self._clock = clock
+        self.rules = rules
+        self._cookies = _serializer(ring, clock, "crm-gateway.session")
+        self._devices = _serializer(ring, clock, "crm-gateway.device")
+        self.revocations: dict[str, float] = {}
+
+    # -- cookies -------------------------------------------------------------------------
+
+    def cookie_value(self, session: Session) -> str:
+        return str(self._cookies.dumps(session.sid))
+
+    def sid_from_cookie(self, value: str) -> str | None:
+        try:
+            sid = self._cookies.loads(value, max_age=int(self.rules.absolute_timeout))
+        except (BadSignature, ValueError, TypeError):
+            return None
+        return sid if isinstance(sid, str) and len(sid) == 43 else None
+
+    def device_cookie(self, device_id: str, user: str) -> str:
+        return str(self._devices.dumps([device_id, user]))
+
+    def device_from_cookie(self, value: str, user: str) -> str | None:
+        """The device id, only when the cookie was issued to this user."""
+        try:
+            found = self._devices.loads(value, max_age=int(DEVICE_MAX_AGE))
+        except (BadSignature, ValueError, TypeError):
+            return None
+        if isinstance(found, list) and len(found) == 2 and found[1] == user:
+            return str(found[0])
+        return None
+
+    # -- records -------------------------------------------------------------------------
+
+    def _ttl(self, session: Session) -> float:
+        left = session.created + self.rules.absolute_timeout - self._clock.now()
+        return max(1.0, min(self.rules.idle_timeout, left))
+
+    async def create(self, user: str, stage: str, **fields: Any) -> Session:
+        now = self._clock.now()
+        session = Session(
+            sid=secrets.token_urlsafe(32),
+            user=user,
+            stage=stage,
+            created=now,
+            last_seen=now,
+            csrf=secrets.token_urlsafe(24),
+            **fields,
+        )
+        await self.save(session)
+        return session
+
+    async def save(self, session: Session) -> None:
+        await self._shared.put(f"session:{session.sid}", session.to_bytes(), self._ttl(session))
+
+    async def load(self, cookie: str | None) -> Session | None:
+        """The live session a cookie names, touched for the idle timeout; else None."""
+        sid = self.sid_from_cookie(cookie) if cookie else None
+        if sid is None:
+            return None
+        data = await self._shared.get(f"session:{sid}")
+        session = Session.from_bytes(data) if data is not None else None
+        if session is None or session.sid != sid:
+            return None
+        now = self._clock.now()
+        expired = (
+            now - session.last_seen > self.rules.idle_timeout
+            or now - session.created > self.rules.absolute_timeout
+            or session.created < self.revocations.get(session.user, 0.0)
+        )
+        if expired:
+            await self.end(session)
+            return None
+        # Writing on every request would cost a store round trip each; a minute of slack
+        # on a 30-minute idle timeout costs nothing.
+        if now - session.last_seen > 60.0:
+            session.last_seen = now
+            await self.save(session)
+        return session
+
+    async def rotate(self, session: Session, **changes: Any) -> Session:
+        """A new id for a session that steps up (no fixation); the old id stops working."""
+        await self._shared.delete(f"session:{session.sid}")
+        fresh = replace(
+            session,
+            sid=secrets.token_urlsafe(32),
+            csrf=secrets.token_urlsafe(24),
+            last_seen=self._clock.now(),
+            **changes,
+        )
+        await self.save(fresh)
+        return fresh
+
+    async def end(self, session: Session) -> None:
+        await self._shared.delete(f"session:{session.sid}")
+        if session.held:
+            await self._shared.delete(session.held)
