@@ -6,6 +6,9 @@ missing in a language falls back to English, never to a key.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 LANGUAGES = ("en", "nl", "nb", "de", "fr", "ru")
 DEFAULT = "en"
 
@@ -161,5 +164,54 @@ def negotiate(accept_language: str) -> str:
     return best
 
 
-def translate(language: str, key: str) -> str:
-    return CATALOG.get(language, {}).get(key) or CATALOG[DEFAULT].get(key, key)
+# Each language's name in itself, for the visible switch on every page.
+NAMES = {
+    "en": "English",
+    "nl": "Nederlands",
+    "nb": "Norsk bokmål",
+    "de": "Deutsch",
+    "fr": "Français",
+    "ru": "Русский",
+}
+_LOCALES = Path(__file__).parent / "locales"
+
+
+def _load_pages() -> None:
+    """The sign-in pages' messages live in locales/<lang>.json (one file per translator)."""
+    for language in LANGUAGES:
+        path = _LOCALES / f"{language}.json"
+        if path.exists():
+            CATALOG.setdefault(language, {}).update(json.loads(path.read_text("utf-8")))
+
+
+_load_pages()
+
+
+def translate(language: str, key: str, **params: object) -> str:
+    text = CATALOG.get(language, {}).get(key) or CATALOG[DEFAULT].get(key, key)
+    return text.format(**params) if params else text
+
+
+def plural_category(language: str, n: int) -> str:
+    """CLDR plural categories for the counts we show (whole numbers only)."""
+    if language == "ru":
+        if n % 10 == 1 and n % 100 != 11:
+            return "one"
+        if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+            return "few"
+        return "many"
+    if language == "fr":
+        return "one" if n in (0, 1) else "other"
+    return "one" if n == 1 else "other"
+
+
+def duration(language: str, seconds: float) -> str:
+    """`30 days`, `12 hours`, `5 minutes` in the language, in the largest whole unit."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if (seconds >= size and seconds % size == 0) or unit == "minutes":
+            n = max(1, round(seconds / size))
+            key = f"duration.{unit}.{plural_category(language, n)}"
+            if key not in CATALOG.get(language, {}):
+                key = f"duration.{unit}.other"
+            return translate(language, key, n=n)
+    return ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -43,3 +44,9 @@ class Settings:
     required_from: str  # ISO date when enforcement is "required_from", else ""
     remember_device: float  # seconds a device may be remembered; 0 = never offered
     steps: tuple[Step, ...] = field(default=())
+
+
+def canonical_user(name: str) -> str:
+    """How user names compare everywhere: NFKC, trimmed, case-folded. CRMs compare names
+    case-insensitively, so `ALICE` must never become a second, unenrolled identity of `alice`."""
+    return unicodedata.normalize("NFKC", name).strip().casefold()

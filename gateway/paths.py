@@ -43,3 +43,27 @@ def reserved_subpath(raw_path: str, prefix: str) -> str | None:
     if canonical.lower().startswith(prefix.lower()):
         return canonical[len(prefix) :]
     return None
+
+
+_MAX_RETURN = 2048
+
+
+def safe_return_path(value: str) -> str | None:
+    """`value` when it is a same-origin relative path a browser cannot read as another site;
+    else None. Refused: `//evil`, `/\\evil`, `https:evil`, and their percent-encoded, tab,
+    newline and control-character variants (browsers drop tabs and newlines from URLs, so
+    `/\\t/evil` is `//evil`)."""
+    if not value or len(value) > _MAX_RETURN or not value.startswith("/"):
+        return None
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value) or "\\" in value:
+        return None
+    decoded = value
+    for _ in range(3):  # a path may be decoded more than once on its way (%252f)
+        decoded = unquote(decoded)
+        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in decoded) or "\\" in decoded:
+            return None
+        if decoded.startswith("//") or not decoded.startswith("/"):
+            return None
+    if value.startswith("//"):
+        return None
+    return value

@@ -23,6 +23,7 @@ LAYERS = {
     "gateway.config": 1,
     "gateway.crypto": 1,
     "gateway.signin_config": 1,
+    "gateway.passwords": 1,
     "gateway.factors": 3,
     "gateway.session": 3,
     "gateway.regulation": 3,

@@ -9,12 +9,31 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.config import Listen, parse_config
+from gateway.crypto import new_key_line
 from gateway.demo.crm import DEMO_USERS, build_crm_app
 from gateway.web.app import build_app
 from gateway.web.server import bind, configure_logging, install_fast_loop, serve_until_stopped
 
 
+def prepare_data_dir(data_dir: Path) -> None:
+    """Keys and an editable copy of the demo policy, made once; later runs keep them, so a
+    phone enrolled in the demo keeps working."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("session.keys", "seal.keys"):
+        path = data_dir / name
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(new_key_line("demo1") + "\n", encoding="utf-8")
+    policies = data_dir / "policies"
+    if not policies.exists():
+        policies.mkdir()
+        for source in files("gateway.demo").joinpath("policies").iterdir():
+            if source.name.endswith(".yaml"):
+                (policies / source.name).write_text(source.read_text("utf-8"), "utf-8")
+
+
 def demo_config_text(gateway_port: int, crm_port: int, data_dir: Path) -> str:
+    prepare_data_dir(data_dir)
     template = files("gateway.demo").joinpath("gateway.yaml").read_text(encoding="utf-8")
     return template.format(gateway_port=gateway_port, crm_port=crm_port, data_dir=data_dir)
 
@@ -43,6 +62,11 @@ def run_demo(listen: Listen, crm_listen: Listen, data_dir: Path) -> int:
                 f"  (the CRM itself listens on http://{crm_listen.host}:{crm_port}/; "
                 "use the gateway's address)\n\n"
                 f"  Demo users:\n{users}\n\n"
+                "  Sign in at /login with a user above: the gateway then asks for a code from\n"
+                "  an authenticator app. On first sign-in, scan the QR code it shows with\n"
+                "  your phone (or type the key), and save the recovery codes.\n"
+                f"  Account page: http://{listen.host}:{gw_port}{config.path_prefix}account\n"
+                f"  Policy: {data_dir / 'policies'} (edit it; the gateway reloads it)\n\n"
                 f"  Health: http://{listen.host}:{gw_port}{config.path_prefix}readyz\n"
                 "  Stop with Ctrl-C.\n",
                 flush=True,

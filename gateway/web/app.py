@@ -18,7 +18,9 @@ from aiohttp import web
 
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
+from gateway.crypto import Sealer
 from gateway.errors import BadRequest, HttpError, MethodNotAllowed, NotFound
+from gateway.factors.book import FactorBook
 from gateway.forwarding import (
     ClientView,
     OriginRewriter,
@@ -27,10 +29,13 @@ from gateway.forwarding import (
     request_id,
     wants_html,
 )
+from gateway.passwords import load_password_file
 from gateway.paths import reserved_subpath
 from gateway.policy import Policy
+from gateway.regulation import Regulator
+from gateway.session import SessionBook
 from gateway.stores import open_stores
-from gateway.web import health, proxy
+from gateway.web import health, proxy, routes
 from gateway.web.guard import AccessDenied, open_guard
 from gateway.web.keys import (
     ACCESS_LOG,
@@ -40,11 +45,13 @@ from gateway.web.keys import (
     GUARD,
     REWRITER,
     SHARED,
+    SIGNIN,
     UPSTREAM_CLIENT,
     USER,
     VIEW,
 )
 from gateway.web.pages import error_response
+from gateway.web.signin import Passwords, SignIn
 from gateway.web.upstream import open_upstream_client
 
 log = logging.getLogger("gateway")
@@ -63,8 +70,10 @@ def build_app(
     app[ACCESS_LOG] = logging.getLogger("gateway.access")
     app.cleanup_ctx.append(_stores)
     app.cleanup_ctx.append(_upstream_client)
-    if config.policies:
+    if config.policies or config.signin.login is not None:
         app.cleanup_ctx.append(functools.partial(_guard, preloaded=policy))
+    if config.signin.login is not None:
+        app.cleanup_ctx.append(_signin)
     app.on_response_prepare.append(proxy.drop_invented_content_type)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
@@ -108,12 +117,46 @@ async def _guard(app: web.Application, *, preloaded: Policy | None) -> AsyncIter
         await watcher
 
 
+async def _signin(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    signin_config = config.signin
+    login = signin_config.login
+    secrets = signin_config.secrets
+    # Config validation refuses a login without both key rings.
+    assert login is not None
+    assert secrets.session_keys is not None
+    assert secrets.seal_keys is not None
+    clock = app[CLOCK]
+    sealer = Sealer(secrets.seal_keys)
+    book = SessionBook(app[SHARED], secrets.session_keys, clock, signin_config.sessions)
+    regulator = Regulator(app[SHARED], clock, signin_config.limits)
+    factors = FactorBook(app[DURABLE], regulator, sealer, clock)
+    passwords = None
+    if login.mode == "gateway":
+        passwords = Passwords(await asyncio.to_thread(load_password_file, login.users_file))
+    signin = SignIn(
+        config, app[GUARD], book, factors, app[DURABLE], app[SHARED], sealer, clock, passwords
+    )
+    app[SIGNIN] = signin
+    watcher = asyncio.create_task(signin.watch_revocations(), name="session-revocations")
+    yield
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     sub = reserved_subpath(request.raw_path, request.app[CONFIG].path_prefix)
     if sub is None:
+        signin = request.app.get(SIGNIN)
+        if signin is not None:
+            return await signin.forward(request)
         guard = request.app.get(GUARD)
         target = guard.check(request) if guard is not None else None
         return await proxy.handle(request, target)
+    page = await routes.dispatch(request, sub)
+    if page is not None:
+        return page
     route = health.ROUTES.get(sub)
     if route is None:
         raise NotFound(f"no gateway page at {sub!r}")

@@ -13,12 +13,13 @@ import logging
 
 from aiohttp import web
 
-from gateway.access import decide
+from gateway.access import check_path, decide, resolve_settings
 from gateway.errors import ConfigError, HttpError, StoreUnavailable
-from gateway.model import Action, Decision, Step
+from gateway.identity import canonical_user
+from gateway.model import Action, Decision, Settings, Step
 from gateway.netindex import NetworkIndex
 from gateway.pathrules import normalize_path
-from gateway.policy import Policy, load_policies, policy_files
+from gateway.policy import Level, Policy, User, Where, empty_policy, load_policies, policy_files
 from gateway.stores import DurableStore
 from gateway.tokens import TokenTable, find_credential
 from gateway.web.keys import USER, VIEW
@@ -43,9 +44,10 @@ class AccessDenied(HttpError):
 
 class Guard:
     def __init__(self, folder: str, policy: Policy, durable: DurableStore) -> None:
-        self.folder = folder
+        self.folder = folder  # "" = no policy files: the built-in defaults, nothing to watch
         self.policy = policy
         self.index = NetworkIndex(policy.networks)
+        self.users = _by_canonical_name(policy)
         self.tokens = TokenTable()
         self._durable = durable
         self._signature = self._files_signature()
@@ -53,6 +55,8 @@ class Guard:
     # -- keeping current -------------------------------------------------------------------
 
     def _files_signature(self) -> tuple[tuple[str, int, int], ...]:
+        if not self.folder:
+            return ()
         found = []
         for path in policy_files(self.folder):
             try:
@@ -64,6 +68,8 @@ class Guard:
 
     async def reload(self, why: str) -> bool:
         """Load the files again; keep the running policy when they are broken."""
+        if not self.folder:
+            return False
         self._signature = self._files_signature()
         try:
             policy = await asyncio.to_thread(load_policies, self.folder)
@@ -77,7 +83,7 @@ class Guard:
             _audit("policy.reload_failed", outcome="failed", reason=why, problems=len(exc.problems))
             return False
         index = await asyncio.to_thread(NetworkIndex, policy.networks)
-        self.policy, self.index = policy, index
+        self.policy, self.index, self.users = policy, index, _by_canonical_name(policy)
         log.info(
             "policy reloaded (%s): %d users, %d networks, %d path rules",
             why,
@@ -107,14 +113,35 @@ class Guard:
 
     # -- judging ---------------------------------------------------------------------------
 
-    def check(self, request: web.Request) -> str:
-        """The path to forward (normalised, with the raw query), or AccessDenied/BadRequest."""
+    def user_for(self, name: str) -> User:
+        """The policy's user, or one with no roles or groups: a CRM user nobody listed is
+        judged by the organisation rules and the defaults."""
+        found = self.users.get(name)
+        if found is not None:
+            return found
+        return User(name, Level("user", name, Where("(not in any policy file)", 0)))
+
+    def settings(self, name: str) -> Settings:
+        return resolve_settings(self.policy, self.user_for(name))
+
+    def anyone_may(self, method: str, path: str) -> bool:
+        return check_path(self.policy, None, method, path).allowed
+
+    def check(self, request: web.Request, user_name: str | None = None) -> str:
+        """The path to forward (normalised, with the raw query), or AccessDenied/BadRequest.
+
+        `user_name`: the signed-in user (or the one a login form names); API credentials are
+        looked for only without one."""
         raw_path, sep, raw_query = request.raw_path.partition("?")
         path = normalize_path(raw_path)
         policy = self.policy
-        credential = find_credential(request.headers, lambda: request.query, policy.api.locations)
+        credential = None
+        if user_name is None:
+            credential = find_credential(
+                request.headers, lambda: request.query, policy.api.locations
+            )
         view = request[VIEW]
-        user = None
+        user = self.user_for(user_name) if user_name is not None else None
         unknown = False
         if credential is not None:
             record = self.tokens.lookup(credential)
@@ -165,6 +192,25 @@ class Guard:
         raise AccessDenied(decision, api=api)
 
 
+def _by_canonical_name(policy: Policy) -> dict[str, User]:
+    return {canonical_user(name): user for name, user in policy.users.items()}
+
+
+def audit_event(request: web.Request, event: str, **fields: object) -> None:
+    """An audit line about a request: who, from where, on what, with which request id."""
+    view = request[VIEW]
+    fields.setdefault("user", request.get(USER, ""))
+    _audit(
+        event,
+        ip=view.ip,
+        path=request.path[:512],
+        method=request.method,
+        request_id=view.request_id,
+        user_agent=request.headers.get("User-Agent", "")[:256],
+        **fields,
+    )
+
+
 def _audit(event: str, **fields: object) -> None:
     """One JSON line per security event on the `gateway.audit` logger (never a secret)."""
     audit.info(json.dumps({"event": event, **fields}, ensure_ascii=False))
@@ -172,7 +218,7 @@ def _audit(event: str, **fields: object) -> None:
 
 async def open_guard(folder: str, durable: DurableStore, policy: Policy | None = None) -> Guard:
     if policy is None:
-        policy = await asyncio.to_thread(load_policies, folder)
+        policy = await asyncio.to_thread(load_policies, folder) if folder else empty_policy()
     guard = Guard(folder, policy, durable)
     await guard.refresh_tokens()
     log.info(

@@ -11,10 +11,12 @@ from aiohttp import web
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.forwarding import ClientView, OriginRewriter
+from gateway.session import Session
 from gateway.stores import DurableStore, SharedStore
 
 if TYPE_CHECKING:
     from gateway.web.guard import Guard
+    from gateway.web.signin import SignIn
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
@@ -23,7 +25,9 @@ REWRITER = web.AppKey("rewriter", OriginRewriter)
 DURABLE = web.AppKey("durable_store", DurableStore)
 SHARED = web.AppKey("shared_store", SharedStore)
 ACCESS_LOG = web.AppKey("access_log", logging.Logger)
-GUARD: web.AppKey[Guard] = web.AppKey("guard")  # present only when policies are configured
+GUARD: web.AppKey[Guard] = web.AppKey("guard")  # present when policies or login are configured
+SIGNIN: web.AppKey[SignIn] = web.AppKey("signin")  # present only when login is configured
 
 VIEW = web.RequestKey("view", ClientView)  # who is asking, set first on every request
 USER = web.RequestKey("user", str)  # the user name for the access log, once known
+SESSION = web.RequestKey("session", Session)  # the gateway session, once loaded

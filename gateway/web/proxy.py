@@ -17,7 +17,7 @@ from gateway.errors import BadRequest
 from gateway.forwarding import downstream_response_headers
 from gateway.web import websocket
 from gateway.web.keys import CONFIG, REWRITER, UPSTREAM_CLIENT, VIEW
-from gateway.web.upstream import headers_for_crm, upstream_error
+from gateway.web.upstream import Adjust, headers_for_crm, upstream_error
 
 log = logging.getLogger("gateway.proxy")
 
@@ -45,22 +45,52 @@ def _abort(request: web.Request) -> None:
         transport.abort()
 
 
-async def handle(request: web.Request, target: str | None = None) -> web.StreamResponse:
-    """Forward to the CRM; `target` is the judged (normalised) path+query when a guard ran."""
+async def handle(
+    request: web.Request,
+    target: str | None = None,
+    *,
+    adjust: Adjust | None = None,
+    add_headers: list[tuple[str, str]] | None = None,
+) -> web.StreamResponse:
+    """Forward to the CRM; `target` is the judged (normalised) path+query when a guard ran,
+    `adjust` changes the CRM-bound headers (sign-in strips cookies, adds the identity),
+    `add_headers` are extra response headers (ending our session on the CRM's logout)."""
+    raw_path = _checked_target(request, target)
+    if is_websocket_upgrade(request):
+        return await websocket.proxy(request, raw_path, adjust)
+    body = request.content if request.body_exists else None
+    response = await send(request, raw_path, adjust=adjust, body=body)
+    try:
+        return await relay(request, response, add_headers)
+    finally:
+        response.release()
+
+
+def _checked_target(request: web.Request, target: str | None) -> str:
     raw_path = target if target is not None else request.raw_path
     if not raw_path.startswith("/"):
         # Absolute-form targets (`GET http://other/x`) would let the client pick a host; the
         # upstream comes from configuration only (PN-3).
         raise BadRequest("request target must be a path", reason="bad_request_target")
-    config = request.app[CONFIG]
-    if is_websocket_upgrade(request):
-        return await websocket.proxy(request, raw_path)
-    upstream = config.upstream
+    return raw_path
+
+
+async def send(
+    request: web.Request,
+    raw_path: str,
+    *,
+    adjust: Adjust | None = None,
+    body: aiohttp.StreamReader | bytes | None = None,
+) -> aiohttp.ClientResponse:
+    """The CRM's answer (headers read, body not yet); the caller releases it."""
+    upstream = request.app[CONFIG].upstream
     headers = headers_for_crm(request)
-    session = request.app[UPSTREAM_CLIENT]
-    body = request.content if request.body_exists else None
+    if adjust is not None:
+        adjust(headers)
+    if isinstance(body, bytes):
+        headers["Content-Length"] = str(len(body))
     try:
-        response = await session.request(
+        return await request.app[UPSTREAM_CLIENT].request(
             request.method,
             URL(upstream.url + raw_path, encoded=True),
             headers=headers,
@@ -71,15 +101,17 @@ async def handle(request: web.Request, target: str | None = None) -> web.StreamR
         )
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise upstream_error(exc) from exc
-    try:
-        return await _relay(request, response)
-    finally:
-        response.release()
 
 
-async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+async def relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    add_headers: list[tuple[str, str]] | None = None,
+) -> web.StreamResponse:
     headers = downstream_response_headers(upstream.headers, request.app[REWRITER])
     headers["X-Request-Id"] = request[VIEW].request_id
+    for name, value in add_headers or ():
+        headers.add(name, value)
     length = upstream.content_length
     chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
     no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS

@@ -6,6 +6,7 @@ Also the one boundary where the client's exceptions become ours.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -15,6 +16,9 @@ from gateway.config import Upstream
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.forwarding import upstream_request_headers
 from gateway.web.keys import CONFIG, VIEW
+
+# Changes sign-in makes to the CRM-bound headers (cookies stripped, identity added).
+Adjust = Callable[[CIMultiDict[str]], None]
 
 
 def open_upstream_client(upstream: Upstream) -> aiohttp.ClientSession:

@@ -15,7 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from yarl import URL
 
 from gateway.web.keys import CONFIG, UPSTREAM_CLIENT
-from gateway.web.upstream import headers_for_crm, upstream_error
+from gateway.web.upstream import Adjust, headers_for_crm, upstream_error
 
 log = logging.getLogger("gateway.websocket")
 
@@ -37,10 +37,14 @@ def _protocols(request: web.Request) -> tuple[str, ...]:
     return tuple(p.strip() for p in offered.split(",") if p.strip())
 
 
-async def proxy(request: web.Request, target: str) -> web.StreamResponse:
+async def proxy(
+    request: web.Request, target: str, adjust: Adjust | None = None
+) -> web.StreamResponse:
     config = request.app[CONFIG]
     upstream = config.upstream
     headers = headers_for_crm(request, HANDSHAKE_HEADERS)
+    if adjust is not None:
+        adjust(headers)
     scheme = "wss" if upstream.scheme == "https" else "ws"
     url = URL(f"{scheme}://{upstream.host}{target}", encoded=True)
     session = request.app[UPSTREAM_CLIENT]

@@ -1,0 +1,588 @@
+"""The gateway's own sign-in pages under the reserved prefix: login (gateway mode), challenge,
+enrolment, recovery codes, account, logout and the language switch.
+
+Every form is CSRF-checked against the session; every change to how a user signs in needs a
+second factor passed within `sessions.step_up_window`. Decisions about sessions and factors
+belong to gateway.web.signin and gateway.factors; this module turns them into pages.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.crypto import SealBroken, same
+from gateway.errors import HttpError, MethodNotAllowed, NotFound
+from gateway.factors import totp
+from gateway.factors.book import MAX_AUTHENTICATORS, Verdict
+from gateway.i18n import LANGUAGES, duration
+from gateway.identity import canonical_user
+from gateway.paths import safe_return_path
+from gateway.session import FULL, LOGIN, PASSWORD, Session
+from gateway.web.guard import audit_event
+from gateway.web.keys import CLOCK, SIGNIN, USER, VIEW
+from gateway.web.render import LANGUAGE_COOKIE, STATIC, language, page, translator, when
+from gateway.web.signin import SignIn
+
+Handler = Callable[[web.Request, SignIn], Awaitable[web.StreamResponse]]
+IMPLEMENTED = ("totp", "recovery")  # factors this version can check
+_FORM_LIMIT = 16 * 1024
+
+
+class CsrfFailed(HttpError):
+    status = 403
+    reason = "csrf_failed"
+
+
+async def _form(request: web.Request, session: Session) -> dict[str, str]:
+    """The posted form, after the CSRF token and (when sent) Origin are checked."""
+    if request.content_length is not None and request.content_length > _FORM_LIMIT:
+        raise CsrfFailed("form too large")
+    data = await request.post()
+    token = data.get("csrf")
+    if not isinstance(token, str) or not same(token, session.csrf):
+        audit_event(request, "csrf.failed", outcome="refused", reason="csrf_failed")
+        raise CsrfFailed("CSRF token missing or wrong")
+    origin = request.headers.get("Origin")
+    host = request[VIEW].host
+    if origin is not None and origin != "null" and origin.split("://", 1)[-1] != host:
+        raise CsrfFailed(f"cross-origin form from {origin[:100]!r}")
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+def _sealed(signin: SignIn, session: Session, name: str, value: str) -> None:
+    sealed = signin.sealer.seal(value.encode(), f"pending\x00{name}\x00{session.sid}")
+    session.pending[name] = base64.b64encode(sealed).decode()
+
+
+def _unsealed(signin: SignIn, session: Session, name: str) -> str | None:
+    raw = session.pending.get(name)
+    if not raw:
+        return None
+    try:
+        data = base64.b64decode(raw)
+        return signin.sealer.unseal(data, f"pending\x00{name}\x00{session.sid}").decode()
+    except (SealBroken, ValueError):
+        return None
+
+
+def _fresh(signin: SignIn, session: Session) -> bool:
+    window = signin.config.signin.sessions.step_up_window
+    return signin.clock.now() - session.verified <= window
+
+
+async def _need(request: web.Request, signin: SignIn, *stages: str) -> Session | web.Response:
+    session = await signin.session(request)
+    if session is None or session.stage not in stages:
+        return signin.expired(request)
+    return session
+
+
+def _allowed(signin: SignIn, user: str) -> list[str]:
+    return [f for f in signin.settings(user).factors if f in IMPLEMENTED]
+
+
+def _locked_text(request: web.Request, until: float, key: str) -> str:
+    t = translator(request)
+    minutes = max(1, round((until - request.app[CLOCK].now()) / 60))
+    return str(t(key, time=when(until)[11:], minutes=minutes))
+
+
+# -- challenge ---------------------------------------------------------------------------------
+
+
+async def challenge(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    found = await _need(request, signin, PASSWORD, FULL)
+    if isinstance(found, web.Response):
+        return found
+    session = found
+    user = session.user
+    if not await signin.factors.enrolled(user):
+        return signin.redirect(f"{signin.prefix}enrol")
+    allowed = _allowed(signin, user)
+    if not allowed:
+        audit_event(request, "challenge.no_factor", outcome="refused", user=user)
+        t = translator(request)
+        return page(
+            request,
+            "notice.html",
+            t("challenge.title"),
+            status=403,
+            paragraphs=[t("error.no_factor.body")],
+        )
+    if request.method == "POST":
+        form = await _form(request, session)
+        factor = form.get("factor", "totp")
+        factor = factor if factor in allowed else allowed[0]
+        code = form.get("code", "")[:64]
+        ip = request[VIEW].ip
+        if factor == "recovery":
+            verdict = await signin.factors.check_recovery(user, code, ip)
+        else:
+            verdict = await signin.factors.check_totp(user, code, ip)
+        if verdict.ok:
+            audit_event(request, "challenge.passed", outcome="ok", user=user, reason=factor)
+            if factor == "recovery":
+                audit_event(request, "recovery.used", outcome="ok", user=user)
+            if session.stage == PASSWORD:
+                remember = form.get("remember") == "1"
+                return await signin.complete(request, session, factor=factor, remember=remember)
+            fresh = await signin.book.rotate(session, verified=signin.clock.now(), factor=factor)
+            response = signin.redirect(fresh.return_to or f"{signin.prefix}account")
+            response.headers.add(*signin.session_cookie(request, fresh))
+            return response
+        audit_event(request, "challenge.failed", outcome="failed", user=user, reason=verdict.reason)
+        if verdict.reason == "locked":
+            audit_event(request, "challenge.lockout", outcome="locked", user=user)
+        return _challenge_page(request, signin, session, factor, allowed, verdict)
+    factor = request.query.get("factor", "totp")
+    factor = factor if factor in allowed else allowed[0]
+    until = await signin.factors.regulator.locked_until(user, request[VIEW].ip)
+    shown = Verdict(False, "locked", until) if until else None
+    return _challenge_page(request, signin, session, factor, allowed, shown)
+
+
+def _challenge_page(
+    request: web.Request,
+    signin: SignIn,
+    session: Session,
+    factor: str,
+    allowed: list[str],
+    verdict: Verdict | None,
+) -> web.Response:
+    t = translator(request)
+    error = ""
+    locked = ""
+    status = 200
+    if verdict is not None and verdict.reason == "locked":
+        locked = _locked_text(request, verdict.locked_until, "challenge.locked")
+        status = 429
+    elif verdict is not None:
+        key = "challenge.wrong_recovery" if factor == "recovery" else f"challenge.{verdict.reason}"
+        error = t(key)
+        status = 400
+    settings = signin.settings(session.user)
+    remember_for = ""
+    if session.stage == PASSWORD and settings.remember_device > 0:
+        remember_for = duration(language(request), settings.remember_device)
+    labels = {"totp": t("challenge.use_totp"), "recovery": t("challenge.use_recovery")}
+    others = [(f, labels[f]) for f in allowed if f != factor]
+    response = page(
+        request,
+        "challenge.html",
+        t("challenge.title"),
+        status=status,
+        csrf=session.csrf,
+        signed_in=session.stage == FULL,
+        factor=factor,
+        error=error,
+        locked=locked,
+        remember_for=remember_for,
+        others=others,
+        notice=t("account.step_up") if session.stage == FULL else "",
+    )
+    if verdict is not None and verdict.locked_until:
+        seconds = int(verdict.locked_until - request.app[CLOCK].now()) + 1
+        response.headers["Retry-After"] = str(max(1, seconds))
+    return response
+
+
+# -- enrolment ---------------------------------------------------------------------------------
+
+
+async def enrol(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    found = await _need(request, signin, PASSWORD, FULL)
+    if isinstance(found, web.Response):
+        return found
+    session = found
+    user = session.user
+    existing = await signin.factors.authenticators(user)
+    if existing and session.stage == PASSWORD:
+        # Adding an authenticator is a change to the account: only after the factor passed.
+        return signin.redirect(f"{signin.prefix}challenge")
+    if existing and not _fresh(signin, session):
+        return await _step_up(request, signin, session, "enrol")
+    if "totp" not in signin.settings(user).factors:
+        return signin.redirect(f"{signin.prefix}challenge")
+    t = translator(request)
+    if len(existing) >= MAX_AUTHENTICATORS:
+        return page(
+            request,
+            "notice.html",
+            t("enrol.title"),
+            status=409,
+            signed_in=True,
+            csrf=session.csrf,
+            paragraphs=[t("enrol.too_many")],
+            link=(f"{signin.prefix}account", t("account.title")),
+        )
+    secret = _unsealed(signin, session, "totp")
+    if secret is None:
+        secret = totp.new_secret()
+        _sealed(signin, session, "totp", secret)
+        await signin.book.save(session)
+    error = ""
+    name = t("enrol.default_name")
+    if request.method == "POST":
+        form = await _form(request, session)
+        name = form.get("name", "").strip()[:64] or t("enrol.default_name")
+        verdict = await signin.factors.check_new_totp(
+            user, secret, form.get("code", "")[:64], request[VIEW].ip
+        )
+        if verdict.ok:
+            return await _enrolled(request, signin, session, secret, name, first=not existing)
+        audit_event(request, "enrol.failed", outcome="failed", user=user, reason=verdict.reason)
+        if verdict.reason == "locked":
+            error = _locked_text(request, verdict.locked_until, "challenge.locked")
+        else:
+            error = t("enrol.wrong_code")
+    product = signin.config.branding.product_name
+    uri = totp.provisioning_uri(secret, user, product)
+    settings = signin.settings(user)
+    deadline = ""
+    can_skip = False
+    if settings.enforcement == "required_from" and session.stage == PASSWORD:
+        deadline = t("enrol.deadline", date=settings.required_from)
+        can_skip = not signin.mandatory(settings)
+    return page(
+        request,
+        "enrol.html",
+        t("enrol.title"),
+        status=400 if error else 200,
+        csrf=session.csrf,
+        signed_in=session.stage == FULL,
+        error=error,
+        notice=t("enrol.intro") if not existing else "",
+        qr=totp.qr_svg(uri, t("enrol.qr_label")),
+        key=totp.grouped(secret),
+        uri=uri,
+        name=name,
+        deadline=deadline,
+        can_skip=can_skip,
+        cancel=f"{signin.prefix}account" if session.stage == FULL else "",
+    )
+
+
+async def _enrolled(
+    request: web.Request, signin: SignIn, session: Session, secret: str, name: str, *, first: bool
+) -> web.StreamResponse:
+    user = session.user
+    await signin.factors.add_totp(user, secret, name)
+    audit_event(request, "enrol.completed", outcome="ok", user=user, reason="totp")
+    session.pending.pop("totp", None)
+    wants_codes = "recovery" in signin.settings(user).factors
+    if wants_codes and (first or await signin.factors.recovery_left(user) == 0):
+        codes = await signin.factors.new_recovery_codes(user)
+        _sealed(signin, session, "recovery", "\n".join(codes))
+        audit_event(request, "recovery.generated", outcome="ok", user=user)
+    # The new authenticator just produced a right code: that is a passed factor.
+    session.verified = signin.clock.now()
+    session.factor = "totp"
+    await signin.book.save(session)
+    if "recovery" in session.pending:
+        return signin.redirect(f"{signin.prefix}recovery-codes")
+    if session.stage == PASSWORD:
+        return await signin.complete(request, session, factor="totp")
+    return signin.redirect(f"{signin.prefix}account?added=1")
+
+
+async def skip(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    found = await _need(request, signin, PASSWORD)
+    if isinstance(found, web.Response):
+        return found
+    await _form(request, found)
+    settings = signin.settings(found.user)
+    if settings.enforcement != "required_from" or signin.mandatory(settings):
+        return signin.redirect(f"{signin.prefix}enrol")
+    audit_event(request, "enrol.postponed", outcome="ok", user=found.user)
+    return await signin.complete(request, found, factor="")
+
+
+# -- recovery codes ----------------------------------------------------------------------------
+
+
+async def recovery_codes(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    found = await _need(request, signin, PASSWORD, FULL)
+    if isinstance(found, web.Response):
+        return found
+    session = found
+    codes = _unsealed(signin, session, "recovery")
+    if codes is None:
+        return signin.redirect(
+            f"{signin.prefix}{'account' if session.stage == FULL else 'challenge'}"
+        )
+    t = translator(request)
+    error = ""
+    if request.method == "POST":
+        form = await _form(request, session)
+        if form.get("saved") == "1":
+            session.pending.pop("recovery", None)
+            await signin.book.save(session)
+            audit_event(request, "recovery.confirmed", outcome="ok", user=session.user)
+            if session.stage == PASSWORD:
+                return await signin.complete(request, session, factor="totp")
+            return signin.redirect(f"{signin.prefix}account")
+        error = t("recovery.must_confirm")
+    return page(
+        request,
+        "recovery.html",
+        t("recovery.title"),
+        status=400 if error else 200,
+        csrf=session.csrf,
+        signed_in=session.stage == FULL,
+        codes=codes.split("\n"),
+        error=error,
+        printing=request.query.get("print") == "1",
+    )
+
+
+async def recovery_codes_file(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    found = await _need(request, signin, PASSWORD, FULL)
+    if isinstance(found, web.Response):
+        return found
+    codes = _unsealed(signin, found, "recovery")
+    if codes is None:
+        raise NotFound("no recovery codes waiting to be saved")
+    t = translator(request)
+    header = t(
+        "recovery.file_header",
+        user=found.user,
+        product=signin.config.branding.product_name,
+        date=when(signin.clock.now())[:10],
+    )
+    return web.Response(
+        text=header + "\n\n" + codes + "\n",
+        content_type="text/plain",
+        charset="utf-8",
+        headers={
+            "Content-Disposition": 'attachment; filename="recovery-codes.txt"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+# -- account -----------------------------------------------------------------------------------
+
+
+async def _step_up(
+    request: web.Request, signin: SignIn, session: Session, back: str
+) -> web.Response:
+    session.return_to = f"{signin.prefix}{back}"
+    await signin.book.save(session)
+    return signin.redirect(f"{signin.prefix}challenge")
+
+
+async def account(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    found = await _need(request, signin, FULL)
+    if isinstance(found, web.Response):
+        return found
+    session = found
+    user = session.user
+    t = translator(request)
+    authenticators = [
+        {
+            "id": a.id,
+            "name": a.name,
+            "created": when(a.created)[:10],
+            "last_used": when(a.last_used) if a.last_used else "",
+        }
+        for a in await signin.factors.authenticators(user)
+    ]
+    now = signin.clock.now()
+    current = await signin.device_of(request, user)
+    devices = [
+        {
+            "id": d.id,
+            "label": d.label,
+            "until": when(d.remembered_until),
+            "current": current is not None and current.id == d.id,
+        }
+        for d in await signin.durable.devices(user)
+        if d.remembered_until > now
+    ]
+    notices = {
+        "added": "enrol.added",
+        "removed": "account.removed",
+        "forgotten": "account.device_forgotten",
+    }
+    notice = next((t(v, name="") for k, v in notices.items() if k in request.query), "")
+    error = t("account.cannot_remove_last") if "last" in request.query else ""
+    return page(
+        request,
+        "account.html",
+        t("account.title"),
+        csrf=session.csrf,
+        signed_in=True,
+        user=user,
+        authenticators=authenticators,
+        recovery_left=await signin.factors.recovery_left(user),
+        devices=devices,
+        notice=notice.replace("  ", " "),
+        error=error,
+    )
+
+
+async def account_remove(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    found = await _need(request, signin, FULL)
+    if isinstance(found, web.Response):
+        return found
+    session = found
+    form = await _form(request, session)
+    if not _fresh(signin, session):
+        return await _step_up(request, signin, session, "account")
+    user = session.user
+    rows = await signin.factors.authenticators(user)
+    if len(rows) <= 1 and signin.settings(user).enforcement != "optional":
+        return signin.redirect(f"{signin.prefix}account?last=1")
+    if await signin.factors.remove(user, form.get("id", "")):
+        audit_event(request, "authenticator.removed", outcome="ok", user=user)
+        if len(rows) <= 1:
+            await signin.durable.replace_recovery_codes(user, [], signin.clock.now())
+    return signin.redirect(f"{signin.prefix}account?removed=1")
+
+
+async def account_regenerate(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    found = await _need(request, signin, FULL)
+    if isinstance(found, web.Response):
+        return found
+    session = found
+    await _form(request, session)
+    if not _fresh(signin, session):
+        return await _step_up(request, signin, session, "account")
+    codes = await signin.factors.new_recovery_codes(session.user)
+    _sealed(signin, session, "recovery", "\n".join(codes))
+    await signin.book.save(session)
+    audit_event(request, "recovery.regenerated", outcome="ok", user=session.user)
+    return signin.redirect(f"{signin.prefix}recovery-codes")
+
+
+async def account_forget_device(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    found = await _need(request, signin, FULL)
+    if isinstance(found, web.Response):
+        return found
+    form = await _form(request, found)
+    now = signin.clock.now()
+    if await signin.durable.revoke_device(found.user, form.get("id", ""), now):
+        audit_event(request, "device.revoked", outcome="ok", user=found.user)
+    return signin.redirect(f"{signin.prefix}account?forgotten=1")
+
+
+# -- login (gateway mode), logout, language ----------------------------------------------------
+
+
+async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    if signin.login.mode != "gateway":
+        raise NotFound("the CRM's own login page signs people in")
+    t = translator(request)
+    session = await signin.session(request)
+    back = safe_return_path(request.query.get("next", "")) or "/"
+    if session is None or session.stage != LOGIN:
+        session = await signin.book.create("", LOGIN, return_to=back)
+        request_cookie = True
+    else:
+        request_cookie = False
+    error = ""
+    username = ""
+    status = 200
+    if request.method == "POST":
+        form = await _form(request, session)
+        username = canonical_user(form.get("username", ""))[:256]
+        back = safe_return_path(form.get("next", "")) or session.return_to or "/"
+        ip = request[VIEW].ip
+        until = await signin.factors.regulator.locked_until(f"password:{username}", ip)
+        if until:
+            error, status = _locked_text(request, until, "login.locked"), 429
+        elif username and await signin.verify_password(username, form.get("password", "")):
+            request[USER] = username
+            signin.guard.check(request, username)  # the user's address rules, first
+            await signin.factors.regulator.succeeded(f"password:{username}")
+            audit_event(request, "signin.password_ok", outcome="ok", user=username)
+            fresh = await signin.book.rotate(session, user=username, stage=PASSWORD, return_to=back)
+            return await signin.after_password(request, fresh)
+        else:
+            await signin.factors.regulator.failed(f"password:{username}", ip)
+            audit_event(request, "signin.password_failed", outcome="failed", user=username)
+            error, status = t("login.wrong"), 401
+    response = page(
+        request,
+        "login.html",
+        t("login.title"),
+        status=status,
+        csrf=session.csrf,
+        error=error,
+        username=username,
+        next=back,
+    )
+    if request_cookie:
+        response.headers.add(*signin.session_cookie(request, session))
+    return response
+
+
+async def logout(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    session = await signin.session(request)
+    if session is not None:
+        await _form(request, session)
+        await signin.book.end(session)
+        audit_event(request, "signin.logout", outcome="ok", user=session.user)
+    target = signin.login.path if signin.login.mode == "upstream" else f"{signin.prefix}login"
+    if signin.login.mode == "upstream" and signin.login.method != "GET":
+        target = "/"
+    response = signin.redirect(target)
+    response.headers.add(*signin.clear_session_cookie(request))
+    return response
+
+
+async def switch_language(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    chosen = request.query.get("to", "")
+    back = safe_return_path(request.query.get("next", "")) or f"{signin.prefix}account"
+    response = signin.redirect(back)
+    if chosen in LANGUAGES:
+        response.headers.add(*signin.set_cookie(request, LANGUAGE_COOKIE, chosen, 365 * 86400))
+    return response
+
+
+async def stylesheet(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    return web.Response(
+        body=(STATIC / "gateway.css").read_bytes(),
+        content_type="text/css",
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+GET_ROUTES: dict[str, Handler] = {
+    "challenge": challenge,
+    "enrol": enrol,
+    "recovery-codes": recovery_codes,
+    "recovery-codes.txt": recovery_codes_file,
+    "account": account,
+    "login": login_page,
+    "lang": switch_language,
+    "static/gateway.css": stylesheet,
+}
+POST_ROUTES: dict[str, Handler] = {
+    "challenge": challenge,
+    "enrol": enrol,
+    "skip": skip,
+    "recovery-codes": recovery_codes,
+    "account/remove": account_remove,
+    "account/regenerate": account_regenerate,
+    "account/forget-device": account_forget_device,
+    "login": login_page,
+    "logout": logout,
+}
+
+
+async def dispatch(request: web.Request, sub: str) -> web.StreamResponse | None:
+    """The page for a path under the prefix, or None when sign-in has no such page."""
+    signin = request.app.get(SIGNIN)
+    if signin is None:
+        return None
+    handler = (GET_ROUTES if request.method in ("GET", "HEAD") else POST_ROUTES).get(sub)
+    if handler is None:
+        if sub in GET_ROUTES or sub in POST_ROUTES:
+            raise MethodNotAllowed(f"{request.method} on {sub}")
+        return None
+    return await handler(request, signin)

@@ -1,0 +1,389 @@
+"""Sign-in on the request path: who a browser is (our session cookie), the CRM's login seen and
+its cookies held back until the second factor passes, the CRM's logout, and finishing a
+sign-in (release the cookies, a fresh session id, the device remembered).
+
+The pages themselves (challenge, enrolment, account) are gateway.web.routes; this module owns
+what happens to requests bound for the CRM and the steps every page shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from urllib.parse import quote
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.crypto import SealBroken, Sealer, verify_password
+from gateway.errors import BadRequest, HttpError
+from gateway.factors.book import FactorBook
+from gateway.forwarding import OriginRewriter, wants_html
+from gateway.headers import fold
+from gateway.identity import AmbiguousLogin, login_succeeded, login_user
+from gateway.model import Settings
+from gateway.pathrules import normalize_path
+from gateway.paths import safe_return_path
+from gateway.session import FULL, PASSWORD, Session, SessionBook
+from gateway.stores import Device, DurableStore, SharedStore
+from gateway.tokens import find_credential
+from gateway.web import proxy
+from gateway.web.guard import Guard, audit_event
+from gateway.web.keys import REWRITER, SESSION, USER, VIEW
+from gateway.web.render import LANGUAGE_COOKIE, page, translator
+from gateway.web.upstream import Adjust
+
+log = logging.getLogger("gateway.signin")
+
+DEVICE_COOKIE = "crm_gateway_device"
+
+
+class PayloadTooLarge(HttpError):
+    status = 413
+    reason = "login_too_large"
+
+
+@dataclass(frozen=True)
+class Passwords:
+    """login.mode gateway: user name (canonical) → argon2id hash, read from users_file."""
+
+    hashes: dict[str, str]
+
+
+class SignIn:
+    def __init__(
+        self,
+        config: Config,
+        guard: Guard,
+        book: SessionBook,
+        factors: FactorBook,
+        durable: DurableStore,
+        shared: SharedStore,
+        sealer: Sealer,
+        clock: Clock,
+        passwords: Passwords | None = None,
+    ) -> None:
+        login = config.signin.login
+        assert login is not None
+        self.config = config
+        self.login = login
+        self.guard = guard
+        self.book = book
+        self.factors = factors
+        self.durable = durable
+        self.shared = shared
+        self.sealer = sealer
+        self.clock = clock
+        self.passwords = passwords
+        self.prefix = config.path_prefix
+        cookies = {config.signin.sessions.cookie_name, DEVICE_COOKIE, LANGUAGE_COOKIE}
+        self._own_cookies = frozenset({*cookies, *(f"__Host-{c}" for c in cookies)})
+        self._crm_cookies = frozenset(login.crm_cookies)
+        self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
+
+    # -- cookies ---------------------------------------------------------------------------
+
+    def secure(self, request: web.Request) -> bool:
+        return request[VIEW].proto == "https"
+
+    def cookie_name(self, request: web.Request, base: str) -> str:
+        # `__Host-`: only over HTTPS, for this host and path / only; a sibling subdomain
+        # cannot plant or overwrite it (session fixation through a cookie jar).
+        return f"__Host-{base}" if self.secure(request) else base
+
+    def set_cookie(
+        self, request: web.Request, base: str, value: str, max_age: float | None = None
+    ) -> tuple[str, str]:
+        parts = [f"{self.cookie_name(request, base)}={value}", "Path=/", "HttpOnly", "SameSite=Lax"]
+        if max_age is not None:
+            parts.append(f"Max-Age={int(max_age)}")
+        if self.secure(request):
+            parts.append("Secure")
+        return ("Set-Cookie", "; ".join(parts))
+
+    def session_cookie(self, request: web.Request, session: Session) -> tuple[str, str]:
+        base = self.config.signin.sessions.cookie_name
+        return self.set_cookie(request, base, self.book.cookie_value(session))
+
+    def clear_session_cookie(self, request: web.Request) -> tuple[str, str]:
+        return self.set_cookie(request, self.config.signin.sessions.cookie_name, "", max_age=0)
+
+    async def session(self, request: web.Request) -> Session | None:
+        """The request's live session (cached on the request)."""
+        if SESSION in request:
+            return request[SESSION]
+        base = self.config.signin.sessions.cookie_name
+        session = await self.book.load(request.cookies.get(self.cookie_name(request, base)))
+        if session is not None:
+            request[SESSION] = session
+            if session.stage == FULL:
+                request[USER] = session.user
+        return session
+
+    # -- requests bound for the CRM ----------------------------------------------------------
+
+    def _adjust(self, signed_in: str | None) -> Adjust:
+        """Our cookies never reach the CRM; the CRM's own only with a full session; the identity
+        header (gateway mode) only as we set it."""
+        drop = self._own_cookies if signed_in else self._own_cookies | self._crm_cookies
+        identity = self._identity
+
+        def adjust(headers: CIMultiDict[str]) -> None:
+            if identity:
+                for name in [n for n in headers if fold(n) == identity]:
+                    headers.popall(name, None)
+                if signed_in:
+                    headers[self.login.identity_header] = signed_in
+            cookies = headers.getall("Cookie", [])
+            if cookies:
+                kept = [
+                    pair.strip()
+                    for line in cookies
+                    for pair in line.split(";")
+                    if pair.strip() and pair.split("=", 1)[0].strip() not in drop
+                ]
+                headers.popall("Cookie", None)
+                if kept:
+                    headers["Cookie"] = "; ".join(kept)
+
+        return adjust
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        """Every request not under the gateway's prefix, once sign-in is configured."""
+        policy = self.guard.policy
+        if find_credential(request.headers, lambda: request.query, policy.api.locations):
+            # API clients: judged by token, IP and path, never by a session (never a page).
+            target = self.guard.check(request)
+            return await proxy.handle(request, target, adjust=self._adjust(None))
+        session = await self.session(request)
+        full = session is not None and session.stage == FULL
+        path = normalize_path(request.raw_path.partition("?")[0])
+        login = self.login
+        if login.mode == "upstream" and path == login.path and request.method == login.method:
+            return await self._crm_login(request, session)
+        if full and session is not None:
+            target = self.guard.check(request, session.user)
+            add: list[tuple[str, str]] = []
+            if login.logout_path == path and request.method == login.logout_method:
+                await self.book.end(session)
+                add.append(self.clear_session_cookie(request))
+                audit_event(request, "signin.logout", outcome="ok")
+            return await proxy.handle(
+                request, target, adjust=self._adjust(session.user), add_headers=add
+            )
+        if login.mode == "gateway" and not self.guard.anyone_may(request.method, path):
+            if request.method in ("GET", "HEAD") and wants_html(request.headers):
+                back = safe_return_path(request.rel_url.raw_path_qs) or "/"
+                raise web.HTTPSeeOther(f"{self.prefix}login?next={_quote(back)}")
+            raise SignInRequired("sign-in required")
+        target = self.guard.check(request, None)
+        return await proxy.handle(request, target, adjust=self._adjust(None))
+
+    async def _read_login_body(self, request: web.Request) -> bytes:
+        limit = self.login.max_body
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(f"login body of {request.content_length} bytes")
+        body = await request.content.read(limit + 1)
+        while len(body) <= limit and not request.content.at_eof():
+            more = await request.content.read(limit + 1 - len(body))
+            if not more:
+                break
+            body += more
+        if len(body) > limit:
+            raise PayloadTooLarge(f"login body over {limit} bytes")
+        return body
+
+    async def _crm_login(self, request: web.Request, old: Session | None) -> web.StreamResponse:
+        body = await self._read_login_body(request)
+        try:
+            user = login_user(body, request.headers.get("Content-Type", ""), self.login)
+        except AmbiguousLogin as exc:
+            audit_event(request, "signin.refused", outcome="refused", reason="login_ambiguous")
+            raise BadRequest(str(exc), reason="login_ambiguous") from None
+        request[USER] = user
+        # The user's own address rules apply before their password reaches the CRM.
+        target = self.guard.check(request, user)
+        response = await proxy.send(
+            request, target, adjust=self._adjust(None), body=body if body else None
+        )
+        try:
+            location = response.headers.get("Location", "")
+            set_cookies = response.headers.getall("Set-Cookie", [])
+            if not login_succeeded(response.status, location, set_cookies, self.login):
+                if request.method == "POST":
+                    audit_event(request, "signin.crm_failed", outcome="failed", user=user)
+                return await proxy.relay(request, response)
+        finally:
+            response.release()
+        audit_event(request, "signin.crm_ok", outcome="ok", user=user)
+        if old is not None:
+            await self.book.end(old)
+        rewriter: OriginRewriter = request.app[REWRITER]
+        held_key = f"held:{secrets.token_urlsafe(24)}"
+        cookies = [rewriter.set_cookie(c) for c in set_cookies]
+        sealed = self.sealer.seal(json.dumps(cookies).encode(), f"held\x00{user}")
+        await self.shared.put(held_key, sealed, self.config.signin.sessions.hold_cookies)
+        back = safe_return_path(rewriter.url(location)) if location else None
+        session = await self.book.create(user, PASSWORD, held=held_key, return_to=back or "/")
+        return await self.after_password(request, session)
+
+    # -- the steps every page shares ---------------------------------------------------------
+
+    def settings(self, user: str) -> Settings:
+        return self.guard.settings(user)
+
+    def mandatory(self, settings: Settings) -> bool:
+        if settings.enforcement == "required":
+            return True
+        if settings.enforcement == "required_from":
+            today = datetime.fromtimestamp(self.clock.now(), UTC).date()
+            return today >= date.fromisoformat(settings.required_from)
+        return False
+
+    async def trusted_device(self, request: web.Request, user: str, settings: Settings) -> bool:
+        found = await self.device_of(request, user)
+        if found is None:
+            return False
+        now = self.clock.now()
+        remembered = min(found.remembered_until, found.verified + settings.remember_device)
+        fresh = settings.interval > 0 and now - found.verified < settings.interval
+        return remembered > now or fresh
+
+    async def device_of(self, request: web.Request, user: str) -> Device | None:
+        cookie = request.cookies.get(self.cookie_name(request, DEVICE_COOKIE))
+        device_id = self.book.device_from_cookie(cookie, user) if cookie else None
+        found = await self.durable.device(device_id) if device_id else None
+        if found is None or found.user != user or found.revoked is not None:
+            return None
+        return found
+
+    async def after_password(self, request: web.Request, session: Session) -> web.Response:
+        """The password passed: challenge, enrol, or straight in (by policy and device)."""
+        user = session.user
+        settings = self.settings(user)
+        enrolled = await self.factors.enrolled(user)
+        optional = settings.enforcement == "optional"
+        if not enrolled and optional:
+            return await self.complete(request, session, factor="")
+        if enrolled and await self.trusted_device(request, user, settings):
+            audit_event(request, "signin.device_trusted", outcome="ok", user=user)
+            return await self.complete(request, session, factor="device")
+        response = self.redirect(f"{self.prefix}{'challenge' if enrolled else 'enrol'}")
+        response.headers.add(*self.session_cookie(request, session))
+        return response
+
+    def redirect(self, location: str) -> web.Response:
+        return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+    async def release_held(self, session: Session) -> list[str] | None:
+        """The CRM's cookies, once; None when they expired (the CRM login must be repeated)."""
+        if not session.held:
+            return []
+        data = await self.shared.take(session.held)
+        if data is None:
+            return None
+        try:
+            found = json.loads(self.sealer.unseal(data, f"held\x00{session.user}"))
+        except (SealBroken, ValueError):
+            return None
+        return [str(c) for c in found] if isinstance(found, list) else None
+
+    async def complete(
+        self, request: web.Request, session: Session, *, factor: str, remember: bool = False
+    ) -> web.Response:
+        """Second factor passed (or not needed): the browser gets the CRM's cookies and a fresh
+        gateway session, and goes where it was going."""
+        held = await self.release_held(session)
+        if held is None:
+            await self.book.end(session)
+            return self.expired(request)
+        now = self.clock.now()
+        verified = now if factor and factor != "device" else session.verified
+        fresh = await self.book.rotate(
+            session, stage=FULL, verified=verified, factor=factor, held="", pending={}
+        )
+        request[SESSION] = fresh
+        request[USER] = fresh.user
+        response = self.redirect(fresh.return_to or "/")
+        for cookie in held:
+            response.headers.add("Set-Cookie", cookie)
+        response.headers.add(*self.session_cookie(request, fresh))
+        if factor and factor != "device":
+            await self._remember(request, response, fresh.user, now, remember)
+        audit_event(
+            request, "signin.completed", outcome="ok", user=fresh.user, reason=factor or "none"
+        )
+        return response
+
+    async def _remember(
+        self, request: web.Request, response: web.Response, user: str, now: float, remember: bool
+    ) -> None:
+        settings = self.settings(user)
+        found = await self.device_of(request, user)
+        remember = remember and settings.remember_device > 0
+        until = now + settings.remember_device if remember else 0.0
+        if found is not None:
+            row = found._replace(verified=now, remembered_until=max(until, found.remembered_until))
+        else:
+            agent = request.headers.get("User-Agent", "")
+            row = Device(secrets.token_urlsafe(16), user, _device_label(agent), now, now, until)
+        await self.durable.save_device(row)
+        if remember:
+            audit_event(request, "device.remembered", outcome="ok", user=user)
+        value = self.book.device_cookie(row.id, user)
+        response.headers.add(*self.set_cookie(request, DEVICE_COOKIE, value, 400 * 86400))
+
+    def expired(self, request: web.Request) -> web.Response:
+        t = translator(request)
+        link = self.login.path if self.login.mode == "upstream" else f"{self.prefix}login"
+        response = page(
+            request,
+            "notice.html",
+            t("signin.expired.title"),
+            status=400,
+            paragraphs=[t("signin.expired.body")],
+            link=(link, t("signin.again")),
+        )
+        response.headers.add(*self.clear_session_cookie(request))
+        return response
+
+    async def verify_password(self, user: str, password: str) -> bool:
+        stored = self.passwords.hashes.get(user) if self.passwords else None
+        return await asyncio.to_thread(verify_password, stored, password)
+
+    async def watch_revocations(self) -> None:
+        """Admin resets and `sessions revoke` reach every worker within seconds."""
+        version = -1
+        while True:
+            with contextlib.suppress(HttpError):
+                found = await self.durable.revocations_version()
+                if found != version:
+                    version, self.book.revocations = await self.durable.revocations()
+            await asyncio.sleep(2.0)
+
+
+class SignInRequired(HttpError):
+    status = 401
+    reason = "signin_required"
+
+
+def _quote(path: str) -> str:
+    return quote(path, safe="")
+
+
+def _device_label(agent: str) -> str:
+    """`Firefox on Windows`: enough to recognise a device in a list, nothing more."""
+    browsers = [("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox")]
+    browsers += [("Chrome/", "Chrome"), ("Safari/", "Safari")]
+    systems = [("Windows", "Windows"), ("Android", "Android"), ("iPhone", "iPhone")]
+    systems += [("iPad", "iPad"), ("Mac OS X", "macOS"), ("Linux", "Linux")]
+    browser = next((name for mark, name in browsers if mark in agent), "Browser")
+    system = next((name for mark, name in systems if mark in agent), "")
+    return f"{browser} on {system}" if system else browser
