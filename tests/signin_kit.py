@@ -1,0 +1,185 @@
+"""A gateway with sign-in in front of a real CRM, a fake clock, and a scripted browser that
+reads the gateway's real pages (forms, CSRF tokens, keys) the way a person would."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from html import unescape
+from pathlib import Path
+
+import aiohttp
+import pyotp
+import pytest
+
+from gateway.clock import FakeClock
+from gateway.crypto import new_key_line
+from gateway.web.app import build_app
+from gateway.web.keys import SIGNIN
+from gateway.web.signin import SignIn
+from tests.conftest import Served, gateway_config, serve
+
+DEMO_LOGIN = """\
+login:
+  mode: upstream
+  path: /login
+  username_field: username
+  success: {status: [302], cookie: crm_session}
+  logout: {path: /logout, method: POST}
+"""
+
+DEMO_POLICY = """\
+defaults:
+  interval: always
+  factors: [totp, recovery]
+  enforcement: required
+  remember_device: 30d
+users:
+  bob: {interval: 1d}
+  carol: {enforcement: optional}
+  dave: {enforcement: {required_from: 2027-01-15}}
+paths:
+  - {path: "/**", allow: [anyone]}
+"""
+
+
+def write_keys(tmp_path: Path) -> str:
+    for name in ("session", "seal"):
+        (tmp_path / f"{name}.keys").write_text(new_key_line("k1") + "\n")
+    return (
+        "secrets:\n"
+        f"  session_keys: {{file: {tmp_path}/session.keys}}\n"
+        f"  seal_keys: {{file: {tmp_path}/seal.keys}}\n"
+    )
+
+
+@dataclass
+class SignInGateway:
+    served: Served
+    clock: FakeClock
+
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+    @property
+    def signin(self) -> SignIn:
+        return self.served.app[SIGNIN]
+
+
+async def start_signin_gateway(
+    upstream_url: str,
+    tmp_path: Path,
+    *,
+    login: str = DEMO_LOGIN,
+    policy: str = DEMO_POLICY,
+    extra: str = "",
+    clock: FakeClock | None = None,
+) -> SignInGateway:
+    folder = tmp_path / "policies"
+    folder.mkdir(exist_ok=True)
+    (folder / "policy.yaml").write_text(policy)
+    text = f"{login}{write_keys(tmp_path)}policies: {folder}\n{extra}"
+    config = gateway_config(upstream_url, tmp_path, text)
+    clock = clock or FakeClock(1_800_000_000.0)
+    served = await serve(build_app(config, clock=clock), handler_cancellation=True)
+    return SignInGateway(served, clock)
+
+
+@pytest.fixture
+async def signin_gateways() -> AsyncIterator[list[SignInGateway]]:
+    started: list[SignInGateway] = []
+    yield started
+    for gw in started:
+        await gw.served.runner.cleanup()
+
+
+def field(html: str, name: str) -> str:
+    found = re.search(rf'name="{re.escape(name)}" value="([^"]*)"', html)
+    assert found, f"no field {name!r} in page"
+    return unescape(found.group(1))
+
+
+class Browser:
+    """One browser: its own cookie jar, following nothing on its own."""
+
+    def __init__(self, gw: SignInGateway, *, headers: dict[str, str] | None = None) -> None:
+        self.gw = gw
+        self.jar = aiohttp.CookieJar(unsafe=True)
+        self.http = aiohttp.ClientSession(
+            cookie_jar=self.jar, headers=headers or {"Accept": "text/html"}
+        )
+        self.prefix = "/_gateway/"
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def get(self, path: str) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.http.get(self.gw.url + path, allow_redirects=False) as r:
+            return r.status, await r.text(), r
+
+    async def post(self, path: str, data: dict[str, str]) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.http.post(self.gw.url + path, data=data, allow_redirects=False) as r:
+            return r.status, await r.text(), r
+
+    def cookie(self, name: str) -> str | None:
+        for cookie in self.jar:
+            if cookie.key == name:
+                return cookie.value
+        return None
+
+    async def crm_login(self, user: str, password: str, next_path: str = "/contacts") -> str:
+        """The demo CRM's own form, through the gateway; returns where the gateway sends us."""
+        status, html, _ = await self.get("/login")
+        assert status == 200
+        status, _, r = await self.post(
+            "/login",
+            {
+                "csrf_token": field(html, "csrf_token"),
+                "username": user,
+                "password": password,
+                "next": next_path,
+            },
+        )
+        assert status in (302, 303), status
+        return r.headers["Location"]
+
+    async def enrol(self, name: str = "Phone") -> tuple[str, list[str]]:
+        """Enrol from the text key; save the recovery codes. Returns (secret, codes)."""
+        status, html, _ = await self.get(f"{self.prefix}enrol")
+        assert status == 200, html[:500]
+        key = re.search(r'id="secret-key"><code>([^<]+)</code>', html)
+        assert key
+        secret = key.group(1).replace(" ", "")
+        status, _, r = await self.post(
+            f"{self.prefix}enrol",
+            {"csrf": field(html, "csrf"), "name": name, "code": self.code(secret)},
+        )
+        assert status == 303, status
+        assert r.headers["Location"] == f"{self.prefix}recovery-codes"
+        status, html, _ = await self.get(f"{self.prefix}recovery-codes")
+        codes = re.findall(r"<li><code>([a-z0-9-]+)</code></li>", html)
+        assert len(codes) == 10
+        self.last_page = html
+        return secret, codes
+
+    async def confirm_codes(self) -> aiohttp.ClientResponse:
+        status, _, r = await self.post(
+            f"{self.prefix}recovery-codes", {"csrf": field(self.last_page, "csrf"), "saved": "1"}
+        )
+        assert status == 303
+        return r
+
+    def code(self, secret: str, offset: int = 0) -> str:
+        return pyotp.TOTP(secret).at(self.gw.clock.now() + offset)
+
+    async def answer(
+        self, code: str, *, factor: str = "totp", remember: bool = False
+    ) -> tuple[int, str, aiohttp.ClientResponse]:
+        status, html, _ = await self.get(f"{self.prefix}challenge?factor={factor}")
+        assert status in (200, 429), (status, html[:300])
+        data = {"csrf": field(html, "csrf"), "factor": factor, "code": code}
+        if remember:
+            data["remember"] = "1"
+        return await self.post(f"{self.prefix}challenge", data)
