@@ -1,15 +1,21 @@
-"""The command line: run, check-config, demo. Exit status 2 means the configuration is wrong."""
+"""The command line: run, check-config, demo, hash-password, keys and the admin commands.
+
+Exit status 2 means the configuration is wrong."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 from gateway import __version__, admin
 from gateway.config import Config, load_config, parse_listen
+from gateway.crypto import KeyError_, hash_password, new_key_line
 from gateway.errors import ConfigError
+from gateway.model import canonical_user
 from gateway.policy import Policy
 
 EXIT_OK = 0
@@ -39,8 +45,54 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
     demo.add_argument("--crm-listen", default="127.0.0.1:8081", metavar="HOST:PORT")
     demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its SQLite file")
+    hashing = commands.add_parser(
+        "hash-password",
+        help="print an argon2id hash for a users file (login.mode gateway); reads stdin",
+    )
+    hashing.add_argument("--user", help="print `USER: HASH`, a line for the users file")
+    keys = commands.add_parser("keys", help="signing and sealing keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    generate = key_commands.add_parser(
+        "generate", help="print a new key line for secrets.session_keys or secrets.seal_keys"
+    )
+    generate.add_argument("--id", default="", help="key id (default: k + today's date)")
     admin.add_commands(commands)
     return parser
+
+
+def _read_password() -> str | None:
+    """From a terminal: asked twice, not echoed. Otherwise: the first line of stdin."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != first:
+            print("the two passwords differ", file=sys.stderr)
+            return None
+        return first
+    line = sys.stdin.readline()
+    return line[:-1] if line.endswith("\n") else line
+
+
+def hash_password_command(user: str | None) -> int:
+    password = _read_password()
+    if not password:
+        print("no password given (pipe it on stdin, or type it at the prompt)", file=sys.stderr)
+        return EXIT_FAILED
+    if len(password) < 8:
+        print("refused: a password needs at least 8 characters", file=sys.stderr)
+        return EXIT_FAILED
+    hashed = hash_password(password)
+    print(f"{canonical_user(user)}: {hashed}" if user else hashed)
+    return EXIT_OK
+
+
+def keys_generate_command(key_id: str) -> int:
+    key_id = key_id or "k" + date.today().strftime("%Y%m%d")
+    try:
+        print(new_key_line(key_id))
+    except KeyError_ as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _load(path: str) -> tuple[Config, Policy | None] | None:
@@ -88,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"--workers: must be 1 to 64 but it's {args.workers}", file=sys.stderr)
                 return EXIT_CONFIG
             config = replace(config, workers=args.workers)
+            if args.workers > 1 and config.signin.login and config.state.shared.type == "memory":
+                print(
+                    "--workers: must be 1 with state.shared type memory once login is on",
+                    file=sys.stderr,
+                )
+                return EXIT_CONFIG
         from gateway.web.server import run
 
         return run(config, policy)
@@ -99,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tokens":
         loaded = _load(args.config)
         return EXIT_CONFIG if loaded is None else admin.tokens(args, *loaded)
+    if args.command == "hash-password":
+        return hash_password_command(args.user)
+    if args.command == "keys":
+        return keys_generate_command(args.id)
     if args.command == "demo":
         listen, crm_listen = parse_listen(args.listen), parse_listen(args.crm_listen)
         if listen is None or crm_listen is None:

@@ -119,7 +119,9 @@ class Browser:
         async with self.http.get(self.gw.url + path, allow_redirects=False) as r:
             return r.status, await r.text(), r
 
-    async def post(self, path: str, data: dict[str, str]) -> tuple[int, str, aiohttp.ClientResponse]:
+    async def post(
+        self, path: str, data: dict[str, str]
+    ) -> tuple[int, str, aiohttp.ClientResponse]:
         async with self.http.post(self.gw.url + path, data=data, allow_redirects=False) as r:
             return r.status, await r.text(), r
 

@@ -181,7 +181,7 @@ class SignIn:
         if login.mode == "gateway" and not self.guard.anyone_may(request.method, path):
             if request.method in ("GET", "HEAD") and wants_html(request.headers):
                 back = safe_return_path(request.rel_url.raw_path_qs) or "/"
-                raise web.HTTPSeeOther(f"{self.prefix}login?next={_quote(back)}")
+                return self.redirect(f"{self.prefix}login?next={_quote(back)}")
             raise SignInRequired("sign-in required")
         target = self.guard.check(request, None)
         return await proxy.handle(request, target, adjust=self._adjust(None))

@@ -86,13 +86,16 @@ async def test_a_crm_cookie_without_a_gateway_session_never_reaches_the_crm(
     await enrolled(b)
     stolen = b.cookie("crm_session")
     assert stolen in crm.app[STATE].sessions
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as raw:
-        async with raw.get(
-            b.gw.url + "/contacts", headers={"Cookie": f"crm_session={stolen}"},
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as raw,
+        raw.get(
+            b.gw.url + "/contacts",
+            headers={"Cookie": f"crm_session={stolen}"},
             allow_redirects=False,
-        ) as r:
-            assert r.status == 302  # the CRM saw no session: to its login page
-            assert r.headers["Location"].startswith("/login")
+        ) as r,
+    ):
+        assert r.status == 302  # the CRM saw no session: to its login page
+        assert r.headers["Location"].startswith("/login")
 
 
 async def test_second_sign_in_asks_for_a_code_and_a_code_counts_once(browsers, gw) -> None:  # type: ignore[no-untyped-def]
@@ -172,9 +175,7 @@ async def test_interval_of_a_day_skips_the_challenge_on_the_same_device(browsers
     assert await b.crm_login("bob", "bob-demo") == "/_gateway/challenge"
 
 
-async def test_remember_is_not_offered_where_policy_forbids_it(
-    crm: Served, tmp_path: Path
-) -> None:
+async def test_remember_is_not_offered_where_policy_forbids_it(crm: Served, tmp_path: Path) -> None:
     policy = DEMO_POLICY.replace("remember_device: 30d", "remember_device: off")
     gw = await start_signin_gateway(crm.url, tmp_path, policy=policy)
     b = Browser(gw)
@@ -247,7 +248,8 @@ async def test_the_crm_logout_ends_the_gateway_session(browsers, gw) -> None:  #
     status, html, _ = await b.get("/contacts")
     assert status == 200
     async with b.http.post(
-        b.gw.url + "/logout", data={"csrf_token": b.cookie("crm_csrf") or ""},
+        b.gw.url + "/logout",
+        data={"csrf_token": b.cookie("crm_csrf") or ""},
         allow_redirects=False,
     ) as r:
         assert r.status == 302
@@ -276,15 +278,20 @@ async def test_a_planted_session_cookie_is_not_adopted(browsers, gw) -> None:  #
     victim = browsers()
     _, html, _ = await victim.get("/login")
     planted = {"crm_gateway": "attacker-chosen", "crm_csrf": victim.cookie("crm_csrf") or ""}
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as raw:
-        async with raw.post(
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as raw,
+        raw.post(
             gw.url + "/login",
-            data={"csrf_token": field(html, "csrf_token"), "username": "alice",
-                  "password": "alice-demo"},
+            data={
+                "csrf_token": field(html, "csrf_token"),
+                "username": "alice",
+                "password": "alice-demo",
+            },
             headers={"Cookie": "; ".join(f"{k}={v}" for k, v in planted.items())},
             allow_redirects=False,
-        ) as r:
-            issued = [c for c in r.headers.getall("Set-Cookie") if c.startswith("crm_gateway=")]
+        ) as r,
+    ):
+        issued = [c for c in r.headers.getall("Set-Cookie") if c.startswith("crm_gateway=")]
     assert len(issued) == 1
     assert not issued[0].startswith("crm_gateway=attacker-chosen")
 
@@ -298,9 +305,7 @@ async def test_tampered_or_foreign_session_cookie_is_anonymous(browsers, gw) -> 
     for cookie in (tampered, "x", value.split(".")[0]):
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as raw:
             headers = {"Cookie": f"crm_gateway={cookie}; crm_session={b.cookie('crm_session')}"}
-            async with raw.get(
-                gw.url + "/contacts", headers=headers, allow_redirects=False
-            ) as r:
+            async with raw.get(gw.url + "/contacts", headers=headers, allow_redirects=False) as r:
                 assert r.status == 302
 
 
@@ -336,10 +341,7 @@ async def test_login_naming_the_user_twice_is_refused_before_the_crm(browsers, c
     b = browsers()
     _, html, _ = await b.get("/login")
     before = crm.app[STATE].logins
-    body = (
-        f"csrf_token={field(html, 'csrf_token')}&username=alice&password=alice-demo"
-        "&username=bob"
-    )
+    body = f"csrf_token={field(html, 'csrf_token')}&username=alice&password=alice-demo&username=bob"
     async with b.http.post(
         b.gw.url + "/login",
         data=body,
@@ -396,7 +398,7 @@ async def test_required_from_a_date_lets_users_postpone_until_then(
 ) -> None:
     policy = DEMO_POLICY.replace(
         "  carol: {enforcement: optional}",
-        '  carol: {enforcement: {required_from: 2027-01-15}}',
+        "  carol: {enforcement: {required_from: 2027-01-15}}",
     )
     gw = await start_signin_gateway(crm.url, tmp_path, policy=policy)  # clock: 2027-01-15T08:00
     gw.clock.advance(-86400 * 10)
@@ -483,8 +485,16 @@ async def test_pages_speak_the_browsers_language_and_switch_on_request(browsers)
 
 @pytest.mark.parametrize(
     "target",
-    ["//evil.example", "/\\evil.example", "https://evil.example", "/%2F/evil.example",
-     "/\t/evil.example", "%2F%2Fevil.example", "/%5Cevil.example", "javascript:alert(1)"],
+    [
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+        "/%2F/evil.example",
+        "/\t/evil.example",
+        "%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "javascript:alert(1)",
+    ],
 )
 async def test_language_switch_never_redirects_off_site(browsers, target: str) -> None:  # type: ignore[no-untyped-def]
     b = browsers()
@@ -493,15 +503,20 @@ async def test_language_switch_never_redirects_off_site(browsers, target: str) -
     assert r.headers["Location"] == "/_gateway/account"
 
 
-async def test_cookies_are_secure_and_host_prefixed_behind_https(crm: Served, tmp_path: Path) -> None:
+async def test_cookies_are_secure_and_host_prefixed_behind_https(
+    crm: Served, tmp_path: Path
+) -> None:
     gw = await start_signin_gateway(crm.url, tmp_path, extra="trusted_proxies: [127.0.0.1/32]\n")
     b = Browser(gw, headers={"Accept": "text/html", "X-Forwarded-Proto": "https"})
     try:
         status, html, _ = await b.get("/login")
         async with b.http.post(
             gw.url + "/login",
-            data={"csrf_token": field(html, "csrf_token"), "username": "alice",
-                  "password": "alice-demo"},
+            data={
+                "csrf_token": field(html, "csrf_token"),
+                "username": "alice",
+                "password": "alice-demo",
+            },
             allow_redirects=False,
         ) as r:
             cookie = r.headers["Set-Cookie"]
