@@ -121,9 +121,11 @@ async def test_wrong_password_is_refused_and_counted(gw: SignInGateway) -> None:
 async def test_the_identity_header_from_a_client_never_reaches_the_crm(
     gw: SignInGateway, spelling: str
 ) -> None:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as raw:
-        async with raw.get(gw.url + "/public/x", headers={spelling: "admin"}) as r:
-            headers = seen_headers(await r.text())
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as raw,
+        raw.get(gw.url + "/public/x", headers={spelling: "admin"}) as r,
+    ):
+        headers = seen_headers(await r.text())
     assert "x-remote-user" not in headers
     assert "x_remote_user" not in headers
     # …and a signed-in user cannot add a second one either.
@@ -142,7 +144,7 @@ async def test_the_identity_header_from_a_client_never_reaches_the_crm(
 async def test_login_page_refuses_an_off_site_next(gw: SignInGateway) -> None:
     b = Browser(gw)
     try:
-        status, html, _ = await b.get("/_gateway/login?next=//evil.example/")
+        _status, html, _ = await b.get("/_gateway/login?next=//evil.example/")
         assert field(html, "next") == "/"
     finally:
         await b.close()

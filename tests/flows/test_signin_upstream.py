@@ -245,7 +245,7 @@ async def test_the_crm_logout_ends_the_gateway_session(browsers, gw) -> None:  #
     b = browsers()
     await enrolled(b)
     old = b.cookie("crm_gateway")
-    status, html, _ = await b.get("/contacts")
+    status, _html, _ = await b.get("/contacts")
     assert status == 200
     async with b.http.post(
         b.gw.url + "/logout",
@@ -464,7 +464,7 @@ async def test_the_last_authenticator_of_a_required_user_cannot_be_removed(brows
     await enrolled(b)
     rows = await gw.signin.factors.authenticators("alice")
     _, html, _ = await b.get("/_gateway/account")
-    status, _, r = await b.post(
+    _status, _, r = await b.post(
         "/_gateway/account/remove", {"csrf": field(html, "csrf"), "id": rows[0].id}
     )
     assert r.headers["Location"].endswith("?last=1")
@@ -477,9 +477,9 @@ async def test_pages_speak_the_browsers_language_and_switch_on_request(browsers)
     status, html, r = await b.get("/_gateway/enrol")
     assert r.headers["Content-Language"] == "nl"
     assert 'lang="nl"' in html
-    status, _, r = await b.get("/_gateway/lang?to=de&next=/_gateway/enrol")
+    _, _, r = await b.get("/_gateway/lang?to=de&next=/_gateway/enrol")
     assert r.headers["Location"] == "/_gateway/enrol"
-    status, html, r = await b.get("/_gateway/enrol")
+    _status, html, r = await b.get("/_gateway/enrol")
     assert r.headers["Content-Language"] == "de"
 
 
@@ -509,7 +509,7 @@ async def test_cookies_are_secure_and_host_prefixed_behind_https(
     gw = await start_signin_gateway(crm.url, tmp_path, extra="trusted_proxies: [127.0.0.1/32]\n")
     b = Browser(gw, headers={"Accept": "text/html", "X-Forwarded-Proto": "https"})
     try:
-        status, html, _ = await b.get("/login")
+        _status, html, _ = await b.get("/login")
         async with b.http.post(
             gw.url + "/login",
             data={
