@@ -474,7 +474,7 @@ async def test_the_last_authenticator_of_a_required_user_cannot_be_removed(brows
 async def test_pages_speak_the_browsers_language_and_switch_on_request(browsers) -> None:  # type: ignore[no-untyped-def]
     b = browsers(headers={"Accept": "text/html", "Accept-Language": "nl-NL,nl;q=0.9"})
     await b.crm_login("alice", "alice-demo")
-    status, html, r = await b.get("/_gateway/enrol")
+    _, html, r = await b.get("/_gateway/enrol")
     assert r.headers["Content-Language"] == "nl"
     assert 'lang="nl"' in html
     _, _, r = await b.get("/_gateway/lang?to=de&next=/_gateway/enrol")
