@@ -38,6 +38,10 @@ class KeyRing:
 
     keys: tuple[tuple[str, bytes], ...]
 
+    def __repr__(self) -> str:
+        # Configs and rings reach logs and tracebacks: show the ids, never the keys.
+        return f"KeyRing(ids={tuple(name for name, _ in self.keys)!r})"
+
     @property
     def current(self) -> tuple[str, bytes]:
         return self.keys[0]
@@ -59,7 +63,9 @@ def parse_keys(text: str) -> KeyRing:
             if not sep or not _KEY_ID.match(name):
                 raise KeyError_(f"entry {len(entries) + 1} must look like id:base64key")
             try:
-                key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+                # validate: the default silently drops characters outside the alphabet.
+                padded = encoded + "=" * (-len(encoded) % 4)
+                key = base64.b64decode(padded, altchars=b"-_", validate=True)
             except (binascii.Error, ValueError):
                 raise KeyError_(f"key {name!r} is not base64") from None
             if len(key) < KEY_BYTES:
@@ -141,8 +147,14 @@ def same(a: str | bytes, b: str | bytes) -> bool:
 
 # RFC 9106 second recommended option (64 MiB, 3 passes), one lane per core we have.
 _HASHER = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=2)
-# A real hash of a random password: unknown users cost the same time as known ones.
-_DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
+_DUMMY: list[str] = []  # made on first use: 64 MiB of argon2 work is not an import cost
+
+
+def _dummy_hash() -> str:
+    """A real hash of a random password: unknown users cost the same time as known ones."""
+    if not _DUMMY:
+        _DUMMY.append(_HASHER.hash(secrets.token_hex(16)))
+    return _DUMMY[0]
 
 
 def hash_password(password: str) -> str:
@@ -153,7 +165,7 @@ def hash_password(password: str) -> str:
 def verify_password(stored: str | None, password: str) -> bool:
     """Blocking; `stored` None (unknown user) still spends the full time."""
     try:
-        return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _HASHER.verify(stored or _dummy_hash(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from http.cookies import CookieError, SimpleCookie
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 from gateway.signin_config import Login
 
@@ -26,6 +25,16 @@ def canonical_user(name: str) -> str:
     """How a user name is compared and stored: NFKC, trimmed, case-folded (CRMs compare names
     case-insensitively; `ALICE` must never be a second, unenrolled identity of `alice`)."""
     return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
+def _may_be_read_as(name: str, field: str) -> bool:
+    """`username[]`, `username[0]`, ` username`: another reader may take this as the field.
+    PHP makes an array of any `name[...]`, drops leading spaces, and reads `.` and ` ` in a
+    name as `_` (so `user.name` is its `user_name`)."""
+    stripped = name.strip()
+    php = name.lstrip(" ").split("[", 1)[0].replace(".", "_").replace(" ", "_")
+    candidates = (stripped.split("[", 1)[0], php, stripped.rstrip("[]").strip())
+    return field in candidates or stripped.startswith(field + "[")
 
 
 def _urlencoded(body: bytes, field: str) -> list[str]:
@@ -44,8 +53,7 @@ def _urlencoded(body: bytes, field: str) -> list[str]:
             raise AmbiguousLogin("a form field that is not UTF-8") from None
         if name == field:
             found.append(value)
-        elif name.strip().rstrip("[]").strip() == field:
-            # `username[]`, ` username`: another reader may take this as the field.
+        elif _may_be_read_as(name, field):
             raise AmbiguousLogin(f"a field {name!r} that may be read as {field!r}")
     return found
 
@@ -91,18 +99,16 @@ def login_user(body: bytes, content_type: str, login: Login) -> str:
 
 
 def set_cookie_names(set_cookies: list[str]) -> dict[str, str]:
-    """name → value of each Set-Cookie header (the last wins, as in a browser)."""
+    """name → value of each Set-Cookie header (the last wins, as in a browser).
+
+    Read as RFC 6265 §5.2 reads it: the pair before the first `;`, split at the first `=`.
+    (http.cookies drops a whole header over an attribute it does not know, such as
+    `Partitioned`, and takes attributes such as `Priority=High` for cookies.)"""
     found: dict[str, str] = {}
     for header in set_cookies:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(header)
-        except CookieError:
-            name, _, rest = header.partition("=")
-            found[name.strip()] = rest.split(";", 1)[0].strip()
-            continue
-        for name, morsel in jar.items():
-            found[name] = morsel.value
+        name, sep, value = header.split(";", 1)[0].partition("=")
+        if sep and name.strip():
+            found[name.strip()] = value.strip()
     return found
 
 
@@ -114,10 +120,9 @@ def login_succeeded(status: int, location: str, set_cookies: list[str], login: L
     value = set_cookie_names(set_cookies).get(login.success_cookie, "")
     if not value or value in ('""', "deleted"):
         return False
-    if login.failure_location:
-        path = location.split("?", 1)[0]
-        if "://" in path:
-            path = "/" + path.split("://", 1)[1].partition("/")[2]
+    if login.failure_location and location.strip():
+        # Resolved as a browser would: `login.php?error=1` and `//crm/login` are relative.
+        path = urlsplit(urljoin(login.path, location.strip())).path
         if path.startswith(login.failure_location):
             return False
     return True

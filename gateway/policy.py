@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yaml.nodes import MappingNode
+
 from gateway.errors import ConfigError, Problem
-from gateway.loader import Source, Value, read_file
+from gateway.loader import Source, Value, read_file, read_network_list
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -202,6 +204,21 @@ class _Builder:
         self.paths: list[Value] = []
         self.references: list[tuple[Value, str, str]] = []  # (value, kind, name)
 
+    def _network_list(self, value: Value) -> tuple[IPNetwork, ...]:
+        """`[cidr, …]` inline, or `{file: list.txt}` (relative to the policy file)."""
+        if isinstance(value.node, MappingNode):
+            keys = value.mapping({"file"})
+            if keys is None or "file" not in keys:
+                value.fail("must be a list of networks or {file: PATH}")
+                return ()
+            text = keys["file"].text()
+            if text is None:
+                return ()
+            path = Path(text) if Path(text).is_absolute() else Path(value.source.file).parent / text
+            return tuple(read_network_list(path, value.source, value.path))
+        found = (item.network() for item in value.sequence() or [])
+        return tuple(n for n in found if n is not None)
+
     def fail(self, value: Value, message: str) -> None:
         self.problems.append(Problem(value.source.file, value.line, value.path, message))
 
@@ -235,8 +252,7 @@ class _Builder:
 
     def finish(self, files: tuple[str, ...]) -> Policy:
         for name, (value, _) in self.defined["network"].items():
-            found = (item.network() for item in value.sequence() or [])
-            self.networks[name] = tuple(n for n in found if n is not None)
+            self.networks[name] = self._network_list(value)
         defined = self.defined
         roles = {n: self._level(v, "role", n, w) for n, (v, w) in defined["role"].items()}
         groups = {n: self._level(v, "group", n, w) for n, (v, w) in defined["group"].items()}

@@ -44,7 +44,9 @@ class Regulator:
 
     async def _lock(self, who: str) -> float:
         level = await self._shared.incr(f"lockouts:{who}", _LOCKOUT_MEMORY)
-        seconds = min(self.limits.lockout * float(2 ** (level - 1)), self.limits.max_lockout)
+        # Capped exponent: with short lockouts a level can pass 1024 in a day (no float for it).
+        doubling = float(2 ** min(level - 1, 64))
+        seconds = min(self.limits.lockout * doubling, self.limits.max_lockout)
         until = self._clock.now() + seconds
         await self._shared.put(f"lock:{who}", repr(until).encode(), seconds)
         await self._shared.delete(f"fail:{who}")

@@ -11,7 +11,7 @@ import secrets
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
 from gateway.clock import Clock
 from gateway.crypto import KeyRing
@@ -54,7 +54,7 @@ class Session:
 
 def _serializer(ring: KeyRing, clock: Clock, salt: str) -> URLSafeTimedSerializer:
     class ClockSigner(TimestampSigner):
-        # itsdangerous reads time.time(); ours comes from the injected clock.
+        # itsdangerous reads the system clock; ours comes from the injected clock.
         def get_timestamp(self) -> int:
             return int(clock.now())
 
@@ -83,7 +83,7 @@ class SessionBook:
     def sid_from_cookie(self, value: str) -> str | None:
         try:
             sid = self._cookies.loads(value, max_age=int(self.rules.absolute_timeout))
-        except (BadSignature, ValueError, TypeError):
+        except (BadData, ValueError, TypeError):
             return None
         return sid if isinstance(sid, str) and len(sid) == 43 else None
 
@@ -94,7 +94,7 @@ class SessionBook:
         """The device id, only when the cookie was issued to this user."""
         try:
             found = self._devices.loads(value, max_age=int(DEVICE_MAX_AGE))
-        except (BadSignature, ValueError, TypeError):
+        except (BadData, ValueError, TypeError):
             return None
         if isinstance(found, list) and len(found) == 2 and found[1] == user:
             return str(found[0])

@@ -222,24 +222,26 @@ def _ring(value: Value) -> KeyRing | None:
         return None
 
 
-def _secrets(value: Value) -> Secrets:
+def _secrets(value: Value) -> tuple[Secrets, set[str]]:
+    """The rings, and which keys were written (a written but bad one is reported once)."""
     keys = value.mapping({"session_keys", "seal_keys"})
     if keys is None:
-        return Secrets()
-    return Secrets(
+        return Secrets(), set()
+    secrets = Secrets(
         session_keys=_ring(keys["session_keys"]) if "session_keys" in keys else None,
         seal_keys=_ring(keys["seal_keys"]) if "seal_keys" in keys else None,
     )
+    return secrets, set(keys)
 
 
 def read_signin(keys: dict[str, Value], root: Value) -> SignIn:
     login = _login(keys["login"]) if "login" in keys else None
     sessions = _sessions(keys["sessions"]) if "sessions" in keys else Sessions()
     limits = _limits(keys["limits"]) if "limits" in keys else Limits()
-    secrets = _secrets(keys["secrets"]) if "secrets" in keys else Secrets()
+    secrets, written = _secrets(keys["secrets"]) if "secrets" in keys else (Secrets(), set())
     if login is not None:
         for name in ("session_keys", "seal_keys"):
-            if getattr(secrets, name) is None:
+            if name not in written:
                 root.fail(
                     f"secrets.{name}: is required when login is configured "
                     "({file: PATH} or {env: NAME}; make one with: crm-gateway keys generate)"

@@ -202,8 +202,9 @@ def test_missing_required_key_is_named(text: str, expected: list[str]) -> None:
 
 def test_unknown_top_level_key_is_rejected_with_the_known_keys() -> None:
     assert problems(MINIMAL + "listn: 0.0.0.0:80\n") == [
-        "gateway.yaml:4: listn: unknown key (known here: branding, listen, logging, path_prefix,"
-        " policies, public_url, state, trusted_proxies, upstream, workers)"
+        "gateway.yaml:4: listn: unknown key (known here: branding, limits, listen, logging, login,"
+        " path_prefix, policies, public_url, secrets, sessions, state, trusted_proxies, upstream,"
+        " workers)"
     ]
 
 
@@ -897,7 +898,8 @@ def test_shipped_example_config_loads_without_problems() -> None:
     )
     # The only warning is the one every config of this version carries.
     assert [w.message for w in config.warnings] == [
-        "no sign-in is configured: the gateway forwards everything as a transparent proxy"
+        "no login section: nobody signs in and no second factor is asked; "
+        "the gateway applies only IP and path rules"
     ]
 
 
@@ -923,7 +925,7 @@ def test_check_config_exits_0_on_a_good_config(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{path}: OK\n"
-    assert f"warning: {path}: no sign-in is configured" in result.stderr
+    assert f"warning: {path}: no login section" in result.stderr
 
 
 def test_check_config_accepts_the_shipped_example() -> None:
@@ -945,8 +947,9 @@ def test_check_config_exits_2_and_prints_every_problem(tmp_path: Path) -> None:
         " but it's 'nowhere'",
         f"{path}:3: upstream.url: must be an http(s) URL but it's 'crm.local'",
         f"{path}:4: workers: must be at least 1 but it's 0",
-        f"{path}:5: bogus: unknown key (known here: branding, listen, logging, path_prefix,"
-        " policies, public_url, state, trusted_proxies, upstream, workers)",
+        f"{path}:5: bogus: unknown key (known here: branding, limits, listen, logging, login,"
+        " path_prefix, policies, public_url, secrets, sessions, state, trusted_proxies, upstream,"
+        " workers)",
         f"{path}: 4 problems; not started",
     ]
 

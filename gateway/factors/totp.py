@@ -59,7 +59,8 @@ def matching_step(secret: str, code: str, now: float, *, drift: int = DRIFT) -> 
     Every candidate is computed and compared in constant time, so timing does not tell an
     attacker which step (if any) was close."""
     code = code.strip().replace(" ", "")
-    if len(code) != DIGITS or not code.isdigit():
+    # isascii: str.isdigit() also passes "１２３" and "²", which compare_digest cannot take.
+    if len(code) != DIGITS or not code.isascii() or not code.isdigit():
         return None
     here = counter(now)
     found = None

@@ -1,0 +1,500 @@
+"""Gateway sessions (gateway/session.py) over the in-memory shared store and a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from gateway.clock import FakeClock
+from gateway.crypto import KeyRing, new_key_line, parse_keys
+from gateway.session import DEVICE_MAX_AGE, FULL, PASSWORD, Session, SessionBook
+from gateway.signin_config import Sessions
+from gateway.stores.memory import MemorySharedStore
+
+RULES = Sessions(idle_timeout=30 * 60.0, absolute_timeout=2 * 3600.0)
+OLD_LINE = new_key_line("old")
+NEW_LINE = new_key_line("new")
+
+
+def book_for(
+    clock: FakeClock,
+    shared: MemorySharedStore | None = None,
+    ring: KeyRing | None = None,
+    rules: Sessions = RULES,
+) -> SessionBook:
+    return SessionBook(
+        shared if shared is not None else MemorySharedStore(clock),
+        ring if ring is not None else parse_keys(OLD_LINE),
+        clock,
+        rules,
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def shared(clock: FakeClock) -> MemorySharedStore:
+    return MemorySharedStore(clock)
+
+
+@pytest.fixture
+def book(clock: FakeClock, shared: MemorySharedStore) -> SessionBook:
+    return book_for(clock, shared)
+
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def flip(cookie: str, index: int) -> str:
+    """Change the top bit of one base64url symbol. (Changing a low bit of the last symbol
+    could decode to the same bytes: base64 leaves spare bits there.)"""
+    swapped = ALPHABET[ALPHABET.index(cookie[index]) ^ 32]
+    return cookie[:index] + swapped + cookie[index + 1 :]
+
+
+# -- create, load, save -----------------------------------------------------------------------
+
+
+async def test_created_session_loads_from_its_cookie(book: SessionBook, clock: FakeClock) -> None:
+    session = await book.create("alice", PASSWORD, return_to="/deals")
+
+    loaded = await book.load(book.cookie_value(session))
+
+    assert loaded == session
+    assert (loaded.user, loaded.stage, loaded.return_to) == ("alice", PASSWORD, "/deals")
+    assert loaded.created == loaded.last_seen == clock.now()
+
+
+async def test_session_ids_and_csrf_tokens_are_long_and_random(book: SessionBook) -> None:
+    sessions = [await book.create("alice", PASSWORD) for _ in range(20)]
+
+    assert len({s.sid for s in sessions}) == 20
+    assert len({s.csrf for s in sessions}) == 20
+    assert all(len(s.sid) == 43 for s in sessions)  # 32 bytes, URL-safe base64
+    assert all(len(s.csrf) >= 32 for s in sessions)
+
+
+async def test_saved_changes_are_seen_by_the_next_load(book: SessionBook) -> None:
+    session = await book.create("alice", PASSWORD)
+    session.stage = FULL
+    session.factor = "totp"
+    session.pending["secret"] = "c2VhbGVk"
+
+    await book.save(session)
+    loaded = await book.load(book.cookie_value(session))
+
+    assert loaded is not None
+    assert (loaded.stage, loaded.factor, loaded.pending) == (FULL, "totp", {"secret": "c2VhbGVk"})
+
+
+async def test_sessions_are_shared_by_every_book_over_the_same_store(
+    clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    worker_a, worker_b = book_for(clock, shared), book_for(clock, shared)
+    session = await worker_a.create("alice", FULL)
+
+    assert await worker_b.load(worker_a.cookie_value(session)) == session
+
+
+@pytest.mark.parametrize("cookie", [None, ""])
+async def test_no_cookie_is_no_session(book: SessionBook, cookie: str | None) -> None:
+    assert await book.load(cookie) is None
+
+
+async def test_a_validly_signed_id_with_no_record_is_no_session(book: SessionBook) -> None:
+    session = Session("x" * 43, "alice", FULL, 0.0, 0.0, "csrf")
+
+    assert await book.load(book.cookie_value(session)) is None
+
+
+async def test_a_record_stored_under_another_id_is_not_loaded(
+    book: SessionBook, shared: MemorySharedStore
+) -> None:
+    victim = await book.create("alice", FULL)
+    attacker = await book.create("mallory", PASSWORD)
+    data = await shared.get(f"session:{victim.sid}")
+    assert data is not None
+
+    await shared.put(f"session:{attacker.sid}", data, 60.0)
+
+    assert await book.load(book.cookie_value(attacker)) is None
+
+
+async def test_a_corrupt_record_is_no_session(book: SessionBook, shared: MemorySharedStore) -> None:
+    session = await book.create("alice", FULL)
+
+    await shared.put(f"session:{session.sid}", b'{"sid": "not all fields"}', 60.0)
+
+    assert await book.load(book.cookie_value(session)) is None
+
+
+@pytest.mark.parametrize("data", [b"", b"not json", b"[]", b"null", b'{"unknown": 1}', b"\xff"])
+def test_session_from_bytes_refuses_what_is_not_a_session_record(data: bytes) -> None:
+    assert Session.from_bytes(data) is None
+
+
+def test_session_round_trips_through_bytes() -> None:
+    session = Session(
+        "s" * 43, "alice", FULL, 1.0, 2.0, "c", 3.0, "totp", "held:1", "/x", {"a": "b"}
+    )
+
+    assert Session.from_bytes(session.to_bytes()) == session
+
+
+# -- idle and absolute timeouts ---------------------------------------------------------------
+
+
+async def test_session_unused_for_longer_than_the_idle_timeout_is_gone(
+    book: SessionBook, clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    session = await book.create("alice", FULL)
+    cookie = book.cookie_value(session)
+
+    clock.advance(RULES.idle_timeout + 1)
+
+    assert await book.load(cookie) is None
+    assert await shared.get(f"session:{session.sid}") is None
+
+
+async def test_session_used_just_inside_the_idle_timeout_survives(
+    book: SessionBook, clock: FakeClock
+) -> None:
+    session = await book.create("alice", FULL)
+
+    clock.advance(RULES.idle_timeout - 1)
+
+    assert await book.load(book.cookie_value(session)) is not None
+
+
+async def test_activity_resets_the_idle_timeout(book: SessionBook, clock: FakeClock) -> None:
+    session = await book.create("alice", FULL)
+    cookie = book.cookie_value(session)
+
+    for _ in range(3):
+        clock.advance(RULES.idle_timeout - 60)
+        loaded = await book.load(cookie)
+        assert loaded is not None
+        assert loaded.last_seen == clock.now()
+
+
+async def test_activity_within_a_minute_does_not_move_last_seen(
+    book: SessionBook, clock: FakeClock
+) -> None:
+    session = await book.create("alice", FULL)
+    cookie = book.cookie_value(session)
+
+    clock.advance(30)
+    assert (await book.load(cookie)) == session
+    clock.advance(RULES.idle_timeout - 29)
+
+    assert await book.load(cookie) is None
+
+
+async def test_active_session_ends_at_the_absolute_timeout(
+    book: SessionBook, clock: FakeClock
+) -> None:
+    session = await book.create("alice", FULL)
+    cookie = book.cookie_value(session)
+    elapsed = 0.0
+
+    while elapsed + 600 < RULES.absolute_timeout:
+        clock.advance(600)
+        elapsed += 600
+        assert await book.load(cookie) is not None, elapsed
+
+    clock.advance(RULES.absolute_timeout - elapsed + 1)
+
+    assert await book.load(cookie) is None
+
+
+async def test_the_store_forgets_a_record_by_the_absolute_timeout(
+    book: SessionBook, clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    session = await book.create("alice", FULL)
+    clock.advance(RULES.absolute_timeout - 10)
+    await book.save(session)
+
+    clock.advance(11)
+
+    assert await shared.get(f"session:{session.sid}") is None
+
+
+async def test_a_cookie_older_than_the_absolute_timeout_is_refused_by_its_signature(
+    book: SessionBook, clock: FakeClock
+) -> None:
+    session = await book.create("alice", FULL)
+    cookie = book.cookie_value(session)
+    assert book.sid_from_cookie(cookie) == session.sid
+
+    clock.advance(RULES.absolute_timeout + 1)
+
+    assert book.sid_from_cookie(cookie) is None
+
+
+async def test_a_cookie_signed_in_the_future_is_refused(shared: MemorySharedStore) -> None:
+    now = FakeClock()
+    ahead = FakeClock(now.now() + 3600)
+    future = book_for(ahead, shared)
+    session = await future.create("alice", FULL)
+
+    assert book_for(now, shared).sid_from_cookie(future.cookie_value(session)) is None
+
+
+async def test_a_revoked_session_takes_its_held_crm_cookies_with_it(
+    book: SessionBook, clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    await shared.put("held:abc", b"Set-Cookie: sid=1", RULES.hold_cookies)
+    session = await book.create("alice", PASSWORD, held="held:abc")
+    clock.advance(1)
+    book.revocations["alice"] = clock.now()
+
+    assert await book.load(book.cookie_value(session)) is None
+    assert await shared.get("held:abc") is None
+
+
+# -- revocation -------------------------------------------------------------------------------
+
+
+async def test_sessions_started_before_a_revocation_are_void(
+    book: SessionBook, clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    session = await book.create("alice", FULL)
+    clock.advance(10)
+
+    book.revocations["alice"] = clock.now()
+
+    assert await book.load(book.cookie_value(session)) is None
+    assert await shared.get(f"session:{session.sid}") is None
+
+
+async def test_sessions_started_after_a_revocation_are_valid(
+    book: SessionBook, clock: FakeClock
+) -> None:
+    book.revocations["alice"] = clock.now()
+    clock.advance(1)
+
+    session = await book.create("alice", FULL)
+
+    assert await book.load(book.cookie_value(session)) is not None
+
+
+async def test_a_revocation_touches_only_its_user(book: SessionBook, clock: FakeClock) -> None:
+    alice = await book.create("alice", FULL)
+    bob = await book.create("bob", FULL)
+    clock.advance(1)
+
+    book.revocations["alice"] = clock.now()
+
+    assert await book.load(book.cookie_value(alice)) is None
+    assert await book.load(book.cookie_value(bob)) is not None
+
+
+async def test_a_rotated_session_is_still_void_after_a_revocation(
+    book: SessionBook, clock: FakeClock
+) -> None:
+    session = await book.create("alice", PASSWORD)
+    clock.advance(5)
+    fresh = await book.rotate(session, stage=FULL)
+
+    book.revocations["alice"] = clock.now()
+
+    assert await book.load(book.cookie_value(fresh)) is None
+
+
+# -- rotation and ending ----------------------------------------------------------------------
+
+
+async def test_rotation_gives_a_new_id_and_csrf_and_ends_the_old_id(
+    book: SessionBook, clock: FakeClock
+) -> None:
+    session = await book.create("alice", PASSWORD, return_to="/deals")
+    old_cookie = book.cookie_value(session)
+    clock.advance(120)
+
+    fresh = await book.rotate(session, stage=FULL, factor="totp", verified=clock.now())
+
+    assert fresh.sid != session.sid
+    assert fresh.csrf != session.csrf
+    assert (fresh.stage, fresh.factor, fresh.verified) == (FULL, "totp", clock.now())
+    assert (fresh.user, fresh.return_to, fresh.created) == ("alice", "/deals", session.created)
+    assert fresh.last_seen == clock.now()
+    assert await book.load(old_cookie) is None
+    assert await book.load(book.cookie_value(fresh)) == fresh
+
+
+async def test_rotation_does_not_extend_the_absolute_timeout(
+    book: SessionBook, clock: FakeClock
+) -> None:
+    session = await book.create("alice", PASSWORD)
+    clock.advance(RULES.absolute_timeout - 60)
+    fresh = await book.rotate(session, stage=FULL)
+
+    clock.advance(61)
+
+    assert await book.load(book.cookie_value(fresh)) is None
+
+
+async def test_ending_a_session_voids_its_cookie_and_held_cookies(
+    book: SessionBook, shared: MemorySharedStore
+) -> None:
+    await shared.put("held:xyz", b"Set-Cookie: sid=1", 300.0)
+    session = await book.create("alice", FULL, held="held:xyz")
+
+    await book.end(session)
+
+    assert await book.load(book.cookie_value(session)) is None
+    assert await shared.get("held:xyz") is None
+
+
+# -- cookie signatures -------------------------------------------------------------------------
+
+
+async def test_a_tampered_cookie_is_refused_wherever_the_byte_is(book: SessionBook) -> None:
+    session = await book.create("alice", FULL)
+    cookie = book.cookie_value(session)
+
+    for index in range(len(cookie)):
+        if cookie[index] == ".":
+            continue
+        assert await book.load(flip(cookie, index)) is None, index
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda c: c[:-1],
+        lambda c: c[: c.rindex(".")],
+        lambda c: c[: c.rindex(".") + 1],
+        lambda c: c + "A",
+        lambda c: c.replace(".", "", 1),
+        lambda c: "." + c,
+        lambda c: c.upper(),
+        lambda c: c + "." + c,
+        lambda c: "é" + c,
+        lambda c: "garbage",
+        lambda c: "a.b.c",
+        lambda c: "x" * 5000,
+    ],
+)
+async def test_a_mangled_cookie_is_refused(book: SessionBook, mangle: Callable[[str], str]) -> None:
+    session = await book.create("alice", FULL)
+
+    mangled = mangle(book.cookie_value(session))
+
+    assert book.sid_from_cookie(mangled) is None
+    assert await book.load(mangled) is None
+
+
+async def test_a_cookie_signed_with_another_key_ring_is_refused(
+    clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    ours = book_for(clock, shared, parse_keys(OLD_LINE))
+    theirs = book_for(clock, shared, parse_keys(new_key_line("old")))  # same id, other key
+    session = await theirs.create("alice", FULL)
+
+    assert await ours.load(theirs.cookie_value(session)) is None
+
+
+async def test_a_cookie_signed_under_the_old_key_loads_after_rotation(
+    clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    before = book_for(clock, shared, parse_keys(OLD_LINE))
+    session = await before.create("alice", FULL)
+    cookie = before.cookie_value(session)
+
+    after = book_for(clock, shared, parse_keys(f"{NEW_LINE}\n{OLD_LINE}"))
+
+    assert await after.load(cookie) == session
+
+
+async def test_after_rotation_new_cookies_are_signed_with_the_new_key(
+    clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    after = book_for(clock, shared, parse_keys(f"{NEW_LINE}\n{OLD_LINE}"))
+    session = await after.create("alice", FULL)
+    cookie = after.cookie_value(session)
+
+    only_new = book_for(clock, shared, parse_keys(NEW_LINE))
+    only_old = book_for(clock, shared, parse_keys(OLD_LINE))
+
+    assert await only_new.load(cookie) == session
+    assert await only_old.load(cookie) is None
+
+
+async def test_a_cookie_signed_under_a_retired_key_is_refused(
+    clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    before = book_for(clock, shared, parse_keys(OLD_LINE))
+    session = await before.create("alice", FULL)
+
+    retired = book_for(clock, shared, parse_keys(NEW_LINE))
+
+    assert await retired.load(before.cookie_value(session)) is None
+
+
+# -- device cookies ---------------------------------------------------------------------------
+
+
+def test_device_cookie_names_its_device_for_its_own_user(book: SessionBook) -> None:
+    cookie = book.device_cookie("dev-1", "alice")
+
+    assert book.device_from_cookie(cookie, "alice") == "dev-1"
+
+
+def test_device_cookie_is_refused_for_another_user(book: SessionBook) -> None:
+    cookie = book.device_cookie("dev-1", "alice")
+
+    assert book.device_from_cookie(cookie, "bob") is None
+    assert book.device_from_cookie(cookie, "Alice") is None
+
+
+def test_tampered_device_cookie_is_refused(book: SessionBook) -> None:
+    cookie = book.device_cookie("dev-1", "alice")
+
+    for index in range(len(cookie)):
+        if cookie[index] != ".":
+            assert book.device_from_cookie(flip(cookie, index), "alice") is None, index
+
+
+def test_device_cookie_expires_after_400_days(book: SessionBook, clock: FakeClock) -> None:
+    cookie = book.device_cookie("dev-1", "alice")
+
+    clock.advance(DEVICE_MAX_AGE - 1)
+    assert book.device_from_cookie(cookie, "alice") == "dev-1"
+    clock.advance(2)
+    assert book.device_from_cookie(cookie, "alice") is None
+
+
+async def test_device_cookie_is_not_a_session_cookie(book: SessionBook) -> None:
+    session = await book.create("alice", FULL)
+
+    as_device = book.device_cookie(session.sid, "alice")
+
+    assert book.sid_from_cookie(as_device) is None
+    assert await book.load(as_device) is None
+
+
+async def test_session_cookie_is_not_a_device_cookie(book: SessionBook) -> None:
+    session = await book.create("alice", FULL)
+
+    assert book.device_from_cookie(book.cookie_value(session), "alice") is None
+
+
+def test_device_cookie_from_another_key_ring_is_refused(clock: FakeClock) -> None:
+    theirs = book_for(clock, ring=parse_keys(new_key_line("old")))
+
+    ours = book_for(clock)
+
+    assert ours.device_from_cookie(theirs.device_cookie("dev-1", "alice"), "alice") is None
+
+
+def test_device_cookie_under_the_old_key_is_read_after_rotation(clock: FakeClock) -> None:
+    cookie = book_for(clock, ring=parse_keys(OLD_LINE)).device_cookie("dev-1", "alice")
+
+    rotated = book_for(clock, ring=parse_keys(f"{NEW_LINE}\n{OLD_LINE}"))
+
+    assert rotated.device_from_cookie(cookie, "alice") == "dev-1"
