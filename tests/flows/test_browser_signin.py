@@ -1,0 +1,136 @@
+"""A person in real headless Chromium: enrols from the text key, signs in, saves the recovery
+codes, signs in with a recovery code, remembers the device and is not asked again within the
+interval, and is asked again after it. The gateway and the demo CRM are real; the clock is
+the gateway's fake one, so thirty days pass in a line."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pyotp
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests import browser as chromium
+from tests.conftest import Served
+from tests.signin_kit import SignInGateway, start_signin_gateway
+
+browser = chromium.browser  # the fixture, by name
+
+DAY = 86400.0
+
+
+@pytest.fixture
+async def gw(crm: Served, tmp_path: Path) -> AsyncIterator[SignInGateway]:
+    started = await start_signin_gateway(crm.url, tmp_path)
+    yield started
+    await started.served.runner.cleanup()
+
+
+async def crm_login(page: Page, gw: SignInGateway) -> None:
+    await page.goto(f"{gw.url}/login")
+    await page.get_by_label("User name").fill("alice")
+    await page.get_by_label("Password").fill("alice-demo")
+    await page.get_by_role("button", name="Log in").click()
+
+
+async def crm_logout(page: Page) -> None:
+    await page.get_by_role("button", name=re.compile("Log out")).click()
+    await expect(page).to_have_url(re.compile(r"/login$"))
+
+
+async def test_a_person_enrols_signs_in_recovers_and_is_remembered(
+    browser: Browser, gw: SignInGateway
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    try:
+        # First sign-in: the CRM's own form, then our enrolment page.
+        await crm_login(page, gw)
+        await expect(page).to_have_url(re.compile(r"/_gateway/enrol$"))
+        await expect(page.get_by_role("heading", level=1)).to_have_text(
+            "Set up two-step verification"
+        )
+        assert await page.locator(".qr svg").count() == 1
+        await page.get_by_text("Cannot scan the code?").click()
+        key = (await page.locator("#secret-key").inner_text()).replace(" ", "")
+        assert re.fullmatch(r"[A-Z2-7]{32}", key)
+        totp = pyotp.TOTP(key)
+        code_box = page.get_by_label("Enter the 6-digit code the app now shows")
+        assert await code_box.get_attribute("autocomplete") == "one-time-code"
+        assert await code_box.get_attribute("inputmode") == "numeric"
+        await page.get_by_label("A name for this authenticator").fill("My phone")
+        await code_box.fill(totp.at(gw.clock.now()))
+        await page.get_by_role("button", name="Turn on").click()
+
+        # Recovery codes: shown once, and Continue needs the box ticked.
+        await expect(page).to_have_url(re.compile(r"/_gateway/recovery-codes$"))
+        codes = [c.strip() for c in await page.locator(".codes code").all_inner_texts()]
+        assert len(codes) == 10
+        async with page.expect_download() as download_info:
+            await page.get_by_role("link", name="Download as a text file").click()
+        saved = Path(await (await download_info.value).path()).read_text()
+        assert all(code in saved for code in codes)
+        await page.get_by_label("I have saved these codes somewhere safe").check()
+        await page.get_by_role("button", name="Continue").click()
+        await expect(page).to_have_url(re.compile(r"/contacts$"))
+        await expect(page.get_by_role("heading", name="Demo CRM")).to_be_visible()
+
+        # Signing in again: asked for a code; a recovery code works (once).
+        await crm_logout(page)
+        gw.clock.advance(60)
+        await crm_login(page, gw)
+        await expect(page).to_have_url(re.compile(r"/_gateway/challenge$"))
+        await page.get_by_role("link", name="Use a recovery code").click()
+        await page.get_by_label("Recovery code").fill(codes[0])
+        await page.get_by_role("button", name="Verify").click()
+        await expect(page).to_have_url(re.compile(r"/contacts$"))
+
+        # Keyboard only: the code and "remember this device" without a mouse.
+        await crm_logout(page)
+        gw.clock.advance(60)
+        await crm_login(page, gw)
+        await expect(page).to_have_url(re.compile(r"/_gateway/challenge$"))
+        await page.keyboard.type(totp.at(gw.clock.now()))  # the code box has focus
+        await page.keyboard.press("Tab")
+        await page.keyboard.press("Space")  # "Remember this device for 30 days"
+        assert await page.get_by_label("Remember this device for 30 days").is_checked()
+        await page.keyboard.press("Enter")
+        await expect(page).to_have_url(re.compile(r"/contacts$"))
+
+        # Within the remembered time: straight in after the password.
+        await crm_logout(page)
+        gw.clock.advance(20 * DAY)
+        await crm_login(page, gw)
+        await expect(page).to_have_url(re.compile(r"/contacts$"))
+
+        # After it: asked again.
+        await crm_logout(page)
+        gw.clock.advance(11 * DAY)
+        await crm_login(page, gw)
+        await expect(page).to_have_url(re.compile(r"/_gateway/challenge$"))
+    finally:
+        await context.close()
+
+
+async def test_pages_work_on_a_phone_sized_screen_in_dutch(
+    browser: Browser, gw: SignInGateway
+) -> None:
+    context = await browser.new_context(
+        locale="nl-NL", viewport={"width": 360, "height": 740}, is_mobile=True
+    )
+    page = await context.new_page()
+    try:
+        await crm_login(page, gw)
+        await expect(page).to_have_url(re.compile(r"/_gateway/enrol$"))
+        assert await page.locator("html").get_attribute("lang") == "nl"
+        # Nothing wider than the screen: no sideways scrolling on a phone.
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 360
+        # The visible language switch: to Norwegian and back.
+        await page.get_by_role("link", name="Norsk bokmål").click()
+        assert await page.locator("html").get_attribute("lang") == "nb"
+    finally:
+        await context.close()
