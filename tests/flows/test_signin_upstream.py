@@ -3,6 +3,7 @@ real demo CRM, real TOTP codes and a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -527,3 +528,41 @@ async def test_cookies_are_secure_and_host_prefixed_behind_https(
     finally:
         await b.close()
         await gw.served.runner.cleanup()
+
+
+async def test_signed_in_users_are_judged_by_their_roles_on_paths(
+    crm: Served, tmp_path: Path
+) -> None:
+    policy = DEMO_POLICY.replace(
+        "users:\n",
+        "roles:\n  admin: {}\nusers:\n  alice: {roles: [admin]}\n",
+    ).replace(
+        '  - {path: "/**", allow: [anyone]}',
+        '  - {path: /files/**, allow: [role:admin]}\n  - {path: "/**", allow: [anyone]}',
+    )
+    gw = await start_signin_gateway(crm.url, tmp_path, policy=policy)
+    alice, bob = Browser(gw), Browser(gw)
+    try:
+        await enrolled(alice)
+        await enrolled(bob, "bob", "bob-demo")
+        assert (await alice.get("/files"))[0] == 200
+        status, html, _ = await bob.get("/files")
+        assert status == 403
+        assert "do not have access" in html
+        assert (await bob.get("/contacts"))[0] == 200
+    finally:
+        await alice.close()
+        await bob.close()
+        await gw.served.runner.cleanup()
+
+
+async def test_an_admin_revocation_ends_every_session_of_the_user(browsers, gw) -> None:  # type: ignore[no-untyped-def]
+    b = browsers()
+    await enrolled(b)
+    assert (await b.get("/contacts"))[0] == 200
+    await gw.signin.durable.revoke_sessions("alice", gw.clock.now() + 1)
+    for _ in range(50):  # the watcher looks every 2 s
+        if (await b.get("/contacts"))[0] == 302:
+            break
+        await asyncio.sleep(0.1)
+    assert (await b.get("/contacts"))[0] == 302
