@@ -37,10 +37,13 @@ def provisioning_uri(secret: str, account: str, issuer: str) -> str:
 
 
 def qr_svg(uri: str, title: str) -> str:
-    """An inline SVG QR code (error correction M), drawn in Python: no image request."""
+    """An inline SVG QR code (error correction M), drawn in Python: no image request.
+
+    A viewBox and no fixed size, so the page's CSS scales the whole code (a fixed width and
+    height would crop a long key URI to a shape no camera can read)."""
     return str(
         segno.make(uri, error="m", micro=False).svg_inline(
-            scale=5, dark="#000000", light="#ffffff", border=4, title=title
+            scale=5, dark="#000000", light="#ffffff", border=4, title=title, omitsize=True
         )
     )
 

@@ -5,12 +5,15 @@ the gateway's fake one, so thirty days pass in a line."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyotp
 import pytest
+import zxingcpp
+from PIL import Image
 from playwright.async_api import Browser, Page, expect
 
 from tests import browser as chromium
@@ -53,8 +56,14 @@ async def test_a_person_enrols_signs_in_recovers_and_is_remembered(
         await expect(page.get_by_role("heading", level=1)).to_have_text(
             "Set up two-step verification"
         )
-        assert await page.locator(".qr svg").count() == 1
+        # The QR code, as a phone camera sees it on the screen, holds the otpauth URI.
+        shot = await page.locator(".qr svg").screenshot()
+        found = zxingcpp.read_barcodes(Image.open(io.BytesIO(shot)))
         await page.get_by_text("Cannot scan the code?").click()
+        uri = await page.get_by_role("link", name=re.compile("Open the key")).get_attribute("href")
+        assert [b.text for b in found] == [uri]
+        assert uri is not None
+        assert uri.startswith("otpauth://totp/CRM%20Gateway%3Aalice?secret=")
         key = (await page.locator("#secret-key").inner_text()).replace(" ", "")
         assert re.fullmatch(r"[A-Z2-7]{32}", key)
         totp = pyotp.TOTP(key)
