@@ -44,9 +44,11 @@ paths:
 """
 
 
-def write_keys(tmp_path: Path) -> str:
+def write_keys(tmp_path: Path, *, reuse: bool = False) -> str:
     for name in ("session", "seal"):
-        (tmp_path / f"{name}.keys").write_text(new_key_line("k1") + "\n")
+        path = tmp_path / f"{name}.keys"
+        if not (reuse and path.exists()):
+            path.write_text(new_key_line("k1") + "\n")
     return (
         "secrets:\n"
         f"  session_keys: {{file: {tmp_path}/session.keys}}\n"
@@ -76,11 +78,12 @@ async def start_signin_gateway(
     policy: str = DEMO_POLICY,
     extra: str = "",
     clock: FakeClock | None = None,
+    reuse_keys: bool = False,
 ) -> SignInGateway:
     folder = tmp_path / "policies"
     folder.mkdir(exist_ok=True)
     (folder / "policy.yaml").write_text(policy)
-    text = f"{login}{write_keys(tmp_path)}policies: {folder}\n{extra}"
+    text = f"{login}{write_keys(tmp_path, reuse=reuse_keys)}policies: {folder}\n{extra}"
     config = gateway_config(upstream_url, tmp_path, text)
     clock = clock or FakeClock(1_800_000_000.0)
     served = await serve(build_app(config, clock=clock), handler_cancellation=True)

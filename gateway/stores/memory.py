@@ -83,3 +83,14 @@ class MemorySharedStore:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def export(self) -> list[tuple[str, float, bytes]]:
+        """(key, seconds left, value) of every live entry: what a restart must keep."""
+        now = self._clock.monotonic()
+        return [(k, d - now, v) for k, (d, v) in self._data.items() if d > now]
+
+    def restore(self, entries: list[tuple[str, float, bytes]], elapsed: float) -> None:
+        """Entries from `export`, `elapsed` seconds later: what has run out stays out."""
+        for key, left, value in entries:
+            if left - elapsed > 0:
+                self._store(key, value, left - elapsed)

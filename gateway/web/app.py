@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -35,6 +36,7 @@ from gateway.policy import Policy
 from gateway.regulation import Regulator
 from gateway.session import SessionBook
 from gateway.stores import open_stores
+from gateway.stores.memory import MemorySharedStore
 from gateway.web import health, proxy, routes
 from gateway.web.guard import AccessDenied, open_guard
 from gateway.web.keys import (
@@ -52,6 +54,7 @@ from gateway.web.keys import (
 )
 from gateway.web.pages import error_response
 from gateway.web.signin import Passwords, SignIn
+from gateway.web.snapshot import restore_snapshot, save_snapshot
 from gateway.web.upstream import open_upstream_client
 
 log = logging.getLogger("gateway")
@@ -87,12 +90,33 @@ async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _stores(app: web.Application) -> AsyncIterator[None]:
-    durable, shared = await open_stores(app[CONFIG].state, app[CLOCK])
+    config = app[CONFIG]
+    durable, shared = await open_stores(config.state, app[CLOCK])
     app[DURABLE] = durable
     app[SHARED] = shared
+    snapshot = _snapshot_file(config)
+    if snapshot is not None and isinstance(shared, MemorySharedStore):
+        await asyncio.to_thread(restore_snapshot, snapshot, shared, _sealer(config), app[CLOCK])
     yield
+    if snapshot is not None and isinstance(shared, MemorySharedStore):
+        await asyncio.to_thread(save_snapshot, snapshot, shared, _sealer(config), app[CLOCK])
     await shared.close()
     await durable.close()
+
+
+def _sealer(config: Config) -> Sealer:
+    ring = config.signin.secrets.seal_keys
+    assert ring is not None  # _snapshot_file checked
+    return Sealer(ring)
+
+
+def _snapshot_file(config: Config) -> Path | None:
+    """Where in-memory sessions wait across a restart: beside the SQLite file, sealed."""
+    if config.signin.login is None or config.signin.secrets.seal_keys is None:
+        return None
+    if config.state.durable.path in ("", ":memory:"):
+        return None
+    return Path(config.state.durable.path + ".sessions")
 
 
 async def _guard(app: web.Application, *, preloaded: Policy | None) -> AsyncIterator[None]:

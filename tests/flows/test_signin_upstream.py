@@ -566,3 +566,27 @@ async def test_an_admin_revocation_ends_every_session_of_the_user(browsers, gw) 
             break
         await asyncio.sleep(0.1)
     assert (await b.get("/contacts"))[0] == 302
+
+
+async def test_a_restart_does_not_sign_anyone_out(crm: Served, tmp_path: Path) -> None:
+    first = await start_signin_gateway(crm.url, tmp_path)
+    b = Browser(first)
+    try:
+        await enrolled(b)
+        cookie = b.cookie("crm_gateway")
+        await first.served.runner.cleanup()  # a graceful stop keeps the sessions, sealed
+        snapshot = tmp_path / "gateway.db.sessions"
+        assert snapshot.exists()
+        assert b"alice" not in snapshot.read_bytes()  # sealed, not readable on disk
+        second = await start_signin_gateway(crm.url, tmp_path, reuse_keys=True, clock=first.clock)
+        try:
+            b.gw = second
+            assert b.cookie("crm_gateway") == cookie
+            status, html, _ = await b.get("/contacts")
+            assert status == 200
+            assert "Contacts" in html
+            assert not snapshot.exists()  # used once
+        finally:
+            await second.served.runner.cleanup()
+    finally:
+        await b.close()
