@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -147,7 +148,7 @@ class SignIn:
                     pair.strip()
                     for line in cookies
                     for pair in line.split(";")
-                    if pair.strip() and pair.split("=", 1)[0].strip() not in drop
+                    if pair.strip() and not _names_read(pair) & drop
                 ]
                 headers.popall("Cookie", None)
                 if kept:
@@ -157,6 +158,12 @@ class SignIn:
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         """Every request not under the gateway's prefix, once sign-in is configured."""
+        path = normalize_path(request.raw_path.partition("?")[0])
+        login = self.login
+        if login.mode == "upstream" and path == login.path and request.method == login.method:
+            # Before the API branch: a credential header must not carry a login past the hold
+            # (the CRM's cookies would reach the browser before the second factor).
+            return await self._crm_login(request, await self.session(request))
         policy = self.guard.policy
         if find_credential(request.headers, lambda: request.query, policy.api.locations):
             # API clients: judged by token, IP and path, never by a session (never a page).
@@ -164,10 +171,6 @@ class SignIn:
             return await proxy.handle(request, target, adjust=self._adjust(None))
         session = await self.session(request)
         full = session is not None and session.stage == FULL
-        path = normalize_path(request.raw_path.partition("?")[0])
-        login = self.login
-        if login.mode == "upstream" and path == login.path and request.method == login.method:
-            return await self._crm_login(request, session)
         if full and session is not None:
             target = self.guard.check(request, session.user)
             add: list[tuple[str, str]] = []
@@ -372,6 +375,22 @@ class SignIn:
 class SignInRequired(HttpError):
     status = 401
     reason = "signin_required"
+
+
+_COOKIE_GAP = re.compile(r"[\s,]+")
+
+
+def _names_read(pair: str) -> set[str]:
+    """The cookie names some server may read in one `;`-separated piece of a Cookie header.
+    aiohttp and http.cookies also split at whitespace (`a=1 crm=x`, `a=1, crm=x`); PHP
+    url-decodes a name and reads `.` and ` ` in it as `_` and `name[..]` as `name`."""
+    names = [pair.split("=", 1)[0]]
+    names += [token.split("=", 1)[0] for token in _COOKIE_GAP.split(pair) if "=" in token]
+    found = {name.strip() for name in names}
+    for name in names:
+        php = unquote(name).strip().split("[", 1)[0]
+        found.add(php.replace(".", "_").replace(" ", "_"))
+    return found
 
 
 def _quote(path: str) -> str:
