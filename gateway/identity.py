@@ -83,7 +83,14 @@ def _json(body: bytes, field: str) -> list[str]:
 
 def login_user(body: bytes, content_type: str, login: Login) -> str:
     """The canonical user name a login request names, or AmbiguousLogin."""
-    kind = content_type.split(";", 1)[0].strip().lower()
+    kind, _, params = content_type.partition(";")
+    kind = kind.strip().lower()
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            # The CRM would decode the name in that charset, we in UTF-8: two users.
+            raise AmbiguousLogin(f"a login body in charset {charset!r}")
     if kind == "application/x-www-form-urlencoded":
         values = _urlencoded(body, login.username_field)
     elif kind == "application/json":

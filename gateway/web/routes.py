@@ -99,10 +99,11 @@ async def challenge(request: web.Request, signin: SignIn) -> web.StreamResponse:
         return found
     session = found
     user = session.user
-    if not await signin.factors.enrolled(user):
-        return signin.redirect(f"{signin.prefix}enrol")
     allowed = _allowed(signin, user)
-    if not allowed:
+    enrolled = await signin.factors.enrolled(user)
+    if not enrolled and "totp" in allowed:
+        return signin.redirect(f"{signin.prefix}enrol")
+    if not allowed or not enrolled:
         audit_event(request, "challenge.no_factor", outcome="refused", user=user)
         t = translator(request)
         return page(
@@ -204,9 +205,17 @@ async def enrol(request: web.Request, signin: SignIn) -> web.StreamResponse:
         return signin.redirect(f"{signin.prefix}challenge")
     if existing and not _fresh(signin, session):
         return await _step_up(request, signin, session, "enrol")
-    if "totp" not in signin.settings(user).factors:
-        return signin.redirect(f"{signin.prefix}challenge")
     t = translator(request)
+    if "totp" not in signin.settings(user).factors:
+        # Only factors this version cannot check (SMS, e-mail) are allowed: say so plainly.
+        audit_event(request, "challenge.no_factor", outcome="refused", user=user)
+        return page(
+            request,
+            "notice.html",
+            t("challenge.title"),
+            status=403,
+            paragraphs=[t("error.no_factor.body")],
+        )
     if len(existing) >= MAX_AUTHENTICATORS:
         return page(
             request,

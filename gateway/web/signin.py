@@ -38,7 +38,7 @@ from gateway.tokens import find_credential
 from gateway.web import proxy
 from gateway.web.guard import Guard, audit_event
 from gateway.web.keys import REWRITER, SESSION, USER, VIEW
-from gateway.web.render import LANGUAGE_COOKIE, page, translator
+from gateway.web.render import LANGUAGE_COOKIE, page, translator, when
 from gateway.web.upstream import Adjust
 
 log = logging.getLogger("gateway.signin")
@@ -213,6 +213,13 @@ class SignIn:
         request[USER] = user
         # The user's own address rules apply before their password reaches the CRM.
         target = self.guard.check(request, user)
+        # So do the password limits: guessing at the CRM is counted like guessing codes.
+        regulator = self.factors.regulator
+        ip = request[VIEW].ip
+        until = await regulator.locked_until(f"password:{user}", ip)
+        if until:
+            audit_event(request, "signin.locked", outcome="locked", user=user)
+            return self.locked_page(request, until)
         response = await proxy.send(
             request, target, adjust=self._adjust(None), body=body if body else None
         )
@@ -220,11 +227,12 @@ class SignIn:
             location = response.headers.get("Location", "")
             set_cookies = response.headers.getall("Set-Cookie", [])
             if not login_succeeded(response.status, location, set_cookies, self.login):
-                if request.method == "POST":
-                    audit_event(request, "signin.crm_failed", outcome="failed", user=user)
+                audit_event(request, "signin.crm_failed", outcome="failed", user=user)
+                await regulator.failed(f"password:{user}", ip)
                 return await proxy.relay(request, response)
         finally:
             response.release()
+        await regulator.succeeded(f"password:{user}")
         audit_event(request, "signin.crm_ok", outcome="ok", user=user)
         if old is not None:
             await self.book.end(old)
@@ -342,6 +350,14 @@ class SignIn:
             audit_event(request, "device.remembered", outcome="ok", user=user)
         value = self.book.device_cookie(row.id, user)
         response.headers.add(*self.set_cookie(request, DEVICE_COOKIE, value, 400 * 86400))
+
+    def locked_page(self, request: web.Request, until: float) -> web.Response:
+        t = translator(request)
+        minutes = max(1, round((until - self.clock.now()) / 60))
+        text = t("login.locked", time=when(until)[11:], minutes=minutes)
+        response = page(request, "notice.html", t("login.title"), status=429, paragraphs=[text])
+        response.headers["Retry-After"] = str(max(1, int(until - self.clock.now()) + 1))
+        return response
 
     def expired(self, request: web.Request) -> web.Response:
         t = translator(request)

@@ -590,3 +590,71 @@ async def test_a_restart_does_not_sign_anyone_out(crm: Served, tmp_path: Path) -
             await second.served.runner.cleanup()
     finally:
         await b.close()
+
+
+async def test_wrong_crm_passwords_are_limited_before_they_reach_the_crm(
+    browsers, gw, crm: Served
+) -> None:  # type: ignore[no-untyped-def]
+    b = browsers()
+    for _ in range(5):
+        _, html, _ = await b.get("/login")
+        status, page, _ = await b.post(
+            "/login",
+            {"csrf_token": field(html, "csrf_token"), "username": "alice", "password": "guess"},
+        )
+        assert status == 200  # the CRM's own "wrong password" page
+        assert "Wrong user name or password" in page
+    before = crm.app[STATE].logins
+    _, html, _ = await b.get("/login")
+    status, page, r = await b.post(
+        "/login",
+        {"csrf_token": field(html, "csrf_token"), "username": "alice", "password": "alice-demo"},
+    )
+    assert status == 429
+    assert "Too many failed attempts" in page
+    assert int(r.headers["Retry-After"]) == 61
+    assert crm.app[STATE].logins == before
+    gw.clock.advance(61)
+    assert await b.crm_login("alice", "alice-demo") == "/_gateway/enrol"
+
+
+async def test_a_login_in_another_charset_is_refused(browsers, crm: Served) -> None:  # type: ignore[no-untyped-def]
+    b = browsers()
+    _, html, _ = await b.get("/login")
+    before = crm.app[STATE].logins
+    async with b.http.post(
+        b.gw.url + "/login",
+        data=f"csrf_token={field(html, 'csrf_token')}&username=alice&password=alice-demo",
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=ISO-8859-1"},
+        allow_redirects=False,
+    ) as r:
+        assert r.status == 400
+        assert "could not be read" in await r.text()
+    assert crm.app[STATE].logins == before
+
+
+async def test_a_user_allowed_no_factor_this_version_checks_gets_a_clear_page(
+    crm: Served, tmp_path: Path
+) -> None:
+    policy = DEMO_POLICY.replace("  bob: {interval: 1d}", "  bob: {factors: [sms]}")
+    gw = await start_signin_gateway(crm.url, tmp_path, policy=policy)
+    b = Browser(gw)
+    try:
+        location = await b.crm_login("bob", "bob-demo")
+        status, html, _ = await b.get(location)
+        if status == 303:
+            status, html, _ = await b.get(_.headers["Location"])
+        assert status == 403
+        assert "IT department" in html
+        assert b.cookie("crm_session") is None
+    finally:
+        await b.close()
+        await gw.served.runner.cleanup()
+
+
+async def test_a_stale_form_gets_a_page_that_says_so(browsers) -> None:  # type: ignore[no-untyped-def]
+    b = browsers()
+    await enrolled(b)
+    status, html, _ = await b.post("/_gateway/account/regenerate", {"csrf": "stale"})
+    assert status == 403
+    assert "This form has expired" in html
