@@ -92,6 +92,61 @@ def start_gateway(port: int, upstream: str, workers: int, workdir: Path) -> subp
     )
 
 
+SIGNIN_POLICY = """\
+defaults: {interval: always, factors: [totp, recovery], enforcement: optional}
+paths:
+  - {path: "/**", allow: [authenticated, anyone]}
+"""
+
+
+def start_signin_gateway(port: int, upstream: str, workdir: Path) -> subprocess.Popen[bytes]:
+    """One worker with sign-in on; the benchmark's user has no authenticator (optional), so
+    the CRM login gives a complete session at once: every request then pays for the session
+    lookup, the user's address and path rules and the cookie filtering."""
+    from gateway.crypto import new_key_line
+
+    policies = workdir / "signin-policies"
+    policies.mkdir()
+    (policies / "policy.yaml").write_text(SIGNIN_POLICY)
+    for name in ("session", "seal"):
+        (workdir / f"{name}.keys").write_text(new_key_line("k1") + "\n")
+    config = workdir / "gateway-signin.yaml"
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\n"
+        f"state:\n  durable: {{type: sqlite, path: {workdir}/gateway-signin.db}}\n"
+        "logging: {level: warning}\n"
+        f"policies: {policies}\n"
+        "login: {path: /login, username_field: username, success: {cookie: crm_session}}\n"
+        f"secrets:\n  session_keys: {{file: {workdir}/session.keys}}\n"
+        f"  seal_keys: {{file: {workdir}/seal.keys}}\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "-c", str(config)],
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def sign_in(url: str) -> str:
+    """Log in to the demo CRM through the gateway as bob; the Cookie header a browser sends."""
+    import asyncio
+    import re as regex
+
+    import aiohttp
+
+    async def run() -> str:
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            async with http.get(f"{url}/login") as r:
+                csrf = regex.search(r'name="csrf_token" value="([^"]+)"', await r.text())
+            assert csrf is not None
+            form = {"csrf_token": csrf.group(1), "username": "bob", "password": "bob-demo"}
+            async with http.post(f"{url}/login", data=form, allow_redirects=False) as r:
+                assert r.status == 303, r.status
+        return "; ".join(f"{c.key}={c.value}" for c in jar)
+
+    return asyncio.run(run())
+
+
 def start_nginx(port: int, upstream_port: int, workdir: Path) -> subprocess.Popen[bytes] | None:
     nginx = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
@@ -139,9 +194,12 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def run_wrk(wrk: str, url: str, duration: int, connections: int) -> tuple[float, float, float]:
+def run_wrk(
+    wrk: str, url: str, duration: int, connections: int, cookie: str = ""
+) -> tuple[float, float, float]:
+    extra = ["-H", f"Cookie: {cookie}"] if cookie else []
     out = subprocess.run(
-        [wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        [wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,
@@ -203,6 +261,10 @@ def main() -> int:
                 targets[f"crm-gateway, {workers} worker{'s' if workers > 1 else ''}"] = (
                     f"http://127.0.0.1:{port}"
                 )
+            signin_port = free_port()
+            processes.append(start_signin_gateway(signin_port, upstream, workdir))
+            signed_in_name = "crm-gateway, 1 worker, signed-in user"
+            targets[signed_in_name] = f"http://127.0.0.1:{signin_port}"
             nginx_port = free_port()
             nginx = start_nginx(nginx_port, crm_port, workdir)
             if nginx is not None:
@@ -213,14 +275,19 @@ def main() -> int:
                     "nginx is not installed: no reference proxy in this run "
                     "(apt-get install nginx-light)"
                 )
-            for url in targets.values():
+            cookies = {}
+            for name, url in targets.items():
                 wait_until_up(url + PATH)
-                run_wrk(wrk, url + PATH, 2, args.connections)  # warm-up
+                if name == signed_in_name:
+                    cookies[name] = sign_in(url)
+                run_wrk(wrk, url + PATH, 2, args.connections, cookies.get(name, ""))  # warm-up
             samples = {name: Samples() for name in targets}
             for round_no in range(args.rounds):
                 print(f"round {round_no + 1}/{args.rounds}")
                 for name, url in targets.items():
-                    rps, p50, p99 = run_wrk(wrk, url + PATH, args.duration, args.connections)
+                    rps, p50, p99 = run_wrk(
+                        wrk, url + PATH, args.duration, args.connections, cookies.get(name, "")
+                    )
                     samples[name].rps.append(rps)
                     samples[name].p50.append(p50)
                     samples[name].p99.append(p99)

@@ -12,19 +12,16 @@ import json
 import unicodedata
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
+from gateway.model import canonical_user
 from gateway.signin_config import Login
+
+__all__ = ["AmbiguousLogin", "canonical_user", "login_succeeded", "login_user", "set_cookie_names"]
 
 MAX_NAME = 256
 
 
 class AmbiguousLogin(ValueError):
     """The login request cannot be read one way only; the message is for the operator."""
-
-
-def canonical_user(name: str) -> str:
-    """How a user name is compared and stored: NFKC, trimmed, case-folded (CRMs compare names
-    case-insensitively; `ALICE` must never be a second, unenrolled identity of `alice`)."""
-    return unicodedata.normalize("NFKC", name).strip().casefold()
 
 
 def _may_be_read_as(name: str, field: str) -> bool:
@@ -69,7 +66,7 @@ def _json(body: bytes, field: str) -> list[str]:
 
     try:
         data = json.loads(body.decode("utf-8"), object_pairs_hook=pairs)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         if isinstance(exc, AmbiguousLogin):
             raise
         raise AmbiguousLogin("a JSON body that does not parse") from None

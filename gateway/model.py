@@ -47,6 +47,11 @@ class Settings:
 
 
 def canonical_user(name: str) -> str:
-    """How user names compare everywhere: NFKC, trimmed, case-folded. CRMs compare names
-    case-insensitively, so `ALICE` must never become a second, unenrolled identity of `alice`."""
-    return unicodedata.normalize("NFKC", name).strip().casefold()
+    """How user names compare everywhere: compatibility forms unified (NFKC), accents
+    removed, trimmed, case-folded. CRMs often compare names case- and accent-insensitively
+    (MySQL's default collations do), so `ALICE` or `alíce` must never become a second,
+    unenrolled identity of `alice`. Merging names is the safe direction: at worst two CRM
+    accounts share one set of authenticators."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return unicodedata.normalize("NFKC", bare).strip().casefold()

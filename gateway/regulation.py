@@ -1,8 +1,11 @@
-"""Brute-force and replay limits for second-factor codes, written once over a SharedStore.
+"""Brute-force and replay limits for codes and passwords, written once over a SharedStore.
 
-Failures are counted per user and per client address across sessions (and, with a shared
-backend, across instances). Reaching a limit locks that user or address for a time that
-doubles with each lockout inside a day. A TOTP code is accepted once per user and time step.
+Every attempt is counted *before* it is checked, with one atomic increment per subject (user)
+and per client address, so a burst of concurrent guesses gets no more tries than a sequence:
+the (limit+1)-th attempt in a window is refused and locks. A right answer gives its attempt
+back. Lockouts double with each one inside a day, up to `max_lockout`. Counts are kept per
+scope ("code", "password"), so typos at the login form do not lock an office out of its codes.
+A TOTP code is accepted once per user and time step.
 """
 
 from __future__ import annotations
@@ -20,29 +23,54 @@ class Regulator:
         self._clock = clock
         self.limits = limits
 
-    async def locked_until(self, user: str, ip: str) -> float:
+    def _subjects(self, user: str, ip: str, scope: str) -> tuple[tuple[str, int], ...]:
+        return (
+            (f"{scope}:user:{user}", self.limits.user_failures),
+            (f"{scope}:ip:{ip}", self.limits.ip_failures),
+        )
+
+    async def locked_until(self, user: str, ip: str, scope: str = "code") -> float:
         """Wall-clock time the user or address may try again; 0 when not locked."""
         until = 0.0
-        for key in (f"lock:user:{user}", f"lock:ip:{ip}"):
-            found = await self._shared.get(key)
+        for who, _ in self._subjects(user, ip, scope):
+            found = await self._shared.get(f"lock:{who}")
             if found is not None:
                 until = max(until, float(found))
         return until if until > self._clock.now() else 0.0
 
-    async def failed(self, user: str, ip: str) -> float:
-        """Count a wrong code; the lockout end when this failure reached a limit, else 0."""
-        until = 0.0
-        checks = (
-            (f"user:{user}", self.limits.user_failures),
-            (f"ip:{ip}", self.limits.ip_failures),
-        )
-        for who, limit in checks:
+    async def attempt(self, user: str, ip: str, scope: str = "code") -> float:
+        """Count one attempt before it is checked: 0 when it may go ahead, else the time the
+        lockout ends (already locked, or this attempt is one too many)."""
+        until = await self.locked_until(user, ip, scope)
+        if until:
+            return until
+        for who, limit in self._subjects(user, ip, scope):
             count = await self._shared.incr(f"fail:{who}", self.limits.window)
-            if count >= limit:
+            if count > limit:
                 until = max(until, await self._lock(who))
         return until
 
+    async def failed(self, user: str, ip: str, scope: str = "code") -> float:
+        """The attempt was wrong (already counted): lock when it used the last try."""
+        until = 0.0
+        for who, limit in self._subjects(user, ip, scope):
+            found = await self._shared.get(f"fail:{who}")
+            if found is not None and int(found) >= limit:
+                until = max(until, await self._lock(who))
+        return until
+
+    async def succeeded(self, user: str, ip: str, scope: str = "code") -> None:
+        """A right answer: the user's count starts again, and the address gets its attempt
+        back (not the whole count: one known account must not reset an address that is
+        guessing for others, and an office behind one address must not lock itself out by
+        signing in)."""
+        await self._shared.delete(f"fail:{scope}:user:{user}")
+        await self._shared.incr(f"fail:{scope}:ip:{ip}", self.limits.window, -1)
+
     async def _lock(self, who: str) -> float:
+        existing = await self._shared.get(f"lock:{who}")
+        if existing is not None and float(existing) > self._clock.now():
+            return float(existing)  # concurrent attempts lock once, not once each
         level = await self._shared.incr(f"lockouts:{who}", _LOCKOUT_MEMORY)
         # Capped exponent: with short lockouts a level can pass 1024 in a day (no float for it).
         doubling = float(2 ** min(level - 1, 64))
@@ -52,14 +80,10 @@ class Regulator:
         await self._shared.delete(f"fail:{who}")
         return until
 
-    async def succeeded(self, user: str) -> None:
-        """A right code clears the user's failure count (not the address's, nor past lockouts:
-        one known user must not be able to reset an address that is guessing for others)."""
-        await self._shared.delete(f"fail:user:{user}")
-
     async def unlock(self, user: str) -> None:
-        for key in (f"lock:user:{user}", f"fail:user:{user}", f"lockouts:user:{user}"):
-            await self._shared.delete(key)
+        for scope in ("code", "password"):
+            for kind in ("lock", "fail", "lockouts"):
+                await self._shared.delete(f"{kind}:{scope}:user:{user}")
 
     async def first_use(self, user: str, step: int, ttl: float) -> bool:
         """True the first time a (user, TOTP step) is seen; False for a replay."""

@@ -19,7 +19,6 @@ from gateway.signin_config import Sessions
 from gateway.stores import SharedStore
 
 # Stages of a session, in order. A request is forwarded as the user only at FULL.
-LOGIN = "login"  # gateway mode: the login page was shown (holds the form's CSRF token)
 PASSWORD = "password"  # noqa: S105 - a stage name, not a secret; the password passed (CRM or ours); the second factor is pending
 FULL = "full"  # signed in: second factor passed, or not required for this user
 
@@ -39,6 +38,7 @@ class Session:
     held: str = ""  # shared-store key of the CRM's held Set-Cookie headers
     return_to: str = ""  # where to go after the challenge (a checked relative path)
     pending: dict[str, str] = field(default_factory=dict)  # enrolment state (sealed, b64)
+    crm_binding: str = ""  # digest of the CRM session cookie released to this session
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -73,6 +73,7 @@ class SessionBook:
         self.rules = rules
         self._cookies = _serializer(ring, clock, "crm-gateway.session")
         self._devices = _serializer(ring, clock, "crm-gateway.device")
+        self._forms = _serializer(ring, clock, "crm-gateway.login-form")
         self.revocations: dict[str, float] = {}
 
     # -- cookies -------------------------------------------------------------------------
@@ -100,6 +101,17 @@ class SessionBook:
             return str(found[0])
         return None
 
+    def form_token(self, nonce: str) -> str:
+        """A login form's CSRF token: the signed nonce of its cookie (valid for an hour)."""
+        return str(self._forms.dumps(nonce))
+
+    def form_token_ok(self, token: str, nonce: str) -> bool:
+        try:
+            found = self._forms.loads(token, max_age=3600)
+        except (BadData, ValueError, TypeError):
+            return False
+        return isinstance(found, str) and found == nonce
+
     # -- records -------------------------------------------------------------------------
 
     def _ttl(self, session: Session) -> float:
@@ -117,11 +129,17 @@ class SessionBook:
             csrf=secrets.token_urlsafe(24),
             **fields,
         )
-        await self.save(session)
+        await self._insert(session)
         return session
 
-    async def save(self, session: Session) -> None:
+    async def _insert(self, session: Session) -> None:
         await self._shared.put(f"session:{session.sid}", session.to_bytes(), self._ttl(session))
+
+    async def save(self, session: Session) -> bool:
+        """Write back a session that still exists: one ended meanwhile (logout in another tab,
+        a rotation, an admin reset) stays ended. False when it was gone."""
+        data = session.to_bytes()
+        return await self._shared.replace(f"session:{session.sid}", data, self._ttl(session))
 
     async def load(self, cookie: str | None) -> Session | None:
         """The live session a cookie names, touched for the idle timeout; else None."""
@@ -158,7 +176,7 @@ class SessionBook:
             last_seen=self._clock.now(),
             **changes,
         )
-        await self.save(fresh)
+        await self._insert(fresh)
         return fresh
 
     async def end(self, session: Session) -> None:

@@ -57,15 +57,16 @@ class FactorBook:
 
     async def check_new_totp(self, user: str, secret: str, code: str, ip: str) -> Verdict:
         """An authenticator being added counts only after a right code from it."""
-        until = await self.regulator.locked_until(user, ip)
+        until = await self.regulator.attempt(user, ip)
         if until:
             return Verdict(False, "locked", until)
         step = totp.matching_step(secret, code, self._clock.now())
         if step is None:
             return Verdict.wrong(await self.regulator.failed(user, ip))
         if not await self.regulator.first_use(user, step, _REPLAY_TTL):
+            await self.regulator.failed(user, ip)
             return Verdict(False, "replayed")
-        await self.regulator.succeeded(user)
+        await self.regulator.succeeded(user, ip)
         return Verdict(True, "ok")
 
     async def add_totp(self, user: str, secret: str, name: str) -> Authenticator:
@@ -84,12 +85,12 @@ class FactorBook:
         return row
 
     async def check_totp(self, user: str, code: str, ip: str) -> Verdict:
-        until = await self.regulator.locked_until(user, ip)
-        if until:
-            return Verdict(False, "locked", until)
         rows = [a for a in await self._durable.authenticators(user) if a.kind == "totp"]
         if not rows:
             return Verdict(False, "no_authenticator")
+        until = await self.regulator.attempt(user, ip)
+        if until:
+            return Verdict(False, "locked", until)
         now = self._clock.now()
         for row in rows:
             try:
@@ -103,7 +104,7 @@ class FactorBook:
                 # The same code again (or a second tab): it counts as a failure, too.
                 await self.regulator.failed(user, ip)
                 return Verdict(False, "replayed")
-            await self.regulator.succeeded(user)
+            await self.regulator.succeeded(user, ip)
             await self._durable.touch_authenticator(row.id, now)
             return Verdict(True, "ok", authenticator=row.id)
         return Verdict.wrong(await self.regulator.failed(user, ip))
@@ -121,13 +122,13 @@ class FactorBook:
         return codes
 
     async def check_recovery(self, user: str, code: str, ip: str) -> Verdict:
-        until = await self.regulator.locked_until(user, ip)
+        until = await self.regulator.attempt(user, ip)
         if until:
             return Verdict(False, "locked", until)
         if recovery.looks_like_code(code) and await self._durable.use_recovery_code(
             user, recovery_digest(user, code), self._clock.now()
         ):
-            await self.regulator.succeeded(user)
+            await self.regulator.succeeded(user, ip)
             return Verdict(True, "ok")
         return Verdict.wrong(await self.regulator.failed(user, ip))
 

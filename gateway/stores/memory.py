@@ -64,6 +64,12 @@ class MemorySharedStore:
         self._store(key, value, ttl)
         return True
 
+    async def replace(self, key: str, value: bytes, ttl: float) -> bool:
+        if self._live(key) is None:
+            return False
+        self._store(key, value, ttl)
+        return True
+
     async def take(self, key: str) -> bytes | None:
         value = self._live(key)
         self._data.pop(key, None)
@@ -72,12 +78,12 @@ class MemorySharedStore:
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
 
-    async def incr(self, key: str, ttl: float) -> int:
+    async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
         found = self._live(key)
         if found is None:
-            self._store(key, b"1", ttl)
-            return 1
-        count = int(found) + 1
+            self._store(key, str(amount).encode(), ttl)
+            return amount
+        count = int(found) + amount
         self._data[key] = (self._data[key][0], str(count).encode())
         return count
 

@@ -117,6 +117,11 @@ class SharedStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
-    async def incr(self, key: str, ttl: float) -> int:
-        """Add one and return the count; a new counter lives `ttl` seconds."""
+    async def replace(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store only when the key is present (and live); True when stored. A session saved
+        after it was ended elsewhere must stay ended."""
+        ...
+
+    async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
+        """Add `amount` and return the count; a new counter lives `ttl` seconds."""
         ...

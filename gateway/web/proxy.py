@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -15,6 +16,7 @@ from yarl import URL
 
 from gateway.errors import BadRequest
 from gateway.forwarding import downstream_response_headers
+from gateway.identity import set_cookie_names
 from gateway.web import websocket
 from gateway.web.keys import CONFIG, REWRITER, UPSTREAM_CLIENT, VIEW
 from gateway.web.upstream import Adjust, headers_for_crm, upstream_error
@@ -51,6 +53,7 @@ async def handle(
     *,
     adjust: Adjust | None = None,
     add_headers: list[tuple[str, str]] | None = None,
+    observe: Callable[[aiohttp.ClientResponse], Awaitable[None]] | None = None,
 ) -> web.StreamResponse:
     """Forward to the CRM; `target` is the judged (normalised) path+query when a guard ran,
     `adjust` changes the CRM-bound headers (sign-in strips cookies, adds the identity),
@@ -61,6 +64,8 @@ async def handle(
     body = request.content if request.body_exists else None
     response = await send(request, raw_path, adjust=adjust, body=body)
     try:
+        if observe is not None:
+            await observe(response)
         return await relay(request, response, add_headers)
     finally:
         response.release()
@@ -107,8 +112,19 @@ async def relay(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
     add_headers: list[tuple[str, str]] | None = None,
+    *,
+    drop_cookies: frozenset[str] = frozenset(),
 ) -> web.StreamResponse:
     headers = downstream_response_headers(upstream.headers, request.app[REWRITER])
+    if drop_cookies and "Set-Cookie" in headers:
+        kept = [
+            c
+            for c in headers.getall("Set-Cookie")
+            if not set_cookie_names([c]).keys() & drop_cookies
+        ]
+        headers.popall("Set-Cookie")
+        for cookie in kept:
+            headers.add("Set-Cookie", cookie)
     headers["X-Request-Id"] = request[VIEW].request_id
     for name, value in add_headers or ():
         headers.add(name, value)

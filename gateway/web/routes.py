@@ -9,22 +9,23 @@ belong to gateway.web.signin and gateway.factors; this module turns them into pa
 from __future__ import annotations
 
 import base64
+import secrets
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from gateway.crypto import SealBroken, same
-from gateway.errors import HttpError, MethodNotAllowed, NotFound
+from gateway.errors import BadRequest, HttpError, MethodNotAllowed, NotFound
 from gateway.factors import totp
 from gateway.factors.book import MAX_AUTHENTICATORS, Verdict
 from gateway.i18n import LANGUAGES, duration
 from gateway.identity import canonical_user
 from gateway.paths import safe_return_path
-from gateway.session import FULL, LOGIN, PASSWORD, Session
+from gateway.session import FULL, PASSWORD, Session
 from gateway.web.guard import audit_event
 from gateway.web.keys import CLOCK, SIGNIN, USER, VIEW
 from gateway.web.render import LANGUAGE_COOKIE, STATIC, language, page, translator, when
-from gateway.web.signin import SignIn
+from gateway.web.signin import LOGIN_COOKIE, SignIn
 
 Handler = Callable[[web.Request, SignIn], Awaitable[web.StreamResponse]]
 IMPLEMENTED = ("totp", "recovery")  # factors this version can check
@@ -36,20 +37,33 @@ class CsrfFailed(HttpError):
     reason = "csrf_failed"
 
 
-async def _form(request: web.Request, session: Session) -> dict[str, str]:
-    """The posted form, after the CSRF token and (when sent) Origin are checked."""
+async def _read_form(request: web.Request) -> dict[str, str]:
+    """Our forms are small urlencoded UTF-8 bodies; anything else is refused with 400."""
     if request.content_length is not None and request.content_length > _FORM_LIMIT:
-        raise CsrfFailed("form too large")
-    data = await request.post()
-    token = data.get("csrf")
-    if not isinstance(token, str) or not same(token, session.csrf):
-        audit_event(request, "csrf.failed", outcome="refused", reason="csrf_failed")
-        raise CsrfFailed("CSRF token missing or wrong")
+        raise BadRequest("form too large", reason="bad_request")
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise BadRequest(f"a form of type {request.content_type!r}", reason="bad_request")
     origin = request.headers.get("Origin")
     host = request[VIEW].host
     if origin is not None and origin != "null" and origin.split("://", 1)[-1] != host:
         raise CsrfFailed(f"cross-origin form from {origin[:100]!r}")
+    try:
+        data = await request.post()
+    except (ValueError, LookupError, UnicodeDecodeError) as exc:
+        raise BadRequest(
+            f"form does not parse: {type(exc).__name__}", reason="bad_request"
+        ) from None
     return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+async def _form(request: web.Request, session: Session) -> dict[str, str]:
+    """The posted form, after the CSRF token and (when sent) Origin are checked."""
+    data = await _read_form(request)
+    token = data.get("csrf")
+    if not isinstance(token, str) or not same(token, session.csrf):
+        audit_event(request, "csrf.failed", outcome="refused", reason="csrf_failed")
+        raise CsrfFailed("CSRF token missing or wrong")
+    return data
 
 
 def _sealed(signin: SignIn, session: Session, name: str, value: str) -> None:
@@ -302,6 +316,9 @@ async def skip(request: web.Request, signin: SignIn) -> web.StreamResponse:
     if isinstance(found, web.Response):
         return found
     await _form(request, found)
+    if await signin.factors.enrolled(found.user):
+        # Postponing is for enrolment only: an enrolled user always answers the challenge.
+        return signin.redirect(f"{signin.prefix}challenge")
     settings = signin.settings(found.user)
     if settings.enforcement != "required_from" or signin.mandatory(settings):
         return signin.redirect(f"{signin.prefix}enrol")
@@ -483,50 +500,61 @@ async def account_forget_device(request: web.Request, signin: SignIn) -> web.Str
 
 
 async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    """Gateway mode. No server-side record until the password passes: the form's CSRF token
+    is a signed copy of a random cookie (double submit), so a flood of page views costs no
+    memory."""
     if signin.login.mode != "gateway":
         raise NotFound("the CRM's own login page signs people in")
     t = translator(request)
-    session = await signin.session(request)
+    nonce = request.cookies.get(signin.cookie_name(request, LOGIN_COOKIE), "")
+    fresh_nonce = len(nonce) != 32
+    if fresh_nonce:
+        nonce = secrets.token_urlsafe(24)
     back = safe_return_path(request.query.get("next", "")) or "/"
-    if session is None or session.stage != LOGIN:
-        session = await signin.book.create("", LOGIN, return_to=back)
-        request_cookie = True
-    else:
-        request_cookie = False
     error = ""
     username = ""
     status = 200
     if request.method == "POST":
-        form = await _form(request, session)
+        form = await _read_form(request)
+        if fresh_nonce or not signin.book.form_token_ok(form.get("csrf", ""), nonce):
+            audit_event(request, "csrf.failed", outcome="refused", reason="csrf_failed")
+            raise CsrfFailed("login form token missing or wrong")
         username = canonical_user(form.get("username", ""))[:256]
-        back = safe_return_path(form.get("next", "")) or session.return_to or "/"
+        back = safe_return_path(form.get("next", "")) or "/"
         ip = request[VIEW].ip
-        until = await signin.factors.regulator.locked_until(f"password:{username}", ip)
+        regulator = signin.factors.regulator
+        subject = f"{username}@{ip}"
+        until = await regulator.attempt(subject, ip, "password")
         if until:
             error, status = _locked_text(request, until, "login.locked"), 429
         elif username and await signin.verify_password(username, form.get("password", "")):
             request[USER] = username
             signin.guard.check(request, username)  # the user's address rules, first
-            await signin.factors.regulator.succeeded(f"password:{username}")
+            await regulator.succeeded(subject, ip, "password")
             audit_event(request, "signin.password_ok", outcome="ok", user=username)
-            fresh = await signin.book.rotate(session, user=username, stage=PASSWORD, return_to=back)
-            return await signin.after_password(request, fresh)
+            session = await signin.book.create(username, PASSWORD, return_to=back)
+            response = await signin.after_password(request, session)
+            response.headers.add(*signin.set_cookie(request, LOGIN_COOKIE, "", max_age=0))
+            return response
         else:
-            await signin.factors.regulator.failed(f"password:{username}", ip)
+            until = await regulator.failed(subject, ip, "password")
             audit_event(request, "signin.password_failed", outcome="failed", user=username)
-            error, status = t("login.wrong"), 401
+            if until:
+                error, status = _locked_text(request, until, "login.locked"), 429
+            else:
+                error, status = t("login.wrong"), 401
     response = page(
         request,
         "login.html",
         t("login.title"),
         status=status,
-        csrf=session.csrf,
+        csrf=signin.book.form_token(nonce),
         error=error,
         username=username,
         next=back,
     )
-    if request_cookie:
-        response.headers.add(*signin.session_cookie(request, session))
+    if fresh_nonce:
+        response.headers.add(*signin.set_cookie(request, LOGIN_COOKIE, nonce, max_age=3600))
     return response
 
 

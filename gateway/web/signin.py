@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -19,16 +20,16 @@ from datetime import UTC, date, datetime
 from urllib.parse import quote, unquote
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.crypto import SealBroken, Sealer, verify_password
+from gateway.crypto import SealBroken, Sealer, same, verify_password
 from gateway.errors import BadRequest, HttpError
 from gateway.factors.book import FactorBook
 from gateway.forwarding import OriginRewriter, wants_html
 from gateway.headers import fold
-from gateway.identity import AmbiguousLogin, login_succeeded, login_user
+from gateway.identity import AmbiguousLogin, login_succeeded, login_user, set_cookie_names
 from gateway.model import Settings
 from gateway.pathrules import normalize_path
 from gateway.paths import safe_return_path
@@ -44,6 +45,7 @@ from gateway.web.upstream import Adjust
 log = logging.getLogger("gateway.signin")
 
 DEVICE_COOKIE = "crm_gateway_device"
+LOGIN_COOKIE = "crm_gateway_login"  # gateway mode: the login form's double-submit nonce
 
 
 class PayloadTooLarge(HttpError):
@@ -84,7 +86,12 @@ class SignIn:
         self.clock = clock
         self.passwords = passwords
         self.prefix = config.path_prefix
-        cookies = {config.signin.sessions.cookie_name, DEVICE_COOKIE, LANGUAGE_COOKIE}
+        cookies = {
+            config.signin.sessions.cookie_name,
+            DEVICE_COOKIE,
+            LANGUAGE_COOKIE,
+            LOGIN_COOKIE,
+        }
         self._own_cookies = frozenset({*cookies, *(f"__Host-{c}" for c in cookies)})
         self._crm_cookies = frozenset(login.crm_cookies)
         self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
@@ -130,11 +137,23 @@ class SignIn:
 
     # -- requests bound for the CRM ----------------------------------------------------------
 
-    def _adjust(self, signed_in: str | None) -> Adjust:
-        """Our cookies never reach the CRM; the CRM's own only with a full session; the identity
+    def _adjust(self, signed_in: str | None, binding: str = "") -> Adjust:
+        """Our cookies never reach the CRM; the CRM's own only with a full session, and its
+        session cookie only with the value released to this session (`binding`: a copy of
+        another user's CRM cookie is no use inside one's own gateway session); the identity
         header (gateway mode) only as we set it."""
         drop = self._own_cookies if signed_in else self._own_cookies | self._crm_cookies
         identity = self._identity
+        bound = self.login.success_cookie if signed_in and self.login.mode == "upstream" else ""
+
+        def keep(pair: str) -> bool:
+            names = _names_read(pair)
+            if not pair.strip() or names & drop:
+                return False
+            if bound and bound in names:
+                name, _, value = pair.strip().partition("=")
+                return name == bound and binding != "" and same(cookie_binding(value), binding)
+            return True
 
         def adjust(headers: CIMultiDict[str]) -> None:
             if identity:
@@ -144,12 +163,7 @@ class SignIn:
                     headers[self.login.identity_header] = signed_in
             cookies = headers.getall("Cookie", [])
             if cookies:
-                kept = [
-                    pair.strip()
-                    for line in cookies
-                    for pair in line.split(";")
-                    if pair.strip() and not _names_read(pair) & drop
-                ]
+                kept = [pair.strip() for line in cookies for pair in line.split(";") if keep(pair)]
                 headers.popall("Cookie", None)
                 if kept:
                     headers["Cookie"] = "; ".join(kept)
@@ -179,7 +193,11 @@ class SignIn:
                 add.append(self.clear_session_cookie(request))
                 audit_event(request, "signin.logout", outcome="ok")
             return await proxy.handle(
-                request, target, adjust=self._adjust(session.user), add_headers=add
+                request,
+                target,
+                adjust=self._adjust(session.user, session.crm_binding),
+                add_headers=add,
+                observe=lambda upstream: self._follow_crm_cookie(session, upstream.headers),
             )
         if login.mode == "gateway" and not self.guard.anyone_may(request.method, path):
             if request.method in ("GET", "HEAD") and wants_html(request.headers):
@@ -216,7 +234,9 @@ class SignIn:
         # So do the password limits: guessing at the CRM is counted like guessing codes.
         regulator = self.factors.regulator
         ip = request[VIEW].ip
-        until = await regulator.locked_until(f"password:{user}", ip)
+        # Per user *and* address: nobody can lock a colleague out by naming them elsewhere.
+        subject = f"{user}@{ip}"
+        until = await regulator.attempt(subject, ip, "password")
         if until:
             audit_event(request, "signin.locked", outcome="locked", user=user)
             return self.locked_page(request, until)
@@ -228,11 +248,13 @@ class SignIn:
             set_cookies = response.headers.getall("Set-Cookie", [])
             if not login_succeeded(response.status, location, set_cookies, self.login):
                 audit_event(request, "signin.crm_failed", outcome="failed", user=user)
-                await regulator.failed(f"password:{user}", ip)
-                return await proxy.relay(request, response)
+                await regulator.failed(subject, ip, "password")
+                # Whatever the CRM thinks, no session cookie of its leaves without the factor
+                # (a login made to look failed, e.g. by its redirect target, stays held back).
+                return await proxy.relay(request, response, drop_cookies=self._crm_cookies)
         finally:
             response.release()
-        await regulator.succeeded(f"password:{user}")
+        await regulator.succeeded(subject, ip, "password")
         audit_event(request, "signin.crm_ok", outcome="ok", user=user)
         if old is not None:
             await self.book.end(old)
@@ -317,8 +339,15 @@ class SignIn:
             return self.expired(request)
         now = self.clock.now()
         verified = now if factor and factor != "device" else session.verified
+        released = set_cookie_names(held).get(self.login.success_cookie, "")
         fresh = await self.book.rotate(
-            session, stage=FULL, verified=verified, factor=factor, held="", pending={}
+            session,
+            stage=FULL,
+            verified=verified,
+            factor=factor,
+            held="",
+            pending={},
+            crm_binding=cookie_binding(released) if released else "",
         )
         request[SESSION] = fresh
         request[USER] = fresh.user
@@ -350,6 +379,16 @@ class SignIn:
             audit_event(request, "device.remembered", outcome="ok", user=user)
         value = self.book.device_cookie(row.id, user)
         response.headers.add(*self.set_cookie(request, DEVICE_COOKIE, value, 400 * 86400))
+
+    async def _follow_crm_cookie(self, session: Session, headers: CIMultiDictProxy[str]) -> None:
+        """The CRM gave this session a new session cookie (it rotates ids on privilege
+        changes): the binding follows, so the user stays signed in to the CRM."""
+        if self.login.mode != "upstream" or "Set-Cookie" not in headers:
+            return
+        value = set_cookie_names(headers.getall("Set-Cookie")).get(self.login.success_cookie)
+        if value and value not in ('""', "deleted"):
+            session.crm_binding = cookie_binding(value)
+            await self.book.save(session)
 
     def locked_page(self, request: web.Request, until: float) -> web.Response:
         t = translator(request)
@@ -407,6 +446,11 @@ def _names_read(pair: str) -> set[str]:
         php = unquote(name).strip().split("[", 1)[0]
         found.add(php.replace(".", "_").replace(" ", "_"))
     return found
+
+
+def cookie_binding(value: str) -> str:
+    """What a session remembers of the CRM cookie released to it: a digest, not the value."""
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def _quote(path: str) -> str:

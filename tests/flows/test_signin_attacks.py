@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 from gateway.crypto import new_recovery_code
 from gateway.demo.crm import STATE, build_crm_app
 from gateway.session import FULL
+from gateway.web.signin import cookie_binding
 from tests.conftest import Served, serve
 from tests.signin_kit import (
     DEMO_LOGIN,
@@ -598,11 +599,28 @@ OUR_COOKIES = (
 )
 
 
+async def test_a_crm_cookie_not_released_to_this_session_is_not_forwarded(
+    upstream: Served, start: Start, http: aiohttp.ClientSession
+) -> None:
+    """Another user's CRM session cookie, carried inside one's own complete gateway session,
+    never reaches the CRM: only the value released to this session does."""
+    gw = await start(upstream.url, login=ECHO_LOGIN)
+    session = await gw.signin.book.create("carol", FULL, crm_binding=cookie_binding("mine"))
+    signed_in = f"{GATEWAY_COOKIE}={gw.signin.book.cookie_value(session)}"
+    for value, expected in (("mine", ["crm_session=mine"]), ("alices", [])):
+        async with http.get(
+            gw.url + "/anything", headers={"Cookie": f"{signed_in}; crm_session={value}"}
+        ) as r:
+            headers = (await r.json())["headers"]
+        assert [v for k, v in headers if k.lower() == "cookie"] == expected
+
+
 async def test_our_own_cookies_never_reach_the_crm(
     upstream: Served, start: Start, http: aiohttp.ClientSession
 ) -> None:
     gw = await start(upstream.url, login=ECHO_LOGIN)
-    session = await gw.signin.book.create("carol", FULL)
+    # A complete session to which the CRM cookie `abc` was released at sign-in.
+    session = await gw.signin.book.create("carol", FULL, crm_binding=cookie_binding("abc"))
     signed_in = f"{GATEWAY_COOKIE}={gw.signin.book.cookie_value(session)}"
 
     def cookie_lines(echoed: dict[str, object]) -> list[str]:
