@@ -658,3 +658,18 @@ async def test_a_stale_form_gets_a_page_that_says_so(browsers) -> None:  # type:
     status, html, _ = await b.post("/_gateway/account/regenerate", {"csrf": "stale"})
     assert status == 403
     assert "This form has expired" in html
+
+
+async def test_access_removed_by_a_reload_refuses_an_open_session_at_its_next_request(
+    browsers, gw, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    b = browsers()
+    await enrolled(b, "bob", "bob-demo")
+    assert (await b.get("/contacts"))[0] == 200
+    policy = DEMO_POLICY + "networks:\n  elsewhere: [10.0.0.0/8]\n"
+    policy = policy.replace("  bob: {interval: 1d}", "  bob: {interval: 1d, networks: [elsewhere]}")
+    (tmp_path / "policies" / "policy.yaml").write_text(policy)
+    assert await gw.signin.guard.reload("test")
+    status, html, _ = await b.get("/contacts")
+    assert status == 403
+    assert "IP address" in html
