@@ -9,7 +9,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[speed]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[speed,redis]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
@@ -17,7 +17,7 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/crm-gateway --shell /usr/sb
  && mkdir -p /etc/crm-gateway /var/lib/crm-gateway \
  && chown gateway /var/lib/crm-gateway
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels crm-gateway uvloop && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels crm-gateway uvloop redis && rm -rf /wheels
 USER gateway
 WORKDIR /var/lib/crm-gateway
 EXPOSE 8080

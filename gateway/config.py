@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from yaml.nodes import ScalarNode
+
 from gateway.errors import ConfigError, Problem
 from gateway.headers import MANAGED, fold
 from gateway.loader import Source, Value, read_file
@@ -74,6 +76,7 @@ class StoreConfig:
     type: str
     path: str = ""  # sqlite file
     url: str = field(default="", repr=False)  # postgres / redis URL (may carry a password)
+    prefix: str = "crm-gateway:"  # redis: keys start with it (several gateways, one Redis)
 
 
 @dataclass(frozen=True)
@@ -382,7 +385,7 @@ def _prefix(value: Value) -> str | None:
 
 
 def _store(value: Value, kinds: tuple[str, ...]) -> StoreConfig | None:
-    keys = value.mapping({"type", "path", "url"})
+    keys = value.mapping({"type", "path", "url", "prefix"})
     if keys is None:
         return None
     if "type" not in keys:
@@ -396,6 +399,20 @@ def _store(value: Value, kinds: tuple[str, ...]) -> StoreConfig | None:
         return StoreConfig(kind, path=path)
     if kind == "memory":
         return StoreConfig(kind)
+    if kind == "redis":
+        if "url" not in keys:
+            value.fail("url: is required for redis (redis://host:6379/0, or {env: NAME})")
+            return None
+        url = keys["url"].secret() if not isinstance(keys["url"].node, ScalarNode) else None
+        if url is None:
+            url = keys["url"].text()
+        if url is None:
+            return None
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            keys["url"].fail("must start with redis://, rediss:// or unix://")
+            return None
+        prefix = _get(keys, "prefix", lambda v: v.text(), "crm-gateway:")
+        return StoreConfig(kind, url=url, prefix=prefix)
     keys["type"].fail(f"{kind} is not available in this version")
     return None
 
@@ -407,7 +424,7 @@ def _state(value: Value) -> State | None:
     default = State()
     return State(
         durable=_get(keys, "durable", lambda v: _store(v, ("sqlite",)), default.durable),
-        shared=_get(keys, "shared", lambda v: _store(v, ("memory",)), default.shared),
+        shared=_get(keys, "shared", lambda v: _store(v, ("memory", "redis")), default.shared),
     )
 
 

@@ -63,22 +63,28 @@ class Regulator:
         """A right answer: the user's count starts again, and the address gets its attempt
         back (not the whole count: one known account must not reset an address that is
         guessing for others, and an office behind one address must not lock itself out by
-        signing in)."""
+        signing in). A count that is gone (expired, or cleared by a lockout) stays gone."""
         await self._shared.delete(f"fail:{scope}:user:{user}")
-        await self._shared.incr(f"fail:{scope}:ip:{ip}", self.limits.window, -1)
+        key = f"fail:{scope}:ip:{ip}"
+        found = await self._shared.get(key)
+        if found is not None and int(found) > 0:
+            await self._shared.incr(key, self.limits.window, -1)
 
     async def _lock(self, who: str) -> float:
-        existing = await self._shared.get(f"lock:{who}")
-        if existing is not None and float(existing) > self._clock.now():
-            return float(existing)  # concurrent attempts lock once, not once each
-        level = await self._shared.incr(f"lockouts:{who}", _LOCKOUT_MEMORY)
+        """Lock `who` once, however many attempts arrive together: the lock is an atomic
+        add, and only the attempt that placed it raises the level for the next one."""
+        found = await self._shared.get(f"lockouts:{who}")
+        level = (int(found) if found is not None else 0) + 1
         # Capped exponent: with short lockouts a level can pass 1024 in a day (no float for it).
         doubling = float(2 ** min(level - 1, 64))
         seconds = min(self.limits.lockout * doubling, self.limits.max_lockout)
         until = self._clock.now() + seconds
-        await self._shared.put(f"lock:{who}", repr(until).encode(), seconds)
-        await self._shared.delete(f"fail:{who}")
-        return until
+        if await self._shared.add(f"lock:{who}", repr(until).encode(), seconds):
+            await self._shared.incr(f"lockouts:{who}", _LOCKOUT_MEMORY)
+            await self._shared.delete(f"fail:{who}")
+            return until
+        existing = await self._shared.get(f"lock:{who}")
+        return float(existing) if existing is not None else until
 
     async def unlock(self, user: str) -> None:
         for scope in ("code", "password"):

@@ -1,8 +1,14 @@
-"""Brute-force lockouts and the TOTP replay guard (gateway/regulation.py), with a fake clock."""
+"""Brute-force lockouts and the TOTP replay guard (gateway/regulation.py), with a fake clock.
+
+Callers count an attempt before they check it (`attempt`), then report a wrong answer
+(`failed`) or a right one (`succeeded`); the helpers below do exactly that.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -12,6 +18,7 @@ from gateway.signin_config import Limits
 from gateway.stores.memory import MemorySharedStore
 
 LIMITS = Limits(user_failures=5, ip_failures=20, window=300.0, lockout=60.0, max_lockout=3600.0)
+IP = "192.0.2.1"
 
 
 @pytest.fixture
@@ -19,8 +26,28 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def regulator_for(clock: FakeClock, limits: Limits = LIMITS) -> Regulator:
-    return Regulator(MemorySharedStore(clock), clock, limits)
+class Interleaving:
+    """The memory store, but every call first yields to the event loop, as a round trip to a
+    networked store would: concurrent callers interleave between any two calls."""
+
+    def __init__(self, inner: MemorySharedStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self._inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0)
+            return await method(*args, **kwargs)
+
+        return call
+
+
+def regulator_for(
+    clock: FakeClock, limits: Limits = LIMITS, *, interleaving: bool = False
+) -> Regulator:
+    store = MemorySharedStore(clock)
+    return Regulator(Interleaving(store) if interleaving else store, clock, limits)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -28,12 +55,26 @@ def regulator(clock: FakeClock) -> Regulator:
     return regulator_for(clock)
 
 
-async def fail(
-    regulator: Regulator, times: int, user: str = "alice", ip: str = "192.0.2.1"
+async def wrong(
+    regulator: Regulator, times: int = 1, user: str = "alice", ip: str = IP, scope: str = "code"
 ) -> float:
+    """`times` wrong answers, each counted first as the callers do; the last result (the
+    lockout end when the attempt was refused or the answer locked, else 0)."""
     until = 0.0
     for _ in range(times):
-        until = await regulator.failed(user, ip)
+        until = await regulator.attempt(user, ip, scope)
+        if not until:
+            until = await regulator.failed(user, ip, scope)
+    return until
+
+
+async def right(
+    regulator: Regulator, user: str = "alice", ip: str = IP, scope: str = "code"
+) -> float:
+    """One right answer; the lockout end instead when the attempt was refused."""
+    until = await regulator.attempt(user, ip, scope)
+    if not until:
+        await regulator.succeeded(user, ip, scope)
     return until
 
 
@@ -41,31 +82,59 @@ async def fail(
 
 
 async def test_nobody_is_locked_at_first(regulator: Regulator) -> None:
-    assert await regulator.locked_until("alice", "192.0.2.1") == 0.0
+    assert await regulator.locked_until("alice", IP) == 0.0
+    assert await regulator.attempt("alice", IP) == 0.0
 
 
-async def test_failures_below_the_user_limit_do_not_lock(regulator: Regulator) -> None:
+async def test_wrong_answers_below_the_user_limit_do_not_lock(regulator: Regulator) -> None:
     for _ in range(LIMITS.user_failures - 1):
-        assert await regulator.failed("alice", "192.0.2.1") == 0.0
+        assert await wrong(regulator) == 0.0
 
-    assert await regulator.locked_until("alice", "192.0.2.1") == 0.0
+    assert await regulator.locked_until("alice", IP) == 0.0
 
 
-async def test_reaching_the_user_limit_locks_the_user_for_the_lockout(
+async def test_the_wrong_answer_that_uses_the_last_try_locks_the_user(
     regulator: Regulator, clock: FakeClock
 ) -> None:
-    until = await fail(regulator, LIMITS.user_failures)
+    until = await wrong(regulator, LIMITS.user_failures)
 
     assert until == clock.now() + LIMITS.lockout
-    assert await regulator.locked_until("alice", "192.0.2.1") == until
+    assert await regulator.locked_until("alice", IP) == until
+
+
+async def test_an_attempt_is_counted_before_it_is_answered(
+    regulator: Regulator, clock: FakeClock
+) -> None:
+    """Attempts that never report back (a crash, a dropped connection, a race) still count:
+    the one after the limit is refused, and locks."""
+    for _ in range(LIMITS.user_failures):
+        assert await regulator.attempt("alice", IP) == 0.0
+
+    until = await regulator.attempt("alice", IP)
+
+    assert until == clock.now() + LIMITS.lockout
+    assert await regulator.locked_until("alice", IP) == until
+
+
+async def test_attempts_while_locked_are_refused_and_not_counted(
+    regulator: Regulator, clock: FakeClock
+) -> None:
+    until = await wrong(regulator, LIMITS.user_failures)
+    for _ in range(100):
+        assert await regulator.attempt("alice", IP) == until
+
+    clock.advance(LIMITS.lockout)
+
+    assert await wrong(regulator, LIMITS.user_failures - 1) == 0.0
 
 
 async def test_a_locked_user_is_locked_from_every_address(
     regulator: Regulator, clock: FakeClock
 ) -> None:
-    await fail(regulator, LIMITS.user_failures)
+    await wrong(regulator, LIMITS.user_failures)
 
     assert await regulator.locked_until("alice", "198.51.100.7") == clock.now() + LIMITS.lockout
+    assert await regulator.attempt("alice", "198.51.100.7") == clock.now() + LIMITS.lockout
     assert await regulator.locked_until("bob", "198.51.100.7") == 0.0
 
 
@@ -73,46 +142,109 @@ async def test_user_failures_from_many_addresses_add_up(
     regulator: Regulator, clock: FakeClock
 ) -> None:
     for n in range(LIMITS.user_failures):
-        await regulator.failed("alice", f"192.0.2.{n + 1}")
+        await wrong(regulator, ip=f"192.0.2.{n + 1}")
 
     assert await regulator.locked_until("alice", "203.0.113.9") == clock.now() + LIMITS.lockout
 
 
 async def test_the_lockout_ends_after_its_time(regulator: Regulator, clock: FakeClock) -> None:
-    await fail(regulator, LIMITS.user_failures)
+    await wrong(regulator, LIMITS.user_failures)
 
     clock.advance(LIMITS.lockout - 1)
-    assert await regulator.locked_until("alice", "192.0.2.1") > 0
+    assert await regulator.locked_until("alice", IP) > 0
     clock.advance(1)
-    assert await regulator.locked_until("alice", "192.0.2.1") == 0.0
+    assert await regulator.locked_until("alice", IP) == 0.0
+    assert await regulator.attempt("alice", IP) == 0.0
 
 
 async def test_failures_older_than_the_window_are_forgotten(
     regulator: Regulator, clock: FakeClock
 ) -> None:
-    await fail(regulator, LIMITS.user_failures - 1)
+    await wrong(regulator, LIMITS.user_failures - 1)
     clock.advance(LIMITS.window)
 
-    assert await fail(regulator, LIMITS.user_failures - 1) == 0.0
-    assert await regulator.locked_until("alice", "192.0.2.1") == 0.0
+    assert await wrong(regulator, LIMITS.user_failures - 1) == 0.0
+    assert await regulator.locked_until("alice", IP) == 0.0
 
 
 async def test_the_count_starts_again_after_a_lockout(
     regulator: Regulator, clock: FakeClock
 ) -> None:
-    await fail(regulator, LIMITS.user_failures)
+    await wrong(regulator, LIMITS.user_failures)
     clock.advance(LIMITS.lockout)
 
-    assert await fail(regulator, LIMITS.user_failures - 1) == 0.0
+    assert await wrong(regulator, LIMITS.user_failures - 1) == 0.0
 
 
-async def test_fifty_concurrent_wrong_codes_all_count(clock: FakeClock) -> None:
-    regulator = regulator_for(clock, Limits(user_failures=50, ip_failures=10_000))
+# -- concurrent attempts -----------------------------------------------------------------------
 
-    results = await asyncio.gather(*(regulator.failed("alice", "192.0.2.1") for _ in range(50)))
 
-    assert sum(1 for until in results if until) == 1
-    assert await regulator.locked_until("alice", "192.0.2.1") > 0
+@pytest.mark.parametrize("interleaving", [False, True], ids=["memory", "interleaving"])
+async def test_of_200_concurrent_attempts_at_most_the_user_limit_go_ahead(
+    clock: FakeClock, interleaving: bool
+) -> None:
+    regulator = regulator_for(clock, interleaving=interleaving)
+
+    results = await asyncio.gather(*(regulator.attempt("alice", IP) for _ in range(200)))
+
+    assert 1 <= results.count(0.0) <= LIMITS.user_failures
+    assert await regulator.locked_until("alice", IP) > 0
+
+
+@pytest.mark.parametrize("interleaving", [False, True], ids=["memory", "interleaving"])
+async def test_200_concurrent_wrong_answers_check_at_most_the_user_limit(
+    clock: FakeClock, interleaving: bool
+) -> None:
+    regulator = regulator_for(clock, interleaving=interleaving)
+    checked = 0
+
+    async def guess() -> None:
+        nonlocal checked
+        if await regulator.attempt("alice", IP):
+            return
+        checked += 1
+        await asyncio.sleep(0)  # the check itself takes a while
+        await regulator.failed("alice", IP)
+
+    await asyncio.gather(*(guess() for _ in range(200)))
+
+    assert 1 <= checked <= LIMITS.user_failures
+    assert await regulator.locked_until("alice", IP) > 0
+
+
+# Over a store whose calls are round trips (Redis), concurrent lockers interleave: the lock
+# must still be placed once and the level raised once (an atomic add decides who locks).
+STORES = pytest.mark.parametrize("interleaving", [False, True], ids=["memory", "interleaving"])
+
+
+@STORES
+async def test_concurrent_attempts_past_the_limit_lock_once(
+    clock: FakeClock, interleaving: bool
+) -> None:
+    """Two hundred refusals at once are one lockout, not a level each: the next lockout is
+    only twice as long."""
+    regulator = regulator_for(clock, interleaving=interleaving)
+    results = await asyncio.gather(*(wrong(regulator) for _ in range(200)))
+
+    assert set(results) - {0.0} == {clock.now() + LIMITS.lockout}
+    clock.advance(LIMITS.lockout)
+    assert await wrong(regulator, LIMITS.user_failures) == clock.now() + 2 * LIMITS.lockout
+
+
+@STORES
+async def test_concurrent_wrong_answers_at_the_limit_lock_once(
+    clock: FakeClock, interleaving: bool
+) -> None:
+    regulator = regulator_for(clock, interleaving=interleaving)
+    for _ in range(LIMITS.user_failures):
+        assert await regulator.attempt("alice", IP) == 0.0
+
+    results = await asyncio.gather(*(regulator.failed("alice", IP) for _ in range(50)))
+
+    assert set(results) <= {0.0, clock.now() + LIMITS.lockout}
+    assert clock.now() + LIMITS.lockout in results
+    clock.advance(LIMITS.lockout)
+    assert await wrong(regulator, LIMITS.user_failures) == clock.now() + 2 * LIMITS.lockout
 
 
 # -- per-address lockout -----------------------------------------------------------------------
@@ -121,7 +253,9 @@ async def test_fifty_concurrent_wrong_codes_all_count(clock: FakeClock) -> None:
 async def test_one_address_guessing_for_many_users_is_locked(
     regulator: Regulator, clock: FakeClock
 ) -> None:
-    results = [await regulator.failed(f"user{n}", "192.0.2.66") for n in range(LIMITS.ip_failures)]
+    results = [
+        await wrong(regulator, user=f"user{n}", ip="192.0.2.66") for n in range(LIMITS.ip_failures)
+    ]
 
     assert results[:-1] == [0.0] * (LIMITS.ip_failures - 1)
     assert results[-1] == clock.now() + LIMITS.lockout
@@ -130,9 +264,105 @@ async def test_one_address_guessing_for_many_users_is_locked(
 
 async def test_an_address_lockout_does_not_lock_its_users_elsewhere(regulator: Regulator) -> None:
     for n in range(LIMITS.ip_failures):
-        await regulator.failed(f"user{n}", "192.0.2.66")
+        await wrong(regulator, user=f"user{n}", ip="192.0.2.66")
 
     assert await regulator.locked_until("user1", "198.51.100.1") == 0.0
+
+
+async def test_many_addresses_guessing_for_one_user_lock_the_user(
+    regulator: Regulator, clock: FakeClock
+) -> None:
+    """A botnet spreading its guesses over addresses is stopped by the user's own count."""
+    results = [await wrong(regulator, ip=f"198.51.100.{n}") for n in range(1, 50)]
+
+    assert results.count(0.0) == LIMITS.user_failures - 1
+    assert await regulator.locked_until("alice", "203.0.113.200") > 0
+
+
+async def test_an_office_behind_one_address_signing_in_many_users_never_locks_itself(
+    regulator: Regulator,
+) -> None:
+    """Each right answer gives the address back the attempt it used."""
+    for n in range(10 * LIMITS.ip_failures):
+        assert await right(regulator, user=f"user{n}", ip="192.0.2.80") == 0.0
+
+    assert await regulator.locked_until("newcomer", "192.0.2.80") == 0.0
+    # The address still has (almost) all of its tries for wrong answers.
+    assert await wrong(regulator, LIMITS.user_failures - 1, "newcomer", "192.0.2.80") == 0.0
+
+
+async def test_a_right_answer_gives_the_address_back_only_its_own_attempt(
+    clock: FakeClock,
+) -> None:
+    """One known account must not reset an address that is guessing for others."""
+    regulator = regulator_for(clock, Limits(user_failures=1000, ip_failures=5))
+    await wrong(regulator, 4, user="victim", ip="192.0.2.66")
+
+    await right(regulator, user="mallory", ip="192.0.2.66")
+    await right(regulator, user="mallory", ip="192.0.2.66")
+
+    assert await wrong(regulator, user="victim", ip="192.0.2.66") > 0
+
+
+async def test_right_answers_bank_no_spare_tries_for_an_address(clock: FakeClock) -> None:
+    """A right answer gives back the attempt it used, no more: signing in twenty times first
+    does not buy an address extra guesses afterwards."""
+    regulator = regulator_for(clock, Limits(user_failures=1000, ip_failures=5))
+    for _ in range(20):
+        await right(regulator, user="mallory", ip="192.0.2.66")
+
+    assert await wrong(regulator, 4, user="victim", ip="192.0.2.66") == 0.0
+    assert await wrong(regulator, user="victim", ip="192.0.2.66") > 0
+
+
+# -- scopes ------------------------------------------------------------------------------------
+
+
+async def test_password_failures_do_not_lock_codes(regulator: Regulator) -> None:
+    assert await wrong(regulator, LIMITS.user_failures, scope="password") > 0
+
+    assert await regulator.locked_until("alice", IP, "password") > 0
+    assert await regulator.locked_until("alice", IP, "code") == 0.0
+    assert await wrong(regulator, LIMITS.user_failures - 1, scope="code") == 0.0
+
+
+async def test_code_failures_do_not_lock_passwords(regulator: Regulator) -> None:
+    assert await wrong(regulator, LIMITS.user_failures, scope="code") > 0
+
+    assert await regulator.locked_until("alice", IP, "code") > 0
+    assert await regulator.locked_until("alice", IP, "password") == 0.0
+    assert await right(regulator, scope="password") == 0.0
+
+
+async def test_an_address_locked_for_passwords_may_still_answer_codes(
+    regulator: Regulator,
+) -> None:
+    """Typos at the login form do not lock an office out of its codes."""
+    for n in range(LIMITS.ip_failures):
+        await wrong(regulator, user=f"user{n}", ip="192.0.2.66", scope="password")
+
+    assert await regulator.locked_until("someone", "192.0.2.66", "password") > 0
+    assert await regulator.attempt("someone", "192.0.2.66", "code") == 0.0
+
+
+async def test_a_right_password_does_not_clear_the_code_count(
+    regulator: Regulator, clock: FakeClock
+) -> None:
+    await wrong(regulator, LIMITS.user_failures - 1)
+
+    await right(regulator, scope="password")
+
+    assert await wrong(regulator) == clock.now() + LIMITS.lockout
+
+
+async def test_the_scopes_double_their_lockouts_separately(
+    regulator: Regulator, clock: FakeClock
+) -> None:
+    await wrong(regulator, LIMITS.user_failures, scope="password")
+    clock.advance(LIMITS.lockout)
+    await wrong(regulator, LIMITS.user_failures, scope="password")
+
+    assert await wrong(regulator, LIMITS.user_failures) == clock.now() + LIMITS.lockout
 
 
 # -- doubling lockouts -------------------------------------------------------------------------
@@ -143,7 +373,7 @@ async def test_each_lockout_within_a_day_doubles_up_to_the_maximum(
 ) -> None:
     lengths = []
     for _ in range(9):
-        until = await fail(regulator, LIMITS.user_failures)
+        until = await wrong(regulator, LIMITS.user_failures)
         lengths.append(until - clock.now())
         clock.advance(until - clock.now())
 
@@ -151,12 +381,12 @@ async def test_each_lockout_within_a_day_doubles_up_to_the_maximum(
 
 
 async def test_lockouts_are_forgotten_after_a_day(regulator: Regulator, clock: FakeClock) -> None:
-    await fail(regulator, LIMITS.user_failures)
+    await wrong(regulator, LIMITS.user_failures)
     clock.advance(LIMITS.lockout)
-    await fail(regulator, LIMITS.user_failures)
+    await wrong(regulator, LIMITS.user_failures)
     clock.advance(86400.0)
 
-    until = await fail(regulator, LIMITS.user_failures)
+    until = await wrong(regulator, LIMITS.user_failures)
 
     assert until == clock.now() + LIMITS.lockout
 
@@ -167,7 +397,7 @@ async def test_lockouts_far_past_the_maximum_stay_at_the_maximum(clock: FakeCloc
     regulator = regulator_for(clock, limits)
 
     for _ in range(1100):
-        until = await regulator.failed("alice", "192.0.2.1")
+        until = await wrong(regulator)
         assert until == clock.now() + 1.0
         clock.advance(1.0)
 
@@ -175,59 +405,63 @@ async def test_lockouts_far_past_the_maximum_stay_at_the_maximum(clock: FakeCloc
 # -- success and unlock ------------------------------------------------------------------------
 
 
-async def test_a_right_code_clears_the_users_failure_count(
+async def test_a_right_answer_clears_the_users_failure_count(
     regulator: Regulator, clock: FakeClock
 ) -> None:
-    await fail(regulator, LIMITS.user_failures - 1)
+    await wrong(regulator, LIMITS.user_failures - 1)
 
-    await regulator.succeeded("alice")
+    assert await right(regulator) == 0.0
 
-    assert await fail(regulator, LIMITS.user_failures - 1) == 0.0
-    assert await regulator.failed("alice", "192.0.2.1") == clock.now() + LIMITS.lockout
-
-
-async def test_a_right_code_does_not_clear_the_address_count(clock: FakeClock) -> None:
-    regulator = regulator_for(clock, Limits(user_failures=1000, ip_failures=5))
-    await fail(regulator, 4, user="victim", ip="192.0.2.66")
-
-    await regulator.succeeded("mallory")
-    await regulator.succeeded("victim")
-
-    assert await regulator.failed("victim", "192.0.2.66") > 0
+    assert await wrong(regulator, LIMITS.user_failures - 1) == 0.0
+    assert await wrong(regulator) == clock.now() + LIMITS.lockout
 
 
-async def test_a_right_code_does_not_end_a_lockout_or_its_doubling(
+async def test_a_right_answer_does_not_end_a_lockout_or_its_doubling(
     regulator: Regulator, clock: FakeClock
 ) -> None:
-    await fail(regulator, LIMITS.user_failures)
+    await wrong(regulator, LIMITS.user_failures)
 
-    await regulator.succeeded("alice")
-    assert await regulator.locked_until("alice", "192.0.2.1") > 0
+    await regulator.succeeded("alice", IP)
+    assert await regulator.locked_until("alice", IP) > 0
+    assert await right(regulator) > 0  # refused while locked, right or not
 
     clock.advance(LIMITS.lockout)
-    assert await fail(regulator, LIMITS.user_failures) == clock.now() + 2 * LIMITS.lockout
+    assert await wrong(regulator, LIMITS.user_failures) == clock.now() + 2 * LIMITS.lockout
 
 
 async def test_unlock_ends_a_user_lockout_and_resets_its_doubling(
     regulator: Regulator, clock: FakeClock
 ) -> None:
-    await fail(regulator, LIMITS.user_failures)
+    await wrong(regulator, LIMITS.user_failures)
     clock.advance(LIMITS.lockout)
-    await fail(regulator, LIMITS.user_failures)
-    await fail(regulator, 2)  # counted while locked (callers check first; the count still runs)
+    await wrong(regulator, LIMITS.user_failures)
 
     await regulator.unlock("alice")
 
-    assert await regulator.locked_until("alice", "192.0.2.1") == 0.0
-    assert await fail(regulator, LIMITS.user_failures - 1) == 0.0
-    assert await regulator.failed("alice", "192.0.2.1") == clock.now() + LIMITS.lockout
+    assert await regulator.locked_until("alice", IP) == 0.0
+    assert await wrong(regulator, LIMITS.user_failures - 1) == 0.0
+    assert await wrong(regulator) == clock.now() + LIMITS.lockout
 
 
-async def test_unlock_of_a_user_leaves_a_locked_address_locked(
+async def test_unlock_ends_password_and_code_lockouts_alike(
     regulator: Regulator, clock: FakeClock
 ) -> None:
+    await wrong(regulator, LIMITS.user_failures, scope="code")
+    await wrong(regulator, LIMITS.user_failures, scope="password")
+    clock.advance(LIMITS.lockout)
+    await wrong(regulator, LIMITS.user_failures, scope="password")
+
+    await regulator.unlock("alice")
+
+    assert await regulator.locked_until("alice", IP, "code") == 0.0
+    assert await regulator.locked_until("alice", IP, "password") == 0.0
+    until = await wrong(regulator, LIMITS.user_failures, scope="password")
+    assert until == clock.now() + LIMITS.lockout
+
+
+async def test_unlock_of_a_user_leaves_a_locked_address_locked(regulator: Regulator) -> None:
     for n in range(LIMITS.ip_failures):
-        await regulator.failed(f"user{n}", "192.0.2.66")
+        await wrong(regulator, user=f"user{n}", ip="192.0.2.66")
 
     await regulator.unlock("user1")
 
@@ -236,8 +470,8 @@ async def test_unlock_of_a_user_leaves_a_locked_address_locked(
 
 
 async def test_unlock_touches_only_its_user(regulator: Regulator) -> None:
-    await fail(regulator, LIMITS.user_failures, user="alice")
-    await fail(regulator, LIMITS.user_failures, user="bob", ip="198.51.100.2")
+    await wrong(regulator, LIMITS.user_failures, user="alice")
+    await wrong(regulator, LIMITS.user_failures, user="bob", ip="198.51.100.2")
 
     await regulator.unlock("alice")
 
@@ -281,7 +515,7 @@ async def test_of_twenty_parallel_uses_of_one_code_exactly_one_wins(regulator: R
 async def test_the_replay_guard_survives_a_right_code_and_an_unlock(regulator: Regulator) -> None:
     await regulator.first_use("alice", 60_000_000, 120.0)
 
-    await regulator.succeeded("alice")
+    await right(regulator)
     await regulator.unlock("alice")
 
     assert await regulator.first_use("alice", 60_000_000, 120.0) is False

@@ -19,5 +19,11 @@ async def open_stores(state: State, clock: Clock) -> tuple[DurableStore, SharedS
     """Open the configured durable and shared stores (config validation limits the kinds)."""
     durable = SqliteDurableStore(state.durable.path)
     await durable.open()
-    shared = MemorySharedStore(clock)
+    shared: SharedStore
+    if state.shared.type == "redis":
+        from gateway.stores.redis import RedisSharedStore  # optional dependency: lazily
+
+        shared = RedisSharedStore(state.shared.url, state.shared.prefix)
+    else:
+        shared = MemorySharedStore(clock)
     return durable, shared

@@ -1,0 +1,98 @@
+"""Redis shared store: sessions, held cookies, replay guards and rate windows shared by every
+worker and every instance. Each primitive is one atomic Redis command (or one small script),
+so the semantics above (regulation, sessions) hold across processes.
+
+Redis errors become StoreUnavailable at this boundary: the gateway answers 503, fail closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.errors import StoreUnavailable
+
+T = TypeVar("T")
+
+# INCRBY, and a time to live only for a counter it has just created (as the memory store).
+_INCR = """
+local n = redis.call('INCRBY', KEYS[1], ARGV[2])
+if n == tonumber(ARGV[2]) and redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return n
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class RedisSharedStore:
+    def __init__(self, url: str, prefix: str = "crm-gateway:") -> None:
+        self._url = url
+        self._prefix = prefix
+        # A bounded pool that makes a burst wait for a connection (up to 2 s) instead of
+        # failing it: 64 connections serve far more requests than one worker can take.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=64,
+            timeout=2.0,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=30,
+        )
+        self._client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self._incr = self._client.register_script(_INCR)
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except (RedisError, OSError) as exc:
+            # The URL may hold a password: name only the kind of failure.
+            raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    async def ping(self) -> None:
+        await self._call(self._client.ping)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+        await self._client.connection_pool.disconnect()
+
+    async def get(self, key: str) -> bytes | None:
+        found: Any = await self._call(lambda: self._client.get(self._key(key)))
+        return bytes(found) if found is not None else None
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        await self._call(lambda: self._client.set(self._key(key), value, px=_ms(ttl)))
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        done = await self._call(
+            lambda: self._client.set(self._key(key), value, px=_ms(ttl), nx=True)
+        )
+        return bool(done)
+
+    async def replace(self, key: str, value: bytes, ttl: float) -> bool:
+        done = await self._call(
+            lambda: self._client.set(self._key(key), value, px=_ms(ttl), xx=True)
+        )
+        return bool(done)
+
+    async def take(self, key: str) -> bytes | None:
+        found: Any = await self._call(lambda: self._client.getdel(self._key(key)))
+        return bytes(found) if found is not None else None
+
+    async def delete(self, key: str) -> None:
+        await self._call(lambda: self._client.delete(self._key(key)))
+
+    async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
+        found: Any = await self._call(
+            lambda: self._incr(keys=[self._key(key)], args=[_ms(ttl), amount])
+        )
+        return int(found)

@@ -1,0 +1,65 @@
+"""A real Redis for the tests: the machine's on 127.0.0.1:6379, or one started here from the
+`redis-server` binary (installed with apt when missing and we may). Never a fake."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.process import free_port
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _binary() -> str:
+    found = shutil.which("redis-server")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "redis-server"],
+            check=False,
+            capture_output=True,
+            timeout=240,
+        )
+        found = shutil.which("redis-server")
+    if found is None:
+        pytest.fail(
+            "Redis is needed for the shared-store tests: run one on 127.0.0.1:6379 or install "
+            "redis-server (apt-get install redis-server)"
+        )
+    return found
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    if _answers(6379):
+        yield "redis://127.0.0.1:6379/15"
+        return
+    port = free_port()
+    process = subprocess.Popen(
+        [_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _answers(port):
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
