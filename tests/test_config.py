@@ -979,3 +979,24 @@ def test_secret_header_may_not_take_a_managed_name(name: str) -> None:
     assert [str(p) for p in raised.value.problems] == [
         f"gateway.yaml:5: upstream.secret_header.name: must not be a header the gateway manages but it's {name!r}"
     ]
+
+
+def test_redis_shared_store_takes_a_url_and_a_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_REDIS_URL", "redis://:pw@127.0.0.1:6379/2")
+    config = parse_config(
+        MINIMAL + "state:\n  shared: {type: redis, url: {env: TEST_REDIS_URL}, prefix: 'gw1:'}\n"
+    )
+    assert config.state.shared.type == "redis"
+    assert config.state.shared.url == "redis://:pw@127.0.0.1:6379/2"
+    assert config.state.shared.prefix == "gw1:"
+    assert "pw" not in repr(config)  # the URL may carry a password
+
+
+def test_redis_shared_store_needs_a_redis_url() -> None:
+    assert problems(MINIMAL + "state:\n  shared: {type: redis}\n") == [
+        "gateway.yaml:5: state.shared: url: is required for redis "
+        "(redis://host:6379/0, or {env: NAME})"
+    ]
+    assert problems(MINIMAL + "state:\n  shared: {type: redis, url: 'http://x'}\n") == [
+        "gateway.yaml:5: state.shared.url: must start with redis://, rediss:// or unix://"
+    ]
