@@ -134,9 +134,13 @@ def run(config: Config, policy: Policy | None = None) -> int:
     return _supervise(config, policy, sock)
 
 
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
 def _worker(config: Config, policy: Policy | None, sock: socket.socket) -> None:
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in _SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     try:
         asyncio.run(serve_until_stopped(build_app(config, policy=policy), sock))
     except Exception:
@@ -150,10 +154,17 @@ def _supervise(config: Config, policy: Policy | None, sock: socket.socket) -> in
     stopping = False
 
     def spawn() -> None:
-        pid = os.fork()
-        if pid == 0:
-            _worker(config, policy, sock)
-        children[pid] = time.monotonic()
+        # Signals wait while we fork: a child must never run the supervisor's handlers (it
+        # would forward a SIGTERM meant for itself and live on as an orphan). The child
+        # unblocks after resetting them, so a pending SIGTERM then stops it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _worker(config, policy, sock)
+            children[pid] = time.monotonic()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -175,11 +186,27 @@ def _supervise(config: Config, policy: Policy | None, sock: socket.socket) -> in
     for _ in range(config.workers):
         spawn()
     status = 0
+    deadline = 0.0
     while children:
+        if stopping and not deadline:
+            deadline = time.monotonic() + SHUTDOWN_GRACE + 5.0
         try:
-            pid, wait_status = os.wait()
+            # Polled, not blocking: a blocking wait resumes after the SIGTERM handler (PEP
+            # 475) and would never look at the deadline if a worker hung.
+            pid, wait_status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             break
+        except InterruptedError:
+            continue
+        if pid == 0:  # nobody has exited yet
+            if stopping and time.monotonic() > deadline:
+                for late in list(children):
+                    log.error("worker %d did not stop in time; killing it", late)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(late, signal.SIGKILL)
+                deadline = time.monotonic() + 5.0
+            time.sleep(0.1)
+            continue
         started = children.pop(pid, time.monotonic())
         code = os.waitstatus_to_exitcode(wait_status)
         if stopping:
