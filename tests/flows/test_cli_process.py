@@ -25,13 +25,16 @@ async def test_run_serves_and_stops_on_sigterm(crm: Served, tmp_path: Path) -> N
 
 async def test_two_workers_share_the_listening_socket(crm: Served, tmp_path: Path) -> None:
     gw = await start_gateway_process(write_config(tmp_path, crm.url), "--workers", "2")
+    workers = gw.children()
     try:
-        assert len(gw.children()) == 2
+        assert len(workers) == 2
         async with aiohttp.ClientSession(timeout=QUICK) as http:
             statuses = await asyncio.gather(*(_status(http, f"{gw.url}/hello") for _ in range(50)))
         assert statuses == [200] * 50, gw.log.decode(errors="replace")
     finally:
         assert await gw.stop() == 0
+    # No worker outlives the supervisor (an orphan would keep serving the old socket).
+    assert [pid for pid in workers if Path(f"/proc/{pid}").exists()] == []
 
 
 async def _status(http: aiohttp.ClientSession, url: str) -> int:
