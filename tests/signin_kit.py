@@ -4,17 +4,20 @@ reads the gateway's real pages (forms, CSRF tokens, keys) the way a person would
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 import pyotp
 import pytest
+from aiohttp import web
 
 from gateway.clock import FakeClock
 from gateway.crypto import new_key_line
+from gateway.demo.crm import build_crm_app
 from gateway.web.app import build_app
 from gateway.web.keys import SIGNIN
 from gateway.web.signin import SignIn
@@ -188,3 +191,86 @@ class Browser:
         if remember:
             data["remember"] = "1"
         return await self.post(f"{self.prefix}challenge", data)
+
+
+# -- shared by the attack and regression suites -------------------------------------------------
+
+
+class Arrived(NamedTuple):
+    method: str
+    path: str
+    cookies: dict[str, str]
+
+
+ARRIVED = web.AppKey("arrived", list[Arrived])
+
+
+@web.middleware
+async def note_arrivals(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    request.app[ARRIVED].append(Arrived(request.method, request.path, dict(request.cookies)))
+    return await handler(request)
+
+
+def noted_demo_crm() -> web.Application:
+    """The demo CRM, noting every request that reached it in app[ARRIVED], so "the CRM never
+    saw it" is checked, not assumed."""
+    app = build_crm_app()
+    app[ARRIVED] = []
+    app.middlewares.append(note_arrivals)
+    return app
+
+
+def posts_to_login(crm: Served) -> list[Arrived]:
+    return [a for a in crm.app[ARRIVED] if (a.method, a.path) == ("POST", "/login")]
+
+
+Start = Callable[..., Awaitable[SignInGateway]]
+Browsers = Callable[..., Browser]
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Start]:
+    """Starts gateways (each with its own keys, store and policy folder); stops them all."""
+    started: list[SignInGateway] = []
+
+    async def make(
+        upstream_url: str, *, login: str = DEMO_LOGIN, policy: str = DEMO_POLICY, extra: str = ""
+    ) -> SignInGateway:
+        folder = tmp_path / f"gw{len(started)}"
+        folder.mkdir()
+        gw = await start_signin_gateway(
+            upstream_url, folder, login=login, policy=policy, extra=extra
+        )
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        await gw.served.runner.cleanup()
+
+
+@pytest.fixture
+async def browsers() -> AsyncIterator[Browsers]:
+    made: list[Browser] = []
+
+    def make(gw: SignInGateway, **kwargs: dict[str, str]) -> Browser:
+        b = Browser(gw, **kwargs)  # type: ignore[arg-type]
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        await b.close()
+
+
+async def enrolled(
+    b: Browser, user: str = "alice", password: str = "alice-demo"
+) -> tuple[str, list[str]]:
+    """A first sign-in: the CRM's login, enrolment, codes saved. (secret, recovery codes)"""
+    assert await b.crm_login(user, password) == "/_gateway/enrol"
+    secret, codes = await b.enrol()
+    r = await b.confirm_codes()
+    assert r.headers["Location"] == "/contacts"
+    return secret, codes

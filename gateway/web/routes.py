@@ -9,6 +9,7 @@ belong to gateway.web.signin and gateway.factors; this module turns them into pa
 from __future__ import annotations
 
 import base64
+import functools
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -28,6 +29,7 @@ from gateway.web.render import LANGUAGE_COOKIE, STATIC, language, page, translat
 from gateway.web.signin import LOGIN_COOKIE, SignIn
 
 Handler = Callable[[web.Request, SignIn], Awaitable[web.StreamResponse]]
+SessionHandler = Callable[[web.Request, SignIn, Session], Awaitable[web.StreamResponse]]
 IMPLEMENTED = ("totp", "recovery")  # factors this version can check
 _FORM_LIMIT = 16 * 1024
 
@@ -87,11 +89,20 @@ def _fresh(signin: SignIn, session: Session) -> bool:
     return signin.clock.now() - session.verified <= window
 
 
-async def _need(request: web.Request, signin: SignIn, *stages: str) -> Session | web.Response:
-    session = await signin.session(request)
-    if session is None or session.stage not in stages:
-        return signin.expired(request)
-    return session
+def needs(*stages: str) -> Callable[[SessionHandler], Handler]:
+    """A page for sessions at one of `stages`; any other visitor gets the "expired" page."""
+
+    def wrap(handler: SessionHandler) -> Handler:
+        @functools.wraps(handler)
+        async def page_for_session(request: web.Request, signin: SignIn) -> web.StreamResponse:
+            session = await signin.session(request)
+            if session is None or session.stage not in stages:
+                return signin.expired(request)
+            return await handler(request, signin, session)
+
+        return page_for_session
+
+    return wrap
 
 
 def _allowed(signin: SignIn, user: str) -> list[str]:
@@ -107,11 +118,8 @@ def _locked_text(request: web.Request, until: float, key: str) -> str:
 # -- challenge ---------------------------------------------------------------------------------
 
 
-async def challenge(request: web.Request, signin: SignIn) -> web.StreamResponse:
-    found = await _need(request, signin, PASSWORD, FULL)
-    if isinstance(found, web.Response):
-        return found
-    session = found
+@needs(PASSWORD, FULL)
+async def challenge(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
     user = session.user
     allowed = _allowed(signin, user)
     enrolled = await signin.factors.enrolled(user)
@@ -207,11 +215,8 @@ def _challenge_page(
 # -- enrolment ---------------------------------------------------------------------------------
 
 
-async def enrol(request: web.Request, signin: SignIn) -> web.StreamResponse:
-    found = await _need(request, signin, PASSWORD, FULL)
-    if isinstance(found, web.Response):
-        return found
-    session = found
+@needs(PASSWORD, FULL)
+async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
     user = session.user
     existing = await signin.factors.authenticators(user)
     if existing and session.stage == PASSWORD:
@@ -311,10 +316,8 @@ async def _enrolled(
     return signin.redirect(f"{signin.prefix}account?added=1")
 
 
-async def skip(request: web.Request, signin: SignIn) -> web.StreamResponse:
-    found = await _need(request, signin, PASSWORD)
-    if isinstance(found, web.Response):
-        return found
+@needs(PASSWORD)
+async def skip(request: web.Request, signin: SignIn, found: Session) -> web.StreamResponse:
     await _form(request, found)
     if await signin.factors.enrolled(found.user):
         # Postponing is for enrolment only: an enrolled user always answers the challenge.
@@ -329,11 +332,10 @@ async def skip(request: web.Request, signin: SignIn) -> web.StreamResponse:
 # -- recovery codes ----------------------------------------------------------------------------
 
 
-async def recovery_codes(request: web.Request, signin: SignIn) -> web.StreamResponse:
-    found = await _need(request, signin, PASSWORD, FULL)
-    if isinstance(found, web.Response):
-        return found
-    session = found
+@needs(PASSWORD, FULL)
+async def recovery_codes(
+    request: web.Request, signin: SignIn, session: Session
+) -> web.StreamResponse:
     codes = _unsealed(signin, session, "recovery")
     if codes is None:
         return signin.redirect(
@@ -364,10 +366,10 @@ async def recovery_codes(request: web.Request, signin: SignIn) -> web.StreamResp
     )
 
 
-async def recovery_codes_file(request: web.Request, signin: SignIn) -> web.StreamResponse:
-    found = await _need(request, signin, PASSWORD, FULL)
-    if isinstance(found, web.Response):
-        return found
+@needs(PASSWORD, FULL)
+async def recovery_codes_file(
+    request: web.Request, signin: SignIn, found: Session
+) -> web.StreamResponse:
     codes = _unsealed(signin, found, "recovery")
     if codes is None:
         raise NotFound("no recovery codes waiting to be saved")
@@ -401,11 +403,8 @@ async def _step_up(
     return signin.redirect(f"{signin.prefix}challenge")
 
 
-async def account(request: web.Request, signin: SignIn) -> web.StreamResponse:
-    found = await _need(request, signin, FULL)
-    if isinstance(found, web.Response):
-        return found
-    session = found
+@needs(FULL)
+async def account(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
     user = session.user
     t = translator(request)
     authenticators = [
@@ -451,11 +450,10 @@ async def account(request: web.Request, signin: SignIn) -> web.StreamResponse:
     )
 
 
-async def account_remove(request: web.Request, signin: SignIn) -> web.StreamResponse:
-    found = await _need(request, signin, FULL)
-    if isinstance(found, web.Response):
-        return found
-    session = found
+@needs(FULL)
+async def account_remove(
+    request: web.Request, signin: SignIn, session: Session
+) -> web.StreamResponse:
     form = await _form(request, session)
     if not _fresh(signin, session):
         return await _step_up(request, signin, session, "account")
@@ -470,11 +468,10 @@ async def account_remove(request: web.Request, signin: SignIn) -> web.StreamResp
     return signin.redirect(f"{signin.prefix}account?removed=1")
 
 
-async def account_regenerate(request: web.Request, signin: SignIn) -> web.StreamResponse:
-    found = await _need(request, signin, FULL)
-    if isinstance(found, web.Response):
-        return found
-    session = found
+@needs(FULL)
+async def account_regenerate(
+    request: web.Request, signin: SignIn, session: Session
+) -> web.StreamResponse:
     await _form(request, session)
     if not _fresh(signin, session):
         return await _step_up(request, signin, session, "account")
@@ -485,10 +482,10 @@ async def account_regenerate(request: web.Request, signin: SignIn) -> web.Stream
     return signin.redirect(f"{signin.prefix}recovery-codes")
 
 
-async def account_forget_device(request: web.Request, signin: SignIn) -> web.StreamResponse:
-    found = await _need(request, signin, FULL)
-    if isinstance(found, web.Response):
-        return found
+@needs(FULL)
+async def account_forget_device(
+    request: web.Request, signin: SignIn, found: Session
+) -> web.StreamResponse:
     form = await _form(request, found)
     now = signin.clock.now()
     if await signin.durable.revoke_device(found.user, form.get("id", ""), now):

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import NamedTuple
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -23,17 +21,22 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.crypto import new_recovery_code
-from gateway.demo.crm import STATE, build_crm_app
+from gateway.demo.crm import STATE
 from gateway.session import FULL
 from gateway.web.signin import cookie_binding
 from tests.conftest import Served, serve
 from tests.signin_kit import (
+    ARRIVED,
     DEMO_LOGIN,
     DEMO_POLICY,
     Browser,
     SignInGateway,
+    Start,
+    enrolled,
     field,
-    start_signin_gateway,
+    note_arrivals,
+    noted_demo_crm,
+    posts_to_login,
 )
 from tests.upstreams import EVENTS
 
@@ -42,31 +45,6 @@ CRM_COOKIE = "crm_session"
 
 
 # -- upstreams that keep a note of what reached them -------------------------------------------
-
-
-class Arrived(NamedTuple):
-    method: str
-    path: str
-    cookies: dict[str, str]
-
-
-ARRIVED = web.AppKey("arrived", list[Arrived])
-
-
-@web.middleware
-async def _note(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    request.app[ARRIVED].append(Arrived(request.method, request.path, dict(request.cookies)))
-    return await handler(request)
-
-
-def noted_demo_crm() -> web.Application:
-    """The demo CRM, unchanged, plus the note."""
-    app = build_crm_app()
-    app[ARRIVED] = []
-    app.middlewares.append(_note)
-    return app
 
 
 TO_NEXT_LOGIN = """\
@@ -94,7 +72,7 @@ async def _page(request: web.Request) -> web.Response:
 
 
 def login_to_next_crm() -> web.Application:
-    app = web.Application(middlewares=[_note])
+    app = web.Application(middlewares=[note_arrivals])
     app[ARRIVED] = []
     app.router.add_post("/login", _login_to_next)
     app.router.add_route("*", "/{tail:.*}", _page)
@@ -112,58 +90,9 @@ async def crm() -> AsyncIterator[Served]:
     await served.runner.cleanup()
 
 
-Start = Callable[..., Awaitable[SignInGateway]]
-
-
-@pytest.fixture
-async def start(tmp_path: Path) -> AsyncIterator[Start]:
-    """Starts gateways (each with its own keys, store and policy folder); stops them all."""
-    started: list[SignInGateway] = []
-
-    async def make(
-        upstream_url: str, *, login: str = DEMO_LOGIN, policy: str = DEMO_POLICY, extra: str = ""
-    ) -> SignInGateway:
-        folder = tmp_path / f"gw{len(started)}"
-        folder.mkdir()
-        gw = await start_signin_gateway(
-            upstream_url, folder, login=login, policy=policy, extra=extra
-        )
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        await gw.served.runner.cleanup()
-
-
 @pytest.fixture
 async def gw(crm: Served, start: Start) -> SignInGateway:
     return await start(crm.url)
-
-
-@pytest.fixture
-async def browsers() -> AsyncIterator[Callable[..., Browser]]:
-    made: list[Browser] = []
-
-    def make(gw: SignInGateway) -> Browser:
-        b = Browser(gw)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        await b.close()
-
-
-async def enrolled(
-    b: Browser, user: str = "alice", password: str = "alice-demo"
-) -> tuple[str, list[str]]:
-    """A first sign-in: the CRM's login, enrolment, codes saved. (secret, recovery codes)"""
-    assert await b.crm_login(user, password) == "/_gateway/enrol"
-    secret, codes = await b.enrol()
-    r = await b.confirm_codes()
-    assert r.headers["Location"] == "/contacts"
-    return secret, codes
 
 
 def wrong_code(b: Browser, secret: str) -> str:
@@ -193,10 +122,6 @@ async def post_code(
 
 def set_cookie_names(r: aiohttp.ClientResponse) -> set[str]:
     return {c.split("=", 1)[0] for c in r.headers.getall("Set-Cookie", [])}
-
-
-def posts_to_login(crm: Served) -> list[Arrived]:
-    return [a for a in crm.app[ARRIVED] if (a.method, a.path) == ("POST", "/login")]
 
 
 # -- OR-1: the CRM's post-login Location is a redirect sink ------------------------------------

@@ -18,27 +18,31 @@ import asyncio
 import secrets
 import unicodedata
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import NamedTuple
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from gateway.crypto import hash_password
-from gateway.demo.crm import STATE, build_crm_app
+from gateway.demo.crm import STATE
 from gateway.factors import totp
 from gateway.stores.memory import MemorySharedStore
 from gateway.web.keys import SHARED
 from tests.conftest import Served, serve
 from tests.signin_kit import (
+    ARRIVED,
     DEMO_LOGIN,
     DEMO_POLICY,
     Browser,
+    Browsers,
     SignInGateway,
+    Start,
+    enrolled,
     field,
-    start_signin_gateway,
+    noted_demo_crm,
+    posts_to_login,
 )
 
 GATEWAY_COOKIE = "crm_gateway"
@@ -48,34 +52,6 @@ USER_FAILURES = 5  # the default limits.user_failures
 
 
 # -- a demo CRM that notes every request that reached it ---------------------------------------
-
-
-class Arrived(NamedTuple):
-    method: str
-    path: str
-    cookies: dict[str, str]
-
-
-ARRIVED = web.AppKey("regressions_arrived", list[Arrived])
-
-
-@web.middleware
-async def _note(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    request.app[ARRIVED].append(Arrived(request.method, request.path, dict(request.cookies)))
-    return await handler(request)
-
-
-def noted_demo_crm() -> web.Application:
-    app = build_crm_app()
-    app[ARRIVED] = []
-    app.middlewares.append(_note)
-    return app
-
-
-def posts_to_login(crm: Served) -> list[Arrived]:
-    return [a for a in crm.app[ARRIVED] if (a.method, a.path) == ("POST", "/login")]
 
 
 # -- fixtures and steps ------------------------------------------------------------------------
@@ -89,61 +65,9 @@ async def crm() -> AsyncIterator[Served]:
     await served.runner.cleanup()
 
 
-Start = Callable[..., Awaitable[SignInGateway]]
-
-
-@pytest.fixture
-async def start(tmp_path: Path) -> AsyncIterator[Start]:
-    """Starts gateways (each with its own keys, store and policy folder); stops them all."""
-    started: list[SignInGateway] = []
-
-    async def make(
-        upstream_url: str, *, login: str = DEMO_LOGIN, policy: str = DEMO_POLICY, extra: str = ""
-    ) -> SignInGateway:
-        folder = tmp_path / f"gw{len(started)}"
-        folder.mkdir()
-        gw = await start_signin_gateway(
-            upstream_url, folder, login=login, policy=policy, extra=extra
-        )
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        await gw.served.runner.cleanup()
-
-
 @pytest.fixture
 async def gw(crm: Served, start: Start) -> SignInGateway:
     return await start(crm.url)
-
-
-Browsers = Callable[..., Browser]
-
-
-@pytest.fixture
-async def browsers() -> AsyncIterator[Browsers]:
-    made: list[Browser] = []
-
-    def make(gw: SignInGateway, **kwargs: dict[str, str]) -> Browser:
-        b = Browser(gw, **kwargs)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        await b.close()
-
-
-async def enrolled(
-    b: Browser, user: str = "alice", password: str = "alice-demo"
-) -> tuple[str, list[str]]:
-    """A first sign-in: the CRM's login, enrolment, codes saved. (secret, recovery codes)"""
-    assert await b.crm_login(user, password) == "/_gateway/enrol"
-    secret, codes = await b.enrol()
-    r = await b.confirm_codes()
-    assert r.headers["Location"] == "/contacts"
-    return secret, codes
 
 
 async def crm_login_response(
