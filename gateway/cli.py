@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from gateway import __version__, admin
+from gateway import __version__, admin, usage
 from gateway.config import Config, load_config, parse_listen
 from gateway.crypto import KeyError_, hash_password, new_key_line
 from gateway.errors import ConfigError
@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--id", default="", help="key id (default: k + today's date)")
     admin.add_commands(commands)
+    usage.add_command(commands)
     return parser
 
 
@@ -157,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tokens":
         loaded = _load(args.config)
         return EXIT_CONFIG if loaded is None else admin.tokens(args, *loaded)
+    if args.command == "sms-usage":
+        loaded = _load(args.config)
+        return EXIT_CONFIG if loaded is None else usage.sms_usage(args, loaded[0])
     if args.command == "hash-password":
         return hash_password_command(args.user)
     if args.command == "keys":

@@ -19,6 +19,7 @@ from yaml.nodes import ScalarNode
 from gateway.errors import ConfigError, Problem
 from gateway.headers import MANAGED, fold
 from gateway.loader import Source, Value, read_file
+from gateway.messaging_config import Messaging, read_messaging
 from gateway.policy import policy_files
 from gateway.signin_config import SignIn, read_signin
 
@@ -113,6 +114,7 @@ class Config:
     branding: Branding = field(default_factory=Branding)
     policies: str = ""  # directory of policy files; "" = none (a transparent proxy)
     signin: SignIn = field(default_factory=SignIn)
+    messaging: Messaging = field(default_factory=Messaging)
     warnings: tuple[Problem, ...] = ()
 
 
@@ -131,6 +133,9 @@ TOP_KEYS = {
     "sessions",
     "limits",
     "secrets",
+    "sms",
+    "email",
+    "codes",
 }
 
 
@@ -187,6 +192,7 @@ def _build(root: Value, source: Source) -> Config | None:
     branding = _get(keys, "branding", _branding, Branding())
     policies = _get(keys, "policies", lambda v: _policies_dir(v, source), "")
     signin = read_signin(keys, root)
+    messaging = read_messaging(keys)
     login = signin.login
     if login is None:
         source.warn(
@@ -222,6 +228,7 @@ def _build(root: Value, source: Source) -> Config | None:
         branding=branding,
         policies=policies,
         signin=signin,
+        messaging=messaging,
         warnings=tuple(source.warnings),
     )
 

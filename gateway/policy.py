@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import phonenumbers
 from yaml.nodes import MappingNode
 
 from gateway.errors import ConfigError, Problem
@@ -155,6 +156,20 @@ def empty_policy() -> Policy:
         users={},
         paths=(),
     )
+
+
+def _e164(text: str) -> str:
+    """A phone number in E.164 (`+31612345678`), or `!` and the problem."""
+    if not _PHONE.match(text) or not text.strip().startswith("+"):
+        example = "+31 6 1234 5678"
+        return f"!must be a phone number with its country code such as {example} but it's {text!r}"
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        return f"!must be a phone number such as +31 6 1234 5678 but it's {text!r}"
+    if not phonenumbers.is_possible_number(number):
+        return f"!is not a possible phone number: {text!r}"
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def policy_files(directory: str | Path) -> list[Path]:
@@ -383,8 +398,11 @@ class _Builder:
                     names.append(text)
             member[key] = tuple(names)
         phone = keys["phone"].text() if "phone" in keys else None
-        if phone is not None and not _PHONE.match(phone):
-            keys["phone"].fail(f"must be a phone number such as +31 6 1234 5678 but it's {phone!r}")
+        if phone is not None:
+            phone = _e164(phone)
+            if phone.startswith("!"):
+                keys["phone"].fail(phone[1:])
+                phone = None
         email = keys["email"].text() if "email" in keys else None
         if email is not None and not _EMAIL.match(email):
             keys["email"].fail(f"must be an e-mail address but it's {email!r}")

@@ -14,6 +14,7 @@ LAYERS = {
     "gateway.i18n": 0,
     "gateway.headers": 0,
     "gateway.model": 0,
+    "gateway.metrics": 0,
     "gateway.policy": 1,
     "gateway.netindex": 2,
     "gateway.pathrules": 2,
@@ -24,6 +25,8 @@ LAYERS = {
     "gateway.crypto": 1,
     "gateway.signin_config": 1,
     "gateway.passwords": 1,
+    "gateway.messaging_config": 1,
+    "gateway.senders": 3,
     "gateway.factors": 3,
     "gateway.session": 3,
     "gateway.regulation": 3,
@@ -36,6 +39,7 @@ LAYERS = {
     "gateway.demo": 5,
     "gateway.cli": 6,
     "gateway.admin": 6,
+    "gateway.usage": 6,
     "gateway.__main__": 7,
 }
 

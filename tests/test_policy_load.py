@@ -985,10 +985,21 @@ def test_user_phone_and_email_are_checked(tmp_path: Path) -> None:
     a = tmp_path / "a.yaml"
 
     assert problems(tmp_path, a="users:\n  ann: {phone: call me, email: ann-at-example}\n") == [
-        f"{a}:2: users.ann.phone: must be a phone number such as +31 6 1234 5678"
-        " but it's 'call me'",
+        f"{a}:2: users.ann.phone: must be a phone number with its country code such as"
+        " +31 6 1234 5678 but it's 'call me'",
         f"{a}:2: users.ann.email: must be an e-mail address but it's 'ann-at-example'",
     ]
+
+
+def test_phone_numbers_are_kept_in_e164(tmp_path: Path) -> None:
+    policy = load(
+        tmp_path,
+        a="users:\n  ann: {phone: '+31 (0)6-1234 5678'}\n  bo: {phone: '+47 912 34 567'}\n",
+    )
+    assert policy.users["ann"].phone == "+31612345678"
+    assert policy.users["bo"].phone == "+4791234567"
+    found = problems(tmp_path / "x", a="users:\n  cy: {phone: '06 1234 5678'}\n")
+    assert "with its country code" in found[0]
 
 
 # -- format_interval -----------------------------------------------------------------------------------

@@ -9,10 +9,16 @@ from __future__ import annotations
 from gateway.clock import Clock
 from gateway.config import State
 from gateway.stores.memory import MemorySharedStore
-from gateway.stores.protocols import Authenticator, Device, DurableStore, SharedStore
+from gateway.stores.protocols import (
+    Authenticator,
+    Device,
+    DurableStore,
+    LedgerRow,
+    SharedStore,
+)
 from gateway.stores.sqlite import SqliteDurableStore
 
-__all__ = ["Authenticator", "Device", "DurableStore", "SharedStore", "open_stores"]
+__all__ = ["Authenticator", "Device", "DurableStore", "LedgerRow", "SharedStore", "open_stores"]
 
 
 async def open_stores(state: State, clock: Clock) -> tuple[DurableStore, SharedStore]:

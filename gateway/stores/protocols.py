@@ -28,6 +28,20 @@ class Device(NamedTuple):
     revoked: float | None = None
 
 
+class LedgerRow(NamedTuple):
+    """One SMS or e-mail sent (or tried): what the quarterly bill adds up."""
+
+    time: float
+    user: str
+    groups: str  # the user's groups when it was sent, comma-separated
+    channel: str  # "sms" or "email"
+    provider: str
+    status: str  # "sent" or "failed"
+    attempts: int
+    cost: str  # a decimal amount, as text (no float rounding in a bill)
+    currency: str
+
+
 class DurableStore(Protocol):
     """Authenticators, recovery-code hashes, token hashes, audit events: survives restarts."""
 
@@ -92,6 +106,16 @@ class DurableStore(Protocol):
         ...
 
     async def revocations_version(self) -> int: ...
+
+    async def record_message(self, row: LedgerRow) -> None: ...
+
+    async def messages(self, since: float, until: float) -> list[LedgerRow]: ...
+
+    async def set_factor_choice(self, user: str, factor: str) -> None: ...
+
+    async def factor_choice(self, user: str) -> str:
+        """The factor the user last passed with ("" when none yet)."""
+        ...
 
 
 class SharedStore(Protocol):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.errors import StoreUnavailable
-from gateway.stores.protocols import Authenticator, Device
+from gateway.stores.protocols import Authenticator, Device, LedgerRow
 
 T = TypeVar("T")
 
@@ -60,6 +60,22 @@ CREATE TABLE IF NOT EXISTS session_revocations (
     not_before REAL NOT NULL
 );
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revocations_version', '0');
+CREATE TABLE IF NOT EXISTS message_ledger (
+    time REAL NOT NULL,
+    user TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    cost TEXT NOT NULL,
+    currency TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_ledger_time ON message_ledger (time);
+CREATE TABLE IF NOT EXISTS factor_choice (
+    user TEXT PRIMARY KEY,
+    factor TEXT NOT NULL
+);
 """
 
 
@@ -315,6 +331,37 @@ class SqliteDurableStore:
     async def revocations_version(self) -> int:
         rows = await self.query("SELECT value FROM meta WHERE key = 'revocations_version'")
         return int(str(rows[0][0]))
+
+    async def record_message(self, row: LedgerRow) -> None:
+        await self.change(
+            (
+                "INSERT INTO message_ledger (time, user, groups, channel, provider, status,"
+                " attempts, cost, currency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                tuple(row),
+            )
+        )
+
+    async def messages(self, since: float, until: float) -> list[LedgerRow]:
+        rows = await self.query(
+            "SELECT time, user, groups, channel, provider, status, attempts, cost, currency"
+            " FROM message_ledger WHERE time >= ? AND time < ? ORDER BY time",
+            since,
+            until,
+        )
+        return [LedgerRow(*r) for r in rows]  # type: ignore[arg-type]
+
+    async def set_factor_choice(self, user: str, factor: str) -> None:
+        await self.change(
+            (
+                "INSERT INTO factor_choice (user, factor) VALUES (?, ?)"
+                " ON CONFLICT (user) DO UPDATE SET factor = excluded.factor",
+                (user, factor),
+            )
+        )
+
+    async def factor_choice(self, user: str) -> str:
+        rows = await self.query("SELECT factor FROM factor_choice WHERE user = ?", user)
+        return str(rows[0][0]) if rows else ""
 
     async def open(self) -> None:
         await self._run(self._open)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from gateway.config import Config
 from gateway.crypto import Sealer
 from gateway.errors import BadRequest, HttpError, MethodNotAllowed, NotFound
 from gateway.factors.book import FactorBook
+from gateway.factors.codes import CodeBook
 from gateway.forwarding import (
     ClientView,
     OriginRewriter,
@@ -34,6 +36,7 @@ from gateway.passwords import load_password_file
 from gateway.paths import reserved_subpath
 from gateway.policy import Policy
 from gateway.regulation import Regulator
+from gateway.senders import open_sender
 from gateway.session import SessionBook
 from gateway.stores import open_stores
 from gateway.stores.memory import MemorySharedStore
@@ -158,8 +161,29 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
     passwords = None
     if login.mode == "gateway":
         passwords = Passwords(await asyncio.to_thread(load_password_file, login.users_file))
+    messaging = config.messaging
+    senders = {
+        name: open_sender(channel.provider, clock=clock, channel=name)
+        for name, channel in (("sms", messaging.sms), ("email", messaging.email))
+        if channel is not None
+    }
+    codes = None
+    if senders:
+        # Codes are kept as an HMAC under a key derived from the seal key, never the key itself.
+        pepper = hmac.new(secrets.seal_keys.current[1], b"one-time codes", "sha256").digest()
+        codes = CodeBook(app[SHARED], regulator, clock, messaging.codes, pepper)
     signin = SignIn(
-        config, app[GUARD], book, factors, app[DURABLE], app[SHARED], sealer, clock, passwords
+        config,
+        app[GUARD],
+        book,
+        factors,
+        app[DURABLE],
+        app[SHARED],
+        sealer,
+        clock,
+        passwords,
+        codes,
+        senders,
     )
     app[SIGNIN] = signin
     watcher = asyncio.create_task(signin.watch_revocations(), name="session-revocations")
@@ -167,6 +191,8 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
+    for sender in senders.values():
+        await sender.close()
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:

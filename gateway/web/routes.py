@@ -19,10 +19,12 @@ from gateway.crypto import SealBroken, same
 from gateway.errors import BadRequest, HttpError, MethodNotAllowed, NotFound
 from gateway.factors import totp
 from gateway.factors.book import MAX_AUTHENTICATORS, Verdict
+from gateway.factors.codes import CHANNELS
 from gateway.i18n import LANGUAGES, duration
 from gateway.identity import canonical_user
 from gateway.paths import safe_return_path
 from gateway.session import FULL, PASSWORD, Session
+from gateway.web.codes import code_message_state, send_code
 from gateway.web.guard import audit_event
 from gateway.web.keys import CLOCK, SIGNIN, USER, VIEW
 from gateway.web.render import LANGUAGE_COOKIE, STATIC, language, page, translator, when
@@ -106,7 +108,23 @@ def needs(*stages: str) -> Callable[[SessionHandler], Handler]:
 
 
 def _allowed(signin: SignIn, user: str) -> list[str]:
-    return [f for f in signin.settings(user).factors if f in IMPLEMENTED]
+    """The policy's factors that can be offered here: SMS and e-mail only with a provider
+    configured (a user without a number on file still sees the choice, and is told why)."""
+    return [
+        f
+        for f in signin.settings(user).factors
+        if f in IMPLEMENTED or (f in CHANNELS and f in signin.senders)
+    ]
+
+
+async def _usable(signin: SignIn, user: str, allowed: list[str]) -> list[str]:
+    """Of the allowed factors, those this user can answer now."""
+    enrolled = await signin.factors.enrolled(user)
+    return [
+        f
+        for f in allowed
+        if (f in ("totp", "recovery") and enrolled) or (f in CHANNELS and signin.contact(user, f))
+    ]
 
 
 def _locked_text(request: web.Request, until: float, key: str) -> str:
@@ -122,10 +140,14 @@ def _locked_text(request: web.Request, until: float, key: str) -> str:
 async def challenge(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
     user = session.user
     allowed = _allowed(signin, user)
-    enrolled = await signin.factors.enrolled(user)
-    if not enrolled and "totp" in allowed:
+    usable = await _usable(signin, user, allowed)
+    if not await signin.factors.enrolled(user) and "totp" in allowed and not usable:
         return signin.redirect(f"{signin.prefix}enrol")
-    if not allowed or not enrolled:
+    missing = [f for f in allowed if f in CHANNELS and f not in usable]
+    if not usable and missing:
+        # Allowed SMS or e-mail, but nothing on file: the page says whom to ask.
+        return await _challenge_page(request, signin, session, missing[0], missing, None)
+    if not usable:
         audit_event(request, "challenge.no_factor", outcome="refused", user=user)
         t = translator(request)
         return page(
@@ -138,15 +160,19 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
     if request.method == "POST":
         form = await _form(request, session)
         factor = form.get("factor", "totp")
-        factor = factor if factor in allowed else allowed[0]
+        factor = factor if factor in usable else usable[0]
         code = form.get("code", "")[:64]
         ip = request[VIEW].ip
         if factor == "recovery":
             verdict = await signin.factors.check_recovery(user, code, ip)
+        elif factor in CHANNELS and signin.codes is not None:
+            verdict = await signin.codes.check(user, factor, code, ip)
         else:
             verdict = await signin.factors.check_totp(user, code, ip)
         if verdict.ok:
             audit_event(request, "challenge.passed", outcome="ok", user=user, reason=factor)
+            if factor != "recovery":
+                await signin.durable.set_factor_choice(user, factor)
             if factor == "recovery":
                 audit_event(request, "recovery.used", outcome="ok", user=user)
             if session.stage == PASSWORD:
@@ -159,26 +185,28 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
         audit_event(request, "challenge.failed", outcome="failed", user=user, reason=verdict.reason)
         if verdict.reason == "locked":
             audit_event(request, "challenge.lockout", outcome="locked", user=user)
-        return _challenge_page(request, signin, session, factor, allowed, verdict)
-    factor = request.query.get("factor", "totp")
-    factor = factor if factor in allowed else allowed[0]
+        return await _challenge_page(request, signin, session, factor, usable, verdict)
+    chosen = request.query.get("factor") or await signin.durable.factor_choice(user)
+    factor = chosen if chosen in allowed else usable[0]
     until = await signin.factors.regulator.locked_until(user, request[VIEW].ip)
     shown = Verdict(False, "locked", until) if until else None
-    return _challenge_page(request, signin, session, factor, allowed, shown)
+    choices = [f for f in allowed if f in usable or f in CHANNELS]
+    return await _challenge_page(request, signin, session, factor, choices, shown)
 
 
-def _challenge_page(
+async def _challenge_page(
     request: web.Request,
     signin: SignIn,
     session: Session,
     factor: str,
     allowed: list[str],
     verdict: Verdict | None,
+    *,
+    error: str = "",
+    status: int = 200,
 ) -> web.Response:
     t = translator(request)
-    error = ""
     locked = ""
-    status = 200
     if verdict is not None and verdict.reason == "locked":
         locked = _locked_text(request, verdict.locked_until, "challenge.locked")
         status = 429
@@ -190,8 +218,11 @@ def _challenge_page(
     remember_for = ""
     if session.stage == PASSWORD and settings.remember_device > 0:
         remember_for = duration(language(request), settings.remember_device)
-    labels = {"totp": t("challenge.use_totp"), "recovery": t("challenge.use_recovery")}
+    labels = {f: t(f"challenge.use_{f}") for f in ("totp", "recovery", *CHANNELS)}
     others = [(f, labels[f]) for f in allowed if f != factor]
+    message = await code_message_state(request, signin, session.user, factor)
+    if message.get("error") and not error:
+        error, status = message["error"], 403
     response = page(
         request,
         "challenge.html",
@@ -204,6 +235,7 @@ def _challenge_page(
         locked=locked,
         remember_for=remember_for,
         others=others,
+        message=message,
         notice=t("account.step_up") if session.stage == FULL else "",
     )
     if verdict is not None and verdict.locked_until:
@@ -598,6 +630,7 @@ GET_ROUTES: dict[str, Handler] = {
 }
 POST_ROUTES: dict[str, Handler] = {
     "challenge": challenge,
+    "challenge/send": needs(PASSWORD, FULL)(send_code),
     "enrol": enrol,
     "skip": skip,
     "recovery-codes": recovery_codes,

@@ -27,12 +27,14 @@ from gateway.config import Config
 from gateway.crypto import SealBroken, Sealer, same, verify_password
 from gateway.errors import BadRequest, HttpError
 from gateway.factors.book import FactorBook
+from gateway.factors.codes import CodeBook
 from gateway.forwarding import OriginRewriter, wants_html
 from gateway.headers import fold
 from gateway.identity import AmbiguousLogin, login_succeeded, login_user, set_cookie_names
 from gateway.model import Settings
 from gateway.pathrules import normalize_path
 from gateway.paths import safe_return_path
+from gateway.senders import Sender
 from gateway.session import FULL, PASSWORD, Session, SessionBook
 from gateway.stores import Device, DurableStore, SharedStore
 from gateway.tokens import find_credential
@@ -72,6 +74,8 @@ class SignIn:
         sealer: Sealer,
         clock: Clock,
         passwords: Passwords | None = None,
+        codes: CodeBook | None = None,
+        senders: dict[str, Sender] | None = None,
     ) -> None:
         login = config.signin.login
         assert login is not None
@@ -85,6 +89,9 @@ class SignIn:
         self.sealer = sealer
         self.clock = clock
         self.passwords = passwords
+        self.codes = codes  # SMS and e-mail codes, when a channel is configured
+        self.senders = senders or {}  # "sms" / "email" → the provider that sends them
+        self.messaging = config.messaging
         self.prefix = config.path_prefix
         cookies = {
             config.signin.sessions.cookie_name,
@@ -95,6 +102,11 @@ class SignIn:
         self._own_cookies = frozenset({*cookies, *(f"__Host-{c}" for c in cookies)})
         self._crm_cookies = frozenset(login.crm_cookies)
         self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
+
+    def contact(self, user: str, channel: str) -> str:
+        """The user's phone number (E.164) or e-mail address from the policy; "" if none."""
+        found = self.guard.user_for(user)
+        return found.phone if channel == "sms" else found.email if channel == "email" else ""
 
     # -- cookies ---------------------------------------------------------------------------
 
@@ -302,13 +314,21 @@ class SignIn:
         user = session.user
         settings = self.settings(user)
         enrolled = await self.factors.enrolled(user)
+        # SMS or e-mail codes need no enrolment: a number or address on file is enough.
+        reachable = any(
+            channel in settings.factors and channel in self.senders and self.contact(user, channel)
+            for channel in ("sms", "email")
+        )
         optional = settings.enforcement == "optional"
         if not enrolled and optional:
             return await self.complete(request, session, factor="")
-        if enrolled and await self.trusted_device(request, user, settings):
+        if (enrolled or reachable) and await self.trusted_device(request, user, settings):
             audit_event(request, "signin.device_trusted", outcome="ok", user=user)
             return await self.complete(request, session, factor="device")
-        response = self.redirect(f"{self.prefix}{'challenge' if enrolled else 'enrol'}")
+        # Enrolment when an authenticator app is the way; otherwise the challenge page, which
+        # also explains what is missing (no number on file, no factor allowed).
+        to_enrol = not enrolled and not reachable and "totp" in settings.factors
+        response = self.redirect(f"{self.prefix}{'enrol' if to_enrol else 'challenge'}")
         response.headers.add(*self.session_cookie(request, session))
         return response
 

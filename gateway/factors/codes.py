@@ -1,0 +1,109 @@
+"""One-time codes sent by SMS or e-mail: issued with a resend cooldown and hourly caps (per
+user and per address, so nobody can run up the bill), kept only as a keyed hash, void after
+their time or too many wrong entries, and good once.
+
+No I/O beyond the shared store: sending is the caller's (gateway.senders), so a code is
+issued, then sent, then recorded in the ledger by the web layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+
+from gateway.clock import Clock
+from gateway.factors.book import Verdict
+from gateway.messaging_config import Codes
+from gateway.regulation import Regulator
+from gateway.stores import SharedStore
+
+CHANNELS = ("sms", "email")
+
+
+@dataclass(frozen=True)
+class Issued:
+    ok: bool
+    reason: str  # "ok", "cooldown", "hourly_cap", "ip_cap"
+    code: str = ""  # only when ok: for the message, never stored or logged
+    wait: float = 0.0  # seconds until a new code may be asked for (cooldown, caps)
+
+
+class CodeBook:
+    def __init__(
+        self, shared: SharedStore, regulator: Regulator, clock: Clock, rules: Codes, pepper: bytes
+    ) -> None:
+        self._shared = shared
+        self.regulator = regulator
+        self._clock = clock
+        self.rules = rules
+        # A keyed hash: a dump of the store does not give the codes away to a brute force of
+        # a million candidates.
+        self._pepper = pepper
+
+    def _digest(self, user: str, channel: str, code: str, salt: str) -> str:
+        data = f"{channel}\x00{user}\x00{salt}\x00{code}".encode()
+        return hmac.new(self._pepper, data, hashlib.sha256).hexdigest()
+
+    async def issue(self, user: str, channel: str, ip: str) -> Issued:
+        rules = self.rules
+        cooldown_key = f"otp-cooldown:{channel}:{user}"
+        now = repr(self._clock.now()).encode()
+        if not await self._shared.add(cooldown_key, now, rules.resend_cooldown):
+            found = await self._shared.get(cooldown_key)
+            since = float(found) if found is not None else self._clock.now()
+            wait = max(1.0, rules.resend_cooldown - (self._clock.now() - since))
+            return Issued(False, "cooldown", wait=wait)
+        for key, cap, reason in (
+            (f"otp-hour:user:{user}", rules.hourly_cap, "hourly_cap"),
+            (f"otp-hour:ip:{ip}", rules.ip_hourly_cap, "ip_cap"),
+        ):
+            if await self._shared.incr(key, 3600.0) > cap:
+                return Issued(False, reason, wait=3600.0)
+        code = "".join(secrets.choice("0123456789") for _ in range(rules.length))
+        salt = secrets.token_hex(8)
+        record = {
+            "digest": self._digest(user, channel, code, salt),
+            "salt": salt,
+            "left": rules.attempts,
+            "expires": self._clock.now() + rules.ttl,
+        }
+        await self._shared.put(f"otp:{channel}:{user}", json.dumps(record).encode(), rules.ttl)
+        return Issued(True, "ok", code=code)
+
+    async def withdraw(self, user: str, channel: str) -> None:
+        """The message could not be sent: the code is void and may be asked for again."""
+        await self._shared.delete(f"otp:{channel}:{user}")
+        await self._shared.delete(f"otp-cooldown:{channel}:{user}")
+
+    async def pending(self, user: str, channel: str) -> bool:
+        return await self._shared.get(f"otp:{channel}:{user}") is not None
+
+    async def check(self, user: str, channel: str, code: str, ip: str) -> Verdict:
+        until = await self.regulator.attempt(user, ip)
+        if until:
+            return Verdict(False, "locked", until)
+        key = f"otp:{channel}:{user}"
+        raw = await self._shared.get(key)
+        if raw is None:
+            await self.regulator.failed(user, ip)
+            return Verdict(False, "code_expired")
+        record = json.loads(raw)
+        typed = "".join(c for c in code if c.isascii() and c.isdigit())
+        expected = str(record["digest"])
+        if hmac.compare_digest(self._digest(user, channel, typed, str(record["salt"])), expected):
+            # Good once: of two right answers at the same time, one takes the code.
+            if await self._shared.take(key) is None:
+                await self.regulator.failed(user, ip)
+                return Verdict(False, "code_expired")
+            await self.regulator.succeeded(user, ip)
+            return Verdict(True, "ok")
+        record["left"] = int(record["left"]) - 1
+        if record["left"] <= 0:
+            await self._shared.delete(key)  # too many wrong entries: this code is void
+        else:  # the code keeps its first deadline: wrong entries never extend it
+            left = max(1.0, float(record["expires"]) - self._clock.now())
+            await self._shared.replace(key, json.dumps(record).encode(), left)
+        return Verdict.wrong(await self.regulator.failed(user, ip))

@@ -1,0 +1,115 @@
+"""SMS through any provider with an HTTP API: `{to}` and `{text}` filled into a body template.
+Also the lazy ClientSession and retry rules Twilio reuses; never puts a body in a detail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from collections.abc import Callable
+
+import aiohttp
+from multidict import CIMultiDict
+
+from gateway.messaging_config import HttpProvider
+from gateway.senders.protocols import Delivery, Message
+from gateway.senders.retry import Outcome, deliver, secrets_of
+
+# Refused, reset, cut off or slow: the request may not have reached the provider.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    TimeoutError,
+)
+_PLACEHOLDER = re.compile(r"\{(to|text)\}")
+_CONTENT_TYPES = {"json": "application/json", "form": "application/x-www-form-urlencoded"}
+
+
+def is_transient(status: int) -> bool:
+    """5xx and 429 may pass on another try; any other 4xx is the provider's final word."""
+    return status == 429 or status >= 500
+
+
+def render_body(template: str, body_format: str, to: str, text: str) -> str:
+    """Fill `{to}` and `{text}` once each, escaped for `body_format` ("json" or "form")."""
+    escape: Callable[[str], str] = (
+        _json_string if body_format == "json" else urllib.parse.quote_plus
+    )
+    values = {"to": to, "text": text}
+    # One pass: a text that itself contains "{to}" is not filled again.
+    return _PLACEHOLDER.sub(lambda match: escape(values[match.group(1)]), template)
+
+
+def _json_string(value: str) -> str:
+    return json.dumps(value)[1:-1]  # the inside of a JSON string literal
+
+
+class LazySession:
+    """One ClientSession per sender, made inside the running loop on first use."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)  # per attempt
+        self._session: aiohttp.ClientSession | None = None
+        self.closed = False
+
+    def get(self) -> aiohttp.ClientSession:
+        if self.closed:
+            raise RuntimeError("the sender is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar()
+            )
+        return self._session
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class HttpSender:
+    name = "http"
+
+    def __init__(self, provider: HttpProvider, *, backoff: float = 0.5) -> None:
+        self._provider = provider
+        self._backoff = backoff
+        self._session = LazySession(provider.timeout)
+
+    async def send(self, message: Message) -> Delivery:
+        provider = self._provider
+        if self._session.closed:
+            return Delivery(ok=False, provider=self.name, detail="the sender is closed", attempts=0)
+        body = render_body(provider.body, provider.format, message.to, message.text)
+        url, data = provider.url, body.encode()
+        if provider.method == "GET" and provider.format == "form":
+            url, data = f"{url}{'&' if '?' in url else '?'}{body}", b""
+        headers: CIMultiDict[str] = CIMultiDict(provider.headers)
+        if data:
+            content_type = _CONTENT_TYPES.get(provider.format, _CONTENT_TYPES["form"])
+            headers.setdefault("Content-Type", content_type)
+
+        async def attempt() -> Outcome:
+            # Redirects are not followed: they would carry the API key headers elsewhere.
+            async with self._session.get().request(
+                provider.method, url, data=data or None, headers=headers, allow_redirects=False
+            ) as response:
+                await response.read()
+                return Outcome(
+                    ok=response.status in provider.success_status,
+                    detail=f"status {response.status}",
+                    transient=is_transient(response.status),
+                )
+
+        return await deliver(
+            self.name,
+            attempt,
+            retries=provider.retries,
+            backoff=self._backoff,
+            transient=TRANSIENT_ERRORS,
+            secrets=[*secrets_of(message), *(value for _, value in provider.headers)],
+        )
+
+    async def close(self) -> None:
+        await self._session.close()

@@ -1,0 +1,93 @@
+"""SMS through Twilio's Messages API (2010-04-01): form POST with HTTP Basic auth.
+A success is the message `sid`; a failure carries Twilio's error code and message, scrubbed.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+import aiohttp
+
+from gateway.messaging_config import TwilioProvider
+from gateway.senders.http import TRANSIENT_ERRORS, LazySession, is_transient
+from gateway.senders.protocols import Delivery, Message
+from gateway.senders.retry import Outcome, deliver, secrets_of
+
+# https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource:
+# a Messaging Service SID goes in `MessagingServiceSid`, a number or sender id in `From`.
+_MESSAGING_SERVICE = re.compile(r"^MG[0-9a-fA-F]{32}$")
+
+
+def messages_url(provider: TwilioProvider) -> str:
+    account = urllib.parse.quote(provider.account_sid, safe="")
+    return f"{provider.base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
+
+
+def _failure(status: int, answer: dict[str, object]) -> str:
+    detail = f"status {status}"
+    code, text = answer.get("code"), answer.get("message")
+    if isinstance(code, int | str) and code != "":
+        detail += f", Twilio error {code}"
+    if isinstance(text, str) and text:
+        detail += f": {text}"
+    return detail
+
+
+async def _json_object(response: aiohttp.ClientResponse) -> dict[str, object]:
+    try:
+        answer = await response.json(content_type=None)
+    except ValueError:  # not JSON (a proxy's HTML error page, say), or not text at all
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+class TwilioSender:
+    name = "twilio"
+
+    def __init__(self, provider: TwilioProvider, *, backoff: float = 0.5) -> None:
+        self._provider = provider
+        self._backoff = backoff
+        self._session = LazySession(provider.timeout)
+
+    async def send(self, message: Message) -> Delivery:
+        provider = self._provider
+        if self._session.closed:
+            return Delivery(ok=False, provider=self.name, detail="the sender is closed", attempts=0)
+        url = messages_url(provider)
+        sender_field = (
+            "MessagingServiceSid" if _MESSAGING_SERVICE.match(provider.sender) else "From"
+        )
+        form = {"To": message.to, sender_field: provider.sender, "Body": message.text}
+        # aiohttp 3.14 deprecates BasicAuth in favour of building the header value.
+        headers = {
+            "Authorization": aiohttp.encode_basic_auth(provider.account_sid, provider.auth_token)
+        }
+
+        async def attempt() -> Outcome:
+            async with self._session.get().post(
+                url, data=form, headers=headers, allow_redirects=False
+            ) as response:
+                answer = await _json_object(response)
+                status = response.status
+            if status in (200, 201):
+                sid = answer.get("sid")
+                if isinstance(sid, str) and sid:
+                    return Outcome(ok=True, detail=sid)
+                # Not retried: the message may well have been accepted.
+                return Outcome(ok=False, detail=f"status {status} without a message sid")
+            return Outcome(
+                ok=False, detail=_failure(status, answer), transient=is_transient(status)
+            )
+
+        return await deliver(
+            self.name,
+            attempt,
+            retries=provider.retries,
+            backoff=self._backoff,
+            transient=TRANSIENT_ERRORS,
+            secrets=[*secrets_of(message), provider.auth_token],
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
