@@ -6,6 +6,7 @@ the gateway's fake one, so thirty days pass in a line."""
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -143,3 +144,36 @@ async def test_pages_work_on_a_phone_sized_screen_in_dutch(
         assert await page.locator("html").get_attribute("lang") == "nb"
     finally:
         await context.close()
+
+
+async def test_a_person_signs_in_with_a_code_from_a_text_message(
+    browser: Browser, crm: Served, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox.jsonl"
+    policy = (
+        "defaults: {interval: always, factors: [totp, recovery], enforcement: required}\n"
+        "users:\n  carol: {factors: [sms, totp, recovery], phone: '+31 6 1234 5678'}\n"
+        "paths:\n  - {path: '/**', allow: [anyone]}\n"
+    )
+    extra = f"sms:\n  provider: {{type: outbox, path: {outbox}}}\n"
+    gw = await start_signin_gateway(crm.url, tmp_path, policy=policy, extra=extra)
+    context = await browser.new_context()
+    page = await context.new_page()
+    try:
+        await page.goto(f"{gw.url}/login")
+        await page.get_by_label("User name").fill("carol")
+        await page.get_by_label("Password").fill("carol-demo")
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page).to_have_url(re.compile(r"/_gateway/challenge$"))
+        await expect(page.get_by_text("+31 6 ••••••78")).to_be_visible()
+        await page.get_by_role("button", name="Send the code").click()
+        await expect(page.get_by_label("Code from the message")).to_be_visible()
+        text = json.loads(outbox.read_text().splitlines()[-1])["text"]
+        code = re.search(r"\b\d{6}\b", text)
+        assert code is not None
+        await page.get_by_label("Code from the message").fill(code.group(0))
+        await page.get_by_role("button", name="Verify").click()
+        await expect(page).to_have_url(re.compile(r"/contacts$"))
+    finally:
+        await context.close()
+        await gw.served.runner.cleanup()

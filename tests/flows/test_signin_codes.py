@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from gateway.metrics import MESSAGE_COST, MESSAGES
 from gateway.stores import LedgerRow
 from tests.conftest import Served, serve
 from tests.signin_kit import Browser, Browsers, SignInGateway, Start, field
@@ -328,3 +330,47 @@ async def test_a_provider_failure_says_so_and_offers_another_factor(
     # Failed sends do not hold the cooldown: the user may try again at once.
     _, location = await send(b, "sms")
     assert location == "/_gateway/challenge?factor=sms&sent=failed"
+
+
+async def test_counters_count_messages_and_their_cost(
+    gw: SignInGateway, browsers: Browsers, outbox: Path
+) -> None:
+    sent = MESSAGES.labels("sms", "outbox", "sent")
+    cost = MESSAGE_COST.labels("sms", "EUR")
+    before, before_cost = sent._value.get(), cost._value.get()
+    b = browsers(gw)
+    await b.crm_login("carol", "carol-demo")
+    await send(b, "sms")
+    assert sent._value.get() == before + 1
+    assert round(cost._value.get() - before_cost, 2) == 0.10
+
+
+async def test_the_code_is_never_logged(
+    gw: SignInGateway, browsers: Browsers, outbox: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    b = browsers(gw)
+    await b.crm_login("carol", "carol-demo")
+    await send(b, "sms")
+    code = last_code(outbox, "+31612345678")
+    await answer(b, "sms", "000000" if code != "000000" else "111111")
+    await answer(b, "sms", code)
+    assert code not in caplog.text
+    assert "code.sent" in caplog.text  # the audit line is there, without the code
+    assert await gw.signin.shared.get("otp:sms:carol") is None  # used: gone
+
+
+async def test_message_texts_can_be_set_in_gateway_yaml(
+    crm: Served, start: Start, outbox: Path, browsers: Browsers
+) -> None:
+    extra = (
+        f"sms:\n  provider: {{type: outbox, path: {outbox}}}\n"
+        "  text: {en: 'ACME code {code}', nl: 'ACME-code {code}'}\n"
+    )
+    gw = await start(crm.url, policy=POLICY, extra=extra)
+    for language, expected in (("en", "ACME code "), ("nl", "ACME-code "), ("de", "ACME code ")):
+        b = browsers(gw, headers={"Accept": "text/html", "Accept-Language": language})
+        await b.crm_login("carol", "carol-demo")
+        await send(b, "sms")
+        assert messages(outbox)[-1]["text"].startswith(expected)
+        gw.clock.advance(61)
