@@ -249,7 +249,7 @@ def _channel(value: Value, kinds: tuple[str, ...], *, email: bool) -> Channel | 
         raw = spec["per_message"].text() if "per_message" in spec else "0"
         try:
             cost = Decimal(str(raw))
-            if cost < 0:
+            if not cost.is_finite() or cost < 0 or cost > 1000:
                 raise InvalidOperation
         except InvalidOperation:
             spec["per_message"].fail(f"must be an amount such as 0.10 but it's {raw!r}")

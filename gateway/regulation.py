@@ -51,12 +51,18 @@ class Regulator:
         return until
 
     async def failed(self, user: str, ip: str, scope: str = "code") -> float:
-        """The attempt was wrong (already counted): lock when it used the last try."""
+        """The attempt was wrong (already counted): lock when it used the last try, or when
+        the user's failures of the day reach `daily_failures`."""
         until = 0.0
         for who, limit in self._subjects(user, ip, scope):
             found = await self._shared.get(f"fail:{who}")
             if found is not None and int(found) >= limit:
                 until = max(until, await self._lock(who))
+        streak = await self._shared.incr(f"fail-day:{scope}:user:{user}", _LOCKOUT_MEMORY)
+        if streak >= self.limits.daily_failures:
+            until = max(
+                until, await self._lock_for(f"{scope}:user:{user}", self.limits.max_lockout)
+            )
         return until
 
     async def succeeded(self, user: str, ip: str, scope: str = "code") -> None:
@@ -65,6 +71,7 @@ class Regulator:
         guessing for others, and an office behind one address must not lock itself out by
         signing in). A count that is gone (expired, or cleared by a lockout) stays gone."""
         await self._shared.delete(f"fail:{scope}:user:{user}")
+        await self._shared.delete(f"fail-day:{scope}:user:{user}")
         key = f"fail:{scope}:ip:{ip}"
         found = await self._shared.get(key)
         if found is not None and int(found) > 0:
@@ -86,9 +93,17 @@ class Regulator:
         existing = await self._shared.get(f"lock:{who}")
         return float(existing) if existing is not None else until
 
+    async def _lock_for(self, who: str, seconds: float) -> float:
+        until = self._clock.now() + seconds
+        existing = await self._shared.get(f"lock:{who}")
+        if existing is not None and float(existing) >= until:
+            return float(existing)
+        await self._shared.put(f"lock:{who}", repr(until).encode(), seconds)
+        return until
+
     async def unlock(self, user: str) -> None:
         for scope in ("code", "password"):
-            for kind in ("lock", "fail", "lockouts"):
+            for kind in ("lock", "fail", "lockouts", "fail-day"):
                 await self._shared.delete(f"{kind}:{scope}:user:{user}")
 
     async def first_use(self, user: str, step: int, ttl: float) -> bool:

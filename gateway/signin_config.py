@@ -54,6 +54,9 @@ class Limits:
     window: float = 5 * 60.0
     lockout: float = 60.0
     max_lockout: float = 3600.0
+    # Failures in a day that lock a user for `max_lockout` even when each window stayed under
+    # its limit: a patient guesser (4 tries every 5 minutes) is stopped too.
+    daily_failures: int = 30
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,9 @@ def _sessions(value: Value) -> Sessions:
 
 
 def _limits(value: Value) -> Limits:
-    keys = value.mapping({"user_failures", "ip_failures", "window", "lockout", "max_lockout"})
+    keys = value.mapping(
+        {"user_failures", "ip_failures", "window", "lockout", "max_lockout", "daily_failures"}
+    )
     default = Limits()
     if keys is None:
         return default
@@ -208,6 +213,7 @@ def _limits(value: Value) -> Limits:
         window=duration("window", default.window),
         lockout=duration("lockout", default.lockout),
         max_lockout=duration("max_lockout", default.max_lockout),
+        daily_failures=number("daily_failures", default.daily_failures),
     )
 
 

@@ -38,6 +38,8 @@ def quarter_bounds(text: str) -> tuple[float, float] | None:
     if not match:
         return None
     year, quarter = int(match[1]), int(match[2])
+    if year < 1970:
+        return None
     start = datetime(year, 3 * quarter - 2, 1, tzinfo=UTC)
     if quarter == 4:
         end = datetime(year + 1, 1, 1, tzinfo=UTC)
@@ -99,7 +101,7 @@ def sms_usage(args: argparse.Namespace, config: Config) -> int:
         out = csv.writer(sys.stdout, lineterminator="\n")
         out.writerow(header)
         for who, ok, bad, amount, currency in lines:
-            out.writerow((who, ok, bad, f"{amount:.2f}", currency))
+            out.writerow((who, ok, bad, _amount(amount), currency))
         return EXIT_OK
     if not lines:
         print(f"no messages in {args.quarter.upper()}")
@@ -107,5 +109,12 @@ def sms_usage(args: argparse.Namespace, config: Config) -> int:
     width = max(len(header[0]), *(len(line[0]) for line in lines))
     print(f"{header[0].upper():<{width}}  {'SENT':>6}  {'FAILED':>6}  {'COST':>10}  CURRENCY")
     for who, ok, bad, amount, currency in lines:
-        print(f"{who:<{width}}  {ok:>6}  {bad:>6}  {amount:>10.2f}  {currency}")
+        print(f"{who:<{width}}  {ok:>6}  {bad:>6}  {_amount(amount):>10}  {currency}")
     return EXIT_OK
+
+
+def _amount(value: Decimal) -> str:
+    """At least two decimals, never rounded: the lines of a bill add up to its total."""
+    return str(
+        value.quantize(Decimal("0.01")) if value == value.quantize(Decimal("0.01")) else value
+    )

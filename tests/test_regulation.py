@@ -17,7 +17,15 @@ from gateway.regulation import Regulator
 from gateway.signin_config import Limits
 from gateway.stores.memory import MemorySharedStore
 
-LIMITS = Limits(user_failures=5, ip_failures=20, window=300.0, lockout=60.0, max_lockout=3600.0)
+# A daily ceiling out of the way: most tests here are about the windows and their lockouts.
+LIMITS = Limits(
+    user_failures=5,
+    ip_failures=20,
+    window=300.0,
+    lockout=60.0,
+    max_lockout=3600.0,
+    daily_failures=10_000,
+)
 IP = "192.0.2.1"
 
 
@@ -519,3 +527,40 @@ async def test_the_replay_guard_survives_a_right_code_and_an_unlock(regulator: R
     await regulator.unlock("alice")
 
     assert await regulator.first_use("alice", 60_000_000, 120.0) is False
+
+
+async def test_a_patient_guesser_under_every_window_is_locked_by_the_daily_ceiling(
+    clock: FakeClock,
+) -> None:
+    """Four wrong answers every five minutes never reach a window's limit; thirty in a day
+    lock the user for the longest lockout."""
+    limits = Limits(user_failures=5, ip_failures=20, window=300.0, daily_failures=30)
+    regulator = Regulator(MemorySharedStore(clock), clock, limits)
+    wrong = 0
+    for _ in range(100):
+        for _ in range(4):
+            if await regulator.attempt("alice", IP):
+                break
+            await regulator.failed("alice", IP)
+            wrong += 1
+        if await regulator.locked_until("alice", IP):
+            break
+        clock.advance(301)
+    assert wrong == 30
+    assert await regulator.locked_until("alice", IP) == clock.now() + limits.max_lockout
+
+
+async def test_a_right_answer_ends_the_daily_streak(clock: FakeClock) -> None:
+    limits = Limits(user_failures=5, ip_failures=20, window=300.0, daily_failures=30)
+    regulator = Regulator(MemorySharedStore(clock), clock, limits)
+    for _ in range(7):
+        for _ in range(4):
+            await regulator.attempt("alice", IP)
+            await regulator.failed("alice", IP)
+        clock.advance(301)
+    await regulator.attempt("alice", IP)
+    await regulator.succeeded("alice", IP)
+    for _ in range(4):
+        await regulator.attempt("alice", IP)
+        await regulator.failed("alice", IP)
+    assert await regulator.locked_until("alice", IP) == 0

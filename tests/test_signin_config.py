@@ -459,7 +459,7 @@ def test_a_bad_sessions_value_is_reported_with_its_line_and_path(
         ("  window: 5 minutes\n", "limits.window: must be a duration such as 30s, 5m, 12h or 7d"),
         ("  lockout: 0\n", "limits.lockout: must be at least 1.0 but it's 0"),
         ("  max_lockout: []\n", "limits.max_lockout: must be a duration"),
-        ("  per_ip: 5\n", "limits.per_ip: unknown key (known here: ip_failures, lockout,"),
+        ("  per_ip: 5\n", "limits.per_ip: unknown key (known here: daily_failures, ip_failures,"),
     ],
 )
 def test_a_bad_limits_value_is_reported_with_its_line_and_path(

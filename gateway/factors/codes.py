@@ -43,11 +43,14 @@ class CodeBook:
         # a million candidates.
         self._pepper = pepper
 
-    def _digest(self, user: str, channel: str, code: str, salt: str) -> str:
-        data = f"{channel}\x00{user}\x00{salt}\x00{code}".encode()
+    def _digest(self, user: str, channel: str, code: str, salt: str, bound: str) -> str:
+        # The sign-in (session) that asked is part of the digest: the code works only there.
+        data = f"{channel}\x00{user}\x00{bound}\x00{salt}\x00{code}".encode()
         return hmac.new(self._pepper, data, hashlib.sha256).hexdigest()
 
-    async def issue(self, user: str, channel: str, ip: str) -> Issued:
+    async def issue(self, user: str, channel: str, ip: str, destination: str, bound: str) -> Issued:
+        """A new code for `user`, to be sent to `destination` for the sign-in `bound` (the
+        session id); refused within the cooldown or over a cap (user, address, destination)."""
         rules = self.rules
         cooldown_key = f"otp-cooldown:{channel}:{user}"
         now = repr(self._clock.now()).encode()
@@ -59,16 +62,17 @@ class CodeBook:
         for key, cap, reason in (
             (f"otp-hour:user:{user}", rules.hourly_cap, "hourly_cap"),
             (f"otp-hour:ip:{ip}", rules.ip_hourly_cap, "ip_cap"),
+            # One number shared by several accounts is still one phone to flood.
+            (f"otp-hour:to:{destination}", rules.hourly_cap, "hourly_cap"),
         ):
             if await self._shared.incr(key, 3600.0) > cap:
                 return Issued(False, reason, wait=3600.0)
         code = "".join(secrets.choice("0123456789") for _ in range(rules.length))
         salt = secrets.token_hex(8)
         record = {
-            "digest": self._digest(user, channel, code, salt),
+            "digest": self._digest(user, channel, code, salt, bound),
             "salt": salt,
-            "left": rules.attempts,
-            "expires": self._clock.now() + rules.ttl,
+            "bound": _tag(bound),
         }
         await self._shared.put(f"otp:{channel}:{user}", json.dumps(record).encode(), rules.ttl)
         return Issued(True, "ok", code=code)
@@ -78,10 +82,14 @@ class CodeBook:
         await self._shared.delete(f"otp:{channel}:{user}")
         await self._shared.delete(f"otp-cooldown:{channel}:{user}")
 
-    async def pending(self, user: str, channel: str) -> bool:
-        return await self._shared.get(f"otp:{channel}:{user}") is not None
+    async def pending(self, user: str, channel: str, bound: str) -> bool:
+        """A code is waiting for this sign-in (not one asked for by another browser)."""
+        raw = await self._shared.get(f"otp:{channel}:{user}")
+        if raw is None:
+            return False
+        return bool(json.loads(raw).get("bound") == _tag(bound))
 
-    async def check(self, user: str, channel: str, code: str, ip: str) -> Verdict:
+    async def check(self, user: str, channel: str, code: str, ip: str, bound: str) -> Verdict:
         until = await self.regulator.attempt(user, ip)
         if until:
             return Verdict(False, "locked", until)
@@ -91,19 +99,30 @@ class CodeBook:
             await self.regulator.failed(user, ip)
             return Verdict(False, "code_expired")
         record = json.loads(raw)
-        typed = "".join(c for c in code if c.isascii() and c.isdigit())
+        salt = str(record["salt"])
+        typed = code.replace(" ", "")
+        well_formed = len(typed) == self.rules.length and typed.isascii() and typed.isdigit()
         expected = str(record["digest"])
-        if hmac.compare_digest(self._digest(user, channel, typed, str(record["salt"])), expected):
+        if well_formed and hmac.compare_digest(
+            self._digest(user, channel, typed, salt, bound), expected
+        ):
             # Good once: of two right answers at the same time, one takes the code.
             if await self._shared.take(key) is None:
                 await self.regulator.failed(user, ip)
                 return Verdict(False, "code_expired")
             await self.regulator.succeeded(user, ip)
             return Verdict(True, "ok")
-        record["left"] = int(record["left"]) - 1
-        if record["left"] <= 0:
-            await self._shared.delete(key)  # too many wrong entries: this code is void
-        else:  # the code keeps its first deadline: wrong entries never extend it
-            left = max(1.0, float(record["expires"]) - self._clock.now())
-            await self._shared.replace(key, json.dumps(record).encode(), left)
+        # Wrong entries are counted atomically per issued code (its salt names it): too many
+        # and the code is void. The record itself is never rewritten, so a guess racing a
+        # resend cannot put an old code back.
+        tries = await self._shared.incr(f"otp-tries:{channel}:{user}:{salt}", self.rules.ttl)
+        if tries >= self.rules.attempts:
+            current = await self._shared.get(key)
+            if current is not None and json.loads(current).get("salt") == salt:
+                await self._shared.delete(key)
         return Verdict.wrong(await self.regulator.failed(user, ip))
+
+
+def _tag(bound: str) -> str:
+    """A short digest of the session id: enough to tell sign-ins apart, nothing to replay."""
+    return hashlib.sha256(bound.encode()).hexdigest()[:16]

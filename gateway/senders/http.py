@@ -16,19 +16,22 @@ from gateway.messaging_config import HttpProvider
 from gateway.senders.protocols import Delivery, Message
 from gateway.senders.retry import Outcome, deliver, secrets_of
 
-# Refused, reset, cut off or slow: the request may not have reached the provider.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+# The connection was never made: the provider cannot have the message; try again.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientConnectorError,)
+# Slow, reset or cut off once connected: the provider may have the message; never again.
+UNCERTAIN_ERRORS: tuple[type[Exception], ...] = (
+    TimeoutError,
     aiohttp.ClientConnectionError,
     aiohttp.ClientPayloadError,
-    TimeoutError,
 )
 _PLACEHOLDER = re.compile(r"\{(to|text)\}")
 _CONTENT_TYPES = {"json": "application/json", "form": "application/x-www-form-urlencoded"}
 
 
 def is_transient(status: int) -> bool:
-    """5xx and 429 may pass on another try; any other 4xx is the provider's final word."""
-    return status == 429 or status >= 500
+    """429 (slow down) and 503 (not now) say the message was not taken: worth another try.
+    Other answers are final: a 500 may have come after the message went out."""
+    return status in (429, 503)
 
 
 def render_body(template: str, body_format: str, to: str, text: str) -> str:
@@ -108,6 +111,7 @@ class HttpSender:
             retries=provider.retries,
             backoff=self._backoff,
             transient=TRANSIENT_ERRORS,
+            uncertain=UNCERTAIN_ERRORS,
             secrets=[*secrets_of(message), *(value for _, value in provider.headers)],
         )
 

@@ -23,6 +23,10 @@ class Delivery:
     provider: str  # "http", "twilio", "smtp", "outbox"
     detail: str = ""  # the provider's message id, or why it failed: never the text or a secret
     attempts: int = 1
+    # Not known to have failed: the request may have reached the provider (a timeout or a cut
+    # connection after sending). Not retried, so the user is never texted twice; the code
+    # stays valid and the message is charged.
+    uncertain: bool = False
 
 
 class Sender(Protocol):

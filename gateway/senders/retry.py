@@ -25,6 +25,7 @@ class Outcome:
     ok: bool
     detail: str
     transient: bool = False
+    uncertain: bool = False
 
 
 Attempt = Callable[[], Awaitable[Outcome]]
@@ -36,8 +37,10 @@ def backoff_delay(base: float, retry: int) -> float:
 
 
 def secrets_of(message: Message) -> list[str]:
-    """What must never appear in a detail: the text, and every number in it (the code)."""
-    return [message.text, *_DIGITS.findall(message.text)]
+    """What must never appear in a detail: the text, every number in it (the code), and the
+    destination (a phone number or address is personal data; logs carry the user name)."""
+    to = message.to
+    return [message.text, *_DIGITS.findall(message.text), to, to.lstrip("+"), *_DIGITS.findall(to)]
 
 
 def scrub(detail: str, secrets: Iterable[str]) -> str:
@@ -64,8 +67,12 @@ async def deliver(
     backoff: float,
     transient: tuple[type[Exception], ...],
     secrets: Iterable[str],
+    uncertain: tuple[type[Exception], ...] = (),
 ) -> Delivery:
-    """Run `attempt` up to `retries` + 1 times while it fails transiently or raises `transient`."""
+    """Run `attempt` up to `retries` + 1 times while it fails transiently or raises `transient`.
+
+    `uncertain` exceptions (a timeout or a cut connection once the request was sent) end the
+    tries at once: the provider may have the message, and a retry would text the user twice."""
     made = 0
     outcome = Outcome(ok=False, detail="not attempted")
     for made in range(1, max(retries, 0) + 2):
@@ -73,13 +80,19 @@ async def deliver(
             await asyncio.sleep(backoff_delay(backoff, made - 1))
         try:
             outcome = await attempt()
-        except transient as exc:
+        except transient as exc:  # checked first: never connected is never uncertain
             outcome = Outcome(ok=False, detail=describe(exc), transient=True)
+        except uncertain as exc:
+            outcome = Outcome(ok=False, detail=describe(exc), uncertain=True)
         except Exception as exc:  # the Sender contract: a failed delivery is answered, not raised
             logger.warning("sender %s: unexpected %s", provider, type(exc).__name__)
             outcome = Outcome(ok=False, detail=f"unexpected {type(exc).__name__}")
         if outcome.ok or not outcome.transient:
             break
     return Delivery(
-        ok=outcome.ok, provider=provider, detail=scrub(outcome.detail, secrets), attempts=made
+        ok=outcome.ok,
+        provider=provider,
+        detail=scrub(outcome.detail, secrets),
+        attempts=made,
+        uncertain=outcome.uncertain,
     )

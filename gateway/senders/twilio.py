@@ -10,7 +10,7 @@ import urllib.parse
 import aiohttp
 
 from gateway.messaging_config import TwilioProvider
-from gateway.senders.http import TRANSIENT_ERRORS, LazySession, is_transient
+from gateway.senders.http import TRANSIENT_ERRORS, UNCERTAIN_ERRORS, LazySession, is_transient
 from gateway.senders.protocols import Delivery, Message
 from gateway.senders.retry import Outcome, deliver, secrets_of
 
@@ -86,6 +86,7 @@ class TwilioSender:
             retries=provider.retries,
             backoff=self._backoff,
             transient=TRANSIENT_ERRORS,
+            uncertain=UNCERTAIN_ERRORS,
             secrets=[*secrets_of(message), provider.auth_token],
         )
 

@@ -8,6 +8,7 @@ never sends a second message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from decimal import Decimal
@@ -15,13 +16,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.crypto import same
 from gateway.factors.codes import CHANNELS
 from gateway.factors.contact import mask_email, mask_phone, message_subject, message_text
 from gateway.metrics import record_message
-from gateway.senders import Message
+from gateway.senders import Delivery, Message
 from gateway.session import Session
 from gateway.stores import LedgerRow
+from gateway.web.forms import checked_form
 from gateway.web.guard import audit_event
 from gateway.web.keys import VIEW
 from gateway.web.render import language, translator
@@ -37,7 +38,7 @@ _SENT_MESSAGES = {
 
 
 async def code_message_state(
-    request: web.Request, signin: SignIn, user: str, factor: str
+    request: web.Request, signin: SignIn, user: str, factor: str, session_id: str
 ) -> dict[str, Any]:
     """What the challenge page shows for an SMS or e-mail code; {} for other factors."""
     if factor not in CHANNELS or signin.codes is None:
@@ -55,24 +56,24 @@ async def code_message_state(
     state: dict[str, Any] = {
         "channel": factor,
         "to": shown,
-        "pending": await signin.codes.pending(user, factor),
+        "pending": await signin.codes.pending(user, factor, session_id),
         "minutes": max(1, math.ceil(rules.ttl / 60)),
     }
     sent = request.query.get("sent", "")
     if sent in _SENT_MESSAGES:
         state["problem"] = t(_SENT_MESSAGES[sent])
     elif sent == "cooldown":
-        state["problem"] = t("challenge.resend_wait", seconds=request.query.get("wait", "60"))
+        wait = request.query.get("wait", "")
+        seconds = min(int(wait), 3600) if wait.isdigit() and len(wait) < 6 else 60
+        state["problem"] = t("challenge.resend_wait", seconds=seconds)
     return state
 
 
 async def send_code(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
-    data = await request.post()
-    token = data.get("csrf")
-    if not isinstance(token, str) or not same(token, session.csrf):
-        audit_event(request, "csrf.failed", outcome="refused", reason="csrf_failed")
+    form = await checked_form(request, session)
+    factor = form.get("factor", "")
+    if factor not in CHANNELS:
         return signin.redirect(f"{signin.prefix}challenge")
-    factor = str(data.get("factor", ""))
     user = session.user
     back = f"{signin.prefix}challenge?factor={factor}"
     sender = signin.senders.get(factor)
@@ -81,7 +82,9 @@ async def send_code(request: web.Request, signin: SignIn, session: Session) -> w
     if signin.codes is None or sender is None or not contact or not allowed:
         return signin.redirect(back)
     ip = request[VIEW].ip
-    issued = await signin.codes.issue(user, factor, ip)
+    if await signin.codes.regulator.locked_until(user, ip):
+        return signin.redirect(back)  # the page says until when; nothing is sent meanwhile
+    issued = await signin.codes.issue(user, factor, ip, contact, session.sid)
     if not issued.ok:
         audit_event(request, "code.refused", outcome="refused", user=user, reason=issued.reason)
         wait = f"&wait={math.ceil(issued.wait)}" if issued.reason == "cooldown" else ""
@@ -99,29 +102,41 @@ async def send_code(request: web.Request, signin: SignIn, session: Session) -> w
         text=message_text(channel, factor, lang, **values),
         subject=message_subject(channel, lang, **values) if factor == "email" else "",
     )
-    delivery = await sender.send(message)
-    cost = channel.cost if delivery.ok else Decimal(0)
     groups = ",".join(signin.guard.user_for(user).groups)
-    await signin.durable.record_message(
-        LedgerRow(
-            time=signin.clock.now(),
-            user=user,
-            groups=groups,
-            channel=factor,
-            provider=delivery.provider,
-            status="sent" if delivery.ok else "failed",
-            attempts=delivery.attempts,
-            cost=str(cost),
-            currency=channel.currency,
+
+    async def send_and_record() -> Delivery:
+        # Shielded: a browser that goes away mid-send must not leave a sent SMS unbilled.
+        delivery = await sender.send(message)
+        # Sent, or perhaps sent (a timeout after the request left): charged, code kept.
+        charged = delivery.ok or delivery.uncertain
+        status = "sent" if delivery.ok else "unknown" if delivery.uncertain else "failed"
+        cost = channel.cost if charged else Decimal(0)
+        await signin.durable.record_message(
+            LedgerRow(
+                time=signin.clock.now(),
+                user=user,
+                groups=groups,
+                channel=factor,
+                provider=delivery.provider,
+                status=status,
+                attempts=delivery.attempts,
+                cost=str(cost),
+                currency=channel.currency,
+            )
         )
-    )
-    record_message(factor, delivery.provider, delivery.ok, cost, channel.currency)
-    if not delivery.ok:
-        await signin.codes.withdraw(user, factor)
+        record_message(factor, delivery.provider, charged, cost, channel.currency)
+        if not charged and signin.codes is not None:
+            await signin.codes.withdraw(user, factor)
+        return delivery
+
+    delivery = await asyncio.shield(asyncio.ensure_future(send_and_record()))
+    if not (delivery.ok or delivery.uncertain):
         log.warning(
             "%s code for %s not sent by %s: %s", factor, user, delivery.provider, delivery.detail
         )
         audit_event(request, "code.send_failed", outcome="failed", user=user, reason=factor)
         return signin.redirect(f"{back}&sent=failed")
-    audit_event(request, "code.sent", outcome="ok", user=user, reason=factor)
+    audit_event(
+        request, "code.sent", outcome="ok" if delivery.ok else "unknown", user=user, reason=factor
+    )
     return signin.redirect(back)

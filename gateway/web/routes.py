@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.crypto import SealBroken, same
-from gateway.errors import BadRequest, HttpError, MethodNotAllowed, NotFound
+from gateway.crypto import SealBroken
+from gateway.errors import MethodNotAllowed, NotFound
 from gateway.factors import totp
 from gateway.factors.book import MAX_AUTHENTICATORS, Verdict
 from gateway.factors.codes import CHANNELS
@@ -25,6 +25,7 @@ from gateway.identity import canonical_user
 from gateway.paths import safe_return_path
 from gateway.session import FULL, PASSWORD, Session
 from gateway.web.codes import code_message_state, send_code
+from gateway.web.forms import CsrfFailed, checked_form, read_form
 from gateway.web.guard import audit_event
 from gateway.web.keys import CLOCK, SIGNIN, USER, VIEW
 from gateway.web.render import LANGUAGE_COOKIE, STATIC, language, page, translator, when
@@ -33,41 +34,6 @@ from gateway.web.signin import LOGIN_COOKIE, SignIn
 Handler = Callable[[web.Request, SignIn], Awaitable[web.StreamResponse]]
 SessionHandler = Callable[[web.Request, SignIn, Session], Awaitable[web.StreamResponse]]
 IMPLEMENTED = ("totp", "recovery")  # factors this version can check
-_FORM_LIMIT = 16 * 1024
-
-
-class CsrfFailed(HttpError):
-    status = 403
-    reason = "csrf_failed"
-
-
-async def _read_form(request: web.Request) -> dict[str, str]:
-    """Our forms are small urlencoded UTF-8 bodies; anything else is refused with 400."""
-    if request.content_length is not None and request.content_length > _FORM_LIMIT:
-        raise BadRequest("form too large", reason="bad_request")
-    if request.content_type != "application/x-www-form-urlencoded":
-        raise BadRequest(f"a form of type {request.content_type!r}", reason="bad_request")
-    origin = request.headers.get("Origin")
-    host = request[VIEW].host
-    if origin is not None and origin != "null" and origin.split("://", 1)[-1] != host:
-        raise CsrfFailed(f"cross-origin form from {origin[:100]!r}")
-    try:
-        data = await request.post()
-    except (ValueError, LookupError, UnicodeDecodeError) as exc:
-        raise BadRequest(
-            f"form does not parse: {type(exc).__name__}", reason="bad_request"
-        ) from None
-    return {k: v for k, v in data.items() if isinstance(v, str)}
-
-
-async def _form(request: web.Request, session: Session) -> dict[str, str]:
-    """The posted form, after the CSRF token and (when sent) Origin are checked."""
-    data = await _read_form(request)
-    token = data.get("csrf")
-    if not isinstance(token, str) or not same(token, session.csrf):
-        audit_event(request, "csrf.failed", outcome="refused", reason="csrf_failed")
-        raise CsrfFailed("CSRF token missing or wrong")
-    return data
 
 
 def _sealed(signin: SignIn, session: Session, name: str, value: str) -> None:
@@ -158,7 +124,7 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
             paragraphs=[t("error.no_factor.body")],
         )
     if request.method == "POST":
-        form = await _form(request, session)
+        form = await checked_form(request, session)
         factor = form.get("factor", "totp")
         factor = factor if factor in usable else usable[0]
         code = form.get("code", "")[:64]
@@ -166,7 +132,7 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
         if factor == "recovery":
             verdict = await signin.factors.check_recovery(user, code, ip)
         elif factor in CHANNELS and signin.codes is not None:
-            verdict = await signin.codes.check(user, factor, code, ip)
+            verdict = await signin.codes.check(user, factor, code, ip, session.sid)
         else:
             verdict = await signin.factors.check_totp(user, code, ip)
         if verdict.ok:
@@ -186,8 +152,11 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
         if verdict.reason == "locked":
             audit_event(request, "challenge.lockout", outcome="locked", user=user)
         return await _challenge_page(request, signin, session, factor, usable, verdict)
-    chosen = request.query.get("factor") or await signin.durable.factor_choice(user)
-    factor = chosen if chosen in allowed else usable[0]
+    asked = request.query.get("factor", "")
+    last = await signin.durable.factor_choice(user)
+    # A factor asked for by its link (even one that cannot work: the page says why), else the
+    # one passed with last time if it still works, else the first that works.
+    factor = asked if asked in allowed else last if last in usable else usable[0]
     until = await signin.factors.regulator.locked_until(user, request[VIEW].ip)
     shown = Verdict(False, "locked", until) if until else None
     choices = [f for f in allowed if f in usable or f in CHANNELS]
@@ -220,7 +189,7 @@ async def _challenge_page(
         remember_for = duration(language(request), settings.remember_device)
     labels = {f: t(f"challenge.use_{f}") for f in ("totp", "recovery", *CHANNELS)}
     others = [(f, labels[f]) for f in allowed if f != factor]
-    message = await code_message_state(request, signin, session.user, factor)
+    message = await code_message_state(request, signin, session.user, factor, session.sid)
     if message.get("error") and not error:
         error, status = message["error"], 403
     response = page(
@@ -286,7 +255,7 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
     error = ""
     name = t("enrol.default_name")
     if request.method == "POST":
-        form = await _form(request, session)
+        form = await checked_form(request, session)
         name = form.get("name", "").strip()[:64] or t("enrol.default_name")
         verdict = await signin.factors.check_new_totp(
             user, secret, form.get("code", "")[:64], request[VIEW].ip
@@ -350,7 +319,7 @@ async def _enrolled(
 
 @needs(PASSWORD)
 async def skip(request: web.Request, signin: SignIn, found: Session) -> web.StreamResponse:
-    await _form(request, found)
+    await checked_form(request, found)
     if await signin.factors.enrolled(found.user):
         # Postponing is for enrolment only: an enrolled user always answers the challenge.
         return signin.redirect(f"{signin.prefix}challenge")
@@ -376,7 +345,7 @@ async def recovery_codes(
     t = translator(request)
     error = ""
     if request.method == "POST":
-        form = await _form(request, session)
+        form = await checked_form(request, session)
         if form.get("saved") == "1":
             session.pending.pop("recovery", None)
             await signin.book.save(session)
@@ -486,7 +455,7 @@ async def account(request: web.Request, signin: SignIn, session: Session) -> web
 async def account_remove(
     request: web.Request, signin: SignIn, session: Session
 ) -> web.StreamResponse:
-    form = await _form(request, session)
+    form = await checked_form(request, session)
     if not _fresh(signin, session):
         return await _step_up(request, signin, session, "account")
     user = session.user
@@ -504,7 +473,7 @@ async def account_remove(
 async def account_regenerate(
     request: web.Request, signin: SignIn, session: Session
 ) -> web.StreamResponse:
-    await _form(request, session)
+    await checked_form(request, session)
     if not _fresh(signin, session):
         return await _step_up(request, signin, session, "account")
     codes = await signin.factors.new_recovery_codes(session.user)
@@ -518,7 +487,7 @@ async def account_regenerate(
 async def account_forget_device(
     request: web.Request, signin: SignIn, found: Session
 ) -> web.StreamResponse:
-    form = await _form(request, found)
+    form = await checked_form(request, found)
     now = signin.clock.now()
     if await signin.durable.revoke_device(found.user, form.get("id", ""), now):
         audit_event(request, "device.revoked", outcome="ok", user=found.user)
@@ -544,7 +513,7 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
     username = ""
     status = 200
     if request.method == "POST":
-        form = await _read_form(request)
+        form = await read_form(request)
         if fresh_nonce or not signin.book.form_token_ok(form.get("csrf", ""), nonce):
             audit_event(request, "csrf.failed", outcome="refused", reason="csrf_failed")
             raise CsrfFailed("login form token missing or wrong")
@@ -590,7 +559,7 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
 async def logout(request: web.Request, signin: SignIn) -> web.StreamResponse:
     session = await signin.session(request)
     if session is not None:
-        await _form(request, session)
+        await checked_form(request, session)
         await signin.book.end(session)
         audit_event(request, "signin.logout", outcome="ok", user=session.user)
     target = signin.login.path if signin.login.mode == "upstream" else f"{signin.prefix}login"

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway.metrics import MESSAGE_COST, MESSAGES
 from gateway.stores import LedgerRow
+from gateway.usage import bill
 from tests.conftest import Served, serve
 from tests.signin_kit import Browser, Browsers, SignInGateway, Start, field
 
@@ -217,9 +218,9 @@ async def test_a_user_without_a_number_is_told_to_ask_the_administrator(
     assert status == 403
     assert "no mobile number on file" in html
     assert "administrator" in html
-    # A send asked for anyway (the page offers none) sends nothing.
-    status, _, r = await b.post("/_gateway/challenge/send", {"csrf": "x", "factor": "sms"})
-    assert "sent=" not in r.headers["Location"]
+    # A send asked for anyway (the page offers none, so without its token) sends nothing.
+    status, _, _ = await b.post("/_gateway/challenge/send", {"csrf": "x", "factor": "sms"})
+    assert status == 403
     assert messages(outbox) == []
 
 
@@ -325,7 +326,7 @@ async def test_a_provider_failure_says_so_and_offers_another_factor(
     assert "Use a code from the authenticator app" not in html  # carol has no authenticator
     rows = await gw.signin.durable.messages(0, 4e9)
     assert [(r.status, r.provider, r.attempts, r.cost) for r in rows] == [
-        ("failed", "http", 2, "0")
+        ("failed", "http", 1, "0")
     ]
     # Failed sends do not hold the cooldown: the user may try again at once.
     _, location = await send(b, "sms")
@@ -374,3 +375,173 @@ async def test_message_texts_can_be_set_in_gateway_yaml(
         await send(b, "sms")
         assert messages(outbox)[-1]["text"].startswith(expected)
         gw.clock.advance(61)
+
+
+# -- regressions from the review of this feature ----------------------------------------------
+
+
+@pytest.fixture
+async def slow_provider() -> AsyncIterator[Served]:
+    """Takes the message, then answers late (or never in time)."""
+    received: list[str] = []
+
+    async def take(request: web.Request) -> web.Response:
+        received.append(await request.text())
+        await asyncio.sleep(float(request.query.get("delay", "1")))
+        return web.json_response({"id": "late"}, status=202)
+
+    app = web.Application()
+    app[RECEIVED] = received
+    app.router.add_post("/send", take)
+    served = await serve(app, handler_cancellation=True)
+    yield served
+    await served.runner.cleanup()
+
+
+RECEIVED = web.AppKey("received", list[str])
+
+
+async def test_a_provider_too_slow_to_answer_is_charged_once_and_the_code_stands(
+    crm: Served, start: Start, slow_provider: Served, outbox: Path, browsers: Browsers
+) -> None:
+    url = f"{slow_provider.url}/send?delay=5"
+    provider = f"{{type: http, url: '{url}', retries: 2, timeout: 0.3s}}"
+    gw = await start(crm.url, policy=POLICY, extra=outbox_config(outbox, provider))
+    b = browsers(gw)
+    await b.crm_login("carol", "carol-demo")
+    for _ in range(3):
+        await send(b, "sms")  # the first times out; the others hit the cooldown
+    assert len(slow_provider.app[RECEIVED]) == 1  # never sent twice
+    rows = await gw.signin.durable.messages(0, 4e9)
+    assert [(r.status, r.attempts, r.cost) for r in rows] == [("unknown", 1, "0.10")]
+    _, html, _ = await b.get("/_gateway/challenge?factor=sms")
+    assert "Code from the message" in html  # the code it may have got still works
+
+
+async def test_a_browser_that_leaves_mid_send_still_gets_its_message_billed(
+    crm: Served, start: Start, slow_provider: Served, outbox: Path, browsers: Browsers
+) -> None:
+    url = f"{slow_provider.url}/send?delay=0.5"
+    provider = f"{{type: http, url: '{url}', timeout: 3s}}"
+    gw = await start(crm.url, policy=POLICY, extra=outbox_config(outbox, provider))
+    b = browsers(gw)
+    await b.crm_login("carol", "carol-demo")
+    _, html, _ = await b.get("/_gateway/challenge?factor=sms")
+    with pytest.raises(asyncio.TimeoutError):
+        async with asyncio.timeout(0.1):
+            await b.post("/_gateway/challenge/send", {"csrf": field(html, "csrf"), "factor": "sms"})
+    for _ in range(40):
+        if await gw.signin.durable.messages(0, 4e9):
+            break
+        await asyncio.sleep(0.05)
+    rows = await gw.signin.durable.messages(0, 4e9)
+    assert [(r.status, r.cost) for r in rows] == [("sent", "0.10")]
+
+
+async def test_a_code_works_only_in_the_sign_in_that_asked_for_it(
+    gw: SignInGateway, browsers: Browsers, outbox: Path
+) -> None:
+    asker, other = browsers(gw), browsers(gw)
+    await asker.crm_login("carol", "carol-demo")
+    await other.crm_login("carol", "carol-demo")
+    await send(asker, "sms")
+    code = last_code(outbox, "+31612345678")
+    _, html, _ = await other.get("/_gateway/challenge?factor=sms")
+    assert "Send the code" in html  # no code is waiting for this sign-in
+    status, _, _ = await answer(other, "sms", code)
+    assert status == 400
+    assert (await answer(asker, "sms", code))[0] == 303
+
+
+async def test_one_number_shared_by_two_accounts_gets_no_more_than_one_cap(
+    crm: Served, start: Start, outbox: Path, browsers: Browsers
+) -> None:
+    policy = POLICY.replace(
+        "  bob: {factors: [email, totp, recovery], email: bob@example.com, groups: [staff]}",
+        '  bob: {factors: [sms], phone: "+31 6 1234 5678"}',
+    )
+    gw = await start(crm.url, policy=policy, extra=outbox_config(outbox))
+    for _ in range(5):
+        for user in ("carol", "bob"):
+            b = browsers(gw)
+            await b.crm_login(user, f"{user}-demo")
+            await send(b, "sms")
+        gw.clock.advance(61)
+    assert len(messages(outbox)) == 5
+
+
+async def test_the_send_endpoint_refuses_odd_bodies_and_foreign_origins(
+    gw: SignInGateway, browsers: Browsers, outbox: Path
+) -> None:
+    b = browsers(gw)
+    await b.crm_login("carol", "carol-demo")
+    _, html, _ = await b.get("/_gateway/challenge?factor=sms")
+    csrf = field(html, "csrf")
+    url = gw.url + "/_gateway/challenge/send"
+    for body, content_type in (
+        (b"csrf=\xff&factor=sms", "application/x-www-form-urlencoded; charset=bogus"),
+        (b"--x\r\n\r\n", "multipart/form-data"),
+        (b"\xff\xfe", "application/x-www-form-urlencoded"),
+    ):
+        async with b.http.post(url, data=body, headers={"Content-Type": content_type}) as r:
+            assert r.status == 400, (body, content_type)
+    data = {"csrf": csrf, "factor": "sms\r\nX-Evil: 1"}
+    status, _, r = await b.post("/_gateway/challenge/send", data)
+    assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
+    async with b.http.post(
+        url,
+        data={"csrf": csrf, "factor": "sms"},
+        headers={"Origin": "https://evil.example"},
+        allow_redirects=False,
+    ) as r:
+        assert r.status == 403
+    assert messages(outbox) == []
+    _, html, _ = await b.get(
+        "/_gateway/challenge?factor=sms&sent=cooldown&wait=9999999%20call%20us"
+    )
+    assert "call us" not in html
+    assert "in 60 seconds" in html
+
+
+async def test_nothing_is_sent_while_the_user_is_locked(
+    crm: Served, start: Start, outbox: Path, browsers: Browsers
+) -> None:
+    extra = outbox_config(outbox) + "limits: {lockout: 10m}\n"
+    gw = await start(crm.url, policy=POLICY, extra=extra)
+    b = browsers(gw)
+    await b.crm_login("carol", "carol-demo")
+    await send(b, "sms")
+    for _ in range(5):
+        await answer(b, "sms", "000000")
+    assert await gw.signin.factors.regulator.locked_until("carol", "127.0.0.1")
+    session = await gw.signin.book.load(b.cookie("crm_gateway"))
+    assert session is not None
+    gw.clock.advance(120)  # the resend cooldown is over; the lockout (10 min) is not
+    await b.post("/_gateway/challenge/send", {"csrf": session.csrf, "factor": "sms"})
+    assert len(messages(outbox)) == 1
+
+
+async def test_a_stale_last_choice_falls_back_to_a_factor_that_works(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    await gw.signin.durable.set_factor_choice("alice", "totp")  # alice has no authenticator
+    await gw.signin.durable.set_factor_choice("carol", "email")  # carol has no address
+    b = browsers(gw)
+    await b.crm_login("carol", "carol-demo")
+    status, html, _ = await b.get("/_gateway/challenge")
+    assert status == 200
+    assert "Send the code" in html
+
+
+def test_the_lines_of_a_bill_add_up_to_its_total() -> None:
+    rows = [
+        LedgerRow(float(i), user, "", "sms", "http", "sent", 1, "0.0079", "USD")
+        for i, user in enumerate(("ann", "bo", "cy"))
+    ]
+    lines = bill(rows, "user")
+    assert [(who, str(cost)) for who, _, _, cost, _ in lines] == [
+        ("ann", "0.0079"),
+        ("bo", "0.0079"),
+        ("cy", "0.0079"),
+        ("TOTAL", "0.0237"),
+    ]
