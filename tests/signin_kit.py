@@ -114,7 +114,10 @@ class Browser:
         self.gw = gw
         self.jar = aiohttp.CookieJar(unsafe=True)
         self.http = aiohttp.ClientSession(
-            cookie_jar=self.jar, headers=headers or {"Accept": "text/html"}
+            cookie_jar=self.jar,
+            headers=headers or {"Accept": "text/html"},
+            # A gateway that never answers fails the test in seconds, not aiohttp's 5 minutes.
+            timeout=aiohttp.ClientTimeout(total=30),
         )
         self.prefix = "/_gateway/"
 
