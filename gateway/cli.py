@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from gateway import __version__, admin, usage
+from gateway import __version__, admin, usage, usercli
 from gateway.config import Config, load_config, parse_listen
 from gateway.crypto import KeyError_, hash_password, new_key_line
 from gateway.errors import ConfigError
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--id", default="", help="key id (default: k + today's date)")
     admin.add_commands(commands)
     usage.add_command(commands)
+    usercli.add_commands(commands)
     return parser
 
 
@@ -158,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tokens":
         loaded = _load(args.config)
         return EXIT_CONFIG if loaded is None else admin.tokens(args, *loaded)
+    if args.command in ("users", "sessions", "recovery"):
+        loaded = _load(args.config)
+        return EXIT_CONFIG if loaded is None else usercli.users_command(args, *loaded)
     if args.command == "sms-usage":
         loaded = _load(args.config)
         return EXIT_CONFIG if loaded is None else usage.sms_usage(args, loaded[0])

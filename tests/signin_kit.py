@@ -239,12 +239,17 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
     started: list[SignInGateway] = []
 
     async def make(
-        upstream_url: str, *, login: str = DEMO_LOGIN, policy: str = DEMO_POLICY, extra: str = ""
+        upstream_url: str,
+        *,
+        login: str = DEMO_LOGIN,
+        policy: str = DEMO_POLICY,
+        extra: str = "",
+        clock: FakeClock | None = None,
     ) -> SignInGateway:
         folder = tmp_path / f"gw{len(started)}"
         folder.mkdir()
         gw = await start_signin_gateway(
-            upstream_url, folder, login=login, policy=policy, extra=extra
+            upstream_url, folder, login=login, policy=policy, extra=extra, clock=clock
         )
         started.append(gw)
         return gw

@@ -40,6 +40,7 @@ LAYERS = {
     "gateway.cli": 6,
     "gateway.admin": 6,
     "gateway.usage": 6,
+    "gateway.usercli": 6,
     "gateway.__main__": 7,
 }
 

@@ -72,6 +72,13 @@ CREATE TABLE IF NOT EXISTS message_ledger (
     currency TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS message_ledger_time ON message_ledger (time);
+CREATE TABLE IF NOT EXISTS admin_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action TEXT NOT NULL,
+    user TEXT NOT NULL,
+    created REAL NOT NULL,
+    done REAL
+);
 CREATE TABLE IF NOT EXISTS factor_choice (
     user TEXT PRIMARY KEY,
     factor TEXT NOT NULL
@@ -349,6 +356,52 @@ class SqliteDurableStore:
             until,
         )
         return [LedgerRow(*r) for r in rows]  # type: ignore[arg-type]
+
+    async def request_action(self, action: str, user: str, now: float) -> int:
+        """An admin request the running gateway carries out (it holds the state): its id."""
+        return await self._run(self._request, action, user, now)
+
+    def _request(self, action: str, user: str, now: float) -> int:
+        conn = self._connection()
+        with conn:
+            cursor = conn.execute(
+                "INSERT INTO admin_requests (action, user, created) VALUES (?, ?, ?)",
+                (action, user, now),
+            )
+        return int(cursor.lastrowid or 0)
+
+    async def pending_requests(self) -> list[tuple[int, str, str]]:
+        rows = await self.query(
+            "SELECT id, action, user FROM admin_requests WHERE done IS NULL ORDER BY id"
+        )
+        return [(int(str(r[0])), str(r[1]), str(r[2])) for r in rows]
+
+    async def claim_request(self, request_id: int, now: float) -> bool:
+        """Mark a request done; True for the one worker that claimed it."""
+        done = await self.change(
+            ("UPDATE admin_requests SET done = ? WHERE id = ? AND done IS NULL", (now, request_id))
+        )
+        return done > 0
+
+    async def request_done(self, request_id: int) -> bool:
+        rows = await self.query("SELECT done FROM admin_requests WHERE id = ?", request_id)
+        return bool(rows) and rows[0][0] is not None
+
+    async def remove_authenticators(self, user: str) -> int:
+        return await self.change(("DELETE FROM authenticators WHERE user = ?", (user,)))
+
+    async def revoke_devices(self, user: str, now: float) -> int:
+        return await self.change(
+            ("UPDATE devices SET revoked = ? WHERE user = ? AND revoked IS NULL", (now, user))
+        )
+
+    async def known_users(self) -> list[str]:
+        """Every user the store holds something for (authenticators, codes, devices)."""
+        rows = await self.query(
+            "SELECT user FROM authenticators UNION SELECT user FROM recovery_codes"
+            " UNION SELECT user FROM devices ORDER BY 1"
+        )
+        return [str(r[0]) for r in rows]
 
     async def set_factor_choice(self, user: str, factor: str) -> None:
         await self.change(

@@ -437,14 +437,25 @@ class SignIn:
         return await asyncio.to_thread(verify_password, stored, password)
 
     async def watch_revocations(self) -> None:
-        """Admin resets and `sessions revoke` reach every worker within seconds."""
+        """Admin resets and `sessions revoke` reach every worker within seconds; so do admin
+        requests for state only the gateway holds (`users unlock`: lockouts in the shared
+        store, which may be this process's memory)."""
         version = -1
         while True:
             with contextlib.suppress(HttpError):
                 found = await self.durable.revocations_version()
                 if found != version:
                     version, self.book.revocations = await self.durable.revocations()
+                await self.carry_out_requests()
             await asyncio.sleep(2.0)
+
+    async def carry_out_requests(self) -> None:
+        for request_id, action, user in await self.durable.pending_requests():
+            if action == "unlock" and await self.durable.claim_request(
+                request_id, self.clock.now()
+            ):
+                await self.factors.regulator.unlock(user)
+                log.info("admin request %d: %s unlocked", request_id, user)
 
 
 class SignInRequired(HttpError):

@@ -1,0 +1,226 @@
+"""`crm-gateway users …`, `sessions revoke` and `recovery regenerate`: what IT does when a
+phone is lost or someone is locked out. Tables for people, `--json` for scripts; exit 0 done,
+1 failed (e.g. no such user), 2 the configuration or the arguments are wrong.
+
+Durable state is changed directly in the store; state only the running gateway holds (a
+lockout in its memory) is asked of it through the store, and it acts within seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from gateway.clock import SystemClock
+from gateway.config import Config
+from gateway.factors import recovery
+from gateway.model import canonical_user
+from gateway.policy import Policy
+from gateway.stores.sqlite import SqliteDurableStore
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+CLOCK = SystemClock()
+WAIT_FOR_GATEWAY = 5.0  # seconds `users unlock` waits to see the gateway act
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    users = commands.add_parser("users", help="enrolment, devices and lockouts of users")
+    user_cmds = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    listing = user_cmds.add_parser("list", help="every user the policy or the store knows")
+    show = user_cmds.add_parser("show", help="one user: authenticators, codes, devices")
+    show.add_argument("user")
+    reset = user_cmds.add_parser(
+        "reset-2fa",
+        help="lost phone: remove authenticators and recovery codes, end sessions and "
+        "remembered devices; the user enrols again at the next sign-in",
+    )
+    reset.add_argument("user")
+    unlock = user_cmds.add_parser("unlock", help="end a lockout after failed codes")
+    unlock.add_argument("user")
+    sessions = commands.add_parser("sessions", help="gateway sessions")
+    session_cmds = sessions.add_subparsers(
+        dest="sessions_command", required=True, metavar="COMMAND"
+    )
+    revoke = session_cmds.add_parser("revoke", help="end every session of a user")
+    revoke.add_argument("user")
+    codes = commands.add_parser("recovery", help="recovery codes")
+    code_cmds = codes.add_subparsers(dest="recovery_command", required=True, metavar="COMMAND")
+    regenerate = code_cmds.add_parser(
+        "regenerate", help="new recovery codes for a user, printed once (the old ones stop)"
+    )
+    regenerate.add_argument("user")
+    for sub in (listing, show, reset, unlock, revoke, regenerate):
+        sub.add_argument("-c", "--config", default="gateway.yaml")
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+async def _with_store(config: Config, work: Callable[[SqliteDurableStore], Awaitable[T]]) -> T:
+    store = SqliteDurableStore(config.state.durable.path)
+    await store.open()
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(stamp)) if stamp else ""
+
+
+def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(lines))
+
+
+async def _state(store: SqliteDurableStore, user: str) -> dict[str, Any]:
+    now = CLOCK.now()
+    authenticators = await store.authenticators(user)
+    devices = await store.devices(user)
+    used = [a.last_used for a in authenticators if a.last_used]
+    return {
+        "user": user,
+        "authenticators": [
+            {"id": a.id, "name": a.name, "added": _when(a.created), "last_used": _when(a.last_used)}
+            for a in authenticators
+        ],
+        "recovery_codes_left": await store.recovery_codes_left(user),
+        "last_verified": _when(max(used)) if used else "",
+        "remembered_devices": [
+            {"id": d.id, "label": d.label, "until": _when(d.remembered_until)}
+            for d in devices
+            if d.remembered_until > now
+        ],
+    }
+
+
+def users_command(args: argparse.Namespace, config: Config, policy: Policy | None) -> int:
+    command = getattr(args, "users_command", None) or getattr(args, "sessions_command", None)
+    command = command or args.recovery_command
+    if command == "list":
+        return _list(args, config, policy)
+    user = canonical_user(args.user)
+    if not user:
+        print("the user name is empty", file=sys.stderr)
+        return EXIT_USAGE
+    if command == "show":
+        state = asyncio.run(_with_store(config, lambda s: _state(s, user)))
+        known = policy is not None and any(canonical_user(u) == user for u in policy.users)
+        if not known and not state["authenticators"] and not state["remembered_devices"]:
+            print(f"no user {user!r} in the policy or the store", file=sys.stderr)
+            return EXIT_FAILED
+        lines = [
+            f"user: {user}",
+            f"authenticators: {len(state['authenticators'])}",
+            *(
+                f"  - {a['name']} (added {a['added']}, last used {a['last_used'] or 'never'})"
+                for a in state["authenticators"]
+            ),
+            f"recovery codes left: {state['recovery_codes_left']}",
+            f"last verified: {state['last_verified'] or 'never'}",
+            f"remembered devices: {len(state['remembered_devices'])}",
+            *(f"  - {d['label']} until {d['until']}" for d in state["remembered_devices"]),
+        ]
+        _emit(args, state, lines)
+        return EXIT_OK
+    if command == "reset-2fa":
+        return _reset(args, config, user)
+    if command == "unlock":
+        return _unlock(args, config, user)
+    if command == "revoke":
+        asyncio.run(_with_store(config, lambda s: s.revoke_sessions(user, CLOCK.now())))
+        _emit(args, {"user": user, "sessions": "revoked"}, [f"sessions of {user} revoked"])
+        return EXIT_OK
+    return _regenerate(args, config, user)
+
+
+def _list(args: argparse.Namespace, config: Config, policy: Policy | None) -> int:
+    async def gather(store: SqliteDurableStore) -> list[dict[str, Any]]:
+        names = {canonical_user(u) for u in (policy.users if policy else {})}
+        names |= set(await store.known_users())
+        return [await _state(store, name) for name in sorted(names)]
+
+    rows = asyncio.run(_with_store(config, gather))
+    lines = [
+        f"{'USER':<20} {'AUTHENTICATORS':>14} {'CODES LEFT':>10} {'DEVICES':>7}  LAST VERIFIED"
+    ]
+    lines += [
+        f"{r['user']:<20} {len(r['authenticators']):>14} {r['recovery_codes_left']:>10} "
+        f"{len(r['remembered_devices']):>7}  {r['last_verified'] or 'never'}"
+        for r in rows
+    ]
+    _emit(args, rows, lines)
+    return EXIT_OK
+
+
+def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
+    async def reset(store: SqliteDurableStore) -> dict[str, Any]:
+        now = CLOCK.now()
+        removed = await store.remove_authenticators(user)
+        await store.replace_recovery_codes(user, [], now)
+        devices = await store.revoke_devices(user, now)
+        await store.revoke_sessions(user, now)
+        await store.request_action("unlock", user, now)
+        return {"user": user, "authenticators_removed": removed, "devices_forgotten": devices}
+
+    done = asyncio.run(_with_store(config, reset))
+    _emit(
+        args,
+        done,
+        [
+            f"{user}: {done['authenticators_removed']} authenticators removed, recovery codes "
+            f"deleted, {done['devices_forgotten']} devices forgotten, sessions ended",
+            "they enrol again at their next sign-in",
+        ],
+    )
+    return EXIT_OK
+
+
+def _unlock(args: argparse.Namespace, config: Config, user: str) -> int:
+    async def unlock(store: SqliteDurableStore) -> bool:
+        request = await store.request_action("unlock", user, CLOCK.now())
+        waited = 0.0
+        while waited < WAIT_FOR_GATEWAY:
+            if await store.request_done(request):
+                return True
+            await asyncio.sleep(0.2)
+            waited += 0.2
+        return False
+
+    done = asyncio.run(_with_store(config, unlock))
+    if done:
+        _emit(args, {"user": user, "unlocked": True}, [f"{user} unlocked"])
+        return EXIT_OK
+    _emit(
+        args,
+        {"user": user, "unlocked": False, "requested": True},
+        [f"unlock of {user} requested: the gateway is not running, or has not acted yet"],
+    )
+    return EXIT_OK
+
+
+def _regenerate(args: argparse.Namespace, config: Config, user: str) -> int:
+    async def regenerate(store: SqliteDurableStore) -> list[str] | None:
+        if not await store.authenticators(user):
+            return None
+        codes = recovery.new_codes()
+        await store.replace_recovery_codes(user, recovery.digests(user, codes), CLOCK.now())
+        return codes
+
+    codes = asyncio.run(_with_store(config, regenerate))
+    if codes is None:
+        print(f"{user} has no authenticator: recovery codes come with one", file=sys.stderr)
+        return EXIT_FAILED
+    _emit(
+        args,
+        {"user": user, "recovery_codes": codes},
+        [f"new recovery codes for {user} (the old ones no longer work):", *codes],
+    )
+    return EXIT_OK

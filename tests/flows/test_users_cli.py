@@ -1,0 +1,147 @@
+"""The admin commands for users, run as the real `python -m gateway` process against the store
+of a running gateway (in front of the demo CRM): what IT does when a phone is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import FakeClock
+from tests.conftest import Served
+from tests.signin_kit import Browser, Browsers, SignInGateway, Start, enrolled
+
+
+@pytest.fixture
+async def gw(crm: Served, start: Start) -> SignInGateway:
+    # The commands stamp with the real clock: the gateway's fake one starts before it, so a
+    # revocation "now" is after every session the tests make.
+    return await start(crm.url, clock=FakeClock(1_700_000_000.0))
+
+
+def cli_config(tmp_path: Path) -> Path:
+    """A config naming the same store and policies as the gateway `start` made (in gw0)."""
+    folder = tmp_path / "gw0"
+    path = tmp_path / "admin.yaml"
+    path.write_text(
+        "listen: 127.0.0.1:0\nupstream: {url: 'http://127.0.0.1:1'}\n"
+        f"state:\n  durable: {{type: sqlite, path: {folder}/gateway.db}}\n"
+        f"policies: {folder}/policies\n"
+    )
+    return path
+
+
+async def cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        "-c",
+        str(cli_config(tmp_path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def signed_out(b: Browser) -> bool:
+    """True once the gateway has ended the browser's session (it looks every 2 s)."""
+    for _ in range(40):
+        if (await b.get("/contacts"))[0] == 302:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_users_list_and_show(gw: SignInGateway, browsers: Browsers, tmp_path: Path) -> None:
+    await enrolled(browsers(gw))
+    code, out, _ = await cli(tmp_path, "users", "list")
+    assert code == 0
+    assert out.splitlines()[0].startswith("USER")
+    alice = next(line for line in out.splitlines() if line.startswith("alice"))
+    assert alice.split()[1:4] == ["1", "10", "0"]
+    code, out, _ = await cli(tmp_path, "users", "list", "--json")
+    listed = {row["user"]: row for row in json.loads(out)}
+    assert {"alice", "bob", "carol", "dave"} <= set(listed)
+    assert listed["bob"]["authenticators"] == []
+    code, out, _ = await cli(tmp_path, "users", "show", "ALICE", "--json")
+    shown = json.loads(out)
+    assert (code, shown["user"], shown["recovery_codes_left"]) == (0, "alice", 10)
+    assert shown["authenticators"][0]["name"] == "Phone"
+    code, _, err = await cli(tmp_path, "users", "show", "nobody")
+    assert code == 1
+    assert "no user 'nobody'" in err
+
+
+async def test_reset_2fa_after_a_lost_phone(
+    gw: SignInGateway, browsers: Browsers, tmp_path: Path
+) -> None:
+    b = browsers(gw)
+    await enrolled(b)
+    assert (await b.get("/contacts"))[0] == 200
+    gw.clock.advance(1)
+    code, out, _ = await cli(tmp_path, "users", "reset-2fa", "alice")
+    assert code == 0
+    assert "1 authenticators removed" in out
+    assert await signed_out(b)  # the open session ended
+    assert await gw.signin.factors.authenticators("alice") == []
+    assert await gw.signin.factors.recovery_left("alice") == 0
+    again = browsers(gw)
+    gw.clock.advance(1)
+    assert await again.crm_login("alice", "alice-demo") == "/_gateway/enrol"
+
+
+async def test_unlock_ends_a_lockout_in_the_running_gateway(
+    gw: SignInGateway, browsers: Browsers, tmp_path: Path
+) -> None:
+    b = browsers(gw)
+    secret, _ = await enrolled(b)
+    gw.clock.advance(60)
+    locked = browsers(gw)
+    await locked.crm_login("alice", "alice-demo")
+    wrong = "000000" if locked.code(secret) != "000000" else "111111"
+    for _ in range(5):
+        status, _, _ = await locked.answer(wrong)
+    assert status == 429
+    code, out, _ = await cli(tmp_path, "users", "unlock", "alice")
+    assert (code, out.strip()) == (0, "alice unlocked")
+    status, _, r = await locked.answer(locked.code(secret))
+    assert (status, r.headers["Location"]) == (303, "/contacts")
+
+
+async def test_sessions_revoke_signs_the_user_out_everywhere(
+    gw: SignInGateway, browsers: Browsers, tmp_path: Path
+) -> None:
+    b = browsers(gw)
+    await enrolled(b)
+    gw.clock.advance(1)
+    code, out, _ = await cli(tmp_path, "sessions", "revoke", "alice")
+    assert (code, out.strip()) == (0, "sessions of alice revoked")
+    assert await signed_out(b)
+
+
+async def test_recovery_regenerate_prints_new_codes_once_and_voids_the_old(
+    gw: SignInGateway, browsers: Browsers, tmp_path: Path
+) -> None:
+    b = browsers(gw)
+    _, old = await enrolled(b)
+    code, out, _ = await cli(tmp_path, "recovery", "regenerate", "alice", "--json")
+    new = json.loads(out)["recovery_codes"]
+    assert code == 0
+    assert len(new) == 10
+    assert not set(new) & set(old)
+    other = browsers(gw)
+    await other.crm_login("alice", "alice-demo")
+    status, _, _ = await other.answer(old[0], factor="recovery")
+    assert status == 400
+    status, _, _ = await other.answer(new[0], factor="recovery")
+    assert status == 303
+    code, _, err = await cli(tmp_path, "recovery", "regenerate", "bob")
+    assert code == 1
+    assert "no authenticator" in err
