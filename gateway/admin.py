@@ -118,6 +118,11 @@ def explain(args: argparse.Namespace, policy: Policy | None) -> int:
     return EXIT_OK
 
 
+def with_store(config: Config, work: Callable[[SqliteDurableStore], Awaitable[T]]) -> T:
+    """Open the config's durable store, run `work` on it, close it: one CLI command's I/O."""
+    return asyncio.run(_with_store(config, work))
+
+
 async def _with_store(config: Config, work: Callable[[SqliteDurableStore], Awaitable[T]]) -> T:
     store = SqliteDurableStore(config.state.durable.path)
     await store.open()
@@ -145,21 +150,21 @@ def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> i
             await store.add_token(token_id, args.user, digest(token), args.label, CLOCK.now())
 
         try:
-            asyncio.run(_with_store(config, add))
+            with_store(config, add)
         except Exception as exc:  # sqlite3.IntegrityError: the same token twice
             print(f"not registered: {exc}", file=sys.stderr)
             return EXIT_FAILED
         print(token_id)
         return EXIT_OK
     if args.tokens_command == "list":
-        rows = asyncio.run(_with_store(config, lambda s: s.tokens()))
+        rows = with_store(config, lambda s: s.tokens())
         entries = [
             {
                 "id": r[0],
                 "user": r[1],
                 "label": r[2],
-                "created": _when(r[3]),
-                "revoked": _when(r[4]) if r[4] else None,
+                "created": when_utc(r[3]),
+                "revoked": when_utc(r[4]) if r[4] else None,
             }
             for r in rows
         ]
@@ -171,7 +176,7 @@ def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> i
                 state = "revoked" if e["revoked"] else "active"
                 print(f"{e['id']:<17} {e['user']:<16} {e['created']:<20} {state:<8} {e['label']}")
         return EXIT_OK
-    revoked = asyncio.run(_with_store(config, lambda s: s.revoke_token(args.id, CLOCK.now())))
+    revoked = with_store(config, lambda s: s.revoke_token(args.id, CLOCK.now()))
     if not revoked:
         print(f"no active token with id {args.id}", file=sys.stderr)
         return EXIT_FAILED
@@ -179,5 +184,5 @@ def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> i
     return EXIT_OK
 
 
-def _when(stamp: float | None) -> str:
+def when_utc(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(stamp)) if stamp else ""

@@ -4,7 +4,6 @@ table for people or CSV for the accounts department. Amounts are decimals, never
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import re
 import sys
@@ -12,9 +11,9 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from gateway.admin import with_store
 from gateway.config import Config
 from gateway.stores import LedgerRow
-from gateway.stores.sqlite import SqliteDurableStore
 
 EXIT_OK, EXIT_USAGE = 0, 2
 _QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
@@ -78,21 +77,13 @@ def bill(rows: list[LedgerRow], by: str) -> list[tuple[str, int, int, Decimal, s
     return lines
 
 
-async def _rows(config: Config, since: float, until: float) -> list[LedgerRow]:
-    store = SqliteDurableStore(config.state.durable.path)
-    await store.open()
-    try:
-        return await store.messages(since, until)
-    finally:
-        await store.close()
-
-
 def sms_usage(args: argparse.Namespace, config: Config) -> int:
     bounds = quarter_bounds(args.quarter)
     if bounds is None:
         print(f"--quarter: must look like 2026Q3 but it's {args.quarter!r}", file=sys.stderr)
         return EXIT_USAGE
-    rows = asyncio.run(_rows(config, *bounds))
+    since, until = bounds
+    rows = with_store(config, lambda store: store.messages(since, until))
     if args.channel != "all":
         rows = [r for r in rows if r.channel == args.channel]
     lines = bill(rows, args.by)

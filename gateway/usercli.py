@@ -12,11 +12,9 @@ import argparse
 import asyncio
 import json
 import sys
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from gateway.clock import SystemClock
+from gateway.admin import CLOCK, when_utc, with_store
 from gateway.config import Config
 from gateway.factors import recovery
 from gateway.model import canonical_user
@@ -24,8 +22,6 @@ from gateway.policy import Policy
 from gateway.stores.sqlite import SqliteDurableStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-T = TypeVar("T")
-CLOCK = SystemClock()
 WAIT_FOR_GATEWAY = 5.0  # seconds `users unlock` waits to see the gateway act
 
 
@@ -60,19 +56,6 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-async def _with_store(config: Config, work: Callable[[SqliteDurableStore], Awaitable[T]]) -> T:
-    store = SqliteDurableStore(config.state.durable.path)
-    await store.open()
-    try:
-        return await work(store)
-    finally:
-        await store.close()
-
-
-def _when(stamp: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(stamp)) if stamp else ""
-
-
 def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
@@ -88,13 +71,18 @@ async def _state(store: SqliteDurableStore, user: str) -> dict[str, Any]:
     return {
         "user": user,
         "authenticators": [
-            {"id": a.id, "name": a.name, "added": _when(a.created), "last_used": _when(a.last_used)}
+            {
+                "id": a.id,
+                "name": a.name,
+                "added": when_utc(a.created),
+                "last_used": when_utc(a.last_used),
+            }
             for a in authenticators
         ],
         "recovery_codes_left": await store.recovery_codes_left(user),
-        "last_verified": _when(max(used)) if used else "",
+        "last_verified": when_utc(max(used)) if used else "",
         "remembered_devices": [
-            {"id": d.id, "label": d.label, "until": _when(d.remembered_until)}
+            {"id": d.id, "label": d.label, "until": when_utc(d.remembered_until)}
             for d in devices
             if d.remembered_until > now
         ],
@@ -111,7 +99,7 @@ def users_command(args: argparse.Namespace, config: Config, policy: Policy | Non
         print("the user name is empty", file=sys.stderr)
         return EXIT_USAGE
     if command == "show":
-        state = asyncio.run(_with_store(config, lambda s: _state(s, user)))
+        state = with_store(config, lambda s: _state(s, user))
         known = policy is not None and any(canonical_user(u) == user for u in policy.users)
         if not known and not state["authenticators"] and not state["remembered_devices"]:
             print(f"no user {user!r} in the policy or the store", file=sys.stderr)
@@ -135,7 +123,7 @@ def users_command(args: argparse.Namespace, config: Config, policy: Policy | Non
     if command == "unlock":
         return _unlock(args, config, user)
     if command == "revoke":
-        asyncio.run(_with_store(config, lambda s: s.revoke_sessions(user, CLOCK.now())))
+        with_store(config, lambda s: s.revoke_sessions(user, CLOCK.now()))
         _emit(args, {"user": user, "sessions": "revoked"}, [f"sessions of {user} revoked"])
         return EXIT_OK
     return _regenerate(args, config, user)
@@ -147,7 +135,7 @@ def _list(args: argparse.Namespace, config: Config, policy: Policy | None) -> in
         names |= set(await store.known_users())
         return [await _state(store, name) for name in sorted(names)]
 
-    rows = asyncio.run(_with_store(config, gather))
+    rows = with_store(config, gather)
     lines = [
         f"{'USER':<20} {'AUTHENTICATORS':>14} {'CODES LEFT':>10} {'DEVICES':>7}  LAST VERIFIED"
     ]
@@ -170,7 +158,7 @@ def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
         await store.request_action("unlock", user, now)
         return {"user": user, "authenticators_removed": removed, "devices_forgotten": devices}
 
-    done = asyncio.run(_with_store(config, reset))
+    done = with_store(config, reset)
     _emit(
         args,
         done,
@@ -194,7 +182,7 @@ def _unlock(args: argparse.Namespace, config: Config, user: str) -> int:
             waited += 0.2
         return False
 
-    done = asyncio.run(_with_store(config, unlock))
+    done = with_store(config, unlock)
     if done:
         _emit(args, {"user": user, "unlocked": True}, [f"{user} unlocked"])
         return EXIT_OK
@@ -214,7 +202,7 @@ def _regenerate(args: argparse.Namespace, config: Config, user: str) -> int:
         await store.replace_recovery_codes(user, recovery.digests(user, codes), CLOCK.now())
         return codes
 
-    codes = asyncio.run(_with_store(config, regenerate))
+    codes = with_store(config, regenerate)
     if codes is None:
         print(f"{user} has no authenticator: recovery codes come with one", file=sys.stderr)
         return EXIT_FAILED
