@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from yaml.nodes import ScalarNode
-
 from gateway.errors import ConfigError, Problem
 from gateway.headers import MANAGED, fold
 from gateway.loader import Source, Value, read_file
@@ -410,9 +408,7 @@ def _store(value: Value, kinds: tuple[str, ...]) -> StoreConfig | None:
         if "url" not in keys:
             value.fail("url: is required for redis (redis://host:6379/0, or {env: NAME})")
             return None
-        url = keys["url"].secret() if not isinstance(keys["url"].node, ScalarNode) else None
-        if url is None:
-            url = keys["url"].text()
+        url = keys["url"].secret(inline_ok=True)
         if url is None:
             return None
         if not url.startswith(("redis://", "rediss://", "unix://")):

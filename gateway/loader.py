@@ -266,11 +266,14 @@ class Value:
             return None
         return found
 
-    def secret(self) -> str | None:
-        """A secret given as `{env: NAME}`, `{file: PATH}` or, discouraged, inline."""
+    def secret(self, *, inline_ok: bool = False) -> str | None:
+        """A secret given as `{env: NAME}`, `{file: PATH}` or, discouraged, inline.
+
+        `inline_ok`: a value that is often not secret at all (a Redis URL without a password,
+        an HTTP header) may be written inline without a warning."""
         if isinstance(self.node, ScalarNode):
             value = self.text()
-            if value is not None:
+            if value is not None and not inline_ok:
                 self.warn("is written inline; prefer {env: NAME} or {file: PATH}")
             return value
         keys = self.mapping({"env", "file"})

@@ -151,7 +151,7 @@ def _provider(value: Value, kinds: tuple[str, ...]) -> Provider | None:
             if not _HEADER.match(name):
                 header.fail(f"must be a header name but it's {name!r}")
                 continue
-            secret = header.secret() if not _is_scalar(header) else header.text()
+            secret = header.secret(inline_ok=True)
             headers.append((name, secret or ""))
         statuses = (
             tuple(
@@ -208,12 +208,6 @@ def _provider(value: Value, kinds: tuple[str, ...]) -> Provider | None:
         timeout=timeout,
         retries=retries,
     )
-
-
-def _is_scalar(value: Value) -> bool:
-    from yaml.nodes import ScalarNode
-
-    return isinstance(value.node, ScalarNode)
 
 
 def _templates(value: Value, placeholder: str) -> dict[str, str]:
