@@ -15,7 +15,7 @@ import jinja2
 from aiohttp import web
 
 from gateway.i18n import LANGUAGES, NAMES, negotiate, translate
-from gateway.web.keys import CONFIG
+from gateway.web.keys import CLOCK, CONFIG
 
 LANGUAGE_COOKIE = "crm_gateway_lang"
 _HERE = Path(__file__).parent
@@ -40,6 +40,17 @@ def language(request: web.Request) -> str:
 def when(timestamp: float) -> str:
     """A time people read the same anywhere: `2026-11-22 14:05 UTC`."""
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def locked_text(request: web.Request, until: float, key: str) -> str:
+    """ "… until 14:05 UTC (in 3 min)": a lockout said the same on every page."""
+    minutes = max(1, round((until - request.app[CLOCK].now()) / 60))
+    return translate(language(request), key, time=when(until)[11:], minutes=minutes)
+
+
+def retry_after(request: web.Request, until: float) -> str:
+    """The Retry-After value (seconds, rounded up) for a lockout ending at `until`."""
+    return str(max(1, int(until - request.app[CLOCK].now()) + 1))
 
 
 def security_headers(nonce: str) -> dict[str, str]:

@@ -27,8 +27,17 @@ from gateway.session import FULL, PASSWORD, Session
 from gateway.web.codes import code_message_state, send_code
 from gateway.web.forms import CsrfFailed, checked_form, read_form
 from gateway.web.guard import audit_event
-from gateway.web.keys import CLOCK, SIGNIN, USER, VIEW
-from gateway.web.render import LANGUAGE_COOKIE, STATIC, language, page, translator, when
+from gateway.web.keys import SIGNIN, USER, VIEW
+from gateway.web.render import (
+    LANGUAGE_COOKIE,
+    STATIC,
+    language,
+    locked_text,
+    page,
+    retry_after,
+    translator,
+    when,
+)
 from gateway.web.signin import LOGIN_COOKIE, SignIn
 
 Handler = Callable[[web.Request, SignIn], Awaitable[web.StreamResponse]]
@@ -91,12 +100,6 @@ async def _usable(signin: SignIn, user: str, allowed: list[str]) -> list[str]:
         for f in allowed
         if (f in ("totp", "recovery") and enrolled) or (f in CHANNELS and signin.contact(user, f))
     ]
-
-
-def _locked_text(request: web.Request, until: float, key: str) -> str:
-    t = translator(request)
-    minutes = max(1, round((until - request.app[CLOCK].now()) / 60))
-    return str(t(key, time=when(until)[11:], minutes=minutes))
 
 
 # -- challenge ---------------------------------------------------------------------------------
@@ -177,7 +180,7 @@ async def _challenge_page(
     t = translator(request)
     locked = ""
     if verdict is not None and verdict.reason == "locked":
-        locked = _locked_text(request, verdict.locked_until, "challenge.locked")
+        locked = locked_text(request, verdict.locked_until, "challenge.locked")
         status = 429
     elif verdict is not None:
         key = "challenge.wrong_recovery" if factor == "recovery" else f"challenge.{verdict.reason}"
@@ -208,8 +211,7 @@ async def _challenge_page(
         notice=t("account.step_up") if session.stage == FULL else "",
     )
     if verdict is not None and verdict.locked_until:
-        seconds = int(verdict.locked_until - request.app[CLOCK].now()) + 1
-        response.headers["Retry-After"] = str(max(1, seconds))
+        response.headers["Retry-After"] = retry_after(request, verdict.locked_until)
     return response
 
 
@@ -264,7 +266,7 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
             return await _enrolled(request, signin, session, secret, name, first=not existing)
         audit_event(request, "enrol.failed", outcome="failed", user=user, reason=verdict.reason)
         if verdict.reason == "locked":
-            error = _locked_text(request, verdict.locked_until, "challenge.locked")
+            error = locked_text(request, verdict.locked_until, "challenge.locked")
         else:
             error = t("enrol.wrong_code")
     product = signin.config.branding.product_name
@@ -524,7 +526,7 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
         subject = f"{username}@{ip}"
         until = await regulator.attempt(subject, ip, "password")
         if until:
-            error, status = _locked_text(request, until, "login.locked"), 429
+            error, status = locked_text(request, until, "login.locked"), 429
         elif username and await signin.verify_password(username, form.get("password", "")):
             request[USER] = username
             signin.guard.check(request, username)  # the user's address rules, first
@@ -538,7 +540,7 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
             until = await regulator.failed(subject, ip, "password")
             audit_event(request, "signin.password_failed", outcome="failed", user=username)
             if until:
-                error, status = _locked_text(request, until, "login.locked"), 429
+                error, status = locked_text(request, until, "login.locked"), 429
             else:
                 error, status = t("login.wrong"), 401
     response = page(

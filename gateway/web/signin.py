@@ -41,7 +41,7 @@ from gateway.tokens import find_credential
 from gateway.web import proxy
 from gateway.web.guard import Guard, audit_event
 from gateway.web.keys import REWRITER, SESSION, USER, VIEW
-from gateway.web.render import LANGUAGE_COOKIE, page, translator, when
+from gateway.web.render import LANGUAGE_COOKIE, locked_text, page, retry_after, translator
 from gateway.web.upstream import Adjust
 
 log = logging.getLogger("gateway.signin")
@@ -412,10 +412,9 @@ class SignIn:
 
     def locked_page(self, request: web.Request, until: float) -> web.Response:
         t = translator(request)
-        minutes = max(1, round((until - self.clock.now()) / 60))
-        text = t("login.locked", time=when(until)[11:], minutes=minutes)
+        text = locked_text(request, until, "login.locked")
         response = page(request, "notice.html", t("login.title"), status=429, paragraphs=[text])
-        response.headers["Retry-After"] = str(max(1, int(until - self.clock.now()) + 1))
+        response.headers["Retry-After"] = retry_after(request, until)
         return response
 
     def expired(self, request: web.Request) -> web.Response:
