@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 
 from gateway import __version__, admin, usage, usercli
-from gateway.config import Config, load_config, parse_listen
+from gateway.config import Config, load_config, parse_listen, workers_problem
 from gateway.crypto import KeyError_, hash_password, new_key_line
 from gateway.errors import ConfigError
 from gateway.model import canonical_user
@@ -142,11 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"--workers: must be 1 to 64 but it's {args.workers}", file=sys.stderr)
                 return EXIT_CONFIG
             config = replace(config, workers=args.workers)
-            if args.workers > 1 and config.signin.login and config.state.shared.type == "memory":
-                print(
-                    "--workers: must be 1 with state.shared type memory once login is on",
-                    file=sys.stderr,
-                )
+            problem = workers_problem(config.workers, config.signin, config.state)
+            if problem:
+                print(f"--workers: {problem}", file=sys.stderr)
                 return EXIT_CONFIG
         from gateway.web.server import run
 

@@ -158,6 +158,17 @@ def parse_config(text: str, name: str = "gateway.yaml") -> Config:
     return config
 
 
+def workers_problem(workers: int, signin: SignIn, state: State) -> str:
+    """Why this many workers cannot run with this state ("" when they can): the config file
+    and `run --workers` are checked by the same rule."""
+    if signin.login is not None and workers > 1 and state.shared.type == "memory":
+        return (
+            "must be 1 with state.shared type memory once login is on: sessions and rate "
+            "limits must be shared by every worker"
+        )
+    return ""
+
+
 def parse_listen(value: str) -> Listen | None:
     match = _HOST_PORT.match(value.strip())
     if not match or int(match["port"]) > 65535:
@@ -204,12 +215,10 @@ def _build(root: Value, source: Source) -> Config | None:
         found = Path(login.users_file)
         found = found if found.is_absolute() else base / found
         signin = replace(signin, login=replace(login, users_file=str(found)))
-    if login is not None and workers > 1 and state.shared.type == "memory":
+    shared_problem = workers_problem(workers, signin, state)
+    if shared_problem:
         source.problem(
-            keys["workers"].node if "workers" in keys else None,
-            "workers",
-            "must be 1 with state.shared type memory once login is on: sessions and rate "
-            "limits must be shared by every worker",
+            keys["workers"].node if "workers" in keys else None, "workers", shared_problem
         )
     if listen is None or upstream is None:
         return None
