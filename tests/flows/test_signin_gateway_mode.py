@@ -203,3 +203,27 @@ def test_keys_generate_prints_a_usable_key_line() -> None:
 
     assert done.returncode == 0
     assert parse_keys(done.stdout).current[0] == "k2"
+
+
+def test_run_refuses_more_workers_than_the_memory_store_can_serve(tmp_path: Path) -> None:
+    from gateway.crypto import new_key_line
+
+    for name in ("session", "seal"):
+        (tmp_path / f"{name}.keys").write_text(new_key_line("k1") + "\n")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "listen: 127.0.0.1:0\nupstream: {url: 'http://127.0.0.1:1'}\n"
+        f"state: {{durable: {{type: sqlite, path: {tmp_path}/g.db}}}}\n"
+        "login: {path: /login, success: {cookie: sid}}\n"
+        f"secrets: {{session_keys: {{file: {tmp_path}/session.keys}},"
+        f" seal_keys: {{file: {tmp_path}/seal.keys}}}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "-c", str(config), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--workers: must be 1 with state.shared type memory once login is on" in done.stderr
