@@ -24,7 +24,6 @@ from gateway.loader import Source, Value, read_file, read_network_list
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 FACTORS = ("totp", "sms", "email", "recovery")
-ENFORCEMENTS = ("required", "optional", "required_from")
 METHOD = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
 _PHONE = re.compile(r"^\+?[0-9 ()\-.]{6,24}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -217,7 +216,6 @@ class _Builder:
         self.defined: dict[str, dict[str, tuple[Value, Where]]] = {k: {} for _, k in NAMED_SECTIONS}
         self.singles: dict[str, tuple[Value, Where]] = {}
         self.paths: list[Value] = []
-        self.references: list[tuple[Value, str, str]] = []  # (value, kind, name)
 
     def _network_list(self, value: Value) -> tuple[IPNetwork, ...]:
         """`[cidr, …]` inline, or `{file: list.txt}` (relative to the policy file)."""

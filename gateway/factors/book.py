@@ -26,7 +26,6 @@ class Verdict:
     ok: bool
     reason: str  # "ok", "wrong_code", "replayed", "locked", "no_authenticator"
     locked_until: float = 0.0
-    authenticator: str = ""  # the id of the authenticator that matched
 
     @classmethod
     def wrong(cls, until: float) -> Verdict:
@@ -106,7 +105,7 @@ class FactorBook:
                 return Verdict(False, "replayed")
             await self.regulator.succeeded(user, ip)
             await self._durable.touch_authenticator(row.id, now)
-            return Verdict(True, "ok", authenticator=row.id)
+            return Verdict(True, "ok")
         return Verdict.wrong(await self.regulator.failed(user, ip))
 
     async def remove(self, user: str, auth_id: str) -> bool:

@@ -33,7 +33,6 @@ def _ms(seconds: float) -> int:
 
 class RedisSharedStore:
     def __init__(self, url: str, prefix: str = "crm-gateway:") -> None:
-        self._url = url
         self._prefix = prefix
         # A bounded pool that makes a burst wait for a connection (up to 2 s) instead of
         # failing it: 64 connections serve far more requests than one worker can take.
