@@ -22,7 +22,7 @@ from gateway.pathrules import normalize_path
 from gateway.policy import Level, Policy, User, Where, empty_policy, load_policies, policy_files
 from gateway.stores import DurableStore
 from gateway.tokens import TokenTable, find_credential
-from gateway.web.keys import USER, VIEW
+from gateway.web.keys import CREDENTIAL, USER, VIEW
 
 log = logging.getLogger("gateway.policy")
 audit = logging.getLogger("gateway.audit")
@@ -127,6 +127,16 @@ class Guard:
     def anyone_may(self, method: str, path: str) -> bool:
         return check_path(self.policy, None, method, path).allowed
 
+    def credential(self, request: web.Request) -> str | None:
+        """The request's API credential, looked for once per request (sign-in asks first,
+        the checks after it ask again)."""
+        if CREDENTIAL not in request:
+            found = find_credential(
+                request.headers, lambda: request.query, self.policy.api.locations
+            )
+            request[CREDENTIAL] = found or ""
+        return request[CREDENTIAL] or None
+
     def check(self, request: web.Request, user_name: str | None = None) -> str:
         """The path to forward (normalised, with the raw query), or AccessDenied/BadRequest.
 
@@ -135,11 +145,7 @@ class Guard:
         raw_path, sep, raw_query = request.raw_path.partition("?")
         path = normalize_path(raw_path)
         policy = self.policy
-        credential = None
-        if user_name is None:
-            credential = find_credential(
-                request.headers, lambda: request.query, policy.api.locations
-            )
+        credential = self.credential(request) if user_name is None else None
         view = request[VIEW]
         user = self.user_for(user_name) if user_name is not None else None
         unknown = False

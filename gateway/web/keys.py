@@ -31,3 +31,4 @@ SIGNIN: web.AppKey[SignIn] = web.AppKey("signin")  # present only when login is 
 VIEW = web.RequestKey("view", ClientView)  # who is asking, set first on every request
 USER = web.RequestKey("user", str)  # the user name for the access log, once known
 SESSION = web.RequestKey("session", Session)  # the gateway session, once loaded
+CREDENTIAL = web.RequestKey("credential", str)  # the API credential ("" = none), once looked for

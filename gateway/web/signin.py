@@ -37,7 +37,6 @@ from gateway.paths import safe_return_path
 from gateway.senders import Sender
 from gateway.session import FULL, PASSWORD, Session, SessionBook
 from gateway.stores import Device, DurableStore, SharedStore
-from gateway.tokens import find_credential
 from gateway.web import proxy
 from gateway.web.guard import Guard, audit_event
 from gateway.web.keys import REWRITER, SESSION, USER, VIEW
@@ -190,8 +189,7 @@ class SignIn:
             # Before the API branch: a credential header must not carry a login past the hold
             # (the CRM's cookies would reach the browser before the second factor).
             return await self._crm_login(request, await self.session(request))
-        policy = self.guard.policy
-        if find_credential(request.headers, lambda: request.query, policy.api.locations):
+        if self.guard.credential(request):
             # API clients: judged by token, IP and path, never by a session (never a page).
             target = self.guard.check(request)
             return await proxy.handle(request, target, adjust=self._adjust(None))
