@@ -3,6 +3,7 @@ reads the gateway's real pages (forms, CSRF tokens, keys) the way a person would
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -223,6 +224,35 @@ def noted_demo_crm() -> web.Application:
     app[ARRIVED] = []
     app.middlewares.append(note_arrivals)
     return app
+
+
+async def noted_crm() -> AsyncIterator[Served]:
+    """A fixture body (suites register it as their `crm`): the noting demo CRM, served."""
+    served = await serve(noted_demo_crm())
+    yield served
+    await served.runner.cleanup()
+
+
+async def gateway_in_front(crm: Served, start: Start) -> SignInGateway:
+    """A fixture body (suites register it as their `gw`): a gateway in front of `crm`."""
+    return await start(crm.url)
+
+
+@contextlib.asynccontextmanager
+async def post_chunked(
+    b: Browser, path: str, body: bytes, size: int
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST a form in `size`-byte chunks: no Content-Length, Transfer-Encoding chunked."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), size):
+            yield body[i : i + size]
+
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with b.http.post(
+        b.gw.url + path, data=chunks(), headers=headers, allow_redirects=False
+    ) as r:
+        yield r
 
 
 def posts_to_login(crm: Served) -> list[Arrived]:

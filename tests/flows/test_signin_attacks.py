@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -34,8 +34,10 @@ from tests.signin_kit import (
     Start,
     enrolled,
     field,
+    gateway_in_front,
     note_arrivals,
-    noted_demo_crm,
+    noted_crm,
+    post_chunked,
     posts_to_login,
 )
 from tests.upstreams import EVENTS
@@ -82,17 +84,9 @@ def login_to_next_crm() -> web.Application:
 # -- fixtures and steps ------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def crm() -> AsyncIterator[Served]:
-    """The demo CRM (this module's version notes each request in app[ARRIVED])."""
-    served = await serve(noted_demo_crm())
-    yield served
-    await served.runner.cleanup()
-
-
-@pytest.fixture
-async def gw(crm: Served, start: Start) -> SignInGateway:
-    return await start(crm.url)
+# The demo CRM noting each request in app[ARRIVED], and a gateway in front of it.
+crm = pytest.fixture(name="crm")(noted_crm)
+gw = pytest.fixture(name="gw")(gateway_in_front)
 
 
 def wrong_code(b: Browser, secret: str) -> str:
@@ -217,16 +211,7 @@ async def test_a_login_body_over_max_body_is_refused_before_the_crm(
     status, _, _ = await b.post("/login", padded)  # with a Content-Length
     assert status == 413
 
-    encoded = urlencode(padded).encode()
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for i in range(0, len(encoded), 1000):
-            yield encoded[i : i + 1000]
-
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    async with b.http.post(
-        gw.url + "/login", data=chunks(), headers=headers, allow_redirects=False
-    ) as r:
+    async with post_chunked(b, "/login", urlencode(padded).encode(), 1000) as r:
         assert r.status == 413  # no Content-Length: counted as it arrives
     assert posts_to_login(crm) == []
     assert crm.app[STATE].logins == 0
@@ -242,15 +227,7 @@ async def test_a_chunked_login_body_is_read_and_held_like_any_other(
     _, html, _ = await b.get("/login")
     token = field(html, "csrf_token")
     encoded = f"csrf_token={token}&username=alice&password=alice-demo&next=%2Fcontacts".encode()
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for i in range(0, len(encoded), 7):
-            yield encoded[i : i + 7]
-
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    async with b.http.post(
-        gw.url + "/login", data=chunks(), headers=headers, allow_redirects=False
-    ) as r:
+    async with post_chunked(b, "/login", encoded, 7) as r:
         assert r.request_info.headers.get("Transfer-Encoding") == "chunked"
         assert (r.status, r.headers["Location"]) == (303, "/_gateway/enrol")
         assert CRM_COOKIE not in set_cookie_names(r)

@@ -18,7 +18,6 @@ import asyncio
 import secrets
 import unicodedata
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -41,7 +40,8 @@ from tests.signin_kit import (
     Start,
     enrolled,
     field,
-    noted_demo_crm,
+    gateway_in_front,
+    noted_crm,
     posts_to_login,
 )
 
@@ -57,17 +57,9 @@ USER_FAILURES = 5  # the default limits.user_failures
 # -- fixtures and steps ------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def crm() -> AsyncIterator[Served]:
-    """The demo CRM (this module's version notes each request in app[ARRIVED])."""
-    served = await serve(noted_demo_crm())
-    yield served
-    await served.runner.cleanup()
-
-
-@pytest.fixture
-async def gw(crm: Served, start: Start) -> SignInGateway:
-    return await start(crm.url)
+# The demo CRM noting each request in app[ARRIVED], and a gateway in front of it.
+crm = pytest.fixture(name="crm")(noted_crm)
+gw = pytest.fixture(name="gw")(gateway_in_front)
 
 
 async def crm_login_response(
