@@ -21,10 +21,6 @@ def store(clock: FakeClock) -> MemorySharedStore:
     return MemorySharedStore(clock)
 
 
-async def test_ping_answers(store: MemorySharedStore) -> None:
-    await store.ping()
-
-
 async def test_a_value_put_is_got_back(store: MemorySharedStore) -> None:
     await store.put("k", b"v", 10.0)
 
