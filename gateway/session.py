@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
@@ -34,7 +34,6 @@ class Session:
     last_seen: float
     csrf: str
     verified: float = 0.0  # when a second factor last passed in this session
-    factor: str = ""  # which one
     held: str = ""  # shared-store key of the CRM's held Set-Cookie headers
     return_to: str = ""  # where to go after the challenge (a checked relative path)
     pending: dict[str, str] = field(default_factory=dict)  # enrolment state (sealed, b64)
@@ -47,8 +46,10 @@ class Session:
     def from_bytes(cls, data: bytes) -> Session | None:
         try:
             raw: Any = json.loads(data)
-            return cls(**raw)
-        except (ValueError, TypeError):
+            known = {f.name for f in fields(cls)}
+            # Keys of another version (a field added or dropped) do not sign anyone out.
+            return cls(**{k: v for k, v in raw.items() if k in known})
+        except (ValueError, TypeError, AttributeError):
             return None
 
 

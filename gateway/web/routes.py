@@ -147,7 +147,7 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
             if session.stage == PASSWORD:
                 remember = form.get("remember") == "1"
                 return await signin.complete(request, session, factor=factor, remember=remember)
-            fresh = await signin.book.rotate(session, verified=signin.clock.now(), factor=factor)
+            fresh = await signin.book.rotate(session, verified=signin.clock.now())
             response = signin.redirect(fresh.return_to or f"{signin.prefix}account")
             response.headers.add(*signin.session_cookie(request, fresh))
             return response
@@ -310,7 +310,6 @@ async def _enrolled(
         audit_event(request, "recovery.generated", outcome="ok", user=user)
     # The new authenticator just produced a right code: that is a passed factor.
     session.verified = signin.clock.now()
-    session.factor = "totp"
     await signin.book.save(session)
     if "recovery" in session.pending:
         return signin.redirect(f"{signin.prefix}recovery-codes")

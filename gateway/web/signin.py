@@ -362,7 +362,6 @@ class SignIn:
             session,
             stage=FULL,
             verified=verified,
-            factor=factor,
             held="",
             pending={},
             crm_binding=cookie_binding(released) if released else "",
