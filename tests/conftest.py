@@ -16,8 +16,8 @@ from gateway.demo.crm import build_crm_app
 from gateway.web.app import build_app
 from tests.upstreams import INFO, build_upstream_app
 
-# Shared fixtures: the sign-in kit (gateways, browsers) and headless Chromium.
-pytest_plugins = ["tests.signin_kit", "tests.browser"]
+# Shared fixtures: the sign-in kit (gateways, browsers), headless Chromium, a real Redis.
+pytest_plugins = ["tests.signin_kit", "tests.browser", "tests.redis_server"]
 
 
 @dataclass

@@ -7,7 +7,8 @@ Callers count an attempt before they check it (`attempt`), then report a wrong a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from gateway.clock import FakeClock
 from gateway.regulation import Regulator
 from gateway.signin_config import Limits
 from gateway.stores.memory import MemorySharedStore
+from gateway.stores.redis import RedisSharedStore
 
 # A daily ceiling out of the way: most tests here are about the windows and their lockouts.
 LIMITS = Limits(
@@ -56,6 +58,19 @@ def regulator_for(
 ) -> Regulator:
     store = MemorySharedStore(clock)
     return Regulator(Interleaving(store) if interleaving else store, clock, limits)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["memory", "interleaving", "redis"])
+async def backend(clock: FakeClock, request: pytest.FixtureRequest) -> AsyncIterator[Regulator]:
+    """A regulator over the memory store, the same with a yield before each call, or a real
+    Redis (where concurrent callers really interleave)."""
+    if request.param != "redis":
+        yield regulator_for(clock, interleaving=request.param == "interleaving")
+        return
+    prefix = f"crm-gateway-test:{secrets.token_hex(6)}:"
+    store = RedisSharedStore(request.getfixturevalue("redis_url"), prefix=prefix)
+    yield Regulator(store, clock, LIMITS)
+    await store.close()
 
 
 @pytest.fixture
@@ -187,11 +202,10 @@ async def test_the_count_starts_again_after_a_lockout(
 # -- concurrent attempts -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("interleaving", [False, True], ids=["memory", "interleaving"])
 async def test_of_200_concurrent_attempts_at_most_the_user_limit_go_ahead(
-    clock: FakeClock, interleaving: bool
+    backend: Regulator,
 ) -> None:
-    regulator = regulator_for(clock, interleaving=interleaving)
+    regulator = backend
 
     results = await asyncio.gather(*(regulator.attempt("alice", IP) for _ in range(200)))
 
@@ -199,11 +213,10 @@ async def test_of_200_concurrent_attempts_at_most_the_user_limit_go_ahead(
     assert await regulator.locked_until("alice", IP) > 0
 
 
-@pytest.mark.parametrize("interleaving", [False, True], ids=["memory", "interleaving"])
 async def test_200_concurrent_wrong_answers_check_at_most_the_user_limit(
-    clock: FakeClock, interleaving: bool
+    backend: Regulator,
 ) -> None:
-    regulator = regulator_for(clock, interleaving=interleaving)
+    regulator = backend
     checked = 0
 
     async def guess() -> None:

@@ -15,9 +15,6 @@ from gateway.errors import StoreUnavailable
 from gateway.stores import SharedStore
 from gateway.stores.memory import MemorySharedStore
 from gateway.stores.redis import RedisSharedStore
-from tests.redis_server import redis_url
-
-__all__ = ["redis_url"]
 
 
 @dataclass

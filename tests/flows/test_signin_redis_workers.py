@@ -17,10 +17,7 @@ from gateway.clock import SystemClock
 from gateway.crypto import new_key_line
 from tests.conftest import Served
 from tests.process import GatewayProcess, start_gateway_process
-from tests.redis_server import redis_url
 from tests.signin_kit import DEMO_LOGIN, DEMO_POLICY, Browser
-
-__all__ = ["redis_url"]
 
 
 @dataclass
