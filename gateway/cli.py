@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -21,6 +22,18 @@ from gateway.policy import Policy
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+
+
+Handler = Callable[[argparse.Namespace, Config, Policy | None], int]
+
+# Commands run against a configured gateway (`-c gateway.yaml`, loaded and checked first).
+CONFIGURED: dict[str, Handler] = {
+    "tokens": admin.tokens,
+    "users": usercli.users_command,
+    "sessions": usercli.users_command,
+    "recovery": usercli.users_command,
+    "sms-usage": lambda args, config, _policy: usage.sms_usage(args, config),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,15 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             return admin.explain(args, None)
         loaded = _load(args.config)
         return EXIT_CONFIG if loaded is None else admin.explain(args, loaded[1])
-    if args.command == "tokens":
+    handler = CONFIGURED.get(args.command)
+    if handler is not None:
         loaded = _load(args.config)
-        return EXIT_CONFIG if loaded is None else admin.tokens(args, *loaded)
-    if args.command in ("users", "sessions", "recovery"):
-        loaded = _load(args.config)
-        return EXIT_CONFIG if loaded is None else usercli.users_command(args, *loaded)
-    if args.command == "sms-usage":
-        loaded = _load(args.config)
-        return EXIT_CONFIG if loaded is None else usage.sms_usage(args, loaded[0])
+        return EXIT_CONFIG if loaded is None else handler(args, *loaded)
     if args.command == "hash-password":
         return hash_password_command(args.user)
     if args.command == "keys":

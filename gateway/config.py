@@ -92,6 +92,22 @@ class Logging:
 
 
 @dataclass(frozen=True)
+class Audit:
+    """Where audit events go besides the durable store, and how long the store keeps them."""
+
+    file: str = "-"  # a path, "-" for stdout, "" for none (the store only)
+    keep: float = 400 * 86400.0  # seconds; 0 = forever
+
+
+@dataclass(frozen=True)
+class Admin:
+    """The admin listener: Prometheus metrics (and health) on an address of its own, which
+    the CRM's users never reach. None of it when `listen` is not set."""
+
+    listen: Listen | None = None
+
+
+@dataclass(frozen=True)
 class Branding:
     product_name: str = "CRM Gateway"
     colour: str = "#1f5f8b"
@@ -109,6 +125,8 @@ class Config:
     path_prefix: str = "/_gateway/"
     state: State = field(default_factory=State)
     logging: Logging = field(default_factory=Logging)
+    audit: Audit = field(default_factory=Audit)
+    admin: Admin = field(default_factory=Admin)
     branding: Branding = field(default_factory=Branding)
     policies: str = ""  # directory of policy files; "" = none (a transparent proxy)
     signin: SignIn = field(default_factory=SignIn)
@@ -125,6 +143,8 @@ TOP_KEYS = {
     "path_prefix",
     "state",
     "logging",
+    "audit",
+    "admin",
     "branding",
     "policies",
     "login",
@@ -198,6 +218,8 @@ def _build(root: Value, source: Source) -> Config | None:
     prefix = _get(keys, "path_prefix", _prefix, "/_gateway/")
     state = _get(keys, "state", _state, State())
     logging = _get(keys, "logging", _logging, Logging())
+    audit = _get(keys, "audit", lambda v: _audit(v, source), Audit())
+    admin = _get(keys, "admin", _admin, Admin())
     branding = _get(keys, "branding", _branding, Branding())
     policies = _get(keys, "policies", lambda v: _policies_dir(v, source), "")
     signin = read_signin(keys, root)
@@ -232,6 +254,8 @@ def _build(root: Value, source: Source) -> Config | None:
         path_prefix=prefix,
         state=state,
         logging=logging,
+        audit=audit,
+        admin=admin,
         branding=branding,
         policies=policies,
         signin=signin,
@@ -451,6 +475,37 @@ def _logging(value: Value) -> Logging | None:
         format=_get(keys, "format", lambda v: v.choice(("text", "json")), "text"),
         access_log=_get(keys, "access_log", lambda v: v.boolean(), True),
     )
+
+
+def _audit(value: Value, source: Source) -> Audit | None:
+    keys = value.mapping({"file", "keep"})
+    if keys is None:
+        return None
+    target = _get(keys, "file", lambda v: v.text(), "-")
+    if target == "off":
+        target = ""
+    elif target != "-" and not Path(target).is_absolute():
+        base = Path(source.file).parent if source.file.endswith((".yaml", ".yml")) else Path()
+        target = str(base / target)
+    if target not in ("", "-") and not Path(target).parent.is_dir():
+        keys["file"].fail(f"the folder of {target!r} does not exist")
+    keep = _get(keys, "keep", lambda v: v.duration(minimum=0.0), Audit().keep)
+    if keep and keep < 86400:
+        keys["keep"].fail("must be at least 1d (or 0 to keep every event)")
+    return Audit(file=target, keep=keep)
+
+
+def _admin(value: Value) -> Admin | None:
+    keys = value.mapping({"listen"})
+    if keys is None:
+        return None
+    listen = _get(keys, "listen", _listen, None)
+    if listen is not None and listen.host not in ("127.0.0.1", "::1", "localhost"):
+        keys["listen"].warn(
+            f"metrics are served on {listen.host}, not only loopback: make sure only your "
+            "monitoring can reach it"
+        )
+    return Admin(listen=listen)
 
 
 def _branding(value: Value) -> Branding | None:

@@ -1,12 +1,77 @@
-"""Counters the operations tooling exposes (Prometheus): defined once, here, and updated by
-the code that knows what happened. Exposition is the admin listener's job, not this module's."""
+"""What the operations tooling exposes (Prometheus): defined once, here, and updated by the
+code that knows what happened. Exposition is the admin listener's job (gateway.web.adminsite).
+
+Label values are small closed sets (decisions, reasons, factors, operations): never a user,
+an address or a path, which would grow without bound.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
+# Seconds: from well under a millisecond (a refusal) to a slow CRM page.
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+_STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+
+REQUESTS = Counter(
+    "crm_gateway_requests",
+    "Requests answered, by the gateway's decision (forward, deny, challenge, page, error)",
+    ["decision"],
+)
+REQUEST_SECONDS = Histogram(
+    "crm_gateway_request_duration_seconds",
+    "Time from the request's arrival to its response headers, by decision",
+    ["decision"],
+    buckets=_LATENCY_BUCKETS,
+)
+CHALLENGES = Counter(
+    "crm_gateway_challenges",
+    "Second-factor checks, by factor (totp, recovery, sms, email) and result",
+    ["factor", "result"],
+)
+DENIALS = Counter(
+    "crm_gateway_denials",
+    "Requests refused by the access rules, by reason (ip_not_allowed, token_unknown, …)",
+    ["reason"],
+)
+UPSTREAM_ERRORS = Counter(
+    "crm_gateway_upstream_errors",
+    "Requests the CRM did not answer, by kind (connect, timeout, reset)",
+    ["kind"],
+)
+STORE_SECONDS = Histogram(
+    "crm_gateway_store_duration_seconds",
+    "Time of store operations, by store (durable, shared) and operation",
+    ["store", "operation"],
+    buckets=_STORE_BUCKETS,
+)
+AUDIT_DROPPED = Counter(
+    "crm_gateway_audit_events_dropped",
+    "Audit events the store never received (it was down for too long); the file has them",
+)
+ALERTS = Counter(
+    "crm_gateway_alerts",
+    "Activity alerts, by rule and delivery outcome (sent, failed, suppressed)",
+    ["rule", "outcome"],
+)
 MESSAGES = Counter(
     "crm_gateway_codes_sent",
     "SMS and e-mail codes handed to a provider, by channel, provider and outcome",

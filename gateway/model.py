@@ -46,6 +46,37 @@ class Settings:
     steps: tuple[Step, ...] = field(default=())
 
 
+# Detail keys an audit event may never carry: what they name must not reach a log or the store.
+FORBIDDEN_DETAILS = ("code", "password", "secret", "cookie", "token", "otp")
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One security-relevant thing that happened, as written to the audit trail.
+
+    `name` is a stable dotted name ("challenge.failed"); `outcome` one of ok, failed,
+    refused, denied, locked; `reason` a stable code. `details` holds small extra facts
+    (a rule's source, a factor, a count) and never a secret: keys that name one are refused."""
+
+    time: float
+    name: str
+    outcome: str
+    user: str = ""
+    ip: str = ""
+    user_agent: str = ""
+    path: str = ""
+    method: str = ""
+    request_id: str = ""
+    reason: str = ""
+    details: tuple[tuple[str, str | int | float], ...] = ()
+
+    def __post_init__(self) -> None:
+        for key, _ in self.details:
+            lowered = key.lower()
+            if any(word in lowered for word in FORBIDDEN_DETAILS):
+                raise ValueError(f"audit detail {key!r} could carry a secret")
+
+
 def canonical_user(name: str) -> str:
     """How user names compare everywhere: compatibility forms unified (NFKC), accents
     removed, trimmed, case-folded. CRMs often compare names case- and accent-insensitively

@@ -34,6 +34,7 @@ LAYERS = {
     "gateway.forwarding": 2,
     "gateway.paths": 2,
     "gateway.stores": 3,
+    "gateway.audit": 3,
     "gateway.demo.crm": 3,
     "gateway.web": 4,
     "gateway.demo": 5,

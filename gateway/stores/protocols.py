@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
+
+from gateway.model import AuditEvent
 
 
 class Authenticator(NamedTuple):
@@ -40,6 +43,23 @@ class LedgerRow(NamedTuple):
     attempts: int
     cost: str  # a decimal amount, as text (no float rounding in a bill)
     currency: str
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which audit events to return. Names match exactly, or by prefix when they end in `*`
+    ("challenge.*"); every given criterion must hold. `after_id` pages forward (tail -f)."""
+
+    since: float = 0.0
+    until: float = float("inf")
+    user: str = ""
+    names: tuple[str, ...] = ()
+    ip: str = ""
+    outcome: str = ""
+    request_id: str = ""
+    after_id: int = 0
+    limit: int = 1000
+    newest_first: bool = False
 
 
 class DurableStore(Protocol):
@@ -129,6 +149,26 @@ class DurableStore(Protocol):
 
     async def factor_choice(self, user: str) -> str:
         """The factor the user last passed with ("" when none yet)."""
+        ...
+
+    async def add_audit_events(self, events: list[AuditEvent]) -> None:
+        """Append events, all or none."""
+        ...
+
+    async def audit_events(self, query: AuditQuery) -> list[tuple[int, AuditEvent]]:
+        """(id, event) pairs, oldest first unless the query asks otherwise; ids only grow."""
+        ...
+
+    async def prune_audit(self, before: float) -> int:
+        """Remove events older than `before`; how many went."""
+        ...
+
+    async def note_network(self, user: str, network: str, now: float) -> bool:
+        """Remember that `user` signed in from `network`; True when it was new to them."""
+        ...
+
+    async def networks(self, user: str) -> list[tuple[str, float, float]]:
+        """(network, first seen, last seen) for the user, oldest first."""
         ...
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.errors import StoreUnavailable
-from gateway.stores.protocols import Authenticator, Device, LedgerRow
+from gateway.model import AuditEvent
+from gateway.stores.protocols import AuditQuery, Authenticator, Device, LedgerRow
 
 T = TypeVar("T")
 
@@ -83,7 +85,33 @@ CREATE TABLE IF NOT EXISTS factor_choice (
     user TEXT PRIMARY KEY,
     factor TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    name TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    user TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    path TEXT NOT NULL,
+    method TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events (time);
+CREATE INDEX IF NOT EXISTS audit_events_user ON audit_events (user, time);
+CREATE TABLE IF NOT EXISTS user_networks (
+    user TEXT NOT NULL,
+    network TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (user, network)
+);
 """
+_AUDIT_COLUMNS = (
+    "time, name, outcome, user, ip, user_agent, path, method, request_id, reason, details"
+)
 
 
 class SqliteDurableStore:
@@ -415,6 +443,114 @@ class SqliteDurableStore:
     async def factor_choice(self, user: str) -> str:
         rows = await self.query("SELECT factor FROM factor_choice WHERE user = ?", user)
         return str(rows[0][0]) if rows else ""
+
+    # -- the audit trail and the networks users sign in from -------------------------------
+
+    def _add_audit(self, events: list[AuditEvent]) -> None:
+        conn = self._connection()
+        with conn:
+            conn.executemany(
+                f"INSERT INTO audit_events ({_AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 (constant columns)
+                [
+                    (
+                        e.time,
+                        e.name,
+                        e.outcome,
+                        e.user,
+                        e.ip,
+                        e.user_agent,
+                        e.path,
+                        e.method,
+                        e.request_id,
+                        e.reason,
+                        json.dumps(dict(e.details), ensure_ascii=False),
+                    )
+                    for e in events
+                ],
+            )
+
+    async def add_audit_events(self, events: list[AuditEvent]) -> None:
+        if events:
+            await self._run(self._add_audit, events)
+
+    async def audit_events(self, query: AuditQuery) -> list[tuple[int, AuditEvent]]:
+        where = ["id > ?", "time >= ?"]
+        params: list[object] = [query.after_id, query.since]
+        if query.until != float("inf"):
+            where.append("time < ?")
+            params.append(query.until)
+        for column in ("user", "ip", "outcome", "request_id"):
+            value = getattr(query, column)
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.names:
+            alternatives = []
+            for name in query.names:
+                if name.endswith("*"):
+                    # LIKE with the prefix's own wildcards escaped: `code_` is not a pattern.
+                    prefix = name[:-1].replace("\\", "\\\\").replace("%", "\\%")
+                    alternatives.append("name LIKE ? ESCAPE '\\'")
+                    params.append(prefix.replace("_", "\\_") + "%")
+                else:
+                    alternatives.append("name = ?")
+                    params.append(name)
+            where.append("(" + " OR ".join(alternatives) + ")")
+        order = "DESC" if query.newest_first else "ASC"
+        params.append(query.limit)
+        # Only constant column names and `?` placeholders are joined; values are parameters.
+        rows = await self.query(
+            f"SELECT id, {_AUDIT_COLUMNS} FROM audit_events WHERE {' AND '.join(where)}"  # noqa: S608
+            f" ORDER BY id {order} LIMIT ?",
+            *params,
+        )
+        found = []
+        for row in rows:
+            name, outcome, user, ip, agent, path, method, rid, reason = (str(v) for v in row[2:11])
+            event = AuditEvent(
+                float(row[1]),  # type: ignore[arg-type]
+                name,
+                outcome,
+                user,
+                ip,
+                agent,
+                path,
+                method,
+                rid,
+                reason,
+                details=tuple(sorted(json.loads(str(row[11])).items())),
+            )
+            found.append((int(row[0]), event))  # type: ignore[call-overload]
+        return found
+
+    async def prune_audit(self, before: float) -> int:
+        return await self.change(("DELETE FROM audit_events WHERE time < ?", (before,)))
+
+    def _note_network(self, user: str, network: str, now: float) -> bool:
+        conn = self._connection()
+        with conn:
+            added = conn.execute(
+                "INSERT OR IGNORE INTO user_networks (user, network, first_seen, last_seen)"
+                " VALUES (?, ?, ?, ?)",
+                (user, network, now, now),
+            ).rowcount
+            if not added:
+                conn.execute(
+                    "UPDATE user_networks SET last_seen = ? WHERE user = ? AND network = ?",
+                    (now, user, network),
+                )
+        return bool(added)
+
+    async def note_network(self, user: str, network: str, now: float) -> bool:
+        return await self._run(self._note_network, user, network, now)
+
+    async def networks(self, user: str) -> list[tuple[str, float, float]]:
+        rows = await self.query(
+            "SELECT network, first_seen, last_seen FROM user_networks WHERE user = ?"
+            " ORDER BY first_seen, network",
+            user,
+        )
+        return [(str(r[0]), float(r[1]), float(r[2])) for r in rows]  # type: ignore[arg-type]
 
     async def open(self) -> None:
         await self._run(self._open)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.audit import AuditTrail
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto import Sealer
@@ -32,6 +33,7 @@ from gateway.forwarding import (
     request_id,
     wants_html,
 )
+from gateway.metrics import REQUEST_SECONDS, REQUESTS
 from gateway.passwords import load_password_file
 from gateway.paths import reserved_subpath
 from gateway.policy import Policy
@@ -44,8 +46,10 @@ from gateway.web import health, proxy, routes
 from gateway.web.guard import AccessDenied, open_guard
 from gateway.web.keys import (
     ACCESS_LOG,
+    AUDIT,
     CLOCK,
     CONFIG,
+    DECISION,
     DURABLE,
     GUARD,
     REWRITER,
@@ -97,12 +101,19 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     durable, shared = await open_stores(config.state, app[CLOCK])
     app[DURABLE] = durable
     app[SHARED] = shared
+    trail = AuditTrail(durable, app[CLOCK], output=config.audit.file, keep=config.audit.keep)
+    app[AUDIT] = trail
+    flusher = asyncio.create_task(trail.run(), name="audit-flush")
     snapshot = _snapshot_file(config)
     if snapshot is not None and isinstance(shared, MemorySharedStore):
         await asyncio.to_thread(restore_snapshot, snapshot, shared, _sealer(config), app[CLOCK])
     yield
     if snapshot is not None and isinstance(shared, MemorySharedStore):
         await asyncio.to_thread(save_snapshot, snapshot, shared, _sealer(config), app[CLOCK])
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
+    await trail.close()  # what is still pending reaches the store before it closes
     await shared.close()
     await durable.close()
 
@@ -123,7 +134,7 @@ def _snapshot_file(config: Config) -> Path | None:
 
 
 async def _guard(app: web.Application, *, preloaded: Policy | None) -> AsyncIterator[None]:
-    guard = await open_guard(app[CONFIG].policies, app[DURABLE], preloaded)
+    guard = await open_guard(app[CONFIG].policies, app[DURABLE], app[AUDIT], preloaded)
     app[GUARD] = guard
     watcher = asyncio.create_task(guard.watch(), name="policy-watch")
     loop = asyncio.get_running_loop()
@@ -204,6 +215,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         guard = request.app.get(GUARD)
         target = guard.check(request) if guard is not None else None
         return await proxy.handle(request, target)
+    request[DECISION] = "page"
     page = await routes.dispatch(request, sub)
     if page is not None:
         return page
@@ -242,19 +254,26 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
             rid = view.request_id
             response = await handler(request)
         except HttpError as exc:
+            if DECISION not in request or exc.status >= 500:
+                request[DECISION] = "error" if exc.status >= 500 else "refused"
             response = _error(request, config, exc, rid)
         except web.HTTPException:
             raise
         except Exception:
             log.exception("unexpected error on %s %s [%s]", request.method, request.path, rid)
+            request[DECISION] = "error"
             response = _error(request, config, HttpError("unexpected"), rid)
         status = response.status
         if not response.prepared:
             response.headers["X-Request-Id"] = rid
         return response
     finally:
+        seconds = clock.monotonic() - started
+        decision = request.get(DECISION, "gone" if not status else "forward")
+        REQUESTS.labels(decision).inc()
+        REQUEST_SECONDS.labels(decision).observe(seconds)
         if config.logging.access_log:
-            _access_line(request, rid, status, clock.monotonic() - started)
+            _access_line(request, rid, status, seconds, decision)
 
 
 def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> web.Response:
@@ -285,19 +304,23 @@ def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> we
     return response
 
 
-def _access_line(request: web.Request, rid: str, status: int, seconds: float) -> None:
+def _access_line(
+    request: web.Request, rid: str, status: int, seconds: float, decision: str
+) -> None:
+    """`RID IP METHOD PATH STATUS DURATION user=U decision=D`; 499 when the client left first."""
     access = request.app[ACCESS_LOG]
     if not access.isEnabledFor(logging.INFO):
         return
     view = request.get(VIEW)
     # The path only: query strings can carry API tokens, and they never reach a log.
     access.info(
-        "%s %s %s %s %d %.1fms user=%s",
+        "%s %s %s %s %d %.1fms user=%s decision=%s",
         rid,
         view.ip if view else request.remote,
         request.method,
         request.raw_path.split("?", 1)[0][:512],
         status or 499,
         seconds * 1000,
-        request.get(USER, "-"),
+        request.get(USER, "-") or "-",
+        decision,
     )

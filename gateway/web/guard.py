@@ -8,24 +8,24 @@ durable store's token version changes). Decisions themselves are gateway.access 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from aiohttp import web
 
 from gateway.access import check_path, decide, resolve_settings
+from gateway.audit import AuditTrail
 from gateway.errors import ConfigError, HttpError, StoreUnavailable
 from gateway.identity import canonical_user
+from gateway.metrics import DENIALS
 from gateway.model import Action, Decision, Settings, Step
 from gateway.netindex import NetworkIndex
 from gateway.pathrules import normalize_path
 from gateway.policy import Level, Policy, User, Where, empty_policy, load_policies, policy_files
 from gateway.stores import DurableStore
 from gateway.tokens import TokenTable, find_credential
-from gateway.web.keys import CREDENTIAL, USER, VIEW
+from gateway.web.keys import AUDIT, CREDENTIAL, DECISION, USER, VIEW
 
 log = logging.getLogger("gateway.policy")
-audit = logging.getLogger("gateway.audit")
 
 WATCH_EVERY = 2.0  # seconds between looks at the policy files and the token version
 
@@ -43,13 +43,16 @@ class AccessDenied(HttpError):
 
 
 class Guard:
-    def __init__(self, folder: str, policy: Policy, durable: DurableStore) -> None:
+    def __init__(
+        self, folder: str, policy: Policy, durable: DurableStore, trail: AuditTrail
+    ) -> None:
         self.folder = folder  # "" = no policy files: the built-in defaults, nothing to watch
         self.policy = policy
         self.index = NetworkIndex(policy.networks)
         self.users = _by_canonical_name(policy)
         self.tokens = TokenTable()
         self._durable = durable
+        self.trail = trail
         self._signature = self._files_signature()
 
     # -- keeping current -------------------------------------------------------------------
@@ -80,7 +83,9 @@ class Guard:
                 "policy reload failed with %d problems; the previous policy stays in force",
                 len(exc.problems),
             )
-            _audit("policy.reload_failed", outcome="failed", reason=why, problems=len(exc.problems))
+            self.trail.record(
+                "policy.reload_failed", "failed", reason=why, problems=len(exc.problems)
+            )
             return False
         index = await asyncio.to_thread(NetworkIndex, policy.networks)
         self.policy, self.index, self.users = policy, index, _by_canonical_name(policy)
@@ -91,7 +96,7 @@ class Guard:
             len(policy.networks),
             len(policy.paths),
         )
-        _audit("policy.reloaded", outcome="ok", reason=why)
+        self.trail.record("policy.reloaded", "ok", reason=why)
         return True
 
     async def refresh_tokens(self) -> None:
@@ -177,22 +182,18 @@ class Guard:
         return path + sep + raw_query
 
     def _refuse(self, request: web.Request, decision: Decision, *, api: bool) -> None:
-        view = request[VIEW]
         event = (
             "token.denied"
             if api
             else ("ip.denied" if decision.reason.startswith("ip_") else "path.denied")
         )
-        _audit(
+        request[DECISION] = "deny"
+        DENIALS.labels(decision.reason).inc()
+        audit_event(
+            request,
             event,
             outcome="denied",
             reason=decision.reason,
-            user=request.get(USER, ""),
-            ip=view.ip,
-            path=request.path[:512],
-            method=request.method,
-            request_id=view.request_id,
-            user_agent=request.headers.get("User-Agent", "")[:256],
             rule=decision.steps[-1].source if decision.steps else "",
         )
         raise AccessDenied(decision, api=api)
@@ -202,12 +203,13 @@ def _by_canonical_name(policy: Policy) -> dict[str, User]:
     return {canonical_user(name): user for name, user in policy.users.items()}
 
 
-def audit_event(request: web.Request, event: str, **fields: object) -> None:
-    """An audit line about a request: who, from where, on what, with which request id."""
+def audit_event(request: web.Request, event: str, *, outcome: str, **fields: object) -> None:
+    """An audit event about a request: who, from where, on what, with which request id."""
     view = request[VIEW]
     fields.setdefault("user", request.get(USER, ""))
-    _audit(
+    request.app[AUDIT].record(
         event,
+        outcome,
         ip=view.ip,
         path=request.path[:512],
         method=request.method,
@@ -217,15 +219,12 @@ def audit_event(request: web.Request, event: str, **fields: object) -> None:
     )
 
 
-def _audit(event: str, **fields: object) -> None:
-    """One JSON line per security event on the `gateway.audit` logger (never a secret)."""
-    audit.info(json.dumps({"event": event, **fields}, ensure_ascii=False))
-
-
-async def open_guard(folder: str, durable: DurableStore, policy: Policy | None = None) -> Guard:
+async def open_guard(
+    folder: str, durable: DurableStore, trail: AuditTrail, policy: Policy | None = None
+) -> Guard:
     if policy is None:
         policy = await asyncio.to_thread(load_policies, folder) if folder else empty_policy()
-    guard = Guard(folder, policy, durable)
+    guard = Guard(folder, policy, durable, trail)
     await guard.refresh_tokens()
     log.info(
         "policy loaded from %s: %d users, %d path rules; %d API tokens",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from gateway.audit import AuditTrail
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.forwarding import ClientView, OriginRewriter
@@ -25,10 +26,14 @@ REWRITER = web.AppKey("rewriter", OriginRewriter)
 DURABLE = web.AppKey("durable_store", DurableStore)
 SHARED = web.AppKey("shared_store", SharedStore)
 ACCESS_LOG = web.AppKey("access_log", logging.Logger)
+AUDIT = web.AppKey("audit", AuditTrail)
 GUARD: web.AppKey[Guard] = web.AppKey("guard")  # present when policies or login are configured
 SIGNIN: web.AppKey[SignIn] = web.AppKey("signin")  # present only when login is configured
 
 VIEW = web.RequestKey("view", ClientView)  # who is asking, set first on every request
 USER = web.RequestKey("user", str)  # the user name for the access log, once known
 SESSION = web.RequestKey("session", Session)  # the gateway session, once loaded
-CREDENTIAL = web.RequestKey("credential", str)  # the API credential ("" = none), once looked for
+CREDENTIAL = web.RequestKey("credential", str)
+# What the gateway did with the request, for the access log and the metrics: forward, deny,
+# challenge (sent to a sign-in step), page (one of ours) or error. Set by whoever decides.
+DECISION = web.RequestKey("decision", str)  # the API credential ("" = none), once looked for

@@ -18,7 +18,7 @@ from gateway.errors import BadRequest
 from gateway.forwarding import downstream_response_headers
 from gateway.identity import set_cookie_names
 from gateway.web import websocket
-from gateway.web.keys import CONFIG, REWRITER, UPSTREAM_CLIENT, VIEW
+from gateway.web.keys import CONFIG, DECISION, REWRITER, UPSTREAM_CLIENT, VIEW
 from gateway.web.upstream import Adjust, headers_for_crm, upstream_error
 
 log = logging.getLogger("gateway.proxy")
@@ -59,6 +59,8 @@ async def handle(
     `adjust` changes the CRM-bound headers (sign-in strips cookies, adds the identity),
     `add_headers` are extra response headers (ending our session on the CRM's logout)."""
     raw_path = _checked_target(request, target)
+    if DECISION not in request:
+        request[DECISION] = "forward"
     if is_websocket_upgrade(request):
         return await websocket.proxy(request, raw_path, adjust)
     body = request.content if request.body_exists else None

@@ -39,7 +39,7 @@ from gateway.session import FULL, PASSWORD, Session, SessionBook
 from gateway.stores import Device, DurableStore, SharedStore
 from gateway.web import proxy
 from gateway.web.guard import Guard, audit_event
-from gateway.web.keys import REWRITER, SESSION, USER, VIEW
+from gateway.web.keys import DECISION, REWRITER, SESSION, USER, VIEW
 from gateway.web.render import LANGUAGE_COOKIE, locked_text, page, retry_after, translator
 from gateway.web.upstream import Adjust
 
@@ -210,6 +210,7 @@ class SignIn:
                 observe=lambda upstream: self._follow_crm_cookie(session, upstream.headers),
             )
         if login.mode == "gateway" and not self.guard.anyone_may(request.method, path):
+            request[DECISION] = "signin"
             if request.method in ("GET", "HEAD") and wants_html(request.headers):
                 back = safe_return_path(request.rel_url.raw_path_qs) or "/"
                 return self.redirect(f"{self.prefix}login?next={_quote(back)}")
@@ -275,6 +276,7 @@ class SignIn:
         await self.shared.put(held_key, sealed, self.config.signin.sessions.hold_cookies)
         back = safe_return_path(rewriter.url(location)) if location else None
         session = await self.book.create(user, PASSWORD, held=held_key, return_to=back or "/")
+        request[DECISION] = "signin"
         return await self.after_password(request, session)
 
     # -- the steps every page shares ---------------------------------------------------------

@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from gateway.config import Upstream
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.forwarding import upstream_request_headers
+from gateway.metrics import UPSTREAM_ERRORS
 from gateway.web.keys import CONFIG, VIEW
 
 # Changes sign-in makes to the CRM-bound headers (cookies stripped, identity added).
@@ -65,8 +66,12 @@ def headers_for_crm(
 
 
 def upstream_error(exc: BaseException) -> UpstreamTimeout | UpstreamUnavailable:
+    """The error to answer with for what the CRM connection raised; counted by kind."""
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+        UPSTREAM_ERRORS.labels("timeout").inc()
         return UpstreamTimeout(str(exc) or type(exc).__name__)
     if isinstance(exc, aiohttp.ClientConnectorError):
+        UPSTREAM_ERRORS.labels("connect").inc()
         return UpstreamUnavailable(str(exc))
+    UPSTREAM_ERRORS.labels("broken").inc()
     return UpstreamUnavailable(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,183 @@
+"""The audit trail: every security-relevant event written once as a JSON line (a file or
+stdout, at once) and kept in the durable store (in batches, off the request path) so that
+`crm-gateway audit tail|search` can answer an auditor. Listeners (the alert rules) see each
+event as it happens.
+
+An event never carries a code, secret, password, cookie or token: AuditEvent refuses detail
+keys that name one, and callers pass only names, addresses, paths and stable reason codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.errors import StoreUnavailable
+from gateway.metrics import AUDIT_DROPPED
+from gateway.model import AuditEvent
+from gateway.stores.protocols import DurableStore
+
+log = logging.getLogger("gateway.audit")
+
+FLUSH_EVERY = 0.5  # seconds between batches to the store
+MAX_PENDING = 100_000  # events kept for the store while it is down; the oldest go first
+PRUNE_EVERY = 3600.0  # seconds between removals of events older than `keep`
+STDOUT = "-"
+
+Listener = Callable[[AuditEvent], None]
+
+
+def utc_text(stamp: float) -> str:
+    """2026-11-22T01:56:15.123Z: sortable, unambiguous, the same on every machine."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp))
+    return f"{whole}.{int(stamp * 1000) % 1000:03d}Z"
+
+
+def event_json(event: AuditEvent, event_id: int | None = None) -> dict[str, Any]:
+    """The one JSON shape of an event: the file line, `audit … --json` and alert bodies."""
+    entry: dict[str, Any] = {} if event_id is None else {"id": event_id}
+    entry.update(
+        time=utc_text(event.time),
+        event=event.name,
+        outcome=event.outcome,
+        user=event.user,
+        ip=event.ip,
+        user_agent=event.user_agent,
+        path=event.path,
+        method=event.method,
+        request_id=event.request_id,
+        reason=event.reason,
+    )
+    if event.details:
+        entry["details"] = dict(event.details)
+    return entry
+
+
+def event_line(event: AuditEvent) -> bytes:
+    return (json.dumps(event_json(event), ensure_ascii=False) + "\n").encode()
+
+
+class LineWriter:
+    """Appends whole lines with one write each: lines from several workers (and from the
+    CLI) never interleave in the file (O_APPEND)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._fd: int | None = None
+        self._failed_at = 0.0
+
+    def write(self, line: bytes) -> None:
+        try:
+            if self.target == STDOUT:
+                sys.stdout.buffer.write(line)
+                sys.stdout.buffer.flush()
+                return
+            if self._fd is None:
+                self._fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            os.write(self._fd, line)
+        except (OSError, ValueError) as exc:
+            now = time.monotonic()
+            if now - self._failed_at > 60.0:  # once a minute, not once per event
+                self._failed_at = now
+                log.error(
+                    "audit file %s not written (%s); events still go to the store", self.target, exc
+                )
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+class AuditTrail:
+    def __init__(
+        self,
+        durable: DurableStore | None,
+        clock: Clock,
+        *,
+        output: str = STDOUT,
+        keep: float = 0.0,
+    ) -> None:
+        """`output`: a file path, "-" for stdout, "" for no line at all (the store only).
+        `keep`: seconds events stay in the store; 0 = forever."""
+        self._durable = durable
+        self._clock = clock
+        self._writer = LineWriter(output) if output else None
+        self._keep = keep
+        self._pending: deque[AuditEvent] = deque()
+        self._wake = asyncio.Event()
+        self.listeners: list[Listener] = []
+
+    def record(self, name: str, outcome: str, **fields: Any) -> AuditEvent:
+        """Build, write and queue one event. Unknown keyword arguments become details."""
+        known = {
+            k: str(fields.pop(k))
+            for k in ("user", "ip", "user_agent", "path", "method", "request_id", "reason")
+            if k in fields
+        }
+        details = tuple(
+            sorted((k, v if isinstance(v, int | float) else str(v)) for k, v in fields.items())
+        )
+        event = AuditEvent(self._clock.now(), name, outcome, details=details, **known)
+        self.add(event)
+        return event
+
+    def add(self, event: AuditEvent) -> None:
+        if self._writer is not None:
+            self._writer.write(event_line(event))
+        if self._durable is not None:
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.popleft()
+                AUDIT_DROPPED.inc()
+            self._pending.append(event)
+            if len(self._pending) >= 500:
+                self._wake.set()
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("audit listener failed on %s", event.name)
+
+    async def flush(self) -> None:
+        """Hand what is pending to the store; on failure keep it for the next try."""
+        if self._durable is None or not self._pending:
+            return
+        batch = list(self._pending)
+        try:
+            await self._durable.add_audit_events(batch)
+        except StoreUnavailable as exc:
+            log.warning("audit events kept in memory (%d): %s", len(batch), exc.detail)
+            return
+        for _ in batch:
+            self._pending.popleft()
+
+    async def run(self) -> None:
+        """Background: batches to the store, and old events pruned once an hour."""
+        pruned_at = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_EVERY)
+            self._wake.clear()
+            await self.flush()
+            now = self._clock.monotonic()
+            if self._keep and self._durable is not None and now - pruned_at > PRUNE_EVERY:
+                pruned_at = now
+                try:
+                    await self._durable.prune_audit(self._clock.now() - self._keep)
+                except StoreUnavailable as exc:
+                    log.warning("old audit events not pruned: %s", exc.detail)
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._writer is not None:
+            self._writer.close()
