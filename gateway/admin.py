@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import os
 import secrets
 import sys
 import time
@@ -12,9 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from gateway.access import decide, resolve_settings
+from gateway.audit import STDOUT, LineWriter, event_line
 from gateway.clock import SystemClock
 from gateway.config import Config
 from gateway.errors import ConfigError
+from gateway.model import AuditEvent
 from gateway.netindex import NetworkIndex
 from gateway.pathrules import normalize_path
 from gateway.policy import Policy, format_interval, load_policies
@@ -148,6 +152,7 @@ def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> i
 
         async def add(store: SqliteDurableStore) -> None:
             await store.add_token(token_id, args.user, digest(token), args.label, CLOCK.now())
+            await audit_admin(config, store, "admin.token_added", user=args.user, id=token_id)
 
         try:
             with_store(config, add)
@@ -176,12 +181,56 @@ def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> i
                 state = "revoked" if e["revoked"] else "active"
                 print(f"{e['id']:<17} {e['user']:<16} {e['created']:<20} {state:<8} {e['label']}")
         return EXIT_OK
-    revoked = with_store(config, lambda s: s.revoke_token(args.id, CLOCK.now()))
+
+    async def revoke(store: SqliteDurableStore) -> bool:
+        done = await store.revoke_token(args.id, CLOCK.now())
+        if done:
+            await audit_admin(config, store, "admin.token_revoked", id=args.id)
+        return done
+
+    revoked = with_store(config, revoke)
     if not revoked:
         print(f"no active token with id {args.id}", file=sys.stderr)
         return EXIT_FAILED
     print(f"revoked {args.id}")
     return EXIT_OK
+
+
+def operator() -> str:
+    """Who runs the command, for the audit trail: the login name, or the uid when unknown."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
+
+
+async def audit_admin(
+    config: Config,
+    store: SqliteDurableStore,
+    name: str,
+    outcome: str = "ok",
+    *,
+    user: str = "",
+    reason: str = "",
+    **details: str | int | float,
+) -> AuditEvent:
+    """An admin action in the audit trail: the store (so `audit search` finds it) and the
+    audit file when it is one (stdout is the command's own output, so not there)."""
+    event = AuditEvent(
+        CLOCK.now(),
+        name,
+        outcome,
+        user=user,
+        method="CLI",
+        reason=reason,
+        details=tuple(sorted({"by": operator(), **details}.items())),
+    )
+    await store.add_audit_events([event])
+    if config.audit.file not in ("", STDOUT):
+        writer = LineWriter(config.audit.file)
+        writer.write(event_line(event))
+        writer.close()
+    return event
 
 
 def when_utc(stamp: float | None) -> str:

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from gateway.admin import CLOCK, when_utc, with_store
+from gateway.admin import CLOCK, audit_admin, when_utc, with_store
 from gateway.config import Config
 from gateway.factors import recovery
 from gateway.model import canonical_user
@@ -123,7 +123,12 @@ def users_command(args: argparse.Namespace, config: Config, policy: Policy | Non
     if command == "unlock":
         return _unlock(args, config, user)
     if command == "revoke":
-        with_store(config, lambda s: s.revoke_sessions(user, CLOCK.now()))
+
+        async def revoke(store: SqliteDurableStore) -> None:
+            await store.revoke_sessions(user, CLOCK.now())
+            await audit_admin(config, store, "admin.sessions_revoked", user=user)
+
+        with_store(config, revoke)
         _emit(args, {"user": user, "sessions": "revoked"}, [f"sessions of {user} revoked"])
         return EXIT_OK
     return _regenerate(args, config, user)
@@ -156,6 +161,14 @@ def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
         devices = await store.revoke_devices(user, now)
         await store.revoke_sessions(user, now)
         await store.request_action("unlock", user, now)
+        await audit_admin(
+            config,
+            store,
+            "admin.reset_2fa",
+            user=user,
+            authenticators=removed,
+            devices=devices,
+        )
         return {"user": user, "authenticators_removed": removed, "devices_forgotten": devices}
 
     done = with_store(config, reset)
@@ -174,6 +187,7 @@ def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
 def _unlock(args: argparse.Namespace, config: Config, user: str) -> int:
     async def unlock(store: SqliteDurableStore) -> bool:
         request = await store.request_action("unlock", user, CLOCK.now())
+        await audit_admin(config, store, "admin.unlock", user=user)
         waited = 0.0
         while waited < WAIT_FOR_GATEWAY:
             if await store.request_done(request):
@@ -197,9 +211,18 @@ def _unlock(args: argparse.Namespace, config: Config, user: str) -> int:
 def _regenerate(args: argparse.Namespace, config: Config, user: str) -> int:
     async def regenerate(store: SqliteDurableStore) -> list[str] | None:
         if not await store.authenticators(user):
+            await audit_admin(
+                config,
+                store,
+                "admin.recovery_regenerated",
+                "refused",
+                user=user,
+                reason="no_authenticator",
+            )
             return None
         codes = recovery.new_codes()
         await store.replace_recovery_codes(user, recovery.digests(user, codes), CLOCK.now())
+        await audit_admin(config, store, "admin.recovery_regenerated", user=user)
         return codes
 
     codes = with_store(config, regenerate)

@@ -7,6 +7,7 @@ Redis errors become StoreUnavailable at this boundary: the gateway answers 503, 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.errors import StoreUnavailable
+from gateway.metrics import STORE_SECONDS
 
 T = TypeVar("T")
 
@@ -50,48 +52,51 @@ class RedisSharedStore:
     def _key(self, key: str) -> str:
         return self._prefix + key
 
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        started = time.perf_counter()
         try:
             return await fn()
         except (RedisError, OSError) as exc:
             # The URL may hold a password: name only the kind of failure.
             raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        finally:
+            STORE_SECONDS.labels("shared", operation).observe(time.perf_counter() - started)
 
     async def ping(self) -> None:
-        await self._call(self._client.ping)
+        await self._call("ping", self._client.ping)
 
     async def close(self) -> None:
         await self._client.aclose()
         await self._client.connection_pool.disconnect()
 
     async def get(self, key: str) -> bytes | None:
-        found: Any = await self._call(lambda: self._client.get(self._key(key)))
+        found: Any = await self._call("get", lambda: self._client.get(self._key(key)))
         return bytes(found) if found is not None else None
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
-        await self._call(lambda: self._client.set(self._key(key), value, px=_ms(ttl)))
+        await self._call("put", lambda: self._client.set(self._key(key), value, px=_ms(ttl)))
 
     async def add(self, key: str, value: bytes, ttl: float) -> bool:
         done = await self._call(
-            lambda: self._client.set(self._key(key), value, px=_ms(ttl), nx=True)
+            "add", lambda: self._client.set(self._key(key), value, px=_ms(ttl), nx=True)
         )
         return bool(done)
 
     async def replace(self, key: str, value: bytes, ttl: float) -> bool:
         done = await self._call(
-            lambda: self._client.set(self._key(key), value, px=_ms(ttl), xx=True)
+            "replace", lambda: self._client.set(self._key(key), value, px=_ms(ttl), xx=True)
         )
         return bool(done)
 
     async def take(self, key: str) -> bytes | None:
-        found: Any = await self._call(lambda: self._client.getdel(self._key(key)))
+        found: Any = await self._call("take", lambda: self._client.getdel(self._key(key)))
         return bytes(found) if found is not None else None
 
     async def delete(self, key: str) -> None:
-        await self._call(lambda: self._client.delete(self._key(key)))
+        await self._call("delete", lambda: self._client.delete(self._key(key)))
 
     async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
         found: Any = await self._call(
-            lambda: self._incr(keys=[self._key(key)], args=[_ms(ttl), amount])
+            "incr", lambda: self._incr(keys=[self._key(key)], args=[_ms(ttl), amount])
         )
         return int(found)
