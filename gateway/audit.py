@@ -138,7 +138,7 @@ class AuditTrail:
         if self._durable is not None:
             if len(self._pending) >= MAX_PENDING:
                 self._pending.popleft()
-                AUDIT_DROPPED.inc()
+                AUDIT_DROPPED.labels("durable").inc()
             self._pending.append(event)
             if len(self._pending) >= 500:
                 self._wake.set()

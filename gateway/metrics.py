@@ -66,6 +66,7 @@ STORE_SECONDS = Histogram(
 AUDIT_DROPPED = Counter(
     "crm_gateway_audit_events_dropped",
     "Audit events the store never received (it was down for too long); the file has them",
+    ["store"],  # labelled, as every metric here: values then exist only once a worker runs
 )
 ALERTS = Counter(
     "crm_gateway_alerts",

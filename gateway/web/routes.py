@@ -22,6 +22,7 @@ from gateway.factors.book import MAX_AUTHENTICATORS, Verdict
 from gateway.factors.codes import CHANNELS
 from gateway.i18n import LANGUAGES, duration
 from gateway.identity import canonical_user
+from gateway.metrics import CHALLENGES
 from gateway.paths import safe_return_path
 from gateway.session import FULL, PASSWORD, Session
 from gateway.web.codes import code_message_state, send_code
@@ -75,6 +76,7 @@ def needs(*stages: str) -> Callable[[SessionHandler], Handler]:
             session = await signin.session(request)
             if session is None or session.stage not in stages:
                 return signin.expired(request)
+            request[USER] = session.user  # for the access log and the audit trail
             return await handler(request, signin, session)
 
         return page_for_session
@@ -138,8 +140,11 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
             verdict = await signin.codes.check(user, factor, code, ip, session.sid)
         else:
             verdict = await signin.factors.check_totp(user, code, ip)
+        CHALLENGES.labels(factor, "passed" if verdict.ok else verdict.reason).inc()
         if verdict.ok:
-            audit_event(request, "challenge.passed", outcome="ok", user=user, reason=factor)
+            audit_event(
+                request, "challenge.passed", outcome="ok", user=user, reason=factor, factor=factor
+            )
             if factor != "recovery":
                 await signin.durable.set_factor_choice(user, factor)
             if factor == "recovery":
@@ -151,7 +156,14 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
             response = signin.redirect(fresh.return_to or f"{signin.prefix}account")
             response.headers.add(*signin.session_cookie(request, fresh))
             return response
-        audit_event(request, "challenge.failed", outcome="failed", user=user, reason=verdict.reason)
+        audit_event(
+            request,
+            "challenge.failed",
+            outcome="failed",
+            user=user,
+            reason=verdict.reason,
+            factor=factor,
+        )
         if verdict.reason == "locked":
             audit_event(request, "challenge.lockout", outcome="locked", user=user)
         return await _challenge_page(request, signin, session, factor, usable, verdict)

@@ -11,13 +11,18 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.config import Config, Listen, Logging
 from gateway.policy import Policy
@@ -107,6 +112,43 @@ async def serve_until_stopped(
         await runner.cleanup()
 
 
+class AdminListener:
+    """Prometheus metrics on their own address (`admin.listen`), served by prometheus-client's
+    exposition server in a thread: the CRM's users never reach it, and a busy event loop does
+    not stop the monitoring from seeing why. With several workers the supervisor serves the
+    sum of every worker's counters (prometheus-client's multiprocess mode, a private folder
+    of per-process files); with one worker, that worker serves its own."""
+
+    def __init__(self, listen: Listen, workers: int) -> None:
+        self.listen = listen
+        self.folder = ""
+        if workers > 1:
+            # Before any worker exists and before any labelled metric has a value: every
+            # value created from now on lives in a file the supervisor can add up.
+            self.folder = tempfile.mkdtemp(prefix="crm-gateway-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.folder
+            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        self._server: Any = None
+
+    def start(self) -> tuple[str, int]:
+        registry: CollectorRegistry = REGISTRY
+        if self.folder:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.folder)  # type: ignore[no-untyped-call]
+        self._server, _thread = start_http_server(
+            self.listen.port, self.listen.host, registry=registry
+        )
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def run(config: Config, policy: Policy | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
     configure_logging(config.logging)
@@ -116,6 +158,25 @@ def run(config: Config, policy: Policy | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.listen, exc.strerror)
         return 1
+    admin = None
+    if config.admin.listen is not None:
+        admin = AdminListener(config.admin.listen, config.workers)
+        try:
+            admin_host, admin_port = admin.start()
+        except OSError as exc:
+            log.error("cannot listen on %s (admin): %s", config.admin.listen, exc.strerror)
+            admin.stop()
+            return 1
+        shown_admin = f"[{admin_host}]" if ":" in admin_host else admin_host
+        log.info("metrics on http://%s:%d/metrics (admin listener)", shown_admin, admin_port)
+    try:
+        return _serve(config, policy, sock, loop_name)
+    finally:
+        if admin is not None:
+            admin.stop()
+
+
+def _serve(config: Config, policy: Policy | None, sock: socket.socket, loop_name: str) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     log.info(

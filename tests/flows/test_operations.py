@@ -1,0 +1,363 @@
+"""What IT sees of a running gateway: the audit trail (file and store) of a real sign-in, the
+access log's line per request, and the Prometheus metrics on the admin listener, with one
+worker and with two (their counters added up). The demo CRM, real TOTP codes, real SQLite,
+a real Redis for the two workers, the real `python -m gateway` for the listener."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio
+from aiohttp import web
+from prometheus_client import REGISTRY
+
+from gateway.audit import event_json
+from gateway.clock import FakeClock
+from gateway.config import Logging
+from gateway.crypto import new_key_line
+from gateway.stores.protocols import AuditQuery
+from gateway.web.app import build_app
+from gateway.web.keys import AUDIT, DURABLE
+from tests.conftest import Served, gateway_config, serve
+from tests.process import GatewayProcess, free_port, start_gateway_process
+from tests.signin_kit import DEMO_LOGIN, DEMO_POLICY, Browser, SignInGateway, write_keys
+
+# mallory may sign in only from 10.0.0.0/8: from here, her login is refused before the CRM.
+POLICY = (
+    DEMO_POLICY.replace("users:\n", "users:\n  mallory: {roles: [remote]}\n")
+    + "networks:\n  far: [10.0.0.0/8]\nroles:\n  remote: {networks: [far]}\n"
+)
+
+
+@pytest.fixture
+async def gw(crm: Served, tmp_path: Path) -> AsyncIterator[SignInGateway]:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "policy.yaml").write_text(POLICY)
+    extra = (
+        f"{DEMO_LOGIN}{write_keys(tmp_path)}policies: {folder}\n"
+        f"audit: {{file: {tmp_path}/audit.jsonl}}\n"
+    )
+    config = gateway_config(crm.url, tmp_path, extra)
+    config = replace(config, logging=Logging(access_log=True))
+    clock = FakeClock(1_800_000_000.0)
+    served = await serve(build_app(config, clock=clock), handler_cancellation=True)
+    yield SignInGateway(served, clock)
+    await served.runner.cleanup()
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_sign_in_leaves_a_complete_audit_trail_in_the_file_and_the_store(
+    gw: SignInGateway, tmp_path: Path
+) -> None:
+    first = Browser(gw)
+    second = Browser(gw)
+    intruder = Browser(gw, headers={"Accept": "text/html", "User-Agent": "curl/8.0"})
+    try:
+        assert await first.crm_login("alice", "alice-demo") == "/_gateway/enrol"
+        secret, codes = await first.enrol()
+        await first.confirm_codes()
+        assert await second.crm_login("alice", "alice-demo") == "/_gateway/challenge"
+        wrong = "000000" if second.code(secret) != "000000" else "111111"
+        status, body, failed = await second.answer(wrong)
+        assert status == 400, body  # the page again, saying the code was wrong
+        gw.clock.advance(30)
+        status, _, _ = await second.answer(second.code(secret))
+        assert status == 303
+        status, _, denied = await intruder.post(
+            "/login", {"username": "mallory", "password": "mallory-password"}
+        )
+        assert status == 403
+        await gw.served.app[AUDIT].flush()
+        stored = await gw.served.app[DURABLE].audit_events(AuditQuery())
+    finally:
+        for b in (first, second, intruder):
+            await b.close()
+    names = [e.name for _, e in stored]
+    assert names == [
+        "signin.crm_ok",
+        "enrol.completed",
+        "recovery.generated",
+        "recovery.confirmed",
+        "signin.completed",
+        "signin.crm_ok",
+        "challenge.failed",
+        "challenge.passed",
+        "signin.completed",
+        "ip.denied",
+    ]
+    by_name = {e.name: e for _, e in stored}
+    failure = by_name["challenge.failed"]
+    assert (failure.user, failure.ip, failure.outcome, failure.reason) == (
+        "alice",
+        "127.0.0.1",
+        "failed",
+        "wrong_code",
+    )
+    assert failure.path == "/_gateway/challenge"
+    assert failure.method == "POST"
+    assert dict(failure.details) == {"factor": "totp"}
+    assert failure.request_id == failed.headers["X-Request-Id"]
+    refusal = by_name["ip.denied"]
+    assert (refusal.user, refusal.reason, refusal.user_agent) == (
+        "mallory",
+        "ip_not_allowed",
+        "curl/8.0",
+    )
+    assert refusal.request_id == denied.headers["X-Request-Id"]
+    assert all(e.time == gw.clock.now() or e.time < gw.clock.now() for _, e in stored)
+    # The file has the same events, line for line, as they happened.
+    text = (tmp_path / "audit.jsonl").read_text()
+    assert [json.loads(line) for line in text.splitlines()] == [event_json(e) for _, e in stored]
+    # Never a code, secret, password or cookie.
+    cookies = [c.value for b in (first, second) for c in b.jar]
+    for forbidden in [secret, *codes, wrong, "alice-demo", "mallory-password", *cookies]:
+        assert forbidden not in text, forbidden
+
+
+async def test_the_access_log_has_one_line_per_request_with_its_decision(
+    gw: SignInGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    b = Browser(gw)
+    try:
+        assert await b.crm_login("alice", "alice-demo") == "/_gateway/enrol"
+        await b.enrol()
+        await b.confirm_codes()
+        status, _, page = await b.get("/contacts")
+        assert status == 200
+        status, _, denied = await b.post("/login", {"username": "mallory", "password": "x"})
+        assert status == 403
+    finally:
+        await b.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    pattern = re.compile(
+        r"^(?P<rid>[0-9a-f]{16}) 127\.0\.0\.1 (?P<method>[A-Z]+) (?P<path>\S+) (?P<status>\d{3}) "
+        r"(?P<ms>\d+\.\d)ms user=(?P<user>\S+) decision=(?P<decision>[a-z]+)$"
+    )
+    parsed = [pattern.match(line) for line in lines]
+    assert all(parsed), lines
+    seen = [(m["method"], m["path"], m["status"], m["user"], m["decision"]) for m in parsed if m]
+    assert seen == [
+        ("GET", "/login", "200", "-", "forward"),
+        ("POST", "/login", "303", "alice", "signin"),
+        ("GET", "/_gateway/enrol", "200", "alice", "page"),
+        ("POST", "/_gateway/enrol", "303", "alice", "page"),
+        ("GET", "/_gateway/recovery-codes", "200", "alice", "page"),
+        ("POST", "/_gateway/recovery-codes", "303", "alice", "page"),
+        ("GET", "/contacts", "200", "alice", "forward"),
+        ("POST", "/login", "403", "mallory", "deny"),
+    ]
+    rids = {m["path"] + m["status"]: m["rid"] for m in parsed if m}
+    assert rids["/contacts200"] == page.headers["X-Request-Id"]
+    assert rids["/login403"] == denied.headers["X-Request-Id"]
+
+
+async def test_metrics_count_decisions_challenges_and_denials(gw: SignInGateway) -> None:
+    before = {
+        "passed": _sample("crm_gateway_challenges_total", factor="totp", result="passed"),
+        "wrong": _sample("crm_gateway_challenges_total", factor="totp", result="wrong_code"),
+        "denied": _sample("crm_gateway_denials_total", reason="ip_not_allowed"),
+        "deny": _sample("crm_gateway_requests_total", decision="deny"),
+        "deny_seconds": _sample("crm_gateway_request_duration_seconds_count", decision="deny"),
+        "store": _sample(
+            "crm_gateway_store_duration_seconds_count", store="durable", operation="add_audit"
+        ),
+    }
+    first, second = Browser(gw), Browser(gw)
+    try:
+        await first.crm_login("alice", "alice-demo")
+        secret, _ = await first.enrol()
+        await first.confirm_codes()
+        await second.crm_login("alice", "alice-demo")
+        await second.answer("000000" if second.code(secret) != "000000" else "111111")
+        gw.clock.advance(30)
+        await second.answer(second.code(secret))
+        await second.post("/login", {"username": "mallory", "password": "x"})
+        await gw.served.app[AUDIT].flush()
+    finally:
+        await first.close()
+        await second.close()
+    after = {
+        "passed": _sample("crm_gateway_challenges_total", factor="totp", result="passed"),
+        "wrong": _sample("crm_gateway_challenges_total", factor="totp", result="wrong_code"),
+        "denied": _sample("crm_gateway_denials_total", reason="ip_not_allowed"),
+        "deny": _sample("crm_gateway_requests_total", decision="deny"),
+        "deny_seconds": _sample("crm_gateway_request_duration_seconds_count", decision="deny"),
+        "store": _sample(
+            "crm_gateway_store_duration_seconds_count", store="durable", operation="add_audit"
+        ),
+    }
+    assert {k: after[k] - before[k] for k in before} == {
+        "passed": 1,
+        "wrong": 1,
+        "denied": 1,
+        "deny": 1,
+        "deny_seconds": 1,
+        "store": 1,
+    }
+
+
+# -- the admin listener, in the real program ---------------------------------------------------
+
+_METRICS = re.compile(rb"metrics on http://(?P<host>[^ ]+):(?P<port>\d+)/metrics")
+
+
+def _metrics_url(process: GatewayProcess) -> str:
+    found = _METRICS.search(bytes(process.log))
+    assert found, process.log.decode(errors="replace")
+    return f"http://{found['host'].decode()}:{int(found['port'])}/metrics"
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        metric, _, value = line.rpartition(" ")
+        if metric == (f"{name}{{{wanted}}}" if labels else name):
+            return float(value)
+    return 0.0
+
+
+def _config(tmp_path: Path, upstream: str, extra: str = "") -> Path:
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "policy.yaml").write_text(
+        "roles:\n  admin: {interval: always}\n"
+        "paths:\n  - {path: /secret/**, allow: [role:admin]}\n  - {path: /**, allow: [anyone]}\n"
+    )
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "listen: 127.0.0.1:0\n"
+        f"upstream:\n  url: {upstream}\n"
+        f"state:\n  durable: {{type: sqlite, path: {tmp_path}/gateway.db}}\n"
+        f"policies: {tmp_path / 'policies'}\n"
+        "admin: {listen: 127.0.0.1:0}\n"
+        "logging: {access_log: false}\n"
+        f"{extra}"
+    )
+    return config
+
+
+async def _get_all(url: str, paths: list[str]) -> list[int]:
+    # A new connection each time: with two workers the kernel spreads them.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        statuses = []
+        for path in paths:
+            async with http.get(url + path) as r:
+                await r.read()
+                statuses.append(r.status)
+        return statuses
+
+
+async def _scrape(url: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        return await r.text()
+
+
+async def test_one_worker_serves_its_metrics_on_the_admin_listener(
+    crm: Served, tmp_path: Path
+) -> None:
+    process = await start_gateway_process(_config(tmp_path, crm.url))
+    try:
+        url = _metrics_url(process)
+        assert (
+            await _get_all(process.url, ["/login"] * 5 + ["/secret/x"] * 2) == [200] * 5 + [403] * 2
+        )
+        await asyncio.sleep(1.0)  # the audit batch reaches the store
+        text = await _scrape(url)
+        # Not on the public listener: the CRM's users never see the metrics.
+        async with aiohttp.ClientSession() as http, http.get(process.url + "/metrics") as r:
+            assert "crm_gateway_requests_total" not in await r.text()
+    finally:
+        assert await process.stop() == 0
+    assert _value(text, "crm_gateway_requests_total", decision="forward") == 5
+    assert _value(text, "crm_gateway_requests_total", decision="deny") == 2
+    assert _value(text, "crm_gateway_denials_total", reason="path_not_allowed") == 2
+    assert _value(text, "crm_gateway_request_duration_seconds_count", decision="forward") == 5
+    assert (
+        _value(
+            text, "crm_gateway_store_duration_seconds_count", store="durable", operation="add_audit"
+        )
+        >= 1
+    )
+    assert "# TYPE crm_gateway_request_duration_seconds histogram" in text
+
+
+async def test_upstream_errors_are_counted_by_kind(tmp_path: Path) -> None:
+    process = await start_gateway_process(_config(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    try:
+        assert await _get_all(process.url, ["/", "/x"]) == [502, 502]
+        text = await _scrape(_metrics_url(process))
+    finally:
+        await process.stop()
+    assert _value(text, "crm_gateway_upstream_errors_total", kind="connect") == 2
+    assert _value(text, "crm_gateway_requests_total", decision="error") == 2
+
+
+async def test_two_workers_metrics_are_added_up_by_the_supervisor(
+    crm: Served, tmp_path: Path, redis_url: str
+) -> None:
+    prefix = f"crm-gateway-test:{secrets.token_hex(6)}:"
+    for name in ("session", "seal"):
+        (tmp_path / f"{name}.keys").write_text(new_key_line("k1") + "\n")
+    extra = (
+        "workers: 2\n"
+        f"{DEMO_LOGIN}"
+        f"secrets:\n  session_keys: {{file: {tmp_path}/session.keys}}\n"
+        f"  seal_keys: {{file: {tmp_path}/seal.keys}}\n"
+    )
+    config = _config(tmp_path, crm.url, extra)
+    text = config.read_text().replace(
+        "state:\n", f"state:\n  shared: {{type: redis, url: '{redis_url}', prefix: '{prefix}'}}\n"
+    )
+    config.write_text(text)
+    process = await start_gateway_process(config)
+    try:
+        assert len(process.children()) == 2
+        requests = 40
+        assert await _get_all(process.url, ["/login"] * requests) == [200] * requests
+        scraped = await _scrape(_metrics_url(process))
+    finally:
+        assert await process.stop() == 0
+        client = redis.asyncio.Redis.from_url(redis_url)
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    # Each worker counted its own; the supervisor's listener shows the sum.
+    assert _value(scraped, "crm_gateway_requests_total", decision="forward") == requests
+    assert b"metrics on http://127.0.0.1:" in process.log
+
+
+async def test_a_busy_admin_port_stops_the_start_with_a_clear_error(
+    crm: Served, tmp_path: Path
+) -> None:
+    busy = await serve(web.Application())
+    try:
+        config = _config(tmp_path, crm.url)
+        config.write_text(config.read_text().replace("127.0.0.1:0}", f"127.0.0.1:{busy.port}}}"))
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "gateway", "run", "-c", str(config)),
+            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        await busy.runner.cleanup()
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{busy.port} (admin)" in err.decode()

@@ -1,0 +1,227 @@
+"""The audit trail (gateway/audit.py) and its store (SQLite): what is written where, what is
+kept while the store is down, what search finds, and what an event may never carry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import MAX_PENDING, AuditTrail, event_json, utc_text
+from gateway.clock import FakeClock
+from gateway.model import AuditEvent
+from gateway.stores.protocols import AuditQuery
+from gateway.stores.sqlite import SqliteDurableStore
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> SqliteDurableStore:
+    opened = SqliteDurableStore(str(tmp_path / "gateway.db"))
+    await opened.open()
+    yield opened  # type: ignore[misc]
+    await opened.close()
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_an_event_goes_to_the_file_at_once_and_to_the_store_on_flush(
+    store: SqliteDurableStore, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    out = tmp_path / "audit.jsonl"
+    trail = AuditTrail(store, clock, output=str(out))
+    trail.record(
+        "challenge.failed",
+        "failed",
+        user="alice",
+        ip="192.0.2.7",
+        user_agent="Firefox",
+        path="/_gateway/challenge",
+        method="POST",
+        request_id="r1",
+        reason="wrong_code",
+        factor="totp",
+    )
+    [line] = _lines(out)
+    assert line == {
+        "time": "2027-01-15T08:00:00.000Z",
+        "event": "challenge.failed",
+        "outcome": "failed",
+        "user": "alice",
+        "ip": "192.0.2.7",
+        "user_agent": "Firefox",
+        "path": "/_gateway/challenge",
+        "method": "POST",
+        "request_id": "r1",
+        "reason": "wrong_code",
+        "details": {"factor": "totp"},
+    }
+    assert await store.audit_events(AuditQuery()) == []  # batched: not yet
+    await trail.close()
+    [(event_id, event)] = await store.audit_events(AuditQuery())
+    assert event_json(event) == line
+    assert event_id >= 1
+    assert (out.stat().st_mode & 0o777) == 0o640
+
+
+async def test_the_background_task_flushes_within_a_second(store: SqliteDurableStore) -> None:
+    trail = AuditTrail(store, FakeClock(T0), output="")
+    task = asyncio.create_task(trail.run())
+    try:
+        trail.record("policy.reloaded", "ok", reason="SIGHUP")
+        for _ in range(40):
+            if await store.audit_events(AuditQuery()):
+                break
+            await asyncio.sleep(0.05)
+        [(_, event)] = await store.audit_events(AuditQuery())
+        assert (event.name, event.reason) == ("policy.reloaded", "SIGHUP")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_events_wait_in_memory_while_the_store_is_down(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    store = SqliteDurableStore(str(path))
+    await store.open()
+    trail = AuditTrail(store, FakeClock(T0), output="")
+    trail.record("ip.denied", "denied", ip="198.51.100.1", reason="ip_not_allowed")
+    await store.close()  # the store goes away: StoreUnavailable on every call
+    await trail.flush()  # kept, not lost, not raised
+    reopened = SqliteDurableStore(str(path))
+    await reopened.open()
+    trail._durable = reopened  # the same trail, its store back (as after a restart of it)
+    await trail.close()
+    [(_, event)] = await reopened.audit_events(AuditQuery())
+    assert event.ip == "198.51.100.1"
+    await reopened.close()
+
+
+async def test_the_oldest_events_go_first_when_the_store_stays_down(tmp_path: Path) -> None:
+    store = SqliteDurableStore(str(tmp_path / "gateway.db"))
+    await store.open()
+    await store.close()
+    trail = AuditTrail(store, FakeClock(T0), output="")
+    for n in range(MAX_PENDING + 3):
+        trail.record("ip.denied", "denied", reason=str(n))
+    assert len(trail._pending) == MAX_PENDING
+    assert trail._pending[0].reason == "3"
+
+
+def test_an_event_refuses_details_that_could_carry_a_secret() -> None:
+    for key in ("code", "password", "otp_code", "session_cookie", "api_token", "secret"):
+        with pytest.raises(ValueError, match="could carry a secret"):
+            AuditEvent(T0, "x.y", "ok", details=((key, "v"),))
+    trail = AuditTrail(None, FakeClock(T0), output="")
+    with pytest.raises(ValueError, match="could carry a secret"):
+        trail.record("code.sent", "ok", code="123456")
+
+
+def test_a_listener_that_fails_does_not_stop_the_trail(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def broken(event: AuditEvent) -> None:
+        raise RuntimeError("alert rule bug")
+
+    trail = AuditTrail(None, FakeClock(T0), output=str(tmp_path / "a.jsonl"))
+    trail.listeners += [broken, lambda e: seen.append(e.name)]
+    trail.record("signin.crm_ok", "ok", user="alice")
+    assert seen == ["signin.crm_ok"]
+    assert _lines(tmp_path / "a.jsonl")[0]["event"] == "signin.crm_ok"
+
+
+def test_an_unwritable_file_does_not_stop_the_trail(tmp_path: Path) -> None:
+    seen: list[str] = []
+    trail = AuditTrail(None, FakeClock(T0), output=str(tmp_path / "missing" / "a.jsonl"))
+    trail.listeners.append(lambda e: seen.append(e.name))
+    trail.record("signin.crm_ok", "ok")
+    trail.record("signin.crm_ok", "ok")
+    assert seen == ["signin.crm_ok", "signin.crm_ok"]
+
+
+def test_lines_from_several_writers_never_interleave(tmp_path: Path) -> None:
+    """Workers and the CLI append to one file: every line whole (O_APPEND, one write each)."""
+    out = tmp_path / "audit.jsonl"
+    pids = []
+    for worker in range(3):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            trail = AuditTrail(None, FakeClock(T0), output=str(out))
+            for n in range(300):
+                trail.record("ip.denied", "denied", user_agent="x" * 2000, reason=f"{worker}-{n}")
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    lines = _lines(out)
+    assert len(lines) == 900
+    assert {line["reason"] for line in lines} == {f"{w}-{n}" for w in range(3) for n in range(300)}
+
+
+async def _fill(store: SqliteDurableStore) -> None:
+    clock = FakeClock(T0)
+    trail = AuditTrail(store, clock, output="")
+    rows = [
+        ("signin.crm_ok", "ok", "alice", "192.0.2.1", "r1"),
+        ("challenge.failed", "failed", "alice", "192.0.2.1", "r2"),
+        ("challenge.passed", "ok", "alice", "192.0.2.1", "r3"),
+        ("ip.denied", "denied", "", "203.0.113.9", "r4"),
+        ("code_x.sent", "ok", "bob", "192.0.2.2", "r5"),
+        ("codeyx.sent", "ok", "bob", "192.0.2.2", "r6"),
+        ("challenge.failed", "failed", "bob", "192.0.2.2", "r7"),
+    ]
+    for name, outcome, user, ip, rid in rows:
+        trail.record(name, outcome, user=user, ip=ip, request_id=rid)
+        clock.advance(3600)
+    await trail.close()
+
+
+async def test_search_by_each_criterion(store: SqliteDurableStore) -> None:
+    await _fill(store)
+
+    async def rids(**criteria: object) -> list[str]:
+        return [e.request_id for _, e in await store.audit_events(AuditQuery(**criteria))]  # type: ignore[arg-type]
+
+    assert await rids() == ["r1", "r2", "r3", "r4", "r5", "r6", "r7"]
+    assert await rids(user="bob") == ["r5", "r6", "r7"]
+    assert await rids(names=("challenge.*",)) == ["r2", "r3", "r7"]
+    assert await rids(names=("challenge.failed", "ip.denied")) == ["r2", "r4", "r7"]
+    # A prefix is a prefix: `_` and `%` in it match themselves only.
+    assert await rids(names=("code_x*",)) == ["r5"]
+    assert await rids(names=("%",)) == []
+    assert await rids(ip="203.0.113.9") == ["r4"]
+    assert await rids(outcome="failed") == ["r2", "r7"]
+    assert await rids(request_id="r3") == ["r3"]
+    assert await rids(since=T0 + 2 * 3600, until=T0 + 4 * 3600) == ["r3", "r4"]
+    assert await rids(limit=2, newest_first=True) == ["r7", "r6"]
+    first = await store.audit_events(AuditQuery(limit=3))
+    assert await rids(after_id=first[-1][0]) == ["r4", "r5", "r6", "r7"]
+    assert await rids(user="alice", names=("challenge.*",), outcome="ok") == ["r3"]
+
+
+async def test_old_events_are_pruned(store: SqliteDurableStore) -> None:
+    await _fill(store)
+    assert await store.prune_audit(T0 + 3 * 3600) == 3
+    assert len(await store.audit_events(AuditQuery())) == 4
+
+
+async def test_networks_a_user_signed_in_from(store: SqliteDurableStore) -> None:
+    assert await store.note_network("alice", "192.0.2.0/24", T0) is True
+    assert await store.note_network("alice", "192.0.2.0/24", T0 + 10) is False
+    assert await store.note_network("alice", "198.51.100.0/24", T0 + 20) is True
+    assert await store.note_network("bob", "192.0.2.0/24", T0 + 30) is True
+    assert await store.networks("alice") == [
+        ("192.0.2.0/24", T0, T0 + 10),
+        ("198.51.100.0/24", T0 + 20, T0 + 20),
+    ]
+
+
+def test_times_are_utc_with_milliseconds() -> None:
+    assert utc_text(0.25) == "1970-01-01T00:00:00.250Z"
