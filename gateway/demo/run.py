@@ -12,7 +12,13 @@ from gateway.config import Listen, parse_config
 from gateway.crypto import new_key_line
 from gateway.demo.crm import DEMO_USERS, build_crm_app
 from gateway.web.app import build_app
-from gateway.web.server import bind, configure_logging, install_fast_loop, serve_until_stopped
+from gateway.web.server import (
+    AdminListener,
+    bind,
+    configure_logging,
+    install_fast_loop,
+    serve_until_stopped,
+)
 
 
 def prepare_data_dir(data_dir: Path) -> None:
@@ -44,8 +50,17 @@ def run_demo(listen: Listen, crm_listen: Listen, data_dir: Path) -> int:
     gw_sock = bind(listen)
     crm_port = crm_sock.getsockname()[1]
     gw_port = gw_sock.getsockname()[1]
-    config = parse_config(demo_config_text(gw_port, crm_port, data_dir), "demo gateway.yaml")
+    text = demo_config_text(gw_port, crm_port, data_dir)
+    config = parse_config(text, "demo gateway.yaml")
+    # On disk too, so the admin commands can be tried on the demo's store:
+    # crm-gateway users list -c var/demo/gateway.yaml
+    (data_dir / "gateway.yaml").write_text(text, encoding="utf-8")
     configure_logging(config.logging)
+    metrics = ""
+    admin = AdminListener(config.admin.listen, 1) if config.admin.listen else None
+    if admin is not None:
+        host, port = admin.start()
+        metrics = f"  Metrics (Prometheus): http://{host}:{port}/metrics\n"
 
     async def main() -> None:
         crm_runner = web.AppRunner(build_crm_app(), access_log=None)
@@ -70,6 +85,10 @@ def run_demo(listen: Listen, crm_listen: Listen, data_dir: Path) -> int:
                 f"  carol gets her code by text message: it is written to\n"
                 f"  {data_dir / 'outbox.jsonl'} (the demo's SMS and e-mail outbox)\n\n"
                 f"  Health: http://{listen.host}:{gw_port}{config.path_prefix}readyz\n"
+                f"{metrics}"
+                f"  Audit trail: {data_dir / 'audit.jsonl'}, or try\n"
+                f"    crm-gateway audit tail -c {data_dir / 'gateway.yaml'}\n"
+                f"    crm-gateway users list -c {data_dir / 'gateway.yaml'}\n"
                 "  Stop with Ctrl-C.\n",
                 flush=True,
             )
@@ -78,6 +97,8 @@ def run_demo(listen: Listen, crm_listen: Listen, data_dir: Path) -> int:
             await serve_until_stopped(build_app(config), gw_sock, started=announce)
         finally:
             await crm_runner.cleanup()
+            if admin is not None:
+                admin.stop()
 
     asyncio.run(main())
     return 0

@@ -4,6 +4,8 @@ never listens, `demo` serves the demo CRM."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import socket
 import sys
 from pathlib import Path
@@ -94,7 +96,22 @@ async def test_demo_serves_the_demo_crm_through_the_gateway(tmp_path: Path) -> N
                 assert r.status == 200
             async with http.get(f"http://127.0.0.1:{ports[0]}/_gateway/readyz") as r:
                 assert (await r.json())["status"] == "ok"
+            # The banner names the metrics address; they count the request just made.
+            found = re.search(rb"Metrics \(Prometheus\): (http://\S+/metrics)", banner)
+            assert found, banner
+            async with http.get(found.group(1).decode()) as r:
+                assert 'crm_gateway_requests_total{decision="forward"} 1.0' in await r.text()
         assert (tmp_path / "gateway.db").exists()
+        # The config is on disk, so the admin commands work on the demo's store.
+        listed = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "gateway", "users", "list", "--json"),
+            *("-c", str(tmp_path / "gateway.yaml")),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(listed.communicate(), 30)
+        assert listed.returncode == 0, err
+        assert "alice" in {row["user"] for row in json.loads(out)}
     finally:
         process.terminate()
         await asyncio.wait_for(process.communicate(), 20)
