@@ -68,11 +68,16 @@ def event_line(event: AuditEvent) -> bytes:
 
 class LineWriter:
     """Appends whole lines with one write each: lines from several workers (and from the
-    CLI) never interleave in the file (O_APPEND)."""
+    CLI) never interleave in the file (O_APPEND). A file moved away by logrotate is noticed
+    within a second and a new one started (no copytruncate or signal needed)."""
+
+    REOPEN_CHECK = 1.0  # seconds between looks at whether the path still names our file
 
     def __init__(self, target: str) -> None:
         self.target = target
         self._fd: int | None = None
+        self._inode = (0, 0)
+        self._checked = 0.0
         self._failed_at = 0.0
 
     def write(self, line: bytes) -> None:
@@ -81,16 +86,34 @@ class LineWriter:
                 sys.stdout.buffer.write(line)
                 sys.stdout.buffer.flush()
                 return
+            self._reopen_if_moved()
             if self._fd is None:
                 self._fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                found = os.fstat(self._fd)
+                self._inode = (found.st_dev, found.st_ino)
             os.write(self._fd, line)
         except (OSError, ValueError) as exc:
             now = time.monotonic()
             if now - self._failed_at > 60.0:  # once a minute, not once per event
                 self._failed_at = now
                 log.error(
-                    "audit file %s not written (%s); events still go to the store", self.target, exc
+                    "audit file %s not written (%s); events still go to the store",
+                    self.target,
+                    exc,
                 )
+
+    def _reopen_if_moved(self) -> None:
+        now = time.monotonic()
+        if self._fd is None or now - self._checked < self.REOPEN_CHECK:
+            return
+        self._checked = now
+        try:
+            found = os.stat(self.target)
+            same = (found.st_dev, found.st_ino) == self._inode
+        except FileNotFoundError:
+            same = False
+        if not same:
+            self.close()
 
     def close(self) -> None:
         if self._fd is not None:

@@ -225,3 +225,14 @@ async def test_networks_a_user_signed_in_from(store: SqliteDurableStore) -> None
 
 def test_times_are_utc_with_milliseconds() -> None:
     assert utc_text(0.25) == "1970-01-01T00:00:00.250Z"
+
+
+def test_a_file_moved_away_by_logrotate_is_followed_by_a_new_one(tmp_path: Path) -> None:
+    out = tmp_path / "audit.jsonl"
+    trail = AuditTrail(None, FakeClock(T0), output=str(out))
+    trail._writer.REOPEN_CHECK = 0.0  # type: ignore[union-attr]
+    trail.record("signin.crm_ok", "ok", reason="before")
+    out.rename(tmp_path / "audit.jsonl.1")
+    trail.record("signin.crm_ok", "ok", reason="after")
+    assert [line["reason"] for line in _lines(tmp_path / "audit.jsonl.1")] == ["before"]
+    assert [line["reason"] for line in _lines(out)] == ["after"]
