@@ -20,7 +20,9 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels crm-gateway uvloop redis && rm -rf /wheels
 USER gateway
 WORKDIR /var/lib/crm-gateway
-EXPOSE 8080
+# 8080: the gateway; 9100: Prometheus metrics when gateway.yaml sets admin.listen to
+# 0.0.0.0:9100 (publish it only to the monitoring network).
+EXPOSE 8080 9100
 # healthz answers while the process serves; readyz (also checks the CRM) belongs to the
 # load balancer, so a CRM outage does not restart the gateway.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
