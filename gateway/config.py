@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from gateway.alerts_config import Alerts, read_alerts
 from gateway.errors import ConfigError, Problem
 from gateway.headers import MANAGED, fold
 from gateway.loader import Source, Value, read_file
@@ -131,6 +132,7 @@ class Config:
     policies: str = ""  # directory of policy files; "" = none (a transparent proxy)
     signin: SignIn = field(default_factory=SignIn)
     messaging: Messaging = field(default_factory=Messaging)
+    alerts: Alerts = field(default_factory=Alerts)
     warnings: tuple[Problem, ...] = ()
 
 
@@ -154,6 +156,7 @@ TOP_KEYS = {
     "sms",
     "email",
     "codes",
+    "alerts",
 }
 
 
@@ -224,6 +227,7 @@ def _build(root: Value, source: Source) -> Config | None:
     policies = _get(keys, "policies", lambda v: _policies_dir(v, source), "")
     signin = read_signin(keys, root)
     messaging = read_messaging(keys)
+    alerts = read_alerts(keys, messaging)
     login = signin.login
     if login is None:
         source.warn(
@@ -260,6 +264,7 @@ def _build(root: Value, source: Source) -> Config | None:
         policies=policies,
         signin=signin,
         messaging=messaging,
+        alerts=alerts,
         warnings=tuple(source.warnings),
     )
 

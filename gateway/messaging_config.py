@@ -115,7 +115,7 @@ def _required(value: Value, keys: dict[str, Value], *names: str) -> bool:
     return not missing
 
 
-def _provider(value: Value, kinds: tuple[str, ...]) -> Provider | None:
+def read_provider(value: Value, kinds: tuple[str, ...]) -> Provider | None:
     keys = value.mapping()
     if keys is None:
         return None
@@ -234,7 +234,7 @@ def _channel(value: Value, kinds: tuple[str, ...], *, email: bool) -> Channel | 
     if "provider" not in keys:
         value.fail("provider: is required")
         return None
-    provider = _provider(keys["provider"], kinds)
+    provider = read_provider(keys["provider"], kinds)
     if provider is None:
         return None
     cost, currency = Decimal(0), "EUR"

@@ -26,6 +26,7 @@ LAYERS = {
     "gateway.signin_config": 1,
     "gateway.passwords": 1,
     "gateway.messaging_config": 1,
+    "gateway.alerts_config": 1,
     "gateway.senders": 3,
     "gateway.factors": 3,
     "gateway.session": 3,
@@ -35,6 +36,7 @@ LAYERS = {
     "gateway.paths": 2,
     "gateway.stores": 3,
     "gateway.audit": 3,
+    "gateway.alerts": 3,
     "gateway.demo.crm": 3,
     "gateway.web": 4,
     "gateway.demo": 5,
@@ -42,6 +44,10 @@ LAYERS = {
     "gateway.admin": 6,
     "gateway.usage": 6,
     "gateway.usercli": 6,
+    "gateway.keycli": 6,
+    "gateway.auditcli": 6,
+    "gateway.backup": 6,
+    "gateway.backup_file": 3,
     "gateway.__main__": 7,
 }
 

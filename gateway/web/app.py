@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.alerts import AlertRules
 from gateway.audit import AuditTrail
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
@@ -103,11 +104,15 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     app[SHARED] = shared
     trail = AuditTrail(durable, app[CLOCK], output=config.audit.file, keep=config.audit.keep)
     app[AUDIT] = trail
+    # Alert rules watch the trail; without an `alerts` section they return at once.
+    rules = AlertRules(config.alerts, shared, durable, app[CLOCK], trail)
+    trail.listeners.append(rules.observe)
     flusher = asyncio.create_task(trail.run(), name="audit-flush")
     snapshot = _snapshot_file(config)
     if snapshot is not None and isinstance(shared, MemorySharedStore):
         await asyncio.to_thread(restore_snapshot, snapshot, shared, _sealer(config), app[CLOCK])
     yield
+    await rules.close()  # deliveries under way may still record and use both stores
     if snapshot is not None and isinstance(shared, MemorySharedStore):
         await asyncio.to_thread(save_snapshot, snapshot, shared, _sealer(config), app[CLOCK])
     flusher.cancel()
