@@ -9,12 +9,11 @@ import getpass
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import date
 from pathlib import Path
 
-from gateway import __version__, admin, usage, usercli
+from gateway import __version__, admin, auditcli, keycli, usage, usercli
 from gateway.config import Config, load_config, parse_listen, workers_problem
-from gateway.crypto import KeyError_, hash_password, new_key_line
+from gateway.crypto import hash_password
 from gateway.errors import ConfigError
 from gateway.model import canonical_user
 from gateway.policy import Policy
@@ -33,6 +32,8 @@ CONFIGURED: dict[str, Handler] = {
     "sessions": usercli.users_command,
     "recovery": usercli.users_command,
     "sms-usage": lambda args, config, _policy: usage.sms_usage(args, config),
+    "keys": keycli.rotate_command,  # `keys generate` needs no config: main() runs it first
+    "audit": auditcli.audit_command,
 }
 
 
@@ -63,12 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         help="print an argon2id hash for a users file (login.mode gateway); reads stdin",
     )
     hashing.add_argument("--user", help="print `USER: HASH`, a line for the users file")
-    keys = commands.add_parser("keys", help="signing and sealing keys")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    generate = key_commands.add_parser(
-        "generate", help="print a new key line for secrets.session_keys or secrets.seal_keys"
-    )
-    generate.add_argument("--id", default="", help="key id (default: k + today's date)")
+    keycli.add_commands(commands)
+    auditcli.add_commands(commands)
     admin.add_commands(commands)
     usage.add_command(commands)
     usercli.add_commands(commands)
@@ -97,16 +94,6 @@ def hash_password_command(user: str | None) -> int:
         return EXIT_FAILED
     hashed = hash_password(password)
     print(f"{canonical_user(user)}: {hashed}" if user else hashed)
-    return EXIT_OK
-
-
-def keys_generate_command(key_id: str) -> int:
-    key_id = key_id or "k" + date.today().strftime("%Y%m%d")
-    try:
-        print(new_key_line(key_id))
-    except KeyError_ as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -167,14 +154,14 @@ def main(argv: list[str] | None = None) -> int:
             return admin.explain(args, None)
         loaded = _load(args.config)
         return EXIT_CONFIG if loaded is None else admin.explain(args, loaded[1])
+    if args.command == "keys" and args.keys_command == "generate":
+        return keycli.generate_command(args.id)
     handler = CONFIGURED.get(args.command)
     if handler is not None:
         loaded = _load(args.config)
         return EXIT_CONFIG if loaded is None else handler(args, *loaded)
     if args.command == "hash-password":
         return hash_password_command(args.user)
-    if args.command == "keys":
-        return keys_generate_command(args.id)
     if args.command == "demo":
         listen, crm_listen = parse_listen(args.listen), parse_listen(args.crm_listen)
         if listen is None or crm_listen is None:

@@ -138,11 +138,27 @@ async def test_resealing_replaces_the_sealed_secret_and_its_key_id(
     store: SqliteDurableStore,
 ) -> None:
     await store.add_authenticator(authenticator("a1"))
+    read = (await store.authenticators("alice"))[0]
 
-    await store.reseal_authenticator("a1", b"k2\x00fresh", "k2")
+    replaced = await store.reseal_authenticator("a1", b"k2\x00fresh", "k2", expected=read.sealed)
 
     row = (await store.authenticators("alice"))[0]
+    assert replaced is True
     assert (row.sealed, row.key_id) == (b"k2\x00fresh", "k2")
+
+
+async def test_resealing_a_value_changed_since_it_was_read_replaces_nothing(
+    store: SqliteDurableStore,
+) -> None:
+    await store.add_authenticator(authenticator("a1"))
+    stale = (await store.authenticators("alice"))[0].sealed
+    await store.reseal_authenticator("a1", b"k2\x00first", "k2", expected=stale)
+
+    replaced = await store.reseal_authenticator("a1", b"k3\x00second", "k3", expected=stale)
+
+    row = (await store.authenticators("alice"))[0]
+    assert replaced is False
+    assert (row.sealed, row.key_id) == (b"k2\x00first", "k2")
 
 
 async def test_a_user_removes_only_their_own_authenticator(store: SqliteDurableStore) -> None:

@@ -32,7 +32,7 @@ class Verdict:
         return cls(False, "locked" if until else "wrong_code", until)
 
 
-def _purpose(user: str, auth_id: str) -> str:
+def totp_purpose(user: str, auth_id: str) -> str:
     # Bound into the seal: a secret copied to another user's row in the database won't open.
     return f"totp\x00{user}\x00{auth_id}"
 
@@ -70,7 +70,7 @@ class FactorBook:
 
     async def add_totp(self, user: str, secret: str, name: str) -> Authenticator:
         auth_id = secrets.token_hex(8)
-        sealed = self.sealer.seal(secret.encode(), _purpose(user, auth_id))
+        sealed = self.sealer.seal(secret.encode(), totp_purpose(user, auth_id))
         row = Authenticator(
             id=auth_id,
             user=user,
@@ -93,7 +93,7 @@ class FactorBook:
         now = self._clock.now()
         for row in rows:
             try:
-                secret = self.sealer.unseal(row.sealed, _purpose(user, row.id)).decode()
+                secret = self.sealer.unseal(row.sealed, totp_purpose(user, row.id)).decode()
             except SealBroken:
                 continue  # logged by keys verification; never a pass
             step = totp.matching_step(secret, code, now)

@@ -45,6 +45,10 @@ class LedgerRow(NamedTuple):
     currency: str
 
 
+# The note in which the gateway names the seal keys it started with (JSON: ids, started).
+SEAL_RING_NOTE = "seal_ring"
+
+
 @dataclass(frozen=True)
 class AuditQuery:
     """Which audit events to return. Names match exactly, or by prefix when they end in `*`
@@ -93,7 +97,11 @@ class DurableStore(Protocol):
 
     async def all_authenticators(self) -> list[Authenticator]: ...
 
-    async def reseal_authenticator(self, auth_id: str, sealed: bytes, key_id: str) -> None: ...
+    async def reseal_authenticator(
+        self, auth_id: str, sealed: bytes, key_id: str, *, expected: bytes
+    ) -> bool:
+        """Replace the sealed secret only while it is still `expected`; True when replaced."""
+        ...
 
     async def touch_authenticator(self, auth_id: str, now: float) -> None: ...
 
@@ -165,6 +173,14 @@ class DurableStore(Protocol):
 
     async def note_network(self, user: str, network: str, now: float) -> bool:
         """Remember that `user` signed in from `network`; True when it was new to them."""
+        ...
+
+    async def set_note(self, name: str, value: str) -> None:
+        """A small named value the running gateway leaves for the admin commands."""
+        ...
+
+    async def note(self, name: str) -> str:
+        """The note's value ("" when none was left)."""
         ...
 
     async def networks(self, user: str) -> list[tuple[str, float, float]]:

@@ -268,13 +268,18 @@ class SqliteDurableStore:
         )
         return [Authenticator(*r) for r in rows]  # type: ignore[arg-type]
 
-    async def reseal_authenticator(self, auth_id: str, sealed: bytes, key_id: str) -> None:
-        await self.change(
+    async def reseal_authenticator(
+        self, auth_id: str, sealed: bytes, key_id: str, *, expected: bytes
+    ) -> bool:
+        """Compare and swap: replaced only while the stored value is still `expected`, so an
+        authenticator removed or re-enrolled since it was read is never brought back."""
+        replaced = await self.change(
             (
-                "UPDATE authenticators SET sealed = ?, key_id = ? WHERE id = ?",
-                (sealed, key_id, auth_id),
+                "UPDATE authenticators SET sealed = ?, key_id = ? WHERE id = ? AND sealed = ?",
+                (sealed, key_id, auth_id, expected),
             )
         )
+        return replaced > 0
 
     async def touch_authenticator(self, auth_id: str, now: float) -> None:
         await self.change(("UPDATE authenticators SET last_used = ? WHERE id = ?", (now, auth_id)))
@@ -558,6 +563,21 @@ class SqliteDurableStore:
             user,
         )
         return [(str(r[0]), float(r[1]), float(r[2])) for r in rows]  # type: ignore[arg-type]
+
+    # -- notes the gateway leaves for the admin commands ----------------------------------
+
+    async def set_note(self, name: str, value: str) -> None:
+        await self.change(
+            (
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                ("note:" + name, value),
+            )
+        )
+
+    async def note(self, name: str) -> str:
+        rows = await self.query("SELECT value FROM meta WHERE key = ?", "note:" + name)
+        return str(rows[0][0]) if rows else ""
 
     async def open(self) -> None:
         await self._run(self._open)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import hmac
+import json
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from gateway.audit import AuditTrail
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto import Sealer
-from gateway.errors import BadRequest, HttpError, MethodNotAllowed, NotFound
+from gateway.errors import BadRequest, HttpError, MethodNotAllowed, NotFound, StoreUnavailable
 from gateway.factors.book import FactorBook
 from gateway.factors.codes import CodeBook
 from gateway.forwarding import (
@@ -43,6 +44,7 @@ from gateway.senders import open_sender
 from gateway.session import SessionBook
 from gateway.stores import open_stores
 from gateway.stores.memory import MemorySharedStore
+from gateway.stores.protocols import SEAL_RING_NOTE
 from gateway.web import health, proxy, routes
 from gateway.web.guard import AccessDenied, open_guard
 from gateway.web.keys import (
@@ -108,7 +110,7 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     rules = AlertRules(config.alerts, shared, durable, app[CLOCK], trail)
     trail.listeners.append(rules.observe)
     flusher = asyncio.create_task(trail.run(), name="audit-flush")
-    snapshot = _snapshot_file(config)
+    snapshot = snapshot_file(config)
     if snapshot is not None and isinstance(shared, MemorySharedStore):
         await asyncio.to_thread(restore_snapshot, snapshot, shared, _sealer(config), app[CLOCK])
     yield
@@ -125,11 +127,11 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
 
 def _sealer(config: Config) -> Sealer:
     ring = config.signin.secrets.seal_keys
-    assert ring is not None  # _snapshot_file checked
+    assert ring is not None  # snapshot_file checked
     return Sealer(ring)
 
 
-def _snapshot_file(config: Config) -> Path | None:
+def snapshot_file(config: Config) -> Path | None:
     """Where in-memory sessions wait across a restart: beside the SQLite file, sealed."""
     if config.signin.login is None or config.signin.secrets.seal_keys is None:
         return None
@@ -171,6 +173,10 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
     assert secrets.seal_keys is not None
     clock = app[CLOCK]
     sealer = Sealer(secrets.seal_keys)
+    # `keys rotate` reads which seal keys the gateway holds, and refuses to re-seal under a
+    # key the running gateway could not open.
+    ring = {"ids": [key_id for key_id, _ in secrets.seal_keys.keys], "started": clock.now()}
+    await app[DURABLE].set_note(SEAL_RING_NOTE, json.dumps({**ring, "stopped": 0}))
     book = SessionBook(app[SHARED], secrets.session_keys, clock, signin_config.sessions)
     regulator = Regulator(app[SHARED], clock, signin_config.limits)
     factors = FactorBook(app[DURABLE], regulator, sealer, clock)
@@ -209,6 +215,8 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
         await watcher
     for sender in senders.values():
         await sender.close()
+    with contextlib.suppress(StoreUnavailable):
+        await app[DURABLE].set_note(SEAL_RING_NOTE, json.dumps({**ring, "stopped": clock.now()}))
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:

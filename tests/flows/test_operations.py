@@ -361,3 +361,59 @@ async def test_a_busy_admin_port_stops_the_start_with_a_clear_error(
         await busy.runner.cleanup()
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{busy.port} (admin)" in err.decode()
+
+
+async def test_wrong_codes_at_the_gateway_reach_a_webhook_as_one_alert(
+    crm: Served, tmp_path: Path
+) -> None:
+    """The alert rules wired into the running gateway: a real webhook receiver on loopback."""
+    received: list[dict[str, object]] = []
+    arrived = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        arrived.set()
+        return web.Response(status=204)
+
+    receiver_app = web.Application()
+    receiver_app.router.add_post("/hook", hook)
+    receiver = await serve(receiver_app)
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "policy.yaml").write_text(DEMO_POLICY)
+    extra = (
+        f"{DEMO_LOGIN}{write_keys(tmp_path)}policies: {folder}\n"
+        "audit: {file: off}\n"
+        "alerts:\n"
+        f"  webhook: {{url: '{receiver.url}/hook'}}\n"
+        "  rules:\n    failed_codes: {count: 3, within: 10m}\n"
+        "    ip_denied: off\n    new_network: off\n    sms_volume: off\n"
+    )
+    clock = FakeClock(1_800_000_000.0)
+    served = await serve(build_app(gateway_config(crm.url, tmp_path, extra), clock=clock))
+    gw = SignInGateway(served, clock)
+    first, second = Browser(gw), Browser(gw)
+    try:
+        await first.crm_login("alice", "alice-demo")
+        secret, _ = await first.enrol()
+        await first.confirm_codes()
+        await second.crm_login("alice", "alice-demo")
+        wrong = "000000" if second.code(secret) != "000000" else "111111"
+        for _ in range(4):  # the 3rd raises the alert; the 4th is in the same window
+            status, _, _ = await second.answer(wrong)
+            assert status == 400
+        await asyncio.wait_for(arrived.wait(), 10)
+        await asyncio.sleep(0.3)  # a second alert would have arrived by now
+        await served.app[AUDIT].flush()
+        sent = await served.app[DURABLE].audit_events(AuditQuery(names=("alert.*",)))
+    finally:
+        await first.close()
+        await second.close()
+        await served.runner.cleanup()
+        await receiver.runner.cleanup()
+    [alert] = received
+    assert (alert["rule"], alert["user"], alert["count"]) == ("failed_codes", "alice", 3)
+    assert wrong not in json.dumps(alert)
+    assert [(e.name, e.user, e.reason) for _, e in sent] == [
+        ("alert.sent", "alice", "failed_codes")
+    ]
