@@ -246,6 +246,17 @@ def _build(root: Value, source: Source) -> Config | None:
         source.problem(
             keys["workers"].node if "workers" in keys else None, "workers", shared_problem
         )
+    if (
+        admin.listen is not None
+        and listen is not None
+        and admin.listen.port != 0
+        and (admin.listen.host, admin.listen.port) == (listen.host, listen.port)
+    ):
+        source.problem(
+            keys["admin"].node,
+            "admin.listen",
+            "must differ from listen: metrics stay off the address the CRM's users reach",
+        )
     if listen is None or upstream is None:
         return None
     return Config(

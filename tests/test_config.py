@@ -1000,3 +1000,40 @@ def test_redis_shared_store_needs_a_redis_url() -> None:
     assert problems(MINIMAL + "state:\n  shared: {type: redis, url: 'http://x'}\n") == [
         "gateway.yaml:5: state.shared.url: must start with redis://, rediss:// or unix://"
     ]
+
+
+# -- audit and the admin listener ------------------------------------------------------------
+
+
+def test_audit_and_admin_sections_are_read(tmp_path: Path) -> None:
+    config = parse_config(
+        MINIMAL
+        + f"audit: {{file: {tmp_path}/audit.jsonl, keep: 90d}}\nadmin: {{listen: 127.0.0.1:9100}}\n"
+    )
+    assert (config.audit.file, config.audit.keep) == (f"{tmp_path}/audit.jsonl", 90 * 86400.0)
+    assert (config.admin.listen.host, config.admin.listen.port) == ("127.0.0.1", 9100)  # type: ignore[union-attr]
+    assert parse_config(MINIMAL).audit.file == "-"  # stdout by default
+    assert parse_config(MINIMAL + "audit: {file: 'off'}\n").audit.file == ""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            "audit: {file: /no/such/folder/audit.jsonl}\n",
+            "gateway.yaml:4: audit.file: the folder of '/no/such/folder/audit.jsonl' does not exist",
+        ),
+        (
+            "audit: {keep: 1h}\n",
+            "gateway.yaml:4: audit.keep: must be at least 1d (or 0 to keep every event)",
+        ),
+        ("admin: {listen: nowhere}\n", "gateway.yaml:4: admin.listen: must be host:port"),
+        (
+            "admin: {listen: '127.0.0.1:8080'}\n",
+            "gateway.yaml:4: admin.listen: must differ from listen: metrics stay off the address "
+            "the CRM's users reach",
+        ),
+    ],
+)
+def test_audit_and_admin_problems_are_named(extra: str, expected: str) -> None:
+    assert problems(MINIMAL + extra)[0].startswith(expected)
