@@ -139,6 +139,7 @@ class AuditTrail:
         self._keep = keep
         self._pending: deque[AuditEvent] = deque()
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self.listeners: list[Listener] = []
 
     def record(self, name: str, outcome: str, **fields: Any) -> AuditEvent:
@@ -172,17 +173,26 @@ class AuditTrail:
                 log.exception("audit listener failed on %s", event.name)
 
     async def flush(self) -> None:
-        """Hand what is pending to the store; on failure keep it for the next try."""
-        if self._durable is None or not self._pending:
+        """Hand what is pending to the store; on failure keep it for the next try. One flush
+        at a time (the background task and a caller may both ask)."""
+        if self._durable is None:
             return
-        batch = list(self._pending)
-        try:
-            await self._durable.add_audit_events(batch)
-        except StoreUnavailable as exc:
-            log.warning("audit events kept in memory (%d): %s", len(batch), exc.detail)
-            return
-        for _ in batch:
-            self._pending.popleft()
+        async with self._flushing:
+            if not self._pending:
+                return
+            batch = list(self._pending)
+            self._pending.clear()
+            try:
+                await self._durable.add_audit_events(batch)
+            except StoreUnavailable as exc:
+                log.warning("audit events kept in memory (%d): %s", len(batch), exc.detail)
+                # Back in front of what arrived meanwhile, in order; the oldest go past the cap.
+                kept = (batch + list(self._pending))[-MAX_PENDING:]
+                dropped = len(batch) + len(self._pending) - len(kept)
+                if dropped:
+                    AUDIT_DROPPED.labels("durable").inc(dropped)
+                self._pending.clear()
+                self._pending.extend(kept)
 
     async def run(self) -> None:
         """Background: batches to the store, and old events pruned once an hour."""

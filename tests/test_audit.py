@@ -236,3 +236,19 @@ def test_a_file_moved_away_by_logrotate_is_followed_by_a_new_one(tmp_path: Path)
     trail.record("signin.crm_ok", "ok", reason="after")
     assert [line["reason"] for line in _lines(tmp_path / "audit.jsonl.1")] == ["before"]
     assert [line["reason"] for line in _lines(out)] == ["after"]
+
+
+async def test_flushes_asked_at_once_store_every_event_exactly_once(
+    store: SqliteDurableStore,
+) -> None:
+    """The background task and a caller (shutdown, a test) may flush at the same time."""
+    trail = AuditTrail(store, FakeClock(T0), output="")
+    for n in range(2000):
+        trail.record("path.denied", "denied", reason=str(n), user_agent="ü" * 50)
+        if n % 500 == 0:
+            await asyncio.gather(*(trail.flush() for _ in range(4)))
+    await asyncio.gather(*(trail.flush() for _ in range(4)))
+    stored = await store.audit_events(AuditQuery(limit=5000))
+    assert [e.reason for _, e in stored] == [str(n) for n in range(2000)]
+    assert stored[0][1].user_agent == "ü" * 50
+    assert isinstance(stored[0][1].time, float)
