@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from gateway import __version__, admin, auditcli, keycli, usage, usercli
+from gateway import __version__, admin, auditcli, backup, keycli, usage, usercli
 from gateway.config import Config, load_config, parse_listen, workers_problem
 from gateway.crypto import hash_password
 from gateway.errors import ConfigError
@@ -34,6 +34,8 @@ CONFIGURED: dict[str, Handler] = {
     "sms-usage": lambda args, config, _policy: usage.sms_usage(args, config),
     "keys": keycli.rotate_command,  # `keys generate` needs no config: main() runs it first
     "audit": auditcli.audit_command,
+    "backup": backup.backup_command,
+    "restore": backup.restore_command,
 }
 
 
@@ -69,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_commands(commands)
     usage.add_command(commands)
     usercli.add_commands(commands)
+    backup.add_commands(commands)
     return parser
 
 
