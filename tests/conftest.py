@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.config import Config, parse_config
 from gateway.demo.crm import build_crm_app
+from gateway.stores.sqlite import SqliteDurableStore
 from gateway.web.app import build_app
 from tests.upstreams import INFO, build_upstream_app
 
@@ -114,3 +115,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
     ) as session:
         yield session
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteDurableStore]:
+    """A real SQLite durable store in the test's folder (gateway.db), open as a running
+    gateway holds it while a command or a test works on it."""
+    opened = SqliteDurableStore(str(tmp_path / "gateway.db"))
+    await opened.open()
+    yield opened
+    await opened.close()

@@ -19,14 +19,6 @@ from gateway.stores.sqlite import SqliteDurableStore
 T0 = 1_800_000_000.0
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> SqliteDurableStore:
-    opened = SqliteDurableStore(str(tmp_path / "gateway.db"))
-    await opened.open()
-    yield opened  # type: ignore[misc]
-    await opened.close()
-
-
 def _lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 

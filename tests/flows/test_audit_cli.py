@@ -8,7 +8,6 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,14 +70,6 @@ class Trail:
         self.clock.advance(SystemClock().now() - hours_ago * HOUR - self.clock.now())
         self.trail.record(name, outcome, **fields)
         await self.trail.flush()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteDurableStore]:
-    opened = SqliteDurableStore(str(tmp_path / "gateway.db"))
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyotp
@@ -57,15 +56,6 @@ async def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str,
     code = await asyncio.to_thread(main, list(args))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteDurableStore]:
-    """The store as the running gateway holds it open while the command works on it."""
-    opened = SqliteDurableStore(str(tmp_path / "gateway.db"))
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 def book(store: SqliteDurableStore, ring_text: str, clock: FakeClock) -> FactorBook:
