@@ -4,6 +4,7 @@ program: signals, workers, memory of the gateway alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -48,8 +49,14 @@ class GatewayProcess:
             try:
                 await asyncio.wait_for(self.process.wait(), 20)
             except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+                # The whole group: a worker left behind would hold the log pipe open, and
+                # waiting for the process (which waits for its pipes) would never end.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                await asyncio.wait_for(self.process.wait(), 10)
+                raise AssertionError(
+                    f"the gateway did not stop within 20 s:\n{self.log.decode(errors='replace')}"
+                ) from None
         return self.process.returncode or 0
 
 
@@ -73,6 +80,7 @@ async def start_gateway_process(config: Path, *args: str) -> GatewayProcess:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        start_new_session=True,  # its own process group: stop() can end every worker
     )
     assert process.stderr is not None
     log = bytearray()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -198,9 +199,23 @@ def _serve(config: Config, policy: Policy | None, sock: socket.socket, loop_name
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
-def _worker(config: Config, policy: Policy | None, sock: socket.socket) -> None:
+def _die_with_parent() -> None:
+    """Linux: the kernel sends this worker SIGTERM when the supervisor dies, however it dies
+    (kill -9 included), so no worker ever serves on unsupervised. Elsewhere: nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker(config: Config, policy: Policy | None, sock: socket.socket, parent: int) -> None:
     for signum in _SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    _die_with_parent()
+    if os.getppid() != parent:  # the supervisor died before the line above took effect
+        os._exit(0)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     try:
         asyncio.run(serve_until_stopped(build_app(config, policy=policy), sock))
@@ -213,44 +228,55 @@ def _worker(config: Config, policy: Policy | None, sock: socket.socket) -> None:
 def _supervise(config: Config, policy: Policy | None, sock: socket.socket) -> int:
     children: dict[int, float] = {}
     stopping = False
+    reloads = 0
+    me = os.getpid()
 
     def spawn() -> None:
-        # Signals wait while we fork: a child must never run the supervisor's handlers (it
-        # would forward a SIGTERM meant for itself and live on as an orphan). The child
-        # unblocks after resetting them, so a pending SIGTERM then stops it.
+        # Signals wait while we fork, so the child does not run a handler before it resets
+        # them; it unblocks after that, so a pending SIGTERM then stops it.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             pid = os.fork()
             if pid == 0:
-                _worker(config, policy, sock)
+                _worker(config, policy, sock, me)
             children[pid] = time.monotonic()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
-    def forward(signum: int, _frame: object) -> None:
+    # The handlers only note what was asked; the loop below acts on it. A handler may run
+    # at any moment (another thread, such as the metrics listener's, can take the signal
+    # while this one has it blocked): between a fork and the line that records the child, a
+    # handler that signalled the known children would miss that one and leave it orphaned.
+    def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+
+    def reload(signum: int, _frame: object) -> None:
+        nonlocal reloads
+        reloads += 1
+
+    def tell(signum: int) -> None:
         for pid in list(children):
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signum)
             except ProcessLookupError:
                 children.pop(pid, None)
 
-    def reload(signum: int, _frame: object) -> None:
-        for pid in list(children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGHUP)  # each worker reloads its own policy
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
     for _ in range(config.workers):
         spawn()
     status = 0
     deadline = 0.0
+    reloaded = 0
     while children:
         if stopping and not deadline:
             deadline = time.monotonic() + SHUTDOWN_GRACE + 5.0
+            tell(signal.SIGTERM)
+        if reloads != reloaded and not stopping:
+            reloaded = reloads
+            tell(signal.SIGHUP)  # each worker reloads its own policy
         try:
             # Polled, not blocking: a blocking wait resumes after the SIGTERM handler (PEP
             # 475) and would never look at the deadline if a worker hung.
@@ -276,5 +302,6 @@ def _supervise(config: Config, policy: Policy | None, sock: socket.socket) -> in
         status = 1
         if time.monotonic() - started < 1.0:
             time.sleep(1.0)  # a worker that dies at once should not spin the machine
-        spawn()
+        if not stopping:
+            spawn()
     return 0 if stopping else status

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -116,3 +117,65 @@ async def test_demo_serves_the_demo_crm_through_the_gateway(tmp_path: Path) -> N
         process.terminate()
         await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 0
+
+
+def _policy_config(tmp_path: Path, upstream: str, extra: str = "") -> Path:
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "policy.yaml").write_text("paths:\n  - {path: /**, allow: [anyone]}\n")
+    return write_config(tmp_path, upstream, f"policies: {tmp_path / 'policies'}\n{extra}")
+
+
+async def test_sighup_reaches_every_worker(crm: Served, tmp_path: Path) -> None:
+    gw = await start_gateway_process(_policy_config(tmp_path, crm.url), "--workers", "2")
+    try:
+        gw.process.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if gw.log.count(b"policy reloaded (SIGHUP)") == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert gw.log.count(b"policy reloaded (SIGHUP)") == 2, gw.log.decode(errors="replace")
+    finally:
+        assert await gw.stop() == 0
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(crm: Served, tmp_path: Path) -> None:
+    """kill -9 of the supervisor: the kernel tells each worker (no unsupervised server)."""
+    gw = await start_gateway_process(write_config(tmp_path, crm.url), "--workers", "2")
+    workers = gw.children()
+    assert len(workers) == 2
+    gw.process.kill()
+    for _ in range(100):
+        if not [pid for pid in workers if Path(f"/proc/{pid}").exists()]:
+            break
+        await asyncio.sleep(0.1)
+    assert [pid for pid in workers if Path(f"/proc/{pid}").exists()] == []
+    await gw.stop()
+
+
+async def test_a_stop_at_once_after_the_start_leaves_no_worker_behind(
+    crm: Served, tmp_path: Path
+) -> None:
+    """SIGTERM while workers are being forked, with the metrics listener's thread running
+    in the supervisor (it may take the signal): every worker stops, every time."""
+    config = _policy_config(tmp_path, crm.url, "admin: {listen: 127.0.0.1:0}\n")
+    for attempt in range(6):
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "gateway", "run", "-c", str(config), "--workers", "4"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stderr is not None
+        while b"listening on" not in await asyncio.wait_for(process.stderr.readline(), 20):
+            pass
+        await asyncio.sleep(attempt * 0.01)  # the workers are being forked now
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        workers = [int(p) for p in children.read_text().split()] if children.exists() else []
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.communicate(), 30)
+        # 0 when its handler was in place; killed by the signal when it came even earlier.
+        assert process.returncode in (0, -signal.SIGTERM)
+        for _ in range(50):
+            if not [pid for pid in workers if Path(f"/proc/{pid}").exists()]:
+                break
+            await asyncio.sleep(0.1)
+        assert [pid for pid in workers if Path(f"/proc/{pid}").exists()] == []
