@@ -48,7 +48,12 @@ class Regulator:
             count = await self._shared.incr(f"fail:{who}", self.limits.window)
             if count > limit:
                 until = max(until, await self._lock(who))
-        return until
+        if until:
+            return until
+        # Counted, and under the limit: but a lock placed meanwhile clears the count (so it
+        # starts again after the lockout), and this count may be one of the new ones. Looked
+        # for after counting, an attempt that raced a lock is refused, never let through.
+        return await self.locked_until(user, ip, scope)
 
     async def failed(self, user: str, ip: str, scope: str = "code") -> float:
         """The attempt was wrong (already counted): lock when it used the last try, or when

@@ -209,7 +209,8 @@ async def test_of_200_concurrent_attempts_at_most_the_user_limit_go_ahead(
 
     results = await asyncio.gather(*(regulator.attempt("alice", IP) for _ in range(200)))
 
-    assert 1 <= results.count(0.0) <= LIMITS.user_failures
+    # At most the limit go ahead (none at all when every one raced the lock).
+    assert results.count(0.0) <= LIMITS.user_failures
     assert await regulator.locked_until("alice", IP) > 0
 
 
@@ -229,7 +230,7 @@ async def test_200_concurrent_wrong_answers_check_at_most_the_user_limit(
 
     await asyncio.gather(*(guess() for _ in range(200)))
 
-    assert 1 <= checked <= LIMITS.user_failures
+    assert checked <= LIMITS.user_failures  # none at all when every one raced the lock
     assert await regulator.locked_until("alice", IP) > 0
 
 
