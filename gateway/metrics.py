@@ -8,6 +8,7 @@ an address or a path, which would grow without bound.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -83,6 +84,20 @@ MESSAGE_COST = Counter(
     "What the codes sent cost, in the configured currency",
     ["channel", "currency"],
 )
+
+
+_REQUEST_CHILDREN: dict[str, tuple[Any, Any]] = {}
+
+
+def record_request(decision: str, seconds: float) -> None:
+    """One answered request: the per-decision children are looked up once, not per request
+    (the lookup takes a lock and builds a key: half the cost)."""
+    children = _REQUEST_CHILDREN.get(decision)
+    if children is None:
+        children = (REQUESTS.labels(decision), REQUEST_SECONDS.labels(decision))
+        _REQUEST_CHILDREN[decision] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def record_message(channel: str, provider: str, ok: bool, cost: Decimal, currency: str) -> None:

@@ -35,7 +35,7 @@ from gateway.forwarding import (
     request_id,
     wants_html,
 )
-from gateway.metrics import REQUEST_SECONDS, REQUESTS
+from gateway.metrics import record_request
 from gateway.passwords import load_password_file
 from gateway.paths import reserved_subpath
 from gateway.policy import Policy
@@ -283,8 +283,7 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
     finally:
         seconds = clock.monotonic() - started
         decision = request.get(DECISION, "gone" if not status else "forward")
-        REQUESTS.labels(decision).inc()
-        REQUEST_SECONDS.labels(decision).observe(seconds)
+        record_request(decision, seconds)
         if config.logging.access_log:
             _access_line(request, rid, status, seconds, decision)
 
