@@ -115,6 +115,7 @@ def start_signin_gateway(port: int, upstream: str, workdir: Path) -> subprocess.
         f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\n"
         f"state:\n  durable: {{type: sqlite, path: {workdir}/gateway-signin.db}}\n"
         "logging: {level: warning}\n"
+        f"audit: {{file: {workdir}/audit.jsonl}}\n"
         f"policies: {policies}\n"
         "login: {path: /login, username_field: username, success: {cookie: crm_session}}\n"
         f"secrets:\n  session_keys: {{file: {workdir}/session.keys}}\n"
