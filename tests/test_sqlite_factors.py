@@ -4,6 +4,8 @@ authenticators, recovery codes, remembered devices and session revocations."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -431,3 +433,31 @@ async def test_revocations_do_not_change_the_token_version(store: SqliteDurableS
     await store.revoke_sessions("alice", T0)
 
     assert await store.tokens_version() == before
+
+
+def test_workers_opening_a_new_store_together_all_succeed(tmp_path: Path) -> None:
+    """Eight processes open one new SQLite file at once (as workers do at the first start).
+    A CI run once saw a worker die of "database is locked" on the switch to WAL here; this
+    test did not reproduce that timing in 8 tries on the old code, so it guards the retry
+    against regressions (every open must succeed) rather than proving the race."""
+    path = str(tmp_path / "new.db")
+    pids = []
+    start = time.monotonic() + 0.5  # all at once, not one per fork
+    for _ in range(8):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                time.sleep(max(0.0, start - time.monotonic()))
+                asyncio.run(_open_and_close(path))
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
+        pids.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    assert codes == [0] * 8
+
+
+async def _open_and_close(path: str) -> None:
+    store = SqliteDurableStore(path)
+    await store.open()
+    await store.close()

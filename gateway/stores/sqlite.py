@@ -143,10 +143,21 @@ class SqliteDurableStore:
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self._path, timeout=5.0, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
-        conn.commit()
+        # Workers starting together on a new file: switching it to WAL takes a lock that
+        # SQLite refuses at once (no busy wait) while another one creates the schema.
+        for tries_left in range(50, -1, -1):
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+                conn.commit()
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or not tries_left:
+                    conn.close()
+                    raise
+                conn.rollback()
+                time.sleep(0.1)
         self._conn = conn
 
     def _ping(self) -> None:
