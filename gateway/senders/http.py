@@ -1,5 +1,6 @@
 """SMS through any provider with an HTTP API: `{to}` and `{text}` filled into a body template.
-Also the lazy ClientSession and retry rules Twilio reuses; never puts a body in a detail.
+Also what Twilio's sender shares with it (ApiSender: the lazy session, the retry rules);
+never puts a body in a detail.
 """
 
 from __future__ import annotations
@@ -8,13 +9,14 @@ import json
 import re
 import urllib.parse
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict
 
-from gateway.messaging_config import HttpProvider
+from gateway.messaging_config import HttpProvider, TwilioProvider
 from gateway.senders.protocols import Delivery, Message
-from gateway.senders.retry import Outcome, deliver, secrets_of
+from gateway.senders.retry import Attempt, Outcome, deliver, secrets_of
 
 # The connection was never made: the provider cannot have the message; try again.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientConnectorError,)
@@ -24,6 +26,7 @@ UNCERTAIN_ERRORS: tuple[type[Exception], ...] = (
     aiohttp.ClientConnectionError,
     aiohttp.ClientPayloadError,
 )
+P = TypeVar("P", HttpProvider, TwilioProvider)
 _PLACEHOLDER = re.compile(r"\{(to|text)\}")
 _CONTENT_TYPES = {"json": "application/json", "form": "application/x-www-form-urlencoded"}
 
@@ -72,18 +75,46 @@ class LazySession:
             self._session = None
 
 
-class HttpSender:
-    name = "http"
+class ApiSender(Generic[P]):
+    """What the senders that call an HTTP API share: one lazy session, bounded retries by
+    the shared rules, and scrubbing of the message and the provider's own secrets. A
+    subclass says how one attempt goes (`_attempt`) and what else must never be shown."""
 
-    def __init__(self, provider: HttpProvider, *, backoff: float = 0.5) -> None:
-        self._provider = provider
+    name = ""
+
+    def __init__(self, provider: P, *, backoff: float = 0.5) -> None:
+        self._provider: P = provider
         self._backoff = backoff
         self._session = LazySession(provider.timeout)
 
     async def send(self, message: Message) -> Delivery:
-        provider = self._provider
         if self._session.closed:
             return Delivery(ok=False, provider=self.name, detail="the sender is closed", attempts=0)
+        return await deliver(
+            self.name,
+            self._attempt(message),
+            retries=self._provider.retries,
+            backoff=self._backoff,
+            transient=TRANSIENT_ERRORS,
+            uncertain=UNCERTAIN_ERRORS,
+            secrets=[*secrets_of(message), *self._secrets()],
+        )
+
+    def _attempt(self, message: Message) -> Attempt:
+        raise NotImplementedError
+
+    def _secrets(self) -> list[str]:
+        return []
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class HttpSender(ApiSender[HttpProvider]):
+    name = "http"
+
+    def _attempt(self, message: Message) -> Attempt:
+        provider = self._provider
         body = render_body(provider.body, provider.format, message.to, message.text)
         url, data = provider.url, body.encode()
         if provider.method == "GET" and provider.format == "form":
@@ -105,15 +136,7 @@ class HttpSender:
                     transient=is_transient(response.status),
                 )
 
-        return await deliver(
-            self.name,
-            attempt,
-            retries=provider.retries,
-            backoff=self._backoff,
-            transient=TRANSIENT_ERRORS,
-            uncertain=UNCERTAIN_ERRORS,
-            secrets=[*secrets_of(message), *(value for _, value in provider.headers)],
-        )
+        return attempt
 
-    async def close(self) -> None:
-        await self._session.close()
+    def _secrets(self) -> list[str]:
+        return [value for _, value in self._provider.headers]

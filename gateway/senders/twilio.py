@@ -10,9 +10,9 @@ import urllib.parse
 import aiohttp
 
 from gateway.messaging_config import TwilioProvider
-from gateway.senders.http import TRANSIENT_ERRORS, UNCERTAIN_ERRORS, LazySession, is_transient
-from gateway.senders.protocols import Delivery, Message
-from gateway.senders.retry import Outcome, deliver, secrets_of
+from gateway.senders.http import ApiSender, is_transient
+from gateway.senders.protocols import Message
+from gateway.senders.retry import Attempt, Outcome
 
 # https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource:
 # a Messaging Service SID goes in `MessagingServiceSid`, a number or sender id in `From`.
@@ -42,18 +42,11 @@ async def _json_object(response: aiohttp.ClientResponse) -> dict[str, object]:
     return answer if isinstance(answer, dict) else {}
 
 
-class TwilioSender:
+class TwilioSender(ApiSender[TwilioProvider]):
     name = "twilio"
 
-    def __init__(self, provider: TwilioProvider, *, backoff: float = 0.5) -> None:
-        self._provider = provider
-        self._backoff = backoff
-        self._session = LazySession(provider.timeout)
-
-    async def send(self, message: Message) -> Delivery:
+    def _attempt(self, message: Message) -> Attempt:
         provider = self._provider
-        if self._session.closed:
-            return Delivery(ok=False, provider=self.name, detail="the sender is closed", attempts=0)
         url = messages_url(provider)
         sender_field = (
             "MessagingServiceSid" if _MESSAGING_SERVICE.match(provider.sender) else "From"
@@ -80,15 +73,7 @@ class TwilioSender:
                 ok=False, detail=_failure(status, answer), transient=is_transient(status)
             )
 
-        return await deliver(
-            self.name,
-            attempt,
-            retries=provider.retries,
-            backoff=self._backoff,
-            transient=TRANSIENT_ERRORS,
-            uncertain=UNCERTAIN_ERRORS,
-            secrets=[*secrets_of(message), provider.auth_token],
-        )
+        return attempt
 
-    async def close(self) -> None:
-        await self._session.close()
+    def _secrets(self) -> list[str]:
+        return [self._provider.auth_token]
