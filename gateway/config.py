@@ -442,10 +442,7 @@ def _store(value: Value, kinds: tuple[str, ...]) -> StoreConfig | None:
     keys = value.mapping({"type", "path", "url", "prefix"})
     if keys is None:
         return None
-    if "type" not in keys:
-        value.fail("type: is required")
-        return None
-    kind = keys["type"].choice(kinds)
+    kind = value.kind(keys, kinds)
     if kind is None:
         return None
     if kind == "sqlite":

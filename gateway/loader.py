@@ -233,6 +233,14 @@ class Value:
             return None
         return value
 
+    def kind(self, keys: dict[str, Value], kinds: tuple[str, ...]) -> str | None:
+        """The `type:` of a mapping that names its kind (a store, a provider): required,
+        one of `kinds`."""
+        if "type" not in keys:
+            self.fail("type: is required")
+            return None
+        return keys["type"].choice(kinds)
+
     def duration(self, *, minimum: float = 0.0) -> float | None:
         """Seconds, from `30`, `500ms`, `5s`, `10m`, `12h`, `1d`, `2w`."""
         node = self._scalar("a duration")

@@ -119,10 +119,7 @@ def read_provider(value: Value, kinds: tuple[str, ...]) -> Provider | None:
     keys = value.mapping()
     if keys is None:
         return None
-    if "type" not in keys:
-        value.fail("type: is required")
-        return None
-    kind = keys["type"].choice(kinds)
+    kind = value.kind(keys, kinds)
     allowed = {
         "outbox": {"type", "path"},
         "http": {"type", "url", "method", "headers", "body", "format", "success_status"},
