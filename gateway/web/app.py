@@ -42,7 +42,7 @@ from gateway.policy import Policy
 from gateway.regulation import Regulator
 from gateway.senders import open_sender
 from gateway.session import SessionBook
-from gateway.stores import open_stores
+from gateway.stores import SharedStore, open_stores
 from gateway.stores.memory import MemorySharedStore
 from gateway.stores.protocols import SEAL_RING_NOTE
 from gateway.web import health, proxy, routes
@@ -110,13 +110,13 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     rules = AlertRules(config.alerts, shared, durable, app[CLOCK], trail)
     trail.listeners.append(rules.observe)
     flusher = asyncio.create_task(trail.run(), name="audit-flush")
-    snapshot = snapshot_file(config)
-    if snapshot is not None and isinstance(shared, MemorySharedStore):
-        await asyncio.to_thread(restore_snapshot, snapshot, shared, _sealer(config), app[CLOCK])
+    kept = _kept_sessions(config, shared)
+    if kept is not None:
+        await asyncio.to_thread(restore_snapshot, *kept, app[CLOCK])
     yield
     await rules.close()  # deliveries under way may still record and use both stores
-    if snapshot is not None and isinstance(shared, MemorySharedStore):
-        await asyncio.to_thread(save_snapshot, snapshot, shared, _sealer(config), app[CLOCK])
+    if kept is not None:
+        await asyncio.to_thread(save_snapshot, *kept, app[CLOCK])
     flusher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await flusher
@@ -125,10 +125,16 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     await durable.close()
 
 
-def _sealer(config: Config) -> Sealer:
+def _kept_sessions(
+    config: Config, shared: SharedStore
+) -> tuple[Path, MemorySharedStore, Sealer] | None:
+    """Sessions in process memory wait out a restart sealed in a file (Redis keeps its own):
+    the file, the store and the sealer, or None when there is nothing to keep."""
+    path = snapshot_file(config)
     ring = config.signin.secrets.seal_keys
-    assert ring is not None  # snapshot_file checked
-    return Sealer(ring)
+    if path is None or ring is None or not isinstance(shared, MemorySharedStore):
+        return None
+    return path, shared, Sealer(ring)
 
 
 def snapshot_file(config: Config) -> Path | None:
