@@ -11,7 +11,7 @@ import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.access import decide, resolve_settings
 from gateway.audit import STDOUT, LineWriter, event_line
@@ -173,13 +173,13 @@ def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> i
             }
             for r in rows
         ]
-        if args.json:
-            print(json.dumps(entries, indent=2))
-        else:
-            print(f"{'ID':<17} {'USER':<16} {'CREATED':<20} {'STATE':<8} LABEL")
-            for e in entries:
-                state = "revoked" if e["revoked"] else "active"
-                print(f"{e['id']:<17} {e['user']:<16} {e['created']:<20} {state:<8} {e['label']}")
+        lines = [f"{'ID':<17} {'USER':<16} {'CREATED':<20} {'STATE':<8} LABEL"]
+        lines += [
+            f"{e['id']:<17} {e['user']:<16} {e['created']:<20} "
+            f"{'revoked' if e['revoked'] else 'active':<8} {e['label']}"
+            for e in entries
+        ]
+        emit(args.json, entries, lines)
         return EXIT_OK
 
     async def revoke(store: SqliteDurableStore) -> bool:
@@ -231,6 +231,14 @@ async def audit_admin(
         writer.write(event_line(event))
         writer.close()
     return event
+
+
+def emit(as_json: bool, data: Any, lines: list[str]) -> None:
+    """A command's answer: `data` as indented JSON for scripts, or `lines` for people."""
+    if as_json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(lines))
 
 
 def when_utc(stamp: float | None) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from gateway.admin import CLOCK, when_utc, with_store
+from gateway.admin import CLOCK, EXIT_FAILED, EXIT_OK, EXIT_USAGE, when_utc, with_store
 from gateway.audit import event_json
 from gateway.config import Config
 from gateway.errors import StoreUnavailable
@@ -27,7 +27,6 @@ from gateway.policy import Policy
 from gateway.stores.protocols import AuditQuery
 from gateway.stores.sqlite import SqliteDurableStore
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 POLL = 0.5  # seconds between looks at the store when following (the gateway flushes as often)
 PAGE = 1000  # events read per look when following
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")

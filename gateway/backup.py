@@ -43,10 +43,18 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.admin import CLOCK, audit_admin, when_utc, with_store
+from gateway.admin import (
+    CLOCK,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    audit_admin,
+    emit,
+    when_utc,
+    with_store,
+)
 from gateway.backup_file import (
     Contents,
-    Refused,
     checked,
     held_rows,
     place,
@@ -59,11 +67,10 @@ from gateway.backup_file import (
 )
 from gateway.config import Config
 from gateway.crypto import KeyRing
-from gateway.errors import StoreUnavailable
+from gateway.errors import Refused, StoreUnavailable
 from gateway.policy import Policy
 from gateway.stores.sqlite import SCHEMA_VERSION
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NOT_INCLUDED = "sessions, lockouts and other short-lived shared state (state.shared)"
 # A store missing, foreign or damaged is not written to, not even to record a refusal.
 _UNRECORDED = {"no_store", "store_unreadable", "not_a_store", "store_damaged", "sqlite_failed"}
@@ -257,9 +264,9 @@ def _restore(args: argparse.Namespace, config: Config) -> Done:
         file=where,
         tables=len(contents.tables),
         rows=contents.rows,
-        key_id=str(header["key_id"]),
+        key_id=header["key_id"],
         digest=contents.digest,
-        backup_created=str(done["created"]),
+        backup_created=done["created"],
     )
     lines = [f"restored {backup} into {store}: digest verified", made, f"  {_summary(after)}"]
     lines.append(f"  not in a backup: {NOT_INCLUDED}")
@@ -292,10 +299,7 @@ def _run(
         if exc.status == EXIT_FAILED and exc.reason not in _UNRECORDED and not checking:
             _audit_refusal(config, audited, exc, str(Path(args.file).absolute()))
         return exc.status
-    if args.json:
-        print(json.dumps({"ok": True, **done}, indent=2, ensure_ascii=False))
-    else:
-        print("\n".join(lines))
+    emit(args.json, {"ok": True, **done}, lines)
     return EXIT_OK
 
 

@@ -8,7 +8,8 @@ AES-256-GCM ciphertext and tag`. The plaintext is the database file compressed w
 in 1 MiB pieces; the last chunk (maybe empty) is the final one and there always is one.
 
 - Key: HKDF-SHA256(the seal key named by key_id, salt: 32 random bytes from the header, info
-  "crm-gateway backup v1"): one key per file and purpose, so the nonce can be the chunk index.
+  "crm-gateway backup v1"): one key per file and purpose, so the nonce can be the chunk index
+  (gateway.crypto.ChunkSealer does the key work).
 - Each chunk's associated data is SHA-256(magic + header line) | index | final flag. A changed
   or swapped header fails the first chunk; reordered chunks fail their index; a file cut after
   a chunk fails the final flag (and is named as truncated); flipped bits fail the tag.
@@ -34,28 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from gateway.crypto import KeyRing
+from gateway.crypto import ChunkSealer, KeyRing, SealBroken
+from gateway.errors import Refused
 
 MAGIC = b"CRM-GATEWAY-BACKUP 1\n"
 FORMAT = 1
 CHUNK = 1 << 20
-_PURPOSE = b"crm-gateway backup v1"
+_PURPOSE = "crm-gateway backup v1"
 _MAX_HEADER = 64 * 1024
-
-
-class Refused(Exception):
-    """Why a backup or restore stops: a sentence for the person, a reason code for scripts and
-    the audit trail, and the exit status (1 failed, 2 the configuration is wrong)."""
-
-    def __init__(self, reason: str, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.status = status
+_TAG = ChunkSealer.TAG_BYTES
 
 
 # -- what a database holds -------------------------------------------------------------------
@@ -123,12 +111,16 @@ def describe(conn: sqlite3.Connection) -> Contents:
     return Contents("sha256:" + digest.hexdigest(), tables, schema)
 
 
+def _read_only(store: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{store.absolute().as_uri()}?mode=ro", uri=True)
+
+
 def snapshot(store: Path, into: Path) -> None:
     """A consistent copy of `store` while others write to it: the backup API in one step is
     one read transaction (WAL: writers go on meanwhile). The store is opened read-only."""
     try:
         with (
-            closing(sqlite3.connect(f"{store.absolute().as_uri()}?mode=ro", uri=True)) as source,
+            closing(_read_only(store)) as source,
             closing(sqlite3.connect(into)) as target,
         ):
             source.backup(target, pages=-1)  # all pages in one step: one read transaction
@@ -150,7 +142,7 @@ def held_rows(store: Path) -> dict[str, int]:
     if not store.exists():
         return {}
     try:
-        with closing(sqlite3.connect(f"{store.absolute().as_uri()}?mode=ro", uri=True)) as conn:
+        with closing(_read_only(store)) as conn:
             names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
             counts = {
                 name: conn.execute(f"SELECT COUNT(*) FROM {_quoted(name)}").fetchone()[0]  # noqa: S608
@@ -167,15 +159,6 @@ def held_rows(store: Path) -> dict[str, int]:
 
 
 # -- the file: header, chunks ------------------------------------------------------------------
-
-
-def _file_key(seal_key: bytes, salt: bytes) -> AESGCM:
-    hkdf = HKDF(algorithm=SHA256(), length=32, salt=salt, info=_PURPOSE)
-    return AESGCM(hkdf.derive(seal_key))
-
-
-def _nonce(index: int) -> bytes:
-    return index.to_bytes(12, "big")  # one key per file (random salt): a counter never repeats
 
 
 def _bound(header_hash: bytes, index: int, final: bool) -> bytes:
@@ -206,10 +189,10 @@ def seal(plain: Path, out: BinaryIO, facts: dict[str, Any], ring: KeyRing) -> di
     line = json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n"
     out.write(MAGIC + line)
     header_hash = hashlib.sha256(MAGIC + line).digest()
-    aead = _file_key(key, salt)
+    chunks = ChunkSealer(key, salt, _PURPOSE)
     with plain.open("rb") as source:
         for index, (piece, final) in enumerate(_pieces(source)):
-            sealed = aead.encrypt(_nonce(index), piece, _bound(header_hash, index, final))
+            sealed = chunks.seal(index, piece, _bound(header_hash, index, final))
             out.write(len(sealed).to_bytes(4, "big") + sealed)
     return header
 
@@ -247,7 +230,7 @@ def _frame(name: str, source: BinaryIO, index: int) -> bytes | None:
     if not length:
         return None
     size = int.from_bytes(length, "big")
-    if len(length) < 4 or not 16 <= size <= CHUNK + 16:
+    if len(length) < 4 or not _TAG <= size <= CHUNK + _TAG:
         raise Refused("backup_broken", f"{name} was altered or cut short at chunk {index}")
     sealed = source.read(size)
     if len(sealed) < size:
@@ -269,7 +252,7 @@ def unseal(path: Path, ring: KeyRing, out: BinaryIO) -> dict[str, Any]:
                 f"secrets.seal_keys does not hold (it holds {held}): add that key to the ring",
             )
         header_hash = hashlib.sha256(MAGIC + line).digest()
-        aead = _file_key(key, base64.b64decode(header["salt"]))
+        chunks = ChunkSealer(key, base64.b64decode(header["salt"]), _PURPOSE)
         inflate = zlib.decompressobj()
         written, index = 0, 0
         sealed = _frame(name, source, 0)
@@ -279,9 +262,9 @@ def unseal(path: Path, ring: KeyRing, out: BinaryIO) -> dict[str, Any]:
             following = _frame(name, source, index + 1)
             final = following is None
             try:
-                piece = aead.decrypt(_nonce(index), sealed, _bound(header_hash, index, final))
-            except InvalidTag:
-                raise _broken(name, header, aead, sealed, header_hash, index, final) from None
+                piece = chunks.unseal(index, sealed, _bound(header_hash, index, final))
+            except SealBroken:
+                raise _broken(name, header, chunks, sealed, header_hash, index, final) from None
             data = inflate.decompress(piece)
             written += len(data)
             if written > header["size"]:
@@ -299,7 +282,7 @@ def unseal(path: Path, ring: KeyRing, out: BinaryIO) -> dict[str, Any]:
 def _broken(
     name: str,
     header: dict[str, Any],
-    aead: AESGCM,
+    chunks: ChunkSealer,
     sealed: bytes,
     header_hash: bytes,
     index: int,
@@ -313,8 +296,8 @@ def _broken(
         )
     if final:
         try:
-            aead.decrypt(_nonce(index), sealed, _bound(header_hash, index, False))
-        except InvalidTag:
+            chunks.unseal(index, sealed, _bound(header_hash, index, False))
+        except SealBroken:
             pass
         else:
             return Refused("backup_broken", f"{name} is truncated: it ends after chunk {index}")

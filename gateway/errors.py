@@ -2,6 +2,7 @@
 
     GatewayError
     ├── ConfigError            config or policy files are invalid (carries every Problem)
+    ├── Refused                `backup` or `restore` stops: a reason code and an exit status
     ├── BadRequest             the client sent something we refuse to interpret (400)
     ├── NotFound, MethodNotAllowed   under the gateway's own prefix (404, 405)
     ├── StoreUnavailable       a state store did not answer: fail closed (503)
@@ -40,6 +41,16 @@ class ConfigError(GatewayError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.file, p.line))
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class Refused(GatewayError):
+    """Why a backup or restore stops: a sentence for the person, a reason code for scripts and
+    the audit trail, and the exit status (1 failed, 2 the configuration is wrong)."""
+
+    def __init__(self, reason: str, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
 
 
 class HttpError(GatewayError):

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.admin import CLOCK, audit_admin, when_utc, with_store
+from gateway.admin import (
+    CLOCK,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    audit_admin,
+    emit,
+    when_utc,
+    with_store,
+)
 from gateway.config import Config
 from gateway.crypto import KeyError_, KeyRing, SealBroken, Sealer, new_key_line
 from gateway.errors import StoreUnavailable
@@ -20,8 +29,6 @@ from gateway.factors.book import totp_purpose
 from gateway.policy import Policy
 from gateway.stores.protocols import SEAL_RING_NOTE, Authenticator, DurableStore
 from gateway.stores.sqlite import SqliteDurableStore
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 ROTATE_HELP = """\
 Seal keys (secrets.seal_keys, newest first) protect the TOTP secrets in the durable store.
@@ -104,7 +111,7 @@ class Unopened:
 class Rotation:
     ring: tuple[str, ...]  # newest (current) first
     dry_run: bool
-    before: Counter[str]  # stored values per key id
+    before: Counter[str] = field(default_factory=Counter)  # stored values per key id
     after: Counter[str] = field(default_factory=Counter)
     resealed: int = 0  # in a dry run: would be
     skipped: int = 0  # removed or changed between the read and the write
@@ -141,14 +148,11 @@ async def rotate(
     """Re-seal `rows` (as read from `store`) under the current key; every value is opened,
     the current ones too, so one that no longer opens is found before its key is removed."""
     current = sealer.ring.current[0]
-    rotation = Rotation(
-        ring=tuple(key_id for key_id, _ in sealer.ring.keys),
-        dry_run=dry_run,
-        before=Counter(sealer.key_id(row.sealed) for row in rows),
-    )
+    rotation = Rotation(ring=tuple(key_id for key_id, _ in sealer.ring.keys), dry_run=dry_run)
     projected: Counter[str] = Counter()
     for row in rows:
         under = sealer.key_id(row.sealed)
+        rotation.before[under] += 1
         try:
             fresh = resealed(sealer, row)
         except SealBroken as exc:
@@ -259,10 +263,7 @@ def rotate_command(args: argparse.Namespace, config: Config, _policy: Policy | N
             f"crm-gateway users reset-2fa {bad.user})",
             file=sys.stderr,
         )
-    if args.json:
-        print(json.dumps(_as_json(rotation), indent=2, ensure_ascii=False))
-    else:
-        print("\n".join(_as_lines(rotation)))
+    emit(args.json, _as_json(rotation), _as_lines(rotation))
     return EXIT_FAILED if rotation.unopened else EXIT_OK
 
 

@@ -11,11 +11,10 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from gateway.admin import with_store
+from gateway.admin import EXIT_OK, EXIT_USAGE, with_store
 from gateway.config import Config
 from gateway.stores import LedgerRow
 
-EXIT_OK, EXIT_USAGE = 0, 2
 _QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
 NO_GROUP = "(no group)"
 

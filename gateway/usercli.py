@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from typing import Any
 
-from gateway.admin import CLOCK, audit_admin, when_utc, with_store
+from gateway.admin import (
+    CLOCK,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    audit_admin,
+    emit,
+    when_utc,
+    with_store,
+)
 from gateway.config import Config
 from gateway.factors import recovery
 from gateway.model import canonical_user
 from gateway.policy import Policy
 from gateway.stores.sqlite import SqliteDurableStore
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_FOR_GATEWAY = 5.0  # seconds `users unlock` waits to see the gateway act
 
 
@@ -56,13 +63,6 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
-    if args.json:
-        print(json.dumps(data, indent=2, ensure_ascii=False))
-    else:
-        print("\n".join(lines))
-
-
 async def _state(store: SqliteDurableStore, user: str) -> dict[str, Any]:
     now = CLOCK.now()
     authenticators = await store.authenticators(user)
@@ -90,8 +90,7 @@ async def _state(store: SqliteDurableStore, user: str) -> dict[str, Any]:
 
 
 def users_command(args: argparse.Namespace, config: Config, policy: Policy | None) -> int:
-    command = getattr(args, "users_command", None) or getattr(args, "sessions_command", None)
-    command = command or args.recovery_command
+    command = getattr(args, f"{args.command}_command")  # users, sessions or recovery
     if command == "list":
         return _list(args, config, policy)
     user = canonical_user(args.user)
@@ -116,7 +115,7 @@ def users_command(args: argparse.Namespace, config: Config, policy: Policy | Non
             f"remembered devices: {len(state['remembered_devices'])}",
             *(f"  - {d['label']} until {d['until']}" for d in state["remembered_devices"]),
         ]
-        _emit(args, state, lines)
+        emit(args.json, state, lines)
         return EXIT_OK
     if command == "reset-2fa":
         return _reset(args, config, user)
@@ -129,7 +128,7 @@ def users_command(args: argparse.Namespace, config: Config, policy: Policy | Non
             await audit_admin(config, store, "admin.sessions_revoked", user=user)
 
         with_store(config, revoke)
-        _emit(args, {"user": user, "sessions": "revoked"}, [f"sessions of {user} revoked"])
+        emit(args.json, {"user": user, "sessions": "revoked"}, [f"sessions of {user} revoked"])
         return EXIT_OK
     return _regenerate(args, config, user)
 
@@ -149,7 +148,7 @@ def _list(args: argparse.Namespace, config: Config, policy: Policy | None) -> in
         f"{len(r['remembered_devices']):>7}  {r['last_verified'] or 'never'}"
         for r in rows
     ]
-    _emit(args, rows, lines)
+    emit(args.json, rows, lines)
     return EXIT_OK
 
 
@@ -172,8 +171,8 @@ def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
         return {"user": user, "authenticators_removed": removed, "devices_forgotten": devices}
 
     done = with_store(config, reset)
-    _emit(
-        args,
+    emit(
+        args.json,
         done,
         [
             f"{user}: {done['authenticators_removed']} authenticators removed, recovery codes "
@@ -198,10 +197,10 @@ def _unlock(args: argparse.Namespace, config: Config, user: str) -> int:
 
     done = with_store(config, unlock)
     if done:
-        _emit(args, {"user": user, "unlocked": True}, [f"{user} unlocked"])
+        emit(args.json, {"user": user, "unlocked": True}, [f"{user} unlocked"])
         return EXIT_OK
-    _emit(
-        args,
+    emit(
+        args.json,
         {"user": user, "unlocked": False, "requested": True},
         [f"unlock of {user} requested: the gateway is not running, or has not acted yet"],
     )
@@ -229,8 +228,8 @@ def _regenerate(args: argparse.Namespace, config: Config, user: str) -> int:
     if codes is None:
         print(f"{user} has no authenticator: recovery codes come with one", file=sys.stderr)
         return EXIT_FAILED
-    _emit(
-        args,
+    emit(
+        args.json,
         {"user": user, "recovery_codes": codes},
         [f"new recovery codes for {user} (the old ones no longer work):", *codes],
     )

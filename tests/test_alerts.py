@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from gateway.alerts import AlertRules, network_of
-from gateway.alerts.alert import duration_text, signature
+from gateway.alerts.alert import signature
 from gateway.alerts_config import (
     AlertMail,
     Alerts,
@@ -36,6 +36,7 @@ from gateway.audit import AuditTrail
 from gateway.clock import FakeClock
 from gateway.messaging_config import SmtpProvider
 from gateway.model import AuditEvent
+from gateway.policy import format_interval
 from gateway.stores.memory import MemorySharedStore
 from gateway.stores.protocols import SharedStore
 from gateway.stores.redis import RedisSharedStore
@@ -704,7 +705,8 @@ def test_network_of_masks_to_the_configured_sizes() -> None:
 
 
 def test_durations_are_written_as_in_gateway_yaml() -> None:
-    assert [duration_text(s) for s in (600, 3600, 86400, 90, 5400, 0.5)] == [
+    # Alert summaries and mails write windows with the policy's interval format.
+    assert [format_interval(s) for s in (600, 3600, 86400, 90, 5400, 0.5)] == [
         "10m",
         "1h",
         "1d",

@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.audit import event_json, utc_text
 from gateway.model import AuditEvent
+from gateway.policy import format_interval
 
 SUBJECT_LIMIT = 150  # characters of a summary in a mail subject
 
@@ -41,14 +42,6 @@ class Alert:
     @property
     def last(self) -> float:
         return max((e.time for e in self.events), default=self.raised)
-
-
-def duration_text(seconds: float) -> str:
-    """600 → "10m", 3600 → "1h", 90 → "90s": the way gateway.yaml writes durations."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def alert_json(alert: Alert, gateway: str) -> dict[str, Any]:
@@ -108,7 +101,7 @@ def _event_line(event: AuditEvent) -> str:
 def mail_text(alert: Alert, gateway: str) -> tuple[str, str]:
     """(subject, plain-text body) of the alert e-mail."""
     subject = "[crm-gateway] " + _one_line(alert.summary, SUBJECT_LIMIT)
-    window = f" within {duration_text(alert.window)}" if alert.window else ""
+    window = f" within {format_interval(alert.window)}" if alert.window else ""
     lines = [
         f"{alert.summary}.",
         "",

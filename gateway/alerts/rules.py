@@ -20,13 +20,14 @@ import math
 import secrets
 from collections.abc import Awaitable, Callable
 
-from gateway.alerts.alert import Alert, duration_text
+from gateway.alerts.alert import Alert
 from gateway.alerts.dispatch import Dispatcher
 from gateway.alerts_config import Alerts, NewNetwork, Threshold
 from gateway.audit import AuditTrail
 from gateway.clock import Clock
 from gateway.errors import StoreUnavailable
 from gateway.model import AuditEvent
+from gateway.policy import format_interval
 from gateway.stores.protocols import DurableStore, SharedStore
 
 log = logging.getLogger("gateway.alerts")
@@ -204,14 +205,14 @@ class AlertRules:
             event,
             subject=user,
             user=user,
-            summary=f"{rule.count} failed codes for {user} within {duration_text(rule.within)}",
+            summary=f"{rule.count} failed codes for {user} within {format_interval(rule.within)}",
         )
 
     async def _sms_volume(self, event: AuditEvent) -> None:
         rule = self._config.rules.sms_volume
         if rule is None or not _is_sms(event):
             return
-        within = duration_text(rule.within)
+        within = format_interval(rule.within)
         await self._threshold(
             "sms_volume",
             "all",
@@ -244,7 +245,7 @@ class AlertRules:
         if count < rule.count:
             return
         addresses, total = await self._addresses(key)
-        within = duration_text(rule.within)
+        within = format_interval(rule.within)
         await self._dispatcher.dispatch(
             Alert(
                 id=secrets.token_hex(8),
