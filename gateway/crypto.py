@@ -116,6 +116,12 @@ class Sealer:
             raise SealBroken("does not open: tampered or sealed for another purpose") from None
 
 
+def subkey(key: bytes, purpose: str) -> bytes:
+    """A key for one purpose (HMAC-SHA256 of the purpose under `key`): the one-time codes'
+    HMAC key comes from the seal key this way, never the seal key itself."""
+    return hmac.new(key, purpose.encode(), "sha256").digest()
+
+
 class ChunkSealer:
     """AES-256-GCM over a stream cut in chunks (a backup file), under a key derived with
     HKDF-SHA256 from a ring key, a random salt and `purpose`: one key per stream, so a chunk's

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from gateway.alerts import AlertRules
 from gateway.audit import AuditTrail
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
-from gateway.crypto import Sealer
+from gateway.crypto import Sealer, subkey
 from gateway.errors import BadRequest, HttpError, MethodNotAllowed, NotFound, StoreUnavailable
 from gateway.factors.book import FactorBook
 from gateway.factors.codes import CodeBook
@@ -198,7 +197,7 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
     codes = None
     if senders:
         # Codes are kept as an HMAC under a key derived from the seal key, never the key itself.
-        pepper = hmac.new(secrets.seal_keys.current[1], b"one-time codes", "sha256").digest()
+        pepper = subkey(secrets.seal_keys.current[1], "one-time codes")
         codes = CodeBook(app[SHARED], regulator, clock, messaging.codes, pepper)
     signin = SignIn(
         config,
