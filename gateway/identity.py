@@ -56,8 +56,6 @@ def _urlencoded(body: bytes, field: str) -> list[str]:
 
 
 def _json(body: bytes, field: str) -> list[str]:
-    found: list[str] = []
-
     def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
         keys = [key for key, _ in items]
         if len(keys) != len(set(keys)):
@@ -66,16 +64,16 @@ def _json(body: bytes, field: str) -> list[str]:
 
     try:
         data = json.loads(body.decode("utf-8"), object_pairs_hook=pairs)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, AmbiguousLogin):
-            raise
+    except AmbiguousLogin:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise AmbiguousLogin("a JSON body that does not parse") from None
-    if isinstance(data, dict) and field in data:
-        value = data[field]
-        if not isinstance(value, str):
-            raise AmbiguousLogin(f"{field!r} is not a string")
-        found.append(value)
-    return found
+    if not isinstance(data, dict) or field not in data:
+        return []
+    value = data[field]
+    if not isinstance(value, str):
+        raise AmbiguousLogin(f"{field!r} is not a string")
+    return [value]
 
 
 def login_user(body: bytes, content_type: str, login: Login) -> str:

@@ -46,11 +46,14 @@ class Session:
     def from_bytes(cls, data: bytes) -> Session | None:
         try:
             raw: Any = json.loads(data)
-            known = {f.name for f in fields(cls)}
             # Keys of another version (a field added or dropped) do not sign anyone out.
-            return cls(**{k: v for k, v in raw.items() if k in known})
+            return cls(**{k: v for k, v in raw.items() if k in _SESSION_FIELDS})
         except (ValueError, TypeError, AttributeError):
             return None
+
+
+# Read on every request of a signed-in user (Session.from_bytes): worked out once.
+_SESSION_FIELDS = frozenset(f.name for f in fields(Session))
 
 
 def _serializer(ring: KeyRing, clock: Clock, salt: str) -> URLSafeTimedSerializer:
@@ -119,7 +122,7 @@ class SessionBook:
         left = session.created + self.rules.absolute_timeout - self._clock.now()
         return max(1.0, min(self.rules.idle_timeout, left))
 
-    async def create(self, user: str, stage: str, **fields: Any) -> Session:
+    async def create(self, user: str, stage: str, **values: Any) -> Session:
         now = self._clock.now()
         session = Session(
             sid=secrets.token_urlsafe(32),
@@ -128,7 +131,7 @@ class SessionBook:
             created=now,
             last_seen=now,
             csrf=secrets.token_urlsafe(24),
-            **fields,
+            **values,
         )
         await self._insert(session)
         return session

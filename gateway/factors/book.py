@@ -62,7 +62,12 @@ class FactorBook:
         step = totp.matching_step(secret, code, self._clock.now())
         if step is None:
             return Verdict.wrong(await self.regulator.failed(user, ip))
+        return await self._right_totp(user, ip, step)
+
+    async def _right_totp(self, user: str, ip: str, step: int) -> Verdict:
+        """A right code counts once per user and time step."""
         if not await self.regulator.first_use(user, step, _REPLAY_TTL):
+            # The same code again (or a second tab): it counts as a failure, too.
             await self.regulator.failed(user, ip)
             return Verdict(False, "replayed")
         await self.regulator.succeeded(user, ip)
@@ -99,13 +104,10 @@ class FactorBook:
             step = totp.matching_step(secret, code, now)
             if step is None:
                 continue
-            if not await self.regulator.first_use(user, step, _REPLAY_TTL):
-                # The same code again (or a second tab): it counts as a failure, too.
-                await self.regulator.failed(user, ip)
-                return Verdict(False, "replayed")
-            await self.regulator.succeeded(user, ip)
-            await self._durable.touch_authenticator(row.id, now)
-            return Verdict(True, "ok")
+            verdict = await self._right_totp(user, ip, step)
+            if verdict.ok:
+                await self._durable.touch_authenticator(row.id, now)
+            return verdict
         return Verdict.wrong(await self.regulator.failed(user, ip))
 
     async def remove(self, user: str, auth_id: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.factors.codes import CHANNELS
+from gateway.factors.codes import CHANNELS, CodeBook
 from gateway.factors.contact import mask_email, mask_phone, message_subject, message_text
 from gateway.metrics import record_message
 from gateway.senders import Delivery, Message
@@ -37,12 +37,18 @@ _SENT_MESSAGES = {
 }
 
 
+def _minutes(codes: CodeBook) -> int:
+    """How long a code works, in whole minutes as the page and the message say it."""
+    return max(1, math.ceil(codes.rules.ttl / 60))
+
+
 async def code_message_state(
-    request: web.Request, signin: SignIn, user: str, factor: str, session_id: str
+    request: web.Request, signin: SignIn, session: Session, factor: str
 ) -> dict[str, Any]:
     """What the challenge page shows for an SMS or e-mail code; {} for other factors."""
     if factor not in CHANNELS or signin.codes is None:
         return {}
+    user = session.user
     t = translator(request)
     contact = signin.contact(user, factor)
     if not contact:
@@ -52,12 +58,11 @@ async def code_message_state(
             "error": t(f"challenge.no_{'phone' if factor == 'sms' else 'email'}"),
         }
     shown = mask_phone(contact) if factor == "sms" else mask_email(contact)
-    rules = signin.codes.rules
     state: dict[str, Any] = {
         "channel": factor,
         "to": shown,
-        "pending": await signin.codes.pending(user, factor, session_id),
-        "minutes": max(1, math.ceil(rules.ttl / 60)),
+        "pending": await signin.codes.pending(user, factor, session.sid),
+        "minutes": _minutes(signin.codes),
     }
     sent = request.query.get("sent", "")
     if sent in _SENT_MESSAGES:
@@ -94,7 +99,7 @@ async def send_code(request: web.Request, signin: SignIn, session: Session) -> w
     lang = language(request)
     values = {
         "code": issued.code,
-        "minutes": max(1, math.ceil(signin.codes.rules.ttl / 60)),
+        "minutes": _minutes(signin.codes),
         "product": signin.config.branding.product_name,
     }
     message = Message(

@@ -6,7 +6,9 @@ Accept-Language). No page here runs script; forms work without JavaScript.
 
 from __future__ import annotations
 
+import functools
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,14 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,  # a missing value is a bug we want to see, not a blank
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,  # templates ship with the code: no stat of the file on every page view
 )
+
+
+@functools.cache
+def stylesheet() -> bytes:
+    """gateway.css, read once on first use rather than on every request for it."""
+    return (STATIC / "gateway.css").read_bytes()
 
 
 def language(request: web.Request) -> str:
@@ -84,13 +93,9 @@ def page(
     lang = language(request)
     config = request.app[CONFIG]
     nonce = secrets.token_urlsafe(16)
-
-    def t(key: str, **params: object) -> str:
-        return translate(lang, key, **params)
-
     values: dict[str, Any] = {
         "lang": lang,
-        "t": t,
+        "t": functools.partial(translate, lang),
         "title": title,
         "brand": config.branding,
         "prefix": config.path_prefix,
@@ -111,10 +116,6 @@ def page(
     )
 
 
-def translator(request: web.Request) -> Any:
-    lang = language(request)
-
-    def t(key: str, **params: object) -> str:
-        return translate(lang, key, **params)
-
-    return t
+def translator(request: web.Request) -> Callable[..., str]:
+    """`t(key, **params)`: the catalog in the visitor's language."""
+    return functools.partial(translate, language(request))

@@ -12,6 +12,7 @@ import base64
 import functools
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -23,6 +24,7 @@ from gateway.factors.codes import CHANNELS
 from gateway.i18n import LANGUAGES, duration
 from gateway.identity import canonical_user
 from gateway.metrics import CHALLENGES
+from gateway.model import Settings
 from gateway.paths import safe_return_path
 from gateway.session import FULL, PASSWORD, Session
 from gateway.web.codes import code_message_state, send_code
@@ -31,11 +33,11 @@ from gateway.web.guard import audit_event
 from gateway.web.keys import SIGNIN, USER, VIEW
 from gateway.web.render import (
     LANGUAGE_COOKIE,
-    STATIC,
     language,
     locked_text,
     page,
     retry_after,
+    stylesheet,
     translator,
     when,
 )
@@ -43,7 +45,6 @@ from gateway.web.signin import LOGIN_COOKIE, SignIn
 
 Handler = Callable[[web.Request, SignIn], Awaitable[web.StreamResponse]]
 SessionHandler = Callable[[web.Request, SignIn, Session], Awaitable[web.StreamResponse]]
-IMPLEMENTED = ("totp", "recovery")  # factors this version can check
 
 
 def _sealed(signin: SignIn, session: Session, name: str, value: str) -> None:
@@ -84,24 +85,27 @@ def needs(*stages: str) -> Callable[[SessionHandler], Handler]:
     return wrap
 
 
-def _allowed(signin: SignIn, user: str) -> list[str]:
-    """The policy's factors that can be offered here: SMS and e-mail only with a provider
-    configured (a user without a number on file still sees the choice, and is told why)."""
-    return [
-        f
-        for f in signin.settings(user).factors
-        if f in IMPLEMENTED or (f in CHANNELS and f in signin.senders)
-    ]
+def _page(
+    request: web.Request, session: Session, template: str, title: str, **context: Any
+) -> web.Response:
+    """A page for a session's user: its CSRF token in the forms, the sign-out button once
+    signed in."""
+    return page(
+        request, template, title, csrf=session.csrf, signed_in=session.stage == FULL, **context
+    )
 
 
-async def _usable(signin: SignIn, user: str, allowed: list[str]) -> list[str]:
-    """Of the allowed factors, those this user can answer now."""
-    enrolled = await signin.factors.enrolled(user)
-    return [
-        f
-        for f in allowed
-        if (f in ("totp", "recovery") and enrolled) or (f in CHANNELS and signin.contact(user, f))
-    ]
+def _no_factor(request: web.Request, user: str) -> web.Response:
+    """No factor this user could answer is allowed here: say so plainly (no redirect loop)."""
+    audit_event(request, "challenge.no_factor", outcome="refused", user=user)
+    t = translator(request)
+    return page(
+        request,
+        "notice.html",
+        t("challenge.title"),
+        status=403,
+        paragraphs=[t("error.no_factor.body")],
+    )
 
 
 # -- challenge ---------------------------------------------------------------------------------
@@ -110,24 +114,18 @@ async def _usable(signin: SignIn, user: str, allowed: list[str]) -> list[str]:
 @needs(PASSWORD, FULL)
 async def challenge(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
     user = session.user
-    allowed = _allowed(signin, user)
-    usable = await _usable(signin, user, allowed)
-    if not await signin.factors.enrolled(user) and "totp" in allowed and not usable:
+    settings = signin.settings(user)
+    allowed = signin.offered(settings)
+    enrolled = await signin.factors.enrolled(user)
+    usable = signin.usable(user, allowed, enrolled)
+    if not enrolled and "totp" in allowed and not usable:
         return signin.redirect(f"{signin.prefix}enrol")
     missing = [f for f in allowed if f in CHANNELS and f not in usable]
     if not usable and missing:
         # Allowed SMS or e-mail, but nothing on file: the page says whom to ask.
-        return await _challenge_page(request, signin, session, missing[0], missing, None)
+        return await _challenge_page(request, signin, session, settings, missing[0], missing)
     if not usable:
-        audit_event(request, "challenge.no_factor", outcome="refused", user=user)
-        t = translator(request)
-        return page(
-            request,
-            "notice.html",
-            t("challenge.title"),
-            status=403,
-            paragraphs=[t("error.no_factor.body")],
-        )
+        return _no_factor(request, user)
     if request.method == "POST":
         form = await checked_form(request, session)
         factor = form.get("factor", "totp")
@@ -145,10 +143,10 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
             audit_event(
                 request, "challenge.passed", outcome="ok", user=user, reason=factor, factor=factor
             )
-            if factor != "recovery":
-                await signin.durable.set_factor_choice(user, factor)
             if factor == "recovery":
                 audit_event(request, "recovery.used", outcome="ok", user=user)
+            else:
+                await signin.durable.set_factor_choice(user, factor)
             if session.stage == PASSWORD:
                 remember = form.get("remember") == "1"
                 return await signin.complete(request, session, factor=factor, remember=remember)
@@ -166,31 +164,33 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
         )
         if verdict.reason == "locked":
             audit_event(request, "challenge.lockout", outcome="locked", user=user)
-        return await _challenge_page(request, signin, session, factor, usable, verdict)
-    asked = request.query.get("factor", "")
-    last = await signin.durable.factor_choice(user)
+        return await _challenge_page(request, signin, session, settings, factor, usable, verdict)
     # A factor asked for by its link (even one that cannot work: the page says why), else the
-    # one passed with last time if it still works, else the first that works.
-    factor = asked if asked in allowed else last if last in usable else usable[0]
+    # one passed with last time if it still works, else the first that works (the last one
+    # is looked up only when there is a choice).
+    factor = request.query.get("factor", "")
+    if factor not in allowed:
+        last = await signin.durable.factor_choice(user) if len(usable) > 1 else ""
+        factor = last if last in usable else usable[0]
     until = await signin.factors.regulator.locked_until(user, request[VIEW].ip)
     shown = Verdict(False, "locked", until) if until else None
     choices = [f for f in allowed if f in usable or f in CHANNELS]
-    return await _challenge_page(request, signin, session, factor, choices, shown)
+    return await _challenge_page(request, signin, session, settings, factor, choices, shown)
 
 
 async def _challenge_page(
     request: web.Request,
     signin: SignIn,
     session: Session,
+    settings: Settings,
     factor: str,
     allowed: list[str],
-    verdict: Verdict | None,
-    *,
-    error: str = "",
-    status: int = 200,
+    verdict: Verdict | None = None,
 ) -> web.Response:
     t = translator(request)
     locked = ""
+    error = ""
+    status = 200
     if verdict is not None and verdict.reason == "locked":
         locked = locked_text(request, verdict.locked_until, "challenge.locked")
         status = 429
@@ -198,22 +198,19 @@ async def _challenge_page(
         key = "challenge.wrong_recovery" if factor == "recovery" else f"challenge.{verdict.reason}"
         error = t(key)
         status = 400
-    settings = signin.settings(session.user)
     remember_for = ""
     if session.stage == PASSWORD and settings.remember_device > 0:
         remember_for = duration(language(request), settings.remember_device)
-    labels = {f: t(f"challenge.use_{f}") for f in ("totp", "recovery", *CHANNELS)}
-    others = [(f, labels[f]) for f in allowed if f != factor]
-    message = await code_message_state(request, signin, session.user, factor, session.sid)
+    others = [(f, t(f"challenge.use_{f}")) for f in allowed if f != factor]
+    message = await code_message_state(request, signin, session, factor)
     if message.get("error") and not error:
         error, status = message["error"], 403
-    response = page(
+    response = _page(
         request,
+        session,
         "challenge.html",
         t("challenge.title"),
         status=status,
-        csrf=session.csrf,
-        signed_in=session.stage == FULL,
         factor=factor,
         error=error,
         locked=locked,
@@ -239,25 +236,19 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
         return signin.redirect(f"{signin.prefix}challenge")
     if existing and not _fresh(signin, session):
         return await _step_up(request, signin, session, "enrol")
+    settings = signin.settings(user)
+    if "totp" not in settings.factors:
+        # Only factors this version cannot check (SMS, e-mail) are allowed.
+        return _no_factor(request, user)
     t = translator(request)
-    if "totp" not in signin.settings(user).factors:
-        # Only factors this version cannot check (SMS, e-mail) are allowed: say so plainly.
-        audit_event(request, "challenge.no_factor", outcome="refused", user=user)
-        return page(
-            request,
-            "notice.html",
-            t("challenge.title"),
-            status=403,
-            paragraphs=[t("error.no_factor.body")],
-        )
     if len(existing) >= MAX_AUTHENTICATORS:
-        return page(
+        # Only a signed-in user gets here: at the password stage `existing` went to the challenge.
+        return _page(
             request,
+            session,
             "notice.html",
             t("enrol.title"),
             status=409,
-            signed_in=True,
-            csrf=session.csrf,
             paragraphs=[t("enrol.too_many")],
             link=(f"{signin.prefix}account", t("account.title")),
         )
@@ -283,19 +274,17 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
             error = t("enrol.wrong_code")
     product = signin.config.branding.product_name
     uri = totp.provisioning_uri(secret, user, product)
-    settings = signin.settings(user)
     deadline = ""
     can_skip = False
     if settings.enforcement == "required_from" and session.stage == PASSWORD:
         deadline = t("enrol.deadline", date=settings.required_from)
         can_skip = not signin.mandatory(settings)
-    return page(
+    return _page(
         request,
+        session,
         "enrol.html",
         t("enrol.title"),
         status=400 if error else 200,
-        csrf=session.csrf,
-        signed_in=session.stage == FULL,
         error=error,
         notice=t("enrol.intro") if not existing else "",
         qr=totp.qr_svg(uri, t("enrol.qr_label")),
@@ -367,13 +356,12 @@ async def recovery_codes(
                 return await signin.complete(request, session, factor="totp")
             return signin.redirect(f"{signin.prefix}account")
         error = t("recovery.must_confirm")
-    return page(
+    return _page(
         request,
+        session,
         "recovery.html",
         t("recovery.title"),
         status=400 if error else 200,
-        csrf=session.csrf,
-        signed_in=session.stage == FULL,
         codes=codes.split("\n"),
         error=error,
         printing=request.query.get("print") == "1",
@@ -431,13 +419,13 @@ async def account(request: web.Request, signin: SignIn, session: Session) -> web
         for a in await signin.factors.authenticators(user)
     ]
     now = signin.clock.now()
-    current = await signin.device_of(request, user)
+    current = signin.device_id(request, user)  # the list holds only this user's live devices
     devices = [
         {
             "id": d.id,
             "label": d.label,
             "until": when(d.remembered_until),
-            "current": current is not None and current.id == d.id,
+            "current": d.id == current,
         }
         for d in await signin.durable.devices(user)
         if d.remembered_until > now
@@ -449,12 +437,11 @@ async def account(request: web.Request, signin: SignIn, session: Session) -> web
     }
     notice = next((t(v, name="") for k, v in notices.items() if k in request.query), "")
     error = t("account.cannot_remove_last") if "last" in request.query else ""
-    return page(
+    return _page(
         request,
+        session,
         "account.html",
         t("account.title"),
-        csrf=session.csrf,
-        signed_in=True,
         user=user,
         authenticators=authenticators,
         recovery_left=await signin.factors.recovery_left(user),
@@ -575,7 +562,7 @@ async def logout(request: web.Request, signin: SignIn) -> web.StreamResponse:
         await checked_form(request, session)
         await signin.book.end(session)
         audit_event(request, "signin.logout", outcome="ok", user=session.user)
-    target = signin.login.path if signin.login.mode == "upstream" else f"{signin.prefix}login"
+    target = signin.login_url
     if signin.login.mode == "upstream" and signin.login.method != "GET":
         target = "/"
     response = signin.redirect(target)
@@ -592,9 +579,9 @@ async def switch_language(request: web.Request, signin: SignIn) -> web.StreamRes
     return response
 
 
-async def stylesheet(request: web.Request, signin: SignIn) -> web.StreamResponse:
+async def serve_stylesheet(request: web.Request, signin: SignIn) -> web.StreamResponse:
     return web.Response(
-        body=(STATIC / "gateway.css").read_bytes(),
+        body=stylesheet(),
         content_type="text/css",
         headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
     )
@@ -608,7 +595,7 @@ GET_ROUTES: dict[str, Handler] = {
     "account": account,
     "login": login_page,
     "lang": switch_language,
-    "static/gateway.css": stylesheet,
+    "static/gateway.css": serve_stylesheet,
 }
 POST_ROUTES: dict[str, Handler] = {
     "challenge": challenge,

@@ -27,7 +27,7 @@ from gateway.config import Config
 from gateway.crypto import SealBroken, Sealer, same, verify_password
 from gateway.errors import BadRequest, HttpError
 from gateway.factors.book import FactorBook
-from gateway.factors.codes import CodeBook
+from gateway.factors.codes import CHANNELS, CodeBook
 from gateway.forwarding import OriginRewriter, wants_html
 from gateway.headers import fold
 from gateway.identity import AmbiguousLogin, login_succeeded, login_user, set_cookie_names
@@ -35,7 +35,7 @@ from gateway.model import Settings
 from gateway.pathrules import normalize_path
 from gateway.paths import safe_return_path
 from gateway.senders import Sender
-from gateway.session import FULL, PASSWORD, Session, SessionBook
+from gateway.session import DEVICE_MAX_AGE, FULL, PASSWORD, Session, SessionBook
 from gateway.stores import Device, DurableStore, SharedStore
 from gateway.web import proxy
 from gateway.web.guard import Guard, audit_event
@@ -47,6 +47,7 @@ log = logging.getLogger("gateway.signin")
 
 DEVICE_COOKIE = "crm_gateway_device"
 LOGIN_COOKIE = "crm_gateway_login"  # gateway mode: the login form's double-submit nonce
+IMPLEMENTED = ("totp", "recovery")  # factors this version can check (both need enrolment)
 
 
 class PayloadTooLarge(HttpError):
@@ -100,7 +101,10 @@ class SignIn:
         }
         self._own_cookies = frozenset({*cookies, *(f"__Host-{c}" for c in cookies)})
         self._crm_cookies = frozenset(login.crm_cookies)
+        self._own_and_crm_cookies = self._own_cookies | self._crm_cookies
         self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
+        # Where a browser signs in again: the CRM's login, or ours.
+        self.login_url = login.path if login.mode == "upstream" else f"{self.prefix}login"
 
     def contact(self, user: str, channel: str) -> str:
         """The user's phone number (E.164) or e-mail address from the policy; "" if none."""
@@ -153,7 +157,7 @@ class SignIn:
         session cookie only with the value released to this session (`binding`: a copy of
         another user's CRM cookie is no use inside one's own gateway session); the identity
         header (gateway mode) only as we set it."""
-        drop = self._own_cookies if signed_in else self._own_cookies | self._crm_cookies
+        drop = self._own_cookies if signed_in else self._own_and_crm_cookies
         identity = self._identity
         bound = self.login.success_cookie if signed_in and self.login.mode == "upstream" else ""
 
@@ -194,8 +198,7 @@ class SignIn:
             target = self.guard.check(request)
             return await proxy.handle(request, target, adjust=self._adjust(None))
         session = await self.session(request)
-        full = session is not None and session.stage == FULL
-        if full and session is not None:
+        if session is not None and session.stage == FULL:
             target = self.guard.check(request, session.user)
             add: list[tuple[str, str]] = []
             if login.logout_path == path and request.method == login.logout_method:
@@ -284,6 +287,22 @@ class SignIn:
     def settings(self, user: str) -> Settings:
         return self.guard.settings(user)
 
+    def offered(self, settings: Settings) -> list[str]:
+        """The policy's factors that can be offered here: SMS and e-mail only with a provider
+        configured (a user without a number on file still sees the choice, and is told why)."""
+        return [
+            f for f in settings.factors if f in IMPLEMENTED or (f in CHANNELS and f in self.senders)
+        ]
+
+    def usable(self, user: str, offered: list[str], enrolled: bool) -> list[str]:
+        """Of the offered factors, those this user can answer now: an app or recovery codes
+        once enrolled; SMS or e-mail codes with a number or address on file (no enrolment)."""
+        return [
+            f
+            for f in offered
+            if (f in IMPLEMENTED and enrolled) or (f in CHANNELS and self.contact(user, f))
+        ]
+
     def mandatory(self, settings: Settings) -> bool:
         if settings.enforcement == "required":
             return True
@@ -301,9 +320,13 @@ class SignIn:
         fresh = settings.interval > 0 and now - found.verified < settings.interval
         return remembered > now or fresh
 
-    async def device_of(self, request: web.Request, user: str) -> Device | None:
+    def device_id(self, request: web.Request, user: str) -> str | None:
+        """The id the device cookie names, when it was issued to this user (no store read)."""
         cookie = request.cookies.get(self.cookie_name(request, DEVICE_COOKIE))
-        device_id = self.book.device_from_cookie(cookie, user) if cookie else None
+        return self.book.device_from_cookie(cookie, user) if cookie else None
+
+    async def device_of(self, request: web.Request, user: str) -> Device | None:
+        device_id = self.device_id(request, user)
         found = await self.durable.device(device_id) if device_id else None
         if found is None or found.user != user or found.revoked is not None:
             return None
@@ -314,20 +337,17 @@ class SignIn:
         user = session.user
         settings = self.settings(user)
         enrolled = await self.factors.enrolled(user)
+        offered = self.offered(settings)
         # SMS or e-mail codes need no enrolment: a number or address on file is enough.
-        reachable = any(
-            channel in settings.factors and channel in self.senders and self.contact(user, channel)
-            for channel in ("sms", "email")
-        )
-        optional = settings.enforcement == "optional"
-        if not enrolled and optional:
+        reachable = any(f in CHANNELS for f in self.usable(user, offered, enrolled))
+        if not enrolled and settings.enforcement == "optional":
             return await self.complete(request, session, factor="")
         if (enrolled or reachable) and await self.trusted_device(request, user, settings):
             audit_event(request, "signin.device_trusted", outcome="ok", user=user)
             return await self.complete(request, session, factor="device")
         # Enrolment when an authenticator app is the way; otherwise the challenge page, which
         # also explains what is missing (no number on file, no factor allowed).
-        to_enrol = not enrolled and not reachable and "totp" in settings.factors
+        to_enrol = not enrolled and not reachable and "totp" in offered
         response = self.redirect(f"{self.prefix}{'enrol' if to_enrol else 'challenge'}")
         response.headers.add(*self.session_cookie(request, session))
         return response
@@ -358,7 +378,8 @@ class SignIn:
             await self.book.end(session)
             return self.expired(request)
         now = self.clock.now()
-        verified = now if factor and factor != "device" else session.verified
+        passed = factor not in ("", "device")  # a factor answered just now
+        verified = now if passed else session.verified
         released = set_cookie_names(held).get(self.login.success_cookie, "")
         fresh = await self.book.rotate(
             session,
@@ -374,7 +395,7 @@ class SignIn:
         for cookie in held:
             response.headers.add("Set-Cookie", cookie)
         response.headers.add(*self.session_cookie(request, fresh))
-        if factor and factor != "device":
+        if passed:
             await self._remember(request, response, fresh.user, now, remember)
         audit_event(
             request, "signin.completed", outcome="ok", user=fresh.user, reason=factor or "none"
@@ -397,7 +418,7 @@ class SignIn:
         if remember:
             audit_event(request, "device.remembered", outcome="ok", user=user)
         value = self.book.device_cookie(row.id, user)
-        response.headers.add(*self.set_cookie(request, DEVICE_COOKIE, value, 400 * 86400))
+        response.headers.add(*self.set_cookie(request, DEVICE_COOKIE, value, DEVICE_MAX_AGE))
 
     async def _follow_crm_cookie(self, session: Session, headers: CIMultiDictProxy[str]) -> None:
         """The CRM gave this session a new session cookie (it rotates ids on privilege
@@ -418,14 +439,13 @@ class SignIn:
 
     def expired(self, request: web.Request) -> web.Response:
         t = translator(request)
-        link = self.login.path if self.login.mode == "upstream" else f"{self.prefix}login"
         response = page(
             request,
             "notice.html",
             t("signin.expired.title"),
             status=400,
             paragraphs=[t("signin.expired.body")],
-            link=(link, t("signin.again")),
+            link=(self.login_url, t("signin.again")),
         )
         response.headers.add(*self.clear_session_cookie(request))
         return response
@@ -462,12 +482,22 @@ class SignInRequired(HttpError):
 
 
 _COOKIE_GAP = re.compile(r"[\s,]+")
+# `name=value` (after the space of `; `) with a token name and a value of visible ASCII other
+# than `,` and `;`: read one way by everyone. Most pieces of most requests look like this, so
+# they skip the readings below (on every request of a signed-in user).
+_PLAIN_PAIR = re.compile(r" *([A-Za-z0-9_-]+)=[\x21-\x2b\x2d-\x3a\x3c-\x7e]*")
 
 
 def _names_read(pair: str) -> set[str]:
     """The cookie names some server may read in one `;`-separated piece of a Cookie header.
     aiohttp and http.cookies also split at whitespace (`a=1 crm=x`, `a=1, crm=x`); PHP
     url-decodes a name and reads `.` and ` ` in it as `_` and `name[..]` as `name`."""
+    plain = _PLAIN_PAIR.fullmatch(pair)  # most pairs: one name every reader agrees on
+    return {plain.group(1)} if plain is not None else names_read_every_way(pair)
+
+
+def names_read_every_way(pair: str) -> set[str]:
+    """_names_read without its shortcut: each reader's way of finding names, in full."""
     names = [pair.split("=", 1)[0]]
     names += [token.split("=", 1)[0] for token in _COOKIE_GAP.split(pair) if "=" in token]
     found = {name.strip() for name in names}
