@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +52,17 @@ async def serve(app: web.Application, host: str = "127.0.0.1", **runner_args: ob
     return Served(app, runner, host, sock.getsockname()[1])
 
 
+async def send_raw(port: int, request: bytes, timeout: float = 10) -> bytes:
+    """`request` written to 127.0.0.1:`port` byte for byte (what no HTTP client library would
+    send), and all of the answer, up to the server closing the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
 def gateway_config(
     upstream_url: str, tmp_path: Path, extra: str = "", upstream_extra: str = ""
 ) -> Config:
@@ -67,6 +79,7 @@ def gateway_config(
 
 
 GatewayFactory = Callable[..., Awaitable[Served]]
+AppStarter = Callable[..., Awaitable[Served]]
 
 
 @pytest.fixture
@@ -94,6 +107,22 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     ) -> Served:
         config = gateway_config(upstream_url, tmp_path, extra, upstream_extra)
         served = await serve(build_app(config), host, handler_cancellation=True)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        await served.runner.cleanup()
+
+
+@pytest.fixture
+async def start_app() -> AsyncIterator[AppStarter]:
+    """Serves a test's own loopback apps (a CRM with a quirk, a webhook receiver) on
+    127.0.0.1:0 and stops them after the test."""
+    started: list[Served] = []
+
+    async def start(app: web.Application, **runner_args: object) -> Served:
+        served = await serve(app, **runner_args)
         started.append(served)
         return served
 

@@ -1,5 +1,5 @@
-"""Runs the real `python -m gateway run` as a child process, for tests that need the whole
-program: signals, workers, memory of the gateway alone."""
+"""Runs the real `python -m gateway` as a child process, for tests that need the whole
+program: signals, workers, memory of the gateway alone, commands as an operator runs them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,3 +124,40 @@ def write_config(directory: Path, upstream_url: str, extra: str = "") -> Path:
         f"{extra}"
     )
     return path
+
+
+def run_command(
+    *args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway ARGS` run to its end, as an operator's shell runs it; its output as
+    text. Blocks: for commands that need no server in this test's event loop."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+
+
+async def run_command_async(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """`python -m gateway ARGS` run to its end beside this test's servers: (exit status,
+    stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()  # a hung command fails the test, and is not left running
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -24,6 +24,9 @@ from gateway.web.keys import SIGNIN
 from gateway.web.signin import SignIn
 from tests.conftest import Served, gateway_config, serve
 
+GATEWAY_COOKIE = "crm_gateway"
+CRM_COOKIE = "crm_session"  # the demo CRM's session cookie
+
 DEMO_LOGIN = """\
 login:
   mode: upstream
@@ -94,14 +97,6 @@ async def start_signin_gateway(
     return SignInGateway(served, clock)
 
 
-@pytest.fixture
-async def signin_gateways() -> AsyncIterator[list[SignInGateway]]:
-    started: list[SignInGateway] = []
-    yield started
-    for gw in started:
-        await gw.served.runner.cleanup()
-
-
 def field(html: str, name: str) -> str:
     found = re.search(rf'name="{re.escape(name)}" value="([^"]*)"', html)
     assert found, f"no field {name!r} in page"
@@ -141,19 +136,23 @@ class Browser:
                 return cookie.value
         return None
 
-    async def crm_login(self, user: str, password: str, next_path: str = "/contacts") -> str:
-        """The demo CRM's own form, through the gateway; returns where the gateway sends us."""
+    async def crm_login_form(
+        self, user: str, password: str, next_path: str = "/contacts"
+    ) -> dict[str, str]:
+        """The demo CRM's own login form, fetched through the gateway and filled in."""
         status, html, _ = await self.get("/login")
         assert status == 200
-        status, _, r = await self.post(
-            "/login",
-            {
-                "csrf_token": field(html, "csrf_token"),
-                "username": user,
-                "password": password,
-                "next": next_path,
-            },
-        )
+        return {
+            "csrf_token": field(html, "csrf_token"),
+            "username": user,
+            "password": password,
+            "next": next_path,
+        }
+
+    async def crm_login(self, user: str, password: str, next_path: str = "/contacts") -> str:
+        """The demo CRM's own form, through the gateway; returns where the gateway sends us."""
+        form = await self.crm_login_form(user, password, next_path)
+        status, _, r = await self.post("/login", form)
         assert status in (302, 303), status
         return r.headers["Location"]
 
@@ -164,9 +163,10 @@ class Browser:
         key = re.search(r'id="secret-key"><code>([^<]+)</code>', html)
         assert key
         secret = key.group(1).replace(" ", "")
+        self.enrolment_code = self.code(secret)  # kept: a replay test posts it again
         status, _, r = await self.post(
             f"{self.prefix}enrol",
-            {"csrf": field(html, "csrf"), "name": name, "code": self.code(secret)},
+            {"csrf": field(html, "csrf"), "name": name, "code": self.enrolment_code},
         )
         assert status == 303, status
         assert r.headers["Location"] == f"{self.prefix}recovery-codes"
@@ -259,6 +259,26 @@ def posts_to_login(crm: Served) -> list[Arrived]:
     return [a for a in crm.app[ARRIVED] if (a.method, a.path) == ("POST", "/login")]
 
 
+def set_cookie_names(r: aiohttp.ClientResponse) -> set[str]:
+    return {c.split("=", 1)[0].strip() for c in r.headers.getall("Set-Cookie", [])}
+
+
+def wrong_codes(b: Browser, secret: str, n: int) -> list[str]:
+    """`n` six-digit codes that no step the gateway accepts right now would produce."""
+    near = {b.code(secret, offset) for offset in (-60, -30, 0, 30, 60)}
+    return [c for c in (f"{i:06d}" for i in range(n + len(near))) if c not in near][:n]
+
+
+def wrong_code(b: Browser, secret: str) -> str:
+    return wrong_codes(b, secret, 1)[0]
+
+
+async def challenge_csrf(b: Browser, factor: str = "totp") -> str:
+    status, html, _ = await b.get(f"/_gateway/challenge?factor={factor}")
+    assert status == 200, status
+    return field(html, "csrf")
+
+
 Start = Callable[..., Awaitable[SignInGateway]]
 Browsers = Callable[..., Browser]
 
@@ -312,3 +332,22 @@ async def enrolled(
     r = await b.confirm_codes()
     assert r.headers["Location"] == "/contacts"
     return secret, codes
+
+
+class Challenged(NamedTuple):
+    browser: Browser  # has passed alice's password only
+    csrf: str  # the challenge form's token
+    secret: str  # her authenticator's
+    codes: list[str]  # her recovery codes
+
+
+async def at_the_challenge(
+    gw: SignInGateway, browsers: Browsers, *, later: float = 60, factor: str = "totp"
+) -> Challenged:
+    """alice enrols in one browser; `later` seconds on, another browser passes her password
+    and stands at the challenge for `factor`."""
+    secret, codes = await enrolled(browsers(gw))
+    gw.clock.advance(later)
+    b = browsers(gw)
+    assert await b.crm_login("alice", "alice-demo") == "/_gateway/challenge"
+    return Challenged(b, await challenge_csrf(b, factor), secret, codes)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from gateway.config import (
     parse_config,
 )
 from gateway.errors import ConfigError
+from tests.process import run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -907,14 +907,7 @@ def test_shipped_example_config_loads_without_problems() -> None:
 
 
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "-c", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_command("check-config", "-c", str(path), cwd=ROOT)
 
 
 def test_check_config_exits_0_on_a_good_config(tmp_path: Path) -> None:

@@ -1052,10 +1052,7 @@ def test_a_network_may_be_a_plain_list_file_next_to_the_policy(tmp_path: Path) -
     (tmp_path / "lists" / "branches.txt").write_text(
         "# branch offices\n10.1.0.0/16\n\n192.0.2.7   # the warehouse\n2001:db8::/32\n"
     )
-    policy = load(
-        tmp_path,
-        **{"a.yaml": "networks:\n  branches: {file: lists/branches.txt}\n"},
-    )
+    policy = load(tmp_path, a="networks:\n  branches: {file: lists/branches.txt}\n")
     assert policy.networks["branches"] == (
         ipaddress.ip_network("10.1.0.0/16"),
         ipaddress.ip_network("192.0.2.7/32"),
@@ -1065,7 +1062,7 @@ def test_a_network_may_be_a_plain_list_file_next_to_the_policy(tmp_path: Path) -
 
 def test_a_bad_line_in_a_network_list_names_the_list_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "branches.txt").write_text("10.1.0.0/16\n10.2.0.1/16\nnot-a-network\n")
-    found = problems(tmp_path, **{"a.yaml": "networks:\n  branches: {file: branches.txt}\n"})
+    found = problems(tmp_path, a="networks:\n  branches: {file: branches.txt}\n")
     assert found == [
         f"{tmp_path}/branches.txt:2: networks.branches: has host bits set: '10.2.0.1/16'"
         " (write the network address)",
@@ -1075,7 +1072,7 @@ def test_a_bad_line_in_a_network_list_names_the_list_file_and_line(tmp_path: Pat
 
 
 def test_a_missing_network_list_file_is_a_problem(tmp_path: Path) -> None:
-    found = problems(tmp_path, **{"a.yaml": "networks:\n  branches: {file: nowhere.txt}\n"})
+    found = problems(tmp_path, a="networks:\n  branches: {file: nowhere.txt}\n")
     assert len(found) == 1
     assert "cannot read" in found[0]
     assert "nowhere.txt" in found[0]

@@ -193,15 +193,13 @@ def test_sign_in_sections_without_login_only_warn_that_nobody_signs_in() -> None
 # -- what login requires ----------------------------------------------------------------------
 
 
-def test_upstream_login_requires_the_success_cookie(secrets: str) -> None:
-    assert problems(MINIMAL + "login:\n  mode: upstream\n" + secrets) == [
-        "gateway.yaml:5: login: success.cookie: is required with mode upstream: the name of the"
-        " session cookie the CRM sets when a login succeeds"
-    ]
-
-
-def test_upstream_is_the_default_mode_and_requires_the_success_cookie(secrets: str) -> None:
-    assert problems(MINIMAL + "login:\n  path: /signin\n" + secrets) == [
+@pytest.mark.parametrize(
+    "login",
+    ["login:\n  mode: upstream\n", "login:\n  path: /signin\n"],
+    ids=["mode-upstream", "upstream-by-default"],
+)
+def test_upstream_login_requires_the_success_cookie(login: str, secrets: str) -> None:
+    assert problems(MINIMAL + login + secrets) == [
         "gateway.yaml:5: login: success.cookie: is required with mode upstream: the name of the"
         " session cookie the CRM sets when a login succeeds"
     ]

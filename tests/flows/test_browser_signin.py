@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyotp
@@ -19,18 +18,12 @@ from playwright.async_api import Browser, Page, expect
 
 from tests import browser as chromium
 from tests.conftest import Served
-from tests.signin_kit import SignInGateway, start_signin_gateway
+from tests.signin_kit import SignInGateway, Start, gateway_in_front
 
 browser = chromium.browser  # the fixture, by name
+gw = pytest.fixture(name="gw")(gateway_in_front)  # in front of the demo CRM (conftest's `crm`)
 
 DAY = 86400.0
-
-
-@pytest.fixture
-async def gw(crm: Served, tmp_path: Path) -> AsyncIterator[SignInGateway]:
-    started = await start_signin_gateway(crm.url, tmp_path)
-    yield started
-    await started.served.runner.cleanup()
 
 
 async def crm_login(page: Page, gw: SignInGateway) -> None:
@@ -147,7 +140,7 @@ async def test_pages_work_on_a_phone_sized_screen_in_dutch(
 
 
 async def test_a_person_signs_in_with_a_code_from_a_text_message(
-    browser: Browser, crm: Served, tmp_path: Path
+    browser: Browser, crm: Served, start: Start, tmp_path: Path
 ) -> None:
     outbox = tmp_path / "outbox.jsonl"
     policy = (
@@ -156,7 +149,7 @@ async def test_a_person_signs_in_with_a_code_from_a_text_message(
         "paths:\n  - {path: '/**', allow: [anyone]}\n"
     )
     extra = f"sms:\n  provider: {{type: outbox, path: {outbox}}}\n"
-    gw = await start_signin_gateway(crm.url, tmp_path, policy=policy, extra=extra)
+    gw = await start(crm.url, policy=policy, extra=extra)
     context = await browser.new_context()
     page = await context.new_page()
     try:
@@ -176,4 +169,3 @@ async def test_a_person_signs_in_with_a_code_from_a_text_message(
         await expect(page).to_have_url(re.compile(r"/contacts$"))
     finally:
         await context.close()
-        await gw.served.runner.cleanup()

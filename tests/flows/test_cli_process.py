@@ -14,7 +14,13 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import Served
-from tests.process import QUICK, free_port, start_gateway_process, write_config
+from tests.process import (
+    QUICK,
+    free_port,
+    run_command_async,
+    start_gateway_process,
+    write_config,
+)
 
 
 async def test_run_serves_and_stops_on_sigterm(crm: Served, tmp_path: Path) -> None:
@@ -50,21 +56,9 @@ async def test_bad_config_exits_2_and_never_listens(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "gateway.yaml"
     config.write_text(f"listen: 127.0.0.1:{port}\nupstream:\n  url: crm.local\n")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "run",
-        "-c",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 2
-    assert (
-        f"{config}:3: upstream.url: must be an http(s) URL but it's 'crm.local'" in stderr.decode()
-    )
+    code, _, err = await run_command_async("run", "-c", str(config), timeout=20)
+    assert code == 2
+    assert f"{config}:3: upstream.url: must be an http(s) URL but it's 'crm.local'" in err
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
 
@@ -104,14 +98,10 @@ async def test_demo_serves_the_demo_crm_through_the_gateway(tmp_path: Path) -> N
                 assert 'crm_gateway_requests_total{decision="forward"} 1.0' in await r.text()
         assert (tmp_path / "gateway.db").exists()
         # The config is on disk, so the admin commands work on the demo's store.
-        listed = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "gateway", "users", "list", "--json"),
-            *("-c", str(tmp_path / "gateway.yaml")),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        code, out, err = await run_command_async(
+            "users", "list", "--json", "-c", str(tmp_path / "gateway.yaml"), timeout=30
         )
-        out, err = await asyncio.wait_for(listed.communicate(), 30)
-        assert listed.returncode == 0, err
+        assert code == 0, err
         assert "alice" in {row["user"] for row in json.loads(out)}
     finally:
         process.terminate()

@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import secrets
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,9 +27,18 @@ from gateway.crypto import new_key_line
 from gateway.stores.protocols import AuditQuery
 from gateway.web.app import build_app
 from gateway.web.keys import AUDIT, DURABLE
-from tests.conftest import Served, gateway_config, serve
-from tests.process import GatewayProcess, free_port, start_gateway_process
-from tests.signin_kit import DEMO_LOGIN, DEMO_POLICY, Browser, SignInGateway, write_keys
+from tests.conftest import AppStarter, Served, gateway_config, serve
+from tests.process import GatewayProcess, free_port, run_command_async, start_gateway_process
+from tests.signin_kit import (
+    DEMO_LOGIN,
+    DEMO_POLICY,
+    Browsers,
+    SignInGateway,
+    Start,
+    enrolled,
+    write_keys,
+    wrong_code,
+)
 
 # mallory may sign in only from 10.0.0.0/8: from here, her login is refused before the CRM.
 POLICY = (
@@ -61,31 +69,24 @@ def _sample(name: str, **labels: str) -> float:
 
 
 async def test_a_sign_in_leaves_a_complete_audit_trail_in_the_file_and_the_store(
-    gw: SignInGateway, tmp_path: Path
+    gw: SignInGateway, browsers: Browsers, tmp_path: Path
 ) -> None:
-    first = Browser(gw)
-    second = Browser(gw)
-    intruder = Browser(gw, headers={"Accept": "text/html", "User-Agent": "curl/8.0"})
-    try:
-        assert await first.crm_login("alice", "alice-demo") == "/_gateway/enrol"
-        secret, codes = await first.enrol()
-        await first.confirm_codes()
-        assert await second.crm_login("alice", "alice-demo") == "/_gateway/challenge"
-        wrong = "000000" if second.code(secret) != "000000" else "111111"
-        status, body, failed = await second.answer(wrong)
-        assert status == 400, body  # the page again, saying the code was wrong
-        gw.clock.advance(30)
-        status, _, _ = await second.answer(second.code(secret))
-        assert status == 303
-        status, _, denied = await intruder.post(
-            "/login", {"username": "mallory", "password": "mallory-password"}
-        )
-        assert status == 403
-        await gw.served.app[AUDIT].flush()
-        stored = await gw.served.app[DURABLE].audit_events(AuditQuery())
-    finally:
-        for b in (first, second, intruder):
-            await b.close()
+    first, second = browsers(gw), browsers(gw)
+    intruder = browsers(gw, headers={"Accept": "text/html", "User-Agent": "curl/8.0"})
+    secret, codes = await enrolled(first)
+    assert await second.crm_login("alice", "alice-demo") == "/_gateway/challenge"
+    wrong = wrong_code(second, secret)
+    status, body, failed = await second.answer(wrong)
+    assert status == 400, body  # the page again, saying the code was wrong
+    gw.clock.advance(30)
+    status, _, _ = await second.answer(second.code(secret))
+    assert status == 303
+    status, _, denied = await intruder.post(
+        "/login", {"username": "mallory", "password": "mallory-password"}
+    )
+    assert status == 403
+    await gw.served.app[AUDIT].flush()
+    stored = await gw.served.app[DURABLE].audit_events(AuditQuery())
     names = [e.name for _, e in stored]
     assert names == [
         "signin.crm_ok",
@@ -129,20 +130,15 @@ async def test_a_sign_in_leaves_a_complete_audit_trail_in_the_file_and_the_store
 
 
 async def test_the_access_log_has_one_line_per_request_with_its_decision(
-    gw: SignInGateway, caplog: pytest.LogCaptureFixture
+    gw: SignInGateway, browsers: Browsers, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.access")
-    b = Browser(gw)
-    try:
-        assert await b.crm_login("alice", "alice-demo") == "/_gateway/enrol"
-        await b.enrol()
-        await b.confirm_codes()
-        status, _, page = await b.get("/contacts")
-        assert status == 200
-        status, _, denied = await b.post("/login", {"username": "mallory", "password": "x"})
-        assert status == 403
-    finally:
-        await b.close()
+    b = browsers(gw)
+    await enrolled(b)
+    status, _, page = await b.get("/contacts")
+    assert status == 200
+    status, _, denied = await b.post("/login", {"username": "mallory", "password": "x"})
+    assert status == 403
     lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
     pattern = re.compile(
         r"^(?P<rid>[0-9a-f]{16}) 127\.0\.0\.1 (?P<method>[A-Z]+) (?P<path>\S+) (?P<status>\d{3}) "
@@ -179,22 +175,18 @@ def _counts() -> dict[str, float]:
     }
 
 
-async def test_metrics_count_decisions_challenges_and_denials(gw: SignInGateway) -> None:
+async def test_metrics_count_decisions_challenges_and_denials(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
     before = _counts()
-    first, second = Browser(gw), Browser(gw)
-    try:
-        await first.crm_login("alice", "alice-demo")
-        secret, _ = await first.enrol()
-        await first.confirm_codes()
-        await second.crm_login("alice", "alice-demo")
-        await second.answer("000000" if second.code(secret) != "000000" else "111111")
-        gw.clock.advance(30)
-        await second.answer(second.code(secret))
-        await second.post("/login", {"username": "mallory", "password": "x"})
-        await gw.served.app[AUDIT].flush()
-    finally:
-        await first.close()
-        await second.close()
+    first, second = browsers(gw), browsers(gw)
+    secret, _ = await enrolled(first)
+    await second.crm_login("alice", "alice-demo")
+    await second.answer(wrong_code(second, secret))
+    gw.clock.advance(30)
+    await second.answer(second.code(secret))
+    await second.post("/login", {"username": "mallory", "password": "x"})
+    await gw.served.app[AUDIT].flush()
     after = _counts()
     assert {k: after[k] - before[k] for k in before} == {
         "passed": 1,
@@ -340,26 +332,18 @@ async def test_two_workers_metrics_are_added_up_by_the_supervisor(
 
 
 async def test_a_busy_admin_port_stops_the_start_with_a_clear_error(
-    crm: Served, tmp_path: Path
+    crm: Served, start_app: AppStarter, tmp_path: Path
 ) -> None:
-    busy = await serve(web.Application())
-    try:
-        config = _config(tmp_path, crm.url)
-        config.write_text(config.read_text().replace("127.0.0.1:0}", f"127.0.0.1:{busy.port}}}"))
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "gateway", "run", "-c", str(config)),
-            stderr=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-    finally:
-        await busy.runner.cleanup()
-    assert proc.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{busy.port} (admin)" in err.decode()
+    busy = await start_app(web.Application())
+    config = _config(tmp_path, crm.url)
+    config.write_text(config.read_text().replace("127.0.0.1:0}", f"127.0.0.1:{busy.port}}}"))
+    code, _, err = await run_command_async("run", "-c", str(config), timeout=30)
+    assert code == 1
+    assert f"cannot listen on 127.0.0.1:{busy.port} (admin)" in err
 
 
 async def test_wrong_codes_at_the_gateway_reach_a_webhook_as_one_alert(
-    crm: Served, tmp_path: Path
+    crm: Served, start_app: AppStarter, start: Start, browsers: Browsers
 ) -> None:
     """The alert rules wired into the running gateway: a real webhook receiver on loopback."""
     received: list[dict[str, object]] = []
@@ -372,40 +356,26 @@ async def test_wrong_codes_at_the_gateway_reach_a_webhook_as_one_alert(
 
     receiver_app = web.Application()
     receiver_app.router.add_post("/hook", hook)
-    receiver = await serve(receiver_app)
-    folder = tmp_path / "policies"
-    folder.mkdir()
-    (folder / "policy.yaml").write_text(DEMO_POLICY)
+    receiver = await start_app(receiver_app)
     extra = (
-        f"{DEMO_LOGIN}{write_keys(tmp_path)}policies: {folder}\n"
         "audit: {file: off}\n"
         "alerts:\n"
         f"  webhook: {{url: '{receiver.url}/hook'}}\n"
         "  rules:\n    failed_codes: {count: 3, within: 10m}\n"
         "    ip_denied: off\n    new_network: off\n    sms_volume: off\n"
     )
-    clock = FakeClock(1_800_000_000.0)
-    served = await serve(build_app(gateway_config(crm.url, tmp_path, extra), clock=clock))
-    gw = SignInGateway(served, clock)
-    first, second = Browser(gw), Browser(gw)
-    try:
-        await first.crm_login("alice", "alice-demo")
-        secret, _ = await first.enrol()
-        await first.confirm_codes()
-        await second.crm_login("alice", "alice-demo")
-        wrong = "000000" if second.code(secret) != "000000" else "111111"
-        for _ in range(4):  # the 3rd raises the alert; the 4th is in the same window
-            status, _, _ = await second.answer(wrong)
-            assert status == 400
-        await asyncio.wait_for(arrived.wait(), 10)
-        await asyncio.sleep(0.3)  # a second alert would have arrived by now
-        await served.app[AUDIT].flush()
-        sent = await served.app[DURABLE].audit_events(AuditQuery(names=("alert.*",)))
-    finally:
-        await first.close()
-        await second.close()
-        await served.runner.cleanup()
-        await receiver.runner.cleanup()
+    gw = await start(crm.url, extra=extra)
+    first, second = browsers(gw), browsers(gw)
+    secret, _ = await enrolled(first)
+    await second.crm_login("alice", "alice-demo")
+    wrong = wrong_code(second, secret)
+    for _ in range(4):  # the 3rd raises the alert; the 4th is in the same window
+        status, _, _ = await second.answer(wrong)
+        assert status == 400
+    await asyncio.wait_for(arrived.wait(), 10)
+    await asyncio.sleep(0.3)  # a second alert would have arrived by now
+    await gw.served.app[AUDIT].flush()
+    sent = await gw.served.app[DURABLE].audit_events(AuditQuery(names=("alert.*",)))
     [alert] = received
     assert (alert["rule"], alert["user"], alert["count"]) == ("failed_codes", "alice", 3)
     assert wrong not in json.dumps(alert)

@@ -24,14 +24,18 @@ from gateway.crypto import new_recovery_code
 from gateway.demo.crm import STATE
 from gateway.session import FULL
 from gateway.web.signin import cookie_binding
-from tests.conftest import Served, serve
+from tests.conftest import AppStarter, Served
 from tests.signin_kit import (
     ARRIVED,
+    CRM_COOKIE,
     DEMO_LOGIN,
     DEMO_POLICY,
+    GATEWAY_COOKIE,
     Browser,
     SignInGateway,
     Start,
+    at_the_challenge,
+    challenge_csrf,
     enrolled,
     field,
     gateway_in_front,
@@ -39,12 +43,10 @@ from tests.signin_kit import (
     noted_crm,
     post_chunked,
     posts_to_login,
+    set_cookie_names,
+    wrong_code,
 )
 from tests.upstreams import EVENTS
-
-GATEWAY_COOKIE = "crm_gateway"
-CRM_COOKIE = "crm_session"
-
 
 # -- upstreams that keep a note of what reached them -------------------------------------------
 
@@ -89,22 +91,10 @@ crm = pytest.fixture(name="crm")(noted_crm)
 gw = pytest.fixture(name="gw")(gateway_in_front)
 
 
-def wrong_code(b: Browser, secret: str) -> str:
-    """Six digits that no step the gateway accepts right now would produce."""
-    near = {b.code(secret, offset) for offset in (-60, -30, 0, 30, 60)}
-    return next(c for c in ("000000", "111111", "222222", "333333") if c not in near)
-
-
 def wrong_recovery_code(codes: list[str]) -> str:
     while (code := new_recovery_code()) in codes:
         pass
     return code
-
-
-async def challenge_csrf(b: Browser, factor: str = "totp") -> str:
-    status, html, _ = await b.get(f"/_gateway/challenge?factor={factor}")
-    assert status == 200, status
-    return field(html, "csrf")
 
 
 async def post_code(
@@ -112,10 +102,6 @@ async def post_code(
 ) -> tuple[int, str, aiohttp.ClientResponse]:
     """The challenge form as posted (also when a locked page no longer shows it)."""
     return await b.post("/_gateway/challenge", {"csrf": csrf, "factor": factor, "code": code})
-
-
-def set_cookie_names(r: aiohttp.ClientResponse) -> set[str]:
-    return {c.split("=", 1)[0] for c in r.headers.getall("Set-Cookie", [])}
 
 
 # -- OR-1: the CRM's post-login Location is a redirect sink ------------------------------------
@@ -141,23 +127,22 @@ def set_cookie_names(r: aiohttp.ClientResponse) -> set[str]:
     ],
 )
 async def test_the_crms_post_login_redirect_never_sends_the_browser_off_site(
-    location: str, lands_on: str, start: Start, browsers: Callable[..., Browser]
+    location: str,
+    lands_on: str,
+    start_app: AppStarter,
+    start: Start,
+    browsers: Callable[..., Browser],
 ) -> None:
-    crm = await serve(login_to_next_crm())
-    try:
-        gw = await start(crm.url, login=TO_NEXT_LOGIN)
-        b = browsers(gw)
-        target = location.replace("{crm}", crm.url)
-        status, _, r = await b.post(
-            "/login", {"username": "alice", "password": "any", "next": target}
-        )
-        assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")
-        await b.enrol()
-        r = await b.confirm_codes()
-        assert r.headers["Location"] == lands_on
-        assert b.cookie("app_session")  # the sign-in did complete
-    finally:
-        await crm.runner.cleanup()
+    crm = await start_app(login_to_next_crm())
+    gw = await start(crm.url, login=TO_NEXT_LOGIN)
+    b = browsers(gw)
+    target = location.replace("{crm}", crm.url)
+    status, _, r = await b.post("/login", {"username": "alice", "password": "any", "next": target})
+    assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")
+    await b.enrol()
+    r = await b.confirm_codes()
+    assert r.headers["Location"] == lands_on
+    assert b.cookie("app_session")  # the sign-in did complete
 
 
 # -- CR-1/CR-4: the login POST is always read, and read one way only -------------------------
@@ -176,13 +161,7 @@ async def test_a_login_post_with_a_bearer_header_is_still_held_for_the_factor(
 ) -> None:
     gw = await start(crm.url, policy=DEMO_POLICY + policy_extra)
     b = browsers(gw)
-    _, html, _ = await b.get("/login")
-    form = {
-        "csrf_token": field(html, "csrf_token"),
-        "username": "alice",
-        "password": "alice-demo",
-        "next": "/contacts",
-    }
+    form = await b.crm_login_form("alice", "alice-demo")
     async with b.http.post(
         gw.url + "/login",
         data=form,
@@ -200,13 +179,7 @@ async def test_a_login_body_over_max_body_is_refused_before_the_crm(
 ) -> None:
     gw = await start(crm.url, login=DEMO_LOGIN + "  max_body: 4096\n")
     b = browsers(gw)
-    _, html, _ = await b.get("/login")
-    form = {
-        "csrf_token": field(html, "csrf_token"),
-        "username": "alice",
-        "password": "alice-demo",
-        "next": "/contacts",
-    }
+    form = await b.crm_login_form("alice", "alice-demo")
     padded = {**form, "pad": "x" * 5000}
     status, _, _ = await b.post("/login", padded)  # with a Content-Length
     assert status == 413
@@ -295,31 +268,28 @@ async def test_a_login_that_reads_two_ways_is_refused_before_the_crm(
 
 
 async def test_a_json_login_naming_a_key_twice_is_refused_before_the_crm(
-    start: Start, browsers: Callable[..., Browser]
+    start_app: AppStarter, start: Start, browsers: Callable[..., Browser]
 ) -> None:
-    crm = await serve(login_to_next_crm())
-    try:
-        gw = await start(crm.url, login=TO_NEXT_LOGIN)
-        b = browsers(gw)
-        headers = {"Content-Type": "application/json"}
-        twice = b'{"username": "alice", "password": "x", "username": "bob"}'
-        nested = b'{"username": "alice", "password": "x", "extra": {"a": 1, "a": 2}}'
-        for body in (twice, nested):
-            async with b.http.post(
-                gw.url + "/login", data=body, headers=headers, allow_redirects=False
-            ) as r:
-                assert r.status == 400, body
-        assert posts_to_login(crm) == []
-        # Read one way only, the same JSON login is the CRM's to judge, and held as usual.
-        once = json.dumps({"username": "alice", "password": "x", "next": "/home"}).encode()
+    crm = await start_app(login_to_next_crm())
+    gw = await start(crm.url, login=TO_NEXT_LOGIN)
+    b = browsers(gw)
+    headers = {"Content-Type": "application/json"}
+    twice = b'{"username": "alice", "password": "x", "username": "bob"}'
+    nested = b'{"username": "alice", "password": "x", "extra": {"a": 1, "a": 2}}'
+    for body in (twice, nested):
         async with b.http.post(
-            gw.url + "/login", data=once, headers=headers, allow_redirects=False
+            gw.url + "/login", data=body, headers=headers, allow_redirects=False
         ) as r:
-            assert (r.status, r.headers["Location"]) == (303, "/_gateway/enrol")
-            assert set_cookie_names(r) == {GATEWAY_COOKIE}
-        assert len(posts_to_login(crm)) == 1
-    finally:
-        await crm.runner.cleanup()
+            assert r.status == 400, body
+    assert posts_to_login(crm) == []
+    # Read one way only, the same JSON login is the CRM's to judge, and held as usual.
+    once = json.dumps({"username": "alice", "password": "x", "next": "/home"}).encode()
+    async with b.http.post(
+        gw.url + "/login", data=once, headers=headers, allow_redirects=False
+    ) as r:
+        assert (r.status, r.headers["Location"]) == (303, "/_gateway/enrol")
+        assert set_cookie_names(r) == {GATEWAY_COOKIE}
+    assert len(posts_to_login(crm)) == 1
 
 
 # -- CS-2: challenge CSRF --------------------------------------------------------------------
@@ -328,11 +298,7 @@ async def test_a_json_login_naming_a_key_twice_is_refused_before_the_crm(
 async def test_a_cross_origin_challenge_post_is_refused_even_with_the_right_token(
     gw: SignInGateway, browsers: Callable[..., Browser]
 ) -> None:
-    secret, _ = await enrolled(browsers(gw))
-    gw.clock.advance(60)
-    b = browsers(gw)
-    await b.crm_login("alice", "alice-demo")
-    csrf = await challenge_csrf(b)
+    b, csrf, secret, _ = await at_the_challenge(gw, browsers)
     form = {"csrf": csrf, "factor": "totp", "code": b.code(secret)}
     for origin in ("https://evil.example", f"{gw.url}.evil.example"):
         async with b.http.post(
@@ -361,11 +327,7 @@ async def test_a_cross_origin_challenge_post_is_refused_even_with_the_right_toke
 async def test_the_same_right_code_posted_twice_at_once_releases_the_crm_cookies_once(
     gw: SignInGateway, browsers: Callable[..., Browser]
 ) -> None:
-    secret, _ = await enrolled(browsers(gw))
-    gw.clock.advance(60)
-    b = browsers(gw)
-    await b.crm_login("alice", "alice-demo")
-    csrf = await challenge_csrf(b)
+    b, csrf, secret, _ = await at_the_challenge(gw, browsers)
     code = b.code(secret)
     results = await asyncio.gather(post_code(b, csrf, code), post_code(b, csrf, code))
     released = [r for _, _, r in results if CRM_COOKIE in set_cookie_names(r)]
@@ -377,11 +339,7 @@ async def test_two_factors_passing_at_once_release_the_crm_cookies_once(
     gw: SignInGateway, browsers: Callable[..., Browser]
 ) -> None:
     """A TOTP code and a recovery code, both right, race for the same held cookies."""
-    secret, codes = await enrolled(browsers(gw))
-    gw.clock.advance(60)
-    b = browsers(gw)
-    await b.crm_login("alice", "alice-demo")
-    csrf = await challenge_csrf(b)
+    b, csrf, secret, codes = await at_the_challenge(gw, browsers)
     results = await asyncio.gather(
         post_code(b, csrf, b.code(secret)), post_code(b, csrf, codes[0], "recovery")
     )
@@ -563,11 +521,7 @@ async def test_our_own_cookies_never_reach_the_crm(
 async def test_guessing_recovery_codes_locks_the_user_out_like_wrong_totp_codes(
     gw: SignInGateway, browsers: Callable[..., Browser]
 ) -> None:
-    secret, codes = await enrolled(browsers(gw))
-    gw.clock.advance(60)
-    attacker = browsers(gw)
-    await attacker.crm_login("alice", "alice-demo")
-    csrf = await challenge_csrf(attacker, "recovery")
+    attacker, csrf, secret, codes = await at_the_challenge(gw, browsers, factor="recovery")
     for _ in range(4):
         status, html, _ = await post_code(attacker, csrf, wrong_recovery_code(codes), "recovery")
         assert status == 400

@@ -8,8 +8,6 @@ import asyncio
 import json
 import logging
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from gateway.metrics import MESSAGE_COST, MESSAGES
 from gateway.stores import LedgerRow
 from gateway.usage import bill
 from tests.conftest import Served, serve
+from tests.process import run_command
 from tests.signin_kit import Browser, Browsers, SignInGateway, Start, field
 
 POLICY = """\
@@ -269,13 +268,7 @@ async def test_every_message_is_in_the_ledger_and_sms_usage_adds_it_up(
     )
 
     def usage(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway", "sms-usage", "-c", str(cfg), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_command("sms-usage", "-c", str(cfg), *args)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

@@ -4,8 +4,7 @@ by POST. Every sign-in flow through the real gateway, real TOTP codes and a fake
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -25,7 +24,15 @@ from tests.django_crm import (
     SESSIONS,
     django_crm_app,
 )
-from tests.signin_kit import Browser, SignInGateway, field, start_signin_gateway
+from tests.signin_kit import (
+    GATEWAY_COOKIE,
+    Browser,
+    Browsers,
+    SignInGateway,
+    Start,
+    field,
+    set_cookie_names,
+)
 
 DJANGO_LOGIN = """\
 login:
@@ -36,8 +43,6 @@ login:
   logout: {path: /accounts/logout/, method: POST}
 """
 
-GATEWAY_COOKIE = "crm_gateway"
-
 
 @pytest.fixture
 async def django() -> AsyncIterator[Served]:
@@ -47,24 +52,8 @@ async def django() -> AsyncIterator[Served]:
 
 
 @pytest.fixture
-async def gw(django: Served, tmp_path: Path) -> AsyncIterator[SignInGateway]:
-    started = await start_signin_gateway(django.url, tmp_path, login=DJANGO_LOGIN)
-    yield started
-    await started.served.runner.cleanup()
-
-
-@pytest.fixture
-async def browsers(gw: SignInGateway) -> AsyncIterator[Callable[[], Browser]]:
-    made: list[Browser] = []
-
-    def make() -> Browser:
-        b = Browser(gw)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        await b.close()
+async def gw(django: Served, start: Start) -> SignInGateway:
+    return await start(django.url, login=DJANGO_LOGIN)
 
 
 async def django_login(
@@ -99,14 +88,10 @@ async def signed_in(b: Browser, user: str = "dora", password: str = "dora-pass")
     return secret
 
 
-def set_cookie_names(r: aiohttp.ClientResponse) -> set[str]:
-    return {c.split("=", 1)[0] for c in r.headers.getall("Set-Cookie", [])}
-
-
 async def test_first_sign_in_enrols_and_only_then_releases_sessionid_and_rotated_csrftoken(
-    browsers: Callable[[], Browser], django: Served
+    gw: SignInGateway, browsers: Browsers, django: Served
 ) -> None:
-    b = browsers()
+    b = browsers(gw)
     status, _, r = await django_login(b, "dora", "dora-pass")
     assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")
     # Django accepted the password (a session exists there) and rotated the CSRF token, but
@@ -139,12 +124,12 @@ async def test_first_sign_in_enrols_and_only_then_releases_sessionid_and_rotated
 
 
 async def test_next_from_the_login_page_is_where_the_factor_lands(
-    browsers: Callable[[], Browser], gw: SignInGateway
+    browsers: Browsers, gw: SignInGateway
 ) -> None:
-    first = browsers()
+    first = browsers(gw)
     secret = await signed_in(first)  # enrolment lands on next (/clients/) too
     gw.clock.advance(60)
-    b = browsers()
+    b = browsers(gw)
     start = f"{CLIENTS_PATH}?page=2&sort=name"
     status, _, r = await django_login(b, "dora", "dora-pass", start=start)
     assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
@@ -156,9 +141,9 @@ async def test_next_from_the_login_page_is_where_the_factor_lands(
 
 
 async def test_django_never_receives_sessionid_from_a_browser_without_a_full_session(
-    browsers: Callable[[], Browser], gw: SignInGateway, django: Served
+    browsers: Browsers, gw: SignInGateway, django: Served
 ) -> None:
-    victim = browsers()
+    victim = browsers(gw)
     await signed_in(victim)
     stolen = victim.cookie(SESSION_COOKIE)
     assert stolen in django.app[SESSIONS]
@@ -177,7 +162,7 @@ async def test_django_never_receives_sessionid_from_a_browser_without_a_full_ses
             assert r.status == 302
 
     # 3. The password passed but the factor is pending (the attacker knows dora's password).
-    attacker = browsers()
+    attacker = browsers(gw)
     gw.clock.advance(60)
     attacker.jar.update_cookies({SESSION_COOKIE: stolen})
     status, _, r = await django_login(attacker, "dora", "dora-pass")
@@ -203,11 +188,11 @@ async def test_django_never_receives_sessionid_from_a_browser_without_a_full_ses
 
 
 async def test_a_second_sign_in_asks_for_the_code(
-    browsers: Callable[[], Browser], gw: SignInGateway, django: Served
+    browsers: Browsers, gw: SignInGateway, django: Served
 ) -> None:
-    secret = await signed_in(browsers())
+    secret = await signed_in(browsers(gw))
     gw.clock.advance(60)
-    b = browsers()
+    b = browsers(gw)
     status, _, r = await django_login(b, "dora", "dora-pass", start=CLIENTS_ADD_PATH)
     assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
     assert b.cookie(SESSION_COOKIE) is None
@@ -220,9 +205,9 @@ async def test_a_second_sign_in_asks_for_the_code(
 
 
 async def test_logout_by_post_ends_the_gateway_session_and_the_old_cookie_stops_working(
-    browsers: Callable[[], Browser], gw: SignInGateway, django: Served
+    browsers: Browsers, gw: SignInGateway, django: Served
 ) -> None:
-    b = browsers()
+    b = browsers(gw)
     await signed_in(b)
     old_gateway = b.cookie(GATEWAY_COOKIE)
     old_session = b.cookie(SESSION_COOKIE)
@@ -259,9 +244,9 @@ async def test_logout_by_post_ends_the_gateway_session_and_the_old_cookie_stops_
 
 
 async def test_adding_a_client_after_sign_in_passes_django_csrf_with_the_rotated_token(
-    browsers: Callable[[], Browser], django: Served
+    gw: SignInGateway, browsers: Browsers, django: Served
 ) -> None:
-    b = browsers()
+    b = browsers(gw)
     _, login_html, _ = await b.get(f"{LOGIN_PATH}?next={CLIENTS_PATH}")
     before = b.cookie(CSRF_COOKIE)
     await signed_in(b)
@@ -290,9 +275,9 @@ async def test_adding_a_client_after_sign_in_passes_django_csrf_with_the_rotated
 
 
 async def test_a_wrong_django_password_is_relayed_as_its_page_without_a_gateway_session(
-    browsers: Callable[[], Browser], django: Served
+    gw: SignInGateway, browsers: Browsers, django: Served
 ) -> None:
-    b = browsers()
+    b = browsers(gw)
     status, html, r = await django_login(b, "dora", "not-her-password")
     assert status == 200
     assert LOGIN_ERROR in html
@@ -307,10 +292,10 @@ async def test_a_wrong_django_password_is_relayed_as_its_page_without_a_gateway_
 
 
 async def test_a_login_naming_two_users_never_reaches_django(
-    browsers: Callable[[], Browser], django: Served
+    gw: SignInGateway, browsers: Browsers, django: Served
 ) -> None:
     """Django's QueryDict takes the last `username`, aiohttp the first: refused (CR-4)."""
-    b = browsers()
+    b = browsers(gw)
     _, html, _ = await b.get(LOGIN_PATH)
     seen = django.app[SEEN]
     start = len(seen)

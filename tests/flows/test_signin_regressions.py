@@ -29,29 +29,30 @@ from gateway.demo.crm import STATE
 from gateway.factors import totp
 from gateway.stores.memory import MemorySharedStore
 from gateway.web.keys import SHARED
-from tests.conftest import Served, serve
+from tests.conftest import AppStarter, Served
 from tests.signin_kit import (
     ARRIVED,
+    CRM_COOKIE,
     DEMO_LOGIN,
     DEMO_POLICY,
+    GATEWAY_COOKIE,
     Browser,
     Browsers,
     SignInGateway,
     Start,
+    at_the_challenge,
+    challenge_csrf,
     enrolled,
     field,
     gateway_in_front,
     noted_crm,
     posts_to_login,
+    set_cookie_names,
+    wrong_codes,
 )
 
-GATEWAY_COOKIE = "crm_gateway"
-CRM_COOKIE = "crm_session"
 LOGIN_FORM_COOKIE = "crm_gateway_login"
 USER_FAILURES = 5  # the default limits.user_failures
-
-
-# -- a demo CRM that notes every request that reached it ---------------------------------------
 
 
 # -- fixtures and steps ------------------------------------------------------------------------
@@ -66,31 +67,7 @@ async def crm_login_response(
     b: Browser, user: str, password: str, next_path: str = "/contacts"
 ) -> tuple[int, str, aiohttp.ClientResponse]:
     """The demo CRM's form as posted through the gateway, whatever the answer."""
-    status, html, _ = await b.get("/login")
-    assert status == 200
-    form = {
-        "csrf_token": field(html, "csrf_token"),
-        "username": user,
-        "password": password,
-        "next": next_path,
-    }
-    return await b.post("/login", form)
-
-
-def wrong_codes(b: Browser, secret: str, n: int) -> list[str]:
-    """`n` six-digit codes that no step the gateway accepts right now would produce."""
-    near = {b.code(secret, offset) for offset in (-60, -30, 0, 30, 60)}
-    return [c for c in (f"{i:06d}" for i in range(n + len(near))) if c not in near][:n]
-
-
-async def challenge_csrf(b: Browser, factor: str = "totp") -> str:
-    status, html, _ = await b.get(f"/_gateway/challenge?factor={factor}")
-    assert status == 200, status
-    return field(html, "csrf")
-
-
-def set_cookie_names(r: aiohttp.ClientResponse) -> set[str]:
-    return {c.split("=", 1)[0].strip() for c in r.headers.getall("Set-Cookie", [])}
+    return await b.post("/login", await b.crm_login_form(user, password, next_path))
 
 
 async def shows(gw: SignInGateway, headers: dict[str, str], path: str = "/contacts") -> str:
@@ -230,33 +207,30 @@ def rotating_crm() -> web.Application:
 
 
 async def test_a_crm_session_cookie_rotated_on_a_signed_in_request_keeps_working(
-    start: Start, browsers: Browsers
+    start_app: AppStarter, start: Start, browsers: Browsers
 ) -> None:
-    crm = await serve(rotating_crm())
-    try:
-        gw = await start(crm.url)
-        b = browsers(gw)
-        status, _, r = await b.post("/login", {"username": "carol", "password": "carol-pw"})
-        assert (status, r.headers["Location"]) == (303, "/whoami")  # optional: straight in
-        first = b.cookie(CRM_COOKIE)
-        assert first
-        assert (await b.get("/whoami"))[1] == "carol"
+    crm = await start_app(rotating_crm())
+    gw = await start(crm.url)
+    b = browsers(gw)
+    status, _, r = await b.post("/login", {"username": "carol", "password": "carol-pw"})
+    assert (status, r.headers["Location"]) == (303, "/whoami")  # optional: straight in
+    first = b.cookie(CRM_COOKIE)
+    assert first
+    assert (await b.get("/whoami"))[1] == "carol"
 
-        status, text, r = await b.get("/rotate")
-        assert (status, text) == (200, "rotated for carol")
-        second = b.cookie(CRM_COOKIE)
-        assert second
-        assert second != first
+    status, text, r = await b.get("/rotate")
+    assert (status, text) == (200, "rotated for carol")
+    second = b.cookie(CRM_COOKIE)
+    assert second
+    assert second != first
 
-        assert (await b.get("/whoami"))[1] == "carol"  # the new value passes
-        assert (await b.get("/whoami"))[1] == "carol"  # and goes on passing
-        # The binding followed the rotation: the old value is no longer this session's.
-        own = f"{GATEWAY_COOKIE}={b.cookie(GATEWAY_COOKIE)}"
-        assert (await shows(gw, {"Cookie": f"{own}; {CRM_COOKIE}={first}"}, "/whoami")).endswith(
-            "nobody"
-        )
-    finally:
-        await crm.runner.cleanup()
+    assert (await b.get("/whoami"))[1] == "carol"  # the new value passes
+    assert (await b.get("/whoami"))[1] == "carol"  # and goes on passing
+    # The binding followed the rotation: the old value is no longer this session's.
+    own = f"{GATEWAY_COOKIE}={b.cookie(GATEWAY_COOKIE)}"
+    assert (await shows(gw, {"Cookie": f"{own}; {CRM_COOKIE}={first}"}, "/whoami")).endswith(
+        "nobody"
+    )
 
 
 # -- c. skipping the challenge -----------------------------------------------------------------
@@ -312,11 +286,7 @@ async def test_an_unenrolled_user_may_still_postpone_enrolment_before_their_date
 async def test_of_200_concurrent_wrong_codes_at_most_the_user_limit_are_checked(
     gw: SignInGateway, browsers: Browsers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret, _ = await enrolled(browsers(gw))
-    gw.clock.advance(120)
-    attacker = browsers(gw)
-    assert await attacker.crm_login("alice", "alice-demo") == "/_gateway/challenge"
-    csrf = await challenge_csrf(attacker)
+    attacker, csrf, secret, _ = await at_the_challenge(gw, browsers, later=120)
     checked: list[str] = []
     matching_step = totp.matching_step
 
@@ -559,31 +529,28 @@ def accent_blind_crm() -> web.Application:
 
 @pytest.mark.parametrize("typed", ["alíce", "ÀLICE", "ali\u0301ce", "Ａlíce"])
 async def test_an_accented_spelling_of_an_enrolled_users_name_goes_to_the_challenge(
-    typed: str, start: Start, browsers: Browsers
+    typed: str, start_app: AppStarter, start: Start, browsers: Browsers
 ) -> None:
-    crm = await serve(accent_blind_crm())
-    try:
-        gw = await start(crm.url)
-        owner = browsers(gw)
-        status, _, r = await owner.post("/login", {"username": "alice", "password": "alice-demo"})
-        assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")
-        await owner.enrol()
-        await owner.confirm_codes()
-        gw.clock.advance(120)
-        attacker = browsers(gw)
+    crm = await start_app(accent_blind_crm())
+    gw = await start(crm.url)
+    owner = browsers(gw)
+    status, _, r = await owner.post("/login", {"username": "alice", "password": "alice-demo"})
+    assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")
+    await owner.enrol()
+    await owner.confirm_codes()
+    gw.clock.advance(120)
+    attacker = browsers(gw)
 
-        status, _, r = await attacker.post("/login", {"username": typed, "password": "alice-demo"})
+    status, _, r = await attacker.post("/login", {"username": typed, "password": "alice-demo"})
 
-        assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
-        session = await gw.signin.book.load(attacker.cookie(GATEWAY_COOKIE))
-        assert session is not None
-        assert session.user == "alice"
-        status, _, r = await attacker.get("/_gateway/enrol")  # no enrolling a phone of one's own
-        assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
-        assert (await attacker.get("/home"))[1] == "not signed in"
-        assert len(await gw.signin.factors.authenticators("alice")) == 1
-    finally:
-        await crm.runner.cleanup()
+    assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
+    session = await gw.signin.book.load(attacker.cookie(GATEWAY_COOKIE))
+    assert session is not None
+    assert session.user == "alice"
+    status, _, r = await attacker.get("/_gateway/enrol")  # no enrolling a phone of one's own
+    assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
+    assert (await attacker.get("/home"))[1] == "not signed in"
+    assert len(await gw.signin.factors.authenticators("alice")) == 1
 
 
 # -- h. the gateway's own login page stores nothing --------------------------------------------
@@ -734,11 +701,7 @@ async def post_raw(b: Browser, path: str, body: bytes, content_type: str) -> tup
 async def test_an_odd_challenge_body_is_a_400_not_a_500(
     body: bytes, content_type: str, gw: SignInGateway, browsers: Browsers
 ) -> None:
-    secret, _ = await enrolled(browsers(gw))
-    gw.clock.advance(120)
-    attacker = browsers(gw)
-    assert await attacker.crm_login("alice", "alice-demo") == "/_gateway/challenge"
-    csrf = await challenge_csrf(attacker)
+    attacker, csrf, secret, _ = await at_the_challenge(gw, browsers, later=120)
 
     status, _ = await post_raw(
         attacker, "/_gateway/challenge", body.replace(b"{csrf}", csrf.encode()), content_type

@@ -14,45 +14,30 @@ from tests.conftest import Served
 from tests.signin_kit import (
     DEMO_POLICY,
     Browser,
+    Browsers,
     SignInGateway,
+    Start,
+    at_the_challenge,
+    enrolled,
     field,
+    gateway_in_front,
     start_signin_gateway,
+    wrong_code,
 )
 
-pytestmark = pytest.mark.usefixtures("crm")
+# The demo CRM (conftest's `crm`) and a gateway in front of it; the kit's browsers.
+gw = pytest.fixture(name="gw")(gateway_in_front)
+
+# bob may sign in only from 10.0.0.0/8: from here, his password never reaches the CRM.
+BOB_ELSEWHERE_POLICY = (DEMO_POLICY + "networks:\n  elsewhere: [10.0.0.0/8]\n").replace(
+    "  bob: {interval: 1d}", "  bob: {interval: 1d, networks: [elsewhere]}"
+)
 
 
-@pytest.fixture
-async def gw(crm: Served, tmp_path: Path) -> SignInGateway:
-    started = await start_signin_gateway(crm.url, tmp_path)
-    yield started  # type: ignore[misc]
-    await started.served.runner.cleanup()
-
-
-@pytest.fixture
-async def browsers(gw: SignInGateway):  # type: ignore[no-untyped-def]
-    made: list[Browser] = []
-
-    def make(**kw: object) -> Browser:
-        b = Browser(gw, **kw)  # type: ignore[arg-type]
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        await b.close()
-
-
-async def enrolled(browser: Browser, user: str = "alice", password: str = "alice-demo"):  # type: ignore[no-untyped-def]
-    assert await browser.crm_login(user, password) == "/_gateway/enrol"
-    secret, codes = await browser.enrol()
-    r = await browser.confirm_codes()
-    assert r.headers["Location"] == "/contacts"
-    return secret, codes
-
-
-async def test_first_sign_in_enrols_and_then_releases_the_crm_session(browsers) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_first_sign_in_enrols_and_then_releases_the_crm_session(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    b = browsers(gw)
     assert await b.crm_login("alice", "alice-demo") == "/_gateway/enrol"
     # The password passed, but the CRM's session cookie is held back.
     assert b.cookie("crm_session") is None
@@ -68,8 +53,10 @@ async def test_first_sign_in_enrols_and_then_releases_the_crm_session(browsers) 
     assert "Contacts" in html
 
 
-async def test_enrolment_needs_a_right_code_before_the_authenticator_counts(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_enrolment_needs_a_right_code_before_the_authenticator_counts(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    b = browsers(gw)
     await b.crm_login("alice", "alice-demo")
     status, html, _ = await b.get("/_gateway/enrol")
     status, html, _ = await b.post(
@@ -81,9 +68,9 @@ async def test_enrolment_needs_a_right_code_before_the_authenticator_counts(brow
 
 
 async def test_a_crm_cookie_without_a_gateway_session_never_reaches_the_crm(
-    browsers, crm: Served
-) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+    gw: SignInGateway, browsers: Browsers, crm: Served
+) -> None:
+    b = browsers(gw)
     await enrolled(b)
     stolen = b.cookie("crm_session")
     assert stolen in crm.app[STATE].sessions
@@ -99,54 +86,56 @@ async def test_a_crm_cookie_without_a_gateway_session_never_reaches_the_crm(
         assert r.headers["Location"].startswith("/login")
 
 
-async def test_second_sign_in_asks_for_a_code_and_a_code_counts_once(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    first = browsers()
-    secret, _ = await enrolled(first)
-    gw.clock.advance(60)
-    second = browsers()
-    assert await second.crm_login("alice", "alice-demo") == "/_gateway/challenge"
-    status, html, _ = await second.answer("123456" if second.code(secret) != "123456" else "654321")
+async def test_second_sign_in_asks_for_a_code_and_a_code_counts_once(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    second, _, secret, _ = await at_the_challenge(gw, browsers)
+    status, html, _ = await second.answer(wrong_code(second, secret))
     assert status == 400
     assert "not correct" in html
     code = second.code(secret)
     status, _, r = await second.answer(code)
     assert (status, r.headers["Location"]) == (303, "/contacts")
     # The same code from another browser, in the same 30 s step: refused as replayed.
-    third = browsers()
+    third = browsers(gw)
     assert await third.crm_login("alice", "alice-demo") == "/_gateway/challenge"
     status, html, _ = await third.answer(code)
     assert status == 400
     assert "already used" in html
 
 
-async def test_codes_one_step_either_side_are_accepted_two_are_not(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_codes_one_step_either_side_are_accepted_two_are_not(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    b = browsers(gw)
     secret, _ = await enrolled(b)
     for offset, ok in ((-60, False), (60, False), (-30, True), (30, True)):
         gw.clock.advance(120)
-        other = browsers()
+        other = browsers(gw)
         await other.crm_login("alice", "alice-demo")
         status, _, _ = await other.answer(other.code(secret, offset))
         assert (status == 303) is ok, offset
 
 
-async def test_recovery_code_signs_in_once(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_recovery_code_signs_in_once(browsers: Browsers, gw: SignInGateway) -> None:
+    b = browsers(gw)
     _, codes = await enrolled(b)
-    other = browsers()
+    other = browsers(gw)
     await other.crm_login("alice", "alice-demo")
     status, _, r = await other.answer(codes[3].upper(), factor="recovery")
     assert (status, r.headers["Location"]) == (303, "/contacts")
     assert await gw.signin.factors.recovery_left("alice") == 9
-    again = browsers()
+    again = browsers(gw)
     await again.crm_login("alice", "alice-demo")
     status, html, _ = await again.answer(codes[3], factor="recovery")
     assert status == 400
     assert "already used" in html
 
 
-async def test_remembered_device_skips_the_challenge_until_it_expires(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_remembered_device_skips_the_challenge_until_it_expires(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    b = browsers(gw)
     secret, _ = await enrolled(b)
     gw.clock.advance(60)
     await b.post("/logout", {"csrf_token": "x"})  # the CRM's logout (CSRF refused by CRM is fine)
@@ -162,50 +151,44 @@ async def test_remembered_device_skips_the_challenge_until_it_expires(browsers, 
     assert await b.crm_login("alice", "alice-demo") == "/_gateway/challenge"
 
 
-async def test_interval_of_a_day_skips_the_challenge_on_the_same_device(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_interval_of_a_day_skips_the_challenge_on_the_same_device(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    b = browsers(gw)
     await enrolled(b, "bob", "bob-demo")
     b.jar.clear(lambda c: c.key != "crm_gateway_device")
     gw.clock.advance(3600)
     assert await b.crm_login("bob", "bob-demo") == "/contacts"
     # Another device is asked.
-    other = browsers()
+    other = browsers(gw)
     assert await other.crm_login("bob", "bob-demo") == "/_gateway/challenge"
     b.jar.clear(lambda c: c.key != "crm_gateway_device")
     gw.clock.advance(86400)
     assert await b.crm_login("bob", "bob-demo") == "/_gateway/challenge"
 
 
-async def test_remember_is_not_offered_where_policy_forbids_it(crm: Served, tmp_path: Path) -> None:
+async def test_remember_is_not_offered_where_policy_forbids_it(
+    crm: Served, start: Start, browsers: Browsers
+) -> None:
     policy = DEMO_POLICY.replace("remember_device: 30d", "remember_device: off")
-    gw = await start_signin_gateway(crm.url, tmp_path, policy=policy)
-    b = Browser(gw)
-    try:
-        secret, _ = await enrolled(b)
-        other = Browser(gw)
-        try:
-            await other.crm_login("alice", "alice-demo")
-            _, html, _ = await other.get("/_gateway/challenge")
-            assert 'name="remember"' not in html
-            # A forged "remember" is ignored.
-            gw.clock.advance(60)
-            await other.answer(other.code(secret), remember=True)
-            devices = await gw.signin.durable.devices("alice")
-            assert all(d.remembered_until == 0 for d in devices)
-        finally:
-            await other.close()
-    finally:
-        await b.close()
-        await gw.served.runner.cleanup()
-
-
-async def test_failed_codes_lock_the_user_across_sessions_then_unlock(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
-    secret, _ = await enrolled(b)
+    gw = await start(crm.url, policy=policy)
+    secret, _ = await enrolled(browsers(gw))
+    other = browsers(gw)
+    await other.crm_login("alice", "alice-demo")
+    _, html, _ = await other.get("/_gateway/challenge")
+    assert 'name="remember"' not in html
+    # A forged "remember" is ignored.
     gw.clock.advance(60)
-    attacker = browsers()
-    await attacker.crm_login("alice", "alice-demo")
-    wrong = "000000" if attacker.code(secret) != "000000" else "111111"
+    await other.answer(other.code(secret), remember=True)
+    devices = await gw.signin.durable.devices("alice")
+    assert all(d.remembered_until == 0 for d in devices)
+
+
+async def test_failed_codes_lock_the_user_across_sessions_then_unlock(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    attacker, _, secret, _ = await at_the_challenge(gw, browsers)
+    wrong = wrong_code(attacker, secret)
     for _ in range(4):
         status, _, _ = await attacker.answer(wrong)
         assert status == 400
@@ -214,7 +197,7 @@ async def test_failed_codes_lock_the_user_across_sessions_then_unlock(browsers, 
     assert int(r.headers["Retry-After"]) == 61
     assert "Too many wrong codes" in html
     # Another session (the real user) is locked too: no form, the time to come back.
-    victim = browsers()
+    victim = browsers(gw)
     await victim.crm_login("alice", "alice-demo")
     status, html, _ = await victim.get("/_gateway/challenge")
     assert status == 429
@@ -225,15 +208,15 @@ async def test_failed_codes_lock_the_user_across_sessions_then_unlock(browsers, 
     assert (status, r.headers["Location"]) == (303, "/contacts")
 
 
-async def test_lockouts_grow_longer(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_lockouts_grow_longer(browsers: Browsers, gw: SignInGateway) -> None:
+    b = browsers(gw)
     secret, _ = await enrolled(b)
     seen = []
     for _ in range(2):
         gw.clock.advance(3600)
-        a = browsers()
+        a = browsers(gw)
         await a.crm_login("alice", "alice-demo")
-        wrong = "000000" if a.code(secret) != "000000" else "111111"
+        wrong = wrong_code(a, secret)
         for _ in range(4):
             await a.answer(wrong)
         status, _, r = await a.answer(wrong)
@@ -242,8 +225,10 @@ async def test_lockouts_grow_longer(browsers, gw) -> None:  # type: ignore[no-un
     assert seen == [61, 121]
 
 
-async def test_the_crm_logout_ends_the_gateway_session(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_the_crm_logout_ends_the_gateway_session(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    b = browsers(gw)
     await enrolled(b)
     old = b.cookie("crm_gateway")
     status, _html, _ = await b.get("/contacts")
@@ -260,12 +245,10 @@ async def test_the_crm_logout_ends_the_gateway_session(browsers, gw) -> None:  #
     assert await gw.signin.book.load(old) is None
 
 
-async def test_session_id_changes_when_the_second_factor_passes(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
-    secret, _ = await enrolled(b)
-    gw.clock.advance(60)
-    other = browsers()
-    await other.crm_login("alice", "alice-demo")
+async def test_session_id_changes_when_the_second_factor_passes(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    other, _, secret, _ = await at_the_challenge(gw, browsers)
     before = other.cookie("crm_gateway")
     await other.answer(other.code(secret))
     after = other.cookie("crm_gateway")
@@ -274,9 +257,11 @@ async def test_session_id_changes_when_the_second_factor_passes(browsers, gw) ->
     assert await gw.signin.book.load(before) is None
 
 
-async def test_a_planted_session_cookie_is_not_adopted(browsers, gw) -> None:  # type: ignore[no-untyped-def]
+async def test_a_planted_session_cookie_is_not_adopted(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
     """Fixation: a victim given the attacker's pre-login cookie gets a new session at login."""
-    victim = browsers()
+    victim = browsers(gw)
     _, html, _ = await victim.get("/login")
     planted = {"crm_gateway": "attacker-chosen", "crm_csrf": victim.cookie("crm_csrf") or ""}
     async with (
@@ -297,8 +282,10 @@ async def test_a_planted_session_cookie_is_not_adopted(browsers, gw) -> None:  #
     assert not issued[0].startswith("crm_gateway=attacker-chosen")
 
 
-async def test_tampered_or_foreign_session_cookie_is_anonymous(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_tampered_or_foreign_session_cookie_is_anonymous(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    b = browsers(gw)
     await enrolled(b)
     value = b.cookie("crm_gateway")
     assert value
@@ -310,14 +297,16 @@ async def test_tampered_or_foreign_session_cookie_is_anonymous(browsers, gw) -> 
                 assert r.status == 302
 
 
-async def test_idle_and_absolute_timeouts_end_the_session(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_idle_and_absolute_timeouts_end_the_session(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    b = browsers(gw)
     await enrolled(b)
     gw.clock.advance(29 * 60)
     assert (await b.get("/contacts"))[0] == 200
     gw.clock.advance(31 * 60)
     assert (await b.get("/contacts"))[0] == 302  # idle for 31 minutes
-    c = browsers()
+    c = browsers(gw)
     await enrolled(c, "bob", "bob-demo")
     for _ in range(12 * 4):
         gw.clock.advance(15 * 60)
@@ -325,12 +314,10 @@ async def test_idle_and_absolute_timeouts_end_the_session(browsers, gw) -> None:
     assert status == 302  # 12 hours after sign-in, however active
 
 
-async def test_held_crm_cookies_expire_if_the_factor_takes_too_long(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
-    secret, _ = await enrolled(b)
-    gw.clock.advance(60)
-    slow = browsers()
-    await slow.crm_login("alice", "alice-demo")
+async def test_held_crm_cookies_expire_if_the_factor_takes_too_long(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    slow, _, secret, _ = await at_the_challenge(gw, browsers)
     gw.clock.advance(6 * 60)
     status, html, _ = await slow.answer(slow.code(secret))
     assert status == 400
@@ -338,8 +325,10 @@ async def test_held_crm_cookies_expire_if_the_factor_takes_too_long(browsers, gw
     assert slow.cookie("crm_session") is None
 
 
-async def test_login_naming_the_user_twice_is_refused_before_the_crm(browsers, crm: Served) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_login_naming_the_user_twice_is_refused_before_the_crm(
+    gw: SignInGateway, browsers: Browsers, crm: Served
+) -> None:
+    b = browsers(gw)
     _, html, _ = await b.get("/login")
     before = crm.app[STATE].logins
     body = f"csrf_token={field(html, 'csrf_token')}&username=alice&password=alice-demo&username=bob"
@@ -354,31 +343,27 @@ async def test_login_naming_the_user_twice_is_refused_before_the_crm(browsers, c
 
 
 async def test_address_rules_of_the_user_apply_before_the_password_reaches_the_crm(
-    crm: Served, tmp_path: Path
+    crm: Served, start: Start, browsers: Browsers
 ) -> None:
-    policy = DEMO_POLICY + "networks:\n  elsewhere: [10.0.0.0/8]\n"
-    policy = policy.replace("  bob: {interval: 1d}", "  bob: {interval: 1d, networks: [elsewhere]}")
-    gw = await start_signin_gateway(crm.url, tmp_path, policy=policy)
-    b = Browser(gw)
-    try:
-        _, html, _ = await b.get("/login")
-        before = crm.app[STATE].logins
-        status, page, _ = await b.post(
-            "/login",
-            {"csrf_token": field(html, "csrf_token"), "username": "bob", "password": "bob-demo"},
-        )
-        assert status == 403
-        assert "IP address" in page
-        assert crm.app[STATE].logins == before  # the password never reached the CRM
-        # alice may still sign in from here.
-        assert await b.crm_login("alice", "alice-demo") == "/_gateway/enrol"
-    finally:
-        await b.close()
-        await gw.served.runner.cleanup()
+    gw = await start(crm.url, policy=BOB_ELSEWHERE_POLICY)
+    b = browsers(gw)
+    _, html, _ = await b.get("/login")
+    before = crm.app[STATE].logins
+    status, page, _ = await b.post(
+        "/login",
+        {"csrf_token": field(html, "csrf_token"), "username": "bob", "password": "bob-demo"},
+    )
+    assert status == 403
+    assert "IP address" in page
+    assert crm.app[STATE].logins == before  # the password never reached the CRM
+    # alice may still sign in from here.
+    assert await b.crm_login("alice", "alice-demo") == "/_gateway/enrol"
 
 
-async def test_optional_user_is_not_asked_until_they_turn_it_on(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_optional_user_is_not_asked_until_they_turn_it_on(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    b = browsers(gw)
     assert await b.crm_login("carol", "carol-demo") == "/contacts"
     assert b.cookie("crm_session")
     status, html, _ = await b.get("/_gateway/account")
@@ -386,58 +371,52 @@ async def test_optional_user_is_not_asked_until_they_turn_it_on(browsers, gw) ->
     assert "off for your account" in html
     status, html, _ = await b.get("/_gateway/enrol")  # turning it on: no step-up needed
     assert status == 200
-    secret, _ = await b.enrol()
+    await b.enrol()
     await b.confirm_codes()
     gw.clock.advance(60)
-    other = browsers()
+    other = browsers(gw)
     assert await other.crm_login("carol", "carol-demo") == "/_gateway/challenge"
-    del secret
 
 
 async def test_required_from_a_date_lets_users_postpone_until_then(
-    crm: Served, tmp_path: Path
+    crm: Served, start: Start, browsers: Browsers
 ) -> None:
     policy = DEMO_POLICY.replace(
         "  carol: {enforcement: optional}",
         "  carol: {enforcement: {required_from: 2027-01-15}}",
     )
-    gw = await start_signin_gateway(crm.url, tmp_path, policy=policy)  # clock: 2027-01-15T08:00
+    gw = await start(crm.url, policy=policy)  # clock: 2027-01-15T08:00
     gw.clock.advance(-86400 * 10)
-    b = Browser(gw)
-    try:
-        assert await b.crm_login("carol", "carol-demo") == "/_gateway/enrol"
-        status, html, _ = await b.get("/_gateway/enrol")
-        assert "2027-01-15" in html
-        assert "Not now" in html
-        status, _, r = await b.post("/_gateway/skip", {"csrf": field(html, "csrf")})
-        assert (status, r.headers["Location"]) == (303, "/contacts")
-        assert b.cookie("crm_session")
-        gw.clock.advance(86400 * 11)  # the date has come
-        later = Browser(gw)
-        try:
-            await later.crm_login("carol", "carol-demo")
-            status, html, _ = await later.get("/_gateway/enrol")
-            assert "Not now" not in html
-            status, _, r = await later.post("/_gateway/skip", {"csrf": field(html, "csrf")})
-            assert r.headers["Location"] == "/_gateway/enrol"
-        finally:
-            await later.close()
-    finally:
-        await b.close()
-        await gw.served.runner.cleanup()
+    b = browsers(gw)
+    assert await b.crm_login("carol", "carol-demo") == "/_gateway/enrol"
+    status, html, _ = await b.get("/_gateway/enrol")
+    assert "2027-01-15" in html
+    assert "Not now" in html
+    status, _, r = await b.post("/_gateway/skip", {"csrf": field(html, "csrf")})
+    assert (status, r.headers["Location"]) == (303, "/contacts")
+    assert b.cookie("crm_session")
+    gw.clock.advance(86400 * 11)  # the date has come
+    later = browsers(gw)
+    await later.crm_login("carol", "carol-demo")
+    status, html, _ = await later.get("/_gateway/enrol")
+    assert "Not now" not in html
+    status, _, r = await later.post("/_gateway/skip", {"csrf": field(html, "csrf")})
+    assert r.headers["Location"] == "/_gateway/enrol"
 
 
-async def test_an_enrolled_user_cannot_add_an_authenticator_before_the_challenge(browsers) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_an_enrolled_user_cannot_add_an_authenticator_before_the_challenge(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    b = browsers(gw)
     await enrolled(b)
-    attacker = browsers()  # knows the password only
+    attacker = browsers(gw)  # knows the password only
     await attacker.crm_login("alice", "alice-demo")
     status, _, r = await attacker.get("/_gateway/enrol")
     assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
 
 
-async def test_account_changes_need_a_fresh_factor(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_account_changes_need_a_fresh_factor(browsers: Browsers, gw: SignInGateway) -> None:
+    b = browsers(gw)
     secret, _ = await enrolled(b)
     gw.clock.advance(10 * 60)
     status, html, _ = await b.get("/_gateway/account")
@@ -452,16 +431,20 @@ async def test_account_changes_need_a_fresh_factor(browsers, gw) -> None:  # typ
     assert status == 200
 
 
-async def test_forms_without_the_csrf_token_are_refused(browsers) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_forms_without_the_csrf_token_are_refused(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    b = browsers(gw)
     await enrolled(b)
     for path in ("/_gateway/account/regenerate", "/_gateway/account/remove", "/_gateway/logout"):
         status, _, _ = await b.post(path, {"csrf": "wrong"})
         assert status == 403, path
 
 
-async def test_the_last_authenticator_of_a_required_user_cannot_be_removed(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_the_last_authenticator_of_a_required_user_cannot_be_removed(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    b = browsers(gw)
     await enrolled(b)
     rows = await gw.signin.factors.authenticators("alice")
     _, html, _ = await b.get("/_gateway/account")
@@ -472,8 +455,10 @@ async def test_the_last_authenticator_of_a_required_user_cannot_be_removed(brows
     assert len(await gw.signin.factors.authenticators("alice")) == 1
 
 
-async def test_pages_speak_the_browsers_language_and_switch_on_request(browsers) -> None:  # type: ignore[no-untyped-def]
-    b = browsers(headers={"Accept": "text/html", "Accept-Language": "nl-NL,nl;q=0.9"})
+async def test_pages_speak_the_browsers_language_and_switch_on_request(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    b = browsers(gw, headers={"Accept": "text/html", "Accept-Language": "nl-NL,nl;q=0.9"})
     await b.crm_login("alice", "alice-demo")
     _, html, r = await b.get("/_gateway/enrol")
     assert r.headers["Content-Language"] == "nl"
@@ -497,41 +482,39 @@ async def test_pages_speak_the_browsers_language_and_switch_on_request(browsers)
         "javascript:alert(1)",
     ],
 )
-async def test_language_switch_never_redirects_off_site(browsers, target: str) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_language_switch_never_redirects_off_site(
+    gw: SignInGateway, browsers: Browsers, target: str
+) -> None:
+    b = browsers(gw)
     status, _, r = await b.get(f"/_gateway/lang?to=fr&next={target}")
     assert status == 303
     assert r.headers["Location"] == "/_gateway/account"
 
 
 async def test_cookies_are_secure_and_host_prefixed_behind_https(
-    crm: Served, tmp_path: Path
+    crm: Served, start: Start, browsers: Browsers
 ) -> None:
-    gw = await start_signin_gateway(crm.url, tmp_path, extra="trusted_proxies: [127.0.0.1/32]\n")
-    b = Browser(gw, headers={"Accept": "text/html", "X-Forwarded-Proto": "https"})
-    try:
-        _status, html, _ = await b.get("/login")
-        async with b.http.post(
-            gw.url + "/login",
-            data={
-                "csrf_token": field(html, "csrf_token"),
-                "username": "alice",
-                "password": "alice-demo",
-            },
-            allow_redirects=False,
-        ) as r:
-            cookie = r.headers["Set-Cookie"]
-        assert cookie.startswith("__Host-crm_gateway=")
-        for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
-            assert flag in cookie
-        assert "Domain" not in cookie
-    finally:
-        await b.close()
-        await gw.served.runner.cleanup()
+    gw = await start(crm.url, extra="trusted_proxies: [127.0.0.1/32]\n")
+    b = browsers(gw, headers={"Accept": "text/html", "X-Forwarded-Proto": "https"})
+    _status, html, _ = await b.get("/login")
+    async with b.http.post(
+        gw.url + "/login",
+        data={
+            "csrf_token": field(html, "csrf_token"),
+            "username": "alice",
+            "password": "alice-demo",
+        },
+        allow_redirects=False,
+    ) as r:
+        cookie = r.headers["Set-Cookie"]
+    assert cookie.startswith("__Host-crm_gateway=")
+    for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
+        assert flag in cookie
+    assert "Domain" not in cookie
 
 
 async def test_signed_in_users_are_judged_by_their_roles_on_paths(
-    crm: Served, tmp_path: Path
+    crm: Served, start: Start, browsers: Browsers
 ) -> None:
     policy = DEMO_POLICY.replace(
         "users:\n",
@@ -540,24 +523,21 @@ async def test_signed_in_users_are_judged_by_their_roles_on_paths(
         '  - {path: "/**", allow: [anyone]}',
         '  - {path: /files/**, allow: [role:admin]}\n  - {path: "/**", allow: [anyone]}',
     )
-    gw = await start_signin_gateway(crm.url, tmp_path, policy=policy)
-    alice, bob = Browser(gw), Browser(gw)
-    try:
-        await enrolled(alice)
-        await enrolled(bob, "bob", "bob-demo")
-        assert (await alice.get("/files"))[0] == 200
-        status, html, _ = await bob.get("/files")
-        assert status == 403
-        assert "do not have access" in html
-        assert (await bob.get("/contacts"))[0] == 200
-    finally:
-        await alice.close()
-        await bob.close()
-        await gw.served.runner.cleanup()
+    gw = await start(crm.url, policy=policy)
+    alice, bob = browsers(gw), browsers(gw)
+    await enrolled(alice)
+    await enrolled(bob, "bob", "bob-demo")
+    assert (await alice.get("/files"))[0] == 200
+    status, html, _ = await bob.get("/files")
+    assert status == 403
+    assert "do not have access" in html
+    assert (await bob.get("/contacts"))[0] == 200
 
 
-async def test_an_admin_revocation_ends_every_session_of_the_user(browsers, gw) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_an_admin_revocation_ends_every_session_of_the_user(
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    b = browsers(gw)
     await enrolled(b)
     assert (await b.get("/contacts"))[0] == 200
     await gw.signin.durable.revoke_sessions("alice", gw.clock.now() + 1)
@@ -593,9 +573,9 @@ async def test_a_restart_does_not_sign_anyone_out(crm: Served, tmp_path: Path) -
 
 
 async def test_wrong_crm_passwords_are_limited_before_they_reach_the_crm(
-    browsers, gw, crm: Served
-) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+    browsers: Browsers, gw: SignInGateway, crm: Served
+) -> None:
+    b = browsers(gw)
     for _ in range(5):
         _, html, _ = await b.get("/login")
         status, page, _ = await b.post(
@@ -618,8 +598,10 @@ async def test_wrong_crm_passwords_are_limited_before_they_reach_the_crm(
     assert await b.crm_login("alice", "alice-demo") == "/_gateway/enrol"
 
 
-async def test_a_login_in_another_charset_is_refused(browsers, crm: Served) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_a_login_in_another_charset_is_refused(
+    gw: SignInGateway, browsers: Browsers, crm: Served
+) -> None:
+    b = browsers(gw)
     _, html, _ = await b.get("/login")
     before = crm.app[STATE].logins
     async with b.http.post(
@@ -634,26 +616,20 @@ async def test_a_login_in_another_charset_is_refused(browsers, crm: Served) -> N
 
 
 async def test_a_user_allowed_no_factor_this_version_checks_gets_a_clear_page(
-    crm: Served, tmp_path: Path
+    crm: Served, start: Start, browsers: Browsers
 ) -> None:
     policy = DEMO_POLICY.replace("  bob: {interval: 1d}", "  bob: {factors: [sms]}")
-    gw = await start_signin_gateway(crm.url, tmp_path, policy=policy)
-    b = Browser(gw)
-    try:
-        location = await b.crm_login("bob", "bob-demo")
-        status, html, _ = await b.get(location)
-        if status == 303:
-            status, html, _ = await b.get(_.headers["Location"])
-        assert status == 403
-        assert "IT department" in html
-        assert b.cookie("crm_session") is None
-    finally:
-        await b.close()
-        await gw.served.runner.cleanup()
+    gw = await start(crm.url, policy=policy)
+    b = browsers(gw)
+    location = await b.crm_login("bob", "bob-demo")
+    status, html, _ = await b.get(location)
+    assert status == 403
+    assert "IT department" in html
+    assert b.cookie("crm_session") is None
 
 
-async def test_a_stale_form_gets_a_page_that_says_so(browsers) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+async def test_a_stale_form_gets_a_page_that_says_so(gw: SignInGateway, browsers: Browsers) -> None:
+    b = browsers(gw)
     await enrolled(b)
     status, html, _ = await b.post("/_gateway/account/regenerate", {"csrf": "stale"})
     assert status == 403
@@ -661,14 +637,12 @@ async def test_a_stale_form_gets_a_page_that_says_so(browsers) -> None:  # type:
 
 
 async def test_access_removed_by_a_reload_refuses_an_open_session_at_its_next_request(
-    browsers, gw, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
-    b = browsers()
+    browsers: Browsers, gw: SignInGateway
+) -> None:
+    b = browsers(gw)
     await enrolled(b, "bob", "bob-demo")
     assert (await b.get("/contacts"))[0] == 200
-    policy = DEMO_POLICY + "networks:\n  elsewhere: [10.0.0.0/8]\n"
-    policy = policy.replace("  bob: {interval: 1d}", "  bob: {interval: 1d, networks: [elsewhere]}")
-    (tmp_path / "policies" / "policy.yaml").write_text(policy)
+    (Path(gw.signin.guard.folder) / "policy.yaml").write_text(BOB_ELSEWHERE_POLICY)
     assert await gw.signin.guard.reload("test")
     status, html, _ = await b.get("/contacts")
     assert status == 403

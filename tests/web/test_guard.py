@@ -3,6 +3,7 @@ addresses (127.0.0.2, 127.0.0.3, 127.0.0.4, ::1), real SQLite token store."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import textwrap
@@ -14,7 +15,7 @@ import pytest
 
 from gateway.tokens import digest
 from gateway.web.keys import DURABLE, GUARD
-from tests.conftest import GatewayFactory, Served
+from tests.conftest import GatewayFactory, Served, send_raw
 
 POLICY = """
 networks:
@@ -207,23 +208,18 @@ async def test_path_tricks_are_judged_as_the_crm_would_see_them(
     ],
 )
 async def test_ambiguous_paths_are_refused_with_400(guarded: Served, path: str) -> None:
-    import asyncio
-
-    reader, writer = await asyncio.open_connection("127.0.0.1", guarded.port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: gw\r\nAccept: application/json\r\n\r\n".encode())
-    raw = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
+    request = f"GET {path} HTTP/1.1\r\nHost: gw\r\nAccept: application/json\r\n\r\n"
+    raw = await send_raw(guarded.port, request.encode(), timeout=5)
     assert raw.startswith(b"HTTP/1.1 400"), raw[:100]
     assert b"path_ambiguous" in raw
 
 
 async def test_the_judged_path_is_the_forwarded_path(guarded: Served) -> None:
-    import asyncio
-
-    reader, writer = await asyncio.open_connection("127.0.0.1", guarded.port)
-    writer.write(b"GET /a/./b//c/../%7Ed?q=%2F.. HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
-    raw = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
+    raw = await send_raw(
+        guarded.port,
+        b"GET /a/./b//c/../%7Ed?q=%2F.. HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+        timeout=5,
+    )
     assert raw.startswith(b"HTTP/1.1 200")
     # The path is canonical; the query is passed untouched.
     assert json.loads(raw.partition(b"\r\n\r\n")[2])["raw_path"] == "/a/b/~d?q=%2F.."
@@ -279,28 +275,20 @@ async def test_reload_applies_to_the_next_request_and_broken_edits_keep_the_poli
 
 
 async def test_file_change_is_noticed_without_a_signal(
-    guarded: Served, clients: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    guarded: Served, clients: dict, tmp_path: Path
 ) -> None:
-    import asyncio
-
-    from gateway.web import guard as guard_module
-
+    """The running gateway's own watcher (it looks every 2 s) picks the edit up."""
     guard = guarded.app[GUARD]
-    monkeypatch.setattr(guard_module, "WATCH_EVERY", 0.05)
-    watcher = asyncio.create_task(guard.watch())
-    try:
-        write_policy(
-            tmp_path / "policies",
-            POLICY.replace("blocked: [127.0.0.4/32]", "blocked: [127.0.0.5/32]"),
-        )
-        for _ in range(100):
-            if "127.0.0.5/32" in str(guard.policy.networks.get("blocked")):
-                break
-            await asyncio.sleep(0.05)
-        assert (await _get(clients["127.0.0.5"], f"{guarded.url}/contacts"))[0] == 403
-        assert (await _get(clients["127.0.0.4"], f"{guarded.url}/contacts"))[0] == 200
-    finally:
-        watcher.cancel()
+    write_policy(
+        tmp_path / "policies",
+        POLICY.replace("blocked: [127.0.0.4/32]", "blocked: [127.0.0.5/32]"),
+    )
+    for _ in range(100):
+        if "127.0.0.5/32" in str(guard.policy.networks.get("blocked")):
+            break
+        await asyncio.sleep(0.1)
+    assert (await _get(clients["127.0.0.5"], f"{guarded.url}/contacts"))[0] == 403
+    assert (await _get(clients["127.0.0.4"], f"{guarded.url}/contacts"))[0] == 200
 
 
 async def test_trusted_proxy_forwarded_address_is_judged(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from gateway.config import parse_config
 from gateway.web.app import build_app
 from gateway.web.keys import DURABLE
-from tests.conftest import GatewayFactory, Served, serve
+from tests.conftest import GatewayFactory, Served, send_raw, serve
 
 
 async def test_healthz_answers(gateway: Served, http: aiohttp.ClientSession) -> None:
@@ -84,10 +83,8 @@ async def test_gateway_does_not_start_when_store_cannot_open(
 )
 async def test_reserved_prefix_in_any_spelling_is_the_gateways(gateway: Served, path: str) -> None:
     """PN-2: never proxied; the CRM can never serve content under the prefix."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".encode())
-    raw = await reader.read()
-    writer.close()
+    request = f"GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+    raw = await send_raw(gateway.port, request.encode())
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert json.loads(body) == {"status": "ok"}

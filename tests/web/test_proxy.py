@@ -11,7 +11,7 @@ import os
 import aiohttp
 import pytest
 
-from tests.conftest import GatewayFactory, Served
+from tests.conftest import GatewayFactory, Served, send_raw
 from tests.process import free_port
 from tests.upstreams import EVENTS
 
@@ -51,10 +51,7 @@ async def test_every_method_is_forwarded(
 
 
 async def test_head_keeps_content_length_and_sends_no_body(gateway: Served) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    writer.write(b"HEAD /x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
-    raw = await reader.read()
-    writer.close()
+    raw = await send_raw(gateway.port, b"HEAD /x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"200 OK" in head
     assert b"Content-Length:" in head
@@ -63,19 +60,16 @@ async def test_head_keeps_content_length_and_sends_no_body(gateway: Served) -> N
 
 async def test_path_and_query_are_forwarded_byte_for_byte(gateway: Served) -> None:
     target = "/a%2Fb/%7Euser/./x/../y;p=1?q=%20a+b&q=%E2%9C%93&empty=&flag"
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".encode())
-    raw = await reader.read()
-    writer.close()
+    request = f"GET {target} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+    raw = await send_raw(gateway.port, request.encode())
     seen = json.loads(raw.partition(b"\r\n\r\n")[2])
     assert seen["raw_path"] == target
 
 
 async def test_absolute_form_target_is_refused(gateway: Served, upstream: Served) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    writer.write(b"GET http://evil.example/admin HTTP/1.1\r\nHost: gw\r\n\r\n")
-    raw = await reader.read()
-    writer.close()
+    raw = await send_raw(
+        gateway.port, b"GET http://evil.example/admin HTTP/1.1\r\nHost: gw\r\n\r\n"
+    )
     assert raw.startswith(b"HTTP/1.1 400")
 
 
@@ -105,10 +99,9 @@ async def test_content_length_upload_keeps_its_length(
 
 
 async def test_chunked_response_stays_chunked(gateway: Served) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    writer.write(b"GET /chunked HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
-    raw = await reader.read()
-    writer.close()
+    raw = await send_raw(
+        gateway.port, b"GET /chunked HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+    )
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"Transfer-Encoding: chunked" in head
     assert body.endswith(b"0\r\n\r\n")
@@ -129,10 +122,8 @@ async def test_client_headers_are_not_added_to(
     gateway: Served, http: aiohttp.ClientSession
 ) -> None:
     """The upstream client adds no User-Agent, Accept or cookies of its own."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    writer.write(b"GET /x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
-    seen = json.loads((await reader.read()).partition(b"\r\n\r\n")[2])
-    writer.close()
+    raw = await send_raw(gateway.port, b"GET /x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+    seen = json.loads(raw.partition(b"\r\n\r\n")[2])
     names = {k.lower() for k, _ in seen["headers"]}
     assert not names & {"user-agent", "accept", "accept-encoding", "cookie", "content-type"}
 
@@ -251,15 +242,13 @@ async def test_connection_header_cannot_remove_gateway_headers(
 
 
 async def test_hop_by_hop_request_headers_are_removed(gateway: Served) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    writer.write(
+    raw = await send_raw(
+        gateway.port,
         b"GET /x HTTP/1.1\r\nHost: gw\r\nConnection: close, X-Custom-Hop\r\n"
         b"X-Custom-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X-T\r\n"
         b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
-        b"Proxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nX-End-To-End: kept\r\n\r\n"
+        b"Proxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nX-End-To-End: kept\r\n\r\n",
     )
-    raw = await reader.read()
-    writer.close()
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"200 OK" in head
     seen = json.loads(body)
@@ -383,10 +372,8 @@ async def test_slow_upstream_gives_504(
 @pytest.mark.parametrize("chunked", ["0", "1"])
 async def test_response_cut_mid_body_is_cut_for_client(gateway: Served, chunked: str) -> None:
     """FL-7: never a complete-looking response, never an appended error page."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    writer.write(f"GET /reset-mid-body?chunked={chunked} HTTP/1.1\r\nHost: gw\r\n\r\n".encode())
-    raw = await asyncio.wait_for(reader.read(-1), 10)
-    writer.close()
+    request = f"GET /reset-mid-body?chunked={chunked} HTTP/1.1\r\nHost: gw\r\n\r\n"
+    raw = await send_raw(gateway.port, request.encode())
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"200 OK" in head
     if chunked == "1":
