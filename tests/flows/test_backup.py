@@ -10,7 +10,6 @@ import json
 import os
 import sqlite3
 import stat
-import sys
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from gateway.stores.memory import MemorySharedStore
 from gateway.stores.protocols import AuditQuery, Authenticator, Device, LedgerRow
 from gateway.stores.sqlite import SqliteDurableStore
 from tests.conftest import Served
+from tests.process import run_command_async
 from tests.signin_kit import DEMO_POLICY, Browsers, Start, enrolled
 
 Dump = dict[str, list[tuple[object, ...]]]
@@ -68,21 +68,6 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     status = main(list(args))
     out, err = capsys.readouterr()
     return status, out, err
-
-
-async def cli_process(*args: str) -> tuple[int, str, str]:
-    """The real command line as its own process, as an operator's shell or cron runs it."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def dump(path: Path) -> Dump:
@@ -279,7 +264,7 @@ async def test_a_backup_taken_under_load_restores_to_the_state_at_its_snapshot(
                     break
                 await asyncio.sleep(0.01)
             added_before = added[0]
-            status, out, err = await cli_process(
+            status, out, err = await run_command_async(
                 "backup", str(file), "-c", str(live.config), "--json"
             )
             added_during, asked_during = added[0], asked[0]
@@ -299,7 +284,9 @@ async def test_a_backup_taken_under_load_restores_to_the_state_at_its_snapshot(
     made = json.loads(out)
     assert added_during > added_before  # the store took writes while the backup ran
 
-    status, out, err = await cli_process("restore", str(file), "-c", str(fresh.config), "--json")
+    status, out, err = await run_command_async(
+        "restore", str(file), "-c", str(fresh.config), "--json"
+    )
     assert status == 0, err
     restored = json.loads(out)
     assert (restored["digest"], restored["tables"]) == (made["digest"], made["tables"])

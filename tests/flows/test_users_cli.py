@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.clock import FakeClock
 from tests.conftest import Served
+from tests.process import run_command_async
 from tests.signin_kit import Browser, Browsers, SignInGateway, Start, enrolled
 
 
@@ -35,19 +35,7 @@ def cli_config(tmp_path: Path) -> Path:
 
 
 async def cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        *args,
-        "-c",
-        str(cli_config(tmp_path)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_command_async(*args, "-c", str(cli_config(tmp_path)))
 
 
 async def signed_out(b: Browser) -> bool:
