@@ -266,13 +266,14 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
     started = clock.monotonic()
     rid = os.urandom(8).hex()
     status = 0
+    request[DECISION] = ""
     try:
         try:
             request[VIEW] = view = _view(request, config, rid)
             rid = view.request_id
             response = await handler(request)
         except HttpError as exc:
-            if DECISION not in request or exc.status >= 500:
+            if not request[DECISION] or exc.status >= 500:
                 request[DECISION] = "error" if exc.status >= 500 else "refused"
             response = _error(request, config, exc, rid)
         except web.HTTPException:
@@ -287,7 +288,7 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     finally:
         seconds = clock.monotonic() - started
-        decision = request.get(DECISION, "gone" if not status else "forward")
+        decision = request[DECISION] or ("gone" if not status else "forward")
         record_request(decision, seconds)
         if config.logging.access_log:
             _access_line(request, rid, status, seconds, decision)

@@ -33,7 +33,8 @@ SIGNIN: web.AppKey[SignIn] = web.AppKey("signin")  # present only when login is 
 VIEW = web.RequestKey("view", ClientView)  # who is asking, set first on every request
 USER = web.RequestKey("user", str)  # the user name for the access log, once known
 SESSION = web.RequestKey("session", Session)  # the gateway session, once loaded
-CREDENTIAL = web.RequestKey("credential", str)
+CREDENTIAL = web.RequestKey("credential", str)  # the API credential ("" = none), once looked for
 # What the gateway did with the request, for the access log and the metrics: forward, deny,
-# challenge (sent to a sign-in step), page (one of ours) or error. Set by whoever decides.
-DECISION = web.RequestKey("decision", str)  # the API credential ("" = none), once looked for
+# signin (sent to a sign-in step), page (one of ours), refused or error. "" until someone
+# decides (set first on every request, so reading it never raises and catches a KeyError).
+DECISION = web.RequestKey("decision", str)

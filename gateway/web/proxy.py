@@ -59,8 +59,7 @@ async def handle(
     `adjust` changes the CRM-bound headers (sign-in strips cookies, adds the identity),
     `add_headers` are extra response headers (ending our session on the CRM's logout)."""
     raw_path = _checked_target(request, target)
-    if DECISION not in request:
-        request[DECISION] = "forward"
+    request[DECISION] = "forward"
     if is_websocket_upgrade(request):
         return await websocket.proxy(request, raw_path, adjust)
     body = request.content if request.body_exists else None
