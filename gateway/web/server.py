@@ -152,6 +152,9 @@ class AdminListener:
 
 def run(config: Config, policy: Policy | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
+    # A reload asked for while starting is not a reason to die (SIGHUP's default): the
+    # policy being loaded is the current one, and the app takes SIGHUP over once it runs.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(config.logging)
     loop_name = install_fast_loop()
     try:
@@ -212,7 +215,9 @@ _PR_SET_PDEATHSIG = 1
 
 def _worker(config: Config, policy: Policy | None, sock: socket.socket, parent: int) -> None:
     for signum in _SIGNALS:
-        signal.signal(signum, signal.SIG_DFL)
+        # SIGHUP stays ignored until the app takes it over (a worker starting is not stopped
+        # by a reload; it loads the files as they are).
+        signal.signal(signum, signal.SIG_IGN if signum == signal.SIGHUP else signal.SIG_DFL)
     _die_with_parent()
     if os.getppid() != parent:  # the supervisor died before the line above took effect
         os._exit(0)

@@ -169,3 +169,33 @@ async def test_a_stop_at_once_after_the_start_leaves_no_worker_behind(
                 break
             await asyncio.sleep(0.1)
         assert [pid for pid in workers if Path(f"/proc/{pid}").exists()] == []
+
+
+async def test_a_reload_asked_for_while_workers_start_stops_none_of_them(
+    crm: Served, tmp_path: Path
+) -> None:
+    """SIGHUP's default is to end a process: a worker that had not yet taken it over died
+    (seen once in CI). Reloads sent while four workers start must leave all four running."""
+    config = _policy_config(tmp_path, crm.url)
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "gateway", "run", "-c", str(config), "--workers", "4"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    log = b""
+    try:
+        while b"listening on" not in log:
+            log += await asyncio.wait_for(process.stderr.readline(), 20)
+        for _ in range(10):  # the workers are being forked and are starting meanwhile
+            process.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # a worker that died would be reported and replaced by now
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+        assert len(children.split()) == 4
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, rest = await asyncio.wait_for(process.communicate(), 30)
+    log += rest or b""
+    assert b"exited with" not in log, log.decode(errors="replace")
+    assert process.returncode == 0
