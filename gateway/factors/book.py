@@ -49,9 +49,6 @@ class FactorBook:
     async def authenticators(self, user: str) -> list[Authenticator]:
         return await self._durable.authenticators(user)
 
-    async def enrolled(self, user: str) -> bool:
-        return bool(await self._durable.authenticators(user))
-
     # -- TOTP ----------------------------------------------------------------------------
 
     async def check_new_totp(self, user: str, secret: str, code: str, ip: str) -> Verdict:

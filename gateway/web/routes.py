@@ -114,11 +114,9 @@ def _no_factor(request: web.Request, user: str) -> web.Response:
 @needs(PASSWORD, FULL)
 async def challenge(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
     user = session.user
-    settings = signin.settings(user)
-    allowed = signin.offered(settings)
-    enrolled = await signin.factors.enrolled(user)
-    usable = signin.usable(user, allowed, enrolled)
-    if not enrolled and "totp" in allowed and not usable:
+    state = await signin.factor_state(user)
+    settings, allowed, usable = state.settings, state.offered, state.usable
+    if not usable and "totp" in allowed:
         return signin.redirect(f"{signin.prefix}enrol")
     missing = [f for f in allowed if f in CHANNELS and f not in usable]
     if not usable and missing:
@@ -230,19 +228,22 @@ async def _challenge_page(
 @needs(PASSWORD, FULL)
 async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
     user = session.user
-    existing = await signin.factors.authenticators(user)
-    if existing and session.stage == PASSWORD:
-        # Adding an authenticator is a change to the account: only after the factor passed.
+    state = await signin.factor_state(user)
+    if state.must_answer and session.stage == PASSWORD:
+        # Adding a factor is a change to the account: a user with any factor on file (an
+        # app, recovery codes, a phone or e-mail address) passes it first; enrolling counts
+        # as the second factor only for a user who has none.
         return signin.redirect(f"{signin.prefix}challenge")
-    if existing and not _fresh(signin, session):
+    if state.must_answer and not _fresh(signin, session):
         return await _step_up(request, signin, session, "enrol")
-    settings = signin.settings(user)
+    settings = state.settings
     if "totp" not in settings.factors:
         # Only factors this version cannot check (SMS, e-mail) are allowed.
         return _no_factor(request, user)
     t = translator(request)
-    if len(existing) >= MAX_AUTHENTICATORS:
-        # Only a signed-in user gets here: at the password stage `existing` went to the challenge.
+    if state.apps >= MAX_AUTHENTICATORS:
+        # Only a signed-in user gets here: at the password stage an app on file meant the
+        # challenge.
         return _page(
             request,
             session,
@@ -266,7 +267,7 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
             user, secret, form.get("code", "")[:64], request[VIEW].ip
         )
         if verdict.ok:
-            return await _enrolled(request, signin, session, secret, name, first=not existing)
+            return await _enrolled(request, signin, session, secret, name, first=not state.apps)
         audit_event(request, "enrol.failed", outcome="failed", user=user, reason=verdict.reason)
         if verdict.reason == "locked":
             error = locked_text(request, verdict.locked_until, "challenge.locked")
@@ -286,7 +287,7 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
         t("enrol.title"),
         status=400 if error else 200,
         error=error,
-        notice=t("enrol.intro") if not existing else "",
+        notice=t("enrol.intro") if not state.apps else "",
         qr=totp.qr_svg(uri, t("enrol.qr_label")),
         key=totp.grouped(secret),
         uri=uri,
@@ -322,10 +323,11 @@ async def _enrolled(
 @needs(PASSWORD)
 async def skip(request: web.Request, signin: SignIn, found: Session) -> web.StreamResponse:
     await checked_form(request, found)
-    if await signin.factors.enrolled(found.user):
-        # Postponing is for enrolment only: an enrolled user always answers the challenge.
+    state = await signin.factor_state(found.user)
+    if state.must_answer:
+        # Postponing is for enrolment only: a user with a factor on file always answers it.
         return signin.redirect(f"{signin.prefix}challenge")
-    settings = signin.settings(found.user)
+    settings = state.settings
     if settings.enforcement != "required_from" or signin.mandatory(settings):
         return signin.redirect(f"{signin.prefix}enrol")
     audit_event(request, "enrol.postponed", outcome="ok", user=found.user)

@@ -56,6 +56,22 @@ class PayloadTooLarge(HttpError):
 
 
 @dataclass(frozen=True)
+class FactorState:
+    """A user's factors as a sign-in sees them (SignIn.factor_state)."""
+
+    settings: Settings
+    offered: list[str]  # the policy's factors this gateway can check
+    usable: list[str]  # of those, the ones with what they need on file
+    apps: int  # authenticator apps on file
+
+    @property
+    def must_answer(self) -> bool:
+        """A factor on file must pass before any factor is added or enrolment skipped:
+        enrolling counts as a passed factor only for a user who has none (issue #12)."""
+        return bool(self.usable)
+
+
+@dataclass(frozen=True)
 class Passwords:
     """login.mode gateway: user name (canonical) → argon2id hash, read from users_file."""
 
@@ -294,14 +310,25 @@ class SignIn:
             f for f in settings.factors if f in IMPLEMENTED or (f in CHANNELS and f in self.senders)
         ]
 
-    def usable(self, user: str, offered: list[str], enrolled: bool) -> list[str]:
-        """Of the offered factors, those this user can answer now: an app or recovery codes
-        once enrolled; SMS or e-mail codes with a number or address on file (no enrolment)."""
+    def usable(self, user: str, offered: list[str], apps: int, codes_left: int) -> list[str]:
+        """Of the offered factors, those this user can answer now: an app once one is on
+        file, recovery codes while some are left, SMS or e-mail codes with a number or
+        address on file (no enrolment)."""
+        on_file = {"totp": apps > 0, "recovery": codes_left > 0}
         return [
             f
             for f in offered
-            if (f in IMPLEMENTED and enrolled) or (f in CHANNELS and self.contact(user, f))
+            if on_file.get(f, False) or (f in CHANNELS and bool(self.contact(user, f)))
         ]
+
+    async def factor_state(self, user: str) -> FactorState:
+        """What this user could answer now, read once per page: the one place that says
+        whether a sign-in must pass a factor before it may enrol, skip or go straight in."""
+        settings = self.settings(user)
+        offered = self.offered(settings)
+        apps = len(await self.factors.authenticators(user))
+        codes_left = await self.factors.recovery_left(user) if "recovery" in offered else 0
+        return FactorState(settings, offered, self.usable(user, offered, apps, codes_left), apps)
 
     def mandatory(self, settings: Settings) -> bool:
         if settings.enforcement == "required":
@@ -333,21 +360,21 @@ class SignIn:
         return found
 
     async def after_password(self, request: web.Request, session: Session) -> web.Response:
-        """The password passed: challenge, enrol, or straight in (by policy and device)."""
+        """The password passed: challenge, enrol, or straight in (by policy and device).
+
+        A user with any factor on file answers it: an app, recovery codes, or a phone or
+        e-mail address the policy lets them use (no enrolment needed for those). Only a user
+        with none may enrol in its place (or, where the policy allows, go in without)."""
         user = session.user
-        settings = self.settings(user)
-        enrolled = await self.factors.enrolled(user)
-        offered = self.offered(settings)
-        # SMS or e-mail codes need no enrolment: a number or address on file is enough.
-        reachable = any(f in CHANNELS for f in self.usable(user, offered, enrolled))
-        if not enrolled and settings.enforcement == "optional":
+        state = await self.factor_state(user)
+        if not state.must_answer and state.settings.enforcement == "optional":
             return await self.complete(request, session, factor="")
-        if (enrolled or reachable) and await self.trusted_device(request, user, settings):
+        if state.must_answer and await self.trusted_device(request, user, state.settings):
             audit_event(request, "signin.device_trusted", outcome="ok", user=user)
             return await self.complete(request, session, factor="device")
         # Enrolment when an authenticator app is the way; otherwise the challenge page, which
         # also explains what is missing (no number on file, no factor allowed).
-        to_enrol = not enrolled and not reachable and "totp" in offered
+        to_enrol = not state.must_answer and "totp" in state.offered
         response = self.redirect(f"{self.prefix}{'enrol' if to_enrol else 'challenge'}")
         response.headers.add(*self.session_cookie(request, session))
         return response
