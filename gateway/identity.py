@@ -12,6 +12,7 @@ import json
 import unicodedata
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
+from gateway.fields import may_be_read_as
 from gateway.model import canonical_user
 from gateway.signin_config import Login
 
@@ -22,16 +23,6 @@ MAX_NAME = 256
 
 class AmbiguousLogin(ValueError):
     """The login request cannot be read one way only; the message is for the operator."""
-
-
-def _may_be_read_as(name: str, field: str) -> bool:
-    """`username[]`, `username[0]`, ` username`: another reader may take this as the field.
-    PHP makes an array of any `name[...]`, drops leading spaces, and reads `.` and ` ` in a
-    name as `_` (so `user.name` is its `user_name`)."""
-    stripped = name.strip()
-    php = name.lstrip(" ").split("[", 1)[0].replace(".", "_").replace(" ", "_")
-    candidates = (stripped.split("[", 1)[0], php, stripped.rstrip("[]").strip())
-    return field in candidates or stripped.startswith(field + "[")
 
 
 def _urlencoded(body: bytes, field: str) -> list[str]:
@@ -50,7 +41,7 @@ def _urlencoded(body: bytes, field: str) -> list[str]:
             raise AmbiguousLogin("a form field that is not UTF-8") from None
         if name == field:
             found.append(value)
-        elif _may_be_read_as(name, field):
+        elif may_be_read_as(name, field):
             raise AmbiguousLogin(f"a field {name!r} that may be read as {field!r}")
     return found
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote_plus
 
+from multidict import MultiMapping
+
+from gateway.fields import may_be_read_as
+from gateway.headers import fold
 from gateway.policy import TokenLocation
 
 MIN_TOKEN_LENGTH = 16
@@ -22,36 +26,106 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-def find_credential(
-    headers: Mapping[str, str],
-    query: Callable[[], Mapping[str, str]],
-    locations: tuple[TokenLocation, ...],
-) -> str | None:
-    """The credential of an API request, from the first configured place that has one.
+class AmbiguousCredential(ValueError):
+    """The request's API credential cannot be read one way only (the message says why, for
+    the operator): the gateway would judge one credential and the CRM could use another."""
 
-    `query` is called only when a place is a query parameter: most requests need no parse."""
+
+@dataclass(frozen=True)
+class CredentialPlaces:
+    """The policy's token places, worked out once per policy: every spelling of each header
+    (CGI and WSGI servers read `X_API_Key` as `X-API-Key`) and the schemes it may carry."""
+
+    headers: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]  # (spellings, schemes)
+    queries: tuple[str, ...]
+
+
+def credential_places(locations: tuple[TokenLocation, ...]) -> CredentialPlaces:
+    schemes: dict[str, list[str]] = {}
+    raw: set[str] = set()  # headers read whole (no scheme)
+    queries: list[str] = []
     for place in locations:
         if place.query:
-            value = query().get(place.query)
-            if value:
-                return value
+            queries.append(place.query)
             continue
-        raw = headers.get(place.header)
-        if not raw:
-            continue
-        if not place.schemes:
-            return raw.strip()
-        scheme, _, rest = raw.strip().partition(" ")
-        matched = next((s for s in place.schemes if s.lower() == scheme.lower()), None)
-        if matched is None or not rest.strip():
-            continue
-        if matched == "Basic":
-            try:
-                return base64.b64decode(rest.strip(), validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                return rest.strip()  # still a credential: judged as an unknown token
-        return rest.strip()
-    return None
+        key = fold(place.header)
+        schemes.setdefault(key, [])
+        if place.schemes:
+            schemes[key].extend(s for s in place.schemes if s not in schemes[key])
+        else:
+            raw.add(key)
+    headers = tuple(
+        (_spellings(name), () if name in raw else tuple(found)) for name, found in schemes.items()
+    )
+    return CredentialPlaces(headers, tuple(dict.fromkeys(queries)))
+
+
+def _spellings(name: str) -> tuple[str, ...]:
+    """`x-api-key` → x-api-key, x_api-key, x-api_key, x_api_key (case is the multidict's)."""
+    parts = name.split("-")
+    if len(parts) > 6:  # no real header; avoid 2**n spellings
+        return (name, name.replace("-", "_"))
+    found = [parts[0]]
+    for part in parts[1:]:
+        found = [f"{head}{sep}{part}" for head in found for sep in ("-", "_")]
+    return tuple(found)
+
+
+def find_credential(
+    headers: MultiMapping[str],
+    raw_query: str,
+    places: CredentialPlaces,
+) -> str | None:
+    """The one API credential a request carries, None when it carries none, or
+    AmbiguousCredential: a header or query key given twice, credentials in two places, or a
+    scheme the policy does not judge in a header it reads (`Authorization: Basic` where only
+    Bearer is configured would reach the CRM unjudged)."""
+    found: list[str] = []
+    for spellings, schemes in places.headers:
+        for spelling in spellings:
+            values = headers.getall(spelling, ())
+            found.extend(_from_header(value, schemes) for value in values if value.strip())
+    if places.queries and raw_query:
+        for name in places.queries:
+            found.extend(v for v in _from_query(raw_query, name) if v)
+    if len(found) > 1:
+        raise AmbiguousCredential(f"{len(found)} API credentials in one request")
+    return found[0] if found else None
+
+
+def _from_header(raw: str, schemes: tuple[str, ...]) -> str:
+    if not schemes:
+        return raw.strip()
+    scheme, _, rest = raw.strip().partition(" ")
+    matched = next((s for s in schemes if s.lower() == scheme.lower()), None)
+    if matched is None or not rest.strip():
+        raise AmbiguousCredential(f"a credential scheme the policy does not judge: {scheme[:16]!r}")
+    if matched == "Basic":
+        try:
+            return base64.b64decode(rest.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return rest.strip()  # still a credential: judged as an unknown token
+    return rest.strip()
+
+
+def _from_query(raw_query: str, name: str) -> list[str]:
+    """Values of `name` in a raw query string, read as strictly as the login form: a name
+    some server reads as `name` (`name[]`, `na.me` in PHP) or a `;` that some frameworks
+    split on makes the request ambiguous."""
+    found: list[str] = []
+    for piece in raw_query.split("&"):
+        parts = piece.split(";")
+        for part in parts:
+            key_raw, _, value = part.partition("=")
+            key = unquote_plus(key_raw)
+            if key != name and not may_be_read_as(key, name):
+                continue
+            if key != name:
+                raise AmbiguousCredential(f"a query key {key[:32]!r} that may be read as {name!r}")
+            if len(parts) > 1:
+                raise AmbiguousCredential("a ';' beside an API credential in the query")
+            found.append(unquote_plus(value))
+    return found
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,13 @@ async def serve(app: web.Application, host: str = "127.0.0.1", **runner_args: ob
     return Served(app, runner, host, sock.getsockname()[1])
 
 
-async def send_raw(port: int, request: bytes, timeout: float = 10) -> bytes:
-    """`request` written to 127.0.0.1:`port` byte for byte (what no HTTP client library would
-    send), and all of the answer, up to the server closing the connection."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def send_raw(
+    port: int, request: bytes, timeout: float = 10, *, source: str = "127.0.0.1"
+) -> bytes:
+    """`request` written to 127.0.0.1:`port` from the loopback address `source`, byte for
+    byte (what no HTTP client library would send), and all of the answer, up to the server
+    closing the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     try:
         writer.write(request)
         return await asyncio.wait_for(reader.read(), timeout)

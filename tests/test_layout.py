@@ -14,6 +14,7 @@ LAYERS = {
     "gateway.i18n": 0,
     "gateway.headers": 0,
     "gateway.model": 0,
+    "gateway.fields": 0,
     "gateway.metrics": 0,
     "gateway.policy": 1,
     "gateway.netindex": 2,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import NoReturn
 
 from aiohttp import web
 
@@ -22,7 +23,7 @@ from gateway.netindex import NetworkIndex
 from gateway.pathrules import normalize_path
 from gateway.policy import Level, Policy, User, Where, empty_policy, load_policies, policy_files
 from gateway.stores import DurableStore
-from gateway.tokens import TokenTable, find_credential
+from gateway.tokens import AmbiguousCredential, TokenTable, credential_places, find_credential
 from gateway.web.keys import AUDIT, CREDENTIAL, DECISION, USER, VIEW
 
 log = logging.getLogger("gateway.policy")
@@ -40,6 +41,8 @@ class AccessDenied(HttpError):
         self.api = api
         if decision.reason == "token_unknown":
             self.status = 401
+        elif decision.reason == "credential_ambiguous":
+            self.status = 400
 
 
 class Guard:
@@ -50,6 +53,7 @@ class Guard:
         self.policy = policy
         self.index = NetworkIndex(policy.networks)
         self.users = _by_canonical_name(policy)
+        self.places = credential_places(policy.api.locations)
         self.tokens = TokenTable()
         self._durable = durable
         self.trail = trail
@@ -89,6 +93,7 @@ class Guard:
             return False
         index = await asyncio.to_thread(NetworkIndex, policy.networks)
         self.policy, self.index, self.users = policy, index, _by_canonical_name(policy)
+        self.places = credential_places(policy.api.locations)
         log.info(
             "policy reloaded (%s): %d users, %d networks, %d path rules",
             why,
@@ -134,11 +139,17 @@ class Guard:
 
     def credential(self, request: web.Request) -> str | None:
         """The request's API credential, looked for once per request (sign-in asks first,
-        the checks after it ask again)."""
+        the checks after it ask again). One that reads two ways is refused: the CRM must use
+        the credential that was judged."""
         if CREDENTIAL not in request:
-            found = find_credential(
-                request.headers, lambda: request.query, self.policy.api.locations
-            )
+            raw_query = request.raw_path.partition("?")[2]
+            try:
+                found = find_credential(request.headers, raw_query, self.places)
+            except AmbiguousCredential as exc:
+                request[CREDENTIAL] = ""
+                step = Step("", str(exc))
+                denied = Decision(Action.DENY, "credential_ambiguous", (step,))
+                self._refuse(request, denied, api=True)
             request[CREDENTIAL] = found or ""
         return request[CREDENTIAL] or None
 
@@ -181,7 +192,7 @@ class Guard:
             self._refuse(request, decision, api=credential is not None)
         return path + sep + raw_query
 
-    def _refuse(self, request: web.Request, decision: Decision, *, api: bool) -> None:
+    def _refuse(self, request: web.Request, decision: Decision, *, api: bool) -> NoReturn:
         event = (
             "token.denied"
             if api
