@@ -20,6 +20,7 @@ from gateway.headers import MANAGED, fold
 from gateway.loader import Source, Value, read_file
 from gateway.messaging_config import Messaging, read_messaging
 from gateway.policy import policy_files
+from gateway.shutdown_config import Shutdown, read_shutdown
 from gateway.signin_config import SignIn, read_signin
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -133,6 +134,7 @@ class Config:
     signin: SignIn = field(default_factory=SignIn)
     messaging: Messaging = field(default_factory=Messaging)
     alerts: Alerts = field(default_factory=Alerts)
+    shutdown: Shutdown = field(default_factory=Shutdown)
     warnings: tuple[Problem, ...] = ()
 
 
@@ -157,6 +159,7 @@ TOP_KEYS = {
     "email",
     "codes",
     "alerts",
+    "shutdown",
 }
 
 
@@ -276,6 +279,7 @@ def _build(root: Value, source: Source) -> Config | None:
         signin=signin,
         messaging=messaging,
         alerts=alerts,
+        shutdown=read_shutdown(keys),
         warnings=tuple(source.warnings),
     )
 
