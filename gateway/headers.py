@@ -46,6 +46,13 @@ MANAGED = (
 )
 
 
+# Headers (and a query parameter) through which frameworks let a POST stand for another
+# method (Symfony, Laravel, Rails, ASP.NET, Google APIs): a rule judged on POST would not be
+# the rule for the method the CRM runs, so a request carrying one is refused.
+METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+METHOD_OVERRIDE_PARAM = "_method"
+
+
 def fold(name: str) -> str:
     """A header name as compared: lower case, `_` read as `-`."""
     return name.lower().replace("_", "-")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from yaml.nodes import MappingNode
 
 from gateway.errors import ConfigError, Problem
 from gateway.loader import Source, Value, read_file, read_network_list
+from gateway.pathrules import compile_glob
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -129,6 +130,7 @@ class Policy:
     users: dict[str, User]
     paths: tuple[PathRule, ...]
     api: Api = field(default_factory=Api)
+    warnings: tuple[Problem, ...] = ()  # not wrong, but likely not meant (check-config)
 
     @property
     def empty(self) -> bool:
@@ -188,11 +190,86 @@ def load_policies(directory: str | Path) -> Policy:
         if root is not None:
             builder.add_file(root, source)
     policy = builder.finish(tuple(str(p) for p in files))
+    warnings = [w for source in sources for w in source.warnings]
     for source in sources:  # values report to their file's Source, during finish() too
         builder.problems.extend(source.problems)
     if builder.problems:
         raise ConfigError(builder.problems)
-    return policy
+    return replace(policy, warnings=tuple(warnings + path_rule_warnings(policy.paths)))
+
+
+def path_rule_warnings(paths: tuple[PathRule, ...]) -> list[Problem]:
+    """Rules that are valid but probably not meant, in order (first match wins):
+    - shadowed: an earlier rule matches every path and method of a later one, which is never
+      used (`/** anyone` before `/admin/** role:admin` opens the admin area);
+    - undercut: a rule limited to some methods, whose other methods fall through to a later,
+      wider rule that admits someone the narrow rule does not (`/reports/** GET admin` before
+      `/** anyone` leaves POST, PROPFIND and OPTIONS on /reports to anyone).
+    Whether one pattern covers another is judged on sample paths, so it errs on the side
+    of saying nothing."""
+    found: list[Problem] = []
+    for index, rule in enumerate(paths):
+        for earlier in paths[:index]:
+            methods_covered = earlier.methods is None or (
+                rule.methods is not None and rule.methods <= earlier.methods
+            )
+            if methods_covered and _covers(earlier.pattern, rule.pattern):
+                found.append(
+                    _warning(
+                        rule,
+                        f"is never used: {earlier.label} ({earlier.where}) matches every "
+                        "request it would, first",
+                    )
+                )
+                break
+        if rule.methods is None:
+            continue
+        for later in paths[index + 1 :]:
+            if not _covers(later.pattern, rule.pattern):
+                continue
+            if later.methods is not None and later.methods <= rule.methods:
+                continue  # only methods the narrow rule already decides
+            if not later.allow <= rule.allow:
+                others = ", ".join(sorted(later.allow - rule.allow))
+                found.append(
+                    _warning(
+                        rule,
+                        f"decides only {','.join(sorted(rule.methods))}: other methods on "
+                        f"{rule.pattern} fall through to {later.label} ({later.where}), "
+                        f"which also admits {others}; add a rule for {rule.pattern} without "
+                        "`methods` after it to decide the rest",
+                    )
+                )
+            if later.methods is None:
+                break
+    return found
+
+
+def _warning(rule: PathRule, message: str) -> Problem:
+    return Problem(rule.where.file, rule.where.line, f"paths[{rule.index}]", message)
+
+
+def _covers(wide: str, narrow: str) -> bool:
+    """Every path `narrow` matches, `wide` matches too (on sample paths of `narrow`)."""
+    pattern = compile_glob(wide)
+    return all(pattern.match(sample) for sample in _samples(narrow))
+
+
+def _samples(pattern: str) -> list[str]:
+    """Paths a glob matches, each wildcard filled in a few ways (a trailing `/**` is the
+    tree itself and below, as gateway.pathrules.compile_glob reads it)."""
+    tail: tuple[str, ...] = ("",)
+    if pattern.endswith("/**"):
+        pattern, tail = pattern[:-3], ("", "/s", "/s/t")
+    samples = [pattern + end for end in tail]
+    for token, fills in (("**", ("", "s", "s/t")), ("*", ("", "s"))):
+        while any(token in s for s in samples) and len(samples) < 256:
+            samples = [
+                filled
+                for s in samples
+                for filled in ([s.replace(token, f, 1) for f in fills] if token in s else [s])
+            ]
+    return [s for s in samples if "*" not in s]
 
 
 NAMED_SECTIONS = (
@@ -441,7 +518,9 @@ class _Builder:
                     item.fail(f"must be an HTTP method in capitals such as GET but it's {text!r}")
                 elif text is not None:
                     found.add(text)
-            methods = frozenset(found)
+            # A rule that names GET covers HEAD: Django, Flask, Rails and PHP answer HEAD
+            # with the GET view, so a HEAD must not fall through to a wider rule.
+            methods = frozenset(found | ({"HEAD"} if "GET" in found else set()))
         allow: set[str] = set()
         known: dict[str, set[str]] = {"role": set(roles), "group": set(groups), "user": set(users)}
         for item in keys["allow"].sequence() or []:

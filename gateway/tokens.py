@@ -11,11 +11,10 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
-from urllib.parse import unquote_plus
 
 from multidict import MultiMapping
 
-from gateway.fields import may_be_read_as
+from gateway.fields import AmbiguousField, query_values
 from gateway.headers import fold
 from gateway.policy import TokenLocation
 
@@ -87,7 +86,10 @@ def find_credential(
             found.extend(_from_header(value, schemes) for value in values if value.strip())
     if places.queries and raw_query:
         for name in places.queries:
-            found.extend(v for v in _from_query(raw_query, name) if v)
+            try:
+                found.extend(v for v in query_values(raw_query, name) if v)
+            except AmbiguousField as exc:
+                raise AmbiguousCredential(str(exc)) from None
     if len(found) > 1:
         raise AmbiguousCredential(f"{len(found)} API credentials in one request")
     return found[0] if found else None
@@ -106,26 +108,6 @@ def _from_header(raw: str, schemes: tuple[str, ...]) -> str:
         except (binascii.Error, UnicodeDecodeError):
             return rest.strip()  # still a credential: judged as an unknown token
     return rest.strip()
-
-
-def _from_query(raw_query: str, name: str) -> list[str]:
-    """Values of `name` in a raw query string, read as strictly as the login form: a name
-    some server reads as `name` (`name[]`, `na.me` in PHP) or a `;` that some frameworks
-    split on makes the request ambiguous."""
-    found: list[str] = []
-    for piece in raw_query.split("&"):
-        parts = piece.split(";")
-        for part in parts:
-            key_raw, _, value = part.partition("=")
-            key = unquote_plus(key_raw)
-            if key != name and not may_be_read_as(key, name):
-                continue
-            if key != name:
-                raise AmbiguousCredential(f"a query key {key[:32]!r} that may be read as {name!r}")
-            if len(parts) > 1:
-                raise AmbiguousCredential("a ';' beside an API credential in the query")
-            found.append(unquote_plus(value))
-    return found
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ LAYERS = {
     "gateway.metrics": 0,
     "gateway.policy": 1,
     "gateway.netindex": 2,
-    "gateway.pathrules": 2,
+    "gateway.pathrules": 1,
     "gateway.access": 2,
     "gateway.tokens": 2,
     "gateway.loader": 1,

@@ -70,8 +70,15 @@ def test_shipped_policies_load_without_problems() -> None:
         "users.yaml",
     ]
     assert set(policy.users) == {"alice", "bob", "carol", "crm-sync"}
-    assert len(policy.paths) == 4
-    assert [r.pattern for r in policy.paths] == ["/admin/**", "/reports/**", "/api/**", "/**"]
+    assert len(policy.paths) == 5
+    assert [r.pattern for r in policy.paths] == [
+        "/admin/**",
+        "/reports/**",
+        "/reports/**",
+        "/api/**",
+        "/**",
+    ]
+    assert policy.warnings == ()  # the example's rules say what they mean
     assert policy.api.unknown_tokens == "networks"
     assert policy.api.unknown_networks == {"integration-server"}
 
@@ -734,7 +741,7 @@ def test_path_rule_subjects_of_every_kind_are_accepted(tmp_path: Path) -> None:
 
     first, second, third, fourth, fifth = policy.paths
     assert first.allow == {"role:admin", "group:staff", "user:ann"}
-    assert first.methods == {"GET", "POST", "PROPFIND"}
+    assert first.methods == {"GET", "HEAD", "POST", "PROPFIND"}  # GET covers HEAD
     assert (second.pattern, second.allow, second.methods) == (
         "/files/*/edit",
         {"authenticated"},

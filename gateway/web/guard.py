@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway.access import check_path, decide, resolve_settings
 from gateway.audit import AuditTrail
 from gateway.errors import ConfigError, HttpError, StoreUnavailable
+from gateway.fields import method_override
 from gateway.identity import canonical_user
 from gateway.metrics import DENIALS
 from gateway.model import Action, Decision, Settings, Step
@@ -41,7 +42,7 @@ class AccessDenied(HttpError):
         self.api = api
         if decision.reason == "token_unknown":
             self.status = 401
-        elif decision.reason == "credential_ambiguous":
+        elif decision.reason in ("credential_ambiguous", "method_ambiguous"):
             self.status = 400
 
 
@@ -92,6 +93,7 @@ class Guard:
             )
             return False
         index = await asyncio.to_thread(NetworkIndex, policy.networks)
+        _log_warnings(policy)
         self.policy, self.index, self.users = policy, index, _by_canonical_name(policy)
         self.places = credential_places(policy.api.locations)
         log.info(
@@ -160,6 +162,12 @@ class Guard:
         looked for only without one."""
         raw_path, sep, raw_query = request.raw_path.partition("?")
         path = normalize_path(raw_path)
+        overridden = method_override(request.headers.keys(), request.method, raw_query)
+        if overridden:
+            # The rule is judged on this request's method: the CRM must run that one.
+            step = Step("", f"{overridden} asks the CRM for another method than {request.method}")
+            denied = Decision(Action.DENY, "method_ambiguous", (step,))
+            self._refuse(request, denied, api=bool(self.credential(request)))
         policy = self.policy
         credential = self.credential(request) if user_name is None else None
         view = request[VIEW]
@@ -210,6 +218,11 @@ class Guard:
         raise AccessDenied(decision, api=api)
 
 
+def _log_warnings(policy: Policy) -> None:
+    for warning in policy.warnings:
+        log.warning("policy: %s", warning)
+
+
 def _by_canonical_name(policy: Policy) -> dict[str, User]:
     return {canonical_user(name): user for name, user in policy.users.items()}
 
@@ -236,6 +249,7 @@ async def open_guard(
     if policy is None:
         policy = await asyncio.to_thread(load_policies, folder) if folder else empty_policy()
     guard = Guard(folder, policy, durable, trail)
+    _log_warnings(policy)
     await guard.refresh_tokens()
     log.info(
         "policy loaded from %s: %d users, %d path rules; %d API tokens",
