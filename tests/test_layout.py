@@ -28,6 +28,7 @@ LAYERS = {
     "gateway.passwords": 1,
     "gateway.messaging_config": 1,
     "gateway.alerts_config": 1,
+    "gateway.shutdown_config": 1,
     "gateway.senders": 3,
     "gateway.factors": 3,
     "gateway.session": 3,
