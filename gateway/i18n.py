@@ -7,6 +7,7 @@ missing in a language falls back to English, never to a key.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 LANGUAGES = ("en", "nl", "nb", "de", "fr", "ru")
@@ -205,13 +206,29 @@ def plural_category(language: str, n: int) -> str:
     return "one" if n == 1 else "other"
 
 
+def _counted(language: str, prefix: str, n: int) -> str:
+    """`prefix.one`, `.few`, `.many` or `.other` for `n`, as the language counts."""
+    key = f"{prefix}.{plural_category(language, n)}"
+    if key not in CATALOG.get(language, {}):
+        key = f"{prefix}.other"
+    return translate(language, key, n=n)
+
+
 def duration(language: str, seconds: float) -> str:
     """`30 days`, `12 hours`, `5 minutes` in the language, in the largest whole unit."""
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if (seconds >= size and seconds % size == 0) or unit == "minutes":
-            n = max(1, round(seconds / size))
-            key = f"duration.{unit}.{plural_category(language, n)}"
-            if key not in CATALOG.get(language, {}):
-                key = f"duration.{unit}.other"
-            return translate(language, key, n=n)
+            return _counted(language, f"duration.{unit}", max(1, round(seconds / size)))
     return ""
+
+
+def time_until(language: str, seconds: float) -> str:
+    """`in 5 minutes`, `через 40 секунд`: when something ends, from now, in the reader's own
+    terms (no clock time in a zone they must convert). Rounded up, so nobody comes back too
+    early; seconds under a minute, minutes up to an hour and a half, then hours."""
+    whole = max(1, math.ceil(seconds))
+    if whole < 60:
+        return _counted(language, "until.seconds", whole)
+    if whole <= 90 * 60:
+        return _counted(language, "until.minutes", math.ceil(whole / 60))
+    return _counted(language, "until.hours", math.ceil(whole / 3600))

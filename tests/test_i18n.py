@@ -6,7 +6,15 @@ from string import Formatter
 
 import pytest
 
-from gateway.i18n import CATALOG, DEFAULT, LANGUAGES, negotiate, translate
+from gateway.i18n import (
+    CATALOG,
+    DEFAULT,
+    LANGUAGES,
+    negotiate,
+    plural_category,
+    time_until,
+    translate,
+)
 
 
 @pytest.mark.parametrize(
@@ -141,3 +149,60 @@ def test_translate_falls_back_to_english_then_to_the_key() -> None:
     assert translate("de", "error.back") == "Zur Startseite"
     assert translate("xx", "error.back") == CATALOG["en"]["error.back"]
     assert translate("de", "no.such.key") == "no.such.key"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (0.2, "in 1 second"),
+        (1, "in 1 second"),
+        (30, "in 30 seconds"),
+        (59.2, "in 1 minute"),  # rounded up: never told to come back too early
+        (60, "in 1 minute"),
+        (61, "in 2 minutes"),
+        (119.5, "in 2 minutes"),
+        (3600, "in 60 minutes"),
+        (5400, "in 90 minutes"),
+        (5401, "in 2 hours"),
+        (86400, "in 24 hours"),
+    ],
+)
+def test_time_until_rounds_up_in_the_unit_people_would_use(seconds: float, expected: str) -> None:
+    assert time_until("en", seconds) == expected
+
+
+@pytest.mark.parametrize(
+    ("language", "seconds", "expected"),
+    [
+        ("ru", 60, "через 1 минуту"),
+        ("ru", 120, "через 2 минуты"),
+        ("ru", 300, "через 5 минут"),
+        ("ru", 11 * 60, "через 11 минут"),
+        ("ru", 21 * 60, "через 21 минуту"),
+        ("ru", 22 * 60, "через 22 минуты"),
+        ("ru", 1, "через 1 секунду"),
+        ("ru", 3, "через 3 секунды"),
+        ("ru", 45, "через 45 секунд"),
+        ("ru", 3 * 3600, "через 3 часа"),
+        ("de", 60, "in 1 Minute"),
+        ("de", 120, "in 2 Minuten"),
+        ("nl", 60, "over 1 minuut"),
+        ("nl", 2 * 3600, "over 2 uur"),
+        ("nb", 1, "om 1 sekund"),
+        ("fr", 60, "dans 1 minute"),
+        ("fr", 30, "dans 30 secondes"),
+    ],
+)
+def test_time_until_uses_each_languages_plural_forms(
+    language: str, seconds: float, expected: str
+) -> None:
+    assert time_until(language, seconds) == expected
+
+
+@pytest.mark.parametrize("language", list(CATALOG))
+def test_every_count_has_its_own_plural_form(language: str) -> None:
+    # A count that fell back to `.other` would read wrong ("через 1 минут").
+    counted = ("duration.minutes", "duration.hours", "duration.days")
+    counted += ("until.seconds", "until.minutes", "until.hours")
+    needed = {f"{key}.{plural_category(language, n)}" for key in counted for n in range(125)}
+    assert needed - set(CATALOG[language]) == set()

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from gateway.i18n import LANGUAGES, NAMES, negotiate, translate
+from gateway.i18n import LANGUAGES, NAMES, negotiate, time_until, translate
 from gateway.web.keys import CLOCK, CONFIG
 
 LANGUAGE_COOKIE = "crm_gateway_lang"
@@ -52,9 +52,10 @@ def when(timestamp: float) -> str:
 
 
 def locked_text(request: web.Request, until: float, key: str) -> str:
-    """ "… until 14:05 UTC (in 3 min)": a lockout said the same on every page."""
-    minutes = max(1, round((until - request.app[CLOCK].now()) / 60))
-    return translate(language(request), key, time=when(until)[11:], minutes=minutes)
+    """ "… Try again in 3 minutes": a lockout said the same on every page, counted on the
+    gateway's clock (a clock time would be in a zone the visitor has to convert)."""
+    lang = language(request)
+    return translate(lang, key, wait=time_until(lang, until - request.app[CLOCK].now()))
 
 
 def retry_after(request: web.Request, until: float) -> str:
@@ -106,6 +107,9 @@ def page(
         "signed_in": signed_in,
         "error": "",
         "notice": "",
+        # Our pages answer 429 only for a lockout: shown as an alert, with nothing to press
+        # that leads straight back into it (templates/notice.html, login.html, challenge.html).
+        "locked_out": status == 429,
         **context,
     }
     body = _ENV.get_template(template).render(values)
