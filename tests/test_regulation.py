@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.regulation import Regulator
+from gateway.regulation import BUSY_RETRY, Regulator, address_key
 from gateway.signin_config import Limits
 from gateway.stores.memory import MemorySharedStore
 from gateway.stores.redis import RedisSharedStore
@@ -578,3 +578,39 @@ async def test_a_right_answer_ends_the_daily_streak(clock: FakeClock) -> None:
         await regulator.attempt("alice", IP)
         await regulator.failed("alice", IP)
     assert await regulator.locked_until("alice", IP) == 0
+
+
+# -- addresses: failures count, attempts in flight only hold back -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ip", "counted_as"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1%eth0", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_ipv6_addresses_are_counted_by_their_64(ip: str, counted_as: str) -> None:
+    assert address_key(ip) == counted_as
+
+
+async def test_attempts_in_flight_past_the_limit_wait_but_lock_nothing(
+    regulator: Regulator, clock: FakeClock
+) -> None:
+    started = [await regulator.attempt(f"user{n}", IP) for n in range(LIMITS.ip_failures)]
+    assert started == [0.0] * LIMITS.ip_failures
+    assert await regulator.attempt("late", IP) == clock.now() + BUSY_RETRY
+    for n in range(LIMITS.ip_failures):
+        await regulator.succeeded(f"user{n}", IP)
+    assert await regulator.attempt("late", IP) == 0.0  # the slots came back; no lockout
+    assert await regulator.locked_until("late", IP) == 0.0
+
+
+async def test_successes_never_count_toward_the_address_limit(regulator: Regulator) -> None:
+    for n in range(5 * LIMITS.ip_failures):
+        assert await right(regulator, user=f"user{n}") == 0.0
+    # Only the failures do: one short of the limit, then the limit locks.
+    assert await wrong(regulator, user="x", ip=IP) == 0.0

@@ -523,21 +523,20 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
         back = safe_return_path(form.get("next", "")) or "/"
         ip = request[VIEW].ip
         regulator = signin.factors.regulator
-        subject = f"{username}@{ip}"
-        until = await regulator.attempt(subject, ip, "password")
+        until = await signin.password_attempt(request, username)
         if until:
             error, status = locked_text(request, until, "login.locked"), 429
         elif username and await signin.verify_password(username, form.get("password", "")):
             request[USER] = username
             signin.guard.check(request, username)  # the user's address rules, first
-            await regulator.succeeded(subject, ip, "password")
+            await regulator.password_succeeded(username, ip)
             audit_event(request, "signin.password_ok", outcome="ok", user=username)
             session = await signin.book.create(username, PASSWORD, return_to=back)
             response = await signin.after_password(request, session)
             response.headers.add(*signin.set_cookie(request, LOGIN_COOKIE, "", max_age=0))
             return response
         else:
-            until = await regulator.failed(subject, ip, "password")
+            until = await regulator.password_failed(username, ip)
             audit_event(request, "signin.password_failed", outcome="failed", user=username)
             if until:
                 error, status = locked_text(request, until, "login.locked"), 429

@@ -262,14 +262,11 @@ class SignIn:
         # The user's own address rules apply before their password reaches the CRM.
         target = self.guard.check(request, user)
         # So do the password limits: guessing at the CRM is counted like guessing codes.
+        until = await self.password_attempt(request, user)
+        if until:
+            return self.locked_page(request, until)
         regulator = self.factors.regulator
         ip = request[VIEW].ip
-        # Per user *and* address: nobody can lock a colleague out by naming them elsewhere.
-        subject = f"{user}@{ip}"
-        until = await regulator.attempt(subject, ip, "password")
-        if until:
-            audit_event(request, "signin.locked", outcome="locked", user=user)
-            return self.locked_page(request, until)
         response = await proxy.send(
             request, target, adjust=self._adjust(None), body=body if body else None
         )
@@ -278,13 +275,13 @@ class SignIn:
             set_cookies = response.headers.getall("Set-Cookie", [])
             if not login_succeeded(response.status, location, set_cookies, self.login):
                 audit_event(request, "signin.crm_failed", outcome="failed", user=user)
-                await regulator.failed(subject, ip, "password")
+                await regulator.password_failed(user, ip)
                 # Whatever the CRM thinks, no session cookie of its leaves without the factor
                 # (a login made to look failed, e.g. by its redirect target, stays held back).
                 return await proxy.relay(request, response, drop_cookies=self._crm_cookies)
         finally:
             response.release()
-        await regulator.succeeded(subject, ip, "password")
+        await regulator.password_succeeded(user, ip)
         audit_event(request, "signin.crm_ok", outcome="ok", user=user)
         if old is not None:
             await self.book.end(old)
@@ -297,6 +294,22 @@ class SignIn:
         session = await self.book.create(user, PASSWORD, held=held_key, return_to=back or "/")
         request[DECISION] = "signin"
         return await self.after_password(request, session)
+
+    async def password_attempt(self, request: web.Request, user: str) -> float:
+        """Count a password attempt for `user` from this request (0: go ahead), auditing a
+        refusal: a lockout at this address, or the account's slow-down (passed by the user's
+        own devices and usual addresses)."""
+        regulator = self.factors.regulator
+
+        async def known_device() -> bool:
+            return await self.device_of(request, user) is not None
+
+        until = await regulator.password_attempt(user, request[VIEW].ip, known_device)
+        if until:
+            paused = until == await regulator.account_paused_until(user)
+            reason = "account_paused" if paused else "locked"
+            audit_event(request, "signin.locked", outcome="locked", user=user, reason=reason)
+        return until
 
     # -- the steps every page shares ---------------------------------------------------------
 
@@ -424,6 +437,7 @@ class SignIn:
         response.headers.add(*self.session_cookie(request, fresh))
         if passed:
             await self._remember(request, response, fresh.user, now, remember)
+            await self.factors.regulator.remember_place(fresh.user, request[VIEW].ip)
         audit_event(
             request, "signin.completed", outcome="ok", user=fresh.user, reason=factor or "none"
         )
