@@ -57,6 +57,12 @@ class Limits:
     # Failures in a day that lock a user for `max_lockout` even when each window stayed under
     # its limit: a patient guesser (4 tries every 5 minutes) is stopped too.
     daily_failures: int = 30
+    # Wrong passwords for one account from any address within `account_window`: from
+    # `account_slowdown` on, each pauses the account's password step (except from the user's
+    # own devices and usual addresses) twice as long as the last, up to `account_hold`.
+    account_slowdown: int = 10
+    account_window: float = 3600.0
+    account_hold: float = 15 * 60.0
 
 
 @dataclass(frozen=True)
