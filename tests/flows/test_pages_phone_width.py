@@ -176,6 +176,7 @@ PAGES: list[tuple[str, str, Show, int]] = [
     ("CRM login, locked", "crm", crm_login_locked, 429),
     ("enrolment", "erik", at("/_gateway/enrol"), 200),
     ("recovery codes", "rita", at("/_gateway/recovery-codes"), 200),
+    ("recovery codes, to print", "rita", at("/_gateway/recovery-codes?print=1"), 200),
     ("challenge, app", "chris", at("/_gateway/challenge?factor=totp"), 200),
     ("challenge, recovery code", "chris", at("/_gateway/challenge?factor=recovery"), 200),
     ("challenge, SMS sent", "chris", at("/_gateway/challenge?factor=sms"), 200),
@@ -189,6 +190,8 @@ PAGES: list[tuple[str, str, Show, int]] = [
     ("challenge, locked", "lars", at("/_gateway/challenge"), 429),
     ("account", "anna", at("/_gateway/account"), 200),
     ("account, last app", "anna", at("/_gateway/account?last=1"), 200),
+    ("enrolment, another app", "anna", at("/_gateway/enrol"), 200),
+    ("challenge, step-up", "anna", at("/_gateway/challenge"), 200),
     ("path refused (branded 403)", "anna", at("/admin/users"), 403),
 ]
 
@@ -196,6 +199,7 @@ PAGES: list[tuple[str, str, Show, int]] = [
 async def prepare(
     browser: Browser, crm: Served, start: Start, browsers: Browsers, tmp_path: Path
 ) -> Pages:
+    """Two gateways, and each person brought to their page through the gateway's forms."""
     users = tmp_path / "users.yaml"
     hashed = hash_password(PASSWORD)
     users.write_text(
