@@ -38,6 +38,7 @@ class Session:
     return_to: str = ""  # where to go after the challenge (a checked relative path)
     pending: dict[str, str] = field(default_factory=dict)  # enrolment state (sealed, b64)
     crm_binding: str = ""  # digest of the CRM session cookie released to this session
+    slot: str = ""  # shared-store key of this session's place among its user's sessions
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -133,8 +134,24 @@ class SessionBook:
             csrf=secrets.token_urlsafe(24),
             **values,
         )
+        await self._take_slot(session)
         await self._insert(session)
         return session
+
+    async def _take_slot(self, session: Session) -> None:
+        """Each user's sessions fill a ring of `max_per_user` places, numbered by an atomic
+        counter, so every worker agrees: the session that takes a place already taken in
+        this round ends the one there, which is the oldest. When the counter runs out (a
+        whole absolute timeout after the first session of its round) a new round starts,
+        ending nothing: up to twice the cap may then be open until the old ones expire."""
+        cap = self.rules.max_per_user
+        ttl = self.rules.absolute_timeout
+        number = await self._shared.incr(f"sessions-of:{session.user}", ttl)
+        session.slot = f"session-slot:{session.user}:{number % cap}"
+        oldest = await self._shared.take(session.slot)
+        await self._shared.put(session.slot, session.sid.encode(), ttl)
+        if oldest is not None and number > cap:
+            await self._shared.delete(f"session:{oldest.decode()}")
 
     async def _insert(self, session: Session) -> None:
         await self._shared.put(f"session:{session.sid}", session.to_bytes(), self._ttl(session))
@@ -170,9 +187,12 @@ class SessionBook:
             await self.save(session)
         return session
 
-    async def rotate(self, session: Session, **changes: Any) -> Session:
-        """A new id for a session that steps up (no fixation); the old id stops working."""
-        await self._shared.delete(f"session:{session.sid}")
+    async def rotate(self, session: Session, **changes: Any) -> Session | None:
+        """A new id for a session that steps up (no fixation); the old id stops working.
+        None when the session was ended meanwhile (logout in another tab, an admin, a newer
+        session taking its place): an ended session never comes back."""
+        if await self._shared.take(f"session:{session.sid}") is None:
+            return None
         fresh = replace(
             session,
             sid=secrets.token_urlsafe(32),
@@ -180,6 +200,8 @@ class SessionBook:
             last_seen=self._clock.now(),
             **changes,
         )
+        if fresh.slot:  # the place in the user's ring follows the new id
+            await self._shared.replace(fresh.slot, fresh.sid.encode(), self.rules.absolute_timeout)
         await self._insert(fresh)
         return fresh
 

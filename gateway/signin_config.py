@@ -43,6 +43,9 @@ class Sessions:
     absolute_timeout: float = 12 * 3600.0
     hold_cookies: float = 5 * 60.0  # how long the CRM's cookies wait for the second factor
     step_up_window: float = 5 * 60.0  # how fresh a factor must be to change the account
+    # Open sessions of one user: the oldest is ended when a new one would pass this (a
+    # script signing in in a loop must not fill the store).
+    max_per_user: int = 1000
 
 
 @dataclass(frozen=True)

@@ -334,12 +334,46 @@ async def test_rotation_does_not_extend_the_absolute_timeout(
     book: SessionBook, clock: FakeClock
 ) -> None:
     session = await book.create("alice", PASSWORD)
-    clock.advance(RULES.absolute_timeout - 60)
+    cookie = book.cookie_value(session)
+    while clock.now() - session.created < RULES.absolute_timeout - 60 - 20 * 60:
+        clock.advance(20 * 60)  # in use: never idle for long
+        assert await book.load(cookie) is not None
+    clock.advance(RULES.absolute_timeout - 60 - (clock.now() - session.created))
     fresh = await book.rotate(session, stage=FULL)
+    assert fresh is not None
 
     clock.advance(61)
 
     assert await book.load(book.cookie_value(fresh)) is None
+
+
+async def test_a_session_ended_meanwhile_is_not_brought_back_by_a_rotation(
+    book: SessionBook,
+) -> None:
+    session = await book.create("alice", PASSWORD)
+    await book.end(session)  # logout in another tab, an admin, a newer session in its place
+
+    assert await book.rotate(session, stage=FULL) is None
+    assert await book.load(book.cookie_value(session)) is None
+
+
+async def test_a_user_with_too_many_sessions_loses_the_oldest(
+    clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    book = book_for(clock, shared, rules=Sessions(max_per_user=3))
+    first = [await book.create("alice", PASSWORD) for _ in range(3)]
+    first[1] = await book.rotate(first[1], stage=FULL) or first[1]  # a new id keeps its place
+    others = [await book.create("bob", PASSWORD) for _ in range(3)]
+
+    newest = await book.create("alice", PASSWORD)
+
+    alive = [await book.load(book.cookie_value(s)) is not None for s in [*first, newest]]
+    assert alive == [False, True, True, True]  # the oldest went, and only it
+    assert all([await book.load(book.cookie_value(s)) for s in others])  # bob's are his own
+    newer = [await book.create("alice", PASSWORD) for _ in range(2)]
+    alive = [await book.load(book.cookie_value(s)) is not None for s in [*first, newest, *newer]]
+    assert alive == [False, False, False, True, True, True]
+    assert len([k for k in shared._data if k.startswith("session:")]) == 6
 
 
 async def test_ending_a_session_voids_its_cookie_and_held_cookies(

@@ -149,6 +149,8 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
                 remember = form.get("remember") == "1"
                 return await signin.complete(request, session, factor=factor, remember=remember)
             fresh = await signin.book.rotate(session, verified=signin.clock.now())
+            if fresh is None:
+                return signin.expired(request)
             response = signin.redirect(fresh.return_to or f"{signin.prefix}account")
             response.headers.add(*signin.session_cookie(request, fresh))
             return response

@@ -429,6 +429,8 @@ class SignIn:
             pending={},
             crm_binding=cookie_binding(released) if released else "",
         )
+        if fresh is None:
+            return self.expired(request)
         request[SESSION] = fresh
         request[USER] = fresh.user
         response = self.redirect(fresh.return_to or "/")
