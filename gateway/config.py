@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -166,7 +166,7 @@ TOP_KEYS = {
 def load_config(path: str | Path) -> Config:
     """Read and validate a gateway.yaml; raise ConfigError listing every problem."""
     path = Path(path)
-    source = Source(str(path))
+    source = Source(str(path), path.parent)
     root = read_file(path, source)
     config = _build(root, source) if root is not None else None
     if source.problems or config is None:
@@ -222,28 +222,22 @@ def _build(root: Value, source: Source) -> Config | None:
     public_url = _get(keys, "public_url", _public_url, "")
     trusted: tuple[IPNetwork, ...] = _get(keys, "trusted_proxies", _networks, ())
     prefix = _get(keys, "path_prefix", _prefix, "/_gateway/")
-    state = _get(keys, "state", _state, State())
+    state = _get(keys, "state", _state, None) or State(durable=_default_durable(source))
     logging = _get(keys, "logging", _logging, Logging())
-    audit = _get(keys, "audit", lambda v: _audit(v, source), Audit())
+    audit = _get(keys, "audit", _audit, Audit())
     admin = _get(keys, "admin", _admin, Admin())
     branding = _get(keys, "branding", _branding, Branding())
-    policies = _get(keys, "policies", lambda v: _policies_dir(v, source), "")
+    policies = _get(keys, "policies", _policies_dir, "")
     signin = read_signin(keys, root)
     messaging = read_messaging(keys)
     alerts = read_alerts(keys, messaging)
-    login = signin.login
-    if login is None:
+    if signin.login is None:
         source.warn(
             None,
             "",
             "no login section: nobody signs in and no second factor is asked; "
             "the gateway applies only IP and path rules",
         )
-    elif login.users_file:
-        base = Path(source.file).parent if source.file.endswith((".yaml", ".yml")) else Path()
-        found = Path(login.users_file)
-        found = found if found.is_absolute() else base / found
-        signin = replace(signin, login=replace(login, users_file=str(found)))
     shared_problem = workers_problem(workers, signin, state)
     if shared_problem:
         source.problem(
@@ -284,13 +278,12 @@ def _build(root: Value, source: Source) -> Config | None:
     )
 
 
-def _policies_dir(value: Value, source: Source) -> str | None:
+def _policies_dir(value: Value) -> str | None:
     """Relative to the config file's folder, so `policies: policies` works from anywhere."""
-    text = value.text()
+    text = value.file_path()
     if text is None:
         return None
-    base = Path(source.file).parent if source.file.endswith((".yaml", ".yml")) else Path()
-    folder = (base / text) if not Path(text).is_absolute() else Path(text)
+    folder = Path(text)
     if not folder.is_dir():
         value.fail(f"must be a folder of policy files but {str(folder)!r} is not a folder")
         return None
@@ -442,6 +435,16 @@ def _prefix(value: Value) -> str | None:
     return text
 
 
+def _default_durable(source: Source) -> StoreConfig:
+    """SQLite beside the config file (`gateway.db`), wherever a command is run from."""
+    return StoreConfig("sqlite", str(source.resolve("gateway.db")))
+
+
+def _sqlite_path(value: Value) -> str | None:
+    text = value.text()
+    return text if text == ":memory:" else value.file_path()
+
+
 def _store(value: Value, kinds: tuple[str, ...]) -> StoreConfig | None:
     keys = value.mapping({"type", "path", "url", "prefix"})
     if keys is None:
@@ -450,7 +453,7 @@ def _store(value: Value, kinds: tuple[str, ...]) -> StoreConfig | None:
     if kind is None:
         return None
     if kind == "sqlite":
-        path = _get(keys, "path", lambda v: v.text(), "gateway.db")
+        path = _get(keys, "path", _sqlite_path, "") or _default_durable(value.source).path
         return StoreConfig(kind, path=path)
     if kind == "memory":
         return StoreConfig(kind)
@@ -474,7 +477,7 @@ def _state(value: Value) -> State | None:
     keys = value.mapping({"durable", "shared"})
     if keys is None:
         return None
-    default = State()
+    default = State(durable=_default_durable(value.source))
     return State(
         durable=_get(keys, "durable", lambda v: _store(v, ("sqlite",)), default.durable),
         shared=_get(keys, "shared", lambda v: _store(v, ("memory", "redis")), default.shared),
@@ -494,16 +497,15 @@ def _logging(value: Value) -> Logging | None:
     )
 
 
-def _audit(value: Value, source: Source) -> Audit | None:
+def _audit(value: Value) -> Audit | None:
     keys = value.mapping({"file", "keep"})
     if keys is None:
         return None
     target = _get(keys, "file", lambda v: v.text(), "-")
     if target == "off":
         target = ""
-    elif target != "-" and not Path(target).is_absolute():
-        base = Path(source.file).parent if source.file.endswith((".yaml", ".yml")) else Path()
-        target = str(base / target)
+    elif target != "-":
+        target = str(value.source.resolve(target))
     if target not in ("", "-") and not Path(target).parent.is_dir():
         keys["file"].fail(f"the folder of {target!r} does not exist")
     keep = _get(keys, "keep", lambda v: v.duration(minimum=0.0), Audit().keep)

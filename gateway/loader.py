@@ -77,12 +77,23 @@ def describe(node: Node) -> str:
 
 
 class Source:
-    """One file being read: its name and the problems found in it so far."""
+    """One file being read: its name, the folder its relative paths start from, and the
+    problems found in it so far."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, folder: Path | None = None) -> None:
+        """`folder`: where relative paths written in the file start; by default the folder
+        of `file` when it names a YAML file (else the current one: text with no file)."""
         self.file = file
+        if folder is None:
+            folder = Path(file).parent if file.endswith((".yaml", ".yml")) else Path()
+        self.folder = Path(os.path.abspath(folder))  # `../site` kept readable: no `..` left
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
+
+    def resolve(self, path: str) -> Path:
+        """A path written in this file: relative to the file's folder, never to the current
+        directory, so an admin command run from elsewhere finds what the gateway uses."""
+        return self.folder / path
 
     def parse(self, text: str) -> Value | None:
         try:
@@ -196,6 +207,12 @@ class Value:
             return None
         return value
 
+    def file_path(self) -> str | None:
+        """A path to a file or folder: relative to the folder of the file that names it
+        (Source.resolve). Whether it exists is the caller's rule."""
+        text = self.text()
+        return None if text is None else str(self.source.resolve(text))
+
     def boolean(self) -> bool | None:
         node = self._scalar("true or false")
         if node is None:
@@ -301,7 +318,7 @@ class Value:
                 keys["env"].fail(f"environment variable {name} is empty")
                 return None
             return os.environ[name]
-        path = keys["file"].text()
+        path = keys["file"].file_path()
         if path is None:
             return None
         try:

@@ -136,7 +136,8 @@ def read_provider(value: Value, kinds: tuple[str, ...]) -> Provider | None:
     if kind == "outbox":
         if not _required(value, keys, "path"):
             return None
-        return OutboxProvider(_text(keys, "path"))
+        path = keys["path"].file_path()  # relative to the config file, as every path
+        return None if path is None else OutboxProvider(path)
     if kind == "http":
         if not _required(value, keys, "url"):
             return None

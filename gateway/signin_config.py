@@ -150,7 +150,7 @@ def _login(value: Value) -> Login | None:
         logout_path = _text(logout, "path", _PATH, "a path such as /logout") or ""
         logout_method = _method(logout, "method", "POST")
     max_body = keys["max_body"].size(minimum=1024) if "max_body" in keys else None
-    users_file = keys["users_file"].text() if "users_file" in keys else None
+    users_file = keys["users_file"].file_path() if "users_file" in keys else None
     if mode == "gateway" and not users_file:
         value.fail("users_file: is required with mode gateway (see crm-gateway hash-password)")
     header = "Remote-User"

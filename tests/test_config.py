@@ -72,7 +72,9 @@ def test_minimal_config_with_listen_and_upstream_loads_with_defaults() -> None:
     assert config.public_url == ""
     assert config.trusted_proxies == ()
     assert config.path_prefix == "/_gateway/"
-    assert config.state == State(StoreConfig("sqlite", "gateway.db"), StoreConfig("memory"))
+    # Text with no file: paths start from the current folder, and are kept absolute.
+    durable = StoreConfig("sqlite", str(Path.cwd() / "gateway.db"))
+    assert config.state == State(durable, StoreConfig("memory"))
     assert config.logging == Logging("info", "text", True)
     assert config.branding == Branding("CRM Gateway", "#1f5f8b", "")
     assert config.source == "gateway.yaml"
