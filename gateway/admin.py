@@ -8,6 +8,7 @@ import getpass
 import json
 import os
 import secrets
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from gateway.access import decide, resolve_settings
 from gateway.audit import STDOUT, LineWriter, event_line
 from gateway.clock import SystemClock
 from gateway.config import Config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreUnavailable
 from gateway.model import AuditEvent
 from gateway.netindex import NetworkIndex
 from gateway.pathrules import normalize_path
@@ -123,17 +124,36 @@ def explain(args: argparse.Namespace, policy: Policy | None) -> int:
 
 
 def with_store(config: Config, work: Callable[[SqliteDurableStore], Awaitable[T]]) -> T:
-    """Open the config's durable store, run `work` on it, close it: one CLI command's I/O."""
+    """Open the config's durable store, run `work` on it, close it: one CLI command's I/O.
+
+    Never creates a store: one that is not there, or that cannot be read or written, raises
+    StoreUnavailable whose detail is one line naming the store and the key that chose it
+    (cli.main prints it and exits 1)."""
     return asyncio.run(_with_store(config, work))
 
 
 async def _with_store(config: Config, work: Callable[[SqliteDurableStore], Awaitable[T]]) -> T:
-    store = SqliteDurableStore(config.state.durable.path)
-    await store.open()
+    store = SqliteDurableStore(config.state.durable.path, create=False)
     try:
+        await store.open()
         return await work(store)
+    except StoreUnavailable as exc:
+        raise StoreUnavailable(store_problem(config, exc), reason=exc.reason) from exc
     finally:
         await store.close()
+
+
+def store_problem(config: Config, exc: StoreUnavailable) -> str:
+    """What went wrong with the durable store, for an operator: which file, from which key."""
+    path = config.state.durable.path
+    where = f"state.durable.path in {config.source}"
+    if exc.reason == "store_missing":
+        return (
+            f"no durable store at {path} ({where}): nothing done and no store created; check "
+            "the path, or start the gateway (crm-gateway run) to create it"
+        )
+    cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc.detail
+    return f"the durable store {path} cannot be used ({where}): {cause}"
 
 
 def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> int:

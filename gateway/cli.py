@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway import __version__, admin, auditcli, backup, keycli, usage, usercli
 from gateway.config import Config, load_config, parse_listen, workers_problem
 from gateway.crypto import hash_password
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreUnavailable
 from gateway.model import canonical_user
 from gateway.policy import Policy
 
@@ -162,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     handler = CONFIGURED.get(args.command)
     if handler is not None:
         loaded = _load(args.config)
-        return EXIT_CONFIG if loaded is None else handler(args, *loaded)
+        if loaded is None:
+            return EXIT_CONFIG
+        try:
+            return handler(args, *loaded)
+        except StoreUnavailable as exc:  # admin.with_store's one line: which store, and why
+            print(exc.detail, file=sys.stderr)
+            return EXIT_FAILED
     if args.command == "hash-password":
         return hash_password_command(args.user)
     if args.command == "demo":

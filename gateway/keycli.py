@@ -250,6 +250,8 @@ def rotate_command(args: argparse.Namespace, config: Config, _policy: Policy | N
     try:
         rotation = with_store(config, work)
     except StoreUnavailable as exc:
+        if exc.reason == "store_missing":
+            raise  # nothing to re-seal: cli.main names the store that is not there
         # Each value is swapped on its own: what was re-sealed stays, and a rerun is safe.
         print(f"stopped: {exc.detail or exc}; run it again", file=sys.stderr)
         return EXIT_FAILED

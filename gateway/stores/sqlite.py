@@ -116,9 +116,18 @@ _AUDIT_COLUMNS = (
 )
 
 
+def _read_only(exc: sqlite3.Error) -> bool:
+    """The file can be read but not written (write-protected, a read-only mount)."""
+    return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY")
+
+
 class SqliteDurableStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, create: bool = True) -> None:
+        """`create`: make the file (and its folder) when missing: for the gateway, which owns
+        the store. Admin commands pass False: a command pointed at the wrong place must say so,
+        not act on a new empty store and report success."""
         self._path = path
+        self._create = create
         # One thread owns the connection: SQLite connections are not shared across threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -139,10 +148,19 @@ class SqliteDurableStore:
             operation = fn.__name__.lstrip("_")  # query, change, add_token, add_audit, …
             STORE_SECONDS.labels("durable", operation).observe(time.perf_counter() - started)
 
+    def _connect(self) -> sqlite3.Connection:
+        if self._create:
+            if self._path != ":memory:":
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            return sqlite3.connect(self._path, timeout=5.0, check_same_thread=False)
+        if not Path(self._path).exists():
+            raise StoreUnavailable(f"sqlite {self._path}: no such store", reason="store_missing")
+        # mode=rw: SQLite itself never creates the file, even if it vanished since the look.
+        uri = f"{Path(self._path).absolute().as_uri()}?mode=rw"
+        return sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False)
+
     def _open(self) -> None:
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self._path, timeout=5.0, check_same_thread=False)
+        conn = self._connect()
         # Workers starting together on a new file: switching it to WAL takes a lock that
         # SQLite refuses at once (no busy wait) while another one creates the schema.
         for tries_left in range(50, -1, -1):
@@ -153,10 +171,12 @@ class SqliteDurableStore:
                 conn.commit()
                 break
             except sqlite3.OperationalError as exc:
+                conn.rollback()
+                if _read_only(exc) and not self._create:
+                    break  # an admin command may still read it; a change fails when made
                 if "locked" not in str(exc) or not tries_left:
                     conn.close()
                     raise
-                conn.rollback()
                 time.sleep(0.1)
         self._conn = conn
 

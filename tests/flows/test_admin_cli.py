@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from gateway.stores.sqlite import SqliteDurableStore
 from tests.process import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,6 +17,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def cli(*args: str, stdin: str = "", cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return run_command(*args, stdin=stdin, cwd=cwd)
+
+
+def new_store(path: Path) -> None:
+    """An empty store, made as the gateway makes it at its first start: admin commands never
+    make one."""
+
+    async def make() -> None:
+        store = SqliteDurableStore(str(path))
+        await store.open()
+        await store.close()
+
+    asyncio.run(make())
 
 
 @pytest.mark.parametrize(
@@ -127,6 +141,7 @@ def test_tokens_add_list_revoke(tmp_path: Path) -> None:
         "listen: 127.0.0.1:0\nupstream: {url: 'http://127.0.0.1:9'}\n"
         f"state: {{durable: {{type: sqlite, path: {tmp_path}/g.db}}}}\npolicies: {ROOT}/policies\n"
     )
+    new_store(tmp_path / "g.db")
     short = cli("tokens", "add", "--user", "crm-sync", "-c", str(config), stdin="short\n")
     assert short.returncode == 2
     added = cli(
