@@ -27,9 +27,13 @@ from gateway.config import Config
 from gateway.factors import recovery
 from gateway.model import canonical_user
 from gateway.policy import Policy
+from gateway.stores.protocols import AuditQuery
 from gateway.stores.sqlite import SqliteDurableStore
 
 WAIT_FOR_GATEWAY = 5.0  # seconds `users unlock` waits to see the gateway act
+# A second factor passed, of any kind (app, SMS, e-mail, recovery code; at sign-in or a step
+# up), and an app's first code at enrolment.
+VERIFIED_EVENTS = ("challenge.passed", "enrol.completed")
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,8 +54,17 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     session_cmds = sessions.add_subparsers(
         dest="sessions_command", required=True, metavar="COMMAND"
     )
-    revoke = session_cmds.add_parser("revoke", help="end every session of a user")
+    revoke = session_cmds.add_parser(
+        "revoke",
+        help="end every session of a user and forget their remembered devices (each asks for "
+        "a second factor again)",
+    )
     revoke.add_argument("user")
+    revoke.add_argument(
+        "--keep-devices",
+        action="store_true",
+        help="end the sessions only: remembered devices still skip the second factor",
+    )
     codes = commands.add_parser("recovery", help="recovery codes")
     code_cmds = codes.add_subparsers(dest="recovery_command", required=True, metavar="COMMAND")
     regenerate = code_cmds.add_parser(
@@ -63,11 +76,29 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+async def _last_verified(store: SqliteDurableStore, user: str) -> float:
+    """When `user` last passed a second factor, whichever: an authenticator app notes it on
+    itself; SMS, e-mail and recovery codes only in the audit trail (as the app does too)."""
+    used = [a.last_used or 0.0 for a in await store.authenticators(user)]
+    passed = await store.audit_events(
+        AuditQuery(user=user, names=VERIFIED_EVENTS, limit=1, newest_first=True)
+    )
+    return max([*used, *(event.time for _, event in passed)], default=0.0)
+
+
+async def forget_devices(store: SqliteDurableStore, user: str, now: float) -> int:
+    """Revoke every device of `user` (a remembered one, or one inside the interval, would
+    skip the second factor); the count is of those remembered, as `users show` lists them."""
+    remembered = sum(1 for d in await store.devices(user) if d.remembered_until > now)
+    await store.revoke_devices(user, now)
+    return remembered
+
+
 async def _state(store: SqliteDurableStore, user: str) -> dict[str, Any]:
     now = CLOCK.now()
     authenticators = await store.authenticators(user)
     devices = await store.devices(user)
-    used = [a.last_used for a in authenticators if a.last_used]
+    verified = await _last_verified(store, user)
     return {
         "user": user,
         "authenticators": [
@@ -80,7 +111,7 @@ async def _state(store: SqliteDurableStore, user: str) -> dict[str, Any]:
             for a in authenticators
         ],
         "recovery_codes_left": await store.recovery_codes_left(user),
-        "last_verified": when_utc(max(used)) if used else "",
+        "last_verified": when_utc(verified),
         "remembered_devices": [
             {"id": d.id, "label": d.label, "until": when_utc(d.remembered_until)}
             for d in devices
@@ -122,15 +153,37 @@ def users_command(args: argparse.Namespace, config: Config, policy: Policy | Non
     if command == "unlock":
         return _unlock(args, config, user)
     if command == "revoke":
-
-        async def revoke(store: SqliteDurableStore) -> None:
-            await store.revoke_sessions(user, CLOCK.now())
-            await audit_admin(config, store, "admin.sessions_revoked", user=user)
-
-        with_store(config, revoke)
-        emit(args.json, {"user": user, "sessions": "revoked"}, [f"sessions of {user} revoked"])
-        return EXIT_OK
+        return _revoke(args, config, user)
     return _regenerate(args, config, user)
+
+
+def _revoke(args: argparse.Namespace, config: Config, user: str) -> int:
+    """Sessions end, and remembered devices are forgotten unless --keep-devices: after a
+    revocation an old device cookie must not skip the second factor (the usual reason to
+    revoke is a device or a password that is no longer the user's alone)."""
+
+    async def revoke(store: SqliteDurableStore) -> int | None:
+        now = CLOCK.now()
+        await store.revoke_sessions(user, now)
+        devices = None if args.keep_devices else await forget_devices(store, user, now)
+        kept = "kept" if devices is None else devices
+        await audit_admin(config, store, "admin.sessions_revoked", user=user, devices=kept)
+        return devices
+
+    devices = with_store(config, revoke)
+    done: dict[str, str | int]
+    if devices is None:
+        done = {"user": user, "sessions": "revoked", "devices": "kept"}
+        line = f"sessions of {user} revoked; remembered devices kept (--keep-devices)"
+    else:
+        done = {"user": user, "sessions": "revoked", "devices_forgotten": devices}
+        line = f"sessions of {user} revoked; {_devices(devices)} forgotten"
+    emit(args.json, done, [line])
+    return EXIT_OK
+
+
+def _devices(count: int) -> str:
+    return f"{count} remembered device{'s' if count != 1 else ''}"
 
 
 def _list(args: argparse.Namespace, config: Config, policy: Policy | None) -> int:
@@ -157,7 +210,7 @@ def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
         now = CLOCK.now()
         removed = await store.remove_authenticators(user)
         await store.replace_recovery_codes(user, [], now)
-        devices = await store.revoke_devices(user, now)
+        devices = await forget_devices(store, user, now)
         await store.revoke_sessions(user, now)
         await store.request_action("unlock", user, now)
         await audit_admin(
@@ -176,7 +229,7 @@ def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
         done,
         [
             f"{user}: {done['authenticators_removed']} authenticators removed, recovery codes "
-            f"deleted, {done['devices_forgotten']} devices forgotten, sessions ended",
+            f"deleted, {_devices(done['devices_forgotten'])} forgotten, sessions ended",
             "they enrol again at their next sign-in",
         ],
     )

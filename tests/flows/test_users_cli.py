@@ -5,21 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
 
+from gateway.admin import when_utc
 from gateway.clock import FakeClock
+from gateway.web.keys import AUDIT
 from tests.conftest import Served
 from tests.process import run_command_async
-from tests.signin_kit import Browser, Browsers, SignInGateway, Start, enrolled
+from tests.signin_kit import Browser, Browsers, SignInGateway, Start, enrolled, field
 
 
 @pytest.fixture
 async def gw(crm: Served, start: Start) -> SignInGateway:
-    # The commands stamp with the real clock: the gateway's fake one starts before it, so a
-    # revocation "now" is after every session the tests make.
-    return await start(crm.url, clock=FakeClock(1_700_000_000.0))
+    # The commands stamp with the real clock: the gateway's fake one starts a day before it,
+    # so a revocation "now" is after every session the tests make, and a device remembered
+    # for 30 days is still remembered "now".
+    return await start(crm.url, clock=FakeClock(time.time() - 86400))
 
 
 def cli_config(tmp_path: Path) -> Path:
@@ -110,7 +115,7 @@ async def test_sessions_revoke_signs_the_user_out_everywhere(
     await enrolled(b)
     gw.clock.advance(1)
     code, out, _ = await cli(tmp_path, "sessions", "revoke", "alice")
-    assert (code, out.strip()) == (0, "sessions of alice revoked")
+    assert (code, out.strip()) == (0, "sessions of alice revoked; 0 remembered devices forgotten")
     assert await signed_out(b)
 
 
@@ -133,3 +138,131 @@ async def test_recovery_regenerate_prints_new_codes_once_and_voids_the_old(
     code, _, err = await cli(tmp_path, "recovery", "regenerate", "bob")
     assert code == 1
     assert "no authenticator" in err
+
+
+DEVICE_COOKIE = "crm_gateway_device"
+
+
+async def remembered(gw: SignInGateway, browsers: Browsers) -> tuple[Browser, str]:
+    """alice enrols, then signs in again ticking "remember this device": the browser (only
+    its device cookie kept) and her authenticator's key."""
+    b = browsers(gw)
+    secret, _ = await enrolled(b)
+    gw.clock.advance(60)
+    b.jar.clear(lambda c: c.key != DEVICE_COOKIE)
+    assert await b.crm_login("alice", "alice-demo") == "/_gateway/challenge"
+    status, _, _ = await b.answer(b.code(secret), remember=True)
+    assert status == 303
+    b.jar.clear(lambda c: c.key != DEVICE_COOKIE)
+    gw.clock.advance(60)
+    assert await b.crm_login("alice", "alice-demo") == "/contacts"  # remembered: straight in
+    return b, secret
+
+
+async def test_sessions_revoke_forgets_remembered_devices(
+    gw: SignInGateway, browsers: Browsers, tmp_path: Path
+) -> None:
+    b, _ = await remembered(gw, browsers)
+    code, out, _ = await cli(tmp_path, "sessions", "revoke", "alice", "--json")
+    assert code == 0
+    assert json.loads(out) == {"user": "alice", "sessions": "revoked", "devices_forgotten": 1}
+    assert await signed_out(b)
+    # The old device cookie no longer skips the second factor (the store is read at sign-in).
+    b.jar.clear(lambda c: c.key != DEVICE_COOKIE)
+    gw.clock.advance(60)
+    assert await b.crm_login("alice", "alice-demo") == "/_gateway/challenge"
+    assert await gw.signin.durable.devices("alice") == []
+
+
+async def test_sessions_revoke_with_keep_devices_leaves_them_remembered(
+    gw: SignInGateway, browsers: Browsers, tmp_path: Path
+) -> None:
+    b, _ = await remembered(gw, browsers)
+    code, out, _ = await cli(tmp_path, "sessions", "revoke", "alice", "--keep-devices")
+    assert (code, out.strip()) == (
+        0,
+        "sessions of alice revoked; remembered devices kept (--keep-devices)",
+    )
+    assert await signed_out(b)
+    b.jar.clear(lambda c: c.key != DEVICE_COOKIE)
+    gw.clock.advance(60)
+    assert await b.crm_login("alice", "alice-demo") == "/contacts"
+
+
+async def test_reset_2fa_counts_only_the_devices_that_were_remembered(
+    gw: SignInGateway, browsers: Browsers, tmp_path: Path
+) -> None:
+    _, secret = await remembered(gw, browsers)
+    # Two more browsers that passed a code without ticking "remember": known, not trusted.
+    for _ in range(2):
+        other = browsers(gw)
+        gw.clock.advance(60)
+        assert await other.crm_login("alice", "alice-demo") == "/_gateway/challenge"
+        status, _, _ = await other.answer(other.code(secret))
+        assert status == 303
+    code, out, _ = await cli(tmp_path, "users", "show", "alice", "--json")
+    assert len(json.loads(out)["remembered_devices"]) == 1
+    code, out, _ = await cli(tmp_path, "users", "reset-2fa", "alice")
+    assert code == 0
+    assert "1 remembered device forgotten" in out
+    code, out, _ = await cli(tmp_path, "users", "reset-2fa", "alice", "--json")
+    assert json.loads(out)["devices_forgotten"] == 0  # nothing left to forget
+
+
+CODES_POLICY = """\
+defaults:
+  interval: always
+  factors: [totp, recovery]
+  enforcement: required
+users:
+  carol: {factors: [sms], phone: "+31 6 1234 5678"}
+  bob: {factors: [email], email: bob@example.com}
+paths:
+  - {path: "/**", allow: [anyone]}
+"""
+
+
+async def sign_in_with_a_sent_code(b: Browser, user: str, factor: str, outbox: Path) -> None:
+    assert await b.crm_login(user, f"{user}-demo") == "/_gateway/challenge"
+    _, html, _ = await b.get(f"/_gateway/challenge?factor={factor}")
+    status, _, _ = await b.post(
+        "/_gateway/challenge/send", {"csrf": field(html, "csrf"), "factor": factor}
+    )
+    assert status == 303
+    sent = json.loads(outbox.read_text().splitlines()[-1])
+    code = re.search(r"\b(\d{6})\b", sent["text"])
+    assert code
+    _, html, _ = await b.get(f"/_gateway/challenge?factor={factor}")
+    form = {"csrf": field(html, "csrf"), "factor": factor, "code": code.group(1)}
+    status, _, r = await b.post("/_gateway/challenge", form)
+    assert (status, r.headers["Location"]) == (303, "/contacts")
+
+
+async def test_users_list_counts_sms_e_mail_and_recovery_sign_ins_as_verifications(
+    crm: Served, start: Start, browsers: Browsers, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox.jsonl"
+    extra = (
+        f"sms: {{provider: {{type: outbox, path: {outbox}}}}}\n"
+        f"email: {{provider: {{type: outbox, path: {outbox}}}}}\n"
+    )
+    gw = await start(
+        crm.url, policy=CODES_POLICY, extra=extra, clock=FakeClock(time.time() - 86400)
+    )
+    _, codes = await enrolled(browsers(gw))  # alice: an app, and recovery codes
+    gw.clock.advance(3600)
+    b = browsers(gw)
+    assert await b.crm_login("alice", "alice-demo") == "/_gateway/challenge"
+    status, _, _ = await b.answer(codes[0], factor="recovery")
+    assert status == 303
+    expected = {"alice": when_utc(gw.clock.now())}
+    for user, factor in (("carol", "sms"), ("bob", "email")):
+        gw.clock.advance(60)
+        await sign_in_with_a_sent_code(browsers(gw), user, factor, outbox)
+        expected[user] = when_utc(gw.clock.now())
+    await gw.served.app[AUDIT].flush()  # what the gateway does every few seconds
+    code, out, _ = await cli(tmp_path, "users", "list", "--json")
+    assert code == 0
+    assert {row["user"]: row["last_verified"] for row in json.loads(out)} == expected
+    code, out, _ = await cli(tmp_path, "users", "show", "carol", "--json")
+    assert json.loads(out)["last_verified"] == expected["carol"]
