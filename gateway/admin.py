@@ -18,7 +18,7 @@ from gateway.access import decide, resolve_settings
 from gateway.audit import STDOUT, LineWriter, event_line
 from gateway.clock import SystemClock
 from gateway.config import Config
-from gateway.errors import ConfigError, StoreUnavailable
+from gateway.errors import ConfigError, Problem, StoreUnavailable
 from gateway.model import AuditEvent
 from gateway.netindex import NetworkIndex
 from gateway.pathrules import normalize_path
@@ -27,6 +27,9 @@ from gateway.stores.sqlite import SqliteDurableStore
 from gateway.tokens import MIN_TOKEN_LENGTH, digest
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Problems printed before the rest are only counted: the first ones name the mistake, and a
+# file with 100,000 unknown keys must not print megabytes.
+SHOWN_PROBLEMS = 50
 T = TypeVar("T")
 CLOCK = SystemClock()
 
@@ -61,14 +64,27 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.add_argument("-c", "--config", default="gateway.yaml")
 
 
+def report_problems(problems: list[Problem], *, noun: str = "problem") -> None:
+    """The first SHOWN_PROBLEMS problems (or warnings) on stderr, one a line, then how many
+    more there are."""
+    prefix = "" if noun == "problem" else f"{noun}: "
+    for problem in problems[:SHOWN_PROBLEMS]:
+        print(f"{prefix}{problem}", file=sys.stderr)
+    more = len(problems) - SHOWN_PROBLEMS
+    if more > 0:
+        print(f"… and {plural(more, f'more {noun}')}", file=sys.stderr)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'s' if count != 1 else ''}"
+
+
 def load_policy_or_report(folder: str) -> Policy | None:
     try:
         return load_policies(folder)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        count = len(exc.problems)
-        print(f"{folder}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        report_problems(exc.problems)
+        print(f"{folder}: {plural(len(exc.problems), 'problem')}", file=sys.stderr)
         return None
 
 

@@ -100,24 +100,23 @@ def hash_password_command(user: str | None) -> int:
     return EXIT_OK
 
 
-def _load(path: str) -> tuple[Config, Policy | None] | None:
+def _load(path: str, outcome: str = "nothing done") -> tuple[Config, Policy | None] | None:
     """The config and, when it names a folder, its policies: each loaded once, every problem
-    reported. The policy is handed on (to the app, to forked workers) and never loaded again."""
+    reported (the first ones in full). The policy is handed on (to the app, to forked workers)
+    and never loaded again. `outcome` ends the summary of a bad file: what did not happen."""
+    after = f"; {outcome}" if outcome else ""
     try:
         config = load_config(path)
     except ConfigError as exc:
-        count = len(exc.problems)
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{path}: {count} problem{'s' if count != 1 else ''}; not started", file=sys.stderr)
+        admin.report_problems(exc.problems)
+        print(f"{path}: {admin.plural(len(exc.problems), 'problem')}{after}", file=sys.stderr)
         return None
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    admin.report_problems(list(config.warnings), noun="warning")
     policy = None
     if config.policies:
         policy = admin.load_policy_or_report(config.policies)
         if policy is None:
-            print(f"{path}: the policies have problems; not started", file=sys.stderr)
+            print(f"{path}: the policies have problems{after}", file=sys.stderr)
             return None
     return config, policy
 
@@ -125,12 +124,12 @@ def _load(path: str) -> tuple[Config, Policy | None] | None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        if _load(args.config) is None:
+        if _load(args.config, outcome="") is None:
             return EXIT_CONFIG
         print(f"{args.config}: OK")
         return EXIT_OK
     if args.command == "run":
-        loaded = _load(args.config)
+        loaded = _load(args.config, outcome="not started")
         if loaded is None:
             return EXIT_CONFIG
         config, policy = loaded

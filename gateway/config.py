@@ -6,6 +6,7 @@ owns the defaults and the rules. It does not open sockets, files of state or sto
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import re
 from collections.abc import Callable
@@ -31,6 +32,8 @@ _HOST_PORT = re.compile(
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+# Store kinds that need a package not installed by default: the module, and how to get it.
+_DRIVERS = {"redis": ("redis.asyncio", "pip install 'crm-gateway[redis]'")}
 
 
 @dataclass(frozen=True)
@@ -457,6 +460,8 @@ def _store(value: Value, kinds: tuple[str, ...]) -> StoreConfig | None:
         return StoreConfig(kind, path=path)
     if kind == "memory":
         return StoreConfig(kind)
+    if kind in _DRIVERS and not _driver_installed(keys["type"], kind):
+        return None
     if kind == "redis":
         if "url" not in keys:
             value.fail("url: is required for redis (redis://host:6379/0, or {env: NAME})")
@@ -471,6 +476,18 @@ def _store(value: Value, kinds: tuple[str, ...]) -> StoreConfig | None:
         return StoreConfig(kind, url=url, prefix=prefix)
     keys["type"].fail(f"{kind} is not available in this version")
     return None
+
+
+def _driver_installed(value: Value, kind: str) -> bool:
+    """Whether the optional package a store kind needs imports; a problem when not, so a
+    missing driver stops `check-config` instead of the gateway at its first request."""
+    module, remedy = _DRIVERS[kind]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        value.fail(f"{kind} needs the Python package {module.split('.')[0]!r} ({remedy}): {exc}")
+        return False
+    return True
 
 
 def _state(value: Value) -> State | None:

@@ -32,6 +32,11 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null"})
 _TYPED_START = frozenset("0123456789+-.~<=")
 _BASE: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Text values are names, paths, URLs and short templates: longer is a mistake (a file pasted
+# into the wrong key, a runaway generator), and it would be copied into pages and messages.
+MAX_TEXT = 4096
+MAX_KEY = 256  # a key is a name (a user may be an e-mail address): longer is cut in reports
+_SHOWN = 60  # characters of a value quoted back in a message
 
 
 class _FastLoader(_BASE):  # type: ignore[misc]
@@ -50,9 +55,12 @@ class _FastLoader(_BASE):  # type: ignore[misc]
         return str(super().resolve(kind, value, implicit))
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+# Digits bounded: a number thousands of digits long is a mistake, and Python refuses to turn
+# more than 4,300 digits into an int (a ValueError, not a problem report).
+_MAX_DIGITS = 15
+_DURATION = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,9})?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE = re.compile(r"^\s*(\d{1,15})\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
 _SIZE_UNITS = {
     None: 1,
     "B": 1,
@@ -66,11 +74,15 @@ _SIZE_UNITS = {
 
 
 def describe(node: Node) -> str:
-    """How a value is quoted back in a message: `but it's 'crm.local'`."""
+    """How a value is quoted back in a message: `but it's 'crm.local'`; a long one cut short,
+    so one absurd value cannot make the report itself absurd."""
     if isinstance(node, ScalarNode):
         if node.tag.endswith(":null"):
             return "empty"
-        return repr(node.value) if node.tag.endswith(":str") else str(node.value)
+        text = str(node.value)
+        if len(text) > _SHOWN:
+            return f"{text[:_SHOWN]!r}… ({len(text):,} characters)"
+        return repr(text) if node.tag.endswith(":str") else text
     if isinstance(node, MappingNode):
         return "a mapping"
     return "a list"
@@ -163,6 +175,11 @@ class Value:
                 self.source.problem(key_node, self.path, "keys must be plain names")
                 continue
             key = str(key_node.value)
+            if len(key) > MAX_KEY:
+                where = self._child_path(key[:_SHOWN] + "…")
+                message = f"is {len(key):,} characters long: a key is a name (at most {MAX_KEY})"
+                self.source.problem(key_node, where, message)
+                continue
             path = self._child_path(key)
             if key in out:
                 self.source.problem(key_node, path, "appears twice")
@@ -194,7 +211,7 @@ class Value:
             return None
         return self.node
 
-    def text(self, *, allow_empty: bool = False) -> str | None:
+    def text(self, *, allow_empty: bool = False, max_length: int = MAX_TEXT) -> str | None:
         node = self._scalar("a string")
         if node is None:
             return None
@@ -204,6 +221,12 @@ class Value:
         value = str(node.value)
         if not value and not allow_empty:
             self.fail("must not be empty")
+            return None
+        if len(value) > max_length:
+            self.fail(
+                f"must be at most {max_length:,} characters but it's {len(value):,} "
+                f"characters long (starting {value[:_SHOWN]!r})"
+            )
             return None
         return value
 
@@ -229,6 +252,11 @@ class Value:
         if not node.tag.endswith(":int"):
             self.fail(f"must be a whole number but it's {describe(node)}")
             return None
+        if len(node.value) > _MAX_DIGITS:
+            self.fail(
+                f"must be a whole number of at most {_MAX_DIGITS} digits but it's {describe(node)}"
+            )
+            return None
         value = int(yaml.safe_load(node.value))
         return self._bounded(value, minimum, maximum)
 
@@ -246,7 +274,7 @@ class Value:
         if value is None:
             return None
         if value not in options:
-            self.fail(f"must be one of {', '.join(options)} but it's {value!r}")
+            self.fail(f"must be one of {', '.join(options)} but it's {describe(self.node)}")
             return None
         return value
 
