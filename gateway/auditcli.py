@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import os
 import re
 import signal
 import sys
@@ -212,11 +211,6 @@ def audit_command(args: argparse.Namespace, config: Config, _policy: Policy | No
     except StoreUnavailable as exc:
         print(f"the audit trail cannot be read: {exc.detail or exc}", file=sys.stderr)
         return EXIT_FAILED
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, as tail and grep do.
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
 
 
 def _search(config: Config, query: AuditQuery, limit: int, printer: Printer) -> int:

@@ -1,11 +1,15 @@
 """The command line: run, check-config, demo, hash-password, keys and the admin commands.
 
-Exit status 2 means the configuration is wrong."""
+Exit status 2 means the configuration is wrong; 1 that a command failed (a durable store that
+is missing or cannot be used among them); 141 that the reader of the output went away
+(`… | head`), as for any Unix tool ended by SIGPIPE."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,6 +25,7 @@ from gateway.policy import Policy
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_PIPE = 128 + 13  # SIGPIPE: what the shell reports for `grep … | head` too
 
 
 Handler = Callable[[argparse.Namespace, Config, Policy | None], int]
@@ -122,6 +127,21 @@ def _load(path: str, outcome: str = "nothing done") -> tuple[Config, Policy | No
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. A reader that goes away early (`policy explain … | head -1`) ends it
+    quietly: stdout is flushed here, where that shows, and not at the interpreter's exit."""
+    try:
+        try:
+            return _command(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's documented recipe: point stdout at devnull so the flush at exit is silent.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+
+
+def _command(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         if _load(args.config, outcome="") is None:

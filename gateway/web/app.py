@@ -218,6 +218,7 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
+    await signin.close()  # notices under way, before their senders close
     for sender in senders.values():
         await sender.close()
     with contextlib.suppress(StoreUnavailable):

@@ -37,6 +37,33 @@ _SENT_MESSAGES = {
 }
 
 
+async def deliver(signin: SignIn, user: str, channel: str, message: Message) -> Delivery:
+    """Send one message by SMS or e-mail and record it: the ledger (with its cost when it was
+    sent, or perhaps sent: a timeout after the request left) and the metrics."""
+    sender = signin.senders[channel]
+    settings = signin.messaging.sms if channel == "sms" else signin.messaging.email
+    assert settings is not None  # a sender exists only for a configured channel
+    delivery = await sender.send(message)
+    charged = delivery.ok or delivery.uncertain
+    status = "sent" if delivery.ok else "unknown" if delivery.uncertain else "failed"
+    cost = settings.cost if charged else Decimal(0)
+    await signin.durable.record_message(
+        LedgerRow(
+            time=signin.clock.now(),
+            user=user,
+            groups=",".join(signin.guard.user_for(user).groups),
+            channel=channel,
+            provider=delivery.provider,
+            status=status,
+            attempts=delivery.attempts,
+            cost=str(cost),
+            currency=settings.currency,
+        )
+    )
+    record_message(channel, delivery.provider, charged, cost, settings.currency)
+    return delivery
+
+
 def _minutes(codes: CodeBook) -> int:
     """How long a code works, in whole minutes as the page and the message say it."""
     return max(1, math.ceil(codes.rules.ttl / 60))
@@ -107,33 +134,15 @@ async def send_code(request: web.Request, signin: SignIn, session: Session) -> w
         text=message_text(channel, factor, lang, **values),
         subject=message_subject(channel, lang, **values) if factor == "email" else "",
     )
-    groups = ",".join(signin.guard.user_for(user).groups)
+    codes = signin.codes
 
     async def send_and_record() -> Delivery:
-        # Shielded: a browser that goes away mid-send must not leave a sent SMS unbilled.
-        delivery = await sender.send(message)
-        # Sent, or perhaps sent (a timeout after the request left): charged, code kept.
-        charged = delivery.ok or delivery.uncertain
-        status = "sent" if delivery.ok else "unknown" if delivery.uncertain else "failed"
-        cost = channel.cost if charged else Decimal(0)
-        await signin.durable.record_message(
-            LedgerRow(
-                time=signin.clock.now(),
-                user=user,
-                groups=groups,
-                channel=factor,
-                provider=delivery.provider,
-                status=status,
-                attempts=delivery.attempts,
-                cost=str(cost),
-                currency=channel.currency,
-            )
-        )
-        record_message(factor, delivery.provider, charged, cost, channel.currency)
-        if not charged and signin.codes is not None:
-            await signin.codes.withdraw(user, factor)
+        delivery = await deliver(signin, user, factor, message)
+        if not (delivery.ok or delivery.uncertain):
+            await codes.withdraw(user, factor)  # not sent: void, and may be asked for again
         return delivery
 
+    # Shielded: a browser that goes away mid-send must not leave a sent SMS unbilled.
     delivery = await asyncio.shield(asyncio.ensure_future(send_and_record()))
     if not (delivery.ok or delivery.uncertain):
         log.warning(

@@ -8,7 +8,6 @@ belong to gateway.web.signin and gateway.factors; this module turns them into pa
 
 from __future__ import annotations
 
-import base64
 import functools
 import secrets
 from collections.abc import Awaitable, Callable
@@ -16,7 +15,6 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.crypto import SealBroken
 from gateway.errors import MethodNotAllowed, NotFound
 from gateway.factors import totp
 from gateway.factors.book import MAX_AUTHENTICATORS, Verdict
@@ -31,6 +29,7 @@ from gateway.web.codes import code_message_state, send_code
 from gateway.web.forms import CsrfFailed, checked_form, read_form
 from gateway.web.guard import audit_event
 from gateway.web.keys import SIGNIN, USER, VIEW
+from gateway.web.notices import notify_factor_added
 from gateway.web.render import (
     LANGUAGE_COOKIE,
     language,
@@ -45,22 +44,6 @@ from gateway.web.signin import LOGIN_COOKIE, SignIn
 
 Handler = Callable[[web.Request, SignIn], Awaitable[web.StreamResponse]]
 SessionHandler = Callable[[web.Request, SignIn, Session], Awaitable[web.StreamResponse]]
-
-
-def _sealed(signin: SignIn, session: Session, name: str, value: str) -> None:
-    sealed = signin.sealer.seal(value.encode(), f"pending\x00{name}\x00{session.sid}")
-    session.pending[name] = base64.b64encode(sealed).decode()
-
-
-def _unsealed(signin: SignIn, session: Session, name: str) -> str | None:
-    raw = session.pending.get(name)
-    if not raw:
-        return None
-    try:
-        data = base64.b64decode(raw)
-        return signin.sealer.unseal(data, f"pending\x00{name}\x00{session.sid}").decode()
-    except (SealBroken, ValueError):
-        return None
 
 
 def _fresh(signin: SignIn, session: Session) -> bool:
@@ -195,7 +178,11 @@ async def _challenge_page(
         locked = locked_text(request, verdict.locked_until, "challenge.locked")
         status = 429
     elif verdict is not None:
-        key = "challenge.wrong_recovery" if factor == "recovery" else f"challenge.{verdict.reason}"
+        key = f"challenge.{verdict.reason}"
+        if factor == "recovery":
+            key = "challenge.wrong_recovery"
+        elif factor in CHANNELS and verdict.reason == "wrong_code":
+            key = "challenge.wrong_sent_code"  # a texted code has no phone clock to check
         error = t(key)
         status = 400
     remember_for = ""
@@ -255,14 +242,15 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
             paragraphs=[t("enrol.too_many")],
             link=(f"{signin.prefix}account", t("account.title")),
         )
-    secret = _unsealed(signin, session, "totp")
+    secret = signin.unsealed_pending(session, "totp")
     if secret is None:
         secret = totp.new_secret()
-        _sealed(signin, session, "totp", secret)
+        signin.seal_pending(session, "totp", secret)
         await signin.book.save(session)
     error = ""
     name = t("enrol.default_name")
-    if request.method == "POST":
+    locked_until = await signin.factors.regulator.locked_until(user, request[VIEW].ip)
+    if request.method == "POST" and not locked_until:
         form = await checked_form(request, session)
         name = form.get("name", "").strip()[:64] or t("enrol.default_name")
         verdict = await signin.factors.check_new_totp(
@@ -271,10 +259,12 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
         if verdict.ok:
             return await _enrolled(request, signin, session, secret, name, first=not state.apps)
         audit_event(request, "enrol.failed", outcome="failed", user=user, reason=verdict.reason)
-        if verdict.reason == "locked":
-            error = locked_text(request, verdict.locked_until, "challenge.locked")
-        else:
-            error = t("enrol.wrong_code")
+        locked_until = verdict.locked_until
+        # The code was right but already used (re-enrolling within a step of the last code).
+        error = t("enrol.replayed" if verdict.reason == "replayed" else "enrol.wrong_code")
+    status = 400 if error else 200
+    if locked_until:
+        error, status = locked_text(request, locked_until, "challenge.locked"), 429
     product = signin.config.branding.product_name
     uri = totp.provisioning_uri(secret, user, product)
     deadline = ""
@@ -282,12 +272,12 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
     if settings.enforcement == "required_from" and session.stage == PASSWORD:
         deadline = t("enrol.deadline", date=settings.required_from)
         can_skip = not signin.mandatory(settings)
-    return _page(
+    response = _page(
         request,
         session,
         "enrol.html",
         t("enrol.title"),
-        status=400 if error else 200,
+        status=status,
         error=error,
         notice=t("enrol.intro") if not state.apps else "",
         qr=totp.qr_svg(uri, t("enrol.qr_label")),
@@ -298,6 +288,9 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
         can_skip=can_skip,
         cancel=f"{signin.prefix}account" if session.stage == FULL else "",
     )
+    if locked_until:
+        response.headers["Retry-After"] = retry_after(request, locked_until)
+    return response
 
 
 async def _enrolled(
@@ -306,11 +299,12 @@ async def _enrolled(
     user = session.user
     await signin.factors.add_totp(user, secret, name)
     audit_event(request, "enrol.completed", outcome="ok", user=user, reason="totp")
+    notify_factor_added(request, signin, user, name)
     session.pending.pop("totp", None)
     wants_codes = "recovery" in signin.settings(user).factors
     if wants_codes and (first or await signin.factors.recovery_left(user) == 0):
         codes = await signin.factors.new_recovery_codes(user)
-        _sealed(signin, session, "recovery", "\n".join(codes))
+        await signin.offer_codes(session, codes)
         audit_event(request, "recovery.generated", outcome="ok", user=user)
     # The new authenticator just produced a right code: that is a passed factor.
     session.verified = signin.clock.now()
@@ -343,7 +337,7 @@ async def skip(request: web.Request, signin: SignIn, found: Session) -> web.Stre
 async def recovery_codes(
     request: web.Request, signin: SignIn, session: Session
 ) -> web.StreamResponse:
-    codes = _unsealed(signin, session, "recovery")
+    codes = signin.unsealed_pending(session, "recovery")
     if codes is None:
         return signin.redirect(
             f"{signin.prefix}{'account' if session.stage == FULL else 'challenge'}"
@@ -353,12 +347,12 @@ async def recovery_codes(
     if request.method == "POST":
         form = await checked_form(request, session)
         if form.get("saved") == "1":
-            session.pending.pop("recovery", None)
-            await signin.book.save(session)
+            after = signin.unsealed_pending(session, "after_codes")
+            await signin.codes_saved(session)
             audit_event(request, "recovery.confirmed", outcome="ok", user=session.user)
             if session.stage == PASSWORD:
                 return await signin.complete(request, session, factor="totp")
-            return signin.redirect(f"{signin.prefix}account")
+            return signin.redirect(after or f"{signin.prefix}account")
         error = t("recovery.must_confirm")
     return _page(
         request,
@@ -376,7 +370,7 @@ async def recovery_codes(
 async def recovery_codes_file(
     request: web.Request, signin: SignIn, found: Session
 ) -> web.StreamResponse:
-    codes = _unsealed(signin, found, "recovery")
+    codes = signin.unsealed_pending(found, "recovery")
     if codes is None:
         raise NotFound("no recovery codes waiting to be saved")
     t = translator(request)
@@ -481,7 +475,7 @@ async def account_regenerate(
     if not _fresh(signin, session):
         return await _step_up(request, signin, session, "account")
     codes = await signin.factors.new_recovery_codes(session.user)
-    _sealed(signin, session, "recovery", "\n".join(codes))
+    await signin.offer_codes(session, codes)
     await signin.book.save(session)
     audit_event(request, "recovery.regenerated", outcome="ok", user=session.user)
     return signin.redirect(f"{signin.prefix}recovery-codes")

@@ -9,14 +9,17 @@ what happens to requests bound for the CRM and the steps every page shares.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
 import logging
 import re
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 from urllib.parse import quote, unquote
 
 from aiohttp import web
@@ -47,6 +50,7 @@ log = logging.getLogger("gateway.signin")
 
 DEVICE_COOKIE = "crm_gateway_device"
 LOGIN_COOKIE = "crm_gateway_login"  # gateway mode: the login form's double-submit nonce
+CODES_WAIT = 30 * 86400.0  # recovery codes never confirmed are shown again for this long
 IMPLEMENTED = ("totp", "recovery")  # factors this version can check (both need enrolment)
 
 
@@ -119,8 +123,28 @@ class SignIn:
         self._crm_cookies = frozenset(login.crm_cookies)
         self._own_and_crm_cookies = self._own_cookies | self._crm_cookies
         self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
+        self._tasks: set[asyncio.Task[None]] = set()
         # Where a browser signs in again: the CRM's login, or ours.
         self.login_url = login.path if login.mode == "upstream" else f"{self.prefix}login"
+
+    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Work that outlives its request (a notice to send): named, kept until it ends,
+        its failure logged, and waited for at shutdown (`close`)."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Let background work finish (for up to `grace` seconds), then cancel what is left."""
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in late:
+                task.cancel()
 
     def contact(self, user: str, channel: str) -> str:
         """The user's phone number (E.164) or e-mail address from the policy; "" if none."""
@@ -392,6 +416,47 @@ class SignIn:
         response.headers.add(*self.session_cookie(request, session))
         return response
 
+    # -- what a session keeps for a later page (sealed to it) ----------------------------------
+
+    def seal_pending(self, session: Session, name: str, value: str) -> None:
+        sealed = self.sealer.seal(value.encode(), f"pending\x00{name}\x00{session.sid}")
+        session.pending[name] = base64.b64encode(sealed).decode()
+
+    def unsealed_pending(self, session: Session, name: str) -> str | None:
+        raw = session.pending.get(name)
+        if not raw:
+            return None
+        try:
+            data = base64.b64decode(raw)
+            return self.sealer.unseal(data, f"pending\x00{name}\x00{session.sid}").decode()
+        except (SealBroken, ValueError):
+            return None
+
+    async def offer_codes(self, session: Session, codes: list[str]) -> None:
+        """New recovery codes to show: in this session now, and again at each sign-in until
+        the user confirms they saved them (a closed tab must not lose the only copy)."""
+        text = "\n".join(codes)
+        self.seal_pending(session, "recovery", text)
+        sealed = self.sealer.seal(text.encode(), f"codes-waiting\x00{session.user}")
+        await self.shared.put(f"codes-waiting:{session.user}", sealed, CODES_WAIT)
+
+    async def codes_saved(self, session: Session) -> None:
+        session.pending.pop("recovery", None)
+        session.pending.pop("after_codes", None)
+        await self.book.save(session)
+        await self.shared.delete(f"codes-waiting:{session.user}")
+
+    async def _codes_waiting(self, user: str) -> str | None:
+        """Codes shown once and not yet confirmed, while they are still this user's."""
+        data = await self.shared.get(f"codes-waiting:{user}")
+        if data is None:
+            return None
+        try:
+            text = self.sealer.unseal(data, f"codes-waiting\x00{user}").decode()
+        except SealBroken:
+            return None
+        return text if await self.factors.recovery_left(user) else None
+
     def redirect(self, location: str) -> web.Response:
         return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
@@ -433,7 +498,15 @@ class SignIn:
             return self.expired(request)
         request[SESSION] = fresh
         request[USER] = fresh.user
-        response = self.redirect(fresh.return_to or "/")
+        going = fresh.return_to or "/"
+        waiting = await self._codes_waiting(fresh.user)
+        if waiting is not None:
+            # Recovery codes shown before and never confirmed: shown again first.
+            self.seal_pending(fresh, "recovery", waiting)
+            self.seal_pending(fresh, "after_codes", going)
+            await self.book.save(fresh)
+            going = f"{self.prefix}recovery-codes"
+        response = self.redirect(going)
         for cookie in held:
             response.headers.add("Set-Cookie", cookie)
         response.headers.add(*self.session_cookie(request, fresh))
@@ -456,7 +529,7 @@ class SignIn:
             row = found._replace(verified=now, remembered_until=max(until, found.remembered_until))
         else:
             agent = request.headers.get("User-Agent", "")
-            row = Device(secrets.token_urlsafe(16), user, _device_label(agent), now, now, until)
+            row = Device(secrets.token_urlsafe(16), user, device_label(agent), now, now, until)
         await self.durable.save_device(row)
         if remember:
             audit_event(request, "device.remembered", outcome="ok", user=user)
@@ -559,7 +632,7 @@ def _quote(path: str) -> str:
     return quote(path, safe="")
 
 
-def _device_label(agent: str) -> str:
+def device_label(agent: str) -> str:
     """`Firefox on Windows`: enough to recognise a device in a list, nothing more."""
     browsers = [("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox")]
     browsers += [("Chrome/", "Chrome"), ("Safari/", "Safari")]

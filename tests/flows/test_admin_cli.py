@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,35 @@ def test_policy_explain_for_an_unknown_token_and_an_ambiguous_path() -> None:
         "policy", "explain", "--policies", "policies", "--ip", "192.0.2.10", "--path", "/admin%2fx"
     )
     assert "decision: deny (400 path_ambiguous)" in result.stdout
+
+
+EXPLAIN = ("policy", "explain", "--policies", "policies", "--user", "alice", "--ip", "203.0.113.7")
+
+
+def test_policy_explain_into_a_closed_pipe_ends_quietly_with_141() -> None:
+    """The reader went away before anything was written (`… | head -1` that already has its
+    line): no BrokenPipeError traceback, the status a shell gives `grep … | head` (128+13)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", *EXPLAIN],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()
+        err = process.stderr.read()
+        assert (process.wait(60), err) == (141, b"")
+    # And as typed in a shell: one line, nothing on stderr.
+    piped = subprocess.run(
+        f"{shlex.join([sys.executable, '-m', 'gateway', *EXPLAIN])} | head -1",
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (piped.stdout, piped.stderr) == ("request: GET / from 203.0.113.7 by user alice\n", "")
 
 
 def test_policy_errors_exit_2_with_every_problem(tmp_path: Path) -> None:
