@@ -30,6 +30,7 @@ async def open_stores(state: State, clock: Clock) -> tuple[DurableStore, SharedS
         from gateway.stores.redis import RedisSharedStore  # optional dependency: lazily
 
         shared = RedisSharedStore(state.shared.url, state.shared.prefix)
+        await shared.warn_if_nothing_kept()
     else:
         shared = MemorySharedStore(clock)
     return durable, shared

@@ -7,6 +7,8 @@ Redis errors become StoreUnavailable at this boundary: the gateway answers 503, 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -18,6 +20,7 @@ from gateway.errors import StoreUnavailable
 from gateway.metrics import STORE_SECONDS
 
 T = TypeVar("T")
+log = logging.getLogger("gateway.stores")
 
 # INCRBY, and a time to live only for a counter it has just created (as the memory store).
 _INCR = """
@@ -64,6 +67,32 @@ class RedisSharedStore:
 
     async def ping(self) -> None:
         await self._call("ping", self._client.ping)
+
+    async def warn_if_nothing_kept(self) -> bool:
+        """At start: one warning when this Redis keeps nothing on disk (no RDB snapshots, no
+        append-only file), because a restart of it then signs everyone out and forgets every
+        lockout. Silent when it keeps something, or will not say (managed Redis often disables
+        CONFIG; readyz reports one that does not answer). True when it warned."""
+        try:
+            save, aof = await asyncio.wait_for(
+                asyncio.gather(
+                    self._client.config_get("save"), self._client.config_get("appendonly")
+                ),
+                3.0,
+            )
+        except (RedisError, OSError, TimeoutError):
+            return False
+        if save.get("save") != "" or aof.get("appendonly") != "no":
+            return False
+        where = self._client.connection_pool.connection_kwargs
+        server = where.get("path") or f"{where.get('host')}:{where.get('port')}"
+        log.warning(
+            'state.shared: the Redis at %s keeps nothing on disk (save "", appendonly no): '
+            "if it restarts, everyone is signed out and lockouts are forgotten; set "
+            "appendonly yes (or save snapshots) in its configuration",
+            server,
+        )
+        return True
 
     async def close(self) -> None:
         await self._client.aclose()
