@@ -127,6 +127,7 @@ class Config:
     workers: int = 1
     public_url: str = ""  # the client-facing origin, when known (used for absolute URLs)
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    trusted_proxy_header: str = "x-forwarded-for"  # or "forwarded": the one they write
     path_prefix: str = "/_gateway/"
     state: State = field(default_factory=State)
     logging: Logging = field(default_factory=Logging)
@@ -147,6 +148,7 @@ TOP_KEYS = {
     "public_url",
     "upstream",
     "trusted_proxies",
+    "trusted_proxy_header",
     "path_prefix",
     "state",
     "logging",
@@ -223,7 +225,13 @@ def _build(root: Value, source: Source) -> Config | None:
     upstream = _get(keys, "upstream", _upstream, None)
     workers = _get(keys, "workers", lambda v: v.integer(minimum=1, maximum=64), 1)
     public_url = _get(keys, "public_url", _public_url, "")
-    trusted: tuple[IPNetwork, ...] = _get(keys, "trusted_proxies", _networks, ())
+    trusted: tuple[IPNetwork, ...] = _get(keys, "trusted_proxies", _trusted_proxies, ())
+    proxy_header = _get(
+        keys,
+        "trusted_proxy_header",
+        lambda v: v.choice(("X-Forwarded-For", "Forwarded")),
+        "X-Forwarded-For",
+    ).lower()
     prefix = _get(keys, "path_prefix", _prefix, "/_gateway/")
     state = _get(keys, "state", _state, None) or State(durable=_default_durable(source))
     logging = _get(keys, "logging", _logging, Logging())
@@ -266,6 +274,7 @@ def _build(root: Value, source: Source) -> Config | None:
         workers=workers,
         public_url=public_url,
         trusted_proxies=trusted,
+        trusted_proxy_header=proxy_header,
         path_prefix=prefix,
         state=state,
         logging=logging,
@@ -414,6 +423,16 @@ def _secret_header(value: Value) -> SecretHeader | None:
     if name is None or secret is None:
         return None
     return SecretHeader(name, secret)
+
+
+def _trusted_proxies(value: Value) -> tuple[IPNetwork, ...] | None:
+    networks = _networks(value)
+    if networks and any(n.prefixlen == 0 for n in networks):
+        value.warn(
+            "trusts every address as a proxy (0.0.0.0/0 or ::/0): any client can then choose "
+            "its own address with a forwarding header; name only your proxies"
+        )
+    return networks
 
 
 def _networks(value: Value) -> tuple[IPNetwork, ...] | None:

@@ -48,6 +48,7 @@ class ClientView:
     host: str  # the Host the client used (for X-Forwarded-Host), may be ""
     peer_trusted: bool
     request_id: str
+    chain: tuple[str, ...] = ()  # addresses a trusted proxy named before itself
 
 
 def parse_ip(text: str) -> IPAddress | None:
@@ -77,56 +78,87 @@ def is_trusted(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
     return any(address in net for net in networks)
 
 
-def _forwarded_for(values: list[str]) -> list[str]:
-    """The `for=` parameters of RFC 7239 `Forwarded` lines, in order."""
+def _forwarded_params(values: list[str], key: str) -> list[str]:
+    """The `key=` parameters (for=, proto=) of RFC 7239 `Forwarded` lines, in order."""
     found: list[str] = []
     for line in values:
         for element in line.split(","):
             for pair in element.split(";"):
-                key, _, value = pair.strip().partition("=")
-                if key.strip().lower() == "for":
+                name, _, value = pair.strip().partition("=")
+                if name.strip().lower() == key:
                     found.append(value.strip())
     return found
+
+
+# The two headers a proxy may write the client's address in; `trusted_proxy_header` says
+# which one the trusted proxies write, and only that one is believed.
+X_FORWARDED_FOR = "x-forwarded-for"
+FORWARDED = "forwarded"
+
+
+def _chain(headers: CIMultiDictProxy[str] | CIMultiDict[str], header: str) -> list[str]:
+    if header == FORWARDED:
+        return _forwarded_params(list(headers.getall("Forwarded", ())), "for")
+    chain: list[str] = []
+    for line in headers.getall("X-Forwarded-For", ()):
+        chain.extend(part.strip() for part in line.split(","))
+    return chain
+
+
+def _addresses(chain: list[str]) -> list[IPAddress] | None:
+    found = [parse_ip(part) for part in chain]
+    return None if any(a is None for a in found) else [a for a in found if a is not None]
+
+
+def _right_most_untrusted(addresses: list[IPAddress], trusted: tuple[IPNetwork, ...]) -> str:
+    for address in reversed(addresses):
+        if not is_trusted(address, trusted):
+            return str(address)
+    return str(addresses[0])
 
 
 def client_ip(
     peer: str,
     headers: CIMultiDictProxy[str] | CIMultiDict[str],
     trusted: tuple[IPNetwork, ...],
-) -> tuple[str, bool]:
-    """The client address and whether the TCP peer is a trusted proxy.
+    header: str = X_FORWARDED_FOR,
+) -> tuple[str, bool, tuple[str, ...]]:
+    """The client address, whether the TCP peer is a trusted proxy, and the forwarding chain
+    believed (the addresses before the peer, passed on to the CRM).
 
-    Forwarding headers are read only when the TCP peer is a trusted proxy; then the client is
-    the right-most address that is not a trusted proxy (XF-2). Anything unparsable fails
-    closed with BadRequest (authentik CVE-2024-47070 failed open on `X-Forwarded-For: a`).
+    Forwarding headers are read only when the TCP peer is a trusted proxy, and only the one
+    `header` it writes (a proxy that writes `Forwarded` may pass the client's own
+    `X-Forwarded-For` through untouched); the client is the right-most address that is not a
+    trusted proxy (XF-2). The other header, when present, must name the same client, or the
+    request is refused: two answers to "who is this" is one too many. Anything unparsable
+    fails closed with BadRequest (authentik CVE-2024-47070 failed open on
+    `X-Forwarded-For: a`).
     """
     if peer.startswith("::ffff:"):
         # A dual-stack listener shows IPv4 clients as ::ffff:a.b.c.d; rules name a.b.c.d.
         mapped = parse_ip(peer)
         peer = str(mapped) if mapped is not None else peer
     if not trusted:
-        return peer, False
+        return peer, False, ()
     peer_address = parse_ip(peer)
     if peer_address is None or not is_trusted(peer_address, trusted):
-        return peer, False
-    chain: list[str] = []
-    for line in headers.getall("X-Forwarded-For", ()):
-        chain.extend(part.strip() for part in line.split(","))
-    if not chain:
-        chain = _forwarded_for(list(headers.getall("Forwarded", ())))
+        return peer, False, ()
+    chain = _chain(headers, header)
     if len(chain) > MAX_FORWARDED_HOPS:
         raise BadRequest("too many forwarding hops", reason="forwarded_header_malformed")
-    addresses: list[IPAddress] = []
-    for part in chain:
-        address = parse_ip(part)
-        if address is None:
-            raise BadRequest("malformed forwarding header", reason="forwarded_header_malformed")
-        addresses.append(address)
-    addresses.append(peer_address)
-    for address in reversed(addresses):
-        if not is_trusted(address, trusted):
-            return str(address), True
-    return str(addresses[0]), True
+    addresses = _addresses(chain)
+    if addresses is None:
+        raise BadRequest("malformed forwarding header", reason="forwarded_header_malformed")
+    client = _right_most_untrusted([*addresses, peer_address], trusted)
+    other = _chain(headers, FORWARDED if header == X_FORWARDED_FOR else X_FORWARDED_FOR)
+    if other:
+        others = _addresses(other[:MAX_FORWARDED_HOPS])
+        if others is None or _right_most_untrusted([*others, peer_address], trusted) != client:
+            raise BadRequest(
+                "X-Forwarded-For and Forwarded name different clients",
+                reason="forwarded_header_conflict",
+            )
+    return client, True, tuple(str(a) for a in addresses)
 
 
 def request_id(headers: CIMultiDictProxy[str], peer_trusted: bool, fresh: str) -> str:
@@ -171,7 +203,8 @@ def upstream_request_headers(
         out["Host"] = view.host
     else:
         out["Host"] = upstream_host
-    prior = ", ".join(incoming.getall("X-Forwarded-For", ())) if view.peer_trusted else ""
+    # The chain believed from the trusted proxy (whichever header it wrote), then its address.
+    prior = ", ".join(view.chain) if view.peer_trusted else ""
     out["X-Forwarded-For"] = f"{prior}, {view.peer}" if prior else view.ip
     out["X-Forwarded-Proto"] = view.proto
     if view.host:
@@ -182,9 +215,17 @@ def upstream_request_headers(
     return out
 
 
-def forwarded_proto(headers: CIMultiDictProxy[str], peer_trusted: bool, own: str) -> str:
+def forwarded_proto(
+    headers: CIMultiDictProxy[str], peer_trusted: bool, own: str, header: str = X_FORWARDED_FOR
+) -> str:
+    """The scheme the client used, from the trusted proxy's header (`X-Forwarded-Proto`, or
+    the last `proto=` of `Forwarded`)."""
     if peer_trusted:
-        claimed = headers.get("X-Forwarded-Proto", "").strip().lower()
+        if header == FORWARDED:
+            found = _forwarded_params(list(headers.getall("Forwarded", ())), "proto")
+            claimed = found[-1].strip('"').lower() if found else ""
+        else:
+            claimed = headers.get("X-Forwarded-Proto", "").strip().lower()
         if claimed in ("http", "https"):
             return claimed
     return own

@@ -66,34 +66,34 @@ def to_upstream(
 def test_without_trusted_proxies_the_peer_is_the_client_and_headers_are_ignored() -> None:
     spoofed = headers(("X-Forwarded-For", "10.1.2.3"), ("Forwarded", "for=10.1.2.3"))
 
-    assert client_ip(CLIENT, spoofed, ()) == (CLIENT, False)
+    assert client_ip(CLIENT, spoofed, ())[:2] == (CLIENT, False)
 
 
 def test_untrusted_peer_is_the_client_whatever_it_claims() -> None:
     spoofed = headers(("X-Forwarded-For", "10.1.2.3"), ("Forwarded", "for=10.1.2.3"))
 
-    assert client_ip(CLIENT, spoofed, TRUSTED) == (CLIENT, False)
+    assert client_ip(CLIENT, spoofed, TRUSTED)[:2] == (CLIENT, False)
 
 
 def test_untrusted_peer_with_malformed_forwarding_header_is_not_an_error() -> None:
-    assert client_ip(CLIENT, headers(("X-Forwarded-For", "a")), TRUSTED) == (CLIENT, False)
+    assert client_ip(CLIENT, headers(("X-Forwarded-For", "a")), TRUSTED)[:2] == (CLIENT, False)
 
 
 def test_trusted_peer_without_forwarding_headers_is_the_client() -> None:
-    assert client_ip(PROXY, headers(), TRUSTED) == (PROXY, True)
+    assert client_ip(PROXY, headers(), TRUSTED)[:2] == (PROXY, True)
 
 
 def test_trusted_peer_gives_the_right_most_untrusted_forwarded_address() -> None:
     # XF-2: the trusted proxy appended the real peer; the left entry is the client's claim.
     incoming = headers(("X-Forwarded-For", "10.1.2.3, 198.51.100.7"))
 
-    assert client_ip(PROXY, incoming, TRUSTED) == ("198.51.100.7", True)
+    assert client_ip(PROXY, incoming, TRUSTED)[:2] == ("198.51.100.7", True)
 
 
 def test_trusted_hops_at_the_right_of_the_chain_are_skipped() -> None:
     incoming = headers(("X-Forwarded-For", "203.0.113.9, 198.51.100.7, 10.0.0.2, 10.0.0.3"))
 
-    assert client_ip(PROXY, incoming, TRUSTED) == ("198.51.100.7", True)
+    assert client_ip(PROXY, incoming, TRUSTED)[:2] == ("198.51.100.7", True)
 
 
 def test_forwarded_for_chain_spans_multiple_header_lines() -> None:
@@ -102,19 +102,19 @@ def test_forwarded_for_chain_spans_multiple_header_lines() -> None:
         ("X-Forwarded-For", "198.51.100.7, 10.0.0.2"),
     )
 
-    assert client_ip(PROXY, incoming, TRUSTED) == ("198.51.100.7", True)
+    assert client_ip(PROXY, incoming, TRUSTED)[:2] == ("198.51.100.7", True)
 
 
 def test_when_every_hop_is_trusted_the_left_most_is_the_client() -> None:
     incoming = headers(("X-Forwarded-For", "10.0.0.3, 10.0.0.2"))
 
-    assert client_ip(PROXY, incoming, TRUSTED) == ("10.0.0.3", True)
+    assert client_ip(PROXY, incoming, TRUSTED)[:2] == ("10.0.0.3", True)
 
 
 def test_address_with_a_port_in_x_forwarded_for_is_read_without_it() -> None:
     incoming = headers(("X-Forwarded-For", "198.51.100.7:4711"))
 
-    assert client_ip(PROXY, incoming, TRUSTED) == ("198.51.100.7", True)
+    assert client_ip(PROXY, incoming, TRUSTED)[:2] == ("198.51.100.7", True)
 
 
 @pytest.mark.parametrize(
@@ -130,18 +130,49 @@ def test_address_with_a_port_in_x_forwarded_for_is_read_without_it() -> None:
         ("proto=https;for=192.0.2.60", "192.0.2.60"),
     ],
 )
-def test_forwarded_for_is_used_when_there_is_no_x_forwarded_for(value: str, expected: str) -> None:
-    assert client_ip(PROXY, headers(("Forwarded", value)), TRUSTED) == (expected, True)
+def test_forwarded_for_is_read_from_a_proxy_that_writes_forwarded(
+    value: str, expected: str
+) -> None:
+    found = client_ip(PROXY, headers(("Forwarded", value)), TRUSTED, "forwarded")
+    assert found[:2] == (expected, True)
 
 
-def test_x_forwarded_for_wins_over_forwarded() -> None:
+def test_a_proxy_that_writes_one_header_is_not_believed_by_the_other() -> None:
+    """The header the proxy does not write is the client's own, passed through: a client
+    behind a proxy that writes only `Forwarded` chose its own `X-Forwarded-For`."""
+    incoming = headers(("Forwarded", "for=192.0.2.60"))
+    with pytest.raises(BadRequest):  # and names another client than the peer: refused
+        client_ip(PROXY, incoming, TRUSTED)
+    incoming = headers(("X-Forwarded-For", "192.0.2.60"), ("Forwarded", "for=198.51.100.7"))
+    with pytest.raises(BadRequest):
+        client_ip(PROXY, incoming, TRUSTED, "forwarded")
+
+
+@pytest.mark.parametrize("header", ["x-forwarded-for", "forwarded"])
+def test_headers_naming_two_clients_are_refused(header: str) -> None:
     incoming = headers(("Forwarded", "for=192.0.2.60"), ("X-Forwarded-For", "198.51.100.7"))
+    with pytest.raises(BadRequest) as refused:
+        client_ip(PROXY, incoming, TRUSTED, header)
+    assert refused.value.reason == "forwarded_header_conflict"
 
-    assert client_ip(PROXY, incoming, TRUSTED) == ("198.51.100.7", True)
+
+@pytest.mark.parametrize("header", ["x-forwarded-for", "forwarded"])
+def test_headers_naming_the_same_client_are_fine(header: str) -> None:
+    incoming = headers(
+        ("Forwarded", 'for="198.51.100.7:5000";proto=https'), ("X-Forwarded-For", "198.51.100.7")
+    )
+    assert client_ip(PROXY, incoming, TRUSTED, header) == ("198.51.100.7", True, ("198.51.100.7",))
 
 
 def test_forwarded_without_for_leaves_the_trusted_peer_as_the_client() -> None:
-    assert client_ip(PROXY, headers(("Forwarded", "proto=https")), TRUSTED) == (PROXY, True)
+    found = client_ip(PROXY, headers(("Forwarded", "proto=https")), TRUSTED, "forwarded")
+    assert found[:2] == (PROXY, True)
+
+
+def test_the_scheme_comes_from_the_header_the_proxy_writes() -> None:
+    incoming = headers(("Forwarded", "for=198.51.100.7;proto=https"), ("X-Forwarded-Proto", "http"))
+    assert forwarded_proto(incoming, True, "http", "forwarded") == "https"
+    assert forwarded_proto(incoming, True, "https", "x-forwarded-for") == "http"
 
 
 @pytest.mark.parametrize(
@@ -172,7 +203,7 @@ def test_malformed_x_forwarded_for_from_a_trusted_peer_fails_closed(value: str) 
 @pytest.mark.parametrize("value", ["for=a", "for=unknown", "for=_hidden", "for=", 'for="[::1"'])
 def test_malformed_forwarded_from_a_trusted_peer_fails_closed(value: str) -> None:
     with pytest.raises(BadRequest) as caught:
-        client_ip(PROXY, headers(("Forwarded", value)), TRUSTED)
+        client_ip(PROXY, headers(("Forwarded", value)), TRUSTED, "forwarded")
 
     assert caught.value.reason == "forwarded_header_malformed"
 
@@ -180,7 +211,10 @@ def test_malformed_forwarded_from_a_trusted_peer_fails_closed(value: str) -> Non
 def test_thirty_two_forwarding_hops_are_accepted() -> None:
     chain = ", ".join(f"198.51.100.{i}" for i in range(32))
 
-    assert client_ip(PROXY, headers(("X-Forwarded-For", chain)), TRUSTED) == ("198.51.100.31", True)
+    assert client_ip(PROXY, headers(("X-Forwarded-For", chain)), TRUSTED)[:2] == (
+        "198.51.100.31",
+        True,
+    )
 
 
 def test_more_than_thirty_two_forwarding_hops_fail_closed() -> None:
@@ -205,54 +239,54 @@ def test_hop_limit_applies_to_forwarded_too() -> None:
     line = ", ".join(f"for=198.51.100.{i}" for i in range(33))
 
     with pytest.raises(BadRequest):
-        client_ip(PROXY, headers(("Forwarded", line)), TRUSTED)
+        client_ip(PROXY, headers(("Forwarded", line)), TRUSTED, "forwarded")
 
 
 def test_ipv6_trusted_peer_reads_the_forwarded_address() -> None:
     incoming = headers(("X-Forwarded-For", "2001:db8::5"))
 
-    assert client_ip("fd00::1", incoming, TRUSTED) == ("2001:db8::5", True)
+    assert client_ip("fd00::1", incoming, TRUSTED)[:2] == ("2001:db8::5", True)
 
 
 def test_ipv6_forwarded_address_with_brackets_and_port() -> None:
     incoming = headers(("X-Forwarded-For", "[2001:db8::5]:4711"))
 
-    assert client_ip("fd00::1", incoming, TRUSTED) == ("2001:db8::5", True)
+    assert client_ip("fd00::1", incoming, TRUSTED)[:2] == ("2001:db8::5", True)
 
 
 def test_ipv6_untrusted_peer_is_the_client() -> None:
     incoming = headers(("X-Forwarded-For", "10.1.2.3"))
 
-    assert client_ip("2001:db8::7", incoming, TRUSTED) == ("2001:db8::7", False)
+    assert client_ip("2001:db8::7", incoming, TRUSTED)[:2] == ("2001:db8::7", False)
 
 
 def test_ipv4_mapped_peer_is_matched_against_ipv4_trusted_networks() -> None:
     incoming = headers(("X-Forwarded-For", CLIENT))
 
-    assert client_ip("::ffff:10.0.0.1", incoming, TRUSTED) == (CLIENT, True)
+    assert client_ip("::ffff:10.0.0.1", incoming, TRUSTED)[:2] == (CLIENT, True)
 
 
 def test_ipv4_mapped_forwarded_address_is_reported_as_ipv4() -> None:
     incoming = headers(("X-Forwarded-For", "::ffff:198.51.100.7"))
 
-    assert client_ip(PROXY, incoming, TRUSTED) == ("198.51.100.7", True)
+    assert client_ip(PROXY, incoming, TRUSTED)[:2] == ("198.51.100.7", True)
 
 
 def test_ipv4_mapped_trusted_hop_is_skipped_as_trusted() -> None:
     incoming = headers(("X-Forwarded-For", "198.51.100.7, ::ffff:10.0.0.9"))
 
-    assert client_ip(PROXY, incoming, TRUSTED) == ("198.51.100.7", True)
+    assert client_ip(PROXY, incoming, TRUSTED)[:2] == ("198.51.100.7", True)
 
 
 def test_trusted_ipv4_mapped_peer_without_headers_is_reported_as_ipv4() -> None:
-    assert client_ip("::ffff:10.0.0.1", headers(), TRUSTED) == ("10.0.0.1", True)
+    assert client_ip("::ffff:10.0.0.1", headers(), TRUSTED)[:2] == ("10.0.0.1", True)
 
 
 @pytest.mark.parametrize("trusted", [(), TRUSTED], ids=["no-trusted-proxies", "untrusted-peer"])
 def test_ipv4_mapped_untrusted_peer_is_reported_as_ipv4(
     trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
 ) -> None:
-    assert client_ip("::ffff:198.51.100.7", headers(), trusted) == ("198.51.100.7", False)
+    assert client_ip("::ffff:198.51.100.7", headers(), trusted)[:2] == ("198.51.100.7", False)
 
 
 # -- request_id and forwarded_proto ---------------------------------------------------------
@@ -437,7 +471,7 @@ def test_x_forwarded_for_is_overwritten_for_an_untrusted_peer() -> None:
 
 
 def test_x_forwarded_for_is_appended_to_for_a_trusted_peer() -> None:
-    client = view(ip=CLIENT, peer=PROXY, peer_trusted=True)
+    client = view(ip=CLIENT, peer=PROXY, peer_trusted=True, chain=(CLIENT,))
 
     out = to_upstream(headers(("X-Forwarded-For", CLIENT)), client)
 
@@ -445,7 +479,7 @@ def test_x_forwarded_for_is_appended_to_for_a_trusted_peer() -> None:
 
 
 def test_x_forwarded_for_lines_of_a_trusted_peer_are_joined_then_appended() -> None:
-    client = view(ip=CLIENT, peer=PROXY, peer_trusted=True)
+    client = view(ip=CLIENT, peer=PROXY, peer_trusted=True, chain=("203.0.113.9", CLIENT))
     incoming = headers(("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-For", CLIENT))
 
     out = to_upstream(incoming, client)
@@ -453,13 +487,24 @@ def test_x_forwarded_for_lines_of_a_trusted_peer_are_joined_then_appended() -> N
     assert out.getall("X-Forwarded-For") == [f"203.0.113.9, {CLIENT}, {PROXY}"]
 
 
-def test_trusted_peer_without_x_forwarded_for_sends_the_client_address() -> None:
+def test_trusted_peer_without_a_chain_sends_the_client_address() -> None:
     client = view(ip=CLIENT, peer=PROXY, peer_trusted=True)
 
     out = to_upstream(headers(("Forwarded", f"for={CLIENT}")), client)
 
     assert out.getall("X-Forwarded-For") == [CLIENT]
     assert "Forwarded" not in out
+
+
+def test_the_chain_believed_is_the_chain_sent_whatever_header_carried_it() -> None:
+    """A proxy that writes `Forwarded` while passing the client's own `X-Forwarded-For`:
+    the CRM gets the chain the gateway believed, not the client's."""
+    client = view(ip=CLIENT, peer=PROXY, peer_trusted=True, chain=(CLIENT,))
+    incoming = headers(("X-Forwarded-For", "6.6.6.6"), ("Forwarded", f"for={CLIENT}"))
+
+    out = to_upstream(incoming, client)
+
+    assert out.getall("X-Forwarded-For") == [f"{CLIENT}, {PROXY}"]
 
 
 def test_x_forwarded_proto_and_request_id_come_from_the_view() -> None:

@@ -248,14 +248,16 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 def _view(request: web.Request, config: Config, fresh_id: str) -> ClientView:
     peer = request.remote or ""
-    ip, trusted = client_ip(peer, request.headers, config.trusted_proxies)
+    header = config.trusted_proxy_header
+    ip, trusted, chain = client_ip(peer, request.headers, config.trusted_proxies, header)
     return ClientView(
         ip=ip,
         peer=peer,
-        proto=forwarded_proto(request.headers, trusted, request.scheme),
+        proto=forwarded_proto(request.headers, trusted, request.scheme, header),
         host=request.headers.get("Host", ""),
         peer_trusted=trusted,
         request_id=request_id(request.headers, trusted, fresh_id),
+        chain=chain,
     )
 
 
