@@ -80,6 +80,7 @@ def build_app(
     app[CLOCK] = clock or SystemClock()
     app[REWRITER] = OriginRewriter(config.upstream.url, config.public_url)
     app[ACCESS_LOG] = logging.getLogger("gateway.access")
+    app[health.READINESS] = health.Readiness(app[CLOCK])
     app.cleanup_ctx.append(_stores)
     app.cleanup_ctx.append(_upstream_client)
     if config.policies or config.signin.login is not None:

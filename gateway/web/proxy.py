@@ -18,7 +18,8 @@ from gateway.errors import BadRequest
 from gateway.forwarding import downstream_response_headers
 from gateway.identity import set_cookie_names
 from gateway.web import websocket
-from gateway.web.keys import CONFIG, DECISION, REWRITER, UPSTREAM_CLIENT, VIEW
+from gateway.web.health import READINESS
+from gateway.web.keys import CLOCK, CONFIG, DECISION, REWRITER, UPSTREAM_CLIENT, VIEW
 from gateway.web.upstream import Adjust, headers_for_crm, upstream_error
 
 log = logging.getLogger("gateway.proxy")
@@ -95,8 +96,9 @@ async def send(
         adjust(headers)
     if isinstance(body, bytes):
         headers["Content-Length"] = str(len(body))
+    crm = request.app[READINESS].crm
     try:
-        return await request.app[UPSTREAM_CLIENT].request(
+        response = await request.app[UPSTREAM_CLIENT].request(
             request.method,
             URL(upstream.url + raw_path, encoded=True),
             headers=headers,
@@ -106,7 +108,17 @@ async def send(
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
     except (TimeoutError, aiohttp.ClientError) as exc:
+        _note_read_timeout(request, exc)
         raise upstream_error(exc) from exc
+    crm.answered()  # readyz: the CRM answers
+    return response
+
+
+def _note_read_timeout(request: web.Request, exc: BaseException) -> None:
+    """readyz: the CRM let a request wait past the read timeout (not a refused connection:
+    readyz finds that itself)."""
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        request.app[READINESS].crm.timed_out(request.app[CLOCK].monotonic())
 
 
 async def relay(
@@ -137,6 +149,7 @@ async def relay(
         try:
             data = await upstream.content.readexactly(length) if length else b""
         except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+            _note_read_timeout(request, exc)
             raise upstream_error(exc) from exc  # nothing sent yet: an honest 502/504
         small = web.Response(
             status=upstream.status, reason=upstream.reason, headers=headers, body=data
@@ -155,6 +168,7 @@ async def relay(
         async for chunk in upstream.content.iter_any():
             await out.write(chunk)
     except (TimeoutError, aiohttp.ClientError) as exc:
+        _note_read_timeout(request, exc)
         # Headers are out: the only honest signal left is a cut connection (FL-7).
         log.warning(
             "upstream response cut mid-body: %s %s: %s [%s]",
