@@ -5,6 +5,12 @@ event as it happens.
 
 An event never carries a code, secret, password, cookie or token: AuditEvent refuses detail
 keys that name one, and callers pass only names, addresses, paths and stable reason codes.
+
+Loss is never silent. A line the file cannot take is counted (crm_gateway_audit_lines_lost)
+and each failure episode is logged twice: when it starts and when lines are written again,
+with how many were lost; the store's copy keeps the event. Events waiting in memory for a
+store that is down are logged when that starts, at most once a minute while it lasts, and
+when it ends; those pushed out past MAX_PENDING are counted (crm_gateway_audit_events_dropped).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.errors import StoreUnavailable
-from gateway.metrics import AUDIT_DROPPED
+from gateway.metrics import AUDIT_DROPPED, AUDIT_LINES_LOST
 from gateway.model import AuditEvent
 from gateway.stores.protocols import DurableStore
 
@@ -31,6 +37,7 @@ log = logging.getLogger("gateway.audit")
 FLUSH_EVERY = 0.5  # seconds between batches to the store
 MAX_PENDING = 100_000  # events kept for the store while it is down; the oldest go first
 PRUNE_EVERY = 3600.0  # seconds between removals of events older than `keep`
+STILL_FAILING_EVERY = 60.0  # seconds between reminders that the store still takes nothing
 STDOUT = "-"
 
 Listener = Callable[[AuditEvent], None]
@@ -73,44 +80,70 @@ class LineWriter:
 
     REOPEN_CHECK = 1.0  # seconds between looks at whether the path still names our file
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.target = target
+        self._monotonic = monotonic
         self._fd: int | None = None
         self._inode = (0, 0)
         self._checked = 0.0
-        self._failed_at = 0.0
+        self.lost = 0  # lines lost in the failure episode under way (0: none is)
+        self._failing_since = 0.0
+        self._lost_counter = AUDIT_LINES_LOST.labels("stdout" if target == STDOUT else "file")
 
     def write(self, line: bytes) -> None:
         try:
-            if self.target == STDOUT:
-                sys.stdout.buffer.write(line)
-                sys.stdout.buffer.flush()
-                return
-            self._reopen_if_moved()
-            if self._fd is None:
-                self._fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                found = os.fstat(self._fd)
-                self._inode = (found.st_dev, found.st_ino)
-            os.write(self._fd, line)
+            self._write(line)
         except (OSError, ValueError) as exc:
-            now = time.monotonic()
-            if now - self._failed_at > 60.0:  # once a minute, not once per event
-                self._failed_at = now
-                log.error(
-                    "audit file %s not written (%s); events still go to the store",
-                    self.target,
-                    exc,
-                )
+            self._lose(exc)
+            return
+        if self.lost:
+            self._recovered()
+
+    def _write(self, line: bytes) -> None:
+        if self.target == STDOUT:
+            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.flush()
+            return
+        self._reopen_if_moved()
+        if self._fd is None:
+            self._fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            found = os.fstat(self._fd)
+            self._inode = (found.st_dev, found.st_ino)
+        written = os.write(self._fd, line)
+        if written != len(line):  # a full disk can take part of a line: the line is lost
+            raise OSError(f"only {written} of {len(line)} bytes written")
+
+    def _lose(self, exc: Exception) -> None:
+        self._lost_counter.inc()
+        if not self.lost:
+            self._failing_since = self._monotonic()
+            log.error(
+                "audit file %s cannot be written (%s): its lines are lost (and counted in "
+                "crm_gateway_audit_lines_lost) until it can; every event still goes to the store",
+                self.target,
+                exc,
+            )
+        self.lost += 1
+
+    def _recovered(self) -> None:
+        log.warning(
+            "audit file %s written again: %d line%s lost over %.0fs (the store has the events)",
+            self.target,
+            self.lost,
+            "" if self.lost == 1 else "s",
+            self._monotonic() - self._failing_since,
+        )
+        self.lost = 0
 
     def _reopen_if_moved(self) -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         if self._fd is None or now - self._checked < self.REOPEN_CHECK:
             return
         self._checked = now
         try:
             found = os.stat(self.target)
             same = (found.st_dev, found.st_ino) == self._inode
-        except FileNotFoundError:
+        except OSError:  # gone, or its folder gone or replaced by a file
             same = False
         if not same:
             self.close()
@@ -135,9 +168,11 @@ class AuditTrail:
         `keep`: seconds events stay in the store; 0 = forever."""
         self._durable = durable
         self._clock = clock
-        self._writer = LineWriter(output) if output else None
+        self._writer = LineWriter(output, clock.monotonic) if output else None
         self._keep = keep
         self._pending: deque[AuditEvent] = deque()
+        self._store_failing_since: float | None = None  # monotonic; None while it takes events
+        self._store_told_at = 0.0
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self.listeners: list[Listener] = []
@@ -185,7 +220,6 @@ class AuditTrail:
             try:
                 await self._durable.add_audit_events(batch)
             except StoreUnavailable as exc:
-                log.warning("audit events kept in memory (%d): %s", len(batch), exc.detail)
                 # Back in front of what arrived meanwhile, in order; the oldest go past the cap.
                 kept = (batch + list(self._pending))[-MAX_PENDING:]
                 dropped = len(batch) + len(self._pending) - len(kept)
@@ -193,6 +227,39 @@ class AuditTrail:
                     AUDIT_DROPPED.labels("durable").inc(dropped)
                 self._pending.clear()
                 self._pending.extend(kept)
+                self._store_failed(exc.detail)
+                return
+            if self._store_failing_since is not None:
+                self._store_back(len(batch))
+
+    def _store_failed(self, detail: str) -> None:
+        """Told when it starts and then once a minute, not at every flush (twice a second)."""
+        now = self._clock.monotonic()
+        if self._store_failing_since is None:
+            self._store_failing_since = self._store_told_at = now
+            log.warning(
+                "audit store unavailable: events wait in memory (%d now, at most %d): %s",
+                len(self._pending),
+                MAX_PENDING,
+                detail,
+            )
+        elif now - self._store_told_at >= STILL_FAILING_EVERY:
+            self._store_told_at = now
+            log.warning(
+                "audit store still unavailable after %.0fs: %d events wait in memory: %s",
+                now - self._store_failing_since,
+                len(self._pending),
+                detail,
+            )
+
+    def _store_back(self, stored: int) -> None:
+        since = self._store_failing_since or 0.0
+        self._store_failing_since = None
+        log.warning(
+            "audit store takes events again after %.0fs: %d that waited in memory stored",
+            self._clock.monotonic() - since,
+            stored,
+        )
 
     async def run(self) -> None:
         """Background: batches to the store, and old events pruned once an hour."""

@@ -69,6 +69,11 @@ AUDIT_DROPPED = Counter(
     "Audit events the store never received (it was down for too long); the file has them",
     ["store"],  # labelled, as every metric here: values then exist only once a worker runs
 )
+AUDIT_LINES_LOST = Counter(
+    "crm_gateway_audit_lines_lost",
+    "Audit lines the file (or stdout) could not take, by output; the store still has the events",
+    ["output"],
+)
 ALERTS = Counter(
     "crm_gateway_alerts",
     "Activity alerts, by rule and delivery outcome (sent, failed, suppressed)",

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.audit import MAX_PENDING, AuditTrail, event_json, utc_text
 from gateway.clock import FakeClock
@@ -244,3 +246,95 @@ async def test_flushes_asked_at_once_store_every_event_exactly_once(
     assert [e.reason for _, e in stored] == [str(n) for n in range(2000)]
     assert stored[0][1].user_agent == "ü" * 50
     assert isinstance(stored[0][1].time, float)
+
+
+# -- loss is never silent --------------------------------------------------------------------
+
+
+def _lost() -> float:
+    return (
+        REGISTRY.get_sample_value("crm_gateway_audit_lines_lost_total", {"output": "file"}) or 0.0
+    )
+
+
+def _messages(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+async def test_lines_the_file_cannot_take_are_counted_and_each_episode_told_twice(
+    store: SqliteDurableStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two real failures: the file's folder replaced by a file, then the file a link to
+    /dev/full (ENOSPC, as a full disk). The store gets every event throughout."""
+    caplog.set_level(logging.INFO, logger="gateway.audit")
+    clock = FakeClock(T0)
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    out = folder / "audit.jsonl"
+    trail = AuditTrail(store, clock, output=str(out))
+    trail._writer.REOPEN_CHECK = 0.0  # type: ignore[union-attr]
+    before = _lost()
+    trail.record("ip.denied", "denied", reason="1")
+
+    folder.rename(tmp_path / "logs.old")
+    folder.write_text("a file where the folder was")
+    for n in (2, 3, 4):
+        trail.record("ip.denied", "denied", reason=str(n))
+        clock.advance(20)
+    assert _lost() - before == 3
+    folder.unlink()
+    folder.mkdir()
+    trail.record("ip.denied", "denied", reason="5")
+
+    out.unlink()
+    out.symlink_to("/dev/full")
+    for n in (6, 7):
+        trail.record("ip.denied", "denied", reason=str(n))
+    out.unlink()
+    trail.record("ip.denied", "denied", reason="8")
+
+    assert _lost() - before == 5
+    started = _messages(caplog, "cannot be written")
+    assert len(started) == 2, started
+    assert "Not a directory" in started[0] and "No space left on device" in started[1]
+    assert _messages(caplog, "written again") == [
+        f"audit file {out} written again: 3 lines lost over 60s (the store has the events)",
+        f"audit file {out} written again: 2 lines lost over 0s (the store has the events)",
+    ]
+    assert [line["reason"] for line in _lines(tmp_path / "logs.old" / "audit.jsonl")] == ["1"]
+    assert [line["reason"] for line in _lines(out)] == ["8"]
+    await trail.close()
+    stored = await store.audit_events(AuditQuery())
+    assert [e.reason for _, e in stored] == [str(n) for n in range(1, 9)]
+
+
+async def test_a_store_that_is_down_is_told_at_the_start_once_a_minute_and_at_the_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Flushes come twice a second: the log hears of the outage three times, not 240."""
+    caplog.set_level(logging.INFO, logger="gateway.audit")
+    path = tmp_path / "gateway.db"
+    store = SqliteDurableStore(str(path))
+    await store.open()
+    await store.close()
+    clock = FakeClock(T0)
+    trail = AuditTrail(store, clock, output="")
+    for second in range(120):
+        trail.record("ip.denied", "denied", reason=str(second))
+        await trail.flush()
+        clock.advance(0.5)
+        await trail.flush()
+        clock.advance(0.5)
+    reopened = SqliteDurableStore(str(path))
+    await reopened.open()
+    trail._durable = reopened  # the store is back (as after a restart of it)
+    await trail.flush()
+    told = [r.getMessage() for r in caplog.records if r.name == "gateway.audit"]
+    assert [m.split(":")[0] for m in told] == [
+        "audit store unavailable",
+        "audit store still unavailable after 60s",
+        "audit store takes events again after 120s",
+    ], told
+    assert told[-1].endswith("120 that waited in memory stored")
+    assert len(await reopened.audit_events(AuditQuery(limit=500))) == 120
+    await reopened.close()

@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from gateway.crypto import new_key_line
 from gateway.stores.protocols import AuditQuery
 from gateway.web.app import build_app
 from gateway.web.keys import AUDIT, DURABLE
-from tests.conftest import AppStarter, Served, gateway_config, serve
+from tests.conftest import AppStarter, GatewayFactory, Served, gateway_config, serve
 from tests.process import GatewayProcess, free_port, run_command_async, start_gateway_process
 from tests.signin_kit import (
     DEMO_LOGIN,
@@ -382,3 +382,55 @@ async def test_wrong_codes_at_the_gateway_reach_a_webhook_as_one_alert(
     assert [(e.name, e.user, e.reason) for _, e in sent] == [
         ("alert.sent", "alice", "failed_codes")
     ]
+
+
+# -- an audit file that cannot be written, in a running gateway --------------------------------
+
+
+async def test_a_full_audit_file_loses_lines_counted_and_told_while_the_store_keeps_all(
+    upstream: Served,
+    start_gateway: GatewayFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The audit file becomes a link to /dev/full (ENOSPC, a full disk) under the running
+    gateway, then a file again: the gateway notices each change within a second."""
+    caplog.set_level(logging.INFO, logger="gateway.audit")
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "policy.yaml").write_text(
+        "roles:\n  admin: {interval: always}\n"
+        "paths:\n  - {path: /secret/**, allow: [role:admin]}\n  - {path: /**, allow: [anyone]}\n"
+    )
+    out = tmp_path / "audit.jsonl"
+    gw = await start_gateway(
+        upstream.url, f"policies: {tmp_path / 'policies'}\naudit: {{file: {out}}}\n"
+    )
+    lost = "crm_gateway_audit_lines_lost_total"
+    before = _sample(lost, output="file")
+    sent = 0
+
+    async def refused_until(done: Callable[[], bool]) -> None:
+        nonlocal sent
+        for _ in range(100):
+            assert await _get_all(gw.url, ["/secret/x"]) == [403]
+            sent += 1
+            if done():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the audit file's change was never noticed")
+
+    await refused_until(lambda: out.exists())
+    full = tmp_path / "full"
+    full.symlink_to("/dev/full")
+    full.replace(out)
+    await refused_until(lambda: _sample(lost, output="file") - before >= 3)
+    out.unlink()
+    await refused_until(lambda: out.exists())
+    counted = _sample(lost, output="file") - before
+    told = [r.getMessage() for r in caplog.records if r.name == "gateway.audit"]
+    assert len(told) == 2, told
+    assert "cannot be written (" in told[0] and "No space left on device" in told[0]
+    assert told[1].startswith(f"audit file {out} written again: {int(counted)} lines lost")
+    await gw.app[AUDIT].flush()
+    stored = await gw.app[DURABLE].audit_events(AuditQuery(names=("path.denied",)))
+    assert len(stored) == sent
