@@ -2,32 +2,38 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# The demo needs only what a user installs; the tests add their tools on top.
 STAMP  := $(VENV)/.installed
+DEV    := $(VENV)/.installed-dev
 
 .PHONY: demo test lint types unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e .
 	touch $(STAMP)
+
+$(DEV): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(DEV)
 
 demo: $(STAMP)
 	$(BIN)/crm-gateway demo
 
 test: lint types unit
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests bench
 
-types: $(STAMP)
+types: $(DEV)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(DEV)
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python bench/proxy_bench.py
 	$(BIN)/python bench/policy_bench.py
 

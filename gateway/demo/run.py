@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sys
 from importlib.resources import files
 from pathlib import Path
 
 from aiohttp import web
 
+from gateway.clock import SystemClock
 from gateway.config import Listen, parse_config
 from gateway.crypto import new_key_line
 from gateway.demo.crm import DEMO_USERS, build_crm_app
+from gateway.stores.sqlite import SqliteDurableStore
+from gateway.tokens import digest
 from gateway.web.app import build_app
 from gateway.web.server import (
     AdminListener,
@@ -38,6 +43,35 @@ def prepare_data_dir(data_dir: Path) -> None:
                 (policies / source.name).write_text(source.read_text("utf-8"), "utf-8")
 
 
+async def register_demo_tokens(store_path: str) -> None:
+    """The banner's API tokens work at once: each demo user's is registered the first time
+    (a token an administrator revoked in the demo stays revoked)."""
+    store = SqliteDurableStore(store_path)
+    await store.open()
+    try:
+        known = {row[0] for row in await store.tokens()}
+        for user in DEMO_USERS:
+            token_id = f"tok_demo_{user.name}"
+            if token_id not in known:
+                await store.add_token(
+                    token_id, user.name, digest(user.api_token), "demo", SystemClock().now()
+                )
+    finally:
+        await store.close()
+
+
+def command(program: str = "crm-gateway") -> str:
+    """How to type one of our commands from here: the full path into the virtual environment
+    when it is not on PATH (after `make demo`, `crm-gateway` alone is "command not found")."""
+    here = Path(sys.argv[0]).resolve().parent / program
+    if shutil.which(program) == str(here) or not here.exists():
+        return program
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
+
+
 def demo_config_text(gateway_port: int, crm_port: int, data_dir: Path) -> str:
     prepare_data_dir(data_dir)
     template = files("gateway.demo").joinpath("gateway.yaml").read_text(encoding="utf-8")
@@ -63,6 +97,7 @@ def run_demo(listen: Listen, crm_listen: Listen, data_dir: Path) -> int:
         metrics = f"  Metrics (Prometheus): http://{host}:{port}/metrics\n"
 
     async def main() -> None:
+        await register_demo_tokens(config.state.durable.path)
         crm_runner = web.AppRunner(build_crm_app(), access_log=None)
         await crm_runner.setup()
         await web.SockSite(crm_runner, crm_sock).start()
@@ -72,6 +107,9 @@ def run_demo(listen: Listen, crm_listen: Listen, data_dir: Path) -> int:
                 f"    {u.name:<6} password {u.password:<11} API token {u.api_token}"
                 for u in DEMO_USERS
             )
+            cli = command()
+            config_file = data_dir / "gateway.yaml"
+            base = f"http://{listen.host}:{gw_port}"
             print(
                 f"\n  Demo CRM behind crm-gateway: http://{listen.host}:{gw_port}/\n"
                 f"  (the CRM itself listens on http://{crm_listen.host}:{crm_port}/; "
@@ -86,9 +124,10 @@ def run_demo(listen: Listen, crm_listen: Listen, data_dir: Path) -> int:
                 f"  {data_dir / 'outbox.jsonl'} (the demo's SMS and e-mail outbox)\n\n"
                 f"  Health: http://{listen.host}:{gw_port}{config.path_prefix}readyz\n"
                 f"{metrics}"
+                f"  API: curl -H 'Authorization: Bearer demo-token-alice' {base}/api/contacts\n"
                 f"  Audit trail: {data_dir / 'audit.jsonl'}, or try\n"
-                f"    crm-gateway audit tail -c {data_dir / 'gateway.yaml'}\n"
-                f"    crm-gateway users list -c {data_dir / 'gateway.yaml'}\n"
+                f"    {cli} audit tail -c {config_file}\n"
+                f"    {cli} users list -c {config_file}\n"
                 "  Stop with Ctrl-C.\n",
                 flush=True,
             )

@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from gateway.config import Config, Listen, Logging
 from gateway.policy import Policy
 from gateway.web.app import build_app
+from gateway.web.protocol import GatewayRunner
 
 log = logging.getLogger("gateway")
 
@@ -87,7 +88,7 @@ async def serve_until_stopped(
     *,
     started: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    runner = web.AppRunner(
+    runner = GatewayRunner(
         app,
         access_log=None,
         # A client that goes away cancels its handler, and with it the upstream request (FL-15).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -65,10 +66,11 @@ async def test_bad_config_exits_2_and_never_listens(tmp_path: Path) -> None:
 
 async def test_demo_serves_the_demo_crm_through_the_gateway(tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
+    # As `make demo` starts it: the console script of the virtual environment, which a new
+    # user's shell does not have on its PATH.
+    script = Path(sys.executable).parent / "crm-gateway"
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
+        str(script),
         "demo",
         "--listen",
         f"127.0.0.1:{ports[0]}",
@@ -78,6 +80,8 @@ async def test_demo_serves_the_demo_crm_through_the_gateway(tmp_path: Path) -> N
         str(tmp_path),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"},
     )
     try:
         assert process.stdout is not None
@@ -96,12 +100,28 @@ async def test_demo_serves_the_demo_crm_through_the_gateway(tmp_path: Path) -> N
             assert found, banner
             async with http.get(found.group(1).decode()) as r:
                 assert 'crm_gateway_requests_total{decision="forward"} 1.0' in await r.text()
+            # The banner's API tokens are registered: its curl line works as printed.
+            found = re.search(rb"curl -H '([^']+)' (\S+)", banner)
+            assert found, banner
+            name, _, value = found.group(1).decode().partition(": ")
+            async with http.get(found.group(2).decode(), headers={name: value}) as r:
+                assert r.status == 200
+                assert "contacts" in await r.json()
         assert (tmp_path / "gateway.db").exists()
-        # The config is on disk, so the admin commands work on the demo's store.
-        code, out, err = await run_command_async(
-            "users", "list", "--json", "-c", str(tmp_path / "gateway.yaml"), timeout=30
+        # The config is on disk, so the admin commands work on the demo's store, typed as the
+        # banner prints them, from a shell where crm-gateway is not on the PATH.
+        line = re.search(rb"\n    (\S+ users list -c \S+)\n", banner)
+        assert line, banner
+        printed = line.group(1).decode()
+        shell = await asyncio.create_subprocess_shell(
+            printed + " --json",
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
-        assert code == 0, err
+        out, err = await asyncio.wait_for(shell.communicate(), 30)
+        assert shell.returncode == 0, (printed, err)
         assert "alice" in {row["user"] for row in json.loads(out)}
     finally:
         process.terminate()

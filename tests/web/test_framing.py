@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from tests.conftest import Served
+from tests.conftest import AppStarter, Served
+from tests.process import GatewayProcess, start_gateway_process, write_config
 from tests.upstreams import EVENTS
 
 
@@ -81,3 +85,117 @@ async def test_trace_is_forwarded_like_any_method_not_echoed_by_gateway(gateway:
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"message/http" not in head
     assert json.loads(body)["method"] == "TRACE"
+
+
+# -- request heads and versions the gateway refuses, in the real program --------------------
+
+
+def _recording_crm() -> tuple[web.Application, list[str]]:
+    """A CRM that notes every request line that reached it (nothing should, below)."""
+    arrived: list[str] = []
+
+    async def note(request: web.Request) -> web.Response:
+        arrived.append(f"{request.method} {request.raw_path}")
+        return web.Response(text="crm")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", note)
+    return app, arrived
+
+
+def _status_line(raw: bytes) -> bytes:
+    return raw.split(b"\r\n", 1)[0]
+
+
+HEADS = {
+    # RFC 9110 §15.5.15 / RFC 6585 §5: a header field, or the header section, too large.
+    "header-value-over-16KiB": (
+        b"GET /x HTTP/1.1\r\nHost: gw\r\nX-A: " + b"a" * 17_000 + b"\r\n\r\n",
+        b"431",
+    ),
+    "header-name-over-16KiB": (
+        b"GET /x HTTP/1.1\r\nHost: gw\r\nX-" + b"a" * 17_000 + b": 1\r\n\r\n",
+        b"431",
+    ),
+    "cookie-of-64KiB": (
+        b"GET /x HTTP/1.1\r\nHost: gw\r\nCookie: " + b"c=1; " * 13_000 + b"\r\n\r\n",
+        b"431",
+    ),
+    "200-header-lines": (
+        b"GET /x HTTP/1.1\r\nHost: gw\r\n"
+        + b"".join(b"X-%d: 1\r\n" % i for i in range(200))
+        + b"\r\n",
+        b"431",
+    ),
+    # RFC 9110 §15.5.15: a target longer than the server will read.
+    "uri-of-9000-bytes": (b"GET /" + b"a" * 9_000 + b" HTTP/1.1\r\nHost: gw\r\n\r\n", b"414"),
+    "uri-of-100KB": (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: gw\r\n\r\n", b"414"),
+}
+
+VERSIONS = {
+    "HTTP/0.9-request-line": b"GET /x HTTP/0.9\r\nHost: gw\r\n\r\n",
+    "HTTP/0.9-simple-request": b"GET /x\r\n\r\n",
+    "HTTP/2.0-request-line": b"GET /x HTTP/2.0\r\nHost: gw\r\n\r\n",
+    "HTTP/2.0-post": b"POST /x HTTP/2.0\r\nHost: gw\r\nContent-Length: 3\r\n\r\nabc",
+    "HTTP/1.2": b"GET /x HTTP/1.2\r\nHost: gw\r\n\r\n",
+    "HTTP/3.0": b"GET /x HTTP/3.0\r\nHost: gw\r\n\r\n",
+    "h2-prior-knowledge-preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+}
+
+
+@pytest.fixture
+async def real_gateway(
+    start_app: AppStarter, tmp_path: Path
+) -> AsyncIterator[tuple[GatewayProcess, list[str]]]:
+    """`python -m gateway run` in front of a CRM that notes what reached it."""
+    app, arrived = _recording_crm()
+    crm = await start_app(app)
+    process = await start_gateway_process(write_config(tmp_path, crm.url))
+    yield process, arrived
+    assert await process.stop() == 0
+
+
+async def test_oversize_heads_get_431_and_long_targets_414_and_reach_nothing(
+    real_gateway: tuple[GatewayProcess, list[str]],
+) -> None:
+    process, arrived = real_gateway
+    seen = {}
+    for name, (raw, _) in HEADS.items():
+        answer = await _exchange(process.port, raw)
+        seen[name] = _status_line(answer)
+        assert len(re.findall(rb"(?m)^HTTP/1\.[01] \d{3}", answer)) == 1, name
+    reasons = {b"431": b"Request Header Fields Too Large", b"414": b"URI Too Long"}
+    assert seen == {
+        name: b"HTTP/1.0 " + status + b" " + reasons[status] for name, (_, status) in HEADS.items()
+    }
+    assert arrived == []
+    # Neither a line of the client's nor its exception text is logged (headers carry secrets).
+    assert b"aaaaaaaaaa" not in process.log
+    assert b"Traceback" not in process.log
+
+
+async def test_http_versions_other_than_1_0_and_1_1_are_refused_never_forwarded(
+    real_gateway: tuple[GatewayProcess, list[str]],
+) -> None:
+    process, arrived = real_gateway
+    for name, raw in VERSIONS.items():
+        answer = await _exchange(process.port, raw)
+        assert _status_line(answer).split(b" ")[1] in (b"505", b"400"), (name, answer[:200])
+        assert _status_line(answer).startswith(b"HTTP/1."), (name, answer[:200])
+    assert arrived == []
+    # HTTP/2.0 and 0.9 are told why, in a status of their own.
+    for name in ("HTTP/0.9-request-line", "HTTP/2.0-request-line", "HTTP/2.0-post"):
+        answer = await _exchange(process.port, VERSIONS[name])
+        assert _status_line(answer) == b"HTTP/1.1 505 HTTP Version Not Supported", name
+    # The two versions the gateway speaks are forwarded as before.
+    for version in (b"1.0", b"1.1"):
+        answer = await _exchange(
+            process.port,
+            b"GET /ok-"
+            + version
+            + b" HTTP/"
+            + version
+            + b"\r\nHost: gw\r\nConnection: close\r\n\r\n",
+        )
+        assert _status_line(answer) == b"HTTP/" + version + b" 200 OK"
+    assert arrived == ["GET /ok-1.0", "GET /ok-1.1"]

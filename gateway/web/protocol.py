@@ -1,0 +1,146 @@
+"""HTTP/1 on the listener, below the app: which request heads and versions are refused, and
+with which status, before any of our code (or the CRM) sees the request.
+
+aiohttp's parser answers every malformed head with 400 and logs the client's line; here a
+header field or header section too large is 431 (RFC 6585 §5), a request target too long is
+414 (RFC 9110 §15.5.15), a version other than HTTP/1.0 and HTTP/1.1 is 505 (RFC 9110
+§15.6.6), and the log names only the status, the kind of error and the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11, RawRequestMessage
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+log = logging.getLogger("gateway.protocol")
+
+# aiohttp's limits (its defaults but for the header field, which app.py raises): the request
+# line's limit and a header field's must differ, as LineTooLong names only the limit it hit.
+MAX_LINE_SIZE = 8190
+# Both of aiohttp's parsers raise this, and only this, when a head has more than max_headers
+# lines: the header section as a whole is too large.
+_TOO_MANY_HEADERS = "Too many headers received"
+
+
+def head_error_status(exc: HttpProcessingError, line_limit: int, field_limit: int) -> int:
+    """The status for a request head aiohttp could not parse: 414, 431 or 400."""
+    if isinstance(exc, LineTooLong):
+        limit = exc.args[1] if len(exc.args) > 1 else None
+        if limit == line_limit and line_limit != field_limit:
+            return 414  # only the request line is held to the line limit
+        return 431
+    if isinstance(exc, BadHttpMessage) and exc.message == _TOO_MANY_HEADERS:
+        return 431
+    return 400
+
+
+def _plain(status: int, text: str = "") -> web.Response:
+    # RFC 9110 renamed 414 (RFC 7231's "Request-URI Too Long", which Python still uses).
+    phrase = "URI Too Long" if status == 414 else HTTPStatus(status).phrase
+    response = web.Response(status=status, reason=phrase, text=f"{status} {phrase}\n{text}")
+    # What follows an unreadable head cannot be framed: never reuse the connection.
+    response.force_close()
+    return response
+
+
+class GatewayRequestHandler(RequestHandler):
+    """aiohttp's connection handler, with our statuses for heads it cannot parse."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status != 400 or not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        status = head_error_status(exc, self.max_line_size, self.max_field_size)
+        # The exception's text quotes the client's line, which may be a cookie or a token.
+        log.info(
+            "refused a request head from %s: %d (%s)", request.remote, status, type(exc).__name__
+        )
+        return _plain(status)
+
+    @property
+    def busy(self) -> bool:
+        """A request is being handled (its body may still be arriving): a graceful stop must
+        not close this connection yet, as aiohttp drops what a closed connection receives."""
+        return bool(self._request_in_progress)
+
+
+class UnsupportedVersion(web.BaseRequest):
+    """A request in an HTTP version we do not speak: answered 505, never handed to the app."""
+
+    asked = HttpVersion(0, 0)  # the version of the request line, set when it is made
+
+
+_SPOKEN = (HttpVersion10, HttpVersion11)
+
+
+class GatewayServer(web.Server):
+    """aiohttp's server with GatewayRequestHandler, and HTTP/0.9 and HTTP/2.0 request lines
+    (which its parser accepts) refused before the app."""
+
+    def __init__(self, plain: web.Server, **kwargs: Any) -> None:
+        self._app_request = plain.request_factory
+        self._app_handler = plain.request_handler
+        super().__init__(
+            self._handle,
+            request_factory=self._make_request,
+            handler_cancellation=plain.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            **kwargs,
+        )
+
+    def __call__(self) -> RequestHandler:
+        return GatewayRequestHandler(self, loop=asyncio.get_running_loop(), **self._kwargs)
+
+    def _make_request(
+        self,
+        message: RawRequestMessage,
+        payload: Any,
+        protocol: RequestHandler,
+        writer: Any,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        version = message.version
+        if version is HttpVersion11 or version in _SPOKEN:
+            return self._app_request(message, payload, protocol, writer, task)
+        # Answered as HTTP/1.1 (the highest version we speak below the one asked for,
+        # RFC 9110 §2.5), and the connection closed after it.
+        spoken = message._replace(version=HttpVersion11, should_close=True)
+        request = UnsupportedVersion(
+            spoken, payload, protocol, writer, task, asyncio.get_running_loop()
+        )
+        request.asked = version
+        return request
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if type(request) is UnsupportedVersion:
+            return _refuse_version(request)
+        return await self._app_handler(request)
+
+
+def _refuse_version(request: UnsupportedVersion) -> web.Response:
+    shown = f"HTTP/{request.asked.major}.{request.asked.minor}"
+    log.info("refused a request in %s from %s: 505", shown, request.remote)
+    return _plain(505, "This gateway speaks HTTP/1.0 and HTTP/1.1.\n")
+
+
+class GatewayRunner(web.AppRunner):
+    """web.AppRunner whose server is a GatewayServer: the app starts and stops as usual."""
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()
+        # The arguments aiohttp gives each connection handler (the app's handler_args too).
+        settings = dict(plain._kwargs)
+        settings.setdefault("max_line_size", MAX_LINE_SIZE)
+        return GatewayServer(plain, **settings)
