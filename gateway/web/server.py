@@ -1,14 +1,13 @@
 """Runs the gateway: logging, the event loop (uvloop when installed), one or more workers.
 
 Several workers share one listening socket bound before forking, so the kernel spreads
-connections; the parent only supervises (restarts a worker that dies, passes signals on).
+connections; the parent only supervises (web/supervisor.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
+import functools
 import json
 import logging
 import os
@@ -17,7 +16,6 @@ import signal
 import socket
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,9 +24,11 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, va
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.config import Config, Listen, Logging
+from gateway.errors import GatewayError
 from gateway.policy import Policy
 from gateway.web.app import build_app
 from gateway.web.protocol import GatewayRunner
+from gateway.web.supervisor import Supervisor, tell_listening
 
 log = logging.getLogger("gateway")
 
@@ -194,120 +194,47 @@ def _serve(config: Config, policy: Policy | None, sock: socket.socket, loop_name
         "" if config.workers == 1 else "s",
     )
     if config.workers == 1:
-        asyncio.run(serve_until_stopped(build_app(config, policy=policy), sock))
-        return 0
+        return _serve_one(config, policy, sock, "the gateway")
+
+    def worker_main(listening_pipe: int) -> None:
+        name = f"worker {os.getpid()}"
+        told = functools.partial(tell_listening, listening_pipe)
+        os._exit(_serve_one(config, policy, sock, name, told))
+
     # Workers are forked with the policy already loaded: no worker parses it again.
-    return _supervise(config, policy, sock)
+    supervisor = Supervisor(config.workers, sock, SHUTDOWN_GRACE, worker_main)
+    return supervisor.run()
 
 
-_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+def _serve_one(
+    config: Config,
+    policy: Policy | None,
+    sock: socket.socket,
+    name: str,
+    on_listening: Callable[[], None] | None = None,
+) -> int:
+    """One serving process to its end: its exit status, and a clear line when it fails."""
+    listening = False
 
+    async def started() -> None:
+        nonlocal listening
+        listening = True
+        if on_listening is not None:
+            on_listening()
 
-def _die_with_parent() -> None:
-    """Linux: the kernel sends this worker SIGTERM when the supervisor dies, however it dies
-    (kill -9 included), so no worker ever serves on unsupervised. Elsewhere: nothing."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _worker(config: Config, policy: Policy | None, sock: socket.socket, parent: int) -> None:
-    for signum in _SIGNALS:
-        # SIGHUP stays ignored until the app takes it over (a worker starting is not stopped
-        # by a reload; it loads the files as they are).
-        signal.signal(signum, signal.SIG_IGN if signum == signal.SIGHUP else signal.SIG_DFL)
-    _die_with_parent()
-    if os.getppid() != parent:  # the supervisor died before the line above took effect
-        os._exit(0)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     try:
-        asyncio.run(serve_until_stopped(build_app(config, policy=policy), sock))
-    except Exception:
-        log.exception("worker %d failed", os.getpid())
-        os._exit(1)
-    os._exit(0)
+        app = build_app(config, policy=policy)
+        asyncio.run(serve_until_stopped(app, sock, started=started))
+    except Exception as exc:
+        _tell_failure(name, "stopped" if listening else "could not start", exc)
+        return 1
+    return 0
 
 
-def _supervise(config: Config, policy: Policy | None, sock: socket.socket) -> int:
-    children: dict[int, float] = {}
-    stopping = False
-    reloads = 0
-    me = os.getpid()
-
-    def spawn() -> None:
-        # Signals wait while we fork, so the child does not run a handler before it resets
-        # them; it unblocks after that, so a pending SIGTERM then stops it.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        try:
-            pid = os.fork()
-            if pid == 0:
-                _worker(config, policy, sock, me)
-            children[pid] = time.monotonic()
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-
-    # The handlers only note what was asked; the loop below acts on it. A handler may run
-    # at any moment (another thread, such as the metrics listener's, can take the signal
-    # while this one has it blocked): between a fork and the line that records the child, a
-    # handler that signalled the known children would miss that one and leave it orphaned.
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    def reload(signum: int, _frame: object) -> None:
-        nonlocal reloads
-        reloads += 1
-
-    def tell(signum: int) -> None:
-        for pid in list(children):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                children.pop(pid, None)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
-    for _ in range(config.workers):
-        spawn()
-    status = 0
-    deadline = 0.0
-    reloaded = 0
-    while children:
-        if stopping and not deadline:
-            deadline = time.monotonic() + SHUTDOWN_GRACE + 5.0
-            tell(signal.SIGTERM)
-        if reloads != reloaded and not stopping:
-            reloaded = reloads
-            tell(signal.SIGHUP)  # each worker reloads its own policy
-        try:
-            # Polled, not blocking: a blocking wait resumes after the SIGTERM handler (PEP
-            # 475) and would never look at the deadline if a worker hung.
-            pid, wait_status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        if pid == 0:  # nobody has exited yet
-            if stopping and time.monotonic() > deadline:
-                for late in list(children):
-                    log.error("worker %d did not stop in time; killing it", late)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(late, signal.SIGKILL)
-                deadline = time.monotonic() + 5.0
-            time.sleep(0.1)
-            continue
-        started = children.pop(pid, time.monotonic())
-        code = os.waitstatus_to_exitcode(wait_status)
-        if stopping:
-            continue
-        log.error("worker %d exited with %d; starting another", pid, code)
-        status = 1
-        if time.monotonic() - started < 1.0:
-            time.sleep(1.0)  # a worker that dies at once should not spin the machine
-        if not stopping:
-            spawn()
-    return 0 if stopping else status
+def _tell_failure(name: str, what: str, exc: Exception) -> None:
+    """One line that says why; a traceback only for what is not an expected failure (a
+    folder that is a file, a full disk, a store that is down) but a bug."""
+    if isinstance(exc, OSError | GatewayError):
+        log.error("%s %s: %s: %s", name, what, type(exc).__name__, exc)
+    else:
+        log.exception("%s %s: %s: %s", name, what, type(exc).__name__, exc)
