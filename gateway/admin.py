@@ -80,12 +80,16 @@ def plural(count: int, noun: str) -> str:
 
 
 def load_policy_or_report(folder: str) -> Policy | None:
+    """The policies, their warnings (rules never used or undercut…) printed; None and every
+    problem printed when they cannot be loaded."""
     try:
-        return load_policies(folder)
+        policy = load_policies(folder)
     except ConfigError as exc:
         report_problems(exc.problems)
         print(f"{folder}: {plural(len(exc.problems), 'problem')}", file=sys.stderr)
         return None
+    report_problems(list(policy.warnings), noun="warning")
+    return policy
 
 
 def explain(args: argparse.Namespace, policy: Policy | None) -> int:
@@ -154,6 +158,8 @@ async def _with_store(config: Config, work: Callable[[SqliteDurableStore], Await
         await store.open()
         return await work(store)
     except StoreUnavailable as exc:
+        if isinstance(exc.__cause__, sqlite3.IntegrityError):
+            raise  # the data was refused (a token twice), not the store: the command says so
         raise StoreUnavailable(store_problem(config, exc), reason=exc.reason) from exc
     finally:
         await store.close()
@@ -192,8 +198,10 @@ def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> i
 
         try:
             with_store(config, add)
-        except Exception as exc:  # sqlite3.IntegrityError: the same token twice
-            print(f"not registered: {exc}", file=sys.stderr)
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise  # cli.main names the store and why it failed
+            print("not registered: this token is already registered", file=sys.stderr)
             return EXIT_FAILED
         print(token_id)
         return EXIT_OK

@@ -198,7 +198,8 @@ def test_tokens_add_list_revoke(tmp_path: Path) -> None:
         str(config),
         stdin="s3cret-token-value-0123456789\n",
     )
-    assert again.returncode == 1  # the same token twice is refused
+    assert again.returncode == 1  # the same token twice is refused, and said to be
+    assert "not registered: this token is already registered" in again.stderr
     ghost = cli(
         "tokens", "add", "--user", "ghost", "-c", str(config), stdin="another-token-0123456789\n"
     )
