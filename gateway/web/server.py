@@ -1,7 +1,7 @@
 """Runs the gateway: logging, the event loop (uvloop when installed), one or more workers.
 
 Several workers share one listening socket bound before forking, so the kernel spreads
-connections; the parent only supervises (web/supervisor.py).
+connections; the parent only supervises (web/supervisor.py). A stop drains (web/drain.py).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from gateway.config import Config, Listen, Logging
 from gateway.errors import GatewayError
 from gateway.policy import Policy
 from gateway.web.app import build_app
+from gateway.web.drain import LAST_CUT, StopRequest, drain, stop_budget
+from gateway.web.health import READINESS, Flag, LocalFlag, SharedFlag
+from gateway.web.keys import CONFIG
 from gateway.web.protocol import GatewayRunner
 from gateway.web.supervisor import Supervisor, tell_listening
 
 log = logging.getLogger("gateway")
-
-# In-flight requests get this long to finish on SIGTERM before connections are closed.
-SHUTDOWN_GRACE = 15.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -88,28 +88,31 @@ async def serve_until_stopped(
     *,
     started: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
+    """Serve `app` on `sock` until SIGTERM/SIGINT, then drain (config `shutdown`)."""
     runner = GatewayRunner(
         app,
         access_log=None,
         # A client that goes away cancels its handler, and with it the upstream request (FL-15).
         handler_cancellation=True,
-        shutdown_timeout=SHUTDOWN_GRACE,
+        # What drain() leaves after the grace is cut this quickly.
+        shutdown_timeout=LAST_CUT,
     )
     try:
         await runner.setup()
     except BaseException:
         await runner.cleanup()  # close what the contexts that did start have opened
         raise
-    stop = asyncio.Event()
+    stop = StopRequest()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop.note, signum)
     try:
-        await web.SockSite(runner, sock).start()
+        site = web.SockSite(runner, sock)
+        await site.start()
         if started is not None:
             await started()
-        await stop.wait()
-        log.info("stopping: draining in-flight requests for up to %.0fs", SHUTDOWN_GRACE)
+        await stop.asked.wait()
+        await drain(runner, site, app[READINESS], app[CONFIG].shutdown, stop)
     finally:
         await runner.cleanup()
 
@@ -194,15 +197,16 @@ def _serve(config: Config, policy: Policy | None, sock: socket.socket, loop_name
         "" if config.workers == 1 else "s",
     )
     if config.workers == 1:
-        return _serve_one(config, policy, sock, "the gateway")
+        return _serve_one(config, policy, sock, "the gateway", LocalFlag())
+    watched = SharedFlag()  # before the fork: every worker maps the same byte
 
     def worker_main(listening_pipe: int) -> None:
         name = f"worker {os.getpid()}"
         told = functools.partial(tell_listening, listening_pipe)
-        os._exit(_serve_one(config, policy, sock, name, told))
+        os._exit(_serve_one(config, policy, sock, name, watched, told))
 
     # Workers are forked with the policy already loaded: no worker parses it again.
-    supervisor = Supervisor(config.workers, sock, SHUTDOWN_GRACE, worker_main)
+    supervisor = Supervisor(config.workers, sock, stop_budget(config.shutdown), worker_main)
     return supervisor.run()
 
 
@@ -211,6 +215,7 @@ def _serve_one(
     policy: Policy | None,
     sock: socket.socket,
     name: str,
+    watched: Flag,
     on_listening: Callable[[], None] | None = None,
 ) -> int:
     """One serving process to its end: its exit status, and a clear line when it fails."""
@@ -224,6 +229,7 @@ def _serve_one(
 
     try:
         app = build_app(config, policy=policy)
+        app[READINESS].watched = watched
         asyncio.run(serve_until_stopped(app, sock, started=started))
     except Exception as exc:
         _tell_failure(name, "stopped" if listening else "could not start", exc)
