@@ -16,7 +16,7 @@ from gateway.messaging_config import Messaging, OutboxProvider, SmtpProvider, re
 
 _ADDRESS = re.compile(r"^[^\s@<>,;\"]+@[^\s@<>,;\"]+$")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
-RULE_NAMES = ("failed_codes", "ip_denied", "new_network", "sms_volume")
+RULE_NAMES = ("failed_codes", "failed_passwords", "ip_denied", "new_network", "sms_volume")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class SmsVolume:
 
 
 FAILED_CODES = Threshold(5, 600.0)
+FAILED_PASSWORDS = Threshold(10, 3600.0)  # per user, from every address together
 IP_DENIED = Threshold(50, 300.0)
 
 
@@ -52,6 +53,7 @@ class Rules:
     """Each rule, or None when it is switched off. Every rule is on by default."""
 
     failed_codes: Threshold | None = FAILED_CODES  # per user
+    failed_passwords: Threshold | None = FAILED_PASSWORDS  # per user, any address
     ip_denied: Threshold | None = IP_DENIED  # all addresses together
     new_network: NewNetwork | None = NewNetwork()
     sms_volume: SmsVolume | None = SmsVolume()
@@ -60,7 +62,13 @@ class Rules:
     def any_on(self) -> bool:
         return any(
             rule is not None
-            for rule in (self.failed_codes, self.ip_denied, self.new_network, self.sms_volume)
+            for rule in (
+                self.failed_codes,
+                self.failed_passwords,
+                self.ip_denied,
+                self.new_network,
+                self.sms_volume,
+            )
         )
 
 
@@ -157,6 +165,9 @@ def _rules(value: Value) -> Rules:
         failed_codes=_threshold(keys["failed_codes"], FAILED_CODES)
         if "failed_codes" in keys
         else default.failed_codes,
+        failed_passwords=_threshold(keys["failed_passwords"], FAILED_PASSWORDS)
+        if "failed_passwords" in keys
+        else default.failed_passwords,
         ip_denied=_threshold(keys["ip_denied"], IP_DENIED)
         if "ip_denied" in keys
         else default.ip_denied,

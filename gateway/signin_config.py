@@ -177,7 +177,14 @@ def _login(value: Value) -> Login | None:
 
 def _sessions(value: Value) -> Sessions:
     keys = value.mapping(
-        {"cookie_name", "idle_timeout", "absolute_timeout", "hold_cookies", "step_up_window"}
+        {
+            "cookie_name",
+            "idle_timeout",
+            "absolute_timeout",
+            "hold_cookies",
+            "step_up_window",
+            "max_per_user",
+        }
     )
     default = Sessions()
     if keys is None:
@@ -194,6 +201,12 @@ def _sessions(value: Value) -> Sessions:
         absolute_timeout=duration("absolute_timeout", default.absolute_timeout),
         hold_cookies=duration("hold_cookies", default.hold_cookies),
         step_up_window=duration("step_up_window", default.step_up_window),
+        max_per_user=(
+            keys["max_per_user"].integer(minimum=1, maximum=100_000)
+            if "max_per_user" in keys
+            else None
+        )
+        or default.max_per_user,
     )
     if sessions.idle_timeout > sessions.absolute_timeout:
         value.fail("idle_timeout: must not be longer than absolute_timeout")
@@ -202,7 +215,17 @@ def _sessions(value: Value) -> Sessions:
 
 def _limits(value: Value) -> Limits:
     keys = value.mapping(
-        {"user_failures", "ip_failures", "window", "lockout", "max_lockout", "daily_failures"}
+        {
+            "user_failures",
+            "ip_failures",
+            "window",
+            "lockout",
+            "max_lockout",
+            "daily_failures",
+            "account_slowdown",
+            "account_window",
+            "account_hold",
+        }
     )
     default = Limits()
     if keys is None:
@@ -223,6 +246,9 @@ def _limits(value: Value) -> Limits:
         lockout=duration("lockout", default.lockout),
         max_lockout=duration("max_lockout", default.max_lockout),
         daily_failures=number("daily_failures", default.daily_failures),
+        account_slowdown=number("account_slowdown", default.account_slowdown),
+        account_window=duration("account_window", default.account_window),
+        account_hold=duration("account_hold", default.account_hold),
     )
 
 

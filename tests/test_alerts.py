@@ -316,6 +316,26 @@ async def test_failed_codes_at_the_threshold_raise_exactly_one_alert(kit: Kit) -
     assert metric("failed_codes", "sent") == sent_before + 2  # one per destination
 
 
+async def test_wrong_passwords_for_one_account_from_many_addresses_raise_one_alert(
+    kit: Kit,
+) -> None:
+    """Guessing spread over addresses: no address's own count shows it, the account's does
+    (issue #12, item 4)."""
+    kit.start()
+    for n in range(9):
+        kit.record("signin.crm_failed", user="alice", ip=f"203.0.113.{n}")
+    await kit.settle()
+    assert kit.hook.received == []
+    kit.record("signin.password_failed", user="alice", ip="203.0.113.9")  # gateway login
+    for n in range(5):  # more in the same window: still one alert
+        kit.record("signin.crm_failed", user="alice", ip=f"198.51.100.{n}")
+    await kit.settle()
+
+    [alert] = kit.hook.received
+    assert (alert["rule"], alert["subject"], alert["count"]) == ("failed_passwords", "alice", 10)
+    assert alert["summary"] == "10 wrong passwords for alice within 1h"
+
+
 async def test_failed_codes_below_the_threshold_raise_nothing(kit: Kit) -> None:
     kit.start()
     fail_codes(kit, "alice", 4)

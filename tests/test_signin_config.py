@@ -437,7 +437,11 @@ def test_an_idle_timeout_longer_than_the_absolute_one_is_refused(secrets: str) -
         (
             "  lifetime: 1h\n",
             "sessions.lifetime: unknown key (known here: absolute_timeout, cookie_name,"
-            " hold_cookies, idle_timeout, step_up_window)",
+            " hold_cookies, idle_timeout, max_per_user, step_up_window)",
+        ),
+        (
+            "  max_per_user: 0\n",
+            "sessions.max_per_user: must be at least 1 but it's 0",
         ),
     ],
 )
@@ -457,7 +461,8 @@ def test_a_bad_sessions_value_is_reported_with_its_line_and_path(
         ("  window: 5 minutes\n", "limits.window: must be a duration such as 30s, 5m, 12h or 7d"),
         ("  lockout: 0\n", "limits.lockout: must be at least 1.0 but it's 0"),
         ("  max_lockout: []\n", "limits.max_lockout: must be a duration"),
-        ("  per_ip: 5\n", "limits.per_ip: unknown key (known here: daily_failures, ip_failures,"),
+        ("  per_ip: 5\n", "limits.per_ip: unknown key (known here: account_hold, account_slowdown"),
+        ("  account_hold: never\n", "limits.account_hold: must be a duration"),
     ],
 )
 def test_a_bad_limits_value_is_reported_with_its_line_and_path(
@@ -483,3 +488,21 @@ def test_every_sign_in_problem_is_reported_at_once() -> None:
     found = problems(text)
 
     assert [p.split(":")[1] for p in found] == ["1", "1", "4", "6", "7", "8", "9"]
+
+
+def test_the_account_pause_and_the_session_cap_are_read(secrets: str) -> None:
+    text = (
+        MINIMAL
+        + UPSTREAM_LOGIN
+        + "limits: {account_slowdown: 20, account_window: 2h, account_hold: 30m}\n"
+        + "sessions: {max_per_user: 50}\n"
+        + secrets
+    )
+    config = parse_config(text)
+    limits = config.signin.limits
+    assert (limits.account_slowdown, limits.account_window, limits.account_hold) == (
+        20,
+        7200.0,
+        1800.0,
+    )
+    assert config.signin.sessions.max_per_user == 50

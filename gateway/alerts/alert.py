@@ -22,7 +22,7 @@ SUBJECT_LIMIT = 150  # characters of a summary in a mail subject
 @dataclass(frozen=True)
 class Alert:
     id: str  # random; receivers may use it to drop a delivery they have seen
-    rule: str  # "failed_codes", "ip_denied", "new_network", "sms_volume"
+    rule: str  # "failed_codes", "failed_passwords", "ip_denied", "new_network", "sms_volume"
     subject: str  # what it is about: a user name, "all addresses", "all users"
     summary: str  # one line for a person
     count: int  # events counted (1 for new_network)

@@ -119,6 +119,9 @@ class AlertRules:
             if rules.failed_codes is not None:
                 self._watch["challenge.failed"] = self._failed_codes
                 self._watch["enrol.failed"] = self._failed_codes
+            if rules.failed_passwords is not None:
+                self._watch["signin.crm_failed"] = self._failed_passwords
+                self._watch["signin.password_failed"] = self._failed_passwords
             if rules.ip_denied is not None:
                 self._watch["ip.denied"] = self._ip_denied
             if rules.new_network is not None:
@@ -206,6 +209,24 @@ class AlertRules:
             subject=user,
             user=user,
             summary=f"{rule.count} failed codes for {user} within {format_interval(rule.within)}",
+        )
+
+    async def _failed_passwords(self, event: AuditEvent) -> None:
+        """Wrong passwords for one account from every address together: guessing spread
+        over many addresses shows here when no address's own count does."""
+        rule = self._config.rules.failed_passwords
+        if rule is None or not event.user:
+            return
+        user = event.user
+        within = format_interval(rule.within)
+        await self._threshold(
+            "failed_passwords",
+            _scope(user),
+            rule,
+            event,
+            subject=user,
+            user=user,
+            summary=f"{rule.count} wrong passwords for {user} within {within}",
         )
 
     async def _sms_volume(self, event: AuditEvent) -> None:

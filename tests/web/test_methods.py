@@ -15,6 +15,7 @@ import pytest
 
 from gateway.policy import load_policies
 from tests.conftest import GatewayFactory, Served, send_raw
+from tests.process import run_command, write_config
 
 POLICY = """
 roles:
@@ -129,3 +130,15 @@ def test_a_rule_after_a_wider_one_is_never_used_and_warned_about(tmp_path: Path)
 )
 def test_rules_that_say_what_they_mean_are_not_warned_about(tmp_path: Path, paths: str) -> None:
     assert _warnings(tmp_path, paths) == []
+
+
+def test_check_config_prints_the_policy_warnings(tmp_path: Path) -> None:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "policy.yaml").write_text(POLICY)
+    config = write_config(tmp_path, "http://127.0.0.1:9", f"policies: {folder}\n")
+    result = run_command("check-config", "-c", str(config))
+    assert result.returncode == 0, result.stderr  # a warning, not a problem: it would run
+    expected = f"warning: {folder / 'policy.yaml'}:7: paths[0]: decides only GET,HEAD"
+    assert expected in result.stderr
+    assert result.stdout.strip().endswith("OK")
