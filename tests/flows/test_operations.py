@@ -91,6 +91,7 @@ async def test_a_sign_in_leaves_a_complete_audit_trail_in_the_file_and_the_store
     assert names == [
         "signin.crm_ok",
         "enrol.completed",
+        "notice.not_sent",  # alice has no address or phone to be told of the new app
         "recovery.generated",
         "recovery.confirmed",
         "signin.completed",
