@@ -104,7 +104,7 @@ async def _finish_in_flight(runner: web.AppRunner, grace: float, stop: StopReque
     while True:
         busy = 0
         for connection in server.connections:
-            if isinstance(connection, GatewayRequestHandler) and connection.busy:
+            if isinstance(connection, GatewayRequestHandler) and not connection.idle:
                 busy += 1
             else:
                 connection.close()  # idle (keep-alive): it takes no new request

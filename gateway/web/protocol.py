@@ -70,10 +70,13 @@ class GatewayRequestHandler(RequestHandler):
         return _plain(status)
 
     @property
-    def busy(self) -> bool:
-        """A request is being handled (its body may still be arriving): a graceful stop must
-        not close this connection yet, as aiohttp drops what a closed connection receives."""
-        return bool(self._request_in_progress)
+    def idle(self) -> bool:
+        """Waiting for a request, with none received: a graceful stop may close it. Not
+        while a request is handled, nor between its head's arrival and its handler's start
+        (aiohttp drops what a closing connection receives: the body would be lost). The
+        same test aiohttp makes before closing a keep-alive connection."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
 
 
 class UnsupportedVersion(web.BaseRequest):
