@@ -1,0 +1,163 @@
+"""Reloads that cannot open the doors (issue #21, item 1).
+
+The watcher used to read a policy every 2 s: a file saved in two steps, or truncated to a
+valid prefix (`paths: [{path: "/**", allow: [anyone]}]`), was loaded, and a path and an
+address the full file denies got 200. Now a file is read only once it stayed unchanged for a
+whole look, a reload logs what it changed, and a watched change that removes every deny list
+or most path rules waits for `crm-gateway policy reload` or SIGHUP.
+Real gateway, real echo CRM, the real CLI; the watcher's looks are driven by the test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.web.guard import Guard
+from gateway.web.keys import GUARD
+from tests.conftest import GatewayFactory, Served
+from tests.process import run_command, write_config
+
+FULL = """\
+networks:
+  office: [127.0.0.0/8]
+  blocked: [127.0.0.9/32]
+organisation:
+  deny: [blocked]
+roles:
+  admin: {networks: [office]}
+users:
+  ann: {roles: [admin]}
+paths:
+  - {path: /admin/**, allow: [role:admin]}
+  - {path: /reports/**, methods: [GET], allow: [role:admin]}
+  - {path: /reports/**, allow: [role:admin]}
+  - {path: /public/**, allow: [anyone]}
+"""
+PREFIX = 'paths: [{path: "/**", allow: [anyone]}]\n'  # a valid start of some other file
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    found = tmp_path / "policies"
+    found.mkdir()
+    (found / "policy.yaml").write_text(FULL)
+    return found
+
+
+@pytest.fixture
+async def gw(upstream: Served, start_gateway: GatewayFactory, folder: Path) -> Served:
+    return await start_gateway(upstream.url, f"policies: {folder}\n")
+
+
+def guard(gw: Served) -> Guard:
+    return gw.app[GUARD]
+
+
+async def status(gw: Served, path: str = "/admin/users") -> int:
+    async with aiohttp.ClientSession() as http, http.get(gw.url + path) as r:
+        return r.status
+
+
+def edit(folder: Path, text: str, step: int) -> None:
+    """Write the file and make it look changed even within one tick of the file clock."""
+    path = folder / "policy.yaml"
+    path.write_text(text)
+    stamp = path.stat().st_mtime_ns + step * 1_000_000
+    os.utime(path, ns=(stamp, stamp))
+
+
+async def test_a_file_saved_in_two_steps_is_never_read_half_written(
+    gw: Served, folder: Path
+) -> None:
+    assert await status(gw) == 403  # anonymous: the admin area is the admin role's
+    edit(folder, PREFIX, 1)  # the editor's first write…
+    await guard(gw).look()
+    assert await status(gw) == 403  # …seen once: not read yet
+    edit(folder, FULL.replace("/public/**", "/open/**"), 2)  # …and the rest of the file
+    await guard(gw).look()
+    assert await status(gw) == 403
+    await guard(gw).look()  # unchanged for a whole look: read, and it is the whole file
+    assert await status(gw, "/open/x") == 200
+    assert await status(gw) == 403
+
+
+async def test_a_change_that_removes_every_deny_and_most_rules_waits_for_a_person(
+    upstream: Served, gw: Served, folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    edit(folder, PREFIX, 1)  # truncated to a valid prefix, and left so
+    caplog.set_level(logging.INFO, "gateway.policy")
+    for _ in range(4):
+        await guard(gw).look()
+    assert await status(gw) == 403  # still the full file's answer
+    held = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+    assert "removes every deny list" in held[0]
+    assert "crm-gateway policy reload" in held[0]
+    assert any("path rules removed (4)" in line for line in held)
+    assert len([m for m in held if "policy change held back (" in m]) == 1  # said once
+
+    # A person confirms it with the CLI, which writes to the gateway's store.
+    config = write_config(tmp_path, upstream.url, f"policies: {folder}\n")
+    result = run_command("policy", "reload", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "confirmed" in result.stdout
+    await guard(gw).look()
+    assert await status(gw) == 200  # the confirmed file is what they wanted
+
+
+async def test_sighup_loads_a_held_change_at_once(gw: Served, folder: Path) -> None:
+    edit(folder, PREFIX, 1)
+    await guard(gw).look()
+    await guard(gw).look()
+    assert await status(gw) == 403
+    assert await guard(gw).reload("SIGHUP")  # what the signal handler calls
+    assert await status(gw) == 200
+
+
+async def test_a_reload_logs_what_it_changed_and_whose_access_widened(
+    gw: Served, folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "gateway.policy")
+    wider = FULL.replace("admin: {networks: [office]}", "admin: {}").replace(
+        "  - {path: /public/**, allow: [anyone]}\n",
+        "  - {path: /public/**, allow: [anyone]}\n  - {path: /files/**, allow: [role:admin]}\n",
+    )
+    edit(folder, wider, 1)
+    await guard(gw).look()
+    await guard(gw).look()
+    lines = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("policy reloaded:")
+    ]
+    assert "policy reloaded: path rules added (1): any method /files/** allow role:admin" in lines
+    assert "policy reloaded: users whose access widened (1): ann" in lines
+
+
+async def test_the_share_that_holds_a_change_is_configurable(
+    upstream: Served, start_gateway: GatewayFactory, folder: Path
+) -> None:
+    gw = await start_gateway(
+        upstream.url, f"policies: {folder}\npolicy_reload: {{hold_share: 100%}}\n"
+    )
+    # Every rule removed but the deny list kept: under a share of 100 %, not held.
+    kept_deny = FULL.split("paths:")[0] + PREFIX
+    edit(folder, kept_deny, 1)
+    await guard(gw).look()
+    await guard(gw).look()
+    assert await status(gw) == 200
+
+
+async def test_the_audit_trail_records_a_held_change(
+    gw: Served, folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(folder, PREFIX, 1)
+    await guard(gw).look()
+    await guard(gw).look()
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "{" in line]
+    held = [e for e in events if e["event"] == "policy.reload_held"]
+    assert held and held[0]["outcome"] == "refused"
+    assert "deny" in held[0]["reason"]
