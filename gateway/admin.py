@@ -23,6 +23,7 @@ from gateway.model import AuditEvent
 from gateway.netindex import NetworkIndex
 from gateway.pathrules import normalize_path
 from gateway.policy import Policy, format_interval, load_policies
+from gateway.policychange import CONFIRMED_NOTE, files_digest
 from gateway.stores.sqlite import SqliteDurableStore
 from gateway.tokens import MIN_TOKEN_LENGTH, digest
 
@@ -39,6 +40,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     policy_cmds = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     explain = policy_cmds.add_parser("explain", help="the decision for one request, with its rules")
     explain.add_argument("-c", "--config", default="gateway.yaml")
+    reload = policy_cmds.add_parser(
+        "reload",
+        help="confirm the policy files as they are now: a running gateway loads them within "
+        "seconds, even a change its file watcher held back",
+    )
+    reload.add_argument("-c", "--config", default="gateway.yaml")
     explain.add_argument("--policies", help="a policy folder (instead of the config's)")
     explain.add_argument("--user", help="the user name (omit for an anonymous request)")
     explain.add_argument("--ip", required=True)
@@ -90,6 +97,26 @@ def load_policy_or_report(folder: str) -> Policy | None:
         return None
     report_problems(list(policy.warnings), noun="warning")
     return policy
+
+
+def confirm_policy(config: Config, policy: Policy | None) -> int:
+    """`policy reload`: the files (already loaded and checked by the caller) confirmed through
+    the durable store, which every worker and instance of the gateway reads."""
+    if policy is None:
+        print("no policies: the config names no `policies` folder", file=sys.stderr)
+        return EXIT_USAGE
+    digest = files_digest(config.policies)
+
+    async def confirm(store: SqliteDurableStore) -> None:
+        await store.set_note(CONFIRMED_NOTE, digest)
+        await audit_admin(config, store, "admin.policy_confirmed", digest=digest[:16])
+
+    with_store(config, confirm)
+    print(
+        f"confirmed {config.policies} ({len(policy.users)} users, {len(policy.paths)} path "
+        "rules): a running gateway loads them within a few seconds"
+    )
+    return EXIT_OK
 
 
 def explain(args: argparse.Namespace, policy: Policy | None) -> int:

@@ -16,7 +16,14 @@ from gateway.messaging_config import Messaging, OutboxProvider, SmtpProvider, re
 
 _ADDRESS = re.compile(r"^[^\s@<>,;\"]+@[^\s@<>,;\"]+$")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
-RULE_NAMES = ("failed_codes", "failed_passwords", "ip_denied", "new_network", "sms_volume")
+RULE_NAMES = (
+    "failed_codes",
+    "failed_passwords",
+    "ip_denied",
+    "new_network",
+    "policy_held",
+    "sms_volume",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class SmsVolume:
 
 FAILED_CODES = Threshold(5, 600.0)
 FAILED_PASSWORDS = Threshold(10, 3600.0)  # per user, from every address together
+POLICY_HELD = Threshold(1, 3600.0)  # a policy change the file watcher held back
 IP_DENIED = Threshold(50, 300.0)
 
 
@@ -56,6 +64,7 @@ class Rules:
     failed_passwords: Threshold | None = FAILED_PASSWORDS  # per user, any address
     ip_denied: Threshold | None = IP_DENIED  # all addresses together
     new_network: NewNetwork | None = NewNetwork()
+    policy_held: Threshold | None = POLICY_HELD
     sms_volume: SmsVolume | None = SmsVolume()
 
     @property
@@ -67,6 +76,7 @@ class Rules:
                 self.failed_passwords,
                 self.ip_denied,
                 self.new_network,
+                self.policy_held,
                 self.sms_volume,
             )
         )
@@ -174,6 +184,9 @@ def _rules(value: Value) -> Rules:
         new_network=_new_network(keys["new_network"])
         if "new_network" in keys
         else default.new_network,
+        policy_held=_threshold(keys["policy_held"], POLICY_HELD)
+        if "policy_held" in keys
+        else default.policy_held,
         sms_volume=_sms_volume(keys["sms_volume"]) if "sms_volume" in keys else default.sms_volume,
     )
 

@@ -171,6 +171,9 @@ def _command(argv: list[str] | None) -> int:
         from gateway.web.server import run
 
         return run(config, policy)
+    if args.command == "policy" and args.policy_command == "reload":
+        loaded = _load(args.config)
+        return EXIT_CONFIG if loaded is None else admin.confirm_policy(*loaded)
     if args.command == "policy":
         if args.policies:
             return admin.explain(args, None)

@@ -135,6 +135,9 @@ class Config:
     admin: Admin = field(default_factory=Admin)
     branding: Branding = field(default_factory=Branding)
     policies: str = ""  # directory of policy files; "" = none (a transparent proxy)
+    # A change the file watcher sees that removes more than this share of the path rules (or
+    # every deny list) waits for `crm-gateway policy reload` or SIGHUP.
+    policy_hold_share: float = 0.5
     signin: SignIn = field(default_factory=SignIn)
     messaging: Messaging = field(default_factory=Messaging)
     alerts: Alerts = field(default_factory=Alerts)
@@ -156,6 +159,7 @@ TOP_KEYS = {
     "admin",
     "branding",
     "policies",
+    "policy_reload",
     "login",
     "sessions",
     "limits",
@@ -239,6 +243,7 @@ def _build(root: Value, source: Source) -> Config | None:
     admin = _get(keys, "admin", _admin, Admin())
     branding = _get(keys, "branding", _branding, Branding())
     policies = _get(keys, "policies", _policies_dir, "")
+    hold_share = _get(keys, "policy_reload", _policy_reload, 0.5)
     signin = read_signin(keys, root)
     messaging = read_messaging(keys)
     alerts = read_alerts(keys, messaging)
@@ -282,6 +287,7 @@ def _build(root: Value, source: Source) -> Config | None:
         admin=admin,
         branding=branding,
         policies=policies,
+        policy_hold_share=hold_share,
         signin=signin,
         messaging=messaging,
         alerts=alerts,
@@ -302,6 +308,21 @@ def _policies_dir(value: Value) -> str | None:
     if not policy_files(folder):
         value.warn(f"{str(folder)!r} holds no policy files (*.yaml, *.yml)")
     return str(folder)
+
+
+def _policy_reload(value: Value) -> float | None:
+    """`{hold_share: 50%}`: the share of path rules a watched change may remove unconfirmed."""
+    keys = value.mapping({"hold_share"})
+    if keys is None or "hold_share" not in keys:
+        return None
+    text = keys["hold_share"].text()
+    if text is None:
+        return None
+    number = text[:-1].strip() if text.endswith("%") else ""
+    if not number.isdigit() or not 0 <= int(number) <= 100:
+        keys["hold_share"].fail(f"must be a share such as 50% but it's {text!r}")
+        return None
+    return int(number) / 100
 
 
 def _listen(value: Value) -> Listen | None:

@@ -336,6 +336,18 @@ async def test_wrong_passwords_for_one_account_from_many_addresses_raise_one_ale
     assert alert["summary"] == "10 wrong passwords for alice within 1h"
 
 
+async def test_a_policy_change_held_back_raises_an_alert_at_once(kit: Kit) -> None:
+    kit.start()
+    kit.record("policy.reload_held", reason="it removes every deny list (3 entries)")
+    await kit.settle()
+
+    [alert] = kit.hook.received
+    assert (alert["rule"], alert["subject"]) == ("policy_held", "policy")
+    assert (
+        alert["summary"] == "a policy change was held back: it removes every deny list (3 entries)"
+    )
+
+
 async def test_failed_codes_below_the_threshold_raise_nothing(kit: Kit) -> None:
     kit.start()
     fail_codes(kit, "alice", 4)

@@ -114,7 +114,7 @@ def test_rules_switch_off_with_false_or_enabled_false() -> None:
 def test_every_rule_off_needs_no_destination() -> None:
     alerts = load(
         "alerts:\n  rules: {failed_codes: off, failed_passwords: off, ip_denied: off, "
-        "new_network: off, sms_volume: off}\n"
+        "new_network: off, policy_held: off, sms_volume: off}\n"
     ).alerts
     assert not alerts.active
 
@@ -212,7 +212,7 @@ def test_a_plain_http_webhook_off_this_host_warns() -> None:
         (
             "alerts:\n  webhook: {url: https://h.example/x}\n  rules:\n    lockouts: {count: 3}\n",
             "gateway.yaml:7: alerts.rules.lockouts: unknown key (known here: failed_codes, "
-            "failed_passwords, ip_denied, new_network, sms_volume)",
+            "failed_passwords, ip_denied, new_network, policy_held, sms_volume)",
         ),
         (
             "alerts:\n  webhook: {url: https://h.example/x}\n  rules:\n"

@@ -20,6 +20,7 @@ LAYERS = {
     "gateway.netindex": 2,
     "gateway.pathrules": 1,
     "gateway.access": 2,
+    "gateway.policychange": 2,
     "gateway.tokens": 2,
     "gateway.loader": 1,
     "gateway.config": 1,

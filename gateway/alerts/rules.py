@@ -127,6 +127,8 @@ class AlertRules:
             if rules.new_network is not None:
                 self._watch["signin.crm_ok"] = self._new_network
                 self._watch["signin.password_ok"] = self._new_network
+            if rules.policy_held is not None:
+                self._watch["policy.reload_held"] = self._policy_held
             if rules.sms_volume is not None:
                 self._watch["code.sent"] = self._sms_volume
 
@@ -227,6 +229,21 @@ class AlertRules:
             subject=user,
             user=user,
             summary=f"{rule.count} wrong passwords for {user} within {within}",
+        )
+
+    async def _policy_held(self, event: AuditEvent) -> None:
+        """A policy change the file watcher held back: someone should look at once (a file
+        half written, or a change that opens much more than meant)."""
+        rule = self._config.rules.policy_held
+        if rule is None:
+            return
+        await self._threshold(
+            "policy_held",
+            "all",
+            rule,
+            event,
+            subject="policy",
+            summary=f"a policy change was held back: {event.reason}",
         )
 
     async def _sms_volume(self, event: AuditEvent) -> None:

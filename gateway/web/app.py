@@ -147,7 +147,10 @@ def snapshot_file(config: Config) -> Path | None:
 
 
 async def _guard(app: web.Application, *, preloaded: Policy | None) -> AsyncIterator[None]:
-    guard = await open_guard(app[CONFIG].policies, app[DURABLE], app[AUDIT], preloaded)
+    config = app[CONFIG]
+    guard = await open_guard(
+        config.policies, app[DURABLE], app[AUDIT], preloaded, hold_share=config.policy_hold_share
+    )
     app[GUARD] = guard
     watcher = asyncio.create_task(guard.watch(), name="policy-watch")
     loop = asyncio.get_running_loop()

@@ -23,6 +23,13 @@ from gateway.model import Action, Decision, Settings, Step
 from gateway.netindex import NetworkIndex
 from gateway.pathrules import normalize_path
 from gateway.policy import Level, Policy, User, Where, empty_policy, load_policies, policy_files
+from gateway.policychange import (
+    CONFIRMED_NOTE,
+    DEFAULT_HOLD_SHARE,
+    Change,
+    compare,
+    files_digest,
+)
 from gateway.stores import DurableStore
 from gateway.tokens import AmbiguousCredential, TokenTable, credential_places, find_credential
 from gateway.web.keys import AUDIT, CREDENTIAL, DECISION, USER, VIEW
@@ -48,7 +55,13 @@ class AccessDenied(HttpError):
 
 class Guard:
     def __init__(
-        self, folder: str, policy: Policy, durable: DurableStore, trail: AuditTrail
+        self,
+        folder: str,
+        policy: Policy,
+        durable: DurableStore,
+        trail: AuditTrail,
+        *,
+        hold_share: float = DEFAULT_HOLD_SHARE,
     ) -> None:
         self.folder = folder  # "" = no policy files: the built-in defaults, nothing to watch
         self.policy = policy
@@ -58,7 +71,10 @@ class Guard:
         self.tokens = TokenTable()
         self._durable = durable
         self.trail = trail
-        self._signature = self._files_signature()
+        self.hold_share = hold_share
+        self._signature = self._files_signature()  # the files the running policy came from
+        self._seen = self._signature  # what the watcher's last look found
+        self._held = ""  # digest of files whose change waits for a person to confirm it
 
     # -- keeping current -------------------------------------------------------------------
 
@@ -74,12 +90,15 @@ class Guard:
             found.append((str(path), stat.st_mtime_ns, stat.st_size))
         return tuple(found)
 
-    async def reload(self, why: str) -> bool:
-        """Load the files again; keep the running policy when they are broken."""
+    async def reload(self, why: str, *, watched: bool = False) -> bool:
+        """Load the files again; keep the running policy when they are broken. `watched`: the
+        file watcher asks, not a person (SIGHUP, `policy reload`): a change that removes every
+        deny list or more than `hold_share` of the path rules waits for a person."""
         if not self.folder:
             return False
         self._signature = self._files_signature()
         try:
+            digest = await asyncio.to_thread(files_digest, self.folder)
             policy = await asyncio.to_thread(load_policies, self.folder)
         except ConfigError as exc:
             for problem in exc.problems:
@@ -92,6 +111,11 @@ class Guard:
                 "policy.reload_failed", "failed", reason=why, problems=len(exc.problems)
             )
             return False
+        change = compare(self.policy, policy, hold_share=self.hold_share)
+        if watched and change.hold and not await self._confirmed(digest):
+            self._hold(why, digest, change)
+            return False
+        self._held = ""
         index = await asyncio.to_thread(NetworkIndex, policy.networks)
         _log_warnings(policy)
         self.policy, self.index, self.users = policy, index, _by_canonical_name(policy)
@@ -103,8 +127,30 @@ class Guard:
             len(policy.networks),
             len(policy.paths),
         )
-        self.trail.record("policy.reloaded", "ok", reason=why)
+        for line in change.lines():
+            log.info("policy reloaded: %s", line)
+        self.trail.record("policy.reloaded", "ok", reason=why, widened=len(change.widened))
         return True
+
+    def _hold(self, why: str, digest: str, change: Change) -> None:
+        if self._held == digest:
+            return  # said once for these files
+        self._held = digest
+        log.error(
+            "policy change held back (%s): %s. The previous policy stays in force; if the "
+            "change is meant, confirm it with `crm-gateway policy reload -c CONFIG` or SIGHUP",
+            why,
+            change.hold,
+        )
+        for line in change.lines():
+            log.error("policy change held back: it would make %s", line)
+        self.trail.record(
+            "policy.reload_held", "refused", reason=change.hold, widened=len(change.widened)
+        )
+
+    async def _confirmed(self, digest: str) -> bool:
+        """A person confirmed these very files (`crm-gateway policy reload`)."""
+        return await self._durable.note(CONFIRMED_NOTE) == digest
 
     async def refresh_tokens(self) -> None:
         version = await self._durable.tokens_version()
@@ -113,15 +159,25 @@ class Guard:
             self.tokens.replace(version, rows)
 
     async def watch(self) -> None:
-        """Background: reload on file change, refresh tokens on store change."""
+        """Background: a look at the files and the token table every WATCH_EVERY seconds."""
         while True:
             await asyncio.sleep(WATCH_EVERY)
             try:
-                if self._files_signature() != self._signature:
-                    await self.reload("file changed")
-                await self.refresh_tokens()
+                await self.look()
             except StoreUnavailable as exc:
                 log.warning("token table not refreshed: %s", exc.detail)
+
+    async def look(self) -> None:
+        """Reload files that changed and then stayed unchanged for a whole look (a file
+        caught half written, or saved in two steps, is never read), or a held-back change a
+        person confirmed; refresh the tokens when the store says they changed."""
+        signature = self._files_signature()
+        if signature != self._signature and signature == self._seen:
+            await self.reload("file changed", watched=True)
+        elif self._held and await self._confirmed(self._held):
+            await self.reload("confirmed", watched=True)
+        self._seen = signature
+        await self.refresh_tokens()
 
     # -- judging ---------------------------------------------------------------------------
 
@@ -244,11 +300,16 @@ def audit_event(request: web.Request, event: str, *, outcome: str, **fields: obj
 
 
 async def open_guard(
-    folder: str, durable: DurableStore, trail: AuditTrail, policy: Policy | None = None
+    folder: str,
+    durable: DurableStore,
+    trail: AuditTrail,
+    policy: Policy | None = None,
+    *,
+    hold_share: float = DEFAULT_HOLD_SHARE,
 ) -> Guard:
     if policy is None:
         policy = await asyncio.to_thread(load_policies, folder) if folder else empty_policy()
-    guard = Guard(folder, policy, durable, trail)
+    guard = Guard(folder, policy, durable, trail, hold_share=hold_share)
     _log_warnings(policy)
     await guard.refresh_tokens()
     log.info(
