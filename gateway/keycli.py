@@ -25,7 +25,7 @@ from gateway.admin import (
 from gateway.config import Config
 from gateway.crypto import KeyError_, KeyRing, SealBroken, Sealer, new_key_line
 from gateway.errors import StoreUnavailable
-from gateway.factors.book import totp_purpose
+from gateway.factors.totp import totp_purpose
 from gateway.policy import Policy
 from gateway.stores.protocols import SEAL_RING_NOTE, Authenticator, DurableStore
 from gateway.stores.sqlite import SqliteDurableStore

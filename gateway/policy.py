@@ -19,12 +19,12 @@ import phonenumbers
 from yaml.nodes import MappingNode
 
 from gateway.errors import ConfigError, Problem
+from gateway.factors.names import FACTOR_NAMES
 from gateway.loader import Source, Value, read_file, read_network_list
 from gateway.pathrules import compile_glob
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-FACTORS = ("totp", "sms", "email", "recovery")
 METHOD = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
 _PHONE = re.compile(r"^\+?[0-9 ()\-.]{6,24}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -670,7 +670,7 @@ def _factors(value: Value) -> tuple[str, ...] | None:
     items = value.sequence()
     if items is None:
         return None
-    found = [item.choice(FACTORS) for item in items]
+    found = [item.choice(FACTOR_NAMES) for item in items]
     if not items:
         value.fail("must list at least one factor (totp, sms, email, recovery)")
         return None

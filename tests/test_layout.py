@@ -32,6 +32,7 @@ LAYERS = {
     "gateway.shutdown_config": 1,
     "gateway.senders": 3,
     "gateway.factors": 3,
+    "gateway.factors.names": 0,  # the policy loader reads the names; the factors sit above
     "gateway.session": 3,
     "gateway.regulation": 3,
     "gateway.identity": 3,
@@ -121,3 +122,31 @@ def test_only_clock_reads_the_time() -> None:
             continue  # the supervisor's restart backoff is process plumbing, not logic
         source = path.read_text()
         assert "time.time()" not in source and "datetime.now(" not in source, module
+
+
+def test_the_factor_registry_builds_every_factor_the_policy_may_name() -> None:
+    """gateway.factors.names (what policies may say) and the registry (what is built) agree,
+    and each factor answers to its own name and has its part of the challenge page."""
+    from gateway.clock import FakeClock
+    from gateway.crypto import Sealer, new_key_line, parse_keys
+    from gateway.factors.names import FACTOR_NAMES
+    from gateway.factors.registry import build_factors
+    from gateway.regulation import Regulator
+    from gateway.signin_config import Limits
+    from gateway.stores.memory import MemorySharedStore
+
+    clock = FakeClock()
+    built = build_factors(
+        durable=None,  # type: ignore[arg-type]  # nothing is read while building
+        regulator=Regulator(MemorySharedStore(clock), clock, Limits()),
+        sealer=Sealer(parse_keys(new_key_line("k1"))),
+        clock=clock,
+        codes=None,
+        channels=(),
+        contact=lambda user, channel: "",
+    )
+    assert tuple(built) == FACTOR_NAMES
+    templates = PACKAGE / "web" / "templates" / "factors"
+    for name, factor in built.items():
+        assert factor.name == name
+        assert (templates / f"{name}.html").is_file()

@@ -1,1 +1,2 @@
-"""Second factors: how each one makes and checks its codes. No I/O; stores are passed in."""
+"""Second factors: the SecondFactor Protocol (protocol.py), one module per factor, their names
+(names.py) and the registry that builds them (registry.py)."""

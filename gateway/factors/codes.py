@@ -1,6 +1,7 @@
-"""One-time codes sent by SMS or e-mail: issued with a resend cooldown and hourly caps (per
-user and per address, so nobody can run up the bill), kept only as a keyed hash, void after
-their time or too many wrong entries, and good once.
+"""One-time codes sent by SMS or e-mail, and the two factors made of them (SentCodeFactor):
+issued with a resend cooldown and hourly caps (per user and per address, so nobody can run
+up the bill), kept only as a keyed hash, void after their time or too many wrong entries,
+and good once.
 
 No I/O beyond the shared store: sending is the caller's (gateway.senders), so a code is
 issued, then sent, then recorded in the ledger by the web layer.
@@ -11,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.clock import Clock
-from gateway.factors.book import Verdict
+from gateway.factors.contact import mask_email, mask_phone
+from gateway.factors.protocol import Answer, Prompt, Verdict
 from gateway.messaging_config import Codes
 from gateway.regulation import Regulator
 from gateway.stores import SharedStore
@@ -126,3 +130,43 @@ class CodeBook:
 def _tag(bound: str) -> str:
     """A short digest of the session id: enough to tell sign-ins apart, nothing to replay."""
     return hashlib.sha256(bound.encode()).hexdigest()[:16]
+
+
+class SentCodeFactor:
+    """A code sent to the phone number or e-mail address on file (`name`: "sms" or
+    "email"); offered only where a provider is configured."""
+
+    enrol_page = ""  # the number or address is the administrator's to put on file
+    sends = True
+    wrong_answer = "challenge.wrong_sent_code"  # a texted code has no phone clock to check
+    preselect = True
+
+    def __init__(
+        self, name: str, codes: CodeBook | None, contact: Callable[[str, str], str]
+    ) -> None:
+        self.name = name
+        self._codes = codes  # None: no provider configured for this channel
+        self._contact = contact  # (user, channel) → E.164 number or address, "" when none
+
+    def offerable(self) -> bool:
+        return self._codes is not None
+
+    async def on_file(self, user: str) -> bool:
+        return self.offerable() and bool(self._contact(user, self.name))
+
+    async def prompt(self, user: str, sign_in: str) -> Prompt:
+        found = self._contact(user, self.name)
+        if self._codes is None or not found:
+            return Prompt(missing=True)
+        return Prompt(
+            to=mask_phone(found) if self.name == "sms" else mask_email(found),
+            pending=await self._codes.pending(user, self.name, sign_in),
+            minutes=max(1, math.ceil(self._codes.rules.ttl / 60)),
+        )
+
+    async def check(self, answer: Answer) -> Verdict:
+        if self._codes is None:
+            return Verdict(False, "code_expired")
+        return await self._codes.check(
+            answer.user, self.name, answer.code, answer.ip, answer.sign_in
+        )

@@ -1,20 +1,30 @@
-"""TOTP (RFC 6238) with pyotp: new keys, how they are shown, and which time step a code is.
-
-Always given the time explicitly (an injected clock upstream). Replay guards and rate limits
-are the caller's (gateway.regulation); this module only does arithmetic.
+"""TOTP (RFC 6238) with pyotp, the authenticator-app factor: new keys and how they are
+shown, which time step a code is, and TotpFactor, which keeps the apps a user added (their
+keys sealed) and checks a code against them: counted against the limits before any key is
+opened, and good once per user and time step. The time is always given explicitly.
 """
 
 from __future__ import annotations
 
 import hmac
+import secrets
 from urllib.parse import quote
 
 import pyotp
 import segno
 
+from gateway.clock import Clock
+from gateway.crypto import SealBroken, Sealer
+from gateway.factors.protocol import Answer, Prompt, Verdict
+from gateway.regulation import Regulator
+from gateway.stores import Authenticator, DurableStore
+
 STEP = 30  # seconds per code (RFC 6238 default; every authenticator app assumes it)
 DIGITS = 6
 DRIFT = 1  # steps accepted either side of now: at most ±30 s of clock skew
+MAX_AUTHENTICATORS = 10
+# A used step stays remembered until no clock could accept it again.
+_REPLAY_TTL = float((2 * DRIFT + 2) * STEP)
 
 
 def new_secret() -> str:
@@ -71,3 +81,98 @@ def matching_step(secret: str, code: str, now: float, *, drift: int = DRIFT) -> 
         if hmac.compare_digest(code_at(secret, step), code) and found is None:
             found = step
     return found
+
+
+def totp_purpose(user: str, auth_id: str) -> str:
+    # Bound into the seal: a secret copied to another user's row in the database won't open.
+    return f"totp\x00{user}\x00{auth_id}"
+
+
+class TotpFactor:
+    """Codes from an authenticator app the user added on the enrolment page."""
+
+    name = "totp"
+    enrol_page = "enrol"
+    sends = False
+    wrong_answer = "challenge.wrong_code"
+    preselect = True
+
+    def __init__(
+        self, durable: DurableStore, regulator: Regulator, sealer: Sealer, clock: Clock
+    ) -> None:
+        self._durable = durable
+        self._regulator = regulator
+        self._sealer = sealer
+        self._clock = clock
+
+    def offerable(self) -> bool:
+        return True
+
+    async def on_file(self, user: str) -> bool:
+        return bool(await self.authenticators(user))
+
+    async def prompt(self, user: str, sign_in: str) -> Prompt:
+        return Prompt()
+
+    async def authenticators(self, user: str) -> list[Authenticator]:
+        return [a for a in await self._durable.authenticators(user) if a.kind == self.name]
+
+    async def check(self, answer: Answer) -> Verdict:
+        user, ip = answer.user, answer.ip
+        rows = await self.authenticators(user)
+        if not rows:
+            return Verdict(False, "no_authenticator")
+        until = await self._regulator.attempt(user, ip)
+        if until:
+            return Verdict(False, "locked", until)
+        now = self._clock.now()
+        for row in rows:
+            try:
+                secret = self._sealer.unseal(row.sealed, totp_purpose(user, row.id)).decode()
+            except SealBroken:
+                continue  # logged by keys verification; never a pass
+            step = matching_step(secret, answer.code, now)
+            if step is None:
+                continue
+            verdict = await self._right(user, ip, step)
+            if verdict.ok:
+                await self._durable.touch_authenticator(row.id, now)
+            return verdict
+        return Verdict.wrong(await self._regulator.failed(user, ip))
+
+    async def check_new(self, user: str, secret: str, code: str, ip: str) -> Verdict:
+        """An app being added counts only after a right code from it."""
+        until = await self._regulator.attempt(user, ip)
+        if until:
+            return Verdict(False, "locked", until)
+        step = matching_step(secret, code, self._clock.now())
+        if step is None:
+            return Verdict.wrong(await self._regulator.failed(user, ip))
+        return await self._right(user, ip, step)
+
+    async def _right(self, user: str, ip: str, step: int) -> Verdict:
+        """A right code counts once per user and time step."""
+        if not await self._regulator.first_use(user, step, _REPLAY_TTL):
+            # The same code again (or a second tab): it counts as a failure, too.
+            await self._regulator.failed(user, ip)
+            return Verdict(False, "replayed")
+        await self._regulator.succeeded(user, ip)
+        return Verdict(True, "ok")
+
+    async def add(self, user: str, secret: str, name: str) -> Authenticator:
+        auth_id = secrets.token_hex(8)
+        sealed = self._sealer.seal(secret.encode(), totp_purpose(user, auth_id))
+        row = Authenticator(
+            id=auth_id,
+            user=user,
+            kind=self.name,
+            name=name.strip()[:64] or "Authenticator",
+            sealed=sealed,
+            key_id=self._sealer.key_id(sealed),
+            created=self._clock.now(),
+        )
+        await self._durable.add_authenticator(row)
+        return row
+
+    async def remove(self, user: str, auth_id: str) -> bool:
+        return await self._durable.remove_authenticator(user, auth_id)

@@ -24,7 +24,6 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto import Sealer, subkey
 from gateway.errors import BadRequest, HttpError, MethodNotAllowed, NotFound, StoreUnavailable
-from gateway.factors.book import FactorBook
 from gateway.factors.codes import CodeBook
 from gateway.forwarding import (
     ClientView,
@@ -188,7 +187,6 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
     await app[DURABLE].set_note(SEAL_RING_NOTE, json.dumps({**ring, "stopped": 0}))
     book = SessionBook(app[SHARED], secrets.session_keys, clock, signin_config.sessions)
     regulator = Regulator(app[SHARED], clock, signin_config.limits)
-    factors = FactorBook(app[DURABLE], regulator, sealer, clock)
     passwords = None
     if login.mode == "gateway":
         passwords = Passwords(await asyncio.to_thread(load_password_file, login.users_file))
@@ -207,7 +205,7 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
         config,
         app[GUARD],
         book,
-        factors,
+        regulator,
         app[DURABLE],
         app[SHARED],
         sealer,

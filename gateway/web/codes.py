@@ -12,12 +12,11 @@ import asyncio
 import logging
 import math
 from decimal import Decimal
-from typing import Any
 
 from aiohttp import web
 
-from gateway.factors.codes import CHANNELS, CodeBook
-from gateway.factors.contact import mask_email, mask_phone, message_subject, message_text
+from gateway.factors.codes import CodeBook
+from gateway.factors.contact import message_subject, message_text
 from gateway.metrics import record_message
 from gateway.senders import Delivery, Message
 from gateway.session import Session
@@ -69,42 +68,24 @@ def _minutes(codes: CodeBook) -> int:
     return max(1, math.ceil(codes.rules.ttl / 60))
 
 
-async def code_message_state(
-    request: web.Request, signin: SignIn, session: Session, factor: str
-) -> dict[str, Any]:
-    """What the challenge page shows for an SMS or e-mail code; {} for other factors."""
-    if factor not in CHANNELS or signin.codes is None:
-        return {}
-    user = session.user
+def sent_problem(request: web.Request) -> str:
+    """What the challenge page says about the last request to send a code (after the
+    redirect of `send_code`): why nothing was sent, or how long to wait."""
     t = translator(request)
-    contact = signin.contact(user, factor)
-    if not contact:
-        audit_event(request, "code.no_contact", outcome="refused", user=user, reason=factor)
-        return {
-            "channel": factor,
-            "error": t(f"challenge.no_{'phone' if factor == 'sms' else 'email'}"),
-        }
-    shown = mask_phone(contact) if factor == "sms" else mask_email(contact)
-    state: dict[str, Any] = {
-        "channel": factor,
-        "to": shown,
-        "pending": await signin.codes.pending(user, factor, session.sid),
-        "minutes": _minutes(signin.codes),
-    }
     sent = request.query.get("sent", "")
     if sent in _SENT_MESSAGES:
-        state["problem"] = t(_SENT_MESSAGES[sent])
-    elif sent == "cooldown":
+        return t(_SENT_MESSAGES[sent])
+    if sent == "cooldown":
         wait = request.query.get("wait", "")
         seconds = min(int(wait), 3600) if wait.isdigit() and len(wait) < 6 else 60
-        state["problem"] = t("challenge.resend_wait", seconds=seconds)
-    return state
+        return t("challenge.resend_wait", seconds=seconds)
+    return ""
 
 
 async def send_code(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
     form = await checked_form(request, session)
     factor = form.get("factor", "")
-    if factor not in CHANNELS:
+    if factor not in signin.factors or not signin.factors[factor].sends:
         return signin.redirect(f"{signin.prefix}challenge")
     user = session.user
     back = f"{signin.prefix}challenge?factor={factor}"
@@ -114,7 +95,7 @@ async def send_code(request: web.Request, signin: SignIn, session: Session) -> w
     if signin.codes is None or sender is None or not contact or not allowed:
         return signin.redirect(back)
     ip = request[VIEW].ip
-    if await signin.codes.regulator.locked_until(user, ip):
+    if await signin.regulator.locked_until(user, ip):
         return signin.redirect(back)  # the page says until when; nothing is sent meanwhile
     issued = await signin.codes.issue(user, factor, ip, contact, session.sid)
     if not issued.ok:

@@ -17,15 +17,15 @@ from aiohttp import web
 
 from gateway.errors import MethodNotAllowed, NotFound
 from gateway.factors import totp
-from gateway.factors.book import MAX_AUTHENTICATORS, Verdict
-from gateway.factors.codes import CHANNELS
+from gateway.factors.protocol import Answer, SecondFactor, Verdict
+from gateway.factors.totp import MAX_AUTHENTICATORS
 from gateway.i18n import LANGUAGES, duration
 from gateway.identity import canonical_user
 from gateway.metrics import CHALLENGES
 from gateway.model import Settings
 from gateway.paths import safe_return_path
 from gateway.session import FULL, PASSWORD, Session
-from gateway.web.codes import code_message_state, send_code
+from gateway.web.codes import send_code, sent_problem
 from gateway.web.forms import CsrfFailed, checked_form, read_form
 from gateway.web.guard import audit_event
 from gateway.web.keys import SIGNIN, USER, VIEW
@@ -99,66 +99,70 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
     user = session.user
     state = await signin.factor_state(user)
     settings, allowed, usable = state.settings, state.offered, state.usable
+    factors = signin.factors
     if not usable and "totp" in allowed:
         return signin.redirect(f"{signin.prefix}enrol")
-    missing = [f for f in allowed if f in CHANNELS and f not in usable]
+    # Factors that send a code are shown even with nothing on file: the page says whom to ask.
+    missing = [f for f in allowed if factors[f].sends and f not in usable]
     if not usable and missing:
-        # Allowed SMS or e-mail, but nothing on file: the page says whom to ask.
         return await _challenge_page(request, signin, session, settings, missing[0], missing)
     if not usable:
         return _no_factor(request, user)
     if request.method == "POST":
         form = await checked_form(request, session)
-        factor = form.get("factor", "totp")
-        factor = factor if factor in usable else usable[0]
-        code = form.get("code", "")[:64]
-        ip = request[VIEW].ip
-        if factor == "recovery":
-            verdict = await signin.factors.check_recovery(user, code, ip)
-        elif factor in CHANNELS and signin.codes is not None:
-            verdict = await signin.codes.check(user, factor, code, ip, session.sid)
-        else:
-            verdict = await signin.factors.check_totp(user, code, ip)
-        CHALLENGES.labels(factor, "passed" if verdict.ok else verdict.reason).inc()
+        name = form.get("factor", usable[0])
+        factor = factors[name if name in usable else usable[0]]
+        answer = Answer(user, form.get("code", "")[:64], request[VIEW].ip, session.sid)
+        verdict = await factor.check(answer)
+        CHALLENGES.labels(factor.name, "passed" if verdict.ok else verdict.reason).inc()
         if verdict.ok:
-            audit_event(
-                request, "challenge.passed", outcome="ok", user=user, reason=factor, factor=factor
-            )
-            if factor == "recovery":
-                audit_event(request, "recovery.used", outcome="ok", user=user)
-            else:
-                await signin.durable.set_factor_choice(user, factor)
-            if session.stage == PASSWORD:
-                remember = form.get("remember") == "1"
-                return await signin.complete(request, session, factor=factor, remember=remember)
-            fresh = await signin.book.rotate(session, verified=signin.clock.now())
-            if fresh is None:
-                return signin.expired(request)
-            response = signin.redirect(fresh.return_to or f"{signin.prefix}account")
-            response.headers.add(*signin.session_cookie(request, fresh))
-            return response
+            return await _passed(request, signin, session, factor, form.get("remember") == "1")
         audit_event(
             request,
             "challenge.failed",
             outcome="failed",
             user=user,
             reason=verdict.reason,
-            factor=factor,
+            factor=factor.name,
         )
         if verdict.reason == "locked":
             audit_event(request, "challenge.lockout", outcome="locked", user=user)
-        return await _challenge_page(request, signin, session, settings, factor, usable, verdict)
+        return await _challenge_page(
+            request, signin, session, settings, factor.name, usable, verdict
+        )
     # A factor asked for by its link (even one that cannot work: the page says why), else the
     # one passed with last time if it still works, else the first that works (the last one
     # is looked up only when there is a choice).
-    factor = request.query.get("factor", "")
-    if factor not in allowed:
+    name = request.query.get("factor", "")
+    if name not in allowed:
         last = await signin.durable.factor_choice(user) if len(usable) > 1 else ""
-        factor = last if last in usable else usable[0]
-    until = await signin.factors.regulator.locked_until(user, request[VIEW].ip)
+        name = last if last in usable else usable[0]
+    until = await signin.regulator.locked_until(user, request[VIEW].ip)
     shown = Verdict(False, "locked", until) if until else None
-    choices = [f for f in allowed if f in usable or f in CHANNELS]
-    return await _challenge_page(request, signin, session, settings, factor, choices, shown)
+    choices = [f for f in allowed if f in usable or factors[f].sends]
+    return await _challenge_page(request, signin, session, settings, name, choices, shown)
+
+
+async def _passed(
+    request: web.Request, signin: SignIn, session: Session, factor: SecondFactor, remember: bool
+) -> web.StreamResponse:
+    """A right answer: the sign-in completes, or (signed in already) the session is fresh."""
+    user = session.user
+    audit_event(
+        request, "challenge.passed", outcome="ok", user=user, reason=factor.name, factor=factor.name
+    )
+    if factor.preselect:
+        await signin.durable.set_factor_choice(user, factor.name)
+    else:  # a last resort was used (recovery codes): worth its own line in the trail
+        audit_event(request, f"{factor.name}.used", outcome="ok", user=user)
+    if session.stage == PASSWORD:
+        return await signin.complete(request, session, factor=factor.name, remember=remember)
+    fresh = await signin.book.rotate(session, verified=signin.clock.now())
+    if fresh is None:
+        return signin.expired(request)
+    response = signin.redirect(fresh.return_to or f"{signin.prefix}account")
+    response.headers.add(*signin.session_cookie(request, fresh))
+    return response
 
 
 async def _challenge_page(
@@ -166,11 +170,12 @@ async def _challenge_page(
     signin: SignIn,
     session: Session,
     settings: Settings,
-    factor: str,
+    name: str,
     allowed: list[str],
     verdict: Verdict | None = None,
 ) -> web.Response:
     t = translator(request)
+    factor = signin.factors[name]
     locked = ""
     error = ""
     status = 200
@@ -178,32 +183,31 @@ async def _challenge_page(
         locked = locked_text(request, verdict.locked_until, "challenge.locked")
         status = 429
     elif verdict is not None:
-        key = f"challenge.{verdict.reason}"
-        if factor == "recovery":
-            key = "challenge.wrong_recovery"
-        elif factor in CHANNELS and verdict.reason == "wrong_code":
-            key = "challenge.wrong_sent_code"  # a texted code has no phone clock to check
-        error = t(key)
+        error = t(
+            factor.wrong_answer if verdict.reason == "wrong_code" else f"challenge.{verdict.reason}"
+        )
         status = 400
     remember_for = ""
     if session.stage == PASSWORD and settings.remember_device > 0:
         remember_for = duration(language(request), settings.remember_device)
-    others = [(f, t(f"challenge.use_{f}")) for f in allowed if f != factor]
-    message = await code_message_state(request, signin, session, factor)
-    if message.get("error") and not error:
-        error, status = message["error"], 403
+    others = [(f, t(f"challenge.use_{f}")) for f in allowed if f != name]
+    prompt = await factor.prompt(session.user, session.sid)
+    if prompt.missing and not error:
+        audit_event(request, "code.no_contact", outcome="refused", user=session.user, reason=name)
+        error, status = t(f"challenge.missing_{name}"), 403
     response = _page(
         request,
         session,
         "challenge.html",
         t("challenge.title"),
         status=status,
-        factor=factor,
+        factor=name,
         error=error,
         locked=locked,
         remember_for=remember_for,
         others=others,
-        message=message,
+        prompt=prompt,
+        problem=sent_problem(request) if factor.sends else "",
         notice=t("account.step_up") if session.stage == FULL else "",
     )
     if verdict is not None and verdict.locked_until:
@@ -230,7 +234,8 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
         # Only factors this version cannot check (SMS, e-mail) are allowed.
         return _no_factor(request, user)
     t = translator(request)
-    if state.apps >= MAX_AUTHENTICATORS:
+    apps = len(await signin.totp.authenticators(user))
+    if apps >= MAX_AUTHENTICATORS:
         # Only a signed-in user gets here: at the password stage an app on file meant the
         # challenge.
         return _page(
@@ -249,15 +254,15 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
         await signin.book.save(session)
     error = ""
     name = t("enrol.default_name")
-    locked_until = await signin.factors.regulator.locked_until(user, request[VIEW].ip)
+    locked_until = await signin.regulator.locked_until(user, request[VIEW].ip)
     if request.method == "POST" and not locked_until:
         form = await checked_form(request, session)
         name = form.get("name", "").strip()[:64] or t("enrol.default_name")
-        verdict = await signin.factors.check_new_totp(
+        verdict = await signin.totp.check_new(
             user, secret, form.get("code", "")[:64], request[VIEW].ip
         )
         if verdict.ok:
-            return await _enrolled(request, signin, session, secret, name, first=not state.apps)
+            return await _enrolled(request, signin, session, secret, name, first=not apps)
         audit_event(request, "enrol.failed", outcome="failed", user=user, reason=verdict.reason)
         locked_until = verdict.locked_until
         # The code was right but already used (re-enrolling within a step of the last code).
@@ -279,7 +284,7 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
         t("enrol.title"),
         status=status,
         error=error,
-        notice=t("enrol.intro") if not state.apps else "",
+        notice=t("enrol.intro") if not apps else "",
         qr=totp.qr_svg(uri, t("enrol.qr_label")),
         key=totp.grouped(secret),
         uri=uri,
@@ -297,13 +302,13 @@ async def _enrolled(
     request: web.Request, signin: SignIn, session: Session, secret: str, name: str, *, first: bool
 ) -> web.StreamResponse:
     user = session.user
-    await signin.factors.add_totp(user, secret, name)
+    await signin.totp.add(user, secret, name)
     audit_event(request, "enrol.completed", outcome="ok", user=user, reason="totp")
     notify_factor_added(request, signin, user, name)
     session.pending.pop("totp", None)
     wants_codes = "recovery" in signin.settings(user).factors
-    if wants_codes and (first or await signin.factors.recovery_left(user) == 0):
-        codes = await signin.factors.new_recovery_codes(user)
+    if wants_codes and (first or await signin.recovery.left(user) == 0):
+        codes = await signin.recovery.new_codes(user)
         await signin.offer_codes(session, codes)
         audit_event(request, "recovery.generated", outcome="ok", user=user)
     # The new authenticator just produced a right code: that is a passed factor.
@@ -414,7 +419,7 @@ async def account(request: web.Request, signin: SignIn, session: Session) -> web
             "created": when(a.created)[:10],
             "last_used": when(a.last_used) if a.last_used else "",
         }
-        for a in await signin.factors.authenticators(user)
+        for a in await signin.totp.authenticators(user)
     ]
     now = signin.clock.now()
     current = signin.device_id(request, user)  # the list holds only this user's live devices
@@ -442,7 +447,7 @@ async def account(request: web.Request, signin: SignIn, session: Session) -> web
         t("account.title"),
         user=user,
         authenticators=authenticators,
-        recovery_left=await signin.factors.recovery_left(user),
+        recovery_left=await signin.recovery.left(user),
         devices=devices,
         notice=notice.replace("  ", " "),
         error=error,
@@ -457,10 +462,10 @@ async def account_remove(
     if not _fresh(signin, session):
         return await _step_up(request, signin, session, "account")
     user = session.user
-    rows = await signin.factors.authenticators(user)
+    rows = await signin.totp.authenticators(user)
     if len(rows) <= 1 and signin.settings(user).enforcement != "optional":
         return signin.redirect(f"{signin.prefix}account?last=1")
-    if await signin.factors.remove(user, form.get("id", "")):
+    if await signin.totp.remove(user, form.get("id", "")):
         audit_event(request, "authenticator.removed", outcome="ok", user=user)
         if len(rows) <= 1:
             await signin.durable.replace_recovery_codes(user, [], signin.clock.now())
@@ -474,7 +479,7 @@ async def account_regenerate(
     await checked_form(request, session)
     if not _fresh(signin, session):
         return await _step_up(request, signin, session, "account")
-    codes = await signin.factors.new_recovery_codes(session.user)
+    codes = await signin.recovery.new_codes(session.user)
     await signin.offer_codes(session, codes)
     await signin.book.save(session)
     audit_event(request, "recovery.regenerated", outcome="ok", user=session.user)
@@ -518,7 +523,7 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
         username = canonical_user(form.get("username", ""))[:256]
         back = safe_return_path(form.get("next", "")) or "/"
         ip = request[VIEW].ip
-        regulator = signin.factors.regulator
+        regulator = signin.regulator
         until = await signin.password_attempt(request, username)
         if until:
             error, status = locked_text(request, until, "login.locked"), 429

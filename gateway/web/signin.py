@@ -29,14 +29,17 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.crypto import SealBroken, Sealer, same, verify_password
 from gateway.errors import BadRequest, HttpError
-from gateway.factors.book import FactorBook
-from gateway.factors.codes import CHANNELS, CodeBook
+from gateway.factors.codes import CodeBook
+from gateway.factors.recovery import RecoveryFactor
+from gateway.factors.registry import build_factors
+from gateway.factors.totp import TotpFactor
 from gateway.forwarding import OriginRewriter, wants_html
 from gateway.headers import fold
 from gateway.identity import AmbiguousLogin, login_succeeded, login_user, set_cookie_names
 from gateway.model import Settings
 from gateway.pathrules import normalize_path
 from gateway.paths import safe_return_path
+from gateway.regulation import Regulator
 from gateway.senders import Sender
 from gateway.session import DEVICE_MAX_AGE, FULL, PASSWORD, Session, SessionBook
 from gateway.stores import Device, DurableStore, SharedStore
@@ -51,7 +54,6 @@ log = logging.getLogger("gateway.signin")
 DEVICE_COOKIE = "crm_gateway_device"
 LOGIN_COOKIE = "crm_gateway_login"  # gateway mode: the login form's double-submit nonce
 CODES_WAIT = 30 * 86400.0  # recovery codes never confirmed are shown again for this long
-IMPLEMENTED = ("totp", "recovery")  # factors this version can check (both need enrolment)
 
 
 class PayloadTooLarge(HttpError):
@@ -66,7 +68,6 @@ class FactorState:
     settings: Settings
     offered: list[str]  # the policy's factors this gateway can check
     usable: list[str]  # of those, the ones with what they need on file
-    apps: int  # authenticator apps on file
 
     @property
     def must_answer(self) -> bool:
@@ -88,7 +89,7 @@ class SignIn:
         config: Config,
         guard: Guard,
         book: SessionBook,
-        factors: FactorBook,
+        regulator: Regulator,
         durable: DurableStore,
         shared: SharedStore,
         sealer: Sealer,
@@ -103,7 +104,7 @@ class SignIn:
         self.login = login
         self.guard = guard
         self.book = book
-        self.factors = factors
+        self.regulator = regulator
         self.durable = durable
         self.shared = shared
         self.sealer = sealer
@@ -111,6 +112,16 @@ class SignIn:
         self.passwords = passwords
         self.codes = codes  # SMS and e-mail codes, when a channel is configured
         self.senders = senders or {}  # "sms" / "email" → the provider that sends them
+        # Every second factor, by the name the policy gives it (gateway.factors.registry).
+        self.factors = build_factors(
+            durable=durable,
+            regulator=regulator,
+            sealer=sealer,
+            clock=clock,
+            codes=codes,
+            channels=self.senders.keys(),
+            contact=self.contact,
+        )
         self.messaging = config.messaging
         self.prefix = config.path_prefix
         cookies = {
@@ -289,7 +300,7 @@ class SignIn:
         until = await self.password_attempt(request, user)
         if until:
             return self.locked_page(request, until)
-        regulator = self.factors.regulator
+        regulator = self.regulator
         ip = request[VIEW].ip
         response = await proxy.send(
             request, target, adjust=self._adjust(None), body=body if body else None
@@ -323,7 +334,7 @@ class SignIn:
         """Count a password attempt for `user` from this request (0: go ahead), auditing a
         refusal: a lockout at this address, or the account's slow-down (passed by the user's
         own devices and usual addresses)."""
-        regulator = self.factors.regulator
+        regulator = self.regulator
 
         async def known_device() -> bool:
             return await self.device_of(request, user) is not None
@@ -343,29 +354,29 @@ class SignIn:
     def offered(self, settings: Settings) -> list[str]:
         """The policy's factors that can be offered here: SMS and e-mail only with a provider
         configured (a user without a number on file still sees the choice, and is told why)."""
-        return [
-            f for f in settings.factors if f in IMPLEMENTED or (f in CHANNELS and f in self.senders)
-        ]
-
-    def usable(self, user: str, offered: list[str], apps: int, codes_left: int) -> list[str]:
-        """Of the offered factors, those this user can answer now: an app once one is on
-        file, recovery codes while some are left, SMS or e-mail codes with a number or
-        address on file (no enrolment)."""
-        on_file = {"totp": apps > 0, "recovery": codes_left > 0}
-        return [
-            f
-            for f in offered
-            if on_file.get(f, False) or (f in CHANNELS and bool(self.contact(user, f)))
-        ]
+        return [f for f in settings.factors if f in self.factors and self.factors[f].offerable()]
 
     async def factor_state(self, user: str) -> FactorState:
         """What this user could answer now, read once per page: the one place that says
         whether a sign-in must pass a factor before it may enrol, skip or go straight in."""
         settings = self.settings(user)
         offered = self.offered(settings)
-        apps = len(await self.factors.authenticators(user))
-        codes_left = await self.factors.recovery_left(user) if "recovery" in offered else 0
-        return FactorState(settings, offered, self.usable(user, offered, apps, codes_left), apps)
+        usable = [f for f in offered if await self.factors[f].on_file(user)]
+        return FactorState(settings, offered, usable)
+
+    @property
+    def totp(self) -> TotpFactor:
+        """The authenticator-app factor, for the pages that add and list apps."""
+        found = self.factors["totp"]
+        assert isinstance(found, TotpFactor)
+        return found
+
+    @property
+    def recovery(self) -> RecoveryFactor:
+        """The recovery-code factor, for the pages that issue and count codes."""
+        found = self.factors["recovery"]
+        assert isinstance(found, RecoveryFactor)
+        return found
 
     def mandatory(self, settings: Settings) -> bool:
         if settings.enforcement == "required":
@@ -455,7 +466,7 @@ class SignIn:
             text = self.sealer.unseal(data, f"codes-waiting\x00{user}").decode()
         except SealBroken:
             return None
-        return text if await self.factors.recovery_left(user) else None
+        return text if await self.recovery.left(user) else None
 
     def redirect(self, location: str) -> web.Response:
         return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
@@ -512,7 +523,7 @@ class SignIn:
         response.headers.add(*self.session_cookie(request, fresh))
         if passed:
             await self._remember(request, response, fresh.user, now, remember)
-            await self.factors.regulator.remember_place(fresh.user, request[VIEW].ip)
+            await self.regulator.remember_place(fresh.user, request[VIEW].ip)
         audit_event(
             request, "signin.completed", outcome="ok", user=fresh.user, reason=factor or "none"
         )
@@ -588,7 +599,7 @@ class SignIn:
             if action == "unlock" and await self.durable.claim_request(
                 request_id, self.clock.now()
             ):
-                await self.factors.regulator.unlock(user)
+                await self.regulator.unlock(user)
                 log.info("admin request %d: %s unlocked", request_id, user)
 
 

@@ -119,7 +119,7 @@ async def test_admin_commands_run_from_another_folder_act_on_the_gateways_store(
     reset = await command_from(elsewhere, "users", "reset-2fa", "bob", "-c", config)
     assert reset.returncode == 0, reset.stderr
     assert "bob: 1 authenticators removed" in reset.stdout
-    assert await site_gw.signin.factors.authenticators("bob") == []
+    assert await site_gw.signin.totp.authenticators("bob") == []
 
     assert list(elsewhere.iterdir()) == []  # no store (or anything) made where they ran
     events = (tmp_path / "site" / "logs" / "audit.jsonl").read_text()

@@ -23,7 +23,8 @@ from gateway.cli import main
 from gateway.clock import FakeClock
 from gateway.crypto import Sealer, new_key_line, parse_keys
 from gateway.factors import recovery
-from gateway.factors.book import FactorBook
+from gateway.factors.protocol import Answer
+from gateway.factors.totp import TotpFactor
 from gateway.model import AuditEvent
 from gateway.regulation import Regulator
 from gateway.signin_config import Limits
@@ -80,9 +81,9 @@ def dump(path: Path) -> Dump:
         }
 
 
-def book(store: SqliteDurableStore, ring_text: str, clock: FakeClock) -> FactorBook:
+def book(store: SqliteDurableStore, ring_text: str, clock: FakeClock) -> TotpFactor:
     regulator = Regulator(MemorySharedStore(clock), clock, Limits())
-    return FactorBook(store, regulator, Sealer(parse_keys(ring_text)), clock)
+    return TotpFactor(store, regulator, Sealer(parse_keys(ring_text)), clock)
 
 
 async def fill(path: Path, ring_text: str) -> tuple[str, list[str]]:
@@ -92,7 +93,7 @@ async def fill(path: Path, ring_text: str) -> tuple[str, list[str]]:
     await store.open()
     try:
         secret = pyotp.random_base32()
-        await book(store, ring_text, clock).add_totp("alice", secret, "Phone")
+        await book(store, ring_text, clock).add("alice", secret, "Phone")
         codes = recovery.new_codes()
         await store.replace_recovery_codes("alice", recovery.digests("alice", codes), T0)
         assert await store.use_recovery_code("alice", recovery.digests("alice", codes)[0], T0)
@@ -127,7 +128,9 @@ async def signs_in(path: Path, ring_text: str, secret: str, codes: list[str]) ->
     try:
         assert [a.name for a in await store.all_authenticators()] == ["Phone"]
         code = pyotp.TOTP(secret).at(clock.now())
-        assert (await book(store, ring_text, clock).check_totp("alice", code, "203.0.113.7")).ok
+        assert (
+            await book(store, ring_text, clock).check(Answer("alice", code, "203.0.113.7", ""))
+        ).ok
         digests = recovery.digests("alice", codes)
         assert not await store.use_recovery_code("alice", digests[0], clock.now())  # used before
         assert await store.use_recovery_code("alice", digests[1], clock.now())

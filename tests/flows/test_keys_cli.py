@@ -15,7 +15,8 @@ from gateway import keycli
 from gateway.cli import main
 from gateway.clock import FakeClock
 from gateway.crypto import Sealer, parse_keys
-from gateway.factors.book import FactorBook
+from gateway.factors.protocol import Answer
+from gateway.factors.totp import TotpFactor
 from gateway.regulation import Regulator
 from gateway.signin_config import Limits
 from gateway.stores.memory import MemorySharedStore
@@ -58,17 +59,17 @@ async def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str,
     return code, out, err
 
 
-def book(store: SqliteDurableStore, ring_text: str, clock: FakeClock) -> FactorBook:
+def book(store: SqliteDurableStore, ring_text: str, clock: FakeClock) -> TotpFactor:
     regulator = Regulator(MemorySharedStore(clock), clock, Limits())
-    return FactorBook(store, regulator, Sealer(parse_keys(ring_text)), clock)
+    return TotpFactor(store, regulator, Sealer(parse_keys(ring_text)), clock)
 
 
-async def enrol(factors: FactorBook, *users: str) -> dict[str, str]:
+async def enrol(factors: TotpFactor, *users: str) -> dict[str, str]:
     """One TOTP authenticator per name (a name twice: two authenticators); {id: secret}."""
     secrets = {}
     for user in users:
         secret = pyotp.random_base32()
-        row = await factors.add_totp(user, secret, "Phone")
+        row = await factors.add(user, secret, "Phone")
         secrets[row.id] = secret
     return secrets
 
@@ -100,7 +101,7 @@ async def test_rotate_reseals_every_secret_under_the_new_key_and_codes_still_ver
     only_new = book(store, new, clock)
     for row in rows:
         totp_code = pyotp.TOTP(secrets[row.id]).at(clock.now())
-        verdict = await only_new.check_totp(row.user, totp_code, "192.0.2.1")
+        verdict = await only_new.check(Answer(row.user, totp_code, "192.0.2.1", ""))
         assert (row.user, verdict.ok) == (row.user, True)
         clock.advance(30)  # the next code, not a replay
 
@@ -196,8 +197,8 @@ async def test_an_authenticator_removed_or_replaced_during_rotation_is_not_broug
     assert rotation.after == {"kB": 1, "kA": 1}  # what the store holds, read again
     assert rotation.unused == []
     carol = next(r for r in rows.values() if r.user == "carol")
-    verdict = await book(store, new, clock).check_totp(
-        "carol", pyotp.TOTP(secrets[carol.id]).at(clock.now()), "192.0.2.1"
+    verdict = await book(store, new, clock).check(
+        Answer("carol", pyotp.TOTP(secrets[carol.id]).at(clock.now()), "192.0.2.1", "")
     )
     assert verdict.ok
 

@@ -117,9 +117,9 @@ async def with_app(gw: SignInGateway, user: str, names: tuple[str, ...] = ("Phon
     secret = ""
     for name in names:
         key = pyotp.random_base32(32)
-        await gw.signin.factors.add_totp(user, key, name)
+        await gw.signin.totp.add(user, key, name)
         secret = secret or key
-    await gw.signin.factors.new_recovery_codes(user)
+    await gw.signin.recovery.new_codes(user)
     return secret
 
 

@@ -92,7 +92,7 @@ async def test_the_accounts_pause_doubles_up_to_the_hold_and_then_ends(
     crm: Served, start: Start
 ) -> None:
     gw = await start(crm.url, extra=PROXIED)
-    limits = gw.signin.factors.regulator.limits
+    limits = gw.signin.regulator.limits
     addresses = (f"203.0.113.{n}" for n in range(250))
 
     async def guess() -> int:
@@ -122,7 +122,7 @@ async def test_ipv6_clients_are_counted_per_64(crm: Served, start: Start, scope:
     """A client owns a whole /64: changing the last bits of its address does not reset its
     count of failures."""
     gw = await start(crm.url, extra=PROXIED)
-    regulator = gw.signin.factors.regulator
+    regulator = gw.signin.regulator
     limit = regulator.limits.ip_failures
     for n in range(limit):
         ip = f"2001:db8:1:2::{n + 1:x}"
@@ -185,7 +185,7 @@ async def test_more_sign_ins_at_once_than_the_limit_wait_a_moment_and_lock_nothi
     delay = [0.3]
     crm = await serve(crm_with_colleagues(delay))
     gw = await start(crm.url, policy=OPTIONAL, extra=PROXIED)
-    limit = gw.signin.factors.regulator.limits.ip_failures
+    limit = gw.signin.regulator.limits.ip_failures
     try:
         at_once = await asyncio.gather(
             *(login_post(gw.url, "192.0.2.1", f"user{n}", f"pw-user{n}") for n in range(30))

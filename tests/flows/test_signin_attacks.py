@@ -387,8 +387,8 @@ async def test_a_session_before_the_factor_opens_no_account_page(
             gw.url + "/_gateway/recovery-codes", headers=headers, allow_redirects=False
         ) as r:
             assert r.headers.get("Location") == "/_gateway/challenge"
-    assert await gw.signin.factors.recovery_left("alice") == 10
-    assert len(await gw.signin.factors.authenticators("alice")) == 1
+    assert await gw.signin.recovery.left("alice") == 10
+    assert len(await gw.signin.totp.authenticators("alice")) == 1
 
 
 async def test_a_session_cookie_signed_with_another_gateways_key_is_refused(
@@ -534,7 +534,7 @@ async def test_guessing_recovery_codes_locks_the_user_out_like_wrong_totp_codes(
     assert status == 429
     status, _, _ = await post_code(attacker, csrf, attacker.code(secret))
     assert status == 429
-    assert await gw.signin.factors.recovery_left("alice") == 10
+    assert await gw.signin.recovery.left("alice") == 10
     assert attacker.cookie(CRM_COOKIE) is None
     # The real user, in another session, is locked too, until the time is up.
     victim = browsers(gw)
@@ -545,7 +545,7 @@ async def test_guessing_recovery_codes_locks_the_user_out_like_wrong_totp_codes(
     gw.clock.advance(61)
     status, _, r = await victim.answer(codes[0], factor="recovery")
     assert (status, r.headers["Location"]) == (303, "/contacts")
-    assert await gw.signin.factors.recovery_left("alice") == 9
+    assert await gw.signin.recovery.left("alice") == 9
 
 
 async def test_wrong_codes_for_several_users_from_one_address_lock_the_address(

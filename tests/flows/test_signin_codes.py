@@ -512,7 +512,7 @@ async def test_nothing_is_sent_while_the_user_is_locked(
     await send(b, "sms")
     for _ in range(5):
         await answer(b, "sms", "000000")
-    assert await gw.signin.factors.regulator.locked_until("carol", "127.0.0.1")
+    assert await gw.signin.regulator.locked_until("carol", "127.0.0.1")
     session = await gw.signin.book.load(b.cookie("crm_gateway"))
     assert session is not None
     gw.clock.advance(120)  # the resend cooldown is over; the lockout (10 min) is not

@@ -68,8 +68,8 @@ async def test_a_user_with_a_phone_or_address_on_file_cannot_enrol_instead_of_th
     assert await b.crm_login(user, f"{user}-demo") == "/_gateway/challenge"
     assert await try_to_enrol_own_key(b) == (303, "/_gateway/challenge")
     assert b.cookie("crm_session") is None
-    assert await gw.signin.factors.authenticators(user) == []
-    assert await gw.signin.factors.recovery_left(user) == 0
+    assert await gw.signin.totp.authenticators(user) == []
+    assert await gw.signin.recovery.left(user) == 0
 
 
 async def test_a_user_with_only_recovery_codes_answers_one_instead_of_enrolling(
@@ -132,7 +132,7 @@ async def test_a_signed_in_sms_user_passes_a_fresh_code_before_adding_an_app(
     status, _, r = await b.post("/_gateway/challenge", data)
     assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")
     assert await try_to_enrol_own_key(b) == (303, "/_gateway/recovery-codes")
-    assert len(await gw.signin.factors.authenticators("carol")) == 1
+    assert len(await gw.signin.totp.authenticators("carol")) == 1
 
 
 async def test_a_user_with_nothing_on_file_still_enrols_as_their_second_factor(

@@ -550,7 +550,7 @@ async def test_an_accented_spelling_of_an_enrolled_users_name_goes_to_the_challe
     status, _, r = await attacker.get("/_gateway/enrol")  # no enrolling a phone of one's own
     assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
     assert (await attacker.get("/home"))[1] == "not signed in"
-    assert len(await gw.signin.factors.authenticators("alice")) == 1
+    assert len(await gw.signin.totp.authenticators("alice")) == 1
 
 
 # -- h. the gateway's own login page stores nothing --------------------------------------------

@@ -64,7 +64,7 @@ async def test_enrolment_needs_a_right_code_before_the_authenticator_counts(
     )
     assert status == 400
     assert "does not match" in html
-    assert await gw.signin.factors.authenticators("alice") == []
+    assert await gw.signin.totp.authenticators("alice") == []
 
 
 async def test_a_crm_cookie_without_a_gateway_session_never_reaches_the_crm(
@@ -124,7 +124,7 @@ async def test_recovery_code_signs_in_once(browsers: Browsers, gw: SignInGateway
     await other.crm_login("alice", "alice-demo")
     status, _, r = await other.answer(codes[3].upper(), factor="recovery")
     assert (status, r.headers["Location"]) == (303, "/contacts")
-    assert await gw.signin.factors.recovery_left("alice") == 9
+    assert await gw.signin.recovery.left("alice") == 9
     again = browsers(gw)
     await again.crm_login("alice", "alice-demo")
     status, html, _ = await again.answer(codes[3], factor="recovery")
@@ -446,13 +446,13 @@ async def test_the_last_authenticator_of_a_required_user_cannot_be_removed(
 ) -> None:
     b = browsers(gw)
     await enrolled(b)
-    rows = await gw.signin.factors.authenticators("alice")
+    rows = await gw.signin.totp.authenticators("alice")
     _, html, _ = await b.get("/_gateway/account")
     _status, _, r = await b.post(
         "/_gateway/account/remove", {"csrf": field(html, "csrf"), "id": rows[0].id}
     )
     assert r.headers["Location"].endswith("?last=1")
-    assert len(await gw.signin.factors.authenticators("alice")) == 1
+    assert len(await gw.signin.totp.authenticators("alice")) == 1
 
 
 async def test_pages_speak_the_browsers_language_and_switch_on_request(

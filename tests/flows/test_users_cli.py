@@ -83,8 +83,8 @@ async def test_reset_2fa_after_a_lost_phone(
     assert code == 0
     assert "1 authenticators removed" in out
     assert await signed_out(b)  # the open session ended
-    assert await gw.signin.factors.authenticators("alice") == []
-    assert await gw.signin.factors.recovery_left("alice") == 0
+    assert await gw.signin.totp.authenticators("alice") == []
+    assert await gw.signin.recovery.left("alice") == 0
     again = browsers(gw)
     gw.clock.advance(1)
     assert await again.crm_login("alice", "alice-demo") == "/_gateway/enrol"
