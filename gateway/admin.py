@@ -8,7 +8,6 @@ import getpass
 import json
 import os
 import secrets
-import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +23,7 @@ from gateway.netindex import NetworkIndex
 from gateway.pathrules import normalize_path
 from gateway.policy import Policy, format_interval, load_policies
 from gateway.policychange import CONFIRMED_NOTE, files_digest
-from gateway.stores.sqlite import SqliteDurableStore
+from gateway.stores import DUPLICATE, STORE_MISSING, DurableStore, durable_address, open_durable
 from gateway.tokens import MIN_TOKEN_LENGTH, digest
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -107,7 +106,7 @@ def confirm_policy(config: Config, policy: Policy | None) -> int:
         return EXIT_USAGE
     digest = files_digest(config.policies)
 
-    async def confirm(store: SqliteDurableStore) -> None:
+    async def confirm(store: DurableStore) -> None:
         await store.set_note(CONFIRMED_NOTE, digest)
         await audit_admin(config, store, "admin.policy_confirmed", digest=digest[:16])
 
@@ -170,7 +169,7 @@ def explain(args: argparse.Namespace, policy: Policy | None) -> int:
     return EXIT_OK
 
 
-def with_store(config: Config, work: Callable[[SqliteDurableStore], Awaitable[T]]) -> T:
+def with_store(config: Config, work: Callable[[DurableStore], Awaitable[T]]) -> T:
     """Open the config's durable store, run `work` on it, close it: one CLI command's I/O.
 
     Never creates a store: one that is not there, or that cannot be read or written, raises
@@ -179,30 +178,32 @@ def with_store(config: Config, work: Callable[[SqliteDurableStore], Awaitable[T]
     return asyncio.run(_with_store(config, work))
 
 
-async def _with_store(config: Config, work: Callable[[SqliteDurableStore], Awaitable[T]]) -> T:
-    store = SqliteDurableStore(config.state.durable.path, create=False)
+async def _with_store(config: Config, work: Callable[[DurableStore], Awaitable[T]]) -> T:
+    store: DurableStore | None = None
     try:
-        await store.open()
+        store = await open_durable(config.state.durable, create=False)
         return await work(store)
     except StoreUnavailable as exc:
-        if isinstance(exc.__cause__, sqlite3.IntegrityError):
+        if exc.reason == DUPLICATE:
             raise  # the data was refused (a token twice), not the store: the command says so
         raise StoreUnavailable(store_problem(config, exc), reason=exc.reason) from exc
     finally:
-        await store.close()
+        if store is not None:
+            await store.close()
 
 
 def store_problem(config: Config, exc: StoreUnavailable) -> str:
-    """What went wrong with the durable store, for an operator: which file, from which key."""
-    path = config.state.durable.path
-    where = f"state.durable.path in {config.source}"
-    if exc.reason == "store_missing":
+    """What went wrong with the durable store, for an operator: which store (its file), from
+    which key, and the store's own words (its backend's error, without our prefix)."""
+    store, key = durable_address(config.state.durable)
+    where = f"{key} in {config.source}"
+    if exc.reason == STORE_MISSING:
         return (
-            f"no durable store at {path} ({where}): nothing done and no store created; check "
+            f"no durable store at {store} ({where}): nothing done and no store created; check "
             "the path, or start the gateway (crm-gateway run) to create it"
         )
-    cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc.detail
-    return f"the durable store {path} cannot be used ({where}): {cause}"
+    cause = exc.__cause__ if exc.__cause__ is not None else exc.detail
+    return f"the durable store {store} cannot be used ({where}): {cause}"
 
 
 def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> int:
@@ -219,14 +220,14 @@ def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> i
             )
         token_id = "tok_" + secrets.token_hex(6)
 
-        async def add(store: SqliteDurableStore) -> None:
+        async def add(store: DurableStore) -> None:
             await store.add_token(token_id, args.user, digest(token), args.label, CLOCK.now())
             await audit_admin(config, store, "admin.token_added", user=args.user, id=token_id)
 
         try:
             with_store(config, add)
         except StoreUnavailable as exc:
-            if not isinstance(exc.__cause__, sqlite3.IntegrityError):
+            if exc.reason != DUPLICATE:
                 raise  # cli.main names the store and why it failed
             print("not registered: this token is already registered", file=sys.stderr)
             return EXIT_FAILED
@@ -253,7 +254,7 @@ def tokens(args: argparse.Namespace, config: Config, policy: Policy | None) -> i
         emit(args.json, entries, lines)
         return EXIT_OK
 
-    async def revoke(store: SqliteDurableStore) -> bool:
+    async def revoke(store: DurableStore) -> bool:
         done = await store.revoke_token(args.id, CLOCK.now())
         if done:
             await audit_admin(config, store, "admin.token_revoked", id=args.id)
@@ -277,7 +278,7 @@ def operator() -> str:
 
 async def audit_admin(
     config: Config,
-    store: SqliteDurableStore,
+    store: DurableStore,
     name: str,
     outcome: str = "ok",
     *,

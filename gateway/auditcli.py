@@ -23,8 +23,7 @@ from gateway.config import Config
 from gateway.errors import StoreUnavailable
 from gateway.model import AuditEvent, canonical_user
 from gateway.policy import Policy
-from gateway.stores.protocols import AuditQuery
-from gateway.stores.sqlite import SqliteDurableStore
+from gateway.stores import AuditQuery, DurableStore
 
 POLL = 0.5  # seconds between looks at the store when following (the gateway flushes as often)
 PAGE = 1000  # events read per look when following
@@ -233,7 +232,7 @@ def _tail(config: Config, query: AuditQuery, args: argparse.Namespace, printer: 
     follow = args.follow or args.follow_for is not None
     deadline = None if args.follow_for is None else CLOCK.monotonic() + args.follow_for
 
-    async def tail(store: SqliteDurableStore) -> None:
+    async def tail(store: DurableStore) -> None:
         latest = await store.audit_events(
             replace(query, limit=max(args.lines, 1), newest_first=True)
         )
@@ -248,7 +247,7 @@ def _tail(config: Config, query: AuditQuery, args: argparse.Namespace, printer: 
 
 
 async def follow_events(
-    store: SqliteDurableStore,
+    store: DurableStore,
     query: AuditQuery,
     after_id: int,
     show: Callable[[Rows], None],

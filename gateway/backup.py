@@ -1,7 +1,9 @@
 """`crm-gateway backup FILE` and `restore FILE`: the durable store, copied while the gateway
 runs, encrypted under the seal key, and verified again at every restore. Exit 0 done, 1 failed
-or refused, 2 the configuration or the arguments are wrong. The file format and the database
-work are in gateway/backup_file.py; this module decides what is copied where, and says so.
+or refused, 2 the configuration or the arguments are wrong. The file format is in
+gateway/backup_file.py and the store's side (a consistent snapshot, its digest, putting one in
+place) behind the DurableSnapshots seam of gateway/stores (SQLite: stores/sqlite_snapshot.py);
+this module decides what is copied where, and says so.
 
 Decisions (the issue: "consistent while running, encrypted, the restore verified"):
 
@@ -11,8 +13,9 @@ Decisions (the issue: "consistent while running, encrypted, the restore verified
   lockouts, pending challenges): after a restore, people sign in again.
 - Consistent: SQLite's online backup API, in one step, from our own read-only connection: one
   read transaction, while the gateway goes on writing (WAL). The copy goes to a private temp
-  directory (0700, file 0600) beside the store: plaintext never leaves the folder that already
-  holds it in plaintext (not /tmp, not the backup folder a sync tool may watch).
+  directory (0700, file 0600) in the store's workspace (beside the SQLite file): plaintext
+  never leaves the folder that already holds it in plaintext (not /tmp, not the backup folder
+  a sync tool may watch).
 - Encrypted under the current seal key (`secrets.seal_keys`), named by its id in the header:
   a backup made before a key rotation restores while the old key stays in the ring. No seal
   keys: exit 2. The backup is as safe as the key file; keep that elsewhere.
@@ -20,7 +23,7 @@ Decisions (the issue: "consistent while running, encrypted, the restore verified
   never clobbers; with --force renamed over an existing FILE. A crash leaves no half FILE.
 - Restore: decrypt to a temp file beside the store, every chunk checked, then integrity_check,
   a schema version this gateway knows, and the digest. Only then is the store replaced, by the
-  backup API (see backup_file.place for why not a rename), and read back: its digest must be
+  backup API (see SqliteSnapshots.put for why not a rename), and read back: its digest must be
   the backup's. A store that holds data (rows beyond `meta`) is replaced only with --force:
   stop the gateway first (it caches tokens and revocations) and start it after. The backup
   API also keeps the store file's owner and mode; a new store file is made 0600.
@@ -35,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable
@@ -53,26 +55,16 @@ from gateway.admin import (
     when_utc,
     with_store,
 )
-from gateway.backup_file import (
-    Contents,
-    checked,
-    held_rows,
-    place,
-    private_dir,
-    private_file,
-    seal,
-    snapshot,
-    unseal,
-    write_new,
-)
+from gateway.backup_file import private_dir, private_file, seal, unseal, write_new
 from gateway.config import Config
 from gateway.crypto import KeyRing
 from gateway.errors import Refused, StoreUnavailable
 from gateway.policy import Policy
-from gateway.stores.sqlite import SCHEMA_VERSION
+from gateway.stores import Contents, durable_snapshots
 
 NOT_INCLUDED = "sessions, lockouts and other short-lived shared state (state.shared)"
-# A store missing, foreign or damaged is not written to, not even to record a refusal.
+# A store missing, foreign or damaged is not written to, not even to record a refusal
+# (sqlite_failed: SQLite's own error, e.g. the store stayed locked).
 _UNRECORDED = {"no_store", "store_unreadable", "not_a_store", "store_damaged", "sqlite_failed"}
 
 Done = tuple[dict[str, Any], list[str]]  # for --json, and the lines for people
@@ -131,20 +123,21 @@ def _size(count: int) -> str:
 
 def _backup(args: argparse.Namespace, config: Config) -> Done:
     ring = _ring(config)
-    store, out = Path(config.state.durable.path), Path(args.file)
+    snapshots, out = durable_snapshots(config.state.durable), Path(args.file)
+    store = snapshots.name
     where = str(out.absolute())
     if out.exists() and not args.force:
         raise Refused("file_exists", f"{out} exists: --force replaces it")
-    if not store.is_file():
-        raise Refused("no_store", f"no store at {store} (state.durable.path): nothing to back up")
+    if not snapshots.exists():
+        raise Refused("no_store", f"no store at {store} ({snapshots.key}): nothing to back up")
     if not out.parent.is_dir():
         raise Refused("no_directory", f"{out.parent} is not a directory")
     started = CLOCK.monotonic()
-    work = private_dir(store.parent)
+    work = private_dir(snapshots.workspace())
     try:
         copy = private_file(work / "snapshot.db")
-        snapshot(store, copy)
-        contents = checked(copy, str(store), "store_damaged")
+        snapshots.take(copy)
+        contents = snapshots.examine(copy, store, "store_damaged")
         if contents.schema == 0:
             raise Refused("not_a_store", f"{store} is not a crm-gateway store")
         created = CLOCK.now()
@@ -176,7 +169,7 @@ def _backup(args: argparse.Namespace, config: Config) -> Done:
     done = {
         "file": where,
         "bytes": size,
-        "store": str(store),
+        "store": store,
         "created": when_utc(created),
         "key_id": key_id,
         "schema": contents.schema,
@@ -197,11 +190,12 @@ def _backup(args: argparse.Namespace, config: Config) -> Done:
 
 def _restore(args: argparse.Namespace, config: Config) -> Done:
     ring = _ring(config)
-    store, backup = Path(config.state.durable.path), Path(args.file)
+    snapshots, backup = durable_snapshots(config.state.durable), Path(args.file)
+    store = snapshots.name
     if not backup.is_file():
         raise Refused("no_file", f"no backup file at {backup}")
-    in_use = Path(f"{store}-wal").exists()  # looked at before we read it: readers leave one
-    held = {} if args.check else held_rows(store)
+    in_use = snapshots.in_use()  # looked at before we read it
+    held = {} if args.check else snapshots.held_rows()
     if held and not args.force:
         rows = ", ".join(f"{t} {n}" for t, n in held.items())
         raise Refused(
@@ -211,23 +205,23 @@ def _restore(args: argparse.Namespace, config: Config) -> Done:
         )
     started = CLOCK.monotonic()
     # --check where the store's folder does not exist: the system's temp folder, none made.
-    elsewhere = args.check and not store.parent.is_dir()
-    work = private_dir(Path(tempfile.gettempdir()) if elsewhere else store.parent)
+    elsewhere = args.check and not snapshots.workspace().is_dir()
+    work = private_dir(Path(tempfile.gettempdir()) if elsewhere else snapshots.workspace())
     try:
         plain = private_file(work / "restore.db")
         with plain.open("wb") as out:
             header = unseal(backup, ring, out)
-        contents = checked(plain, f"the database in {backup}", "backup_damaged")
-        if not 1 <= contents.schema <= SCHEMA_VERSION:
+        contents = snapshots.examine(plain, f"the database in {backup}", "backup_damaged")
+        if not 1 <= contents.schema <= snapshots.schema:
             raise Refused(
                 "schema_unknown",
                 f"{backup} holds store schema {contents.schema}; this crm-gateway knows up to "
-                f"{SCHEMA_VERSION}: restore it with crm-gateway {header['gateway']}",
+                f"{snapshots.schema}: restore it with crm-gateway {header['gateway']}",
             )
         if (contents.digest, contents.tables) != (header["digest"], header["tables"]):
             raise Refused("digest_mismatch", f"{backup}: the contents do not match the header")
         if not args.check:
-            place(plain, store)
+            snapshots.put(plain)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     where = str(backup.absolute())
@@ -249,14 +243,14 @@ def _restore(args: argparse.Namespace, config: Config) -> Done:
     if args.check:
         lines = [f"{backup}: a valid backup, digest verified (nothing restored)", made]
         return done, [*lines, f"  {_summary(contents)}"]
-    after = checked(store, f"{store} after the restore", "verify_failed")  # read back
+    after = snapshots.examine_store(f"{store} after the restore", "verify_failed")  # read back
     if after.digest != contents.digest:
         raise Refused(
             "verify_failed",
             f"{store} changed during the restore (is a gateway writing to it?): stop it and "
             "restore again with --force",
         )
-    done |= {"store": str(store), "replaced": held}
+    done |= {"store": store, "replaced": held}
     done["seconds"] = round(CLOCK.monotonic() - started, 3)
     _record(
         config,
@@ -289,8 +283,6 @@ def _run(
         except OSError as exc:  # a folder we may not write to, a full disk: name the file
             where = exc.filename or args.file
             raise Refused("io_failed", f"{where}: {exc.strerror or exc}") from None
-        except sqlite3.Error as exc:  # e.g. the store stayed locked for 30 s
-            raise Refused("sqlite_failed", f"SQLite: {exc}") from None
     except Refused as exc:
         print(exc, file=sys.stderr)
         if args.json:
@@ -304,7 +296,7 @@ def _run(
 
 
 def _audit_refusal(config: Config, name: str, exc: Refused, file: str) -> None:
-    if not Path(config.state.durable.path).is_file():
+    if not durable_snapshots(config.state.durable).exists():
         return  # no store to record it in, and none is made for it
     failed = exc.reason in ("write_failed", "io_failed", "verify_failed")
     _record(config, name, "failed" if failed else "refused", reason=exc.reason, file=file)

@@ -1,11 +1,13 @@
-"""The backup file and the database copies around it: a consistent snapshot of a SQLite
-store, its logical digest, the encrypted chunked format, and putting a verified copy in place.
-Knows nothing of the config or the command line (gateway/backup.py runs the commands).
+"""The backup file: the encrypted chunked format around a store's snapshot, and writing files
+whole or not at all. Knows nothing of the config, the command line (gateway/backup.py) or
+the store (its snapshot, digest and placing are the store's: gateway/stores, DurableSnapshots;
+for SQLite, stores/sqlite_snapshot.py, which also defines the digest).
 
 Format 1: the line `CRM-GATEWAY-BACKUP 1`, one line of JSON header (format, created, key_id,
 salt, gateway, schema, tables, digest, size), then chunks `length (4 bytes, big-endian) |
-AES-256-GCM ciphertext and tag`. The plaintext is the database file compressed with zlib, cut
-in 1 MiB pieces; the last chunk (maybe empty) is the final one and there always is one.
+AES-256-GCM ciphertext and tag`. The plaintext is the store's snapshot file (SQLite: the
+database file) compressed with zlib, cut in 1 MiB pieces; the last chunk (maybe empty) is
+the final one and there always is one.
 
 - Key: HKDF-SHA256(the seal key named by key_id, salt: 32 random bytes from the header, info
   "crm-gateway backup v1"): one key per file and purpose, so the nonce can be the chunk index
@@ -13,10 +15,8 @@ in 1 MiB pieces; the last chunk (maybe empty) is the final one and there always 
 - Each chunk's associated data is SHA-256(magic + header line) | index | final flag. A changed
   or swapped header fails the first chunk; reordered chunks fail their index; a file cut after
   a chunk fails the final flag (and is named as truncated); flipped bits fail the tag.
-- Digest: SHA-256 over sqlite_master (type, name, table, sql) and every row of every table
-  (sqlite_sequence included), tables by name, rows ORDER BY every column, each value
-  type-tagged (text and blobs length-prefixed, floats in exact hex): equal digests, equal
-  contents, whatever the page layout or the SQLite version.
+- The header's digest and row counts are the store's (DurableSnapshots.examine): a restore
+  checks the decrypted snapshot against them before anything is put in place.
 """
 
 from __future__ import annotations
@@ -26,12 +26,9 @@ import binascii
 import hashlib
 import json
 import os
-import sqlite3
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -44,118 +41,6 @@ CHUNK = 1 << 20
 _PURPOSE = "crm-gateway backup v1"
 _MAX_HEADER = 64 * 1024
 _TAG = ChunkSealer.TAG_BYTES
-
-
-# -- what a database holds -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Contents:
-    digest: str  # "sha256:…" over the schema and every row
-    tables: dict[str, int]  # rows per table
-    schema: int  # meta.schema_version
-
-    @property
-    def rows(self) -> int:
-        return sum(self.tables.values())
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _encoded(row: tuple[object, ...]) -> bytes:
-    """A row, each value type-tagged, text and blobs length-prefixed, numbers terminated: 1,
-    1.0 and "1" never encode alike, and no two rows share an encoding. (Inlined: it runs for
-    every value of every row, millions of times in a big audit table.)"""
-    parts = [b"R"]
-    for value in row:
-        if isinstance(value, str):
-            text = value.encode("utf-8", "surrogatepass")
-            parts += (b"s%d:" % len(text), text)
-        elif isinstance(value, int):
-            parts.append(b"i%d;" % value)
-        elif isinstance(value, float):
-            parts.append(b"f%s;" % value.hex().encode())  # exact, unlike a decimal repr
-        elif value is None:
-            parts.append(b"n")
-        else:
-            blob = bytes(value)  # type: ignore[call-overload]  # sqlite3 gives bytes here
-            parts += (b"b%d:" % len(blob), blob)
-    return b"".join(parts)
-
-
-def describe(conn: sqlite3.Connection) -> Contents:
-    """The logical digest and row counts of a database: equal digests, equal contents."""
-    digest = hashlib.sha256(b"crm-gateway logical digest 1\n")
-    for entry in conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY 1, 2"):
-        digest.update(b"S" + _encoded(entry))
-    tables: dict[str, int] = {}
-    names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-    for (name,) in names.fetchall():
-        table = _quoted(name)
-        width = len(conn.execute(f"SELECT * FROM {table} LIMIT 0").description)  # noqa: S608
-        order = ", ".join(str(column) for column in range(1, width + 1))
-        digest.update(b"T" + _encoded((name,)))
-        count = 0
-        # Names come from sqlite_master and are quoted; nothing here is user input.
-        for row in conn.execute(f"SELECT * FROM {table} ORDER BY {order}"):  # noqa: S608
-            digest.update(_encoded(row))
-            count += 1
-        tables[name] = count
-    try:
-        found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        schema = int(found[0])
-    except (sqlite3.Error, TypeError, ValueError):
-        schema = 0  # not a crm-gateway store
-    return Contents("sha256:" + digest.hexdigest(), tables, schema)
-
-
-def _read_only(store: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{store.absolute().as_uri()}?mode=ro", uri=True)
-
-
-def snapshot(store: Path, into: Path) -> None:
-    """A consistent copy of `store` while others write to it: the backup API in one step is
-    one read transaction (WAL: writers go on meanwhile). The store is opened read-only."""
-    try:
-        with (
-            closing(_read_only(store)) as source,
-            closing(sqlite3.connect(into)) as target,
-        ):
-            source.backup(target, pages=-1)  # all pages in one step: one read transaction
-    except sqlite3.Error as exc:
-        raise Refused("store_unreadable", f"{store} does not read as a store: {exc}") from None
-
-
-def checked(db: Path, what: str, reason: str) -> Contents:
-    """integrity_check, then the digest; `what` names the database in the refusal."""
-    with closing(sqlite3.connect(db)) as conn:
-        problems = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
-        if problems != ["ok"]:
-            raise Refused(reason, f"{what} is damaged: {'; '.join(problems[:3])}")
-        return describe(conn)
-
-
-def held_rows(store: Path) -> dict[str, int]:
-    """Rows a store holds beyond what a fresh gateway writes (meta): {} for none or no file."""
-    if not store.exists():
-        return {}
-    try:
-        with closing(_read_only(store)) as conn:
-            names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-            counts = {
-                name: conn.execute(f"SELECT COUNT(*) FROM {_quoted(name)}").fetchone()[0]  # noqa: S608
-                for (name,) in names
-                if name not in ("meta", "sqlite_sequence")
-            }
-    except sqlite3.Error as exc:
-        raise Refused(
-            "store_unreadable",
-            f"{store} exists but does not read as a store ({exc}): move it aside (with any "
-            "-wal and -shm file beside it), then restore again",
-        ) from None
-    return {name: count for name, count in sorted(counts.items()) if count}
 
 
 # -- the file: header, chunks ------------------------------------------------------------------
@@ -308,7 +193,7 @@ def _broken(
 
 
 def private_dir(near: Path) -> Path:
-    """A 0700 temp directory in `near` (the store's folder): plaintext stays where it was."""
+    """A 0700 temp directory in `near` (the store's workspace): plaintext stays where it was."""
     near.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=".crm-gateway-backup-", dir=near))
 
@@ -346,18 +231,3 @@ def write_new(out: Path, force: bool, write: Callable[[BinaryIO], object]) -> in
     finally:
         temp.unlink(missing_ok=True)
     return out.stat().st_size
-
-
-def place(verified: Path, store: Path) -> None:
-    """Copy the verified database into the store with the backup API, in one write
-    transaction through SQLite's locks. Not a rename: a gateway that still has the file open
-    would write on into the unlinked old file (and a -wal left beside the new one would be
-    replayed into it); this way it reads the restored pages at its next transaction."""
-    if not store.exists():
-        private_file(store)
-    with (
-        closing(sqlite3.connect(verified)) as source,
-        closing(sqlite3.connect(store, timeout=30.0)) as target,
-    ):
-        source.backup(target)
-        target.execute("PRAGMA journal_mode=WAL")

@@ -32,6 +32,11 @@ _HOST_PORT = re.compile(
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+# The store kinds `state.durable.type` and `state.shared.type` may name: each is a module in
+# gateway/stores/ and a line of its registry (gateway.stores.DURABLE_BACKENDS and
+# SHARED_BACKENDS, which config may not import: tests/test_store_registry.py keeps them equal).
+DURABLE_KINDS = ("sqlite",)
+SHARED_KINDS = ("memory", "redis")
 # Store kinds that need a package not installed by default: the module, and how to get it.
 _DRIVERS = {"redis": ("redis.asyncio", "pip install 'crm-gateway[redis]'")}
 
@@ -536,8 +541,8 @@ def _state(value: Value) -> State | None:
         return None
     default = State(durable=_default_durable(value.source))
     return State(
-        durable=_get(keys, "durable", lambda v: _store(v, ("sqlite",)), default.durable),
-        shared=_get(keys, "shared", lambda v: _store(v, ("memory", "redis")), default.shared),
+        durable=_get(keys, "durable", lambda v: _store(v, DURABLE_KINDS), default.durable),
+        shared=_get(keys, "shared", lambda v: _store(v, SHARED_KINDS), default.shared),
     )
 
 

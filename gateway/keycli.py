@@ -27,8 +27,7 @@ from gateway.crypto import KeyError_, KeyRing, SealBroken, Sealer, new_key_line
 from gateway.errors import StoreUnavailable
 from gateway.factors.totp import totp_purpose
 from gateway.policy import Policy
-from gateway.stores.protocols import SEAL_RING_NOTE, Authenticator, DurableStore
-from gateway.stores.sqlite import SqliteDurableStore
+from gateway.stores.protocols import SEAL_RING_NOTE, STORE_MISSING, Authenticator, DurableStore
 
 ROTATE_HELP = """\
 Seal keys (secrets.seal_keys, newest first) protect the TOTP secrets in the durable store.
@@ -220,7 +219,7 @@ def rotate_command(args: argparse.Namespace, config: Config, _policy: Policy | N
         return EXIT_USAGE
     sealer = Sealer(ring)
 
-    async def work(store: SqliteDurableStore) -> Rotation | str:
+    async def work(store: DurableStore) -> Rotation | str:
         held = await gateway_ring(store)
         if held is not None and ring.current[0] not in held[0] and not args.force:
             return (
@@ -250,7 +249,7 @@ def rotate_command(args: argparse.Namespace, config: Config, _policy: Policy | N
     try:
         rotation = with_store(config, work)
     except StoreUnavailable as exc:
-        if exc.reason == "store_missing":
+        if exc.reason == STORE_MISSING:
             raise  # nothing to re-seal: cli.main names the store that is not there
         # Each value is swapped on its own: what was re-sealed stays, and a rerun is safe.
         print(f"stopped: {exc.detail or exc}; run it again", file=sys.stderr)

@@ -27,8 +27,7 @@ from gateway.config import Config
 from gateway.factors import recovery
 from gateway.model import canonical_user
 from gateway.policy import Policy
-from gateway.stores.protocols import AuditQuery
-from gateway.stores.sqlite import SqliteDurableStore
+from gateway.stores import AuditQuery, DurableStore
 
 WAIT_FOR_GATEWAY = 5.0  # seconds `users unlock` waits to see the gateway act
 # A second factor passed, of any kind (app, SMS, e-mail, recovery code; at sign-in or a step
@@ -76,7 +75,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-async def _last_verified(store: SqliteDurableStore, user: str) -> float:
+async def _last_verified(store: DurableStore, user: str) -> float:
     """When `user` last passed a second factor, whichever: an authenticator app notes it on
     itself; SMS, e-mail and recovery codes only in the audit trail (as the app does too)."""
     used = [a.last_used or 0.0 for a in await store.authenticators(user)]
@@ -86,7 +85,7 @@ async def _last_verified(store: SqliteDurableStore, user: str) -> float:
     return max([*used, *(event.time for _, event in passed)], default=0.0)
 
 
-async def forget_devices(store: SqliteDurableStore, user: str, now: float) -> int:
+async def forget_devices(store: DurableStore, user: str, now: float) -> int:
     """Revoke every device of `user` (a remembered one, or one inside the interval, would
     skip the second factor); the count is of those remembered, as `users show` lists them."""
     remembered = sum(1 for d in await store.devices(user) if d.remembered_until > now)
@@ -94,7 +93,7 @@ async def forget_devices(store: SqliteDurableStore, user: str, now: float) -> in
     return remembered
 
 
-async def _state(store: SqliteDurableStore, user: str) -> dict[str, Any]:
+async def _state(store: DurableStore, user: str) -> dict[str, Any]:
     now = CLOCK.now()
     authenticators = await store.authenticators(user)
     devices = await store.devices(user)
@@ -162,7 +161,7 @@ def _revoke(args: argparse.Namespace, config: Config, user: str) -> int:
     revocation an old device cookie must not skip the second factor (the usual reason to
     revoke is a device or a password that is no longer the user's alone)."""
 
-    async def revoke(store: SqliteDurableStore) -> int | None:
+    async def revoke(store: DurableStore) -> int | None:
         now = CLOCK.now()
         await store.revoke_sessions(user, now)
         devices = None if args.keep_devices else await forget_devices(store, user, now)
@@ -187,7 +186,7 @@ def _devices(count: int) -> str:
 
 
 def _list(args: argparse.Namespace, config: Config, policy: Policy | None) -> int:
-    async def gather(store: SqliteDurableStore) -> list[dict[str, Any]]:
+    async def gather(store: DurableStore) -> list[dict[str, Any]]:
         names = {canonical_user(u) for u in (policy.users if policy else {})}
         names |= set(await store.known_users())
         return [await _state(store, name) for name in sorted(names)]
@@ -206,7 +205,7 @@ def _list(args: argparse.Namespace, config: Config, policy: Policy | None) -> in
 
 
 def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
-    async def reset(store: SqliteDurableStore) -> dict[str, Any]:
+    async def reset(store: DurableStore) -> dict[str, Any]:
         now = CLOCK.now()
         removed = await store.remove_authenticators(user)
         await store.replace_recovery_codes(user, [], now)
@@ -237,7 +236,7 @@ def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
 
 
 def _unlock(args: argparse.Namespace, config: Config, user: str) -> int:
-    async def unlock(store: SqliteDurableStore) -> bool:
+    async def unlock(store: DurableStore) -> bool:
         request = await store.request_action("unlock", user, CLOCK.now())
         await audit_admin(config, store, "admin.unlock", user=user)
         waited = 0.0
@@ -261,7 +260,7 @@ def _unlock(args: argparse.Namespace, config: Config, user: str) -> int:
 
 
 def _regenerate(args: argparse.Namespace, config: Config, user: str) -> int:
-    async def regenerate(store: SqliteDurableStore) -> list[str] | None:
+    async def regenerate(store: DurableStore) -> list[str] | None:
         if not await store.authenticators(user):
             await audit_admin(
                 config,

@@ -11,10 +11,10 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.clock import SystemClock
-from gateway.config import Listen, parse_config
+from gateway.config import Listen, StoreConfig, parse_config
 from gateway.crypto import new_key_line
 from gateway.demo.crm import DEMO_USERS, build_crm_app
-from gateway.stores.sqlite import SqliteDurableStore
+from gateway.stores import open_durable
 from gateway.tokens import digest
 from gateway.web.app import build_app
 from gateway.web.server import (
@@ -43,11 +43,11 @@ def prepare_data_dir(data_dir: Path) -> None:
                 (policies / source.name).write_text(source.read_text("utf-8"), "utf-8")
 
 
-async def register_demo_tokens(store_path: str) -> None:
+async def register_demo_tokens(settings: StoreConfig) -> None:
     """The banner's API tokens work at once: each demo user's is registered the first time
-    (a token an administrator revoked in the demo stays revoked)."""
-    store = SqliteDurableStore(store_path)
-    await store.open()
+    (a token an administrator revoked in the demo stays revoked). The demo owns its store:
+    made here when missing, as the gateway would."""
+    store = await open_durable(settings, create=True)
     try:
         known = {row[0] for row in await store.tokens()}
         for user in DEMO_USERS:
@@ -97,7 +97,7 @@ def run_demo(listen: Listen, crm_listen: Listen, data_dir: Path) -> int:
         metrics = f"  Metrics (Prometheus): http://{host}:{port}/metrics\n"
 
     async def main() -> None:
-        await register_demo_tokens(config.state.durable.path)
+        await register_demo_tokens(config.state.durable)
         crm_runner = web.AppRunner(build_crm_app(), access_log=None)
         await crm_runner.setup()
         await web.SockSite(crm_runner, crm_sock).start()

@@ -1,11 +1,15 @@
-"""In-process shared store: the single-instance default. Not shared between processes, so
-config validation refuses it with several workers once sign-in is on."""
+"""In-process shared store: the single-instance default (`state.shared: {type: memory}`).
+Not shared between processes, so config validation refuses it with several workers once
+sign-in is on. An InProcessStore: its entries can wait out a restart. `SHARED` is its
+registry entry."""
 
 from __future__ import annotations
 
 import heapq
 
 from gateway.clock import Clock
+from gateway.config import StoreConfig
+from gateway.stores.protocols import SharedKind
 
 _SWEEP_EVERY = 256  # writes between sweeps of expired keys: memory stays bounded
 
@@ -100,3 +104,10 @@ class MemorySharedStore:
         for key, left, value in entries:
             if left - elapsed > 0:
                 self._store(key, value, left - elapsed)
+
+
+async def _open_shared(settings: StoreConfig, clock: Clock) -> MemorySharedStore:
+    return MemorySharedStore(clock)
+
+
+SHARED = SharedKind(open=_open_shared)

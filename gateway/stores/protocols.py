@@ -1,11 +1,21 @@
-"""The seams between the gateway and its state: what every backend must provide."""
+"""The seams between the gateway and its state: what every backend must provide, and what a
+backend module gives the registry (gateway/stores/__init__.py). No implementation here."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from pathlib import Path
+from typing import NamedTuple, Protocol, runtime_checkable
 
+from gateway.clock import Clock
+from gateway.config import StoreConfig
 from gateway.model import AuditEvent
+
+# StoreUnavailable.reason of a durable store that is not there (opened without `create`).
+STORE_MISSING = "store_missing"
+# StoreUnavailable.reason of a row refused because it would break a uniqueness rule.
+DUPLICATE = "duplicate"
 
 
 class Authenticator(NamedTuple):
@@ -67,35 +77,75 @@ class AuditQuery:
 
 
 class DurableStore(Protocol):
-    """Authenticators, recovery-code hashes, token hashes, audit events: survives restarts."""
+    """Authenticators, recovery-code hashes, token hashes, audit events: survives restarts.
+
+    The contract every backend keeps (tests/contracts/test_durable_store.py holds each one):
+
+    - Opened by the registry (gateway.stores.open_durable), ready to use; `close` ends it, a
+      second `close` does nothing, and every call after it raises StoreUnavailable.
+    - Whatever a backend raises for itself becomes StoreUnavailable where it enters (503,
+      fail closed); `detail` names the store and the trouble in one line, `__cause__` is the
+      backend's own error when there is one. A row that would break a uniqueness rule (a
+      token registered twice, an authenticator id taken) raises StoreUnavailable with
+      `reason == DUPLICATE`, and nothing is changed.
+    - A change is whole or not at all, and once a call has returned it is seen by every other
+      connection to the same store (another worker, another host) and after a restart.
+    - Users, ids and names are compared exactly as given (case included): callers canonicalise.
+      Times are seconds (floats) and come back exactly as given. Text is kept as given;
+      characters UTF-8 cannot hold (lone surrogates: aiohttp's reading of header bytes that are
+      not UTF-8) are kept as U+FFFD, never refused.
+    """
 
     async def ping(self) -> None:
         """Return when the store answers; raise StoreUnavailable when it does not."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release the store; harmless when called again. Later calls raise StoreUnavailable."""
+        ...
+
+    # -- API tokens -------------------------------------------------------------------------
 
     async def add_token(
         self, token_id: str, user: str, token_digest: bytes, label: str, now: float
-    ) -> None: ...
+    ) -> None:
+        """Register a token (its digest only). An id or a digest registered before, revoked or
+        not, is refused with reason DUPLICATE. The tokens version moves on."""
+        ...
 
     async def revoke_token(self, token_id: str, now: float) -> bool:
-        """True when an active token was revoked; False when none had that id."""
+        """True when an active token was revoked (and the tokens version moved on); False when
+        no active token had that id (none, or revoked before)."""
         ...
 
-    async def tokens(self) -> list[tuple[str, str, str, float, float | None]]: ...
+    async def tokens(self) -> list[tuple[str, str, str, float, float | None]]:
+        """(id, user, label, created, revoked) of every token, revoked ones included, oldest
+        first (then by id)."""
+        ...
 
     async def active_tokens(self) -> tuple[int, list[tuple[str, str, bytes]]]:
-        """(version, [(id, user, digest)]): the version changes whenever tokens change."""
+        """(version, [(id, user, digest)]) of the tokens not revoked: the version changes
+        whenever tokens change, and the list is never older than the version it comes with."""
         ...
 
-    async def tokens_version(self) -> int: ...
+    async def tokens_version(self) -> int:
+        """The version `active_tokens` would give now (0 for a new store): a cheap poll."""
+        ...
 
-    async def add_authenticator(self, row: Authenticator) -> None: ...
+    # -- authenticators ---------------------------------------------------------------------
 
-    async def authenticators(self, user: str) -> list[Authenticator]: ...
+    async def add_authenticator(self, row: Authenticator) -> None:
+        """Keep a new authenticator (`last_used` starts empty); an id taken is refused with
+        reason DUPLICATE, whoever holds it."""
+        ...
 
-    async def all_authenticators(self) -> list[Authenticator]: ...
+    async def authenticators(self, user: str) -> list[Authenticator]:
+        """The user's own authenticators, oldest first (then by id)."""
+        ...
+
+    async def all_authenticators(self) -> list[Authenticator]:
+        """Every authenticator, by user, then oldest first (then by id)."""
+        ...
 
     async def reseal_authenticator(
         self, auth_id: str, sealed: bytes, key_id: str, *, expected: bytes
@@ -103,88 +153,152 @@ class DurableStore(Protocol):
         """Replace the sealed secret only while it is still `expected`; True when replaced."""
         ...
 
-    async def touch_authenticator(self, auth_id: str, now: float) -> None: ...
+    async def touch_authenticator(self, auth_id: str, now: float) -> None:
+        """Note its last use; an id not there is no error."""
+        ...
 
-    async def remove_authenticator(self, user: str, auth_id: str) -> bool: ...
+    async def remove_authenticator(self, user: str, auth_id: str) -> bool:
+        """Remove one of the user's own authenticators; False when the user holds none with
+        that id (another user's is left alone)."""
+        ...
 
-    async def replace_recovery_codes(self, user: str, digests: list[bytes], now: float) -> None: ...
+    async def remove_authenticators(self, user: str) -> int:
+        """Remove every authenticator of the user; how many went."""
+        ...
+
+    # -- recovery codes ---------------------------------------------------------------------
+
+    async def replace_recovery_codes(self, user: str, digests: list[bytes], now: float) -> None:
+        """The user's codes become exactly `digests` (none: an empty list), used or not; other
+        users' codes stay."""
+        ...
 
     async def use_recovery_code(self, user: str, digest: bytes, now: float) -> bool:
-        """Mark an unused code used; False when there is none (wrong, or used before)."""
+        """Mark an unused code of the user used; False when there is none (wrong, another
+        user's, or used before). Atomic: of concurrent uses of one code, on any connection,
+        exactly one is True."""
         ...
 
-    async def recovery_codes_left(self, user: str) -> int: ...
+    async def recovery_codes_left(self, user: str) -> int:
+        """The user's unused codes (0 without a set)."""
+        ...
+
+    # -- remembered devices and session revocations -------------------------------------------
 
     async def save_device(self, row: Device) -> None:
-        """Insert, or update verified/remembered_until of the user's own unrevoked device."""
+        """Insert, or update verified/remembered_until/label of the user's own unrevoked
+        device (`created` stays the first). A device id of another user, or a revoked one, is
+        left as it is: never taken over, never revived."""
         ...
 
-    async def device(self, device_id: str) -> Device | None: ...
+    async def device(self, device_id: str) -> Device | None:
+        """The device, revoked or not (`revoked` tells); None when unknown."""
+        ...
 
     async def devices(self, user: str) -> list[Device]:
-        """The user's devices that are not revoked."""
+        """The user's devices that are not revoked, oldest first."""
         ...
 
-    async def revoke_device(self, user: str, device_id: str, now: float) -> bool: ...
+    async def revoke_device(self, user: str, device_id: str, now: float) -> bool:
+        """Revoke one of the user's own live devices; False when there is none such (unknown,
+        another user's, or revoked before: its first revocation time stays)."""
+        ...
 
-    async def revoke_sessions(self, user: str, now: float) -> None: ...
+    async def revoke_devices(self, user: str, now: float) -> int:
+        """Revoke every live device of the user; how many were live."""
+        ...
+
+    async def revoke_sessions(self, user: str, now: float) -> None:
+        """Every session of `user` started before `now` ends (the last call wins); the
+        revocations version moves on (the tokens version does not)."""
+        ...
 
     async def revocations(self) -> tuple[int, dict[str, float]]:
-        """(version, {user: sessions started before this time are void})."""
+        """(version, {user: sessions started before this time are void}); the map is never
+        older than the version it comes with."""
         ...
 
-    async def revocations_version(self) -> int: ...
+    async def revocations_version(self) -> int:
+        """The version `revocations` would give now (0 for a new store): a cheap poll."""
+        ...
 
-    async def record_message(self, row: LedgerRow) -> None: ...
+    async def known_users(self) -> list[str]:
+        """Every user the store holds authenticators, recovery codes or devices (revoked ones
+        too) for, sorted, each once."""
+        ...
 
-    async def messages(self, since: float, until: float) -> list[LedgerRow]: ...
+    # -- the SMS and e-mail ledger, factor choice, admin requests ---------------------------
 
-    async def set_factor_choice(self, user: str, factor: str) -> None: ...
+    async def record_message(self, row: LedgerRow) -> None:
+        """Keep one ledger row exactly as given (the cost stays text)."""
+        ...
 
-    async def request_action(self, action: str, user: str, now: float) -> int: ...
+    async def messages(self, since: float, until: float) -> list[LedgerRow]:
+        """Ledger rows with since <= time < until, oldest first."""
+        ...
 
-    async def pending_requests(self) -> list[tuple[int, str, str]]: ...
-
-    async def claim_request(self, request_id: int, now: float) -> bool: ...
-
-    async def request_done(self, request_id: int) -> bool: ...
-
-    async def remove_authenticators(self, user: str) -> int: ...
-
-    async def revoke_devices(self, user: str, now: float) -> int: ...
-
-    async def known_users(self) -> list[str]: ...
+    async def set_factor_choice(self, user: str, factor: str) -> None:
+        """Remember the factor the user last passed with (replacing the one before)."""
+        ...
 
     async def factor_choice(self, user: str) -> str:
         """The factor the user last passed with ("" when none yet)."""
         ...
 
+    async def request_action(self, action: str, user: str, now: float) -> int:
+        """Ask the running gateway to carry out `action` for `user`: the request's id (ids
+        only grow)."""
+        ...
+
+    async def pending_requests(self) -> list[tuple[int, str, str]]:
+        """(id, action, user) of the requests not yet claimed, oldest first."""
+        ...
+
+    async def claim_request(self, request_id: int, now: float) -> bool:
+        """Mark a request done; True for the one caller (of any worker or host) that claimed
+        it, False for every other and for an unknown id."""
+        ...
+
+    async def request_done(self, request_id: int) -> bool:
+        """Whether the request was claimed (False for an unknown id)."""
+        ...
+
+    # -- the audit trail --------------------------------------------------------------------
+
     async def add_audit_events(self, events: list[AuditEvent]) -> None:
-        """Append events, all or none."""
+        """Append events in their order, all or none: when one cannot be stored, none is.
+        An empty list does nothing."""
         ...
 
     async def audit_events(self, query: AuditQuery) -> list[tuple[int, AuditEvent]]:
-        """(id, event) pairs, oldest first unless the query asks otherwise; ids only grow."""
+        """(id, event) pairs that match every criterion of the query, by id: oldest first
+        unless the query asks otherwise, at most `limit`. Events come back as they were
+        added (details sorted by key, their numbers still numbers). Ids only grow: an event
+        added later has a greater id, even after the events before it were pruned."""
         ...
 
     async def prune_audit(self, before: float) -> int:
-        """Remove events older than `before`; how many went."""
+        """Remove events with time < `before`; how many went."""
         ...
 
+    # -- networks users sign in from, notes for the admin commands ----------------------------
+
     async def note_network(self, user: str, network: str, now: float) -> bool:
-        """Remember that `user` signed in from `network`; True when it was new to them."""
+        """Remember that `user` signed in from `network`; True when it was new to them (of
+        concurrent notes of one new network, exactly one). Known: its last seen moves on."""
+        ...
+
+    async def networks(self, user: str) -> list[tuple[str, float, float]]:
+        """(network, first seen, last seen) for the user, oldest first (then by network)."""
         ...
 
     async def set_note(self, name: str, value: str) -> None:
-        """A small named value the running gateway leaves for the admin commands."""
+        """A small named value the running gateway leaves for the admin commands (replacing
+        the one before)."""
         ...
 
     async def note(self, name: str) -> str:
         """The note's value ("" when none was left)."""
-        ...
-
-    async def networks(self, user: str) -> list[tuple[str, float, float]]:
-        """(network, first seen, last seen) for the user, oldest first."""
         ...
 
 
@@ -219,3 +333,109 @@ class SharedStore(Protocol):
     async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
         """Add `amount` and return the count; a new counter lives `ttl` seconds."""
         ...
+
+
+@runtime_checkable
+class InProcessStore(Protocol):
+    """A shared store whose entries live in this process (the memory store): they end with
+    it unless exported at shutdown and restored at the next start (gateway/web/snapshot.py).
+    A store kept elsewhere (Redis) keeps its own and is not one of these."""
+
+    def export(self) -> list[tuple[str, float, bytes]]:
+        """(key, seconds left, value) of every live entry: what a restart must keep."""
+        ...
+
+    def restore(self, entries: list[tuple[str, float, bytes]], elapsed: float) -> None:
+        """Entries from `export`, `elapsed` seconds later: what has run out stays out."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+# -- backup and restore: the durable store as one file ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What a snapshot (or a store) holds, to compare two without reading them again."""
+
+    digest: str  # "sha256:…" over the schema and every row: equal digests, equal contents
+    tables: dict[str, int]  # rows per table
+    schema: int  # the store's schema version; 0: not a crm-gateway store
+
+    @property
+    def rows(self) -> int:
+        return sum(self.tables.values())
+
+
+class DurableSnapshots(Protocol):
+    """The durable store's whole contents as one file, for `crm-gateway backup` and `restore`
+    (gateway/backup.py decides and reports; gateway/backup_file.py seals the file): a copy
+    consistent at one moment while gateways go on writing, checked, and put back in place.
+
+    Blocking calls, for a command's thread, never a gateway's event loop. Trouble with the
+    store or a snapshot raises errors.Refused with a reason code; OSError is left to the
+    caller (a folder it may not write, a full disk: it names the file)."""
+
+    name: str  # the store as an operator knows it: its file, or its server and database
+    key: str  # the config key that names it, for messages: "state.durable.path"
+    schema: int  # the newest store schema this code knows
+
+    def exists(self) -> bool:
+        """Whether the store is there (a missing one is neither backed up nor written to)."""
+        ...
+
+    def workspace(self) -> Path:
+        """A folder for the plaintext snapshot while it is worked on: one that already holds
+        the store's data in plaintext (the SQLite file's), so plaintext goes nowhere new."""
+        ...
+
+    def in_use(self) -> bool:
+        """Whether a gateway may have the store open now (asked before the store is read)."""
+        ...
+
+    def take(self, into: Path) -> None:
+        """Write a consistent snapshot of the store into the file `into` (refused with
+        `store_unreadable` when the store does not read as one)."""
+        ...
+
+    def examine(self, snapshot: Path, what: str, reason: str) -> Contents:
+        """Check a snapshot file whole, refused with `reason` naming it as `what` when it is
+        damaged; its contents. A snapshot of something that is not a store has schema 0."""
+        ...
+
+    def examine_store(self, what: str, reason: str) -> Contents:
+        """The same of the store itself: a restore is verified by reading it back."""
+        ...
+
+    def held_rows(self) -> dict[str, int]:
+        """Rows per table the store holds beyond what a fresh gateway writes, tables with
+        none left out: {} for none, or for no store."""
+        ...
+
+    def put(self, snapshot: Path) -> None:
+        """Replace the store's contents with a checked snapshot (making the store when it is
+        missing), so that a gateway that still holds it open reads the restored contents."""
+        ...
+
+
+# -- what a backend module gives the registry ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DurableKind:
+    """One `state.durable.type`: its module's `DURABLE`. `open` returns a store ready to use;
+    with `create` False (admin commands) it never makes one and raises StoreUnavailable with
+    reason STORE_MISSING when there is none. `address` names the store for people: (the
+    store as an operator knows it, the config key that named it)."""
+
+    open: Callable[[StoreConfig, bool], Awaitable[DurableStore]]
+    snapshots: Callable[[StoreConfig], DurableSnapshots]
+    address: Callable[[StoreConfig], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class SharedKind:
+    """One `state.shared.type`: its module's `SHARED`. `open` returns a store ready to use."""
+
+    open: Callable[[StoreConfig, Clock], Awaitable[SharedStore]]

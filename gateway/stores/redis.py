@@ -3,6 +3,7 @@ worker and every instance. Each primitive is one atomic Redis command (or one sm
 so the semantics above (regulation, sessions) hold across processes.
 
 Redis errors become StoreUnavailable at this boundary: the gateway answers 503, fail closed.
+`state.shared: {type: redis, url: …}`; `SHARED` is its registry entry.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.clock import Clock
+from gateway.config import StoreConfig
 from gateway.errors import StoreUnavailable
 from gateway.metrics import STORE_SECONDS
+from gateway.stores.protocols import SharedKind
 
 T = TypeVar("T")
 log = logging.getLogger("gateway.stores")
@@ -129,3 +133,12 @@ class RedisSharedStore:
             "incr", lambda: self._incr(keys=[self._key(key)], args=[_ms(ttl), amount])
         )
         return int(found)
+
+
+async def _open_shared(settings: StoreConfig, clock: Clock) -> RedisSharedStore:
+    store = RedisSharedStore(settings.url, settings.prefix)
+    await store.warn_if_nothing_kept()
+    return store
+
+
+SHARED = SharedKind(open=_open_shared)

@@ -1,4 +1,5 @@
-"""SQLite durable store (WAL). Every call runs on one worker thread, never on the event loop."""
+"""SQLite durable store (WAL), the default: `state.durable: {type: sqlite, path: …}`. Every
+call runs on one worker thread, never on the event loop. `DURABLE` is its registry entry."""
 
 from __future__ import annotations
 
@@ -11,10 +12,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from gateway.config import StoreConfig
 from gateway.errors import StoreUnavailable
 from gateway.metrics import STORE_SECONDS
 from gateway.model import AuditEvent
-from gateway.stores.protocols import AuditQuery, Authenticator, Device, LedgerRow
+from gateway.stores.protocols import (
+    DUPLICATE,
+    STORE_MISSING,
+    AuditQuery,
+    Authenticator,
+    Device,
+    DurableKind,
+    LedgerRow,
+)
+from gateway.stores.sqlite_snapshot import SqliteSnapshots
 
 T = TypeVar("T")
 
@@ -121,6 +132,10 @@ def _read_only(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY")
 
 
+# A row refused for a key or a UNIQUE column already taken (not NOT NULL, CHECK, a trigger).
+_DUPLICATES = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
+
+
 class SqliteDurableStore:
     def __init__(self, path: str, *, create: bool = True) -> None:
         """`create`: make the file (and its folder) when missing: for the gateway, which owns
@@ -142,7 +157,9 @@ class SqliteDurableStore:
             return await loop.run_in_executor(self._executor, fn, *args)
         except (sqlite3.Error, RuntimeError) as exc:
             # RuntimeError: the worker thread is gone (interpreter or store shutting down).
-            raise StoreUnavailable(f"sqlite {self._path}: {exc}") from exc
+            duplicate = getattr(exc, "sqlite_errorname", "") in _DUPLICATES
+            reason = DUPLICATE if duplicate else None
+            raise StoreUnavailable(f"sqlite {self._path}: {exc}", reason=reason) from exc
         finally:
             # Waiting for the store's thread included: that is what a request feels.
             operation = fn.__name__.lstrip("_")  # query, change, add_token, add_audit, …
@@ -154,7 +171,7 @@ class SqliteDurableStore:
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             return sqlite3.connect(self._path, timeout=5.0, check_same_thread=False)
         if not Path(self._path).exists():
-            raise StoreUnavailable(f"sqlite {self._path}: no such store", reason="store_missing")
+            raise StoreUnavailable(f"sqlite {self._path}: no such store", reason=STORE_MISSING)
         # mode=rw: SQLite itself never creates the file, even if it vanished since the look.
         uri = f"{Path(self._path).absolute().as_uri()}?mode=rw"
         return sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False)
@@ -214,7 +231,7 @@ class SqliteDurableStore:
 
     def _tokens(self) -> list[tuple[str, str, str, float, float | None]]:
         rows = self._connection().execute(
-            "SELECT id, user, label, created, revoked FROM api_tokens ORDER BY created"
+            "SELECT id, user, label, created, revoked FROM api_tokens ORDER BY created, id"
         )
         return [tuple(r) for r in rows]
 
@@ -372,7 +389,7 @@ class SqliteDurableStore:
     async def devices(self, user: str) -> list[Device]:
         rows = await self.query(
             "SELECT id, user, label, created, verified, remembered_until, revoked"
-            " FROM devices WHERE user = ? AND revoked IS NULL ORDER BY created",
+            " FROM devices WHERE user = ? AND revoked IS NULL ORDER BY created, id",
             user,
         )
         return [Device(*r) for r in rows]  # type: ignore[arg-type]
@@ -633,3 +650,20 @@ class SqliteDurableStore:
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=False)
+
+
+async def _open_durable(settings: StoreConfig, create: bool) -> SqliteDurableStore:
+    store = SqliteDurableStore(settings.path, create=create)
+    try:
+        await store.open()
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+DURABLE = DurableKind(
+    open=_open_durable,
+    snapshots=lambda settings: SqliteSnapshots(Path(settings.path), SCHEMA_VERSION),
+    address=lambda settings: (settings.path, SqliteSnapshots.key),
+)
