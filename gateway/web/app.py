@@ -40,8 +40,7 @@ from gateway.policy import Policy
 from gateway.regulation import Regulator
 from gateway.senders import open_sender
 from gateway.session import SessionBook
-from gateway.stores import SharedStore, open_stores
-from gateway.stores.memory import MemorySharedStore
+from gateway.stores import InProcessStore, SharedStore, open_stores
 from gateway.stores.protocols import SEAL_RING_NOTE
 from gateway.web import health, proxy, routes
 from gateway.web.guard import AccessDenied, open_guard
@@ -126,12 +125,12 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
 
 def _kept_sessions(
     config: Config, shared: SharedStore
-) -> tuple[Path, MemorySharedStore, Sealer] | None:
+) -> tuple[Path, InProcessStore, Sealer] | None:
     """Sessions in process memory wait out a restart sealed in a file (Redis keeps its own):
     the file, the store and the sealer, or None when there is nothing to keep."""
     path = snapshot_file(config)
     ring = config.signin.secrets.seal_keys
-    if path is None or ring is None or not isinstance(shared, MemorySharedStore):
+    if path is None or ring is None or not isinstance(shared, InProcessStore):
         return None
     return path, shared, Sealer(ring)
 

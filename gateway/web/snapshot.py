@@ -1,6 +1,6 @@
-"""Sessions kept across a restart with the in-memory shared store: written sealed beside the
-SQLite file at shutdown, read back (and deleted) at start. A crash loses them; a restart,
-an upgrade or a config change does not sign anyone out."""
+"""Sessions kept across a restart with a shared store held in process memory (InProcessStore):
+written sealed beside the SQLite file at shutdown, read back (and deleted) at start. A crash
+loses them; a restart, an upgrade or a config change does not sign anyone out."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from pathlib import Path
 
 from gateway.clock import Clock
 from gateway.crypto import SealBroken, Sealer
-from gateway.stores.memory import MemorySharedStore
+from gateway.stores import InProcessStore
 
 log = logging.getLogger("gateway.state")
 _PURPOSE = "shared-store snapshot"
 
 
-def save_snapshot(path: Path, shared: MemorySharedStore, sealer: Sealer, clock: Clock) -> None:
+def save_snapshot(path: Path, shared: InProcessStore, sealer: Sealer, clock: Clock) -> None:
     entries = [[k, left, base64.b64encode(v).decode()] for k, left, v in shared.export()]
     data = json.dumps({"saved": clock.now(), "entries": entries}).encode()
     temporary = path.with_name(path.name + ".tmp")
@@ -33,7 +33,7 @@ def save_snapshot(path: Path, shared: MemorySharedStore, sealer: Sealer, clock: 
     log.info("kept %d session entries for the next start in %s", len(entries), path)
 
 
-def restore_snapshot(path: Path, shared: MemorySharedStore, sealer: Sealer, clock: Clock) -> None:
+def restore_snapshot(path: Path, shared: InProcessStore, sealer: Sealer, clock: Clock) -> None:
     try:
         sealed = path.read_bytes()
     except FileNotFoundError:
