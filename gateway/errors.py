@@ -71,6 +71,13 @@ class BadRequest(HttpError):
     reason = "bad_request"
 
 
+class PayloadTooLarge(HttpError):
+    """A body the gateway must read whole (the CRM's login form) is over its limit."""
+
+    status = 413
+    reason = "login_too_large"
+
+
 class NotFound(HttpError):
     status = 404
     reason = "not_found"

@@ -8,7 +8,12 @@ from enum import Enum
 
 
 class Action(Enum):
-    FORWARD = "forward"
+    """What is done with a request (gateway.decision.decide says which)."""
+
+    FORWARD = "forward"  # to the CRM, as `Decision.user` when set; for a sign-in: straight in
+    SIGN_IN = "sign_in"  # the gateway's own login page first (login mode gateway)
+    CHALLENGE = "challenge"  # a second factor first: `factors` on offer, `reason` says why
+    STEP_UP = "step_up"  # a signed-in user passes a factor again before a change
     DENY = "deny"
 
 
@@ -27,7 +32,9 @@ class Step:
 class Decision:
     action: Action
     reason: str  # stable code: "ok", "ip_denied", "ip_not_allowed", "path_not_allowed", …
-    steps: tuple[Step, ...] = field(default=())
+    steps: tuple[Step, ...] = field(default=())  # the rules that took part, the decider last
+    user: str = ""  # FORWARD: the identity the CRM is told (gateway mode), "" for none
+    factors: tuple[str, ...] = ()  # CHALLENGE, STEP_UP: the factors on offer, in order
 
     @property
     def allowed(self) -> bool:

@@ -21,6 +21,7 @@ LAYERS = {
     "gateway.pathrules": 1,
     "gateway.access": 2,
     "gateway.policychange": 2,
+    "gateway.decision": 2,
     "gateway.tokens": 2,
     "gateway.loader": 1,
     "gateway.config": 1,

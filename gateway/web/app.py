@@ -23,7 +23,7 @@ from gateway.audit import AuditTrail
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.crypto import Sealer, subkey
-from gateway.errors import BadRequest, HttpError, MethodNotAllowed, NotFound, StoreUnavailable
+from gateway.errors import BadRequest, HttpError, StoreUnavailable
 from gateway.factors.codes import CodeBook
 from gateway.forwarding import (
     ClientView,
@@ -35,14 +35,13 @@ from gateway.forwarding import (
 )
 from gateway.metrics import record_request
 from gateway.passwords import load_password_file
-from gateway.paths import reserved_subpath
 from gateway.policy import Policy
 from gateway.regulation import Regulator
 from gateway.senders import open_sender
 from gateway.session import SessionBook
 from gateway.stores import InProcessStore, SharedStore, open_stores
 from gateway.stores.protocols import SEAL_RING_NOTE
-from gateway.web import health, proxy, routes
+from gateway.web import health, pipeline, proxy
 from gateway.web.guard import AccessDenied, open_guard
 from gateway.web.keys import (
     ACCESS_LOG,
@@ -86,7 +85,7 @@ def build_app(
     if config.signin.login is not None:
         app.cleanup_ctx.append(_signin)
     app.on_response_prepare.append(proxy.drop_invented_content_type)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.router.add_route("*", "/{tail:.*}", pipeline.dispatch)
     return app
 
 
@@ -224,27 +223,6 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
         await sender.close()
     with contextlib.suppress(StoreUnavailable):
         await app[DURABLE].set_note(SEAL_RING_NOTE, json.dumps({**ring, "stopped": clock.now()}))
-
-
-async def dispatch(request: web.Request) -> web.StreamResponse:
-    sub = reserved_subpath(request.raw_path, request.app[CONFIG].path_prefix)
-    if sub is None:
-        signin = request.app.get(SIGNIN)
-        if signin is not None:
-            return await signin.forward(request)
-        guard = request.app.get(GUARD)
-        target = guard.check(request) if guard is not None else None
-        return await proxy.handle(request, target)
-    request[DECISION] = "page"
-    page = await routes.dispatch(request, sub)
-    if page is not None:
-        return page
-    route = health.ROUTES.get(sub)
-    if route is None:
-        raise NotFound(f"no gateway page at {sub!r}")
-    if request.method not in ("GET", "HEAD"):
-        raise MethodNotAllowed(f"{request.method} on {sub}")
-    return await route(request)
 
 
 def _view(request: web.Request, config: Config, fresh_id: str) -> ClientView:

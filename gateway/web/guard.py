@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import NoReturn
 
 from aiohttp import web
 
-from gateway.access import check_path, decide, resolve_settings
 from gateway.audit import AuditTrail
+from gateway.decision import Asks, Kind, PolicyView, Request, Rules, Who, decide
 from gateway.errors import ConfigError, HttpError, StoreUnavailable
 from gateway.fields import method_override
-from gateway.identity import canonical_user
 from gateway.metrics import DENIALS
-from gateway.model import Action, Decision, Settings, Step
-from gateway.netindex import NetworkIndex
+from gateway.model import Action, Decision, Settings
 from gateway.pathrules import normalize_path
-from gateway.policy import Level, Policy, User, Where, empty_policy, load_policies, policy_files
+from gateway.policy import Policy, User, empty_policy, load_policies, policy_files
 from gateway.policychange import (
     CONFIRMED_NOTE,
     DEFAULT_HOLD_SHARE,
@@ -37,6 +36,15 @@ from gateway.web.keys import AUDIT, CREDENTIAL, DECISION, USER, VIEW
 log = logging.getLogger("gateway.policy")
 
 WATCH_EVERY = 2.0  # seconds between looks at the policy files and the token version
+AMBIGUOUS = "\x00ambiguous"  # CREDENTIAL's value once a credential was found to read two ways
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A request for the CRM, decided: the Decision, and the path that goes (the one judged)."""
+
+    decision: Decision
+    target: str
 
 
 class AccessDenied(HttpError):
@@ -64,9 +72,7 @@ class Guard:
         hold_share: float = DEFAULT_HOLD_SHARE,
     ) -> None:
         self.folder = folder  # "" = no policy files: the built-in defaults, nothing to watch
-        self.policy = policy
-        self.index = NetworkIndex(policy.networks)
-        self.users = _by_canonical_name(policy)
+        self.view = PolicyView.of(policy)
         self.places = credential_places(policy.api.locations)
         self.tokens = TokenTable()
         self._durable = durable
@@ -75,6 +81,10 @@ class Guard:
         self._signature = self._files_signature()  # the files the running policy came from
         self._seen = self._signature  # what the watcher's last look found
         self._held = ""  # digest of files whose change waits for a person to confirm it
+
+    @property
+    def policy(self) -> Policy:
+        return self.view.policy
 
     # -- keeping current -------------------------------------------------------------------
 
@@ -111,14 +121,14 @@ class Guard:
                 "policy.reload_failed", "failed", reason=why, problems=len(exc.problems)
             )
             return False
-        change = compare(self.policy, policy, hold_share=self.hold_share)
+        change = compare(self.view.policy, policy, hold_share=self.hold_share)
         if watched and change.hold and not await self._confirmed(digest):
             self._hold(why, digest, change)
             return False
         self._held = ""
-        index = await asyncio.to_thread(NetworkIndex, policy.networks)
+        view = await asyncio.to_thread(PolicyView.of, policy)
         _log_warnings(policy)
-        self.policy, self.index, self.users = policy, index, _by_canonical_name(policy)
+        self.view = view
         self.places = credential_places(policy.api.locations)
         log.info(
             "policy reloaded (%s): %d users, %d networks, %d path rules",
@@ -182,81 +192,60 @@ class Guard:
     # -- judging ---------------------------------------------------------------------------
 
     def user_for(self, name: str) -> User:
-        """The policy's user, or one with no roles or groups: a CRM user nobody listed is
-        judged by the organisation rules and the defaults."""
-        found = self.users.get(name)
-        if found is not None:
-            return found
-        return User(name, Level("user", name, Where("(not in any policy file)", 0)))
+        return self.view.user_for(name)
 
     def settings(self, name: str) -> Settings:
-        return resolve_settings(self.policy, self.user_for(name))
+        return self.view.settings(name)
 
-    def anyone_may(self, method: str, path: str) -> bool:
-        return check_path(self.policy, None, method, path).allowed
+    def who(self, request: web.Request) -> Who:
+        """Who a request for the CRM is by what it carries: its API credential (one that reads
+        two ways is refused), else nobody yet (the caller looks for a session then). A
+        method override refuses the request whoever sends it: the rule would be judged on
+        one method and the CRM would run another."""
+        raw_query = request.raw_path.partition("?")[2]
+        overridden = method_override(request.headers.keys(), request.method, raw_query)
+        refused = "method_ambiguous" if overridden else ""
+        try:
+            credential = self.credential(request)
+        except AmbiguousCredential:
+            return Who(Kind.TOKEN, refused="credential_ambiguous")
+        if credential is None:
+            return Who(Kind.ANONYMOUS, refused=refused)
+        record = self.tokens.lookup(credential)
+        if record is None:
+            return Who(Kind.TOKEN, refused=refused)
+        request[USER] = record.user
+        return Who(Kind.TOKEN, record.user, token_known=True, refused=refused)
 
     def credential(self, request: web.Request) -> str | None:
         """The request's API credential, looked for once per request (sign-in asks first,
-        the checks after it ask again). One that reads two ways is refused: the CRM must use
-        the credential that was judged."""
+        the checks after it ask again); AmbiguousCredential when it reads two ways."""
         if CREDENTIAL not in request:
             raw_query = request.raw_path.partition("?")[2]
             try:
                 found = find_credential(request.headers, raw_query, self.places)
-            except AmbiguousCredential as exc:
-                request[CREDENTIAL] = ""
-                step = Step("", str(exc))
-                denied = Decision(Action.DENY, "credential_ambiguous", (step,))
-                self._refuse(request, denied, api=True)
+            except AmbiguousCredential:
+                request[CREDENTIAL] = AMBIGUOUS
+                raise
             request[CREDENTIAL] = found or ""
+        if request[CREDENTIAL] == AMBIGUOUS:
+            raise AmbiguousCredential("two credentials")
         return request[CREDENTIAL] or None
 
-    def check(self, request: web.Request, user_name: str | None = None) -> str:
-        """The path to forward (normalised, with the raw query), or AccessDenied/BadRequest.
-
-        `user_name`: the signed-in user (or the one a login form names); API credentials are
-        looked for only without one."""
+    def judge(self, request: web.Request, who: Who, *, gateway_login: bool = False) -> Judged:
+        """The Decision for a request to the CRM, with the path to forward (normalised, with
+        the raw query); a denial is refused here (AccessDenied, audited and counted), a
+        path that reads two ways is a BadRequest."""
         raw_path, sep, raw_query = request.raw_path.partition("?")
         path = normalize_path(raw_path)
-        overridden = method_override(request.headers.keys(), request.method, raw_query)
-        if overridden:
-            # The rule is judged on this request's method: the CRM must run that one.
-            step = Step("", f"{overridden} asks the CRM for another method than {request.method}")
-            denied = Decision(Action.DENY, "method_ambiguous", (step,))
-            self._refuse(request, denied, api=bool(self.credential(request)))
-        policy = self.policy
-        credential = self.credential(request) if user_name is None else None
-        view = request[VIEW]
-        user = self.user_for(user_name) if user_name is not None else None
-        unknown = False
-        if credential is not None:
-            record = self.tokens.lookup(credential)
-            if record is None:
-                unknown = True
-            else:
-                user = policy.users.get(record.user)
-                request[USER] = record.user
-                if user is None:
-                    # The owner was removed from the policy: the token goes with them.
-                    step = Step("", f"the token's owner {record.user} is in no policy file")
-                    self._refuse(
-                        request, Decision(Action.DENY, "token_owner_unknown", (step,)), api=True
-                    )
-        decision = decide(
-            policy,
-            self.index,
-            user=user,
-            ip=view.ip,
-            method=request.method,
-            path=path,
-            unknown_token=unknown,
-            token=credential is not None,
-        )
-        if not decision.allowed:
-            self._refuse(request, decision, api=credential is not None)
-        return path + sep + raw_query
+        asked = Request(Asks.CRM, request[VIEW].ip, request.method, path)
+        decision = decide(self.view, who, asked, rules=Rules(gateway_login=gateway_login))
+        if decision.action is Action.DENY:
+            self.refuse(request, decision, api=who.kind is Kind.TOKEN)
+        return Judged(decision, path + sep + raw_query)
 
-    def _refuse(self, request: web.Request, decision: Decision, *, api: bool) -> NoReturn:
+    def refuse(self, request: web.Request, decision: Decision, *, api: bool) -> NoReturn:
+        """Audit and count a denial, and end the request with it."""
         event = (
             "token.denied"
             if api
@@ -277,10 +266,6 @@ class Guard:
 def _log_warnings(policy: Policy) -> None:
     for warning in policy.warnings:
         log.warning("policy: %s", warning)
-
-
-def _by_canonical_name(policy: Policy) -> dict[str, User]:
-    return {canonical_user(name): user for name, user in policy.users.items()}
 
 
 def audit_event(request: web.Request, event: str, *, outcome: str, **fields: object) -> None:

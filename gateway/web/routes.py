@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.decision import Asks, Kind, Who
 from gateway.errors import MethodNotAllowed, NotFound
 from gateway.factors import totp
 from gateway.factors.protocol import Answer, SecondFactor, Verdict
@@ -22,7 +23,7 @@ from gateway.factors.totp import MAX_AUTHENTICATORS
 from gateway.i18n import LANGUAGES, duration
 from gateway.identity import canonical_user
 from gateway.metrics import CHALLENGES
-from gateway.model import Settings
+from gateway.model import Action, Settings
 from gateway.paths import safe_return_path
 from gateway.session import FULL, PASSWORD, Session
 from gateway.web.codes import send_code, sent_problem
@@ -46,9 +47,21 @@ Handler = Callable[[web.Request, SignIn], Awaitable[web.StreamResponse]]
 SessionHandler = Callable[[web.Request, SignIn, Session], Awaitable[web.StreamResponse]]
 
 
-def _fresh(signin: SignIn, session: Session) -> bool:
-    window = signin.config.signin.sessions.step_up_window
-    return signin.clock.now() - session.verified <= window
+async def _change(
+    request: web.Request, signin: SignIn, session: Session, back: str
+) -> web.Response | None:
+    """A change to how the user signs in (add or remove a factor, new codes, postponing
+    enrolment), decided by gateway.decision: None when it may go ahead, else the way to the
+    factor that must pass first (the challenge, or a step-up coming back to `back`)."""
+    facts = await signin.facts(request, session.user, device=False)
+    kind = Kind.SIGNING_IN if session.stage == PASSWORD else Kind.SESSION
+    who = Who(kind, session.user, verified=session.verified)
+    decision = signin.decide(request, who, Asks.CHANGE, facts)
+    if decision.action is Action.CHALLENGE:
+        return signin.redirect(f"{signin.prefix}challenge")
+    if decision.action is Action.STEP_UP:
+        return await _step_up(request, signin, session, back)
+    return None
 
 
 def needs(*stages: str) -> Callable[[SessionHandler], Handler]:
@@ -97,17 +110,24 @@ def _no_factor(request: web.Request, user: str) -> web.Response:
 @needs(PASSWORD, FULL)
 async def challenge(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
     user = session.user
-    state = await signin.factor_state(user)
-    settings, allowed, usable = state.settings, state.offered, state.usable
-    factors = signin.factors
-    if not usable and "totp" in allowed:
-        return signin.redirect(f"{signin.prefix}enrol")
-    # Factors that send a code are shown even with nothing on file: the page says whom to ask.
-    missing = [f for f in allowed if factors[f].sends and f not in usable]
-    if not usable and missing:
-        return await _challenge_page(request, signin, session, settings, missing[0], missing)
-    if not usable:
+    facts = await signin.facts(request, user, device=False)
+    who = Who(Kind.SIGNING_IN, user, verified=session.verified)
+    decision = signin.decide(request, who, Asks.SIGN_IN, facts)
+    settings = signin.settings(user)
+    if decision.action is Action.DENY:
         return _no_factor(request, user)
+    if decision.action is Action.FORWARD or decision.reason == "enrol":
+        # Nothing on file to answer: an app is added first, where the policy offers one.
+        if "totp" in facts.offered:
+            return signin.redirect(f"{signin.prefix}enrol")
+        return _no_factor(request, user)
+    if decision.reason == "nothing_on_file":
+        # Allowed SMS or e-mail, but nothing on file: the page says whom to ask.
+        missing = list(decision.factors)
+        return await _challenge_page(request, signin, session, settings, missing[0], missing)
+    usable = list(decision.factors)
+    allowed = list(facts.offered)
+    factors = signin.factors
     if request.method == "POST":
         form = await checked_form(request, session)
         name = form.get("factor", usable[0])
@@ -221,15 +241,10 @@ async def _challenge_page(
 @needs(PASSWORD, FULL)
 async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
     user = session.user
-    state = await signin.factor_state(user)
-    if state.must_answer and session.stage == PASSWORD:
-        # Adding a factor is a change to the account: a user with any factor on file (an
-        # app, recovery codes, a phone or e-mail address) passes it first; enrolling counts
-        # as the second factor only for a user who has none.
-        return signin.redirect(f"{signin.prefix}challenge")
-    if state.must_answer and not _fresh(signin, session):
-        return await _step_up(request, signin, session, "enrol")
-    settings = state.settings
+    decided = await _change(request, signin, session, "enrol")
+    if decided is not None:
+        return decided
+    settings = signin.settings(user)
     if "totp" not in settings.factors:
         # Only factors this version cannot check (SMS, e-mail) are allowed.
         return _no_factor(request, user)
@@ -324,11 +339,11 @@ async def _enrolled(
 @needs(PASSWORD)
 async def skip(request: web.Request, signin: SignIn, found: Session) -> web.StreamResponse:
     await checked_form(request, found)
-    state = await signin.factor_state(found.user)
-    if state.must_answer:
+    decided = await _change(request, signin, found, "enrol")
+    if decided is not None:
         # Postponing is for enrolment only: a user with a factor on file always answers it.
-        return signin.redirect(f"{signin.prefix}challenge")
-    settings = state.settings
+        return decided
+    settings = signin.settings(found.user)
     if settings.enforcement != "required_from" or signin.mandatory(settings):
         return signin.redirect(f"{signin.prefix}enrol")
     audit_event(request, "enrol.postponed", outcome="ok", user=found.user)
@@ -459,8 +474,9 @@ async def account_remove(
     request: web.Request, signin: SignIn, session: Session
 ) -> web.StreamResponse:
     form = await checked_form(request, session)
-    if not _fresh(signin, session):
-        return await _step_up(request, signin, session, "account")
+    decided = await _change(request, signin, session, "account")
+    if decided is not None:
+        return decided
     user = session.user
     rows = await signin.totp.authenticators(user)
     if len(rows) <= 1 and signin.settings(user).enforcement != "optional":
@@ -477,8 +493,9 @@ async def account_regenerate(
     request: web.Request, signin: SignIn, session: Session
 ) -> web.StreamResponse:
     await checked_form(request, session)
-    if not _fresh(signin, session):
-        return await _step_up(request, signin, session, "account")
+    decided = await _change(request, signin, session, "account")
+    if decided is not None:
+        return decided
     codes = await signin.recovery.new_codes(session.user)
     await signin.offer_codes(session, codes)
     await signin.book.save(session)
@@ -529,7 +546,7 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
             error, status = locked_text(request, until, "login.locked"), 429
         elif username and await signin.verify_password(username, form.get("password", "")):
             request[USER] = username
-            signin.guard.check(request, username)  # the user's address rules, first
+            signin.guard.judge(request, Who(Kind.LOGIN, username))  # their address rules first
             await regulator.password_succeeded(username, ip)
             audit_event(request, "signin.password_ok", outcome="ok", user=username)
             session = await signin.book.create(username, PASSWORD, return_to=back)

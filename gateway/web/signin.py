@@ -18,7 +18,6 @@ import re
 import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -28,24 +27,34 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.crypto import SealBroken, Sealer, same, verify_password
-from gateway.errors import BadRequest, HttpError
+from gateway.decision import (
+    Asks,
+    Device,
+    Facts,
+    Kind,
+    Request,
+    Rules,
+    Who,
+    decide,
+    mandatory,
+)
+from gateway.errors import HttpError
 from gateway.factors.codes import CodeBook
 from gateway.factors.recovery import RecoveryFactor
 from gateway.factors.registry import build_factors
 from gateway.factors.totp import TotpFactor
-from gateway.forwarding import OriginRewriter, wants_html
 from gateway.headers import fold
-from gateway.identity import AmbiguousLogin, login_succeeded, login_user, set_cookie_names
-from gateway.model import Settings
+from gateway.identity import set_cookie_names
+from gateway.model import Action, Decision, Settings
 from gateway.pathrules import normalize_path
-from gateway.paths import safe_return_path
 from gateway.regulation import Regulator
 from gateway.senders import Sender
-from gateway.session import DEVICE_MAX_AGE, FULL, PASSWORD, Session, SessionBook
-from gateway.stores import Device, DurableStore, SharedStore
+from gateway.session import DEVICE_MAX_AGE, FULL, Session, SessionBook
+from gateway.stores import Device as StoredDevice
+from gateway.stores import DurableStore, SharedStore
 from gateway.web import proxy
 from gateway.web.guard import Guard, audit_event
-from gateway.web.keys import DECISION, REWRITER, SESSION, USER, VIEW
+from gateway.web.keys import SESSION, USER, VIEW
 from gateway.web.render import LANGUAGE_COOKIE, locked_text, page, retry_after, translator
 from gateway.web.upstream import Adjust
 
@@ -54,26 +63,6 @@ log = logging.getLogger("gateway.signin")
 DEVICE_COOKIE = "crm_gateway_device"
 LOGIN_COOKIE = "crm_gateway_login"  # gateway mode: the login form's double-submit nonce
 CODES_WAIT = 30 * 86400.0  # recovery codes never confirmed are shown again for this long
-
-
-class PayloadTooLarge(HttpError):
-    status = 413
-    reason = "login_too_large"
-
-
-@dataclass(frozen=True)
-class FactorState:
-    """A user's factors as a sign-in sees them (SignIn.factor_state)."""
-
-    settings: Settings
-    offered: list[str]  # the policy's factors this gateway can check
-    usable: list[str]  # of those, the ones with what they need on file
-
-    @property
-    def must_answer(self) -> bool:
-        """A factor on file must pass before any factor is added or enrolment skipped:
-        enrolling counts as a passed factor only for a user who has none (issue #12)."""
-        return bool(self.usable)
 
 
 @dataclass(frozen=True)
@@ -131,8 +120,8 @@ class SignIn:
             LOGIN_COOKIE,
         }
         self._own_cookies = frozenset({*cookies, *(f"__Host-{c}" for c in cookies)})
-        self._crm_cookies = frozenset(login.crm_cookies)
-        self._own_and_crm_cookies = self._own_cookies | self._crm_cookies
+        self.crm_cookies = frozenset(login.crm_cookies)
+        self._own_and_crm_cookies = self._own_cookies | self.crm_cookies
         self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
         self._tasks: set[asyncio.Task[None]] = set()
         # Where a browser signs in again: the CRM's login, or ours.
@@ -203,7 +192,7 @@ class SignIn:
 
     # -- requests bound for the CRM ----------------------------------------------------------
 
-    def _adjust(self, signed_in: str | None, binding: str = "") -> Adjust:
+    def adjust(self, signed_in: str | None, binding: str = "") -> Adjust:
         """Our cookies never reach the CRM; the CRM's own only with a full session, and its
         session cookie only with the value released to this session (`binding`: a copy of
         another user's CRM cookie is no use inside one's own gateway session); the identity
@@ -236,99 +225,36 @@ class SignIn:
 
         return adjust
 
-    async def forward(self, request: web.Request) -> web.StreamResponse:
-        """Every request not under the gateway's prefix, once sign-in is configured."""
-        path = normalize_path(request.raw_path.partition("?")[0])
+    def is_crm_login(self, request: web.Request) -> bool:
+        """A request to the CRM's own login form (login mode upstream)."""
         login = self.login
-        if login.mode == "upstream" and path == login.path and request.method == login.method:
-            # Before the API branch: a credential header must not carry a login past the hold
-            # (the CRM's cookies would reach the browser before the second factor).
-            return await self._crm_login(request, await self.session(request))
-        if self.guard.credential(request):
-            # API clients: judged by token, IP and path, never by a session (never a page).
-            target = self.guard.check(request)
-            return await proxy.handle(request, target, adjust=self._adjust(None))
-        session = await self.session(request)
-        if session is not None and session.stage == FULL:
-            target = self.guard.check(request, session.user)
-            add: list[tuple[str, str]] = []
-            if login.logout_path == path and request.method == login.logout_method:
-                await self.book.end(session)
-                add.append(self.clear_session_cookie(request))
-                audit_event(request, "signin.logout", outcome="ok")
-            return await proxy.handle(
-                request,
-                target,
-                adjust=self._adjust(session.user, session.crm_binding),
-                add_headers=add,
-                observe=lambda upstream: self._follow_crm_cookie(session, upstream.headers),
-            )
-        if login.mode == "gateway" and not self.guard.anyone_may(request.method, path):
-            request[DECISION] = "signin"
-            if request.method in ("GET", "HEAD") and wants_html(request.headers):
-                back = safe_return_path(request.rel_url.raw_path_qs) or "/"
-                return self.redirect(f"{self.prefix}login?next={_quote(back)}")
-            raise SignInRequired("sign-in required")
-        target = self.guard.check(request, None)
-        return await proxy.handle(request, target, adjust=self._adjust(None))
+        if login.mode != "upstream" or request.method != login.method:
+            return False
+        return normalize_path(request.raw_path.partition("?")[0]) == login.path
 
-    async def _read_login_body(self, request: web.Request) -> bytes:
-        limit = self.login.max_body
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge(f"login body of {request.content_length} bytes")
-        body = await request.content.read(limit + 1)
-        while len(body) <= limit and not request.content.at_eof():
-            more = await request.content.read(limit + 1 - len(body))
-            if not more:
-                break
-            body += more
-        if len(body) > limit:
-            raise PayloadTooLarge(f"login body over {limit} bytes")
-        return body
+    @property
+    def gateway_mode(self) -> bool:
+        return self.login.mode == "gateway"
 
-    async def _crm_login(self, request: web.Request, old: Session | None) -> web.StreamResponse:
-        body = await self._read_login_body(request)
-        try:
-            user = login_user(body, request.headers.get("Content-Type", ""), self.login)
-        except AmbiguousLogin as exc:
-            audit_event(request, "signin.refused", outcome="refused", reason="login_ambiguous")
-            raise BadRequest(str(exc), reason="login_ambiguous") from None
-        request[USER] = user
-        # The user's own address rules apply before their password reaches the CRM.
-        target = self.guard.check(request, user)
-        # So do the password limits: guessing at the CRM is counted like guessing codes.
-        until = await self.password_attempt(request, user)
-        if until:
-            return self.locked_page(request, until)
-        regulator = self.regulator
-        ip = request[VIEW].ip
-        response = await proxy.send(
-            request, target, adjust=self._adjust(None), body=body if body else None
+    async def forward_signed_in(self, request: web.Request, target: str) -> web.StreamResponse:
+        """A signed-in user's request: with the CRM cookie released to this session (and the
+        identity header in gateway mode); the CRM's logout ends our session too; a CRM cookie
+        rotated on the way is followed."""
+        session = request[SESSION]
+        login = self.login
+        add: list[tuple[str, str]] = []
+        path = target.partition("?")[0]
+        if login.logout_path == path and request.method == login.logout_method:
+            await self.book.end(session)
+            add.append(self.clear_session_cookie(request))
+            audit_event(request, "signin.logout", outcome="ok")
+        return await proxy.handle(
+            request,
+            target,
+            adjust=self.adjust(session.user, session.crm_binding),
+            add_headers=add,
+            observe=lambda upstream: self._follow_crm_cookie(session, upstream.headers),
         )
-        try:
-            location = response.headers.get("Location", "")
-            set_cookies = response.headers.getall("Set-Cookie", [])
-            if not login_succeeded(response.status, location, set_cookies, self.login):
-                audit_event(request, "signin.crm_failed", outcome="failed", user=user)
-                await regulator.password_failed(user, ip)
-                # Whatever the CRM thinks, no session cookie of its leaves without the factor
-                # (a login made to look failed, e.g. by its redirect target, stays held back).
-                return await proxy.relay(request, response, drop_cookies=self._crm_cookies)
-        finally:
-            response.release()
-        await regulator.password_succeeded(user, ip)
-        audit_event(request, "signin.crm_ok", outcome="ok", user=user)
-        if old is not None:
-            await self.book.end(old)
-        rewriter: OriginRewriter = request.app[REWRITER]
-        held_key = f"held:{secrets.token_urlsafe(24)}"
-        cookies = [rewriter.set_cookie(c) for c in set_cookies]
-        sealed = self.sealer.seal(json.dumps(cookies).encode(), f"held\x00{user}")
-        await self.shared.put(held_key, sealed, self.config.signin.sessions.hold_cookies)
-        back = safe_return_path(rewriter.url(location)) if location else None
-        session = await self.book.create(user, PASSWORD, held=held_key, return_to=back or "/")
-        request[DECISION] = "signin"
-        return await self.after_password(request, session)
 
     async def password_attempt(self, request: web.Request, user: str) -> float:
         """Count a password attempt for `user` from this request (0: go ahead), auditing a
@@ -356,13 +282,31 @@ class SignIn:
         configured (a user without a number on file still sees the choice, and is told why)."""
         return [f for f in settings.factors if f in self.factors and self.factors[f].offerable()]
 
-    async def factor_state(self, user: str) -> FactorState:
-        """What this user could answer now, read once per page: the one place that says
-        whether a sign-in must pass a factor before it may enrol, skip or go straight in."""
+    async def facts(self, request: web.Request, user: str, *, device: bool = True) -> Facts:
+        """What this user has on file, read for a decision: the factors they could answer
+        now and (`device`, when one of them is) the remembered device this browser names."""
         settings = self.settings(user)
         offered = self.offered(settings)
-        usable = [f for f in offered if await self.factors[f].on_file(user)]
-        return FactorState(settings, offered, usable)
+        usable = tuple([f for f in offered if await self.factors[f].on_file(user)])
+        found = await self.device_of(request, user) if device and usable else None
+        return Facts(
+            offered=tuple(offered),
+            usable=usable,
+            sends=frozenset(f for f in offered if self.factors[f].sends),
+            device=Device(found.verified, found.remembered_until) if found else None,
+        )
+
+    def rules(self) -> Rules:
+        return Rules(
+            gateway_login=self.login.mode == "gateway",
+            step_up_window=self.config.signin.sessions.step_up_window,
+        )
+
+    def decide(self, request: web.Request, who: Who, asks: Asks, facts: Facts) -> Decision:
+        """The Decision for a sign-in (Asks.SIGN_IN) or a change (Asks.CHANGE)."""
+        ask = Request(asks, request[VIEW].ip)
+        now = self.clock.now()
+        return decide(self.guard.view, who, ask, facts=facts, now=now, rules=self.rules())
 
     @property
     def totp(self) -> TotpFactor:
@@ -379,28 +323,14 @@ class SignIn:
         return found
 
     def mandatory(self, settings: Settings) -> bool:
-        if settings.enforcement == "required":
-            return True
-        if settings.enforcement == "required_from":
-            today = datetime.fromtimestamp(self.clock.now(), UTC).date()
-            return today >= date.fromisoformat(settings.required_from)
-        return False
-
-    async def trusted_device(self, request: web.Request, user: str, settings: Settings) -> bool:
-        found = await self.device_of(request, user)
-        if found is None:
-            return False
-        now = self.clock.now()
-        remembered = min(found.remembered_until, found.verified + settings.remember_device)
-        fresh = settings.interval > 0 and now - found.verified < settings.interval
-        return remembered > now or fresh
+        return mandatory(settings, self.clock.now())
 
     def device_id(self, request: web.Request, user: str) -> str | None:
         """The id the device cookie names, when it was issued to this user (no store read)."""
         cookie = request.cookies.get(self.cookie_name(request, DEVICE_COOKIE))
         return self.book.device_from_cookie(cookie, user) if cookie else None
 
-    async def device_of(self, request: web.Request, user: str) -> Device | None:
+    async def device_of(self, request: web.Request, user: str) -> StoredDevice | None:
         device_id = self.device_id(request, user)
         found = await self.durable.device(device_id) if device_id else None
         if found is None or found.user != user or found.revoked is not None:
@@ -408,22 +338,19 @@ class SignIn:
         return found
 
     async def after_password(self, request: web.Request, session: Session) -> web.Response:
-        """The password passed: challenge, enrol, or straight in (by policy and device).
-
-        A user with any factor on file answers it: an app, recovery codes, or a phone or
-        e-mail address the policy lets them use (no enrolment needed for those). Only a user
-        with none may enrol in its place (or, where the policy allows, go in without)."""
+        """The password passed: acts on the sign-in's Decision (gateway.decision: straight
+        in, a challenge, or the enrolment page)."""
         user = session.user
-        state = await self.factor_state(user)
-        if not state.must_answer and state.settings.enforcement == "optional":
+        who = Who(Kind.SIGNING_IN, user, verified=session.verified)
+        decision = self.decide(request, who, Asks.SIGN_IN, await self.facts(request, user))
+        if decision.action is Action.FORWARD:
+            if decision.reason == "device_trusted":
+                audit_event(request, "signin.device_trusted", outcome="ok", user=user)
+                return await self.complete(request, session, factor="device")
             return await self.complete(request, session, factor="")
-        if state.must_answer and await self.trusted_device(request, user, state.settings):
-            audit_event(request, "signin.device_trusted", outcome="ok", user=user)
-            return await self.complete(request, session, factor="device")
-        # Enrolment when an authenticator app is the way; otherwise the challenge page, which
-        # also explains what is missing (no number on file, no factor allowed).
-        to_enrol = not state.must_answer and "totp" in state.offered
-        response = self.redirect(f"{self.prefix}{'enrol' if to_enrol else 'challenge'}")
+        # The challenge page also explains what is missing (no number on file, no factor).
+        page = "enrol" if decision.reason == "enrol" else "challenge"
+        response = self.redirect(f"{self.prefix}{page}")
         response.headers.add(*self.session_cookie(request, session))
         return response
 
@@ -540,7 +467,9 @@ class SignIn:
             row = found._replace(verified=now, remembered_until=max(until, found.remembered_until))
         else:
             agent = request.headers.get("User-Agent", "")
-            row = Device(secrets.token_urlsafe(16), user, device_label(agent), now, now, until)
+            row = StoredDevice(
+                secrets.token_urlsafe(16), user, device_label(agent), now, now, until
+            )
         await self.durable.save_device(row)
         if remember:
             audit_event(request, "device.remembered", outcome="ok", user=user)

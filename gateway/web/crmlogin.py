@@ -1,0 +1,86 @@
+"""The CRM's own login form in flight (login mode upstream): read once, the user it names
+judged like any request (their address rules apply before their password reaches the CRM),
+the password counted like a code, and the CRM's answer read. On success the CRM's cookies
+are held back, sealed, until the second factor passes; nothing of the CRM's session leaves
+without it, whatever the CRM answered.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from aiohttp import web
+
+from gateway.decision import Kind, Who
+from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.forwarding import OriginRewriter
+from gateway.identity import AmbiguousLogin, login_succeeded, login_user
+from gateway.paths import safe_return_path
+from gateway.session import PASSWORD
+from gateway.web import proxy
+from gateway.web.guard import audit_event
+from gateway.web.keys import DECISION, GUARD, REWRITER, USER, VIEW
+from gateway.web.signin import SignIn
+
+
+async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
+    old = await signin.session(request)
+    body = await read_body(request, signin.login.max_body)
+    try:
+        user = login_user(body, request.headers.get("Content-Type", ""), signin.login)
+    except AmbiguousLogin as exc:
+        audit_event(request, "signin.refused", outcome="refused", reason="login_ambiguous")
+        raise BadRequest(str(exc), reason="login_ambiguous") from None
+    request[USER] = user
+    guard = request.app[GUARD]
+    refused = guard.who(request).refused  # a method override refuses a login too
+    target = guard.judge(request, Who(Kind.LOGIN, user, refused=refused)).target
+    # The password limits too: guessing at the CRM is counted like guessing codes.
+    until = await signin.password_attempt(request, user)
+    if until:
+        return signin.locked_page(request, until)
+    regulator = signin.regulator
+    ip = request[VIEW].ip
+    response = await proxy.send(
+        request, target, adjust=signin.adjust(None), body=body if body else None
+    )
+    try:
+        location = response.headers.get("Location", "")
+        set_cookies = response.headers.getall("Set-Cookie", [])
+        if not login_succeeded(response.status, location, set_cookies, signin.login):
+            audit_event(request, "signin.crm_failed", outcome="failed", user=user)
+            await regulator.password_failed(user, ip)
+            # Whatever the CRM thinks, no session cookie of its leaves without the factor
+            # (a login made to look failed, e.g. by its redirect target, stays held back).
+            return await proxy.relay(request, response, drop_cookies=signin.crm_cookies)
+    finally:
+        response.release()
+    await regulator.password_succeeded(user, ip)
+    audit_event(request, "signin.crm_ok", outcome="ok", user=user)
+    if old is not None:
+        await signin.book.end(old)
+    rewriter: OriginRewriter = request.app[REWRITER]
+    held_key = f"held:{secrets.token_urlsafe(24)}"
+    cookies = [rewriter.set_cookie(c) for c in set_cookies]
+    sealed = signin.sealer.seal(json.dumps(cookies).encode(), f"held\x00{user}")
+    await signin.shared.put(held_key, sealed, signin.config.signin.sessions.hold_cookies)
+    back = safe_return_path(rewriter.url(location)) if location else None
+    session = await signin.book.create(user, PASSWORD, held=held_key, return_to=back or "/")
+    request[DECISION] = "signin"
+    return await signin.after_password(request, session)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The login body, whole (it is small and must be read to know the user), or 413."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"login body of {request.content_length} bytes")
+    body = await request.content.read(limit + 1)
+    while len(body) <= limit and not request.content.at_eof():
+        more = await request.content.read(limit + 1 - len(body))
+        if not more:
+            break
+        body += more
+    if len(body) > limit:
+        raise PayloadTooLarge(f"login body over {limit} bytes")
+    return body

@@ -1,0 +1,91 @@
+"""The request pipeline, one request at a time, in this order:
+
+1. scope      who is asking, from where (web.app's scope_middleware, before this module)
+2. our pages  the reserved prefix: sign-in pages, health (never forwarded)
+3. who        a login form naming a user, an API credential, a session, or nobody
+4. decide     gateway.decision.decide: one function, one Decision
+5. act        forward, send to sign in, challenge, deny
+6. proxy      web.proxy streams it to the CRM and back
+
+Everything a request does is here in that order, as a list; the steps themselves live in
+their own modules.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aiohttp import web
+
+from gateway.decision import Kind, Who
+from gateway.errors import MethodNotAllowed, NotFound
+from gateway.forwarding import wants_html
+from gateway.model import Action
+from gateway.paths import reserved_subpath, safe_return_path
+from gateway.session import FULL
+from gateway.web import crmlogin, health, proxy, routes
+from gateway.web.guard import Guard, Judged
+from gateway.web.keys import CONFIG, DECISION, GUARD, SIGNIN
+from gateway.web.signin import SignIn, SignInRequired
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """The one route: every request, whatever its path."""
+    sub = reserved_subpath(request.raw_path, request.app[CONFIG].path_prefix)
+    if sub is not None:
+        return await our_page(request, sub)
+    guard = request.app.get(GUARD)
+    if guard is None:  # no policies and no sign-in: a transparent proxy
+        return await proxy.handle(request)
+    signin = request.app.get(SIGNIN)
+    if signin is not None and signin.is_crm_login(request):
+        # Before anything else: a credential must not carry a login past the hold (the CRM's
+        # cookies would reach the browser before the second factor).
+        return await crmlogin.handle(request, signin)
+    who = await identify(request, guard, signin)
+    judged = guard.judge(request, who, gateway_login=signin is not None and signin.gateway_mode)
+    return await act(request, signin, who, judged)
+
+
+async def our_page(request: web.Request, sub: str) -> web.StreamResponse:
+    request[DECISION] = "page"
+    page = await routes.dispatch(request, sub)
+    if page is not None:
+        return page
+    route = health.ROUTES.get(sub)
+    if route is None:
+        raise NotFound(f"no gateway page at {sub!r}")
+    if request.method not in ("GET", "HEAD"):
+        raise MethodNotAllowed(f"{request.method} on {sub}")
+    return await route(request)
+
+
+async def identify(request: web.Request, guard: Guard, signin: SignIn | None) -> Who:
+    """Who the request is: an API credential (judged by token, address and path, never by a
+    session, never shown a page), else a signed-in session, else nobody."""
+    who = guard.who(request)
+    if who.kind is not Kind.ANONYMOUS or signin is None:
+        return who
+    session = await signin.session(request)
+    if session is None or session.stage != FULL:
+        return who
+    return Who(Kind.SESSION, session.user, verified=session.verified, refused=who.refused)
+
+
+async def act(
+    request: web.Request, signin: SignIn | None, who: Who, judged: Judged
+) -> web.StreamResponse:
+    """Carry out a Decision about a request for the CRM (a denial was refused already)."""
+    decision = judged.decision
+    if decision.action is Action.SIGN_IN:
+        request[DECISION] = "signin"
+        assert signin is not None
+        if request.method in ("GET", "HEAD") and wants_html(request.headers):
+            back = safe_return_path(request.rel_url.raw_path_qs) or "/"
+            return signin.redirect(f"{signin.prefix}login?next={quote(back, safe='')}")
+        raise SignInRequired("sign-in required")
+    if signin is None:
+        return await proxy.handle(request, judged.target)
+    if who.kind is Kind.SESSION:
+        return await signin.forward_signed_in(request, judged.target)
+    return await proxy.handle(request, judged.target, adjust=signin.adjust(None))
