@@ -13,13 +13,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from gateway.access import decide, resolve_settings
+from gateway.access import resolve_settings
 from gateway.audit import STDOUT, LineWriter, event_line
 from gateway.clock import SystemClock
 from gateway.config import Config
-from gateway.errors import ConfigError, Problem, StoreUnavailable
-from gateway.model import AuditEvent
-from gateway.netindex import NetworkIndex
+from gateway.decision import Asks, Kind, PolicyView, Request, Who, decide
+from gateway.errors import BadRequest, ConfigError, Problem, StoreUnavailable
+from gateway.fields import method_override
+from gateway.model import AuditEvent, canonical_user
 from gateway.pathrules import normalize_path
 from gateway.policy import Policy, format_interval, load_policies
 from gateway.policychange import CONFIRMED_NOTE, files_digest
@@ -119,7 +120,8 @@ def confirm_policy(config: Config, policy: Policy | None) -> int:
 
 
 def explain(args: argparse.Namespace, policy: Policy | None) -> int:
-    """`policy`: the config's, already loaded; None with --policies (loaded here)."""
+    """`policy`: the config's, already loaded; None with --policies (loaded here). The
+    answer is gateway.decision.decide's, the function the running gateway asks."""
     if args.policies:
         policy = load_policy_or_report(args.policies)
         if policy is None:
@@ -127,33 +129,29 @@ def explain(args: argparse.Namespace, policy: Policy | None) -> int:
     if policy is None:
         print("no policies: give --policies DIR or a config with `policies`", file=sys.stderr)
         return EXIT_USAGE
-    user = None
-    if args.user:
-        user = policy.users.get(args.user)
-        if user is None:
-            print(f"user {args.user!r} is in no policy file: judged as unknown", file=sys.stderr)
+    view = PolicyView.of(policy)
+    name = canonical_user(args.user) if args.user else ""
+    if name and name not in view.users:
+        print(f"user {args.user!r} is in no policy file: judged as unknown", file=sys.stderr)
+    method = args.method.upper()
+    raw_path, _, raw_query = args.path.partition("?")
     try:
-        path = normalize_path(args.path.split("?", 1)[0])
-    except Exception as exc:  # BadRequest: say what the gateway would answer
-        print(f"decision: deny (400 path_ambiguous): {exc}")
+        path = normalize_path(raw_path)
+    except BadRequest as exc:  # say what the gateway would answer
+        print(f"decision: deny (400 path_ambiguous): {exc.detail}")
         return EXIT_OK
-    index = NetworkIndex(policy.networks)
-    decision = decide(
-        policy,
-        index,
-        user=user,
-        ip=args.ip,
-        method=args.method.upper(),
-        path=path,
-        unknown_token=args.unknown_token,
-        token=args.unknown_token or args.token,
-    )
-    who = f"user {user.name}" if user else "an unknown user"
-    print(f"request: {args.method.upper()} {path} from {args.ip} by {who}")
+    refused = "method_ambiguous" if method_override((), method, raw_query) else ""
+    if args.token or args.unknown_token:
+        who = Who(Kind.TOKEN, name, token_known=not args.unknown_token, refused=refused)
+    else:
+        who = Who(Kind.SESSION if name else Kind.ANONYMOUS, name, refused=refused)
+    decision = decide(view, who, Request(Asks.CRM, args.ip, method, path))
+    shown_user = f"user {view.user_for(name).name}" if name else "an unknown user"
+    print(f"request: {method} {path} from {args.ip} by {shown_user}")
     print(f"decision: {decision.action.value} ({decision.reason})")
     for step in decision.steps:
         print(f"  - {step}")
-    settings = resolve_settings(policy, user)
+    settings = view.settings(name) if name else resolve_settings(policy, None)
     print(f"interval: {format_interval(settings.interval)}")
     print(f"factors: {', '.join(settings.factors) or 'none'}")
     shown = (
