@@ -19,6 +19,7 @@ from gateway import __version__, admin, auditcli, backup, keycli, usage, usercli
 from gateway.config import Config, load_config, parse_listen, workers_problem
 from gateway.crypto import hash_password
 from gateway.errors import ConfigError, StoreUnavailable
+from gateway.passwords import load_password_file
 from gateway.model import canonical_user
 from gateway.policy import Policy
 
@@ -117,6 +118,15 @@ def _load(path: str, outcome: str = "nothing done") -> tuple[Config, Policy | No
         print(f"{path}: {admin.plural(len(exc.problems), 'problem')}{after}", file=sys.stderr)
         return None
     admin.report_problems(list(config.warnings), noun="warning")
+    login = config.signin.login
+    if login is not None and login.users_file:
+        # Gateway mode's users file is read at start: a bad one is a bad configuration.
+        try:
+            load_password_file(login.users_file)
+        except ConfigError as exc:
+            admin.report_problems(exc.problems)
+            print(f"{path}: the users file has problems{after}", file=sys.stderr)
+            return None
     policy = None
     if config.policies:
         policy = admin.load_policy_or_report(config.policies)

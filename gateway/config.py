@@ -275,6 +275,7 @@ def _build(root: Value, source: Source) -> Config | None:
             "admin.listen",
             "must differ from listen: metrics stay off the address the CRM's users reach",
         )
+    shutdown = read_shutdown(keys)  # read even when the file fails below: every problem at once
     if listen is None or upstream is None:
         return None
     return Config(
@@ -296,7 +297,7 @@ def _build(root: Value, source: Source) -> Config | None:
         signin=signin,
         messaging=messaging,
         alerts=alerts,
-        shutdown=read_shutdown(keys),
+        shutdown=shutdown,
         warnings=tuple(source.warnings),
     )
 

@@ -154,9 +154,13 @@ def _widened(old: Policy, new: Policy) -> list[str]:
             continue
         old_layers, old_paths = _access(old, before)
         new_layers, new_paths = _access(new, user)
+        # Without path rules every path passes: rules added to none narrow, never widen.
+        paths_wider = (not new.paths and bool(old.paths)) or (
+            bool(old.paths) and bool(new_paths - old_paths)
+        )
         if (
             fewer_denies
-            or new_paths - old_paths
+            or paths_wider
             or any(_wider(a, b) for a, b in zip(old_layers, new_layers, strict=True))
         ):
             found.append(name)

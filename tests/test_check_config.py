@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import parse_config
+from gateway.crypto import new_key_line
 from gateway.errors import ConfigError
 from tests.process import run_command
 
@@ -141,3 +142,30 @@ def test_check_config_fails_when_the_redis_package_cannot_be_imported(tmp_path: 
         f"{path}: 1 problem",
     ]
     assert check_config(path).returncode == 0  # installed here: the same file is fine
+
+
+def test_shutdown_problems_are_reported_with_the_other_problems() -> None:
+    """Every problem at once: a bad upstream used to hide every problem of `shutdown`."""
+    found = problems(
+        "listen: 127.0.0.1:8080\nupstream:\n  url: crm.local\nshutdown: {grace: soon, bogus: 1}\n"
+    )
+    assert any("upstream.url" in p for p in found)
+    assert any("shutdown.grace" in p for p in found)
+    assert any("shutdown.bogus" in p for p in found)
+
+
+def test_a_bad_users_file_fails_check_config_not_the_start(tmp_path: Path) -> None:
+    """Gateway mode's users file is read at start: check-config reads it too (it said OK,
+    and `run` listened, then died)."""
+    (tmp_path / "k").write_text(new_key_line("k1") + "\n")
+    users = tmp_path / "users.yaml"
+    users.write_text("alice: not-a-hash\n")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        MINIMAL
+        + "login: {mode: gateway, users_file: users.yaml}\n"
+        + "secrets: {session_keys: {file: k}, seal_keys: {file: k}}\n"
+    )
+    result = check_config(config)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{users}:1: alice: must be an argon2id hash" in result.stderr

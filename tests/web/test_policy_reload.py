@@ -161,3 +161,18 @@ async def test_the_audit_trail_records_a_held_change(
     held = [e for e in events if e["event"] == "policy.reload_held"]
     assert held and held[0]["outcome"] == "refused"
     assert "deny" in held[0]["reason"]
+
+
+def test_rules_added_where_there_were_none_narrow_and_widen_nobody(tmp_path: Path) -> None:
+    """Without path rules every path passes: adding rules is not a widening; removing them
+    all is, for everyone."""
+    from gateway.policy import load_policies
+    from gateway.policychange import compare
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "p.yaml").write_text(FULL.split("paths:")[0])
+    (tmp_path / "b" / "p.yaml").write_text(FULL)
+    none, some = load_policies(tmp_path / "a"), load_policies(tmp_path / "b")
+    assert compare(none, some, hold_share=0.5).widened == ()
+    assert compare(some, none, hold_share=0.5).widened == ("ann",)
