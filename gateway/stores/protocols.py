@@ -62,7 +62,8 @@ SEAL_RING_NOTE = "seal_ring"
 @dataclass(frozen=True)
 class AuditQuery:
     """Which audit events to return. Names match exactly, or by prefix when they end in `*`
-    ("challenge.*"); every given criterion must hold. `after_id` pages forward (tail -f)."""
+    ("challenge.*"; case counts, no other character is a wildcard); every given criterion
+    must hold. since <= time < until. `after_id` pages forward (tail -f)."""
 
     since: float = 0.0
     until: float = float("inf")
@@ -91,9 +92,7 @@ class DurableStore(Protocol):
     - A change is whole or not at all, and once a call has returned it is seen by every other
       connection to the same store (another worker, another host) and after a restart.
     - Users, ids and names are compared exactly as given (case included): callers canonicalise.
-      Times are seconds (floats) and come back exactly as given. Text is kept as given;
-      characters UTF-8 cannot hold (lone surrogates: aiohttp's reading of header bytes that are
-      not UTF-8) are kept as U+FFFD, never refused.
+      Times are seconds (floats) and come back exactly as given, text and bytes as given.
     """
 
     async def ping(self) -> None:
@@ -267,7 +266,9 @@ class DurableStore(Protocol):
 
     async def add_audit_events(self, events: list[AuditEvent]) -> None:
         """Append events in their order, all or none: when one cannot be stored, none is.
-        An empty list does nothing."""
+        An empty list does nothing. Events carry what requests sent: characters UTF-8 cannot
+        hold (lone surrogates, aiohttp's reading of header bytes that are not UTF-8) come
+        back as U+FFFD, and an event is never refused for its text."""
         ...
 
     async def audit_events(self, query: AuditQuery) -> list[tuple[int, AuditEvent]]:

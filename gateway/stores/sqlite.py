@@ -132,6 +132,11 @@ def _read_only(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY")
 
 
+def _utf8(text: str) -> str:
+    """`text` with what UTF-8 cannot hold (lone surrogates) as U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 # A row refused for a key or a UNIQUE column already taken (not NOT NULL, CHECK, a trigger).
 _DUPLICATES = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
 
@@ -530,13 +535,20 @@ class SqliteDurableStore:
             ensure_ascii=False,
         )
         picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(11))
+        insert = (
+            f"INSERT INTO audit_events ({_AUDIT_COLUMNS})"  # noqa: S608 (constant columns)
+            f" SELECT {picks} FROM json_each(?) ORDER BY key"
+        )
         conn = self._connection()
-        with conn:
-            conn.execute(
-                f"INSERT INTO audit_events ({_AUDIT_COLUMNS})"  # noqa: S608 (constant columns)
-                f" SELECT {picks} FROM json_each(?) ORDER BY key",
-                (rows,),
-            )
+        try:
+            with conn:
+                conn.execute(insert, (rows,))
+        except UnicodeEncodeError:
+            # A lone surrogate (aiohttp's reading of a header byte that is not UTF-8, in a
+            # User-Agent) cannot be bound: refused before any row, the batch is kept with
+            # U+FFFD in its place. Raised, it ended the audit flush task for good.
+            with conn:
+                conn.execute(insert, (_utf8(rows),))
 
     async def add_audit_events(self, events: list[AuditEvent]) -> None:
         if events:
@@ -557,10 +569,9 @@ class SqliteDurableStore:
             alternatives = []
             for name in query.names:
                 if name.endswith("*"):
-                    # LIKE with the prefix's own wildcards escaped: `code_` is not a pattern.
-                    prefix = name[:-1].replace("\\", "\\\\").replace("%", "\\%")
-                    alternatives.append("name LIKE ? ESCAPE '\\'")
-                    params.append(prefix.replace("_", "\\_") + "%")
+                    # Not LIKE: it ignores case (an exact name does not) and reads `_` and `%`.
+                    alternatives.append("substr(name, 1, ?) = ?")
+                    params += [len(name) - 1, name[:-1]]
                 else:
                     alternatives.append("name = ?")
                     params.append(name)

@@ -169,8 +169,9 @@ class SqliteSnapshots:
         open would write on into the unlinked old file (and a -wal left beside the new one
         would be replayed into it); this way it reads the restored pages at its next
         transaction. The backup API also keeps the file's owner and mode; a new file is
-        made 0600."""
+        made 0600 (in a folder made when missing, as the gateway would make it)."""
         if not self._path.exists():
+            self._path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         with (
             closing(sqlite3.connect(snapshot)) as source,
