@@ -151,3 +151,49 @@ def test_the_factor_registry_builds_every_factor_the_policy_may_name() -> None:
     for name, factor in built.items():
         assert factor.name == name
         assert (templates / f"{name}.html").is_file()
+
+
+def _concrete_stores() -> tuple[set[str], set[str]]:
+    """The backend modules of gateway/stores/ (all but the Protocols and the registry) and
+    the classes they define."""
+    modules = {
+        m for m in _modules() if m.startswith("gateway.stores.") and m != "gateway.stores.protocols"
+    }
+    classes = {
+        node.name
+        for m in modules
+        for node in ast.walk(ast.parse(_modules()[m].read_text()))
+        if isinstance(node, ast.ClassDef)
+    }
+    return modules, classes
+
+
+def test_nothing_outside_stores_names_a_concrete_store() -> None:
+    """DESIGN.md "State": outside gateway/stores/ a store is opened through the registry
+    (gateway.stores.open_durable, open_stores, durable_snapshots) and held as its Protocol:
+    no import of a backend module, no backend class named, not even as a type."""
+    modules, classes = _concrete_stores()
+    assert {"gateway.stores.sqlite", "gateway.stores.memory"} <= modules
+    assert {"SqliteDurableStore", "MemorySharedStore", "RedisSharedStore"} <= classes
+    backend_names = {m.rsplit(".", 1)[1] for m in modules}
+    wrong = []
+    for module, path in _modules().items():
+        if module == "gateway.stores" or module.startswith("gateway.stores."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            named: set[str] = set()
+            if isinstance(node, ast.Import):
+                named = {a.name for a in node.names} & modules
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                named = {node.module} & modules
+                if node.module == "gateway.stores":  # from gateway.stores import sqlite
+                    named |= {a.name for a in node.names} & backend_names
+                named |= {a.name for a in node.names} & classes
+            elif isinstance(node, ast.Name):
+                named = {node.id} & classes
+            elif isinstance(node, ast.Attribute):  # gateway.stores.sqlite.SqliteDurableStore
+                named = ({node.attr} & classes) | ({ast.unparse(node)} & modules)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named = {node.value} & (modules | classes)  # importlib, string annotations
+            wrong += [f"{module}:{node.lineno}: {name}" for name in sorted(named)]  # type: ignore[attr-defined]
+    assert wrong == []
