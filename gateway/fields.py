@@ -5,6 +5,7 @@ is judged), so each refuses what reads two ways."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import unquote_plus
 
@@ -15,16 +16,59 @@ class AmbiguousField(ValueError):
     """A field some server reads differently from us; the message is for the operator."""
 
 
+_RACK_NAME = re.compile(r"\A[\[\]]*([^\[\]]+)\]*")
+
+
+def _php(name: str) -> tuple[str, str]:
+    """(the whole name, the array's name) as PHP 8 reads a form or query name
+    (main/php_variables.c): leading spaces dropped, cut at a NUL (the name is a C string),
+    `.` and ` ` in the name read as `_`, an unclosed `[` read as `_` too; `name[...]` makes
+    an array of `name` ("" when it is none)."""
+    name = name.lstrip(" ").split("\x00", 1)[0]
+    head, bracket, rest = name.partition("[")
+    head = head.replace(" ", "_").replace(".", "_")
+    if bracket and "]" in rest:
+        return f"{head}[{rest}", head
+    if bracket:
+        return head + "_" + rest.replace(" ", "_").replace(".", "_").replace("[", "_"), ""
+    return head, ""
+
+
+def _rack(name: str) -> tuple[str, str]:
+    """(the whole name, the array's name) as Rack 2 reads it (Rails 5 and 6): its first run
+    of characters that are not brackets, whatever brackets stand before it (`[username]` is
+    `username`); brackets after it make a nested or array parameter of that name."""
+    match = _RACK_NAME.match(name)
+    if match is None:
+        return name, ""
+    base = match.group(1)
+    if match.end() == len(name):
+        return base, ""
+    return base + name[match.end() :], base
+
+
+def readings(name: str) -> tuple[frozenset[str], frozenset[str]]:
+    """Every name some server reads `name` as (as written, by PHP, by Rack), and the names
+    of which it makes an array or a nested parameter."""
+    php, php_array = _php(name)
+    rack, rack_array = _rack(name)
+    whole = frozenset({name, name.strip(), php, rack}) - {""}
+    arrays = frozenset({php_array, rack_array}) - {""}
+    return whole, arrays
+
+
 def may_be_read_as(name: str, field: str) -> bool:
-    """`username[]`, `username[0]`, ` username`, `user.name`: some reader takes this name
-    for `field` although it is not spelled so. PHP makes an array of any `name[...]`, drops
-    leading spaces, and reads `.` and ` ` in a name as `_` (so `user.name` is `user_name`)."""
+    """`username[]`, ` username`, `user.name`, `username%00x`, `[username]`: some server takes
+    this name for `field` (or makes `field` an array of it) although it is not spelled so.
+    A name with a NUL in it is never trusted: C-based readers cut it there."""
     if name == field:
         return False
-    stripped = name.strip()
-    php = name.lstrip(" ").split("[", 1)[0].replace(".", "_").replace(" ", "_")
-    candidates = (stripped.split("[", 1)[0], php, stripped.rstrip("[]").strip())
-    return field in candidates or stripped.startswith(field + "[")
+    if "\x00" in name:
+        return True
+    whole, arrays = readings(name)
+    field_whole, _ = readings(field)
+    nested = any(w.startswith(f + "[") for w in whole for f in field_whole)
+    return bool(whole & field_whole) or field in arrays or nested
 
 
 def query_values(raw_query: str, name: str) -> list[str]:

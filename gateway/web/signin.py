@@ -43,6 +43,7 @@ from gateway.factors.codes import CodeBook
 from gateway.factors.recovery import RecoveryFactor
 from gateway.factors.registry import build_factors
 from gateway.factors.totp import TotpFactor
+from gateway.fields import readings
 from gateway.headers import fold
 from gateway.identity import set_cookie_names
 from gateway.model import Action, Decision, Settings
@@ -558,8 +559,9 @@ def names_read_every_way(pair: str) -> set[str]:
     names += [token.split("=", 1)[0] for token in _COOKIE_GAP.split(pair) if "=" in token]
     found = {name.strip() for name in names}
     for name in names:
-        php = unquote(name).strip().split("[", 1)[0]
-        found.add(php.replace(".", "_").replace(" ", "_"))
+        # PHP url-decodes a cookie's name and reads it as it reads a form field's.
+        whole, arrays = readings(unquote(name).strip())
+        found |= whole | arrays
     return found
 
 

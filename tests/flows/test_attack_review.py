@@ -163,11 +163,6 @@ def get_with_cookie(path: str, name: bytes, value: str) -> bytes:
 # -- 1. the user challenged is not the user the CRM signs in (Critical) -------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: identity.login_user/fields.may_be_read_as miss `username%00` (PHP) and "
-    "`[username]` (Rack 2): the gateway challenges carol, the CRM signs in alice",
-)
 @pytest.mark.parametrize(
     ("reads", "hidden"),
     [(php_reads, "username%00"), (php_reads, "username%00x"), (rack_reads, "%5Busername%5D")],
@@ -271,11 +266,6 @@ login:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 3b: PHP reads cookie `crm[session` as $_COOKIE['crm_session'] (checked "
-    "with php 8.2); web.signin.names_read_every_way cuts at `[` and sees `crm`",
-)
 async def test_a_cookie_name_php_reads_as_the_crm_session_is_removed_too(
     upstream: Served, start: Start, http: aiohttp.ClientSession
 ) -> None:
@@ -288,11 +278,6 @@ async def test_a_cookie_name_php_reads_as_the_crm_session_is_removed_too(
 # -- 4. API credentials and method overrides in names the CRM reads differently (High) ---------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 4: fields.query_values misses `api[key`, `api_key%00` (PHP) and "
-    "`[api_key]` (Rack 2): the guard judges sync's token, the CRM uses alice's",
-)
 @pytest.mark.parametrize("hidden", ["api[key", "api_key%00", "%5Bapi_key%5D"])
 async def test_a_second_api_key_the_crm_reads_is_refused(
     guarded: Served, clients: dict[str, aiohttp.ClientSession], hidden: str
@@ -304,11 +289,6 @@ async def test_a_second_api_key_the_crm_reads_is_refused(
         assert (await r.json())["error"] == "credential_ambiguous"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 4: the same names carry a token nobody judges: alice's office-only token "
-    "reaches the CRM from an address her rules refuse, judged as an anonymous request",
-)
 async def test_an_api_key_alone_in_a_php_spelling_is_judged_as_a_credential(
     guarded: Served, clients: dict[str, aiohttp.ClientSession]
 ) -> None:
@@ -332,11 +312,6 @@ async def method_gateway(upstream: Served, start_gateway: GatewayFactory, tmp: P
     return await start_gateway(upstream.url, f"policies: {folder}\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 4: PHP (Symfony, Laravel) reads `_method%00` in the query as `_method`; "
-    "fields.method_override does not",
-)
 async def test_a_query_method_override_in_a_php_spelling_is_refused(
     upstream: Served, start_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
