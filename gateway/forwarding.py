@@ -161,6 +161,20 @@ def client_ip(
     return client, True, tuple(str(a) for a in addresses)
 
 
+def check_header_bytes(headers: CIMultiDictProxy[str]) -> None:
+    """BadRequest for a header whose bytes are not UTF-8. aiohttp reads such bytes as lone
+    surrogates, every check of ours then compares a name or value that is not the one the
+    CRM receives (its writer drops the surrogates: `crm_se\\xffssion` reaches the CRM as
+    `crm_session`), so the request is refused before anything reads it."""
+    for name, value in headers.items():
+        if not (value.isascii() and name.isascii()):
+            try:
+                name.encode("utf-8")
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest("a header that is not UTF-8", reason="header_not_utf8") from None
+
+
 def request_id(headers: CIMultiDictProxy[str], peer_trusted: bool, fresh: str) -> str:
     """A trusted proxy's X-Request-Id is kept so the logs join up; otherwise ours."""
     if peer_trusted:

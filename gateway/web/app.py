@@ -28,6 +28,7 @@ from gateway.factors.codes import CodeBook
 from gateway.forwarding import (
     ClientView,
     OriginRewriter,
+    check_header_bytes,
     client_ip,
     forwarded_proto,
     request_id,
@@ -226,6 +227,7 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
 
 
 def _view(request: web.Request, config: Config, fresh_id: str) -> ClientView:
+    check_header_bytes(request.headers)
     peer = request.remote or ""
     header = config.trusted_proxy_header
     ip, trusted, chain = client_ip(peer, request.headers, config.trusted_proxies, header)

@@ -37,6 +37,11 @@ MESSAGE_FOR_REASON = {
     "path_ambiguous": "bad_request",
     "forwarded_header_malformed": "bad_request",
     "bad_request_target": "bad_request",
+    "forwarded_header_conflict": "bad_request",
+    "header_not_utf8": "bad_request",
+    "credential_ambiguous": "bad_request",
+    "method_ambiguous": "bad_request",
+    "login_ambiguous": "bad_request",
 }
 
 

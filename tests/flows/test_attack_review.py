@@ -211,11 +211,6 @@ async def test_a_signed_in_user_cannot_become_another_through_a_second_login_rou
     assert (await carol.get("/whoami"))[1] != "alice"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="findings 2+3: a login at an unwatched route hands an anonymous browser the CRM "
-    "cookie, and a non-UTF-8 byte in its name carries it past the strip",
-)
 async def test_a_password_alone_never_opens_the_crm(start_app: AppStarter, start: Start) -> None:
     """No account, no authenticator, no stolen cookie: alice's password and two requests."""
     crm = await start_app(quirky_crm(rack_reads))
@@ -236,11 +231,6 @@ async def test_a_password_alone_never_opens_the_crm(start_app: AppStarter, start
 # -- 3. a CRM session cookie past the strip (High) ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 3: aiohttp decodes a non-UTF-8 header byte as a surrogate and its writer "
-    "drops it: SignIn.adjust judges `crm_se\\xffssion`, the CRM receives `crm_session`",
-)
 @pytest.mark.parametrize("name", [b"crm_se\xffssion", b"\xffcrm_session", b"crm_session\xff"])
 async def test_a_copied_crm_cookie_never_reaches_the_crm_without_a_gateway_session(
     crm: Served, start: Start, browsers: Browsers, name: bytes
@@ -599,11 +589,6 @@ async def test_the_gateways_login_form_says_nothing_of_the_password_from_a_refus
 # -- 13. bad bytes: a 500, and header bytes lost (Low) ------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 13: tokens.digest encodes a header value holding aiohttp's surrogates "
-    "(non-UTF-8 bytes): UnicodeEncodeError, 500 and a traceback per request",
-)
 @pytest.mark.parametrize(
     "line", [b"Authorization: Bearer \xff\xfe", b"X-API-Key: k\xe9y", b"Authorization: Token \xff"]
 )
