@@ -88,4 +88,8 @@ async def act(
         return await proxy.handle(request, judged.target)
     if who.kind is Kind.SESSION:
         return await signin.forward_signed_in(request, judged.target)
-    return await proxy.handle(request, judged.target, adjust=signin.adjust(None))
+    # No session of the CRM's reaches a browser without the second factor, whatever route
+    # the CRM set it on (a second login route, an API login): held only at the watched one.
+    return await proxy.handle(
+        request, judged.target, adjust=signin.adjust(None), drop_cookies=signin.crm_cookies
+    )

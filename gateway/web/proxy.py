@@ -54,11 +54,14 @@ async def handle(
     *,
     adjust: Adjust | None = None,
     add_headers: list[tuple[str, str]] | None = None,
-    observe: Callable[[aiohttp.ClientResponse], Awaitable[None]] | None = None,
+    observe: Callable[[aiohttp.ClientResponse], Awaitable[frozenset[str]]] | None = None,
+    drop_cookies: frozenset[str] = frozenset(),
 ) -> web.StreamResponse:
     """Forward to the CRM; `target` is the judged (normalised) path+query when a guard ran,
     `adjust` changes the CRM-bound headers (sign-in strips cookies, adds the identity),
-    `add_headers` are extra response headers (ending our session on the CRM's logout)."""
+    `add_headers` are extra response headers (ending our session on the CRM's logout),
+    `drop_cookies` names cookies the CRM may not set for this browser, and `observe` sees
+    the CRM's answer first and names more."""
     raw_path = _checked_target(request, target)
     request[DECISION] = "forward"
     if is_websocket_upgrade(request):
@@ -67,8 +70,8 @@ async def handle(
     response = await send(request, raw_path, adjust=adjust, body=body)
     try:
         if observe is not None:
-            await observe(response)
-        return await relay(request, response, add_headers)
+            drop_cookies = drop_cookies | await observe(response)
+        return await relay(request, response, add_headers, drop_cookies=drop_cookies)
     finally:
         response.release()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -21,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiohttp import ClientResponse, web
+from multidict import CIMultiDict
 
 from gateway.clock import Clock
 from gateway.config import Config
@@ -63,6 +64,7 @@ log = logging.getLogger("gateway.signin")
 
 DEVICE_COOKIE = "crm_gateway_device"
 LOGIN_COOKIE = "crm_gateway_login"  # gateway mode: the login form's double-submit nonce
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CODES_WAIT = 30 * 86400.0  # recovery codes never confirmed are shown again for this long
 
 
@@ -227,11 +229,13 @@ class SignIn:
         return adjust
 
     def is_crm_login(self, request: web.Request) -> bool:
-        """A request to the CRM's own login form (login mode upstream)."""
+        """A request to the CRM's own login form (login mode upstream), in any spelling a
+        router may take for it: a trailing slash, another case (Rails and IIS do)."""
         login = self.login
         if login.mode != "upstream" or request.method != login.method:
             return False
-        return normalize_path(request.raw_path.partition("?")[0]) == login.path
+        path = normalize_path(request.raw_path.partition("?")[0])
+        return path.rstrip("/").lower() == login.path.rstrip("/").lower()
 
     @property
     def gateway_mode(self) -> bool:
@@ -254,7 +258,7 @@ class SignIn:
             target,
             adjust=self.adjust(session.user, session.crm_binding),
             add_headers=add,
-            observe=lambda upstream: self._follow_crm_cookie(session, upstream.headers),
+            observe=functools.partial(self._crm_cookie_set, request, session),
         )
 
     async def password_attempt(self, request: web.Request, user: str) -> float:
@@ -477,15 +481,29 @@ class SignIn:
         value = self.book.device_cookie(row.id, user)
         response.headers.add(*self.set_cookie(request, DEVICE_COOKIE, value, DEVICE_MAX_AGE))
 
-    async def _follow_crm_cookie(self, session: Session, headers: CIMultiDictProxy[str]) -> None:
-        """The CRM gave this session a new session cookie (it rotates ids on privilege
-        changes): the binding follows, so the user stays signed in to the CRM."""
-        if self.login.mode != "upstream" or "Set-Cookie" not in headers:
-            return
-        value = set_cookie_names(headers.getall("Set-Cookie")).get(self.login.success_cookie)
-        if value and value not in ('""', "deleted"):
-            session.crm_binding = cookie_binding(value)
-            await self.book.save(session)
+    async def _crm_cookie_set(
+        self, request: web.Request, session: Session, upstream: ClientResponse
+    ) -> frozenset[str]:
+        """The CRM set its session cookie on a signed-in request. A new id on a page view is
+        a rotation (CRMs rotate ids on privilege changes): the binding follows, so the user
+        stays signed in to the CRM. A new session from a form or an API call may be a login
+        as someone else at a route the gateway does not watch: never adopted, dropped and
+        audited, and the user keeps their own. The cookie names to drop."""
+        if self.login.mode != "upstream" or "Set-Cookie" not in upstream.headers:
+            return frozenset()
+        name = self.login.success_cookie
+        value = set_cookie_names(upstream.headers.getall("Set-Cookie")).get(name)
+        if not value or value in ('""', "deleted"):
+            return frozenset()
+        binding = cookie_binding(value)
+        if binding == session.crm_binding:
+            return frozenset()  # the same session, sent again
+        if request.method not in SAFE_METHODS:
+            audit_event(request, "signin.crm_cookie_dropped", outcome="refused")
+            return frozenset({name})
+        session.crm_binding = binding
+        await self.book.save(session)
+        return frozenset()
 
     def locked_page(self, request: web.Request, until: float) -> web.Response:
         t = translator(request)

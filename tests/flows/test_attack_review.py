@@ -127,6 +127,7 @@ def quirky_crm(reads: Callable[[str], dict[str, str]]) -> web.Application:
     app = web.Application()
     app.router.add_post("/login", login)
     app.router.add_post("/login/", login)
+    app.router.add_post("/api/login", login)  # an API's own login, which nobody configured
     app.router.add_get("/whoami", whoami)
     return app
 
@@ -190,11 +191,6 @@ async def test_a_second_username_the_crm_reads_never_signs_in_another_user(
 # -- 2. a second way into the CRM: held at /login, adopted elsewhere (High) ---------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 2: SignIn.forward_signed_in/_follow_crm_cookie adopt any new CRM session "
-    "cookie as the binding; a login at a route but the configured one switches the CRM user",
-)
 async def test_a_signed_in_user_cannot_become_another_through_a_second_login_route(
     start_app: AppStarter, start: Start, browsers: Browsers
 ) -> None:
@@ -209,6 +205,23 @@ async def test_a_signed_in_user_cannot_become_another_through_a_second_login_rou
     await carol.post("/login/", {"username": "alice", "password": "alice-pw"})
 
     assert (await carol.get("/whoami"))[1] != "alice"
+
+
+async def test_a_login_at_a_route_nobody_configured_is_never_adopted(
+    start_app: AppStarter, start: Start, browsers: Browsers
+) -> None:
+    """`/api/login` is a login of the CRM's the gateway does not watch: the session it makes
+    reaches neither a signed-in user (who stays themself) nor a browser without a session."""
+    crm = await start_app(quirky_crm(php_reads))
+    gw = await start(crm.url)
+    carol = browsers(gw)
+    _, _, r = await carol.post("/login", {"username": "carol", "password": "carol-pw"})
+    assert r.headers["Location"] == "/whoami"  # carol needs no factor (optional by policy)
+    await post_form(carol, "/api/login", "username=alice&password=alice-pw")
+    assert (await carol.get("/whoami"))[1] == "carol"
+    stranger = browsers(gw)
+    r = await post_form(stranger, "/api/login", "username=alice&password=alice-pw")
+    assert CRM_COOKIE not in {c.split("=", 1)[0] for c in r.headers.getall("Set-Cookie", [])}
 
 
 async def test_a_password_alone_never_opens_the_crm(start_app: AppStarter, start: Start) -> None:
