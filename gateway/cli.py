@@ -19,8 +19,8 @@ from gateway import __version__, admin, auditcli, backup, keycli, usage, usercli
 from gateway.config import Config, load_config, parse_listen, workers_problem
 from gateway.crypto import hash_password
 from gateway.errors import ConfigError, StoreUnavailable
-from gateway.passwords import load_password_file
 from gateway.model import canonical_user
+from gateway.passwords import load_password_file
 from gateway.policy import Policy
 
 EXIT_OK = 0
