@@ -149,18 +149,27 @@ class Regulator:
     ) -> float:
         """`attempt` for a password, plus the account's own slow-down: while it lasts, only a
         device the user signed in with (`known_device`, asked only then) or an address they
-        completed a sign-in from may try."""
+        completed a sign-in from may try. Attempts in flight count toward the slow-down as
+        failures do, so guesses sent together from many addresses are held like a
+        sequence."""
         subject = self._password_subject(user, ip)
         until = await self.attempt(subject, ip, _PASSWORD)
         if until:
             return until
-        paused = await self._shared.get(f"lock:{_PASSWORD}:account:{user}")
-        if paused is None or float(paused) <= self._clock.now():
-            return 0.0
+        account = f"{_PASSWORD}:account:{user}"
+        in_flight = await self._shared.incr(f"busy:{account}", _IN_FLIGHT_TTL)
+        paused = await self.account_paused_until(user)
+        if not paused:
+            found = await self._shared.get(f"fail:{account}")
+            failures = int(found) if found is not None else 0
+            # Up to the slow-down, as many at once as failures are left; past it (a pause
+            # that ended), one at a time.
+            if in_flight <= max(1, self.limits.account_slowdown - failures):
+                return 0.0
         if await self._known_place(user, ip) or await known_device():
             return 0.0
-        await self._give_back(self._user_key(subject, _PASSWORD), self._ip_key(ip, _PASSWORD))
-        return float(paused)
+        await self.password_abandoned(user, ip)
+        return paused or self._clock.now() + BUSY_RETRY
 
     async def password_failed(self, user: str, ip: str) -> float:
         """A wrong password: the subject's and address's counts, and the account's. From
@@ -169,16 +178,27 @@ class Regulator:
         `account_hold`."""
         until = await self.failed(self._password_subject(user, ip), ip, _PASSWORD)
         limits = self.limits
-        count = await self._shared.incr(f"fail:{_PASSWORD}:account:{user}", limits.account_window)
+        account = f"{_PASSWORD}:account:{user}"
+        await self._decrement(f"busy:{account}", _IN_FLIGHT_TTL)
+        count = await self._shared.incr(f"fail:{account}", limits.account_window)
         if count >= limits.account_slowdown:
             doubling = float(2 ** min(count - limits.account_slowdown, 32))
-            await self._lock_for(f"{_PASSWORD}:account:{user}", min(doubling, limits.account_hold))
+            await self._lock_for(account, min(doubling, limits.account_hold))
         return until
+
+    async def password_abandoned(self, user: str, ip: str) -> None:
+        """A password attempt that never came to a verdict (the client left, the CRM did not
+        answer): its slots at the address and the account, and its count, go back, so an
+        office's address is not kept busy by abandoned sign-ins."""
+        subject = self._password_subject(user, ip)
+        await self._give_back(self._user_key(subject, _PASSWORD), self._ip_key(ip, _PASSWORD))
+        await self._decrement(f"busy:{_PASSWORD}:account:{user}", _IN_FLIGHT_TTL)
 
     async def password_succeeded(self, user: str, ip: str) -> None:
         # The account's count stays: the real user's right password does not wipe out what
         # someone else is guessing from elsewhere.
         await self.succeeded(self._password_subject(user, ip), ip, _PASSWORD)
+        await self._decrement(f"busy:{_PASSWORD}:account:{user}", _IN_FLIGHT_TTL)
 
     async def account_paused_until(self, user: str) -> float:
         found = await self._shared.get(f"lock:{_PASSWORD}:account:{user}")

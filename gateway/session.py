@@ -23,6 +23,7 @@ PASSWORD = "password"  # noqa: S105 - a stage name, not a secret; the password p
 FULL = "full"  # signed in: second factor passed, or not required for this user
 
 DEVICE_MAX_AGE = 400 * 86400.0  # browsers cap cookie lifetimes at 400 days
+SIGNING_IN_PER_USER = 20  # sign-ins of one user waiting for their second factor at once
 
 
 @dataclass
@@ -139,15 +140,20 @@ class SessionBook:
         return session
 
     async def _take_slot(self, session: Session) -> None:
-        """Each user's sessions fill a ring of `max_per_user` places, numbered by an atomic
-        counter, so every worker agrees: the session that takes a place already taken in
-        this round ends the one there, which is the oldest. When the counter runs out (a
-        whole absolute timeout after the first session of its round) a new round starts,
-        ending nothing: up to twice the cap may then be open until the old ones expire."""
-        cap = self.rules.max_per_user
+        """Each user's sessions fill a ring of places, numbered by an atomic counter, so
+        every worker agrees: the session that takes a place already taken in this round ends
+        the one there, which is the oldest. Signed-in sessions have a ring of
+        `max_per_user`; sign-ins still at the password have one of their own, small, so a
+        password alone never ends a session that passed the second factor. When a counter
+        runs out (a whole absolute timeout after the first session of its round) a new round
+        starts, ending nothing: up to twice the cap may then be open until the old ones
+        expire."""
+        ring, cap = ("full", self.rules.max_per_user)
+        if session.stage != FULL:
+            ring, cap = ("signing-in", SIGNING_IN_PER_USER)
         ttl = self.rules.absolute_timeout
-        number = await self._shared.incr(f"sessions-of:{session.user}", ttl)
-        session.slot = f"session-slot:{session.user}:{number % cap}"
+        number = await self._shared.incr(f"sessions-of:{ring}:{session.user}", ttl)
+        session.slot = f"session-slot:{ring}:{session.user}:{number % cap}"
         oldest = await self._shared.take(session.slot)
         await self._shared.put(session.slot, session.sid.encode(), ttl)
         if oldest is not None and number > cap:
@@ -200,7 +206,11 @@ class SessionBook:
             last_seen=self._clock.now(),
             **changes,
         )
-        if fresh.slot:  # the place in the user's ring follows the new id
+        if fresh.stage == FULL and not fresh.slot.startswith("session-slot:full:"):
+            # Signed in now: a place among the user's signed-in sessions (the one it held
+            # among the sign-ins is left to expire, or to the next sign-in to take).
+            await self._take_slot(fresh)
+        elif fresh.slot:  # the place in the user's ring follows the new id
             await self._shared.replace(fresh.slot, fresh.sid.encode(), self.rules.absolute_timeout)
         await self._insert(fresh)
         return fresh

@@ -361,19 +361,34 @@ async def test_a_user_with_too_many_sessions_loses_the_oldest(
     clock: FakeClock, shared: MemorySharedStore
 ) -> None:
     book = book_for(clock, shared, rules=Sessions(max_per_user=3))
-    first = [await book.create("alice", PASSWORD) for _ in range(3)]
-    first[1] = await book.rotate(first[1], stage=FULL) or first[1]  # a new id keeps its place
-    others = [await book.create("bob", PASSWORD) for _ in range(3)]
+    first = [await book.create("alice", FULL) for _ in range(3)]
+    first[1] = await book.rotate(first[1], verified=1.0) or first[1]  # a new id, same place
+    others = [await book.create("bob", FULL) for _ in range(3)]
 
-    newest = await book.create("alice", PASSWORD)
+    newest = await book.create("alice", FULL)
 
     alive = [await book.load(book.cookie_value(s)) is not None for s in [*first, newest]]
     assert alive == [False, True, True, True]  # the oldest went, and only it
     assert all([await book.load(book.cookie_value(s)) for s in others])  # bob's are his own
-    newer = [await book.create("alice", PASSWORD) for _ in range(2)]
+    newer = [await book.create("alice", FULL) for _ in range(2)]
     alive = [await book.load(book.cookie_value(s)) is not None for s in [*first, newest, *newer]]
     assert alive == [False, False, False, True, True, True]
     assert len([k for k in shared._data if k.startswith("session:")]) == 6
+
+
+async def test_sign_ins_stopped_at_the_password_never_end_a_signed_in_session(
+    clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    """Someone with only the password can start sign-ins without end: they take places of
+    their own, never those of the user's signed-in sessions."""
+    book = book_for(clock, shared, rules=Sessions(max_per_user=3))
+    signed_in = await book.create("alice", PASSWORD)
+    signed_in = await book.rotate(signed_in, stage=FULL) or signed_in
+    for _ in range(50):
+        await book.create("alice", PASSWORD)
+    assert await book.load(book.cookie_value(signed_in)) is not None
+    waiting = [k for k in shared._data if k.startswith("session:")]
+    assert len(waiting) == 1 + 20  # the signed-in one and the last 20 sign-ins
 
 
 async def test_ending_a_session_voids_its_cookie_and_held_cookies(

@@ -7,6 +7,7 @@ without it, whatever the CRM answered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 
@@ -42,21 +43,27 @@ async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
         return signin.locked_page(request, until)
     regulator = signin.regulator
     ip = request[VIEW].ip
-    response = await proxy.send(
-        request, target, adjust=signin.adjust(None), body=body if body else None
-    )
+    try:
+        response = await proxy.send(
+            request, target, adjust=signin.adjust(None), body=body if body else None
+        )
+    except BaseException:
+        # No verdict (the CRM failed, the client left): the attempt's slot goes back.
+        await asyncio.shield(regulator.password_abandoned(user, ip))
+        raise
     try:
         location = response.headers.get("Location", "")
         set_cookies = response.headers.getall("Set-Cookie", [])
-        if not login_succeeded(response.status, location, set_cookies, signin.login):
+        succeeded = login_succeeded(response.status, location, set_cookies, signin.login)
+        if not succeeded:
             audit_event(request, "signin.crm_failed", outcome="failed", user=user)
-            await regulator.password_failed(user, ip)
+            await asyncio.shield(regulator.password_failed(user, ip))
             # Whatever the CRM thinks, no session cookie of its leaves without the factor
             # (a login made to look failed, e.g. by its redirect target, stays held back).
             return await proxy.relay(request, response, drop_cookies=signin.crm_cookies)
     finally:
         response.release()
-    await regulator.password_succeeded(user, ip)
+    await asyncio.shield(regulator.password_succeeded(user, ip))
     audit_event(request, "signin.crm_ok", outcome="ok", user=user)
     if old is not None:
         await signin.book.end(old)

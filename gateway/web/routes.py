@@ -8,6 +8,7 @@ belong to gateway.web.signin and gateway.factors; this module turns them into pa
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import secrets
 from collections.abc import Awaitable, Callable
@@ -541,12 +542,15 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
         back = safe_return_path(form.get("next", "")) or "/"
         ip = request[VIEW].ip
         regulator = signin.regulator
+        if username:
+            # Their address rules first: from an address they may not use, nothing is said
+            # of the password (nor counted).
+            signin.guard.judge(request, Who(Kind.LOGIN, username))
         until = await signin.password_attempt(request, username)
         if until:
             error, status = locked_text(request, until, "login.locked"), 429
-        elif username and await signin.verify_password(username, form.get("password", "")):
+        elif username and await _verify(signin, username, form.get("password", ""), ip):
             request[USER] = username
-            signin.guard.judge(request, Who(Kind.LOGIN, username))  # their address rules first
             await regulator.password_succeeded(username, ip)
             audit_event(request, "signin.password_ok", outcome="ok", user=username)
             session = await signin.book.create(username, PASSWORD, return_to=back)
@@ -573,6 +577,16 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
     if fresh_nonce:
         response.headers.add(*signin.set_cookie(request, LOGIN_COOKIE, nonce, max_age=3600))
     return response
+
+
+async def _verify(signin: SignIn, user: str, password: str, ip: str) -> bool:
+    """The password checked (argon2id, off the event loop); an attempt the client gave up on
+    gives its slot back."""
+    try:
+        return await signin.verify_password(user, password)
+    except BaseException:
+        await asyncio.shield(signin.regulator.password_abandoned(user, ip))
+        raise
 
 
 async def logout(request: web.Request, signin: SignIn) -> web.StreamResponse:

@@ -442,7 +442,9 @@ class SignIn:
         request[SESSION] = fresh
         request[USER] = fresh.user
         going = fresh.return_to or "/"
-        waiting = await self._codes_waiting(fresh.user)
+        # Codes never confirmed are shown again only to a sign-in that just passed a factor
+        # (not to a remembered device: showing them asks as much as making new ones).
+        waiting = await self._codes_waiting(fresh.user) if passed else None
         if waiting is not None:
             # Recovery codes shown before and never confirmed: shown again first.
             self.seal_pending(fresh, "recovery", waiting)

@@ -393,11 +393,6 @@ async def register(gw: Served, user: str, token: str) -> None:
 # -- 7. the account-wide pause is counted after the check (Medium) ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 7: Regulator.password_attempt reads the account's pause before the CRM "
-    "answers and password_failed counts after: guesses sent together all pass",
-)
 async def test_guesses_sent_together_from_many_addresses_are_held_like_a_sequence(
     start_app: AppStarter, start: Start
 ) -> None:
@@ -417,11 +412,6 @@ async def test_guesses_sent_together_from_many_addresses_are_held_like_a_sequenc
 # -- 8. the per-user session cap lets a password alone end a signed-in session (Medium) --------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 8: SessionBook._take_slot gives password-stage sessions a place in the "
-    "ring; the password alone, posted max_per_user times, ends alice's signed-in session",
-)
 async def test_sign_ins_that_stop_at_the_challenge_never_end_a_signed_in_session(
     crm: Served, start: Start, browsers: Browsers
 ) -> None:
@@ -502,11 +492,6 @@ async def status_from(client: aiohttp.ClientSession, url: str) -> int:
 # -- 10. a sign-in its client abandons keeps its address's slot (Low) --------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 10: web.crmlogin.handle never gives back Regulator.attempt's in-flight slot "
-    "when the handler is cancelled (or the CRM fails): 20 abandoned sign-ins block the address",
-)
 async def test_abandoned_sign_ins_do_not_keep_an_offices_address_busy(
     start_app: AppStarter, start: Start
 ) -> None:
@@ -534,11 +519,6 @@ async def test_abandoned_sign_ins_do_not_keep_an_offices_address_busy(
 # -- 11. recovery codes shown after a sign-in that passed no factor (Low) ----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 11: SignIn.complete shows waiting recovery codes whatever the sign-in "
-    "passed, also a remembered or recently verified device (factor 'device')",
-)
 async def test_recovery_codes_are_not_shown_to_a_sign_in_that_passed_no_factor(
     crm: Served, start: Start, browsers: Browsers
 ) -> None:
@@ -576,11 +556,6 @@ paths:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 12: routes.login_page verifies the password before guard.judge: from an "
-    "address dora may not use, a right password answers 403 and a wrong one 401",
-)
 async def test_the_gateways_login_form_says_nothing_of_the_password_from_a_refused_address(
     upstream: Served, start: Start, browsers: Browsers, tmp_path: Path
 ) -> None:
