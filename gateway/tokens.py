@@ -128,7 +128,19 @@ class TokenTable:
         self.version = version
 
     def lookup(self, token: str) -> TokenRecord | None:
-        return self._by_digest.get(digest(token))
+        """The registered token's owner, or None. A `user:password` pair (Basic) is looked
+        up whole and by each half, as CRMs read a token from either: the owner of any
+        registered match judges it, and halves that name two owners read two ways."""
+        found = {self._by_digest.get(digest(candidate)) for candidate in _candidates(token)}
+        found.discard(None)
+        if len(found) > 1:
+            raise AmbiguousCredential("the parts of one credential are two users' tokens")
+        return found.pop() if found else None
 
     def __len__(self) -> int:
         return len(self._by_digest)
+
+
+def _candidates(token: str) -> tuple[str, ...]:
+    user, colon, password = token.partition(":")
+    return tuple(dict.fromkeys(t for t in (token, user, password) if t)) if colon else (token,)

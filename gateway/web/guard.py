@@ -211,7 +211,10 @@ class Guard:
             return Who(Kind.TOKEN, refused="credential_ambiguous")
         if credential is None:
             return Who(Kind.ANONYMOUS, refused=refused)
-        record = self.tokens.lookup(credential)
+        try:
+            record = self.tokens.lookup(credential)
+        except AmbiguousCredential:
+            return Who(Kind.TOKEN, refused="credential_ambiguous")
         if record is None:
             return Who(Kind.TOKEN, refused=refused)
         request[USER] = record.user

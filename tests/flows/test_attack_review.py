@@ -360,11 +360,6 @@ api:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 6: tokens._from_header judges Basic as the whole `user:pass`, so a "
-    "registered token wrapped in Basic is an unknown token under api.unknown_tokens",
-)
 @pytest.mark.parametrize("pair", ["x:{t}", "{t}:", "{t}:x"])
 async def test_a_registered_token_wrapped_in_basic_is_judged_as_its_owners(
     upstream: Served, start_gateway: GatewayFactory, tmp_path: Path, pair: str

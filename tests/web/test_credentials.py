@@ -120,3 +120,18 @@ def test_a_header_with_many_dashes_has_a_bounded_number_of_spellings() -> None:
             "",
             places,
         )
+
+
+def test_a_basic_pair_is_judged_by_the_owner_of_either_half() -> None:
+    """CRMs read a token from Basic's user part or its password part: each half is looked
+    up, and halves that are two users' tokens read two ways."""
+    from gateway.tokens import TokenTable, digest
+
+    table = TokenTable()
+    table.replace(1, [("t1", "alice", digest(ALICE_TOKEN)), ("t2", "sync", digest(SYNC_TOKEN))])
+    for pair in (f"x:{ALICE_TOKEN}", f"{ALICE_TOKEN}:", f"{ALICE_TOKEN}:x", ALICE_TOKEN):
+        found = table.lookup(pair)
+        assert found is not None and found.user == "alice", pair
+    assert table.lookup("x:y") is None
+    with pytest.raises(AmbiguousCredential):
+        table.lookup(f"{SYNC_TOKEN}:{ALICE_TOKEN}")
