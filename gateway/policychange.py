@@ -1,10 +1,12 @@
 """What a policy reload changes, said for an operator, and whether a change seen by the file
-watcher is too large to load without a person confirming it.
+watcher must wait for a person to confirm it.
 
 A policy file saved in two steps, or truncated to a valid prefix, is still valid YAML: read
 at the wrong moment it can open the doors (`paths: [{path: /**, allow: [anyone]}]`). The
 watcher waits for files to stay unchanged; this module says what would change, and holds
-back a change that removes every deny list or a large share of the path rules.
+back a change that takes protection away: deny entries, an allow list removed whole,
+unknown API tokens let in, or a large share of the path rules. Adding a network to a list,
+or a rule, is an edit, and loads.
 """
 
 from __future__ import annotations
@@ -107,6 +109,19 @@ def _denies(policy: Policy) -> set[str]:
     }
 
 
+def _lifted(old: Policy, new: Policy) -> list[str]:
+    """Levels whose address rules a change takes away whole (a `networks` list gone): what
+    a file cut short loses, and never a small edit."""
+    before = {level.label: level for level in _levels(old)}
+    return sorted(
+        level.label
+        for level in _levels(new)
+        if level.networks is None
+        and level.label in before
+        and before[level.label].networks is not None
+    )
+
+
 def _resolve(policy: Policy, names: frozenset[str] | None) -> frozenset[IPNetwork] | None:
     if names is None:
         return None
@@ -176,8 +191,17 @@ def compare(old: Policy, new: Policy, *, hold_share: float) -> Change:
     new_nets = {name: frozenset(nets) for name, nets in new.networks.items() if "#" not in name}
     old_denies, new_denies = _denies(old), _denies(new)
     hold = ""
+    lifted = _lifted(old, new)
     if old_denies and not new_denies:
         hold = f"it removes every deny list ({len(old_denies)} entries)"
+    elif old_denies - new_denies and not new_denies - old_denies:
+        # Deny entries only taken away (not one moved to another address): what a file cut
+        # short does, and an unblocking worth a person's confirmation.
+        hold = f"it removes deny entries ({', '.join(sorted(old_denies - new_denies)[:3])})"
+    elif lifted:
+        hold = f"it lifts the address rules of {', '.join(lifted[:3])}"
+    elif old.api.unknown_tokens == "deny" and new.api.unknown_tokens != "deny":
+        hold = "it lets unknown API tokens in"
     elif old.paths and len(removed_rules) > hold_share * len(old.paths):
         hold = (
             f"it removes {len(removed_rules)} of {len(old.paths)} path rules "

@@ -438,11 +438,6 @@ organisation:
 DENY, ALLOW = "  deny: [blocked]\n", "  networks: [office]\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 9: policychange.compare holds only a change that removes every deny list "
-    "or over half the path rules; dropping one deny list or an allow list loads unheld",
-)
 @pytest.mark.parametrize(
     ("full", "kept", "address"),
     [

@@ -10,6 +10,7 @@ Real gateway, real echo CRM, the real CLI; the watcher's looks are driven by the
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -123,7 +124,7 @@ async def test_a_reload_logs_what_it_changed_and_whose_access_widened(
     gw: Served, folder: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "gateway.policy")
-    wider = FULL.replace("admin: {networks: [office]}", "admin: {}").replace(
+    wider = FULL.replace("office: [127.0.0.0/8]", "office: [127.0.0.0/8, 10.0.0.0/8]").replace(
         "  - {path: /public/**, allow: [anyone]}\n",
         "  - {path: /public/**, allow: [anyone]}\n  - {path: /files/**, allow: [role:admin]}\n",
     )
@@ -176,3 +177,20 @@ def test_rules_added_where_there_were_none_narrow_and_widen_nobody(tmp_path: Pat
     none, some = load_policies(tmp_path / "a"), load_policies(tmp_path / "b")
     assert compare(none, some, hold_share=0.5).widened == ()
     assert compare(some, none, hold_share=0.5).widened == ("ann",)
+
+
+async def test_a_change_that_lifts_an_allow_list_or_unblocks_waits_for_a_person(
+    gw: Served, folder: Path
+) -> None:
+    """Protection taken away whole (an allow list gone, a deny entry gone with nothing in its
+    place) is what a file cut short looks like: held. Moving a deny entry is an edit."""
+    lifted = FULL.replace("admin: {networks: [office]}", "admin: {}")
+    edit(folder, lifted, 1)
+    await guard(gw).look()
+    await guard(gw).look()
+    assert guard(gw).view.policy.roles["admin"].networks is not None  # still the old one
+    moved = FULL.replace("blocked: [127.0.0.9/32]", "blocked: [127.0.0.8/32]")
+    edit(folder, moved, 2)
+    await guard(gw).look()
+    await guard(gw).look()
+    assert guard(gw).view.policy.networks["blocked"] != (ipaddress.ip_network("127.0.0.9/32"),)
