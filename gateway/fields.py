@@ -5,6 +5,7 @@ is judged), so each refuses what reads two ways."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from urllib.parse import unquote_plus
@@ -106,3 +107,34 @@ def method_override(header_names: Iterable[str], method: str, raw_query: str) ->
         except AmbiguousField:
             return METHOD_OVERRIDE_PARAM
     return ""
+
+
+_MULTIPART_NAME = re.compile(rb'(?i)content-disposition:[^\r\n]*?\bname\*?=\s*"?([^";\r\n]*)')
+
+
+def body_names(body: bytes, content_type: str) -> list[str]:
+    """The field names a form or JSON body carries, as a CRM's framework would find them:
+    urlencoded names (url-decoded), multipart parts' names, a JSON object's top-level keys.
+    Other bodies carry none a framework reads as a field."""
+    kind = content_type.partition(";")[0].strip().lower()
+    text = body.decode("utf-8", "replace")
+    if kind == "application/x-www-form-urlencoded":
+        return [unquote_plus(pair.partition("=")[0]) for pair in re.split("[&;]", text) if pair]
+    if kind.startswith("multipart/"):
+        return [unquote_plus(m.decode("utf-8", "replace")) for m in _MULTIPART_NAME.findall(body)]
+    if kind == "application/json" or kind.endswith("+json"):
+        try:
+            found = json.loads(text)
+        except ValueError:
+            return []
+        return [str(key) for key in found] if isinstance(found, dict) else []
+    return []
+
+
+def overrides_method(body: bytes, content_type: str) -> bool:
+    """The body asks the CRM to run another method (`_method`, in any spelling a framework
+    reads so: Rails reads it from the form body only, Laravel and Symfony body first)."""
+    return any(
+        name == METHOD_OVERRIDE_PARAM or may_be_read_as(name, METHOD_OVERRIDE_PARAM)
+        for name in body_names(body, content_type)
+    )

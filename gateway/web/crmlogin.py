@@ -14,12 +14,13 @@ import secrets
 from aiohttp import web
 
 from gateway.decision import Kind, Who
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest
 from gateway.forwarding import OriginRewriter
 from gateway.identity import AmbiguousLogin, login_succeeded, login_user
 from gateway.paths import safe_return_path
 from gateway.session import PASSWORD
 from gateway.web import proxy
+from gateway.web.bodies import read_whole
 from gateway.web.guard import audit_event
 from gateway.web.keys import DECISION, GUARD, REWRITER, USER, VIEW
 from gateway.web.signin import SignIn
@@ -27,7 +28,7 @@ from gateway.web.signin import SignIn
 
 async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
     old = await signin.session(request)
-    body = await read_body(request, signin.login.max_body)
+    body = await read_whole(request, signin.login.max_body, reason="login_too_large")
     try:
         user = login_user(body, request.headers.get("Content-Type", ""), signin.login)
     except AmbiguousLogin as exc:
@@ -76,18 +77,3 @@ async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
     session = await signin.book.create(user, PASSWORD, held=held_key, return_to=back or "/")
     request[DECISION] = "signin"
     return await signin.after_password(request, session)
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The login body, whole (it is small and must be read to know the user), or 413."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"login body of {request.content_length} bytes")
-    body = await request.content.read(limit + 1)
-    while len(body) <= limit and not request.content.at_eof():
-        more = await request.content.read(limit + 1 - len(body))
-        if not more:
-            break
-        body += more
-    if len(body) > limit:
-        raise PayloadTooLarge(f"login body over {limit} bytes")
-    return body

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from aiohttp import web
@@ -36,6 +36,7 @@ from gateway.web.keys import AUDIT, CREDENTIAL, DECISION, USER, VIEW
 log = logging.getLogger("gateway.policy")
 
 WATCH_EVERY = 2.0  # seconds between looks at the policy files and the token version
+OVERRIDABLE = ("PUT", "PATCH", "DELETE")  # the methods a POST form may stand for
 AMBIGUOUS = "\x00ambiguous"  # CREDENTIAL's value once a credential was found to read two ways
 
 
@@ -45,6 +46,7 @@ class Judged:
 
     decision: Decision
     target: str
+    overridable: bool = False  # a `_method` in its body would meet a rule that refuses it
 
 
 class AccessDenied(HttpError):
@@ -242,10 +244,17 @@ class Guard:
         raw_path, sep, raw_query = request.raw_path.partition("?")
         path = normalize_path(raw_path)
         asked = Request(Asks.CRM, request[VIEW].ip, request.method, path)
-        decision = decide(self.view, who, asked, rules=Rules(gateway_login=gateway_login))
+        rules = Rules(gateway_login=gateway_login)
+        decision = decide(self.view, who, asked, rules=rules)
         if decision.action is Action.DENY:
             self.refuse(request, decision, api=who.kind is Kind.TOKEN)
-        return Judged(decision, path + sep + raw_query)
+        # A POST that a form field could turn into another method (`_method`) whose rule
+        # refuses it: its body must be looked at before it goes.
+        overridable = request.method == "POST" and any(
+            decide(self.view, who, replace(asked, method=other), rules=rules).action is Action.DENY
+            for other in OVERRIDABLE
+        )
+        return Judged(decision, path + sep + raw_query, overridable)
 
     def refuse(self, request: web.Request, decision: Decision, *, api: bool) -> NoReturn:
         """Audit and count a denial, and end the request with it."""

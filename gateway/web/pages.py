@@ -42,6 +42,7 @@ MESSAGE_FOR_REASON = {
     "credential_ambiguous": "bad_request",
     "method_ambiguous": "bad_request",
     "login_ambiguous": "bad_request",
+    "form_too_large": "bad_request",
 }
 
 

@@ -19,11 +19,13 @@ from aiohttp import web
 
 from gateway.decision import Kind, Who
 from gateway.errors import MethodNotAllowed, NotFound
+from gateway.fields import overrides_method
 from gateway.forwarding import wants_html
-from gateway.model import Action
+from gateway.model import Action, Decision, Step
 from gateway.paths import reserved_subpath, safe_return_path
 from gateway.session import FULL
 from gateway.web import crmlogin, health, proxy, routes
+from gateway.web.bodies import FORM_LIMIT, read_whole
 from gateway.web.guard import Guard, Judged
 from gateway.web.keys import CONFIG, DECISION, GUARD, SIGNIN
 from gateway.web.signin import SignIn, SignInRequired
@@ -44,7 +46,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await crmlogin.handle(request, signin)
     who = await identify(request, guard, signin)
     judged = guard.judge(request, who, gateway_login=signin is not None and signin.gateway_mode)
-    return await act(request, signin, who, judged)
+    body = await look_for_override(request, guard, who, judged)
+    return await act(request, signin, who, judged, body)
 
 
 async def our_page(request: web.Request, sub: str) -> web.StreamResponse:
@@ -72,8 +75,28 @@ async def identify(request: web.Request, guard: Guard, signin: SignIn | None) ->
     return Who(Kind.SESSION, session.user, verified=session.verified, refused=who.refused)
 
 
+async def look_for_override(
+    request: web.Request, guard: Guard, who: Who, judged: Judged
+) -> bytes | None:
+    """A POST whose body could ask the CRM for a method a rule refuses (`_method` in a form
+    or JSON body: Rails, Laravel, Symfony) is read whole, up to FORM_LIMIT, and refused when
+    it does; None (the body streams) when no field could change the decision."""
+    if not judged.overridable or not request.body_exists:
+        return None
+    body = await read_whole(request, FORM_LIMIT, reason="form_too_large")
+    if overrides_method(body, request.headers.get("Content-Type", "")):
+        step = Step("", "a _method field in the body asks the CRM for another method")
+        denied = Decision(Action.DENY, "method_ambiguous", (step,))
+        guard.refuse(request, denied, api=who.kind is Kind.TOKEN)
+    return body
+
+
 async def act(
-    request: web.Request, signin: SignIn | None, who: Who, judged: Judged
+    request: web.Request,
+    signin: SignIn | None,
+    who: Who,
+    judged: Judged,
+    body: bytes | None = None,
 ) -> web.StreamResponse:
     """Carry out a Decision about a request for the CRM (a denial was refused already)."""
     decision = judged.decision
@@ -85,11 +108,15 @@ async def act(
             return signin.redirect(f"{signin.prefix}login?next={quote(back, safe='')}")
         raise SignInRequired("sign-in required")
     if signin is None:
-        return await proxy.handle(request, judged.target)
+        return await proxy.handle(request, judged.target, body=body)
     if who.kind is Kind.SESSION:
-        return await signin.forward_signed_in(request, judged.target)
+        return await signin.forward_signed_in(request, judged.target, body)
     # No session of the CRM's reaches a browser without the second factor, whatever route
     # the CRM set it on (a second login route, an API login): held only at the watched one.
     return await proxy.handle(
-        request, judged.target, adjust=signin.adjust(None), drop_cookies=signin.crm_cookies
+        request,
+        judged.target,
+        adjust=signin.adjust(None),
+        drop_cookies=signin.crm_cookies,
+        body=body,
     )

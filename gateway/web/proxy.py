@@ -56,18 +56,20 @@ async def handle(
     add_headers: list[tuple[str, str]] | None = None,
     observe: Callable[[aiohttp.ClientResponse], Awaitable[frozenset[str]]] | None = None,
     drop_cookies: frozenset[str] = frozenset(),
+    body: bytes | None = None,
 ) -> web.StreamResponse:
     """Forward to the CRM; `target` is the judged (normalised) path+query when a guard ran,
     `adjust` changes the CRM-bound headers (sign-in strips cookies, adds the identity),
     `add_headers` are extra response headers (ending our session on the CRM's logout),
     `drop_cookies` names cookies the CRM may not set for this browser, and `observe` sees
-    the CRM's answer first and names more."""
+    the CRM's answer first and names more; `body`: the request's body, already read."""
     raw_path = _checked_target(request, target)
     request[DECISION] = "forward"
     if is_websocket_upgrade(request):
         return await websocket.proxy(request, raw_path, adjust)
-    body = request.content if request.body_exists else None
-    response = await send(request, raw_path, adjust=adjust, body=body)
+    # The body as it streams, or as the pipeline read it whole (`body`: to judge it).
+    sent = body if body is not None else (request.content if request.body_exists else None)
+    response = await send(request, raw_path, adjust=adjust, body=sent)
     try:
         if observe is not None:
             drop_cookies = drop_cookies | await observe(response)

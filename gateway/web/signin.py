@@ -241,7 +241,9 @@ class SignIn:
     def gateway_mode(self) -> bool:
         return self.login.mode == "gateway"
 
-    async def forward_signed_in(self, request: web.Request, target: str) -> web.StreamResponse:
+    async def forward_signed_in(
+        self, request: web.Request, target: str, body: bytes | None = None
+    ) -> web.StreamResponse:
         """A signed-in user's request: with the CRM cookie released to this session (and the
         identity header in gateway mode); the CRM's logout ends our session too; a CRM cookie
         rotated on the way is followed."""
@@ -259,6 +261,7 @@ class SignIn:
             adjust=self.adjust(session.user, session.crm_binding),
             add_headers=add,
             observe=functools.partial(self._crm_cookie_set, request, session),
+            body=body,
         )
 
     async def password_attempt(self, request: web.Request, user: str) -> float:

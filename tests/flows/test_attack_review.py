@@ -326,11 +326,6 @@ async def test_a_query_method_override_in_a_php_spelling_is_refused(
     assert (await send_raw(gw.port, request.encode())).startswith(b"HTTP/1.1 400")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 5: Rack::MethodOverride (Rails) reads `_method` from the form body only, "
-    "Laravel/Symfony body first; the gateway refuses it in the query only",
-)
 @pytest.mark.parametrize("body", ["_method=DELETE", "name=x&_method=delete"])
 async def test_a_method_override_in_a_form_body_is_refused(
     upstream: Served, start_gateway: GatewayFactory, tmp_path: Path, body: str

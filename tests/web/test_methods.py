@@ -142,3 +142,73 @@ def test_check_config_prints_the_policy_warnings(tmp_path: Path) -> None:
     expected = f"warning: {folder / 'policy.yaml'}:7: paths[0]: decides only GET,HEAD"
     assert expected in result.stderr
     assert result.stdout.strip().endswith("OK")
+
+
+POST_POLICY = """
+roles:
+  admin: {}
+paths:
+  - {path: /records/**, methods: [DELETE], allow: [role:admin]}
+  - {path: /**, allow: [anyone]}
+"""
+
+
+@pytest.fixture
+async def records(upstream: Served, start_gateway: GatewayFactory, tmp_path: Path) -> Served:
+    folder = tmp_path / "records-policies"
+    folder.mkdir()
+    (folder / "policy.yaml").write_text(POST_POLICY)
+    return await start_gateway(upstream.url, f"policies: {folder}\n")
+
+
+async def post(gw: Served, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: crm\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    raw = await send_raw(gw.port, head.encode() + body)
+    status = int(raw.split(b" ", 2)[1])
+    return status, raw.partition(b"\r\n\r\n")[2]
+
+
+MULTIPART = (
+    b'--b\r\nContent-Disposition: form-data; name="title"\r\n\r\nx\r\n'
+    b'--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"title=x&_method=DELETE", "application/x-www-form-urlencoded"),
+        (b"_m%65thod=delete", "application/x-www-form-urlencoded"),
+        (MULTIPART, "multipart/form-data; boundary=b"),
+        (b'{"title": "x", "_method": "DELETE"}', "application/json"),
+    ],
+)
+async def test_a_body_asking_for_a_method_a_rule_refuses_is_refused(
+    records: Served, body: bytes, content_type: str
+) -> None:
+    """Rails reads `_method` from the form body only, Laravel from JSON too."""
+    status, answer = await post(records, "/records/7", body, content_type)
+    assert status == 400
+    assert b"method_ambiguous" in answer
+
+
+async def test_a_form_that_cannot_change_the_decision_streams_untouched(records: Served) -> None:
+    # Where every method is allowed alike, nothing is read: the CRM gets the body as sent.
+    status, answer = await post(records, "/contacts/7", b"_method=DELETE", "text/plain")
+    assert status == 200
+    assert json.loads(answer)["body_bytes"] == len(b"_method=DELETE")
+    status, answer = await post(
+        records, "/records/7", b"title=x", "application/x-www-form-urlencoded"
+    )
+    assert status == 200  # read, nothing found, forwarded whole
+    assert json.loads(answer)["body_bytes"] == len(b"title=x")
+
+
+async def test_a_form_too_large_to_read_where_it_matters_is_refused(records: Served) -> None:
+    big = b"a=" + b"x" * (70 * 1024)
+    status, answer = await post(records, "/records/7", big, "application/x-www-form-urlencoded")
+    assert status == 413
+    assert b"form_too_large" in answer
