@@ -84,11 +84,13 @@ class PolicyView:
     policy: Policy
     index: NetworkIndex
     users: Mapping[str, User]  # canonical name → user
+    by_method: bool = False  # some path rule names methods (the method can change a Decision)
 
     @classmethod
     def of(cls, policy: Policy) -> PolicyView:
         users = {canonical_user(name): user for name, user in policy.users.items()}
-        return cls(policy, NetworkIndex(policy.networks), users)
+        by_method = any(rule.methods is not None for rule in policy.paths)
+        return cls(policy, NetworkIndex(policy.networks), users, by_method)
 
     def user_for(self, name: str) -> User:
         """The policy's user, or one with no roles or groups: a CRM user nobody listed is

@@ -250,9 +250,14 @@ class Guard:
             self.refuse(request, decision, api=who.kind is Kind.TOKEN)
         # A POST that a form field could turn into another method (`_method`) whose rule
         # refuses it: its body must be looked at before it goes.
-        overridable = request.method == "POST" and any(
-            decide(self.view, who, replace(asked, method=other), rules=rules).action is Action.DENY
-            for other in OVERRIDABLE
+        overridable = (
+            request.method == "POST"
+            and self.view.by_method
+            and any(
+                decide(self.view, who, replace(asked, method=other), rules=rules).action
+                is Action.DENY
+                for other in OVERRIDABLE
+            )
         )
         return Judged(decision, path + sep + raw_query, overridable)
 
