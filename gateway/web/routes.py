@@ -176,6 +176,8 @@ async def _passed(
         await signin.durable.set_factor_choice(user, factor.name)
     else:  # a last resort was used (recovery codes): worth its own line in the trail
         audit_event(request, f"{factor.name}.used", outcome="ok", user=user)
+        # Perhaps the phone is lost: no remembered device stands in for it any more.
+        await signin.forget_other_devices(request, user, f"{factor.name}_used")
     if session.stage == PASSWORD:
         return await signin.complete(request, session, factor=factor.name, remember=remember)
     fresh = await signin.book.rotate(session, verified=signin.clock.now())
@@ -320,6 +322,8 @@ async def _enrolled(
     user = session.user
     await signin.totp.add(user, secret, name)
     audit_event(request, "enrol.completed", outcome="ok", user=user, reason="totp")
+    if not first:
+        await signin.forget_other_devices(request, user, "factor_added")
     notify_factor_added(request, signin, user, name)
     session.pending.pop("totp", None)
     wants_codes = "recovery" in signin.settings(user).factors
@@ -484,6 +488,7 @@ async def account_remove(
         return signin.redirect(f"{signin.prefix}account?last=1")
     if await signin.totp.remove(user, form.get("id", "")):
         audit_event(request, "authenticator.removed", outcome="ok", user=user)
+        await signin.forget_other_devices(request, user, "factor_removed")
         if len(rows) <= 1:
             await signin.durable.replace_recovery_codes(user, [], signin.clock.now())
     return signin.redirect(f"{signin.prefix}account?removed=1")
@@ -500,6 +505,7 @@ async def account_regenerate(
     codes = await signin.recovery.new_codes(session.user)
     await signin.offer_codes(session, codes)
     await signin.book.save(session)
+    await signin.forget_other_devices(request, session.user, "recovery_regenerated")
     audit_event(request, "recovery.regenerated", outcome="ok", user=session.user)
     return signin.redirect(f"{signin.prefix}recovery-codes")
 

@@ -333,6 +333,21 @@ class SignIn:
     def mandatory(self, settings: Settings) -> bool:
         return mandatory(settings, self.clock.now())
 
+    async def forget_other_devices(self, request: web.Request, user: str, why: str) -> None:
+        """How this user signs in changed (a factor added or removed, new recovery codes, a
+        recovery code used): every remembered device but this browser asks for a factor
+        again (security catalogue OTP-9)."""
+        here = self.device_id(request, user)
+        now = self.clock.now()
+        forgotten = 0
+        for device in await self.durable.devices(user):
+            if device.id != here and await self.durable.revoke_device(user, device.id, now):
+                forgotten += 1
+        if forgotten:
+            audit_event(
+                request, "device.revoked", outcome="ok", user=user, reason=why, count=forgotten
+            )
+
     def device_id(self, request: web.Request, user: str) -> str | None:
         """The id the device cookie names, when it was issued to this user (no store read)."""
         cookie = request.cookies.get(self.cookie_name(request, DEVICE_COOKIE))

@@ -148,3 +148,33 @@ async def test_a_user_with_nothing_on_file_still_enrols_as_their_second_factor(
         "/_gateway/recovery-codes", {"csrf": field(html, "csrf"), "saved": "1"}
     )
     assert (status, r.headers["Location"]) == (303, "/contacts")
+
+
+async def remembered(gw: SignInGateway, b: Browser, secret: str) -> None:
+    """alice signs in on `b` and ticks "remember this device"; the next sign-in there skips."""
+    gw.clock.advance(60)
+    assert await b.crm_login("alice", "alice-demo") == "/_gateway/challenge"
+    _, _, r = await b.answer(b.code(secret), remember=True)
+    assert r.headers["Location"] == "/contacts"
+    gw.clock.advance(60)
+    assert await b.crm_login("alice", "alice-demo") == "/contacts"
+
+
+async def test_a_recovery_code_used_elsewhere_forgets_the_remembered_devices(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    """Security catalogue OTP-9: a recovery code used (the phone may be lost), a factor added
+    or removed, new codes made: no remembered device stands in for a factor any more."""
+    home = browsers(gw)
+    assert await home.crm_login("alice", "alice-demo") == "/_gateway/enrol"
+    secret, codes = await home.enrol()
+    await home.confirm_codes()
+    await remembered(gw, home, secret)
+
+    elsewhere = browsers(gw)
+    await elsewhere.crm_login("alice", "alice-demo")
+    _, _, r = await elsewhere.answer(codes[0], factor="recovery")
+    assert r.headers["Location"] == "/contacts"
+
+    gw.clock.advance(60)
+    assert await home.crm_login("alice", "alice-demo") == "/_gateway/challenge"
