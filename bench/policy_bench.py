@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.access import decide
-from gateway.netindex import NetworkIndex
-from gateway.pathrules import normalize_path
-from gateway.policy import load_policies
+from gateway.policy.load import load_policies
+from gateway.policy.networks import NetworkIndex
+from gateway.policy.paths import normalize_path
+from gateway.policy.rules import decide
 
 
 def generate(

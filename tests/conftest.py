@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.config import Config, parse_config
+from gateway.config.load import parse_config
+from gateway.config.model import Config
 from gateway.demo.crm import build_crm_app
 from gateway.stores.sqlite import SqliteDurableStore
 from gateway.web.app import build_app

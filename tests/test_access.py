@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.access import decide, resolve_settings
-from gateway.netindex import NetworkIndex
-from gateway.policy import Policy, load_policies
+from gateway.policy.load import load_policies
+from gateway.policy.model import Policy
+from gateway.policy.networks import NetworkIndex
+from gateway.policy.rules import decide, resolve_settings
 
 NETWORKS = """
 networks:

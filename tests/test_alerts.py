@@ -23,7 +23,9 @@ from prometheus_client import REGISTRY
 
 from gateway.alerts import AlertRules, network_of
 from gateway.alerts.alert import signature
-from gateway.alerts_config import (
+from gateway.audit import AuditTrail
+from gateway.clock import FakeClock
+from gateway.config.alerts import (
     AlertMail,
     Alerts,
     NewNetwork,
@@ -32,11 +34,9 @@ from gateway.alerts_config import (
     Threshold,
     Webhook,
 )
-from gateway.audit import AuditTrail
-from gateway.clock import FakeClock
-from gateway.messaging_config import SmtpProvider
+from gateway.config.messaging import SmtpProvider
 from gateway.model import AuditEvent
-from gateway.policy import format_interval
+from gateway.policy.model import format_interval
 from gateway.stores.memory import MemorySharedStore
 from gateway.stores.protocols import SharedStore
 from gateway.stores.redis import RedisSharedStore
@@ -604,7 +604,9 @@ async def test_ip_denials_counted_by_two_workers_raise_one_alert(kit: Kit) -> No
     await kit.settle()
     [alert] = kit.hook.received
     assert alert["address_total"] == 3
-    assert sum(a["count"] for a in alert["addresses"]) == 5
+    # Each address is noted before its event is counted: one counted after the alert's may
+    # show in its address's count, none counted before it is missing.
+    assert sum(a["count"] for a in alert["addresses"]) >= 5
 
 
 # ---------------------------------------------------------------- new networks

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.alerts_config import (
+from gateway.config.alerts import (
     AlertMail,
     Alerts,
     NewNetwork,
@@ -16,9 +16,10 @@ from gateway.alerts_config import (
     Threshold,
     Webhook,
 )
-from gateway.config import Config, parse_config
+from gateway.config.load import parse_config
+from gateway.config.messaging import OutboxProvider, SmtpProvider
+from gateway.config.model import Config
 from gateway.errors import ConfigError
-from gateway.messaging_config import OutboxProvider, SmtpProvider
 
 # Lines 1-3; the alerts section starts at line 4.
 MINIMAL = "listen: 127.0.0.1:8080\nupstream:\n  url: http://127.0.0.1:8081\n"

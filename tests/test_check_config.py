@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse_config
+from gateway.config.load import parse_config
 from gateway.crypto import new_key_line
 from gateway.errors import ConfigError
 from tests.process import run_command

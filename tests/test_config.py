@@ -9,17 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import (
-    Branding,
-    Config,
-    Listen,
-    Logging,
-    State,
-    StoreConfig,
-    Timeouts,
-    load_config,
-    parse_config,
-)
+from gateway.config.load import load_config, parse_config
+from gateway.config.model import Branding, Config, Listen, Logging, State, StoreConfig, Timeouts
 from gateway.errors import ConfigError
 from tests.process import run_command
 

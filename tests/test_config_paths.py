@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
+from gateway.config.load import load_config
+from gateway.config.messaging import OutboxProvider
 from gateway.crypto import new_key_line
 from gateway.errors import ConfigError
-from gateway.messaging_config import OutboxProvider
 
 # Every kind of path gateway.yaml holds, each written relative to the file.
 EVERY_PATH = """\

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.decision import (
+from gateway.model import Action
+from gateway.policy.load import load_policies
+from gateway.signin.decision import (
     Asks,
     Device,
     Facts,
@@ -19,8 +21,6 @@ from gateway.decision import (
     Who,
     decide,
 )
-from gateway.model import Action
-from gateway.policy import load_policies
 
 POLICY = """
 networks:

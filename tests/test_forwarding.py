@@ -8,7 +8,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import BadRequest
-from gateway.forwarding import (
+from gateway.web.forwarding import (
     ClientView,
     OriginRewriter,
     client_ip,

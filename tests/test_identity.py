@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from gateway.identity import (
+from gateway.config.signin import Login
+from gateway.signin.identity import (
     MAX_NAME,
     AmbiguousLogin,
     canonical_user,
@@ -14,7 +15,6 @@ from gateway.identity import (
     login_user,
     set_cookie_names,
 )
-from gateway.signin_config import Login
 
 LOGIN = Login(mode="upstream", path="/login", success_cookie="sid", failure_location="/login")
 FORM = "application/x-www-form-urlencoded"

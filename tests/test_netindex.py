@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from gateway.netindex import IPNetwork, NetworkIndex
+from gateway.policy.networks import IPNetwork, NetworkIndex
 
 
 def net(text: str) -> IPNetwork:
@@ -160,7 +160,7 @@ def test_network_written_in_ipv4_mapped_form_is_refused_when_loading(tmp_path) -
     """The index matches clients in their IPv4 form, so a ::ffff:a.b.c.d/n network could
     never match: the loader refuses it instead of letting a deny list silently fail."""
     from gateway.errors import ConfigError
-    from gateway.policy import load_policies
+    from gateway.policy.load import load_policies
 
     (tmp_path / "p.yaml").write_text('networks:\n  blocked: ["::ffff:192.0.2.0/120"]\n')
     with pytest.raises(ConfigError) as refused:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.paths import reserved_subpath
+from gateway.web.urls import reserved_subpath
 
 PREFIX = "/_gateway/"
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.regulation import BUSY_RETRY, Regulator, address_key
-from gateway.signin_config import Limits
+from gateway.config.signin import Limits
+from gateway.signin.regulation import BUSY_RETRY, Regulator, address_key
 from gateway.stores.memory import MemorySharedStore
 from gateway.stores.redis import RedisSharedStore
 

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.clock import FakeClock
-from gateway.messaging_config import (
+from gateway.config.messaging import (
     HttpProvider,
     OutboxProvider,
     Provider,

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 
 from gateway.clock import FakeClock
+from gateway.config.signin import Sessions
 from gateway.crypto import KeyRing, new_key_line, parse_keys
-from gateway.session import DEVICE_MAX_AGE, FULL, PASSWORD, Session, SessionBook
-from gateway.signin_config import Sessions
+from gateway.signin.session import DEVICE_MAX_AGE, FULL, PASSWORD, Session, SessionBook
 from gateway.stores.memory import MemorySharedStore
 
 RULES = Sessions(idle_timeout=30 * 60.0, absolute_timeout=2 * 3600.0)

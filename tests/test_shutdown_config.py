@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import parse_config
+from gateway.config.load import parse_config
+from gateway.config.shutdown import Shutdown
 from gateway.errors import ConfigError
-from gateway.shutdown_config import Shutdown
 
 MINIMAL = "listen: 127.0.0.1:0\nupstream: {url: http://127.0.0.1:9}\n"
 

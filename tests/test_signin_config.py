@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, parse_config
+from gateway.config.load import parse_config
+from gateway.config.model import Config
+from gateway.config.signin import Limits, Login, Sessions
 from gateway.crypto import new_key_line, parse_keys
 from gateway.errors import ConfigError
-from gateway.signin_config import Limits, Login, Sessions
 
 # Lines 1-3; anything appended starts at line 4.
 MINIMAL = "listen: 127.0.0.1:8080\nupstream:\n  url: http://127.0.0.1:8081\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import DURABLE_KINDS, SHARED_KINDS, StoreConfig
+from gateway.config.model import DURABLE_KINDS, SHARED_KINDS, StoreConfig
 from gateway.errors import StoreUnavailable
 from gateway.stores import (
     DURABLE_BACKENDS,

@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.audit import event_json, utc_text
 from gateway.model import AuditEvent
-from gateway.policy import format_interval
+from gateway.policy.model import format_interval
 
 SUBJECT_LIMIT = 150  # characters of a summary in a mail subject
 

@@ -12,9 +12,9 @@ import socket
 import aiohttp
 
 from gateway.alerts.alert import Alert, alert_json, mail_text, signature
-from gateway.alerts_config import Alerts, Webhook
 from gateway.clock import Clock
-from gateway.messaging_config import OutboxProvider
+from gateway.config.alerts import Alerts, Webhook
+from gateway.config.messaging import OutboxProvider
 from gateway.senders.http import LazySession
 from gateway.senders.outbox import OutboxSender
 from gateway.senders.protocols import Delivery, Message, Sender

@@ -10,9 +10,9 @@ import logging
 
 from gateway.alerts.alert import Alert
 from gateway.alerts.delivery import AlertDelivery
-from gateway.alerts_config import Alerts
 from gateway.audit import AuditTrail
 from gateway.clock import Clock
+from gateway.config.alerts import Alerts
 from gateway.errors import StoreUnavailable
 from gateway.metrics import ALERTS
 from gateway.stores.protocols import SharedStore

@@ -11,10 +11,8 @@ is counted in two windows: at worst 2·(count-1) events in quick succession pass
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import ipaddress
-import json
 import logging
 import math
 import secrets
@@ -22,22 +20,20 @@ from collections.abc import Awaitable, Callable
 
 from gateway.alerts.alert import Alert
 from gateway.alerts.dispatch import Dispatcher
-from gateway.alerts_config import Alerts, NewNetwork, Threshold
+from gateway.alerts.windows import Windows, window_key
 from gateway.audit import AuditTrail
 from gateway.clock import Clock
+from gateway.config.alerts import Alerts, NewNetwork, Threshold
 from gateway.errors import StoreUnavailable
 from gateway.model import AuditEvent
-from gateway.policy import format_interval
+from gateway.policy.model import format_interval
 from gateway.stores.protocols import DurableStore, SharedStore
 
 log = logging.getLogger("gateway.alerts")
 
 MAX_IN_FLIGHT = 256  # events being counted at once; more are dropped (and logged)
 CLOSE_GRACE = 5.0  # seconds close() waits for deliveries under way
-SAMPLE_EVENTS = 10  # events of a window kept for the alert
-SAMPLE_ADDRESSES = 20  # addresses named in an ip_denied alert
 LOG_EVERY = 60.0  # seconds between two log lines about dropped work
-KEY = "alert:"
 
 Handler = Callable[[AuditEvent], Awaitable[None]]
 
@@ -72,19 +68,6 @@ def _scope(user: str) -> str:
     return "user:" + hashlib.sha256(user.encode()).hexdigest()[:32]
 
 
-def _encode(event: AuditEvent) -> bytes:
-    return json.dumps(dataclasses.asdict(event), ensure_ascii=False).encode()
-
-
-def _decode(raw: bytes) -> AuditEvent | None:
-    try:
-        found = json.loads(raw)
-        found["details"] = tuple((str(k), v) for k, v in found.get("details", ()))
-        return AuditEvent(**found)
-    except (ValueError, TypeError, AttributeError):  # another version's shape: only a sample
-        return None
-
-
 def _is_sms(event: AuditEvent) -> bool:
     return event.reason == "sms" or dict(event.details).get("channel") == "sms"
 
@@ -108,6 +91,7 @@ class AlertRules:
         self._durable = durable
         self._clock = clock
         self._max_in_flight = max_in_flight
+        self._windows = Windows(shared)
         self._dispatcher = Dispatcher(config, shared, clock, trail, backoff=backoff)
         self._counting: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -274,15 +258,18 @@ class AlertRules:
         rule = self._config.rules.ip_denied
         if rule is None:
             return
-        key = self._window_key("ip_denied", "all", rule, event)
-        count = await self._tally(key, rule, event)
-        if count > rule.count:
+        key = window_key("ip_denied", "all", rule, event)
+        if await self._windows.count(key) >= rule.count:
+            await self._windows.tally(key, rule, event)
             return  # raised already in this window: no more bookkeeping until the next
+        # The address is noted before the event is counted: the worker whose count raises the
+        # alert then lists every address counted so far, another worker's in-flight one too.
         if event.ip:
-            await self._note_address(key, event.ip, rule.within)
-        if count < rule.count:
+            await self._windows.note_address(key, event.ip, rule.within)
+        count = await self._windows.tally(key, rule, event)
+        if count != rule.count:
             return
-        addresses, total = await self._addresses(key)
+        addresses, total = await self._windows.addresses(key)
         within = format_interval(rule.within)
         await self._dispatcher.dispatch(
             Alert(
@@ -294,7 +281,7 @@ class AlertRules:
                 count=count,
                 window=rule.within,
                 raised=self._clock.now(),
-                events=await self._samples(key, count, event),
+                events=await self._windows.samples(key, count, event),
                 addresses=addresses,
                 address_total=total,
             ),
@@ -336,45 +323,6 @@ class AlertRules:
             dedup=f"new_network:{_scope(event.user)}:{network}",
         )
 
-    # -- counting --------------------------------------------------------------------------
-
-    @staticmethod
-    def _window_key(rule: str, scope: str, threshold: Threshold, event: AuditEvent) -> str:
-        # The event's own time places it: every worker agrees on the window.
-        return f"{KEY}{rule}:{scope}:{int(event.time // threshold.within)}"
-
-    async def _tally(self, key: str, threshold: Threshold, event: AuditEvent) -> int:
-        """Count the event in its window; keep it as a sample while the window is young."""
-        count = await self._shared.incr(key, threshold.within)
-        if count < threshold.count and count <= SAMPLE_EVENTS:
-            await self._shared.put(f"{key}:e{count}", _encode(event), threshold.within)
-        return count
-
-    async def _samples(self, key: str, count: int, event: AuditEvent) -> tuple[AuditEvent, ...]:
-        """The first events of the window (as many as were kept) and the one that raised it."""
-        kept = min(count - 1, SAMPLE_EVENTS)
-        found = await asyncio.gather(*(self._shared.get(f"{key}:e{n}") for n in range(1, kept + 1)))
-        earlier = [e for e in (_decode(raw) for raw in found if raw is not None) if e is not None]
-        return (*earlier, event)
-
-    async def _note_address(self, key: str, ip: str, ttl: float) -> None:
-        """One counter per address, and the first few addresses in numbered slots: the worker
-        that raises the alert can list what every worker saw."""
-        if await self._shared.incr(f"{key}:ip:{ip}", ttl) != 1:
-            return
-        slot = await self._shared.incr(f"{key}:ips", ttl)
-        if slot <= SAMPLE_ADDRESSES:
-            await self._shared.put(f"{key}:ip#{slot}", ip.encode(), ttl)
-
-    async def _addresses(self, key: str) -> tuple[tuple[tuple[str, int], ...], int]:
-        total = int(await self._shared.get(f"{key}:ips") or b"0")
-        slots = range(1, min(total, SAMPLE_ADDRESSES) + 1)
-        named = await asyncio.gather(*(self._shared.get(f"{key}:ip#{n}") for n in slots))
-        ips = [raw.decode() for raw in named if raw is not None]
-        counts = await asyncio.gather(*(self._shared.get(f"{key}:ip:{ip}") for ip in ips))
-        found = [(ip, int(raw or b"0")) for ip, raw in zip(ips, counts, strict=True)]
-        return tuple(sorted(found, key=lambda pair: (-pair[1], pair[0]))), total
-
     async def _threshold(
         self,
         rule: str,
@@ -386,8 +334,8 @@ class AlertRules:
         summary: str,
         user: str = "",
     ) -> None:
-        key = self._window_key(rule, scope, threshold, event)
-        count = await self._tally(key, threshold, event)
+        key = window_key(rule, scope, threshold, event)
+        count = await self._windows.tally(key, threshold, event)
         if count != threshold.count:
             return  # one increment in each window reaches the count exactly: one alert
         await self._dispatcher.dispatch(
@@ -399,7 +347,7 @@ class AlertRules:
                 count=count,
                 window=threshold.within,
                 raised=self._clock.now(),
-                events=await self._samples(key, count, event),
+                events=await self._windows.samples(key, count, event),
                 user=user,
             ),
             dedup=f"{rule}:{scope}",

@@ -11,11 +11,12 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.clock import SystemClock
-from gateway.config import Listen, StoreConfig, parse_config
+from gateway.config.load import parse_config
+from gateway.config.model import Listen, StoreConfig
 from gateway.crypto import new_key_line
 from gateway.demo.crm import DEMO_USERS, build_crm_app
+from gateway.policy.tokens import digest
 from gateway.stores import open_durable
-from gateway.tokens import digest
 from gateway.web.app import build_app
 from gateway.web.server import (
     AdminListener,

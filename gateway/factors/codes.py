@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.clock import Clock
+from gateway.config.messaging import Codes
 from gateway.factors.contact import mask_email, mask_phone
 from gateway.factors.protocol import Answer, Prompt, Verdict
-from gateway.messaging_config import Codes
-from gateway.regulation import Regulator
+from gateway.signin.regulation import Regulator
 from gateway.stores import SharedStore
 
 CHANNELS = ("sms", "email")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import phonenumbers
 
+from gateway.config.messaging import Channel
 from gateway.i18n import translate
-from gateway.messaging_config import Channel
 
 _DOT = "•"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from gateway.clock import Clock
 from gateway.crypto import new_recovery_code, normalize_recovery_code, recovery_digest
 from gateway.factors.protocol import Answer, Prompt, Verdict
-from gateway.regulation import Regulator
+from gateway.signin.regulation import Regulator
 from gateway.stores import DurableStore
 
 COUNT = 10

@@ -11,7 +11,7 @@ from gateway.factors.codes import CodeBook, SentCodeFactor
 from gateway.factors.protocol import SecondFactor
 from gateway.factors.recovery import RecoveryFactor
 from gateway.factors.totp import TotpFactor
-from gateway.regulation import Regulator
+from gateway.signin.regulation import Regulator
 from gateway.stores import DurableStore
 
 

@@ -16,7 +16,7 @@ import segno
 from gateway.clock import Clock
 from gateway.crypto import SealBroken, Sealer
 from gateway.factors.protocol import Answer, Prompt, Verdict
-from gateway.regulation import Regulator
+from gateway.signin.regulation import Regulator
 from gateway.stores import Authenticator, DurableStore
 
 STEP = 30  # seconds per code (RFC 6238 default; every authenticator app assumes it)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import assert_never
 
 from gateway.clock import Clock
-from gateway.messaging_config import (
+from gateway.config.messaging import (
     HttpProvider,
     OutboxProvider,
     Provider,

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 import aiohttp
 from multidict import CIMultiDict
 
-from gateway.messaging_config import HttpProvider, TwilioProvider
+from gateway.config.messaging import HttpProvider, TwilioProvider
 from gateway.senders.protocols import Delivery, Message
 from gateway.senders.retry import Attempt, Outcome, deliver, secrets_of
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from gateway.clock import Clock, SystemClock
-from gateway.messaging_config import OutboxProvider
+from gateway.config.messaging import OutboxProvider
 from gateway.senders.protocols import Delivery, Message
 
 

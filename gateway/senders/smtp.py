@@ -12,7 +12,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 import aiosmtplib
 
 from gateway.clock import Clock, SystemClock
-from gateway.messaging_config import SmtpProvider
+from gateway.config.messaging import SmtpProvider
 from gateway.senders.protocols import Delivery, Message
 from gateway.senders.retry import Outcome, deliver, secrets_of
 

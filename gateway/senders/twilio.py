@@ -9,7 +9,7 @@ import urllib.parse
 
 import aiohttp
 
-from gateway.messaging_config import TwilioProvider
+from gateway.config.messaging import TwilioProvider
 from gateway.senders.http import ApiSender, is_transient
 from gateway.senders.protocols import Message
 from gateway.senders.retry import Attempt, Outcome

@@ -17,20 +17,17 @@ from __future__ import annotations
 import importlib
 
 from gateway.clock import Clock
-from gateway.config import State, StoreConfig
+from gateway.config.model import State, StoreConfig
+from gateway.stores.kinds import Contents, DurableKind, DurableSnapshots, SharedKind
 from gateway.stores.protocols import (
     DUPLICATE,
     STORE_MISSING,
     AuditQuery,
     Authenticator,
-    Contents,
     Device,
-    DurableKind,
-    DurableSnapshots,
     DurableStore,
     InProcessStore,
     LedgerRow,
-    SharedKind,
     SharedStore,
 )
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import heapq
 
 from gateway.clock import Clock
-from gateway.config import StoreConfig
-from gateway.stores.protocols import SharedKind
+from gateway.config.model import StoreConfig
+from gateway.stores.kinds import SharedKind
 
 _SWEEP_EVERY = 256  # writes between sweeps of expired keys: memory stays bounded
 

@@ -18,10 +18,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.clock import Clock
-from gateway.config import StoreConfig
+from gateway.config.model import StoreConfig
 from gateway.errors import StoreUnavailable
 from gateway.metrics import STORE_SECONDS
-from gateway.stores.protocols import SharedKind
+from gateway.stores.kinds import SharedKind
 
 T = TypeVar("T")
 log = logging.getLogger("gateway.stores")

@@ -1,211 +1,27 @@
-"""SQLite durable store (WAL), the default: `state.durable: {type: sqlite, path: …}`. Every
-call runs on one worker thread, never on the event loop. `DURABLE` is its registry entry."""
+"""SQLite durable store (WAL), the default: `state.durable: {type: sqlite, path: …}`: API
+tokens, second factors, devices, session revocations and admin requests here, the file and
+its connection in gateway.stores.sqlite_base, the audit trail in gateway.stores.sqlite_audit.
+`DURABLE` is its registry entry."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sqlite3
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
-from gateway.config import StoreConfig
-from gateway.errors import StoreUnavailable
-from gateway.metrics import STORE_SECONDS
-from gateway.model import AuditEvent
+from gateway.config.model import StoreConfig
+from gateway.stores.kinds import DurableKind
 from gateway.stores.protocols import (
-    DUPLICATE,
-    STORE_MISSING,
-    AuditQuery,
     Authenticator,
     Device,
-    DurableKind,
     LedgerRow,
 )
+from gateway.stores.sqlite_audit import SqliteAudit
+from gateway.stores.sqlite_base import SCHEMA_VERSION
 from gateway.stores.sqlite_snapshot import SqliteSnapshots
 
-T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
-INSERT OR IGNORE INTO meta (key, value) VALUES ('tokens_version', '0');
-CREATE TABLE IF NOT EXISTS api_tokens (
-    id TEXT PRIMARY KEY,
-    user TEXT NOT NULL,
-    digest BLOB NOT NULL UNIQUE,
-    label TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL,
-    revoked REAL
-);
-CREATE TABLE IF NOT EXISTS authenticators (
-    id TEXT PRIMARY KEY,
-    user TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    sealed BLOB NOT NULL,
-    key_id TEXT NOT NULL,
-    created REAL NOT NULL,
-    last_used REAL
-);
-CREATE INDEX IF NOT EXISTS authenticators_user ON authenticators (user);
-CREATE TABLE IF NOT EXISTS recovery_codes (
-    user TEXT NOT NULL,
-    digest BLOB NOT NULL,
-    created REAL NOT NULL,
-    used REAL,
-    PRIMARY KEY (user, digest)
-);
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY,
-    user TEXT NOT NULL,
-    label TEXT NOT NULL,
-    created REAL NOT NULL,
-    verified REAL NOT NULL,
-    remembered_until REAL NOT NULL DEFAULT 0,
-    revoked REAL
-);
-CREATE INDEX IF NOT EXISTS devices_user ON devices (user);
-CREATE TABLE IF NOT EXISTS session_revocations (
-    user TEXT PRIMARY KEY,
-    not_before REAL NOT NULL
-);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('revocations_version', '0');
-CREATE TABLE IF NOT EXISTS message_ledger (
-    time REAL NOT NULL,
-    user TEXT NOT NULL,
-    groups TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    cost TEXT NOT NULL,
-    currency TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS message_ledger_time ON message_ledger (time);
-CREATE TABLE IF NOT EXISTS admin_requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    action TEXT NOT NULL,
-    user TEXT NOT NULL,
-    created REAL NOT NULL,
-    done REAL
-);
-CREATE TABLE IF NOT EXISTS factor_choice (
-    user TEXT PRIMARY KEY,
-    factor TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    time REAL NOT NULL,
-    name TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    user TEXT NOT NULL,
-    ip TEXT NOT NULL,
-    user_agent TEXT NOT NULL,
-    path TEXT NOT NULL,
-    method TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    details TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events (time);
-CREATE INDEX IF NOT EXISTS audit_events_user ON audit_events (user, time);
-CREATE TABLE IF NOT EXISTS user_networks (
-    user TEXT NOT NULL,
-    network TEXT NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    PRIMARY KEY (user, network)
-);
-"""
-_AUDIT_COLUMNS = (
-    "time, name, outcome, user, ip, user_agent, path, method, request_id, reason, details"
-)
-
-
-def _read_only(exc: sqlite3.Error) -> bool:
-    """The file can be read but not written (write-protected, a read-only mount)."""
-    return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY")
-
-
-def _utf8(text: str) -> str:
-    """`text` with what UTF-8 cannot hold (lone surrogates) as U+FFFD."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-# A row refused for a key or a UNIQUE column already taken (not NOT NULL, CHECK, a trigger).
-_DUPLICATES = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
-
-
-class SqliteDurableStore:
-    def __init__(self, path: str, *, create: bool = True) -> None:
-        """`create`: make the file (and its folder) when missing: for the gateway, which owns
-        the store. Admin commands pass False: a command pointed at the wrong place must say so,
-        not act on a new empty store and report success."""
-        self._path = path
-        self._create = create
-        # One thread owns the connection: SQLite connections are not shared across threads.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-
-    async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        if self._closed:
-            raise StoreUnavailable(f"sqlite {self._path}: the store is closed")
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
-            return await loop.run_in_executor(self._executor, fn, *args)
-        except (sqlite3.Error, RuntimeError) as exc:
-            # RuntimeError: the worker thread is gone (interpreter or store shutting down).
-            duplicate = getattr(exc, "sqlite_errorname", "") in _DUPLICATES
-            reason = DUPLICATE if duplicate else None
-            raise StoreUnavailable(f"sqlite {self._path}: {exc}", reason=reason) from exc
-        finally:
-            # Waiting for the store's thread included: that is what a request feels.
-            operation = fn.__name__.lstrip("_")  # query, change, add_token, add_audit, …
-            STORE_SECONDS.labels("durable", operation).observe(time.perf_counter() - started)
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._create:
-            if self._path != ":memory:":
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            return sqlite3.connect(self._path, timeout=5.0, check_same_thread=False)
-        if not Path(self._path).exists():
-            raise StoreUnavailable(f"sqlite {self._path}: no such store", reason=STORE_MISSING)
-        # mode=rw: SQLite itself never creates the file, even if it vanished since the look.
-        uri = f"{Path(self._path).absolute().as_uri()}?mode=rw"
-        return sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False)
-
-    def _open(self) -> None:
-        conn = self._connect()
-        # Workers starting together on a new file: switching it to WAL takes a lock that
-        # SQLite refuses at once (no busy wait) while another one creates the schema.
-        for tries_left in range(50, -1, -1):
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(_SCHEMA)
-                conn.commit()
-                break
-            except sqlite3.OperationalError as exc:
-                conn.rollback()
-                if _read_only(exc) and not self._create:
-                    break  # an admin command may still read it; a change fails when made
-                if "locked" not in str(exc) or not tries_left:
-                    conn.close()
-                    raise
-                time.sleep(0.1)
-        self._conn = conn
-
-    def _ping(self) -> None:
-        if self._conn is None:
-            raise sqlite3.OperationalError("not open")
-        self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+class SqliteDurableStore(SqliteAudit):
+    # -- API tokens ---------------------------------------------------------------------
 
     def _bump_tokens(self, conn: sqlite3.Connection) -> None:
         conn.execute(
@@ -256,11 +72,6 @@ class SqliteDurableStore:
         )
         return int(row[0])
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise sqlite3.OperationalError("not open")
-        return self._conn
-
     async def add_token(
         self, token_id: str, user: str, token_digest: bytes, label: str, now: float
     ) -> None:
@@ -280,22 +91,6 @@ class SqliteDurableStore:
         return await self._run(self._tokens_version)
 
     # -- second factors: authenticators, recovery codes, devices, session revocations -------
-
-    def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
-        return [tuple(r) for r in self._connection().execute(sql, params)]
-
-    def _change(self, statements: list[tuple[str, tuple[object, ...]]]) -> int:
-        """Run statements in one transaction; the row count of the first."""
-        conn = self._connection()
-        with conn:
-            counts = [conn.execute(sql, params).rowcount for sql, params in statements]
-        return counts[0] if counts else 0
-
-    async def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
-        return await self._run(self._query, sql, params)
-
-    async def change(self, *statements: tuple[str, tuple[object, ...]]) -> int:
-        return await self._run(self._change, list(statements))
 
     async def add_authenticator(self, row: Authenticator) -> None:
         await self.change(
@@ -508,159 +303,6 @@ class SqliteDurableStore:
     async def factor_choice(self, user: str) -> str:
         rows = await self.query("SELECT factor FROM factor_choice WHERE user = ?", user)
         return str(rows[0][0]) if rows else ""
-
-    # -- the audit trail and the networks users sign in from -------------------------------
-
-    def _add_audit(self, events: list[AuditEvent]) -> None:
-        # One statement for the whole batch, its rows unpacked by SQLite from one JSON text:
-        # row-by-row binding needs the GIL per row, and a busy event loop then stretches the
-        # write lock to seconds (measured: 1,137 rows held it 1.9 s; one statement, ms).
-        rows = json.dumps(
-            [
-                [
-                    e.time,
-                    e.name,
-                    e.outcome,
-                    e.user,
-                    e.ip,
-                    e.user_agent,
-                    e.path,
-                    e.method,
-                    e.request_id,
-                    e.reason,
-                    json.dumps(dict(e.details), ensure_ascii=False),
-                ]
-                for e in events
-            ],
-            ensure_ascii=False,
-        )
-        picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(11))
-        insert = (
-            f"INSERT INTO audit_events ({_AUDIT_COLUMNS})"  # noqa: S608 (constant columns)
-            f" SELECT {picks} FROM json_each(?) ORDER BY key"
-        )
-        conn = self._connection()
-        try:
-            with conn:
-                conn.execute(insert, (rows,))
-        except UnicodeEncodeError:
-            # A lone surrogate (aiohttp's reading of a header byte that is not UTF-8, in a
-            # User-Agent) cannot be bound: refused before any row, the batch is kept with
-            # U+FFFD in its place. Raised, it ended the audit flush task for good.
-            with conn:
-                conn.execute(insert, (_utf8(rows),))
-
-    async def add_audit_events(self, events: list[AuditEvent]) -> None:
-        if events:
-            await self._run(self._add_audit, events)
-
-    async def audit_events(self, query: AuditQuery) -> list[tuple[int, AuditEvent]]:
-        where = ["id > ?", "time >= ?"]
-        params: list[object] = [query.after_id, query.since]
-        if query.until != float("inf"):
-            where.append("time < ?")
-            params.append(query.until)
-        for column in ("user", "ip", "outcome", "request_id"):
-            value = getattr(query, column)
-            if value:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.names:
-            alternatives = []
-            for name in query.names:
-                if name.endswith("*"):
-                    # Not LIKE: it ignores case (an exact name does not) and reads `_` and `%`.
-                    alternatives.append("substr(name, 1, ?) = ?")
-                    params += [len(name) - 1, name[:-1]]
-                else:
-                    alternatives.append("name = ?")
-                    params.append(name)
-            where.append("(" + " OR ".join(alternatives) + ")")
-        order = "DESC" if query.newest_first else "ASC"
-        params.append(query.limit)
-        # Only constant column names and `?` placeholders are joined; values are parameters.
-        rows = await self.query(
-            f"SELECT id, {_AUDIT_COLUMNS} FROM audit_events WHERE {' AND '.join(where)}"  # noqa: S608
-            f" ORDER BY id {order} LIMIT ?",
-            *params,
-        )
-        found = []
-        for row in rows:
-            name, outcome, user, ip, agent, path, method, rid, reason = (str(v) for v in row[2:11])
-            event = AuditEvent(
-                float(row[1]),  # type: ignore[arg-type]
-                name,
-                outcome,
-                user,
-                ip,
-                agent,
-                path,
-                method,
-                rid,
-                reason,
-                details=tuple(sorted(json.loads(str(row[11])).items())),
-            )
-            found.append((int(row[0]), event))  # type: ignore[call-overload]
-        return found
-
-    async def prune_audit(self, before: float) -> int:
-        return await self.change(("DELETE FROM audit_events WHERE time < ?", (before,)))
-
-    def _note_network(self, user: str, network: str, now: float) -> bool:
-        conn = self._connection()
-        with conn:
-            added = conn.execute(
-                "INSERT OR IGNORE INTO user_networks (user, network, first_seen, last_seen)"
-                " VALUES (?, ?, ?, ?)",
-                (user, network, now, now),
-            ).rowcount
-            if not added:
-                conn.execute(
-                    "UPDATE user_networks SET last_seen = ? WHERE user = ? AND network = ?",
-                    (now, user, network),
-                )
-        return bool(added)
-
-    async def note_network(self, user: str, network: str, now: float) -> bool:
-        return await self._run(self._note_network, user, network, now)
-
-    async def networks(self, user: str) -> list[tuple[str, float, float]]:
-        rows = await self.query(
-            "SELECT network, first_seen, last_seen FROM user_networks WHERE user = ?"
-            " ORDER BY first_seen, network",
-            user,
-        )
-        return [(str(r[0]), float(r[1]), float(r[2])) for r in rows]  # type: ignore[arg-type]
-
-    # -- notes the gateway leaves for the admin commands ----------------------------------
-
-    async def set_note(self, name: str, value: str) -> None:
-        await self.change(
-            (
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                ("note:" + name, value),
-            )
-        )
-
-    async def note(self, name: str) -> str:
-        rows = await self.query("SELECT value FROM meta WHERE key = ?", "note:" + name)
-        return str(rows[0][0]) if rows else ""
-
-    async def open(self) -> None:
-        await self._run(self._open)
-
-    async def ping(self) -> None:
-        await self._run(self._ping)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        self._executor.shutdown(wait=False)
 
 
 async def _open_durable(settings: StoreConfig, create: bool) -> SqliteDurableStore:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from gateway.errors import Refused
-from gateway.stores.protocols import Contents
+from gateway.stores.kinds import Contents
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -21,11 +21,20 @@ from aiohttp import web
 from gateway.alerts import AlertRules
 from gateway.audit import AuditTrail
 from gateway.clock import Clock, SystemClock
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.crypto import Sealer, subkey
 from gateway.errors import BadRequest, HttpError, StoreUnavailable
 from gateway.factors.codes import CodeBook
-from gateway.forwarding import (
+from gateway.metrics import record_request
+from gateway.policy.model import Policy
+from gateway.senders import open_sender
+from gateway.signin.passwords import load_password_file
+from gateway.signin.regulation import Regulator
+from gateway.signin.session import SessionBook
+from gateway.stores import InProcessStore, SharedStore, open_stores
+from gateway.stores.protocols import SEAL_RING_NOTE
+from gateway.web import health, pipeline, proxy
+from gateway.web.forwarding import (
     ClientView,
     OriginRewriter,
     check_header_bytes,
@@ -34,15 +43,6 @@ from gateway.forwarding import (
     request_id,
     wants_html,
 )
-from gateway.metrics import record_request
-from gateway.passwords import load_password_file
-from gateway.policy import Policy
-from gateway.regulation import Regulator
-from gateway.senders import open_sender
-from gateway.session import SessionBook
-from gateway.stores import InProcessStore, SharedStore, open_stores
-from gateway.stores.protocols import SEAL_RING_NOTE
-from gateway.web import health, pipeline, proxy
 from gateway.web.guard import AccessDenied, open_guard
 from gateway.web.keys import (
     ACCESS_LOG,
@@ -59,7 +59,7 @@ from gateway.web.keys import (
     USER,
     VIEW,
 )
-from gateway.web.pages import error_response
+from gateway.web.pages.errors import error_response
 from gateway.web.signin import Passwords, SignIn
 from gateway.web.snapshot import restore_snapshot, save_snapshot
 from gateway.web.upstream import open_upstream_client
@@ -219,7 +219,7 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
-    await signin.close()  # notices under way, before their senders close
+    await signin.tasks.close(grace=5.0)  # notices under way, before their senders close
     for sender in senders.values():
         await sender.close()
     with contextlib.suppress(StoreUnavailable):

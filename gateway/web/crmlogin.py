@@ -13,17 +13,17 @@ import secrets
 
 from aiohttp import web
 
-from gateway.decision import Kind, Who
 from gateway.errors import BadRequest
-from gateway.forwarding import OriginRewriter
-from gateway.identity import AmbiguousLogin, login_succeeded, login_user
-from gateway.paths import safe_return_path
-from gateway.session import PASSWORD
+from gateway.signin.decision import Kind, Who
+from gateway.signin.identity import AmbiguousLogin, login_succeeded, login_user
+from gateway.signin.session import PASSWORD
 from gateway.web import proxy
 from gateway.web.bodies import read_whole
+from gateway.web.forwarding import OriginRewriter
 from gateway.web.guard import audit_event
 from gateway.web.keys import DECISION, GUARD, REWRITER, USER, VIEW
 from gateway.web.signin import SignIn
+from gateway.web.urls import safe_return_path
 
 
 async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
@@ -46,7 +46,7 @@ async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
     ip = request[VIEW].ip
     try:
         response = await proxy.send(
-            request, target, adjust=signin.adjust(None), body=body if body else None
+            request, target, adjust=signin.cookies.adjust(None), body=body if body else None
         )
     except BaseException:
         # No verdict (the CRM failed, the client left): the attempt's slot goes back.
@@ -61,7 +61,7 @@ async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
             await asyncio.shield(regulator.password_failed(user, ip))
             # Whatever the CRM thinks, no session cookie of its leaves without the factor
             # (a login made to look failed, e.g. by its redirect target, stays held back).
-            return await proxy.relay(request, response, drop_cookies=signin.crm_cookies)
+            return await proxy.relay(request, response, drop_cookies=signin.cookies.crm)
     finally:
         response.release()
     await asyncio.shield(regulator.password_succeeded(user, ip))

@@ -15,7 +15,7 @@ import signal
 
 from aiohttp import web
 
-from gateway.shutdown_config import Shutdown
+from gateway.config.shutdown import Shutdown
 from gateway.web.health import Readiness
 from gateway.web.protocol import GatewayRequestHandler
 

@@ -15,22 +15,22 @@ from typing import NoReturn
 from aiohttp import web
 
 from gateway.audit import AuditTrail
-from gateway.decision import Asks, Kind, PolicyView, Request, Rules, Who, decide
 from gateway.errors import ConfigError, HttpError, StoreUnavailable
 from gateway.fields import method_override
 from gateway.metrics import DENIALS
 from gateway.model import Action, Decision, Settings
-from gateway.pathrules import normalize_path
-from gateway.policy import Policy, User, empty_policy, load_policies, policy_files
-from gateway.policychange import (
-    CONFIRMED_NOTE,
-    DEFAULT_HOLD_SHARE,
-    Change,
-    compare,
-    files_digest,
+from gateway.policy.change import CONFIRMED_NOTE, DEFAULT_HOLD_SHARE, Change, compare, files_digest
+from gateway.policy.load import load_policies, policy_files
+from gateway.policy.model import Policy, User, empty_policy
+from gateway.policy.paths import normalize_path
+from gateway.policy.tokens import (
+    AmbiguousCredential,
+    TokenTable,
+    credential_places,
+    find_credential,
 )
+from gateway.signin.decision import Asks, Kind, PolicyView, Request, Rules, Who, decide
 from gateway.stores import DurableStore
-from gateway.tokens import AmbiguousCredential, TokenTable, credential_places, find_credential
 from gateway.web.keys import AUDIT, CREDENTIAL, DECISION, USER, VIEW
 
 log = logging.getLogger("gateway.policy")

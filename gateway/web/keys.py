@@ -10,10 +10,10 @@ from aiohttp import web
 
 from gateway.audit import AuditTrail
 from gateway.clock import Clock
-from gateway.config import Config
-from gateway.forwarding import ClientView, OriginRewriter
-from gateway.session import Session
+from gateway.config.model import Config
+from gateway.signin.session import Session
 from gateway.stores import DurableStore, SharedStore
+from gateway.web.forwarding import ClientView, OriginRewriter
 
 if TYPE_CHECKING:
     from gateway.web.guard import Guard

@@ -17,18 +17,19 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.decision import Kind, Who
 from gateway.errors import MethodNotAllowed, NotFound
 from gateway.fields import overrides_method
-from gateway.forwarding import wants_html
 from gateway.model import Action, Decision, Step
-from gateway.paths import reserved_subpath, safe_return_path
-from gateway.session import FULL
-from gateway.web import crmlogin, health, proxy, routes
+from gateway.signin.decision import Kind, Who
+from gateway.signin.session import FULL
+from gateway.web import crmlogin, health, proxy
 from gateway.web.bodies import FORM_LIMIT, read_whole
+from gateway.web.forwarding import wants_html
 from gateway.web.guard import Guard, Judged
 from gateway.web.keys import CONFIG, DECISION, GUARD, SIGNIN
+from gateway.web.pages import routes
 from gateway.web.signin import SignIn, SignInRequired
+from gateway.web.urls import reserved_subpath, safe_return_path
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
@@ -116,7 +117,7 @@ async def act(
     return await proxy.handle(
         request,
         judged.target,
-        adjust=signin.adjust(None),
-        drop_cookies=signin.crm_cookies,
+        adjust=signin.cookies.adjust(None),
+        drop_cookies=signin.cookies.crm,
         body=body,
     )

@@ -15,9 +15,9 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.errors import BadRequest
-from gateway.forwarding import downstream_response_headers
-from gateway.identity import set_cookie_names
+from gateway.signin.identity import set_cookie_names
 from gateway.web import websocket
+from gateway.web.forwarding import downstream_response_headers
 from gateway.web.health import READINESS
 from gateway.web.keys import CLOCK, CONFIG, DECISION, REWRITER, UPSTREAM_CLIENT, VIEW
 from gateway.web.upstream import Adjust, headers_for_crm, upstream_error

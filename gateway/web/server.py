@@ -23,9 +23,9 @@ from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway.config import Config, Listen, Logging
+from gateway.config.model import Config, Listen, Logging
 from gateway.errors import GatewayError
-from gateway.policy import Policy
+from gateway.policy.model import Policy
 from gateway.web.app import build_app
 from gateway.web.drain import LAST_CUT, StopRequest, drain, stop_budget
 from gateway.web.health import READINESS, Flag, LocalFlag, SharedFlag

@@ -2,33 +2,33 @@
 its cookies held back until the second factor passes, the CRM's logout, and finishing a
 sign-in (release the cookies, a fresh session id, the device remembered).
 
-The pages themselves (challenge, enrolment, account) are gateway.web.routes; this module owns
+The pages themselves (challenge, enrolment, account) are gateway.web.pages; this module owns
 what happens to requests bound for the CRM and the steps every page shares.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
-import hashlib
 import json
 import logging
-import re
-import secrets
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote, unquote
 
 from aiohttp import ClientResponse, web
-from multidict import CIMultiDict
 
 from gateway.clock import Clock
-from gateway.config import Config
-from gateway.crypto import SealBroken, Sealer, same, verify_password
-from gateway.decision import (
+from gateway.config.model import Config
+from gateway.crypto import SealBroken, Sealer, verify_password
+from gateway.errors import HttpError
+from gateway.factors.codes import CodeBook
+from gateway.factors.recovery import RecoveryFactor
+from gateway.factors.registry import build_factors
+from gateway.factors.totp import TotpFactor
+from gateway.model import Action, Decision, Settings
+from gateway.policy.paths import normalize_path
+from gateway.senders import Sender
+from gateway.signin.decision import (
     Asks,
     Device,
     Facts,
@@ -39,33 +39,22 @@ from gateway.decision import (
     decide,
     mandatory,
 )
-from gateway.errors import HttpError
-from gateway.factors.codes import CodeBook
-from gateway.factors.recovery import RecoveryFactor
-from gateway.factors.registry import build_factors
-from gateway.factors.totp import TotpFactor
-from gateway.fields import readings
-from gateway.headers import fold
-from gateway.identity import set_cookie_names
-from gateway.model import Action, Decision, Settings
-from gateway.pathrules import normalize_path
-from gateway.regulation import Regulator
-from gateway.senders import Sender
-from gateway.session import DEVICE_MAX_AGE, FULL, Session, SessionBook
-from gateway.stores import Device as StoredDevice
+from gateway.signin.identity import set_cookie_names
+from gateway.signin.regulation import Regulator
+from gateway.signin.session import FULL, Session, SessionBook
 from gateway.stores import DurableStore, SharedStore
+from gateway.tasks import Background
 from gateway.web import proxy
+from gateway.web.cookies import Cookies, cookie_binding
+from gateway.web.devices import Devices
 from gateway.web.guard import Guard, audit_event
 from gateway.web.keys import SESSION, USER, VIEW
-from gateway.web.render import LANGUAGE_COOKIE, locked_text, page, retry_after, translator
-from gateway.web.upstream import Adjust
+from gateway.web.pages.render import locked_text, page, retry_after, translator
+from gateway.web.pending import Pending
 
 log = logging.getLogger("gateway.signin")
 
-DEVICE_COOKIE = "crm_gateway_device"
-LOGIN_COOKIE = "crm_gateway_login"  # gateway mode: the login form's double-submit nonce
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CODES_WAIT = 30 * 86400.0  # recovery codes never confirmed are shown again for this long
 
 
 @dataclass(frozen=True)
@@ -89,6 +78,7 @@ class SignIn:
         passwords: Passwords | None = None,
         codes: CodeBook | None = None,
         senders: dict[str, Sender] | None = None,
+        tasks: Background | None = None,
     ) -> None:
         login = config.signin.login
         assert login is not None
@@ -116,77 +106,27 @@ class SignIn:
         )
         self.messaging = config.messaging
         self.prefix = config.path_prefix
-        cookies = {
-            config.signin.sessions.cookie_name,
-            DEVICE_COOKIE,
-            LANGUAGE_COOKIE,
-            LOGIN_COOKIE,
-        }
-        self._own_cookies = frozenset({*cookies, *(f"__Host-{c}" for c in cookies)})
-        self.crm_cookies = frozenset(login.crm_cookies)
-        self._own_and_crm_cookies = self._own_cookies | self.crm_cookies
-        self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks = tasks or Background()  # notices sent after a page answered
+        self.cookies = Cookies(config.signin.sessions.cookie_name, login)
+        self.devices = Devices(durable, book, self.cookies, clock)
+        self.pending = Pending(sealer, shared, book, self.recovery.left)
         # Where a browser signs in again: the CRM's login, or ours.
         self.login_url = login.path if login.mode == "upstream" else f"{self.prefix}login"
 
-    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
-        """Work that outlives its request (a notice to send): named, kept until it ends,
-        its failure logged, and waited for at shutdown (`close`)."""
-        task = asyncio.get_running_loop().create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
-
-    async def close(self, grace: float = 5.0) -> None:
-        """Let background work finish (for up to `grace` seconds), then cancel what is left."""
-        if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in late:
-                task.cancel()
+    def session_cookie(self, request: web.Request, session: Session) -> tuple[str, str]:
+        """The Set-Cookie header naming `session` (signed, `__Host-` over HTTPS)."""
+        return self.cookies.session(request, self.book.cookie_value(session))
 
     def contact(self, user: str, channel: str) -> str:
         """The user's phone number (E.164) or e-mail address from the policy; "" if none."""
         found = self.guard.user_for(user)
         return found.phone if channel == "sms" else found.email if channel == "email" else ""
 
-    # -- cookies ---------------------------------------------------------------------------
-
-    def secure(self, request: web.Request) -> bool:
-        return request[VIEW].proto == "https"
-
-    def cookie_name(self, request: web.Request, base: str) -> str:
-        # `__Host-`: only over HTTPS, for this host and path / only; a sibling subdomain
-        # cannot plant or overwrite it (session fixation through a cookie jar).
-        return f"__Host-{base}" if self.secure(request) else base
-
-    def set_cookie(
-        self, request: web.Request, base: str, value: str, max_age: float | None = None
-    ) -> tuple[str, str]:
-        parts = [f"{self.cookie_name(request, base)}={value}", "Path=/", "HttpOnly", "SameSite=Lax"]
-        if max_age is not None:
-            parts.append(f"Max-Age={int(max_age)}")
-        if self.secure(request):
-            parts.append("Secure")
-        return ("Set-Cookie", "; ".join(parts))
-
-    def session_cookie(self, request: web.Request, session: Session) -> tuple[str, str]:
-        base = self.config.signin.sessions.cookie_name
-        return self.set_cookie(request, base, self.book.cookie_value(session))
-
-    def clear_session_cookie(self, request: web.Request) -> tuple[str, str]:
-        return self.set_cookie(request, self.config.signin.sessions.cookie_name, "", max_age=0)
-
     async def session(self, request: web.Request) -> Session | None:
         """The request's live session (cached on the request)."""
         if SESSION in request:
             return request[SESSION]
-        base = self.config.signin.sessions.cookie_name
-        session = await self.book.load(request.cookies.get(self.cookie_name(request, base)))
+        session = await self.book.load(self.cookies.get(request, self.cookies.session_name))
         if session is not None:
             request[SESSION] = session
             if session.stage == FULL:
@@ -194,39 +134,6 @@ class SignIn:
         return session
 
     # -- requests bound for the CRM ----------------------------------------------------------
-
-    def adjust(self, signed_in: str | None, binding: str = "") -> Adjust:
-        """Our cookies never reach the CRM; the CRM's own only with a full session, and its
-        session cookie only with the value released to this session (`binding`: a copy of
-        another user's CRM cookie is no use inside one's own gateway session); the identity
-        header (gateway mode) only as we set it."""
-        drop = self._own_cookies if signed_in else self._own_and_crm_cookies
-        identity = self._identity
-        bound = self.login.success_cookie if signed_in and self.login.mode == "upstream" else ""
-
-        def keep(pair: str) -> bool:
-            names = _names_read(pair)
-            if not pair.strip() or names & drop:
-                return False
-            if bound and bound in names:
-                name, _, value = pair.strip().partition("=")
-                return name == bound and binding != "" and same(cookie_binding(value), binding)
-            return True
-
-        def adjust(headers: CIMultiDict[str]) -> None:
-            if identity:
-                for name in [n for n in headers if fold(n) == identity]:
-                    headers.popall(name, None)
-                if signed_in:
-                    headers[self.login.identity_header] = signed_in
-            cookies = headers.getall("Cookie", [])
-            if cookies:
-                kept = [pair.strip() for line in cookies for pair in line.split(";") if keep(pair)]
-                headers.popall("Cookie", None)
-                if kept:
-                    headers["Cookie"] = "; ".join(kept)
-
-        return adjust
 
     def is_crm_login(self, request: web.Request) -> bool:
         """A request to the CRM's own login form (login mode upstream), in any spelling a
@@ -253,12 +160,12 @@ class SignIn:
         path = target.partition("?")[0]
         if login.logout_path == path and request.method == login.logout_method:
             await self.book.end(session)
-            add.append(self.clear_session_cookie(request))
+            add.append(self.cookies.clear_session(request))
             audit_event(request, "signin.logout", outcome="ok")
         return await proxy.handle(
             request,
             target,
-            adjust=self.adjust(session.user, session.crm_binding),
+            adjust=self.cookies.adjust(session.user, session.crm_binding),
             add_headers=add,
             observe=functools.partial(self._crm_cookie_set, request, session),
             body=body,
@@ -271,7 +178,7 @@ class SignIn:
         regulator = self.regulator
 
         async def known_device() -> bool:
-            return await self.device_of(request, user) is not None
+            return await self.devices.device_of(request, user) is not None
 
         until = await regulator.password_attempt(user, request[VIEW].ip, known_device)
         if until:
@@ -296,7 +203,7 @@ class SignIn:
         settings = self.settings(user)
         offered = self.offered(settings)
         usable = tuple([f for f in offered if await self.factors[f].on_file(user)])
-        found = await self.device_of(request, user) if device and usable else None
+        found = await self.devices.device_of(request, user) if device and usable else None
         return Facts(
             offered=tuple(offered),
             usable=usable,
@@ -333,33 +240,6 @@ class SignIn:
     def mandatory(self, settings: Settings) -> bool:
         return mandatory(settings, self.clock.now())
 
-    async def forget_other_devices(self, request: web.Request, user: str, why: str) -> None:
-        """How this user signs in changed (a factor added or removed, new recovery codes, a
-        recovery code used): every remembered device but this browser asks for a factor
-        again (security catalogue OTP-9)."""
-        here = self.device_id(request, user)
-        now = self.clock.now()
-        forgotten = 0
-        for device in await self.durable.devices(user):
-            if device.id != here and await self.durable.revoke_device(user, device.id, now):
-                forgotten += 1
-        if forgotten:
-            audit_event(
-                request, "device.revoked", outcome="ok", user=user, reason=why, count=forgotten
-            )
-
-    def device_id(self, request: web.Request, user: str) -> str | None:
-        """The id the device cookie names, when it was issued to this user (no store read)."""
-        cookie = request.cookies.get(self.cookie_name(request, DEVICE_COOKIE))
-        return self.book.device_from_cookie(cookie, user) if cookie else None
-
-    async def device_of(self, request: web.Request, user: str) -> StoredDevice | None:
-        device_id = self.device_id(request, user)
-        found = await self.durable.device(device_id) if device_id else None
-        if found is None or found.user != user or found.revoked is not None:
-            return None
-        return found
-
     async def after_password(self, request: web.Request, session: Session) -> web.Response:
         """The password passed: acts on the sign-in's Decision (gateway.decision: straight
         in, a challenge, or the enrolment page)."""
@@ -376,47 +256,6 @@ class SignIn:
         response = self.redirect(f"{self.prefix}{page}")
         response.headers.add(*self.session_cookie(request, session))
         return response
-
-    # -- what a session keeps for a later page (sealed to it) ----------------------------------
-
-    def seal_pending(self, session: Session, name: str, value: str) -> None:
-        sealed = self.sealer.seal(value.encode(), f"pending\x00{name}\x00{session.sid}")
-        session.pending[name] = base64.b64encode(sealed).decode()
-
-    def unsealed_pending(self, session: Session, name: str) -> str | None:
-        raw = session.pending.get(name)
-        if not raw:
-            return None
-        try:
-            data = base64.b64decode(raw)
-            return self.sealer.unseal(data, f"pending\x00{name}\x00{session.sid}").decode()
-        except (SealBroken, ValueError):
-            return None
-
-    async def offer_codes(self, session: Session, codes: list[str]) -> None:
-        """New recovery codes to show: in this session now, and again at each sign-in until
-        the user confirms they saved them (a closed tab must not lose the only copy)."""
-        text = "\n".join(codes)
-        self.seal_pending(session, "recovery", text)
-        sealed = self.sealer.seal(text.encode(), f"codes-waiting\x00{session.user}")
-        await self.shared.put(f"codes-waiting:{session.user}", sealed, CODES_WAIT)
-
-    async def codes_saved(self, session: Session) -> None:
-        session.pending.pop("recovery", None)
-        session.pending.pop("after_codes", None)
-        await self.book.save(session)
-        await self.shared.delete(f"codes-waiting:{session.user}")
-
-    async def _codes_waiting(self, user: str) -> str | None:
-        """Codes shown once and not yet confirmed, while they are still this user's."""
-        data = await self.shared.get(f"codes-waiting:{user}")
-        if data is None:
-            return None
-        try:
-            text = self.sealer.unseal(data, f"codes-waiting\x00{user}").decode()
-        except SealBroken:
-            return None
-        return text if await self.recovery.left(user) else None
 
     def redirect(self, location: str) -> web.Response:
         return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
@@ -462,11 +301,11 @@ class SignIn:
         going = fresh.return_to or "/"
         # Codes never confirmed are shown again only to a sign-in that just passed a factor
         # (not to a remembered device: showing them asks as much as making new ones).
-        waiting = await self._codes_waiting(fresh.user) if passed else None
+        waiting = await self.pending.codes_waiting(fresh.user) if passed else None
         if waiting is not None:
             # Recovery codes shown before and never confirmed: shown again first.
-            self.seal_pending(fresh, "recovery", waiting)
-            self.seal_pending(fresh, "after_codes", going)
+            self.pending.seal(fresh, "recovery", waiting)
+            self.pending.seal(fresh, "after_codes", going)
             await self.book.save(fresh)
             going = f"{self.prefix}recovery-codes"
         response = self.redirect(going)
@@ -474,32 +313,14 @@ class SignIn:
             response.headers.add("Set-Cookie", cookie)
         response.headers.add(*self.session_cookie(request, fresh))
         if passed:
-            await self._remember(request, response, fresh.user, now, remember)
+            await self.devices.remember(
+                request, response, fresh.user, self.settings(fresh.user), remember
+            )
             await self.regulator.remember_place(fresh.user, request[VIEW].ip)
         audit_event(
             request, "signin.completed", outcome="ok", user=fresh.user, reason=factor or "none"
         )
         return response
-
-    async def _remember(
-        self, request: web.Request, response: web.Response, user: str, now: float, remember: bool
-    ) -> None:
-        settings = self.settings(user)
-        found = await self.device_of(request, user)
-        remember = remember and settings.remember_device > 0
-        until = now + settings.remember_device if remember else 0.0
-        if found is not None:
-            row = found._replace(verified=now, remembered_until=max(until, found.remembered_until))
-        else:
-            agent = request.headers.get("User-Agent", "")
-            row = StoredDevice(
-                secrets.token_urlsafe(16), user, device_label(agent), now, now, until
-            )
-        await self.durable.save_device(row)
-        if remember:
-            audit_event(request, "device.remembered", outcome="ok", user=user)
-        value = self.book.device_cookie(row.id, user)
-        response.headers.add(*self.set_cookie(request, DEVICE_COOKIE, value, DEVICE_MAX_AGE))
 
     async def _crm_cookie_set(
         self, request: web.Request, session: Session, upstream: ClientResponse
@@ -542,7 +363,7 @@ class SignIn:
             paragraphs=[t("signin.expired.body")],
             link=(self.login_url, t("signin.again")),
         )
-        response.headers.add(*self.clear_session_cookie(request))
+        response.headers.add(*self.cookies.clear_session(request))
         return response
 
     async def verify_password(self, user: str, password: str) -> bool:
@@ -574,50 +395,3 @@ class SignIn:
 class SignInRequired(HttpError):
     status = 401
     reason = "signin_required"
-
-
-_COOKIE_GAP = re.compile(r"[\s,]+")
-# `name=value` (after the space of `; `) with a token name and a value of visible ASCII other
-# than `,` and `;`: read one way by everyone. Most pieces of most requests look like this, so
-# they skip the readings below (on every request of a signed-in user).
-_PLAIN_PAIR = re.compile(r" *([A-Za-z0-9_-]+)=[\x21-\x2b\x2d-\x3a\x3c-\x7e]*")
-
-
-def _names_read(pair: str) -> set[str]:
-    """The cookie names some server may read in one `;`-separated piece of a Cookie header.
-    aiohttp and http.cookies also split at whitespace (`a=1 crm=x`, `a=1, crm=x`); PHP
-    url-decodes a name and reads `.` and ` ` in it as `_` and `name[..]` as `name`."""
-    plain = _PLAIN_PAIR.fullmatch(pair)  # most pairs: one name every reader agrees on
-    return {plain.group(1)} if plain is not None else names_read_every_way(pair)
-
-
-def names_read_every_way(pair: str) -> set[str]:
-    """_names_read without its shortcut: each reader's way of finding names, in full."""
-    names = [pair.split("=", 1)[0]]
-    names += [token.split("=", 1)[0] for token in _COOKIE_GAP.split(pair) if "=" in token]
-    found = {name.strip() for name in names}
-    for name in names:
-        # PHP url-decodes a cookie's name and reads it as it reads a form field's.
-        whole, arrays = readings(unquote(name).strip())
-        found |= whole | arrays
-    return found
-
-
-def cookie_binding(value: str) -> str:
-    """What a session remembers of the CRM cookie released to it: a digest, not the value."""
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def _quote(path: str) -> str:
-    return quote(path, safe="")
-
-
-def device_label(agent: str) -> str:
-    """`Firefox on Windows`: enough to recognise a device in a list, nothing more."""
-    browsers = [("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox")]
-    browsers += [("Chrome/", "Chrome"), ("Safari/", "Safari")]
-    systems = [("Windows", "Windows"), ("Android", "Android"), ("iPhone", "iPhone")]
-    systems += [("iPad", "iPad"), ("Mac OS X", "macOS"), ("Linux", "Linux")]
-    browser = next((name for mark, name in browsers if mark in agent), "Browser")
-    system = next((name for mark, name in systems if mark in agent), "")
-    return f"{browser} on {system}" if system else browser

@@ -12,10 +12,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.config import Upstream
+from gateway.config.model import Upstream
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
-from gateway.forwarding import upstream_request_headers
 from gateway.metrics import UPSTREAM_ERRORS
+from gateway.web.forwarding import upstream_request_headers
 from gateway.web.keys import CONFIG, VIEW
 
 # Changes sign-in makes to the CRM-bound headers (cookies stripped, identity added).

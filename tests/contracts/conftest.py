@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import StoreConfig
+from gateway.config.model import StoreConfig
 from gateway.stores import DurableStore, open_durable
 
 DURABLE_BACKENDS = ["sqlite"]

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.config import load_config
+from gateway.config.load import load_config
 from gateway.crypto import new_key_line
 from gateway.stores.sqlite import SqliteDurableStore
 from gateway.web.app import build_app

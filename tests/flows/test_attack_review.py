@@ -33,7 +33,7 @@ import pytest
 from aiohttp import web
 
 from gateway.crypto import hash_password
-from gateway.tokens import digest
+from gateway.policy.tokens import digest
 from gateway.web.keys import DURABLE, GUARD
 from tests.conftest import AppStarter, GatewayFactory, Served, send_raw
 from tests.flows.test_password_guessing import OPTIONAL, PROXIED, crm_with_colleagues, login_post

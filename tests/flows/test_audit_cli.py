@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.audit import AuditTrail
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.clock import FakeClock, SystemClock
 from gateway.stores.sqlite import SqliteDurableStore
 from gateway.web.keys import AUDIT

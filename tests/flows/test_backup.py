@@ -19,15 +19,15 @@ import aiohttp
 import pyotp
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.clock import FakeClock
+from gateway.config.signin import Limits
 from gateway.crypto import Sealer, new_key_line, parse_keys
 from gateway.factors import recovery
 from gateway.factors.protocol import Answer
 from gateway.factors.totp import TotpFactor
 from gateway.model import AuditEvent
-from gateway.regulation import Regulator
-from gateway.signin_config import Limits
+from gateway.signin.regulation import Regulator
 from gateway.stores.memory import MemorySharedStore
 from gateway.stores.protocols import AuditQuery, Authenticator, Device, LedgerRow
 from gateway.stores.sqlite import SqliteDurableStore

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.cli import main
-from gateway.tokens import digest
+from gateway.cli.main import main
+from gateway.policy.tokens import digest
 from gateway.web.keys import DURABLE, GUARD
 from tests.conftest import GatewayFactory, Served
 

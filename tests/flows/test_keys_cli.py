@@ -11,14 +11,14 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from gateway import keycli
-from gateway.cli import main
+from gateway.cli import keys as keycli
+from gateway.cli.main import main
 from gateway.clock import FakeClock
+from gateway.config.signin import Limits
 from gateway.crypto import Sealer, parse_keys
 from gateway.factors.protocol import Answer
 from gateway.factors.totp import TotpFactor
-from gateway.regulation import Regulator
-from gateway.signin_config import Limits
+from gateway.signin.regulation import Regulator
 from gateway.stores.memory import MemorySharedStore
 from gateway.stores.protocols import SEAL_RING_NOTE, AuditQuery, Authenticator
 from gateway.stores.sqlite import SqliteDurableStore

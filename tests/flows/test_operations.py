@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 
 from gateway.audit import event_json
 from gateway.clock import FakeClock
-from gateway.config import Logging
+from gateway.config.model import Logging
 from gateway.crypto import new_key_line
 from gateway.stores.protocols import AuditQuery
 from gateway.web.app import build_app

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.signin_config import Limits
+from gateway.config.signin import Limits
 from tests.conftest import Served, serve
 from tests.signin_kit import Browsers, Start, enrolled, noted_crm, posts_to_login
 

@@ -22,8 +22,8 @@ from multidict import CIMultiDict
 
 from gateway.crypto import new_recovery_code
 from gateway.demo.crm import STATE
-from gateway.session import FULL
-from gateway.web.signin import cookie_binding
+from gateway.signin.session import FULL
+from gateway.web.cookies import cookie_binding
 from tests.conftest import AppStarter, Served
 from tests.signin_kit import (
     ARRIVED,

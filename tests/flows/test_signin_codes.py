@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from gateway.cli.usage import bill
 from gateway.metrics import MESSAGE_COST, MESSAGES
 from gateway.stores import LedgerRow
-from gateway.usage import bill
 from tests.conftest import Served, serve
 from tests.process import run_command
 from tests.signin_kit import Browser, Browsers, SignInGateway, Start, field

@@ -94,7 +94,8 @@ async def test_a_worker_that_dies_while_serving_is_replaced(crm: Served, tmp_pat
         killed = first[0]
         with contextlib.suppress(ProcessLookupError):
             os.kill(killed, signal.SIGKILL)
-        for _ in range(100):
+        # A replacement imports the whole gateway before it listens: seconds on a busy machine.
+        for _ in range(600):
             now = gw.children()
             if len(now) == 2 and killed not in now:
                 break

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.admin import when_utc
+from gateway.cli.output import when_utc
 from gateway.clock import FakeClock
 from gateway.web.keys import AUDIT
 from tests.conftest import Served

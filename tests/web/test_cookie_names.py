@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from gateway.web.signin import _names_read, names_read_every_way
+from gateway.web.cookies import _names_read, names_read_every_way
 
 # Characters that matter to some reader: separators, PHP's `.`/` `/`[`, escapes, non-ASCII.
 ALPHABET = "aZ9_-=;, .[]%2E\t\"'\\/+:@é\x7f\x00"

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from gateway.policy import TokenLocation
-from gateway.tokens import AmbiguousCredential, credential_places, find_credential
+from gateway.policy.model import TokenLocation
+from gateway.policy.tokens import AmbiguousCredential, credential_places, find_credential
 from tests.conftest import Served, send_raw
 from tests.web.test_guard import ALICE_TOKEN, SYNC_TOKEN, clients, guarded
 
@@ -125,7 +125,7 @@ def test_a_header_with_many_dashes_has_a_bounded_number_of_spellings() -> None:
 def test_a_basic_pair_is_judged_by_the_owner_of_either_half() -> None:
     """CRMs read a token from Basic's user part or its password part: each half is looked
     up, and halves that are two users' tokens read two ways."""
-    from gateway.tokens import TokenTable, digest
+    from gateway.policy.tokens import TokenTable, digest
 
     table = TokenTable()
     table.replace(1, [("t1", "alice", digest(ALICE_TOKEN)), ("t2", "sync", digest(SYNC_TOKEN))])

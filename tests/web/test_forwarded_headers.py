@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.config import parse_config
+from gateway.config.load import parse_config
 from tests.conftest import GatewayFactory, Served
 
 POLICY = """

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.tokens import digest
+from gateway.policy.tokens import digest
 from gateway.web.keys import DURABLE, GUARD
 from tests.conftest import GatewayFactory, Served, send_raw
 

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.config import parse_config
+from gateway.config.load import parse_config
 from gateway.web.app import build_app
 from gateway.web.health import CACHE_FOR, STALL_MEMORY
 from gateway.web.keys import DURABLE

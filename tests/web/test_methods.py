@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.policy import load_policies
+from gateway.policy.load import load_policies
 from tests.conftest import GatewayFactory, Served, send_raw
 from tests.process import run_command, write_config
 

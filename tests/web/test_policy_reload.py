@@ -167,8 +167,8 @@ async def test_the_audit_trail_records_a_held_change(
 def test_rules_added_where_there_were_none_narrow_and_widen_nobody(tmp_path: Path) -> None:
     """Without path rules every path passes: adding rules is not a widening; removing them
     all is, for everyone."""
-    from gateway.policy import load_policies
-    from gateway.policychange import compare
+    from gateway.policy.change import compare
+    from gateway.policy.load import load_policies
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

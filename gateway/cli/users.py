@@ -1,0 +1,280 @@
+"""`crm-gateway users …`, `sessions revoke` and `recovery regenerate`: what IT does when a
+phone is lost or someone is locked out. Tables for people, `--json` for scripts; exit 0 done,
+1 failed (e.g. no such user), 2 the configuration or the arguments are wrong.
+
+Durable state is changed directly in the store; state only the running gateway holds (a
+lockout in its memory) is asked of it through the store, and it acts within seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, when_utc
+from gateway.cli.store import CLOCK, audit_admin, with_store
+from gateway.config.model import Config
+from gateway.factors import recovery
+from gateway.model import canonical_user
+from gateway.policy.model import Policy
+from gateway.stores import AuditQuery, DurableStore
+
+WAIT_FOR_GATEWAY = 5.0  # seconds `users unlock` waits to see the gateway act
+# A second factor passed, of any kind (app, SMS, e-mail, recovery code; at sign-in or a step
+# up), and an app's first code at enrolment.
+VERIFIED_EVENTS = ("challenge.passed", "enrol.completed")
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    users = commands.add_parser("users", help="enrolment, devices and lockouts of users")
+    user_cmds = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    listing = user_cmds.add_parser("list", help="every user the policy or the store knows")
+    show = user_cmds.add_parser("show", help="one user: authenticators, codes, devices")
+    show.add_argument("user")
+    reset = user_cmds.add_parser(
+        "reset-2fa",
+        help="lost phone: remove authenticators and recovery codes, end sessions and "
+        "remembered devices; the user enrols again at the next sign-in",
+    )
+    reset.add_argument("user")
+    unlock = user_cmds.add_parser("unlock", help="end a lockout after failed codes")
+    unlock.add_argument("user")
+    sessions = commands.add_parser("sessions", help="gateway sessions")
+    session_cmds = sessions.add_subparsers(
+        dest="sessions_command", required=True, metavar="COMMAND"
+    )
+    revoke = session_cmds.add_parser(
+        "revoke",
+        help="end every session of a user and forget their remembered devices (each asks for "
+        "a second factor again)",
+    )
+    revoke.add_argument("user")
+    revoke.add_argument(
+        "--keep-devices",
+        action="store_true",
+        help="end the sessions only: remembered devices still skip the second factor",
+    )
+    codes = commands.add_parser("recovery", help="recovery codes")
+    code_cmds = codes.add_subparsers(dest="recovery_command", required=True, metavar="COMMAND")
+    regenerate = code_cmds.add_parser(
+        "regenerate", help="new recovery codes for a user, printed once (the old ones stop)"
+    )
+    regenerate.add_argument("user")
+    for sub in (listing, show, reset, unlock, revoke, regenerate):
+        sub.add_argument("-c", "--config", default="gateway.yaml")
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+async def _last_verified(store: DurableStore, user: str) -> float:
+    """When `user` last passed a second factor, whichever: an authenticator app notes it on
+    itself; SMS, e-mail and recovery codes only in the audit trail (as the app does too)."""
+    used = [a.last_used or 0.0 for a in await store.authenticators(user)]
+    passed = await store.audit_events(
+        AuditQuery(user=user, names=VERIFIED_EVENTS, limit=1, newest_first=True)
+    )
+    return max([*used, *(event.time for _, event in passed)], default=0.0)
+
+
+async def forget_devices(store: DurableStore, user: str, now: float) -> int:
+    """Revoke every device of `user` (a remembered one, or one inside the interval, would
+    skip the second factor); the count is of those remembered, as `users show` lists them."""
+    remembered = sum(1 for d in await store.devices(user) if d.remembered_until > now)
+    await store.revoke_devices(user, now)
+    return remembered
+
+
+async def _state(store: DurableStore, user: str) -> dict[str, Any]:
+    now = CLOCK.now()
+    authenticators = await store.authenticators(user)
+    devices = await store.devices(user)
+    verified = await _last_verified(store, user)
+    return {
+        "user": user,
+        "authenticators": [
+            {
+                "id": a.id,
+                "name": a.name,
+                "added": when_utc(a.created),
+                "last_used": when_utc(a.last_used),
+            }
+            for a in authenticators
+        ],
+        "recovery_codes_left": await store.recovery_codes_left(user),
+        "last_verified": when_utc(verified),
+        "remembered_devices": [
+            {"id": d.id, "label": d.label, "until": when_utc(d.remembered_until)}
+            for d in devices
+            if d.remembered_until > now
+        ],
+    }
+
+
+def users_command(args: argparse.Namespace, config: Config, policy: Policy | None) -> int:
+    command = getattr(args, f"{args.command}_command")  # users, sessions or recovery
+    if command == "list":
+        return _list(args, config, policy)
+    user = canonical_user(args.user)
+    if not user:
+        print("the user name is empty", file=sys.stderr)
+        return EXIT_USAGE
+    if command == "show":
+        state = with_store(config, lambda s: _state(s, user))
+        known = policy is not None and any(canonical_user(u) == user for u in policy.users)
+        if not known and not state["authenticators"] and not state["remembered_devices"]:
+            print(f"no user {user!r} in the policy or the store", file=sys.stderr)
+            return EXIT_FAILED
+        lines = [
+            f"user: {user}",
+            f"authenticators: {len(state['authenticators'])}",
+            *(
+                f"  - {a['name']} (added {a['added']}, last used {a['last_used'] or 'never'})"
+                for a in state["authenticators"]
+            ),
+            f"recovery codes left: {state['recovery_codes_left']}",
+            f"last verified: {state['last_verified'] or 'never'}",
+            f"remembered devices: {len(state['remembered_devices'])}",
+            *(f"  - {d['label']} until {d['until']}" for d in state["remembered_devices"]),
+        ]
+        emit(args.json, state, lines)
+        return EXIT_OK
+    if command == "reset-2fa":
+        return _reset(args, config, user)
+    if command == "unlock":
+        return _unlock(args, config, user)
+    if command == "revoke":
+        return _revoke(args, config, user)
+    return _regenerate(args, config, user)
+
+
+def _revoke(args: argparse.Namespace, config: Config, user: str) -> int:
+    """Sessions end, and remembered devices are forgotten unless --keep-devices: after a
+    revocation an old device cookie must not skip the second factor (the usual reason to
+    revoke is a device or a password that is no longer the user's alone)."""
+
+    async def revoke(store: DurableStore) -> int | None:
+        now = CLOCK.now()
+        await store.revoke_sessions(user, now)
+        devices = None if args.keep_devices else await forget_devices(store, user, now)
+        kept = "kept" if devices is None else devices
+        await audit_admin(config, store, "admin.sessions_revoked", user=user, devices=kept)
+        return devices
+
+    devices = with_store(config, revoke)
+    done: dict[str, str | int]
+    if devices is None:
+        done = {"user": user, "sessions": "revoked", "devices": "kept"}
+        line = f"sessions of {user} revoked; remembered devices kept (--keep-devices)"
+    else:
+        done = {"user": user, "sessions": "revoked", "devices_forgotten": devices}
+        line = f"sessions of {user} revoked; {_devices(devices)} forgotten"
+    emit(args.json, done, [line])
+    return EXIT_OK
+
+
+def _devices(count: int) -> str:
+    return f"{count} remembered device{'s' if count != 1 else ''}"
+
+
+def _list(args: argparse.Namespace, config: Config, policy: Policy | None) -> int:
+    async def gather(store: DurableStore) -> list[dict[str, Any]]:
+        names = {canonical_user(u) for u in (policy.users if policy else {})}
+        names |= set(await store.known_users())
+        return [await _state(store, name) for name in sorted(names)]
+
+    rows = with_store(config, gather)
+    lines = [
+        f"{'USER':<20} {'AUTHENTICATORS':>14} {'CODES LEFT':>10} {'DEVICES':>7}  LAST VERIFIED"
+    ]
+    lines += [
+        f"{r['user']:<20} {len(r['authenticators']):>14} {r['recovery_codes_left']:>10} "
+        f"{len(r['remembered_devices']):>7}  {r['last_verified'] or 'never'}"
+        for r in rows
+    ]
+    emit(args.json, rows, lines)
+    return EXIT_OK
+
+
+def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
+    async def reset(store: DurableStore) -> dict[str, Any]:
+        now = CLOCK.now()
+        removed = await store.remove_authenticators(user)
+        await store.replace_recovery_codes(user, [], now)
+        devices = await forget_devices(store, user, now)
+        await store.revoke_sessions(user, now)
+        await store.request_action("unlock", user, now)
+        await audit_admin(
+            config,
+            store,
+            "admin.reset_2fa",
+            user=user,
+            authenticators=removed,
+            devices=devices,
+        )
+        return {"user": user, "authenticators_removed": removed, "devices_forgotten": devices}
+
+    done = with_store(config, reset)
+    emit(
+        args.json,
+        done,
+        [
+            f"{user}: {done['authenticators_removed']} authenticators removed, recovery codes "
+            f"deleted, {_devices(done['devices_forgotten'])} forgotten, sessions ended",
+            "they enrol again at their next sign-in",
+        ],
+    )
+    return EXIT_OK
+
+
+def _unlock(args: argparse.Namespace, config: Config, user: str) -> int:
+    async def unlock(store: DurableStore) -> bool:
+        request = await store.request_action("unlock", user, CLOCK.now())
+        await audit_admin(config, store, "admin.unlock", user=user)
+        waited = 0.0
+        while waited < WAIT_FOR_GATEWAY:
+            if await store.request_done(request):
+                return True
+            await asyncio.sleep(0.2)
+            waited += 0.2
+        return False
+
+    done = with_store(config, unlock)
+    if done:
+        emit(args.json, {"user": user, "unlocked": True}, [f"{user} unlocked"])
+        return EXIT_OK
+    emit(
+        args.json,
+        {"user": user, "unlocked": False, "requested": True},
+        [f"unlock of {user} requested: the gateway is not running, or has not acted yet"],
+    )
+    return EXIT_OK
+
+
+def _regenerate(args: argparse.Namespace, config: Config, user: str) -> int:
+    async def regenerate(store: DurableStore) -> list[str] | None:
+        if not await store.authenticators(user):
+            await audit_admin(
+                config,
+                store,
+                "admin.recovery_regenerated",
+                "refused",
+                user=user,
+                reason="no_authenticator",
+            )
+            return None
+        codes = recovery.new_codes()
+        await store.replace_recovery_codes(user, recovery.digests(user, codes), CLOCK.now())
+        await audit_admin(config, store, "admin.recovery_regenerated", user=user)
+        return codes
+
+    codes = with_store(config, regenerate)
+    if codes is None:
+        print(f"{user} has no authenticator: recovery codes come with one", file=sys.stderr)
+        return EXIT_FAILED
+    emit(
+        args.json,
+        {"user": user, "recovery_codes": codes},
+        [f"new recovery codes for {user} (the old ones no longer work):", *codes],
+    )
+    return EXIT_OK

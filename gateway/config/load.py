@@ -1,0 +1,175 @@
+"""gateway.yaml: validated once into frozen dataclasses, every problem reported at once.
+
+What each key means is documented in README.md ("Configuration reference"); this module
+owns the defaults and the rules. It does not open sockets, files of state or stores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+from gateway.config.alerts import read_alerts
+from gateway.config.loader import Source, Value, read_file
+from gateway.config.messaging import read_messaging
+from gateway.config.model import Admin, Audit, Branding, Config, Logging, State
+from gateway.config.sections import (
+    default_durable,
+    read_admin,
+    read_audit,
+    read_branding,
+    read_key,
+    read_listen,
+    read_logging,
+    read_policies_dir,
+    read_policy_reload,
+    read_prefix,
+    read_public_url,
+    read_state,
+    read_trusted_proxies,
+    read_upstream,
+)
+from gateway.config.shutdown import read_shutdown
+from gateway.config.signin import SignIn, read_signin
+from gateway.errors import ConfigError
+from gateway.policy.model import IPNetwork
+
+T = TypeVar("T")
+
+
+TOP_KEYS = {
+    "listen",
+    "workers",
+    "public_url",
+    "upstream",
+    "trusted_proxies",
+    "trusted_proxy_header",
+    "path_prefix",
+    "state",
+    "logging",
+    "audit",
+    "admin",
+    "branding",
+    "policies",
+    "policy_reload",
+    "login",
+    "sessions",
+    "limits",
+    "secrets",
+    "sms",
+    "email",
+    "codes",
+    "alerts",
+    "shutdown",
+}
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a gateway.yaml; raise ConfigError listing every problem."""
+    path = Path(path)
+    source = Source(str(path), path.parent)
+    root = read_file(path, source)
+    config = _build(root, source) if root is not None else None
+    if source.problems or config is None:
+        raise ConfigError(source.problems)
+    return config
+
+
+def parse_config(text: str, name: str = "gateway.yaml") -> Config:
+    """The same as load_config, from text (the demo builds its config this way)."""
+    source = Source(name)
+    root = source.parse(text)
+    config = _build(root, source) if root is not None else None
+    if source.problems or config is None:
+        raise ConfigError(source.problems)
+    return config
+
+
+def workers_problem(workers: int, signin: SignIn, state: State) -> str:
+    """Why this many workers cannot run with this state ("" when they can): the config file
+    and `run --workers` are checked by the same rule."""
+    if signin.login is not None and workers > 1 and state.shared.type == "memory":
+        return (
+            "must be 1 with state.shared type memory once login is on: sessions and rate "
+            "limits must be shared by every worker"
+        )
+    return ""
+
+
+def _build(root: Value, source: Source) -> Config | None:
+    keys = root.mapping(TOP_KEYS)
+    if keys is None:
+        return None
+    for required in ("listen", "upstream"):
+        if required not in keys:
+            source.problem(root.node, required, "is required")
+    listen = read_key(keys, "listen", read_listen, None)
+    upstream = read_key(keys, "upstream", read_upstream, None)
+    workers = read_key(keys, "workers", lambda v: v.integer(minimum=1, maximum=64), 1)
+    public_url = read_key(keys, "public_url", read_public_url, "")
+    trusted: tuple[IPNetwork, ...] = read_key(keys, "trusted_proxies", read_trusted_proxies, ())
+    proxy_header = read_key(
+        keys,
+        "trusted_proxy_header",
+        lambda v: v.choice(("X-Forwarded-For", "Forwarded")),
+        "X-Forwarded-For",
+    ).lower()
+    prefix = read_key(keys, "path_prefix", read_prefix, "/_gateway/")
+    state = read_key(keys, "state", read_state, None) or State(durable=default_durable(source))
+    logging = read_key(keys, "logging", read_logging, Logging())
+    audit = read_key(keys, "audit", read_audit, Audit())
+    admin = read_key(keys, "admin", read_admin, Admin())
+    branding = read_key(keys, "branding", read_branding, Branding())
+    policies = read_key(keys, "policies", read_policies_dir, "")
+    hold_share = read_key(keys, "policy_reload", read_policy_reload, 0.5)
+    signin = read_signin(keys, root)
+    messaging = read_messaging(keys)
+    alerts = read_alerts(keys, messaging)
+    if signin.login is None:
+        source.warn(
+            None,
+            "",
+            "no login section: nobody signs in and no second factor is asked; "
+            "the gateway applies only IP and path rules",
+        )
+    shared_problem = workers_problem(workers, signin, state)
+    if shared_problem:
+        source.problem(
+            keys["workers"].node if "workers" in keys else None, "workers", shared_problem
+        )
+    if (
+        admin.listen is not None
+        and listen is not None
+        and admin.listen.port != 0
+        and (admin.listen.host, admin.listen.port) == (listen.host, listen.port)
+    ):
+        source.problem(
+            keys["admin"].node,
+            "admin.listen",
+            "must differ from listen: metrics stay off the address the CRM's users reach",
+        )
+    shutdown = read_shutdown(keys)  # read even when the file fails below: every problem at once
+    if listen is None or upstream is None:
+        return None
+    return Config(
+        source=source.file,
+        listen=listen,
+        upstream=upstream,
+        workers=workers,
+        public_url=public_url,
+        trusted_proxies=trusted,
+        trusted_proxy_header=proxy_header,
+        path_prefix=prefix,
+        state=state,
+        logging=logging,
+        audit=audit,
+        admin=admin,
+        branding=branding,
+        policies=policies,
+        policy_hold_share=hold_share,
+        signin=signin,
+        messaging=messaging,
+        alerts=alerts,
+        shutdown=shutdown,
+        warnings=tuple(source.warnings),
+    )

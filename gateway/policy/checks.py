@@ -1,0 +1,135 @@
+"""policies/*.yaml: loaded, validated (every problem at once) and merged into a frozen Policy.
+
+Sections: `networks`, `organisation`, `defaults`, `roles`, `groups`, `users`, `paths`, `api`.
+Names may be defined in any file but only once; `paths` rules are concatenated in file-name
+order; `organisation`, `defaults` and `api` may appear in one file only. The resolution rules
+that use all this are in gateway/access.py and README ("Policy resolution").
+"""
+
+from __future__ import annotations
+
+from gateway.errors import Problem
+from gateway.policy.model import PathRule, Policy, format_interval
+from gateway.policy.paths import compile_glob
+
+
+def path_rule_warnings(paths: tuple[PathRule, ...]) -> list[Problem]:
+    """Rules that are valid but probably not meant, in order (first match wins):
+    - shadowed: an earlier rule matches every path and method of a later one, which is never
+      used (`/** anyone` before `/admin/** role:admin` opens the admin area);
+    - undercut: a rule limited to some methods, whose other methods fall through to a later,
+      wider rule that admits someone the narrow rule does not (`/reports/** GET admin` before
+      `/** anyone` leaves POST, PROPFIND and OPTIONS on /reports to anyone).
+    Whether one pattern covers another is judged on sample paths, so it errs on the side
+    of saying nothing."""
+    found: list[Problem] = []
+    for index, rule in enumerate(paths):
+        for earlier in paths[:index]:
+            methods_covered = earlier.methods is None or (
+                rule.methods is not None and rule.methods <= earlier.methods
+            )
+            if methods_covered and _covers(earlier.pattern, rule.pattern):
+                found.append(
+                    _warning(
+                        rule,
+                        f"is never used: {earlier.label} ({earlier.where}) matches every "
+                        "request it would, first",
+                    )
+                )
+                break
+        if rule.methods is None:
+            continue
+        for later in paths[index + 1 :]:
+            if not _covers(later.pattern, rule.pattern):
+                continue
+            if later.methods is not None and later.methods <= rule.methods:
+                continue  # only methods the narrow rule already decides
+            if not later.allow <= rule.allow:
+                others = ", ".join(sorted(later.allow - rule.allow))
+                found.append(
+                    _warning(
+                        rule,
+                        f"decides only {','.join(sorted(rule.methods))}: other methods on "
+                        f"{rule.pattern} fall through to {later.label} ({later.where}), "
+                        f"which also admits {others}; add a rule for {rule.pattern} without "
+                        "`methods` after it to decide the rest",
+                    )
+                )
+            if later.methods is None:
+                break
+    return found
+
+
+def _warning(rule: PathRule, message: str) -> Problem:
+    return Problem(rule.where.file, rule.where.line, f"paths[{rule.index}]", message)
+
+
+def _covers(wide: str, narrow: str) -> bool:
+    """Every path `narrow` matches, `wide` matches too (on sample paths of `narrow`)."""
+    pattern = compile_glob(wide)
+    return all(pattern.match(sample) for sample in _samples(narrow))
+
+
+def _samples(pattern: str) -> list[str]:
+    """Paths a glob matches, each wildcard filled in a few ways (a trailing `/**` is the
+    tree itself and below, as gateway.pathrules.compile_glob reads it)."""
+    tail: tuple[str, ...] = ("",)
+    if pattern.endswith("/**"):
+        pattern, tail = pattern[:-3], ("", "/s", "/s/t")
+    samples = [pattern + end for end in tail]
+    for token, fills in (("**", ("", "s", "s/t")), ("*", ("", "s"))):
+        while any(token in s for s in samples) and len(samples) < 256:
+            samples = [
+                filled
+                for s in samples
+                for filled in ([s.replace(token, f, 1) for f in fills] if token in s else [s])
+            ]
+    return [s for s in samples if "*" not in s]
+
+
+def check_caps(policy: Policy) -> list[Problem]:
+    """An explicit interval longer than a cap of the user's roles or groups is an error."""
+    problems: list[Problem] = []
+    for level in [*policy.roles.values(), *policy.groups.values()]:
+        own, cap = level.interval, level.max_interval
+        if own is not None and cap is not None and own > cap:
+            problems.append(
+                Problem(
+                    level.where.file,
+                    level.line_of("interval"),
+                    f"{level.kind}s.{level.name}.interval",
+                    f"{format_interval(own)} is longer than its own "
+                    f"max_interval {format_interval(cap)}",
+                )
+            )
+    for user in policy.users.values():
+        caps = [
+            (level.max_interval, level)
+            for level in [
+                *(policy.roles[r] for r in user.roles),
+                *(policy.groups[g] for g in user.groups),
+            ]
+            if level.max_interval is not None
+        ]
+        if not caps:
+            continue
+        cap, capper = min(caps, key=lambda c: c[0])
+        for level in [
+            user.level,
+            *(policy.groups[g] for g in user.groups),
+            *(policy.roles[r] for r in user.roles),
+        ]:
+            if level.interval is not None and level.interval > cap:
+                problems.append(
+                    Problem(
+                        level.where.file,
+                        level.line_of("interval"),
+                        f"{level.kind}s.{level.name}.interval",
+                        f"{format_interval(level.interval)} is longer than the "
+                        f"{format_interval(cap)} cap of {capper.label} "
+                        f"({capper.where.file}:{capper.line_of('max_interval')})"
+                        + (f" for user {user.name}" if level.kind != "user" else ""),
+                    )
+                )
+                break
+    return problems

@@ -1,0 +1,144 @@
+"""policies/*.yaml: loaded, validated (every problem at once) and merged into a frozen Policy.
+
+Sections: `networks`, `organisation`, `defaults`, `roles`, `groups`, `users`, `paths`, `api`.
+Names may be defined in any file but only once; `paths` rules are concatenated in file-name
+order; `organisation`, `defaults` and `api` may appear in one file only. The resolution rules
+that use all this are in gateway/access.py and README ("Policy resolution").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from gateway.errors import Problem
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where something is written, for explanations and messages."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Level:
+    """What a user, role, group, the organisation or the defaults say. None = not said."""
+
+    kind: str  # "user", "role", "group", "organisation", "defaults"
+    name: str
+    where: Where
+    networks: frozenset[str] | None = None  # names in the NetworkIndex (inline CIDRs named)
+    deny: frozenset[str] | None = None
+    interval: float | None = None
+    max_interval: float | None = None
+    factors: tuple[str, ...] | None = None
+    enforcement: str | None = None
+    required_from: str = ""
+    remember_device: float | None = None
+    setting_lines: tuple[tuple[str, int], ...] = ()  # (key, line) for explanations
+
+    def line_of(self, key: str) -> int:
+        return dict(self.setting_lines).get(key, self.where.line)
+
+    @property
+    def label(self) -> str:
+        return (
+            self.kind if self.kind in ("organisation", "defaults") else f"{self.kind} {self.name}"
+        )
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    level: Level
+    roles: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    phone: str = ""
+    email: str = ""
+
+
+@dataclass(frozen=True)
+class PathRule:
+    index: int  # position in the merged list
+    where: Where
+    pattern: str
+    methods: frozenset[str] | None  # None = every method
+    allow: frozenset[str]  # "anyone", "authenticated", "token", "role:x", "group:x", "user:x"
+
+    @property
+    def label(self) -> str:
+        methods = ",".join(sorted(self.methods)) if self.methods else "any method"
+        return f"paths[{self.index}] {methods} {self.pattern}"
+
+
+@dataclass(frozen=True)
+class TokenLocation:
+    header: str = ""  # a header name (Authorization, X-API-Key)
+    schemes: tuple[str, ...] = ()  # for Authorization-style headers: Bearer, Token, JWT, Basic
+    query: str = ""  # or a query parameter name
+
+
+@dataclass(frozen=True)
+class Api:
+    locations: tuple[TokenLocation, ...] = (
+        TokenLocation(header="Authorization", schemes=("Bearer", "Token", "JWT")),
+    )
+    unknown_tokens: str = "deny"  # "deny" or "networks"
+    unknown_networks: frozenset[str] = frozenset()
+    where: Where = Where("(default)", 0)
+
+
+@dataclass(frozen=True)
+class Policy:
+    files: tuple[str, ...]
+    networks: dict[str, tuple[IPNetwork, ...]]  # every named network, inline ones included
+    organisation: Level
+    defaults: Level
+    roles: dict[str, Level]
+    groups: dict[str, Level]
+    users: dict[str, User]
+    paths: tuple[PathRule, ...]
+    api: Api = field(default_factory=Api)
+    warnings: tuple[Problem, ...] = ()  # not wrong, but likely not meant (check-config)
+
+    @property
+    def empty(self) -> bool:
+        return not self.files
+
+
+def empty_policy() -> Policy:
+    nowhere = Where("(built in)", 0)
+    return Policy(
+        files=(),
+        networks={},
+        organisation=Level("organisation", "", nowhere),
+        defaults=Level(
+            "defaults",
+            "",
+            nowhere,
+            interval=0.0,
+            factors=("totp", "recovery"),
+            enforcement="required",
+            remember_device=0.0,
+        ),
+        roles={},
+        groups={},
+        users={},
+        paths=(),
+    )
+
+
+def format_interval(seconds: float) -> str:
+    if seconds == 0:
+        return "always"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds}s"

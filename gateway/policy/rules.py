@@ -1,0 +1,231 @@
+"""Who may pass, from where, on which path, and how they verify: plain functions over a Policy.
+
+The resolution rules, in one place (README "Policy resolution" repeats them for operators):
+
+Addresses
+  1. Deny wins. An address in a deny list of the organisation, or of the user, any of their
+     roles or any of their groups, is refused (`ip_denied`).
+  2. Allow lists come in layers: organisation, roles, groups, user. A layer restricts only if
+     one of its members writes `networks`; the lists within a layer are united (a user in two
+     groups may come from either group's networks). The address must pass every layer that
+     restricts (`ip_not_allowed`, naming the layer). `networks: []` allows nowhere.
+  3. A request whose user is not known is judged by the organisation layer only; a request
+     with an unregistered API token also by `api.unknown_tokens`.
+Paths
+  4. Rules are tried in order; the first whose pattern and methods match decides (`anyone`,
+     `authenticated` (a known user), `token` (any API credential that passed the address
+     checks, registered or not), `role:`, `group:`, `user:`). When rules exist and none matches, the
+     request is refused (`path_no_rule`). Without rules every path passes.
+Settings (interval, factors, enforcement, remember-device)
+  5. User over groups over roles over defaults: the first level that says it decides. Where
+     several groups (or roles) say it, the strictest wins: the shortest interval and
+     remember-device time, the factors all of them allow, the strictest enforcement.
+  6. Caps (`max_interval` of the user's roles and groups): an inherited default above a cap is
+     lowered to it; an explicit value above a cap is a policy error (gateway/policy.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+from gateway.model import Action, Decision, Settings, Step
+from gateway.policy.model import Level, Policy, User, format_interval
+from gateway.policy.networks import NetworkIndex
+from gateway.policy.paths import compile_glob
+
+_ENFORCEMENT_RANK = {"optional": 0, "required_from": 1, "required": 2}
+
+
+def _step(level: Level, key: str, text: str) -> Step:
+    return Step(f"{level.where.file}:{level.line_of(key)}", f"{level.label}: {text}")
+
+
+def _levels(policy: Policy, user: User) -> tuple[list[Level], list[Level]]:
+    return [policy.roles[r] for r in user.roles], [policy.groups[g] for g in user.groups]
+
+
+def _deny(levels: Iterable[Level], matched: frozenset[str]) -> Decision | None:
+    for level in levels:
+        if level.deny and level.deny & matched:
+            hit = sorted(level.deny & matched)[0]
+            step = _step(level, "deny", f"deny list contains {hit}")
+            return Decision(Action.DENY, "ip_denied", (step,))
+    return None
+
+
+def _layer(name: str, members: list[Level], matched: frozenset[str]) -> tuple[bool, Step | None]:
+    restricting = [m for m in members if m.networks is not None]
+    if not restricting:
+        return True, None
+    allowed = frozenset().union(*(m.networks or frozenset() for m in restricting))
+    hit = allowed & matched
+    others = [m.label for m in restricting[1:]]
+    united = f" (united with {', '.join(others)})" if others else ""
+    first = restricting[0]
+    if hit:
+        return True, _step(first, "networks", f"allow list{united} contains {sorted(hit)[0]}")
+    return False, _step(first, "networks", f"allow list{united} does not contain the address")
+
+
+def check_address(
+    policy: Policy, index: NetworkIndex, user: User | None, ip: str, *, unknown_token: bool = False
+) -> Decision:
+    matched = index.match(ip)
+    members = [policy.organisation]
+    roles: list[Level] = []
+    groups: list[Level] = []
+    if user is not None:
+        roles, groups = _levels(policy, user)
+        members = [policy.organisation, user.level, *roles, *groups]
+    denied = _deny(members, matched)
+    if denied is not None:
+        return denied
+    steps: list[Step] = []
+    layers = [("organisation", [policy.organisation])]
+    if user is not None:
+        layers += [("role", roles), ("group", groups), ("user", [user.level])]
+    for name, layer in layers:
+        passed, step = _layer(name, layer, matched)
+        if step is not None:
+            steps.append(step)
+        if not passed:
+            return Decision(Action.DENY, "ip_not_allowed", tuple(steps))
+    if unknown_token:
+        api = policy.api
+        where = f"{api.where.file}:{api.where.line}"
+        if api.unknown_tokens == "deny":
+            steps.append(Step(where, "api.unknown_tokens: deny"))
+            return Decision(Action.DENY, "token_unknown", tuple(steps))
+        if not api.unknown_networks & matched:
+            steps.append(Step(where, "api.unknown_tokens networks do not contain the address"))
+            return Decision(Action.DENY, "token_ip_not_allowed", tuple(steps))
+        steps.append(Step(where, "api.unknown_tokens networks contain the address"))
+    return Decision(Action.FORWARD, "ok", tuple(steps))
+
+
+@lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str]:
+    return compile_glob(pattern)
+
+
+def check_path(
+    policy: Policy, user: User | None, method: str, path: str, *, token: bool = False
+) -> Decision:
+    """Path rules on the normalised path (gateway.pathrules.normalize_path)."""
+    if not policy.paths:
+        return Decision(Action.FORWARD, "ok")
+    for rule in policy.paths:
+        if rule.methods is not None and method not in rule.methods:
+            continue
+        if not _glob(rule.pattern).match(path):
+            continue
+        source = f"{rule.where}"
+        if _admits(rule.allow, user, token):
+            return Decision(Action.FORWARD, "ok", (Step(source, f"{rule.label} allows it"),))
+        who = "an anonymous request" if user is None else f"user {user.name}"
+        allowed = ", ".join(sorted(rule.allow)) or "nobody"
+        text = f"{rule.label} allows {allowed}, not {who}"
+        return Decision(Action.DENY, "path_not_allowed", (Step(source, text),))
+    files = ", ".join(sorted({r.where.file for r in policy.paths}))
+    return Decision(
+        Action.DENY, "path_no_rule", (Step(files, "no path rule matches: denied by default"),)
+    )
+
+
+def _admits(allow: frozenset[str], user: User | None, token: bool) -> bool:
+    if "anyone" in allow or (token and "token" in allow):
+        return True
+    if user is None:
+        return False
+    return (
+        "authenticated" in allow
+        or f"user:{user.name}" in allow
+        or any(f"role:{r}" in allow for r in user.roles)
+        or any(f"group:{g}" in allow for g in user.groups)
+    )
+
+
+def decide(
+    policy: Policy,
+    index: NetworkIndex,
+    *,
+    user: User | None,
+    ip: str,
+    method: str,
+    path: str,
+    unknown_token: bool = False,
+    token: bool = False,
+) -> Decision:
+    """Address first (deny wins), then path; the decision carries every rule that took part.
+
+    `token`: the request carries an API credential (registered, or unknown and admitted by
+    `api.unknown_tokens`); path rules may admit such requests with the subject `token`.
+    """
+    address = check_address(policy, index, user, ip, unknown_token=unknown_token)
+    if not address.allowed:
+        return address
+    route = check_path(policy, user, method, path, token=token or unknown_token)
+    return Decision(route.action, route.reason, address.steps + route.steps)
+
+
+def resolve_settings(policy: Policy, user: User | None) -> Settings:
+    defaults = policy.defaults
+    if user is None:
+        tiers: list[list[Level]] = [[defaults]]
+        caps: list[Level] = []
+    else:
+        roles, groups = _levels(policy, user)
+        tiers = [[user.level], groups, roles, [defaults]]
+        caps = [lv for lv in [*roles, *groups] if lv.max_interval is not None]
+    steps: list[Step] = []
+
+    def first(key: str) -> list[Level]:
+        for tier in tiers:
+            said = [lv for lv in tier if getattr(lv, key) is not None]
+            if said:
+                return said
+        return [defaults]
+
+    interval_levels = first("interval")
+    interval = min(lv.interval or 0.0 for lv in interval_levels)
+    chosen = min(interval_levels, key=lambda lv: lv.interval or 0.0)
+    steps.append(_step(chosen, "interval", f"interval {format_interval(interval)}"))
+    if caps:
+        cap_level = min(caps, key=lambda lv: lv.max_interval or 0.0)
+        cap = cap_level.max_interval or 0.0
+        if interval > cap:
+            interval = cap
+            steps.append(
+                _step(cap_level, "max_interval", f"caps the interval at {format_interval(cap)}")
+            )
+
+    factor_levels = first("factors")
+    factors = [
+        f
+        for f in (factor_levels[0].factors or ())
+        if all(f in (lv.factors or ()) for lv in factor_levels)
+    ]
+    steps.append(_step(factor_levels[0], "factors", f"factors {', '.join(factors) or 'none'}"))
+
+    enforcement_levels = first("enforcement")
+    strictest = max(
+        enforcement_levels,
+        key=lambda lv: (_ENFORCEMENT_RANK[lv.enforcement or "required"], -_day(lv.required_from)),
+    )
+    enforcement = strictest.enforcement or "required"
+    since = strictest.required_from if enforcement == "required_from" else ""
+    shown = f"required from {since}" if since else enforcement
+    steps.append(_step(strictest, "enforcement", f"second factor {shown}"))
+
+    remember_levels = first("remember_device")
+    remember = min(lv.remember_device or 0.0 for lv in remember_levels)
+    chosen = min(remember_levels, key=lambda lv: lv.remember_device or 0.0)
+    shown = f"for {format_interval(remember)}" if remember else "never offered"
+    steps.append(_step(chosen, "remember_device", f"remember this device {shown}"))
+    return Settings(interval, tuple(factors), enforcement, since, remember, tuple(steps))
+
+
+def _day(iso: str) -> int:
+    return int(iso.replace("-", "")) if iso else 0

@@ -1,0 +1,221 @@
+"""The one Decision: what happens to a request, or to a sign-in, computed in one place from
+who asks (a session, an API token, nobody yet, a login form naming a user, a sign-in whose
+password passed), where from, what for, the sign-in's state and the policy in force.
+
+The standalone proxy, the gateway's own pages, `crm-gateway policy explain` (and the coming
+forward-auth endpoint) all ask `decide`: a rule cannot decide one way in one mode and another
+way in another. Plain functions over values: no I/O, no HTTP; the caller reads what a
+sign-in needs (which factors are on file, the remembered device) before asking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import Enum
+
+from gateway.model import Action, Decision, Settings, Step, canonical_user
+from gateway.policy.model import Level, Policy, User, Where
+from gateway.policy.networks import NetworkIndex
+from gateway.policy.rules import check_path, resolve_settings
+from gateway.policy.rules import decide as check_access
+
+
+class Kind(Enum):
+    """Who a request is, as far as the gateway knows."""
+
+    ANONYMOUS = "anonymous"  # no session, no credential
+    TOKEN = "token"  # noqa: S105 - a kind of request: an API credential, registered or not
+    SESSION = "session"  # signed in: the second factor passed (or was not needed)
+    LOGIN = "login"  # a login form naming a user, on its way to the password check
+    SIGNING_IN = "signing_in"  # the password passed; the second factor is pending
+
+
+class Asks(Enum):
+    """What a decision is about."""
+
+    CRM = "crm"  # a request bound for the CRM
+    SIGN_IN = "sign_in"  # the end of a sign-in's password step: challenge, enrol or go in
+    CHANGE = "change"  # a change to how the user signs in (add or remove a factor, new codes)
+
+
+@dataclass(frozen=True)
+class Who:
+    kind: Kind
+    user: str = ""  # the canonical name (sessions, login forms, a registered token's owner)
+    token_known: bool = False  # TOKEN: registered (an unknown one is judged by api rules)
+    verified: float = 0.0  # SESSION, SIGNING_IN: when a second factor last passed
+    refused: str = ""  # the request reads two ways (two credentials, a method override)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What is asked for and from where (the path already normalised)."""
+
+    asks: Asks
+    ip: str
+    method: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    """The remembered device a browser names, when it is this user's and not revoked."""
+
+    verified: float  # when a factor last passed on it
+    remembered_until: float  # "remember this device" ends; 0 when it was never ticked
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a sign-in has on file, read by the caller before it asks."""
+
+    offered: tuple[str, ...]  # the policy's factors this gateway can offer
+    usable: tuple[str, ...]  # of those, the ones with what they need on file
+    sends: frozenset[str] = frozenset()  # offered factors that send a code (SMS, e-mail)
+    device: Device | None = None
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    """The policy in force, ready to decide with: swapped whole when it reloads."""
+
+    policy: Policy
+    index: NetworkIndex
+    users: Mapping[str, User]  # canonical name → user
+    by_method: bool = False  # some path rule names methods (the method can change a Decision)
+
+    @classmethod
+    def of(cls, policy: Policy) -> PolicyView:
+        users = {canonical_user(name): user for name, user in policy.users.items()}
+        by_method = any(rule.methods is not None for rule in policy.paths)
+        return cls(policy, NetworkIndex(policy.networks), users, by_method)
+
+    def user_for(self, name: str) -> User:
+        """The policy's user, or one with no roles or groups: a CRM user nobody listed is
+        judged by the organisation rules and the defaults."""
+        found = self.users.get(name)
+        if found is not None:
+            return found
+        return User(name, Level("user", name, Where("(not in any policy file)", 0)))
+
+    def settings(self, name: str) -> Settings:
+        return resolve_settings(self.policy, self.user_for(name))
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the gateway's configuration adds to the policy."""
+
+    gateway_login: bool = False  # login mode gateway: our login page before a closed path
+    step_up_window: float = 300.0  # how fresh a factor must be to change the account
+
+
+def decide(
+    view: PolicyView,
+    who: Who,
+    request: Request,
+    *,
+    facts: Facts | None = None,
+    now: float = 0.0,
+    rules: Rules = Rules(),
+) -> Decision:
+    """The Decision for `who` asking `request`. Deny wins; the default is deny.
+
+    `facts` and `now` are needed for a sign-in (Asks.SIGN_IN) and a change (Asks.CHANGE)."""
+    if who.refused:
+        return Decision(Action.DENY, who.refused, (Step("", "the request reads two ways"),))
+    if request.asks is Asks.CRM:
+        return _crm(view, who, request, rules)
+    assert facts is not None, "a sign-in or a change is decided on its facts"
+    if request.asks is Asks.SIGN_IN:
+        return _sign_in(view, who, facts, now)
+    return _change(who, facts, now, rules)
+
+
+def _crm(view: PolicyView, who: Who, request: Request, rules: Rules) -> Decision:
+    """A request for the CRM: the address and path rules, for the user it comes as."""
+    policy = view.policy
+    user: User | None = None
+    if who.kind is Kind.TOKEN and who.token_known:
+        user = policy.users.get(who.user)
+        if user is None:
+            # The owner was removed from the policy: the token goes with them.
+            step = Step("", f"the token's owner {who.user} is in no policy file")
+            return Decision(Action.DENY, "token_owner_unknown", (step,))
+    elif who.kind in (Kind.SESSION, Kind.LOGIN):
+        user = view.user_for(who.user)
+    elif who.kind is Kind.ANONYMOUS and rules.gateway_login:
+        anyone = check_path(policy, None, request.method, request.path)
+        if not anyone.allowed:
+            # Not open to anyone: who it is must be known first (not "denied" yet).
+            return Decision(Action.SIGN_IN, "signin_required", anyone.steps)
+    token = who.kind is Kind.TOKEN
+    decided = check_access(
+        policy,
+        view.index,
+        user=user,
+        ip=request.ip,
+        method=request.method,
+        path=request.path,
+        unknown_token=token and not who.token_known,
+        token=token,
+    )
+    if decided.allowed and who.kind is Kind.SESSION:
+        return Decision(Action.FORWARD, decided.reason, decided.steps, user=who.user)
+    return decided
+
+
+def _sign_in(view: PolicyView, who: Who, facts: Facts, now: float) -> Decision:
+    """The password passed: straight in, challenged, or sent to add a first factor.
+
+    A user with any factor on file answers it (an app, recovery codes, or a phone or
+    e-mail address the policy lets them use); only a user with none may enrol in its place
+    or, where the policy allows, go in without."""
+    settings = view.settings(who.user)
+    steps = settings.steps
+    if not facts.usable and settings.enforcement == "optional":
+        return Decision(Action.FORWARD, "no_factor_required", steps, user=who.user)
+    if facts.usable and _trusted(facts.device, settings, now):
+        return Decision(Action.FORWARD, "device_trusted", steps, user=who.user)
+    if facts.usable:
+        return Decision(Action.CHALLENGE, "second_factor", steps, factors=facts.usable)
+    if "totp" in facts.offered:
+        return Decision(Action.CHALLENGE, "enrol", steps, factors=("totp",))
+    missing = tuple(f for f in facts.offered if f in facts.sends)
+    if missing:
+        # SMS or e-mail allowed but nothing on file: the page says whom to ask.
+        return Decision(Action.CHALLENGE, "nothing_on_file", steps, factors=missing)
+    return Decision(Action.DENY, "no_factor", steps)
+
+
+def _change(who: Who, facts: Facts, now: float, rules: Rules) -> Decision:
+    """Adding or replacing a factor, or skipping enrolment: a factor on file passes first.
+    Enrolling counts as the second factor only for a user who has none."""
+    if facts.usable and who.kind is Kind.SIGNING_IN:
+        step = Step("", "a factor on file passes before another is added")
+        return Decision(Action.CHALLENGE, "factor_on_file", (step,), factors=facts.usable)
+    if facts.usable and now - who.verified > rules.step_up_window:
+        step = Step("", "no factor passed within sessions.step_up_window")
+        return Decision(Action.STEP_UP, "not_fresh", (step,), factors=facts.usable)
+    return Decision(Action.FORWARD, "ok")
+
+
+def _trusted(device: Device | None, settings: Settings, now: float) -> bool:
+    """A remembered device within its time, or a factor passed on it within the interval."""
+    if device is None:
+        return False
+    remembered = min(device.remembered_until, device.verified + settings.remember_device)
+    fresh = settings.interval > 0 and now - device.verified < settings.interval
+    return remembered > now or fresh
+
+
+def mandatory(settings: Settings, now: float) -> bool:
+    """A second factor is required now (`required`, or `required_from` a date passed)."""
+    if settings.enforcement == "required":
+        return True
+    if settings.enforcement == "required_from":
+        today = datetime.fromtimestamp(now, UTC).date()
+        return today >= date.fromisoformat(settings.required_from)
+    return False

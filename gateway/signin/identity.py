@@ -1,0 +1,121 @@
+"""Learning who signs in from the CRM's own login: the user name in the form, and whether the
+CRM's answer means success. Plain functions over bytes and header lists; no I/O.
+
+The user the gateway challenges must be the user the CRM logs in, so anything a CRM could read
+differently from us (the field twice, `;` separators, bad UTF-8, an unknown body type) is
+refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from urllib.parse import unquote_to_bytes, urljoin, urlsplit
+
+from gateway.config.signin import Login
+from gateway.fields import may_be_read_as
+from gateway.model import canonical_user
+
+__all__ = ["AmbiguousLogin", "canonical_user", "login_succeeded", "login_user", "set_cookie_names"]
+
+MAX_NAME = 256
+
+
+class AmbiguousLogin(ValueError):
+    """The login request cannot be read one way only; the message is for the operator."""
+
+
+def _urlencoded(body: bytes, field: str) -> list[str]:
+    if b";" in body:
+        # Some frameworks also split on `;`: `username=a;username=b` reads two ways.
+        raise AmbiguousLogin("a ';' in a form body (some servers split fields on it)")
+    found: list[str] = []
+    for pair in body.split(b"&"):
+        if not pair:
+            continue
+        name_raw, _, value_raw = pair.partition(b"=")
+        try:
+            name = unquote_to_bytes(name_raw.replace(b"+", b" ")).decode("utf-8")
+            value = unquote_to_bytes(value_raw.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise AmbiguousLogin("a form field that is not UTF-8") from None
+        if name == field:
+            found.append(value)
+        elif may_be_read_as(name, field):
+            raise AmbiguousLogin(f"a field {name!r} that may be read as {field!r}")
+    return found
+
+
+def _json(body: bytes, field: str) -> list[str]:
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        keys = [key for key, _ in items]
+        if len(keys) != len(set(keys)):
+            raise AmbiguousLogin("a JSON key that appears twice")
+        return dict(items)
+
+    try:
+        data = json.loads(body.decode("utf-8"), object_pairs_hook=pairs)
+    except AmbiguousLogin:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise AmbiguousLogin("a JSON body that does not parse") from None
+    if not isinstance(data, dict) or field not in data:
+        return []
+    value = data[field]
+    if not isinstance(value, str):
+        raise AmbiguousLogin(f"{field!r} is not a string")
+    return [value]
+
+
+def login_user(body: bytes, content_type: str, login: Login) -> str:
+    """The canonical user name a login request names, or AmbiguousLogin."""
+    kind, _, params = content_type.partition(";")
+    kind = kind.strip().lower()
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            # The CRM would decode the name in that charset, we in UTF-8: two users.
+            raise AmbiguousLogin(f"a login body in charset {charset!r}")
+    if kind == "application/x-www-form-urlencoded":
+        values = _urlencoded(body, login.username_field)
+    elif kind == "application/json":
+        values = _json(body, login.username_field)
+    else:
+        raise AmbiguousLogin(f"a login body of type {kind or 'none'!r} is not read")
+    if len(values) != 1:
+        raise AmbiguousLogin(f"the field {login.username_field!r} appears {len(values)} times")
+    name = canonical_user(values[0])
+    if not name or len(name) > MAX_NAME or any(unicodedata.category(c)[0] == "C" for c in name):
+        raise AmbiguousLogin("an empty, over-long or control-character user name")
+    return name
+
+
+def set_cookie_names(set_cookies: list[str]) -> dict[str, str]:
+    """name → value of each Set-Cookie header (the last wins, as in a browser).
+
+    Read as RFC 6265 §5.2 reads it: the pair before the first `;`, split at the first `=`.
+    (http.cookies drops a whole header over an attribute it does not know, such as
+    `Partitioned`, and takes attributes such as `Priority=High` for cookies.)"""
+    found: dict[str, str] = {}
+    for header in set_cookies:
+        name, sep, value = header.split(";", 1)[0].partition("=")
+        if sep and name.strip():
+            found[name.strip()] = value.strip()
+    return found
+
+
+def login_succeeded(status: int, location: str, set_cookies: list[str], login: Login) -> bool:
+    """The CRM accepted the password: a success status, its session cookie set to a value,
+    and (when configured) not sent back to the login form."""
+    if status not in login.success_status:
+        return False
+    value = set_cookie_names(set_cookies).get(login.success_cookie, "")
+    if not value or value in ('""', "deleted"):
+        return False
+    if login.failure_location and location.strip():
+        # Resolved as a browser would: `login.php?error=1` and `//crm/login` are relative.
+        path = urlsplit(urljoin(login.path, location.strip())).path
+        if path.startswith(login.failure_location):
+            return False
+    return True

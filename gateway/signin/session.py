@@ -1,0 +1,221 @@
+"""Gateway sessions: a signed cookie naming a server-side record, and the device cookie.
+
+Owns the session lifecycle (create, load with idle/absolute/revocation checks, rotate on step
+up, end) over a SharedStore. Knows nothing of HTTP: the web layer reads and writes cookies.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
+
+from gateway.clock import Clock
+from gateway.config.signin import Sessions
+from gateway.crypto import KeyRing
+from gateway.stores import SharedStore
+
+# Stages of a session, in order. A request is forwarded as the user only at FULL.
+PASSWORD = "password"  # noqa: S105 - a stage name, not a secret; the password passed (CRM or ours); the second factor is pending
+FULL = "full"  # signed in: second factor passed, or not required for this user
+
+DEVICE_MAX_AGE = 400 * 86400.0  # browsers cap cookie lifetimes at 400 days
+SIGNING_IN_PER_USER = 20  # sign-ins of one user waiting for their second factor at once
+
+
+@dataclass
+class Session:
+    sid: str
+    user: str
+    stage: str
+    created: float  # wall clock
+    last_seen: float
+    csrf: str
+    verified: float = 0.0  # when a second factor last passed in this session
+    held: str = ""  # shared-store key of the CRM's held Set-Cookie headers
+    return_to: str = ""  # where to go after the challenge (a checked relative path)
+    pending: dict[str, str] = field(default_factory=dict)  # enrolment state (sealed, b64)
+    crm_binding: str = ""  # digest of the CRM session cookie released to this session
+    slot: str = ""  # shared-store key of this session's place among its user's sessions
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Session | None:
+        try:
+            raw: Any = json.loads(data)
+            # Keys of another version (a field added or dropped) do not sign anyone out.
+            return cls(**{k: v for k, v in raw.items() if k in _SESSION_FIELDS})
+        except (ValueError, TypeError, AttributeError):
+            return None
+
+
+# Read on every request of a signed-in user (Session.from_bytes): worked out once.
+_SESSION_FIELDS = frozenset(f.name for f in fields(Session))
+
+
+def _serializer(ring: KeyRing, clock: Clock, salt: str) -> URLSafeTimedSerializer:
+    class ClockSigner(TimestampSigner):
+        # itsdangerous reads the system clock; ours comes from the injected clock.
+        def get_timestamp(self) -> int:
+            return int(clock.now())
+
+    # itsdangerous signs with the last key and tries all: our rings list the newest first.
+    keys = [key for _, key in reversed(ring.keys)]
+    return URLSafeTimedSerializer(keys, salt=salt, signer=ClockSigner)
+
+
+class SessionBook:
+    """Creates, finds and ends sessions. `revoked_before(user)` comes from the durable store
+    (an admin reset or `sessions revoke`); sessions older than it are void everywhere."""
+
+    def __init__(self, shared: SharedStore, ring: KeyRing, clock: Clock, rules: Sessions) -> None:
+        self._shared = shared
+        self._clock = clock
+        self.rules = rules
+        self._cookies = _serializer(ring, clock, "crm-gateway.session")
+        self._devices = _serializer(ring, clock, "crm-gateway.device")
+        self._forms = _serializer(ring, clock, "crm-gateway.login-form")
+        self.revocations: dict[str, float] = {}
+
+    # -- cookies -------------------------------------------------------------------------
+
+    def cookie_value(self, session: Session) -> str:
+        return str(self._cookies.dumps(session.sid))
+
+    def sid_from_cookie(self, value: str) -> str | None:
+        try:
+            sid = self._cookies.loads(value, max_age=int(self.rules.absolute_timeout))
+        except (BadData, ValueError, TypeError):
+            return None
+        return sid if isinstance(sid, str) and len(sid) == 43 else None
+
+    def device_cookie(self, device_id: str, user: str) -> str:
+        return str(self._devices.dumps([device_id, user]))
+
+    def device_from_cookie(self, value: str, user: str) -> str | None:
+        """The device id, only when the cookie was issued to this user."""
+        try:
+            found = self._devices.loads(value, max_age=int(DEVICE_MAX_AGE))
+        except (BadData, ValueError, TypeError):
+            return None
+        if isinstance(found, list) and len(found) == 2 and found[1] == user:
+            return str(found[0])
+        return None
+
+    def form_token(self, nonce: str) -> str:
+        """A login form's CSRF token: the signed nonce of its cookie (valid for an hour)."""
+        return str(self._forms.dumps(nonce))
+
+    def form_token_ok(self, token: str, nonce: str) -> bool:
+        try:
+            found = self._forms.loads(token, max_age=3600)
+        except (BadData, ValueError, TypeError):
+            return False
+        return isinstance(found, str) and found == nonce
+
+    # -- records -------------------------------------------------------------------------
+
+    def _ttl(self, session: Session) -> float:
+        left = session.created + self.rules.absolute_timeout - self._clock.now()
+        return max(1.0, min(self.rules.idle_timeout, left))
+
+    async def create(self, user: str, stage: str, **values: Any) -> Session:
+        now = self._clock.now()
+        session = Session(
+            sid=secrets.token_urlsafe(32),
+            user=user,
+            stage=stage,
+            created=now,
+            last_seen=now,
+            csrf=secrets.token_urlsafe(24),
+            **values,
+        )
+        await self._take_slot(session)
+        await self._insert(session)
+        return session
+
+    async def _take_slot(self, session: Session) -> None:
+        """Each user's sessions fill a ring of places, numbered by an atomic counter, so
+        every worker agrees: the session that takes a place already taken in this round ends
+        the one there, which is the oldest. Signed-in sessions have a ring of
+        `max_per_user`; sign-ins still at the password have one of their own, small, so a
+        password alone never ends a session that passed the second factor. When a counter
+        runs out (a whole absolute timeout after the first session of its round) a new round
+        starts, ending nothing: up to twice the cap may then be open until the old ones
+        expire."""
+        ring, cap = ("full", self.rules.max_per_user)
+        if session.stage != FULL:
+            ring, cap = ("signing-in", SIGNING_IN_PER_USER)
+        ttl = self.rules.absolute_timeout
+        number = await self._shared.incr(f"sessions-of:{ring}:{session.user}", ttl)
+        session.slot = f"session-slot:{ring}:{session.user}:{number % cap}"
+        oldest = await self._shared.take(session.slot)
+        await self._shared.put(session.slot, session.sid.encode(), ttl)
+        if oldest is not None and number > cap:
+            await self._shared.delete(f"session:{oldest.decode()}")
+
+    async def _insert(self, session: Session) -> None:
+        await self._shared.put(f"session:{session.sid}", session.to_bytes(), self._ttl(session))
+
+    async def save(self, session: Session) -> bool:
+        """Write back a session that still exists: one ended meanwhile (logout in another tab,
+        a rotation, an admin reset) stays ended. False when it was gone."""
+        data = session.to_bytes()
+        return await self._shared.replace(f"session:{session.sid}", data, self._ttl(session))
+
+    async def load(self, cookie: str | None) -> Session | None:
+        """The live session a cookie names, touched for the idle timeout; else None."""
+        sid = self.sid_from_cookie(cookie) if cookie else None
+        if sid is None:
+            return None
+        data = await self._shared.get(f"session:{sid}")
+        session = Session.from_bytes(data) if data is not None else None
+        if session is None or session.sid != sid:
+            return None
+        now = self._clock.now()
+        expired = (
+            now - session.last_seen > self.rules.idle_timeout
+            or now - session.created > self.rules.absolute_timeout
+            or session.created < self.revocations.get(session.user, 0.0)
+        )
+        if expired:
+            await self.end(session)
+            return None
+        # Writing on every request would cost a store round trip each; a minute of slack
+        # on a 30-minute idle timeout costs nothing.
+        if now - session.last_seen > 60.0:
+            session.last_seen = now
+            await self.save(session)
+        return session
+
+    async def rotate(self, session: Session, **changes: Any) -> Session | None:
+        """A new id for a session that steps up (no fixation); the old id stops working.
+        None when the session was ended meanwhile (logout in another tab, an admin, a newer
+        session taking its place): an ended session never comes back."""
+        if await self._shared.take(f"session:{session.sid}") is None:
+            return None
+        fresh = replace(
+            session,
+            sid=secrets.token_urlsafe(32),
+            csrf=secrets.token_urlsafe(24),
+            last_seen=self._clock.now(),
+            **changes,
+        )
+        if fresh.stage == FULL and not fresh.slot.startswith("session-slot:full:"):
+            # Signed in now: a place among the user's signed-in sessions (the one it held
+            # among the sign-ins is left to expire, or to the next sign-in to take).
+            await self._take_slot(fresh)
+        elif fresh.slot:  # the place in the user's ring follows the new id
+            await self._shared.replace(fresh.slot, fresh.sid.encode(), self.rules.absolute_timeout)
+        await self._insert(fresh)
+        return fresh
+
+    async def end(self, session: Session) -> None:
+        await self._shared.delete(f"session:{session.sid}")
+        if session.held:
+            await self._shared.delete(session.held)

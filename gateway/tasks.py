@@ -1,0 +1,45 @@
+"""Background tasks with one owner: each started by name, kept until it ends, its crash
+logged (nothing dies silently), and every one still running awaited for a grace, then
+cancelled, when the owner closes. The only way the gateway starts a task that outlives
+the code that started it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+log = logging.getLogger("gateway.tasks")
+
+
+class Background:
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Let what runs finish for up to `grace` seconds, then cancel the rest and wait for
+        them to end."""
+        if not self._tasks:
+            return
+        running = set(self._tasks)
+        if grace > 0:
+            _, running = await asyncio.wait(running, timeout=grace)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)

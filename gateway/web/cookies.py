@@ -1,0 +1,133 @@
+"""The gateway's own cookies (the session, the remembered device, the language, gateway
+mode's login form) and which cookies reach the CRM: ours never, the CRM's own only with a
+full session, and its session cookie only with the value released to that session.
+
+A Cookie header is read every way a server may read it (aiohttp and http.cookies split at
+whitespace, PHP url-decodes names and reads them as form fields), so a cookie hidden in
+another spelling is removed like its plain one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import unquote
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.config.signin import Login
+from gateway.crypto import same
+from gateway.fields import readings
+from gateway.headers import fold
+from gateway.web.keys import VIEW
+from gateway.web.upstream import Adjust
+
+DEVICE_COOKIE = "crm_gateway_device"
+LOGIN_COOKIE = "crm_gateway_login"  # gateway mode: the login form's double-submit nonce
+LANGUAGE_COOKIE = "crm_gateway_lang"
+
+_COOKIE_GAP = re.compile(r"[\s,]+")
+# `name=value` (after the space of `; `) with a token name and a value of visible ASCII other
+# than `,` and `;`: read one way by everyone. Most pieces of most requests look like this, so
+# they skip the readings below (on every request of a signed-in user).
+_PLAIN_PAIR = re.compile(r" *([A-Za-z0-9_-]+)=[\x21-\x2b\x2d-\x3a\x3c-\x7e]*")
+
+
+class Cookies:
+    def __init__(self, session_cookie: str, login: Login) -> None:
+        self.session_name = session_cookie
+        self.login = login
+        names = {session_cookie, DEVICE_COOKIE, LANGUAGE_COOKIE, LOGIN_COOKIE}
+        self.own = frozenset({*names, *(f"__Host-{c}" for c in names)})
+        self.crm = frozenset(login.crm_cookies)
+        self._own_and_crm = self.own | self.crm
+        self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
+
+    @staticmethod
+    def secure(request: web.Request) -> bool:
+        return bool(request[VIEW].proto == "https")
+
+    def name(self, request: web.Request, base: str) -> str:
+        # `__Host-`: only over HTTPS, for this host and path / only; a sibling subdomain
+        # cannot plant or overwrite it (session fixation through a cookie jar).
+        return f"__Host-{base}" if self.secure(request) else base
+
+    def get(self, request: web.Request, base: str) -> str | None:
+        return request.cookies.get(self.name(request, base))
+
+    def set(
+        self, request: web.Request, base: str, value: str, max_age: float | None = None
+    ) -> tuple[str, str]:
+        """A Set-Cookie header for one of ours: HttpOnly, SameSite=Lax, Secure over HTTPS."""
+        parts = [f"{self.name(request, base)}={value}", "Path=/", "HttpOnly", "SameSite=Lax"]
+        if max_age is not None:
+            parts.append(f"Max-Age={int(max_age)}")
+        if self.secure(request):
+            parts.append("Secure")
+        return ("Set-Cookie", "; ".join(parts))
+
+    def session(self, request: web.Request, value: str) -> tuple[str, str]:
+        return self.set(request, self.session_name, value)
+
+    def clear_session(self, request: web.Request) -> tuple[str, str]:
+        return self.set(request, self.session_name, "", max_age=0)
+
+    def adjust(self, signed_in: str | None, binding: str = "") -> Adjust:
+        """Our cookies never reach the CRM; the CRM's own only with a full session, and its
+        session cookie only with the value released to this session (`binding`: a copy of
+        another user's CRM cookie is no use inside one's own gateway session); the identity
+        header (gateway mode) only as we set it."""
+        drop = self.own if signed_in else self._own_and_crm
+        identity = self._identity
+        header = self.login.identity_header
+        bound = self.login.success_cookie if signed_in and self.login.mode == "upstream" else ""
+
+        def keep(pair: str) -> bool:
+            names = _names_read(pair)
+            if not pair.strip() or names & drop:
+                return False
+            if bound and bound in names:
+                name, _, value = pair.strip().partition("=")
+                return name == bound and binding != "" and same(cookie_binding(value), binding)
+            return True
+
+        def adjust(headers: CIMultiDict[str]) -> None:
+            if identity:
+                for name in [n for n in headers if fold(n) == identity]:
+                    headers.popall(name, None)
+                if signed_in:
+                    headers[header] = signed_in
+            cookies = headers.getall("Cookie", [])
+            if cookies:
+                kept = [pair.strip() for line in cookies for pair in line.split(";") if keep(pair)]
+                headers.popall("Cookie", None)
+                if kept:
+                    headers["Cookie"] = "; ".join(kept)
+
+        return adjust
+
+
+def _names_read(pair: str) -> set[str]:
+    """The cookie names some server may read in one `;`-separated piece of a Cookie header.
+    aiohttp and http.cookies also split at whitespace (`a=1 crm=x`, `a=1, crm=x`); PHP
+    url-decodes a name and reads `.` and ` ` in it as `_` and `name[..]` as `name`."""
+    plain = _PLAIN_PAIR.fullmatch(pair)  # most pairs: one name every reader agrees on
+    return {plain.group(1)} if plain is not None else names_read_every_way(pair)
+
+
+def names_read_every_way(pair: str) -> set[str]:
+    """_names_read without its shortcut: each reader's way of finding names, in full."""
+    names = [pair.split("=", 1)[0]]
+    names += [token.split("=", 1)[0] for token in _COOKIE_GAP.split(pair) if "=" in token]
+    found = {name.strip() for name in names}
+    for name in names:
+        # PHP url-decodes a cookie's name and reads it as it reads a form field's.
+        whole, arrays = readings(unquote(name).strip())
+        found |= whole | arrays
+    return found
+
+
+def cookie_binding(value: str) -> str:
+    """What a session remembers of the CRM cookie released to it: a digest, not the value."""
+    return hashlib.sha256(value.encode()).hexdigest()

@@ -1,0 +1,155 @@
+"""The gateway's own sign-in pages under the reserved prefix: login (gateway mode), challenge,
+enrolment, recovery codes, account, logout and the language switch.
+
+Every form is CSRF-checked against the session; every change to how a user signs in needs a
+second factor passed within `sessions.step_up_window`. Decisions about sessions and factors
+belong to gateway.web.signin and gateway.factors; this module turns them into pages.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.factors.protocol import Answer, SecondFactor, Verdict
+from gateway.i18n import duration
+from gateway.metrics import CHALLENGES
+from gateway.model import Action, Settings
+from gateway.signin.decision import Asks, Kind, Who
+from gateway.signin.session import FULL, PASSWORD, Session
+from gateway.web.guard import audit_event
+from gateway.web.keys import VIEW
+from gateway.web.pages.codes import sent_problem
+from gateway.web.pages.forms import checked_form
+from gateway.web.pages.frame import needs, no_factor, session_page
+from gateway.web.pages.render import language, locked_text, retry_after, translator
+from gateway.web.signin import SignIn
+
+
+@needs(PASSWORD, FULL)
+async def challenge(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
+    user = session.user
+    facts = await signin.facts(request, user, device=False)
+    who = Who(Kind.SIGNING_IN, user, verified=session.verified)
+    decision = signin.decide(request, who, Asks.SIGN_IN, facts)
+    settings = signin.settings(user)
+    if decision.action is Action.DENY:
+        return no_factor(request, user)
+    if decision.action is Action.FORWARD or decision.reason == "enrol":
+        # Nothing on file to answer: an app is added first, where the policy offers one.
+        if "totp" in facts.offered:
+            return signin.redirect(f"{signin.prefix}enrol")
+        return no_factor(request, user)
+    if decision.reason == "nothing_on_file":
+        # Allowed SMS or e-mail, but nothing on file: the page says whom to ask.
+        missing = list(decision.factors)
+        return await _challenge_page(request, signin, session, settings, missing[0], missing)
+    usable = list(decision.factors)
+    allowed = list(facts.offered)
+    factors = signin.factors
+    if request.method == "POST":
+        form = await checked_form(request, session)
+        name = form.get("factor", usable[0])
+        factor = factors[name if name in usable else usable[0]]
+        answer = Answer(user, form.get("code", "")[:64], request[VIEW].ip, session.sid)
+        verdict = await factor.check(answer)
+        CHALLENGES.labels(factor.name, "passed" if verdict.ok else verdict.reason).inc()
+        if verdict.ok:
+            return await _passed(request, signin, session, factor, form.get("remember") == "1")
+        audit_event(
+            request,
+            "challenge.failed",
+            outcome="failed",
+            user=user,
+            reason=verdict.reason,
+            factor=factor.name,
+        )
+        if verdict.reason == "locked":
+            audit_event(request, "challenge.lockout", outcome="locked", user=user)
+        return await _challenge_page(
+            request, signin, session, settings, factor.name, usable, verdict
+        )
+    # A factor asked for by its link (even one that cannot work: the page says why), else the
+    # one passed with last time if it still works, else the first that works (the last one
+    # is looked up only when there is a choice).
+    name = request.query.get("factor", "")
+    if name not in allowed:
+        last = await signin.durable.factor_choice(user) if len(usable) > 1 else ""
+        name = last if last in usable else usable[0]
+    until = await signin.regulator.locked_until(user, request[VIEW].ip)
+    shown = Verdict(False, "locked", until) if until else None
+    choices = [f for f in allowed if f in usable or factors[f].sends]
+    return await _challenge_page(request, signin, session, settings, name, choices, shown)
+
+
+async def _passed(
+    request: web.Request, signin: SignIn, session: Session, factor: SecondFactor, remember: bool
+) -> web.StreamResponse:
+    """A right answer: the sign-in completes, or (signed in already) the session is fresh."""
+    user = session.user
+    audit_event(
+        request, "challenge.passed", outcome="ok", user=user, reason=factor.name, factor=factor.name
+    )
+    if factor.preselect:
+        await signin.durable.set_factor_choice(user, factor.name)
+    else:  # a last resort was used (recovery codes): worth its own line in the trail
+        audit_event(request, f"{factor.name}.used", outcome="ok", user=user)
+        # Perhaps the phone is lost: no remembered device stands in for it any more.
+        await signin.devices.forget_others(request, user, f"{factor.name}_used")
+    if session.stage == PASSWORD:
+        return await signin.complete(request, session, factor=factor.name, remember=remember)
+    fresh = await signin.book.rotate(session, verified=signin.clock.now())
+    if fresh is None:
+        return signin.expired(request)
+    response = signin.redirect(fresh.return_to or f"{signin.prefix}account")
+    response.headers.add(*signin.session_cookie(request, fresh))
+    return response
+
+
+async def _challenge_page(
+    request: web.Request,
+    signin: SignIn,
+    session: Session,
+    settings: Settings,
+    name: str,
+    allowed: list[str],
+    verdict: Verdict | None = None,
+) -> web.Response:
+    t = translator(request)
+    factor = signin.factors[name]
+    locked = ""
+    error = ""
+    status = 200
+    if verdict is not None and verdict.reason == "locked":
+        locked = locked_text(request, verdict.locked_until, "challenge.locked")
+        status = 429
+    elif verdict is not None:
+        error = t(
+            factor.wrong_answer if verdict.reason == "wrong_code" else f"challenge.{verdict.reason}"
+        )
+        status = 400
+    remember_for = ""
+    if session.stage == PASSWORD and settings.remember_device > 0:
+        remember_for = duration(language(request), settings.remember_device)
+    others = [(f, t(f"challenge.use_{f}")) for f in allowed if f != name]
+    prompt = await factor.prompt(session.user, session.sid)
+    if prompt.missing and not error:
+        audit_event(request, "code.no_contact", outcome="refused", user=session.user, reason=name)
+        error, status = t(f"challenge.missing_{name}"), 403
+    response = session_page(
+        request,
+        session,
+        "challenge.html",
+        t("challenge.title"),
+        status=status,
+        factor=name,
+        error=error,
+        locked=locked,
+        remember_for=remember_for,
+        others=others,
+        prompt=prompt,
+        problem=sent_problem(request) if factor.sends else "",
+        notice=t("account.step_up") if session.stage == FULL else "",
+    )
+    if verdict is not None and verdict.locked_until:
+        response.headers["Retry-After"] = retry_after(request, verdict.locked_until)
+    return response

@@ -1,0 +1,136 @@
+"""The gateway's own sign-in pages under the reserved prefix: login (gateway mode), challenge,
+enrolment, recovery codes, account, logout and the language switch.
+
+Every form is CSRF-checked against the session; every change to how a user signs in needs a
+second factor passed within `sessions.step_up_window`. Decisions about sessions and factors
+belong to gateway.web.signin and gateway.factors; this module turns them into pages.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.factors import totp
+from gateway.factors.totp import MAX_AUTHENTICATORS
+from gateway.signin.session import FULL, PASSWORD, Session
+from gateway.web.guard import audit_event
+from gateway.web.keys import VIEW
+from gateway.web.pages.forms import checked_form
+from gateway.web.pages.frame import before_change, needs, no_factor, session_page
+from gateway.web.pages.notices import notify_factor_added
+from gateway.web.pages.render import locked_text, retry_after, translator
+from gateway.web.signin import SignIn
+
+
+@needs(PASSWORD, FULL)
+async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
+    user = session.user
+    decided = await before_change(request, signin, session, "enrol")
+    if decided is not None:
+        return decided
+    settings = signin.settings(user)
+    if "totp" not in settings.factors:
+        # Only factors this version cannot check (SMS, e-mail) are allowed.
+        return no_factor(request, user)
+    t = translator(request)
+    apps = len(await signin.totp.authenticators(user))
+    if apps >= MAX_AUTHENTICATORS:
+        # Only a signed-in user gets here: at the password stage an app on file meant the
+        # challenge.
+        return session_page(
+            request,
+            session,
+            "notice.html",
+            t("enrol.title"),
+            status=409,
+            paragraphs=[t("enrol.too_many")],
+            link=(f"{signin.prefix}account", t("account.title")),
+        )
+    secret = signin.pending.unsealed(session, "totp")
+    if secret is None:
+        secret = totp.new_secret()
+        signin.pending.seal(session, "totp", secret)
+        await signin.book.save(session)
+    error = ""
+    name = t("enrol.default_name")
+    locked_until = await signin.regulator.locked_until(user, request[VIEW].ip)
+    if request.method == "POST" and not locked_until:
+        form = await checked_form(request, session)
+        name = form.get("name", "").strip()[:64] or t("enrol.default_name")
+        verdict = await signin.totp.check_new(
+            user, secret, form.get("code", "")[:64], request[VIEW].ip
+        )
+        if verdict.ok:
+            return await _enrolled(request, signin, session, secret, name, first=not apps)
+        audit_event(request, "enrol.failed", outcome="failed", user=user, reason=verdict.reason)
+        locked_until = verdict.locked_until
+        # The code was right but already used (re-enrolling within a step of the last code).
+        error = t("enrol.replayed" if verdict.reason == "replayed" else "enrol.wrong_code")
+    status = 400 if error else 200
+    if locked_until:
+        error, status = locked_text(request, locked_until, "challenge.locked"), 429
+    product = signin.config.branding.product_name
+    uri = totp.provisioning_uri(secret, user, product)
+    deadline = ""
+    can_skip = False
+    if settings.enforcement == "required_from" and session.stage == PASSWORD:
+        deadline = t("enrol.deadline", date=settings.required_from)
+        can_skip = not signin.mandatory(settings)
+    response = session_page(
+        request,
+        session,
+        "enrol.html",
+        t("enrol.title"),
+        status=status,
+        error=error,
+        notice=t("enrol.intro") if not apps else "",
+        qr=totp.qr_svg(uri, t("enrol.qr_label")),
+        key=totp.grouped(secret),
+        uri=uri,
+        name=name,
+        deadline=deadline,
+        can_skip=can_skip,
+        cancel=f"{signin.prefix}account" if session.stage == FULL else "",
+    )
+    if locked_until:
+        response.headers["Retry-After"] = retry_after(request, locked_until)
+    return response
+
+
+async def _enrolled(
+    request: web.Request, signin: SignIn, session: Session, secret: str, name: str, *, first: bool
+) -> web.StreamResponse:
+    user = session.user
+    await signin.totp.add(user, secret, name)
+    audit_event(request, "enrol.completed", outcome="ok", user=user, reason="totp")
+    if not first:
+        await signin.devices.forget_others(request, user, "factor_added")
+    notify_factor_added(request, signin, user, name)
+    session.pending.pop("totp", None)
+    wants_codes = "recovery" in signin.settings(user).factors
+    if wants_codes and (first or await signin.recovery.left(user) == 0):
+        codes = await signin.recovery.new_codes(user)
+        await signin.pending.offer_codes(session, codes)
+        audit_event(request, "recovery.generated", outcome="ok", user=user)
+    # The new authenticator just produced a right code: that is a passed factor.
+    session.verified = signin.clock.now()
+    await signin.book.save(session)
+    if "recovery" in session.pending:
+        return signin.redirect(f"{signin.prefix}recovery-codes")
+    if session.stage == PASSWORD:
+        return await signin.complete(request, session, factor="totp")
+    return signin.redirect(f"{signin.prefix}account?added=1")
+
+
+@needs(PASSWORD)
+async def skip(request: web.Request, signin: SignIn, found: Session) -> web.StreamResponse:
+    await checked_form(request, found)
+    decided = await before_change(request, signin, found, "enrol")
+    if decided is not None:
+        # Postponing is for enrolment only: a user with a factor on file always answers it.
+        return decided
+    settings = signin.settings(found.user)
+    if settings.enforcement != "required_from" or signin.mandatory(settings):
+        return signin.redirect(f"{signin.prefix}enrol")
+    audit_event(request, "enrol.postponed", outcome="ok", user=found.user)
+    return await signin.complete(request, found, factor="")

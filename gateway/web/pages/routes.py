@@ -1,0 +1,65 @@
+"""The gateway's own sign-in pages under the reserved prefix: login (gateway mode), challenge,
+enrolment, recovery codes, account, logout and the language switch.
+
+Every form is CSRF-checked against the session; every change to how a user signs in needs a
+second factor passed within `sessions.step_up_window`. Decisions about sessions and factors
+belong to gateway.web.signin and gateway.factors; this module turns them into pages.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import MethodNotAllowed
+from gateway.signin.session import FULL, PASSWORD
+from gateway.web.keys import SIGNIN
+from gateway.web.pages.account import (
+    account,
+    account_forget_device,
+    account_regenerate,
+    account_remove,
+)
+from gateway.web.pages.challenge import challenge
+from gateway.web.pages.codes import send_code
+from gateway.web.pages.enrol import enrol, skip
+from gateway.web.pages.frame import Handler, needs
+from gateway.web.pages.login import login_page, logout, serve_stylesheet, switch_language
+from gateway.web.pages.recovery import recovery_codes, recovery_codes_file
+
+GET_ROUTES: dict[str, Handler] = {
+    "challenge": challenge,
+    "enrol": enrol,
+    "recovery-codes": recovery_codes,
+    "recovery-codes.txt": recovery_codes_file,
+    "account": account,
+    "login": login_page,
+    "lang": switch_language,
+    "static/gateway.css": serve_stylesheet,
+}
+
+
+POST_ROUTES: dict[str, Handler] = {
+    "challenge": challenge,
+    "challenge/send": needs(PASSWORD, FULL)(send_code),
+    "enrol": enrol,
+    "skip": skip,
+    "recovery-codes": recovery_codes,
+    "account/remove": account_remove,
+    "account/regenerate": account_regenerate,
+    "account/forget-device": account_forget_device,
+    "login": login_page,
+    "logout": logout,
+}
+
+
+async def dispatch(request: web.Request, sub: str) -> web.StreamResponse | None:
+    """The page for a path under the prefix, or None when sign-in has no such page."""
+    signin = request.app.get(SIGNIN)
+    if signin is None:
+        return None
+    handler = (GET_ROUTES if request.method in ("GET", "HEAD") else POST_ROUTES).get(sub)
+    if handler is None:
+        if sub in GET_ROUTES or sub in POST_ROUTES:
+            raise MethodNotAllowed(f"{request.method} on {sub}")
+        return None
+    return await handler(request, signin)
