@@ -22,16 +22,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gateway.errors import KeyProblem, SealBroken
+
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 KEY_BYTES = 32
-
-
-class KeyError_(ValueError):
-    """A key line that cannot be used; the message says which and why (no key material)."""
-
-
-class SealBroken(ValueError):
-    """Sealed data that does not open: tampered, truncated, or under a key we no longer hold."""
 
 
 @dataclass(frozen=True)
@@ -63,27 +57,27 @@ def parse_keys(text: str) -> KeyRing:
         for token in line.replace(",", " ").split():
             name, sep, encoded = token.partition(":")
             if not sep or not _KEY_ID.match(name):
-                raise KeyError_(f"entry {len(entries) + 1} must look like id:base64key")
+                raise KeyProblem(f"entry {len(entries) + 1} must look like id:base64key")
             try:
                 # validate: the default silently drops characters outside the alphabet.
                 padded = encoded + "=" * (-len(encoded) % 4)
                 key = base64.b64decode(padded, altchars=b"-_", validate=True)
             except (binascii.Error, ValueError):
-                raise KeyError_(f"key {name!r} is not base64") from None
+                raise KeyProblem(f"key {name!r} is not base64") from None
             if len(key) < KEY_BYTES:
-                raise KeyError_(f"key {name!r} has {len(key)} bytes; at least {KEY_BYTES} needed")
+                raise KeyProblem(f"key {name!r} has {len(key)} bytes; at least {KEY_BYTES} needed")
             if any(existing == name for existing, _ in entries):
-                raise KeyError_(f"key id {name!r} appears twice")
+                raise KeyProblem(f"key id {name!r} appears twice")
             entries.append((name, key))
     if not entries:
-        raise KeyError_("holds no key")
+        raise KeyProblem("holds no key")
     return KeyRing(tuple(entries))
 
 
 def new_key_line(key_id: str) -> str:
     """One fresh entry for a key file: `crm-gateway keys generate` and the demo use it."""
     if not _KEY_ID.match(key_id):
-        raise KeyError_(f"key id {key_id!r} must be 1-32 of A-Z a-z 0-9 _ . -")
+        raise KeyProblem(f"key id {key_id!r} must be 1-32 of A-Z a-z 0-9 _ . -")
     encoded = base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode().rstrip("=")
     return f"{key_id}:{encoded}"
 

@@ -3,12 +3,24 @@
     GatewayError
     ├── ConfigError            config or policy files are invalid (carries every Problem)
     ├── Refused                `backup` or `restore` stops: a reason code and an exit status
-    ├── BadRequest             the client sent something we refuse to interpret (400)
-    ├── NotFound, MethodNotAllowed   under the gateway's own prefix (404, 405)
-    ├── StoreUnavailable       a state store did not answer: fail closed (503)
-    └── UpstreamError          the CRM could not give an answer
-        ├── UpstreamUnavailable    refused, reset or malformed before a response (502)
-        └── UpstreamTimeout        no answer within the configured time (504)
+    ├── KeyProblem             a key line that cannot be used (also a ValueError)
+    ├── SealBroken             sealed data that does not open (also a ValueError)
+    ├── BadArgument            a command's option that cannot be used (also a ValueError)
+    ├── Ambiguous              a request some server reads another way (also a ValueError)
+    │   ├── AmbiguousField         a form or query field
+    │   ├── AmbiguousLogin         the CRM's login request
+    │   └── AmbiguousCredential    an API credential
+    └── HttpError              ends a request with a status and a stable reason code
+        ├── BadRequest             the client sent something we refuse to interpret (400)
+        ├── PayloadTooLarge        a body we must read whole is over its limit (413)
+        ├── AccessDenied           the policy refused (403; 401 unknown token, 400 ambiguous)
+        ├── SignInRequired         an API client with no session or token (401)
+        ├── CsrfFailed             one of our forms without its token (403)
+        ├── NotFound, MethodNotAllowed   under the gateway's own prefix (404, 405)
+        ├── StoreUnavailable       a state store did not answer: fail closed (503)
+        └── UpstreamError          the CRM could not give an answer
+            ├── UpstreamUnavailable    refused, reset or malformed before a response (502)
+            └── UpstreamTimeout        no answer within the configured time (504)
 
 Each HTTP-facing error has a stable `reason` code: the log and JSON bodies carry it,
 pages show a translated sentence instead.
@@ -17,6 +29,10 @@ pages show a translated sentence instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.model import Decision
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,35 @@ class Refused(GatewayError):
         self.status = status
 
 
+class KeyProblem(GatewayError, ValueError):
+    """A key line that cannot be used; the message says which and why (no key material)."""
+
+
+class SealBroken(GatewayError, ValueError):
+    """Sealed data that does not open: tampered, truncated, or under a key we no longer hold."""
+
+
+class BadArgument(GatewayError, ValueError):
+    """An option that cannot be used; the message names it and says what it expects."""
+
+
+class Ambiguous(GatewayError, ValueError):
+    """A request that cannot be read one way only: the gateway would judge one reading and
+    the CRM could act on another. The message is for the operator."""
+
+
+class AmbiguousField(Ambiguous):
+    """A field some server reads differently from us."""
+
+
+class AmbiguousLogin(Ambiguous):
+    """The CRM's login request: which user it names."""
+
+
+class AmbiguousCredential(Ambiguous):
+    """The request's API credential (the message says why)."""
+
+
 class HttpError(GatewayError):
     """An error that ends a request with a status; `reason` is the stable code."""
 
@@ -76,6 +121,33 @@ class PayloadTooLarge(HttpError):
 
     status = 413
     reason = "login_too_large"
+
+
+class AccessDenied(HttpError):
+    """The policy refused: 403, or 401 for an unknown API token and 400 for a request read
+    two ways. `api`: answered with JSON whatever the client accepts."""
+
+    status = 403
+    reason = "access_denied"
+
+    def __init__(self, decision: Decision, *, api: bool) -> None:
+        super().__init__(decision.reason, reason=decision.reason)
+        self.decision = decision
+        self.api = api
+        if decision.reason == "token_unknown":
+            self.status = 401
+        elif decision.reason in ("credential_ambiguous", "method_ambiguous"):
+            self.status = 400
+
+
+class SignInRequired(HttpError):
+    status = 401
+    reason = "signin_required"
+
+
+class CsrfFailed(HttpError):
+    status = 403
+    reason = "csrf_failed"
 
 
 class NotFound(HttpError):

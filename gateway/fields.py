@@ -10,12 +10,8 @@ import re
 from collections.abc import Iterable
 from urllib.parse import unquote_plus
 
+from gateway.errors import AmbiguousField
 from gateway.headers import METHOD_OVERRIDE_PARAM, METHOD_OVERRIDES
-
-
-class AmbiguousField(ValueError):
-    """A field some server reads differently from us; the message is for the operator."""
-
 
 _RACK_NAME = re.compile(r"\A[\[\]]*([^\[\]]+)\]*")
 

@@ -8,7 +8,7 @@ from enum import Enum
 
 
 class Action(Enum):
-    """What is done with a request (gateway.decision.decide says which)."""
+    """What is done with a request (gateway.signin.decision.decide says which)."""
 
     FORWARD = "forward"  # to the CRM, as `Decision.user` when set; for a sign-in: straight in
     SIGN_IN = "sign_in"  # the gateway's own login page first (login mode gateway)

@@ -1,7 +1,7 @@
 """Background tasks with one owner: each started by name, kept until it ends, its crash
 logged (nothing dies silently), and every one still running awaited for a grace, then
-cancelled, when the owner closes. The only way the gateway starts a task that outlives
-the code that started it."""
+cancelled, when the owner closes. The only way the gateway starts a task that outlives the
+code that started it (a WebSocket's two pumps live and die inside their request)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ log = logging.getLogger("gateway.tasks")
 
 
 class Background:
-    def __init__(self) -> None:
+    def __init__(self, what: str = "background") -> None:
+        self._what = what  # for the log: "alert delivery", "gateway"
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, work: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
@@ -31,9 +32,18 @@ class Background:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    @property
+    def running(self) -> frozenset[asyncio.Task[Any]]:
+        return frozenset(self._tasks)
+
+    async def stop(self, task: asyncio.Task[Any]) -> None:
+        """Cancel one task (a watcher that runs until shutdown) and wait until it has ended."""
+        task.cancel()
+        await asyncio.wait({task})
+
     async def close(self, grace: float = 0.0) -> None:
-        """Let what runs finish for up to `grace` seconds, then cancel the rest and wait for
-        them to end."""
+        """Let what runs finish for up to `grace` seconds, then cancel the rest (said in the
+        log) and wait for them to end."""
         if not self._tasks:
             return
         running = set(self._tasks)
@@ -42,4 +52,6 @@ class Background:
         for task in running:
             task.cancel()
         if running:
+            names = ", ".join(sorted(task.get_name() for task in running))
+            log.warning("%d %s tasks cancelled at shutdown: %s", len(running), self._what, names)
             await asyncio.wait(running)

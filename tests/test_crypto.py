@@ -10,9 +10,7 @@ import pytest
 
 from gateway.crypto import (
     KEY_BYTES,
-    KeyError_,
     KeyRing,
-    SealBroken,
     Sealer,
     hash_password,
     is_password_hash,
@@ -24,6 +22,7 @@ from gateway.crypto import (
     same,
     verify_password,
 )
+from gateway.errors import KeyProblem, SealBroken
 
 
 def key_text(key_id: str, key: bytes) -> str:
@@ -53,7 +52,7 @@ def test_new_key_lines_are_random() -> None:
 
 @pytest.mark.parametrize("key_id", ["", "has space", "a:b", "x" * 33, "ключ"])
 def test_new_key_line_refuses_an_unusable_key_id(key_id: str) -> None:
-    with pytest.raises(KeyError_, match="key id"):
+    with pytest.raises(KeyProblem, match="key id"):
         new_key_line(key_id)
 
 
@@ -116,7 +115,7 @@ def test_keys_longer_than_32_bytes_are_accepted() -> None:
     ],
 )
 def test_unusable_key_text_is_refused_with_a_reason(text: str, message: str) -> None:
-    with pytest.raises(KeyError_) as caught:
+    with pytest.raises(KeyProblem) as caught:
         parse_keys(text)
 
     assert str(caught.value) == message
@@ -125,19 +124,19 @@ def test_unusable_key_text_is_refused_with_a_reason(text: str, message: str) -> 
 def test_a_key_with_stray_characters_is_refused_not_silently_trimmed() -> None:
     line = new_key_line("k1")
 
-    with pytest.raises(KeyError_, match="not base64"):
+    with pytest.raises(KeyProblem, match="not base64"):
         parse_keys(line + "!*")
 
 
 def test_the_same_key_id_twice_is_refused() -> None:
-    with pytest.raises(KeyError_, match="key id 'k1' appears twice"):
+    with pytest.raises(KeyProblem, match="key id 'k1' appears twice"):
         parse_keys(f"{new_key_line('k1')}\n{new_key_line('k1')}")
 
 
 def test_key_errors_never_quote_key_material() -> None:
     short = base64.urlsafe_b64encode(b"sixteen byte key").decode()
 
-    with pytest.raises(KeyError_) as caught:
+    with pytest.raises(KeyProblem) as caught:
         parse_keys(f"k1:{short}")
 
     assert short not in str(caught.value)

@@ -1,8 +1,8 @@
-"""Activity alerts: rules that watch the audit trail and count (rules.py), the alert they
-raise (alert.py), dedup and the record of each delivery (dispatch.py), and the webhook and
-e-mail themselves (delivery.py). Never imports the web layer: the app registers
-`AlertRules.observe` as a trail listener and awaits `AlertRules.close()` on shutdown.
-"""
+"""Activity alerts: rules that watch the audit trail (rules.py) and count in fixed windows
+in the shared store (windows.py), the alert they raise (alert.py), dedup and the record of
+each delivery (dispatch.py), and the webhook and e-mail themselves (delivery.py). Never
+imports the web layer: the app registers `AlertRules.observe` as a trail listener and awaits
+`AlertRules.close()` on shutdown."""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ delivery in a bounded set of named tasks, and the record of it: an `alert.sent` 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from gateway.alerts.alert import Alert
@@ -16,6 +15,7 @@ from gateway.config.alerts import Alerts
 from gateway.errors import StoreUnavailable
 from gateway.metrics import ALERTS
 from gateway.stores.protocols import SharedStore
+from gateway.tasks import Background
 
 log = logging.getLogger("gateway.alerts")
 
@@ -37,7 +37,7 @@ class Dispatcher:
         self._shared = shared
         self._trail = trail
         self._delivery = AlertDelivery(config, clock, backoff=backoff)
-        self.sending: set[asyncio.Task[None]] = set()
+        self.sending = Background("alert delivery")
 
     async def dispatch(self, alert: Alert, *, dedup: str) -> None:
         """Deliver unless an alert with the same `dedup` name was sent within the window.
@@ -51,11 +51,7 @@ class Dispatcher:
             self._record(alert, "all", ok=False, detail="too many alerts being delivered")
             await self._shared.delete(key)
             return
-        task = asyncio.get_running_loop().create_task(
-            self._deliver(alert, key), name=f"alert delivery: {alert.rule}"
-        )
-        self.sending.add(task)
-        task.add_done_callback(self.sending.discard)
+        self.sending.spawn(self._deliver(alert, key), name=f"alert delivery: {alert.rule}")
 
     async def _deliver(self, alert: Alert, dedup_key: str) -> None:
         try:

@@ -28,6 +28,7 @@ from gateway.errors import StoreUnavailable
 from gateway.model import AuditEvent
 from gateway.policy.model import format_interval
 from gateway.stores.protocols import DurableStore, SharedStore
+from gateway.tasks import Background
 
 log = logging.getLogger("gateway.alerts")
 
@@ -93,7 +94,7 @@ class AlertRules:
         self._max_in_flight = max_in_flight
         self._windows = Windows(shared)
         self._dispatcher = Dispatcher(config, shared, clock, trail, backoff=backoff)
-        self._counting: set[asyncio.Task[None]] = set()
+        self._counting = Background("alert counting")
         self._closing = False
         self._dropped = 0
         self._logged_at: dict[str, float] = {}
@@ -124,15 +125,13 @@ class AlertRules:
         if handle is None or self._closing:
             return
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
             return  # recorded outside the server (a CLI command): nothing to count with
         if len(self._counting) >= self._max_in_flight:
             self._drop(f"{len(self._counting)} events being counted")
             return
-        task = loop.create_task(self._guarded(handle, event), name=f"alert rules: {event.name}")
-        self._counting.add(task)
-        task.add_done_callback(self._counting.discard)
+        self._counting.spawn(self._guarded(handle, event), name=f"alert rules: {event.name}")
 
     def _drop(self, why: str) -> None:
         self._dropped += 1
@@ -161,7 +160,7 @@ class AlertRules:
     async def settle(self) -> None:
         """Return once every event observed so far is counted and its alert delivered."""
         while self._counting or self._dispatcher.sending:
-            await asyncio.wait(self._counting | self._dispatcher.sending)
+            await asyncio.wait(self._counting.running | self._dispatcher.sending.running)
 
     async def close(self) -> None:
         """Stop listening; wait up to CLOSE_GRACE for work under way, then cancel the rest."""
@@ -170,14 +169,7 @@ class AlertRules:
         deadline = loop.time() + CLOSE_GRACE
         # Counting first: it may still start deliveries, which are then waited for too.
         for tasks in (self._counting, self._dispatcher.sending):
-            if not tasks:
-                continue
-            _, late = await asyncio.wait(set(tasks), timeout=max(0.0, deadline - loop.time()))
-            for task in late:
-                task.cancel()
-            if late:
-                log.warning("%d alert tasks cancelled at shutdown", len(late))
-                await asyncio.wait(late)
+            await tasks.close(grace=max(0.0, deadline - loop.time()))
         await self._dispatcher.close()
 
     # -- the rules -------------------------------------------------------------------------

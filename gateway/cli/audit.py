@@ -21,7 +21,7 @@ from gateway.audit import event_json
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, when_utc
 from gateway.cli.store import CLOCK, with_store
 from gateway.config.model import Config
-from gateway.errors import StoreUnavailable
+from gateway.errors import BadArgument, StoreUnavailable
 from gateway.model import AuditEvent, canonical_user
 from gateway.policy.model import Policy
 from gateway.stores import AuditQuery, DurableStore
@@ -35,10 +35,6 @@ WHEN = (
     "2026-11-22 or 2026-11-22T08:30"
 )
 Rows = list[tuple[int, AuditEvent]]
-
-
-class BadArgument(ValueError):
-    """An option that cannot be used; the message names it and says what it expects."""
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,7 +1,7 @@
 """`crm-gateway backup FILE` and `restore FILE`: the durable store, copied while the gateway
 runs, encrypted under the seal key, and verified again at every restore. Exit 0 done, 1 failed
 or refused, 2 the configuration or the arguments are wrong. The file format is in
-gateway/backup_file.py and the store's side (a consistent snapshot, its digest, putting one in
+gateway/cli/backup_file.py and the store's side (a consistent snapshot, its digest, putting one in
 place) behind the DurableSnapshots seam of gateway/stores (SQLite: stores/sqlite_snapshot.py);
 this module decides what is copied where, and says so.
 

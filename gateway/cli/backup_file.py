@@ -1,5 +1,5 @@
 """The backup file: the encrypted chunked format around a store's snapshot, and writing files
-whole or not at all. Knows nothing of the config, the command line (gateway/backup.py) or
+whole or not at all. Knows nothing of the config, the command line (gateway/cli/backup.py) or
 the store (its snapshot, digest and placing are the store's: gateway/stores, DurableSnapshots;
 for SQLite, stores/sqlite_snapshot.py, which also defines the digest).
 
@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gateway.crypto import ChunkSealer, KeyRing, SealBroken
-from gateway.errors import Refused
+from gateway.crypto import ChunkSealer, KeyRing
+from gateway.errors import Refused, SealBroken
 
 MAGIC = b"CRM-GATEWAY-BACKUP 1\n"
 FORMAT = 1

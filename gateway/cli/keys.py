@@ -15,8 +15,8 @@ from typing import Any
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, when_utc
 from gateway.cli.store import CLOCK, audit_admin, with_store
 from gateway.config.model import Config
-from gateway.crypto import KeyError_, KeyRing, SealBroken, Sealer, new_key_line
-from gateway.errors import StoreUnavailable
+from gateway.crypto import KeyRing, Sealer, new_key_line
+from gateway.errors import KeyProblem, SealBroken, StoreUnavailable
 from gateway.factors.totp import totp_purpose
 from gateway.policy.model import Policy
 from gateway.stores.protocols import SEAL_RING_NOTE, STORE_MISSING, Authenticator, DurableStore
@@ -79,7 +79,7 @@ def generate_command(key_id: str) -> int:
     key_id = key_id or "k" + datetime.fromtimestamp(CLOCK.now(), UTC).strftime("%Y%m%d")
     try:
         print(new_key_line(key_id))
-    except KeyError_ as exc:
+    except KeyProblem as exc:
         print(exc, file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

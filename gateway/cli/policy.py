@@ -16,7 +16,8 @@ from gateway.policy.load import load_policies
 from gateway.policy.model import Policy, format_interval
 from gateway.policy.paths import normalize_path
 from gateway.policy.rules import resolve_settings
-from gateway.signin.decision import Asks, Kind, PolicyView, Request, Who, decide
+from gateway.policy.view import PolicyView
+from gateway.signin.decision import Asks, Kind, Request, Who, decide
 from gateway.stores import DurableStore
 
 
@@ -79,7 +80,7 @@ def confirm_policy(config: Config, policy: Policy | None) -> int:
 
 def explain(args: argparse.Namespace, policy: Policy | None) -> int:
     """`policy`: the config's, already loaded; None with --policies (loaded here). The
-    answer is gateway.decision.decide's, the function the running gateway asks."""
+    answer is gateway.signin.decision.decide's, the function the running gateway asks."""
     if args.policies:
         policy = load_policy_or_report(args.policies)
         if policy is None:

@@ -1,8 +1,6 @@
-"""gateway.yaml: validated once into frozen dataclasses, every problem reported at once.
-
-What each key means is documented in README.md ("Configuration reference"); this module
-owns the defaults and the rules. It does not open sockets, files of state or stores.
-"""
+"""gateway.yaml: read whole and validated once into a frozen Config, every problem reported
+at once. This module knows the top-level keys and how the sections depend on one another;
+each section is read by its own module. What each key means: docs/configuration.md."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""gateway.yaml: validated once into frozen dataclasses, every problem reported at once.
-
-What each key means is documented in README.md ("Configuration reference"); this module
-owns the defaults and the rules. It does not open sockets, files of state or stores.
-"""
+"""gateway.yaml as frozen values: the gateway's own sections (listen, upstream, state,
+logging, audit, admin, branding) and the whole Config, which also holds the sign-in,
+messaging, alerts and shutdown sections (their own modules). What each key means is
+documented in docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The store kinds `state.durable.type` and `state.shared.type` may name: each is a module in
 # gateway/stores/ and a line of its registry (gateway.stores.DURABLE_BACKENDS and
-# SHARED_BACKENDS, which config may not import: tests/test_store_registry.py keeps them equal).
+# SHARED_BACKENDS, which config may not import: tests/stores/test_registry.py keeps them equal).
 DURABLE_KINDS = ("sqlite",)
 
 

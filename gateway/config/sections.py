@@ -1,8 +1,7 @@
-"""gateway.yaml: validated once into frozen dataclasses, every problem reported at once.
-
-What each key means is documented in README.md ("Configuration reference"); this module
-owns the defaults and the rules. It does not open sockets, files of state or stores.
-"""
+"""Reading the gateway's own sections of gateway.yaml (listen, upstream, state, logging,
+audit, admin, branding, trusted proxies, the path prefix) into their values, every problem
+recorded with its line and key. The defaults and the rules live here; it opens no sockets,
+no state files and no stores (a store's driver is only looked for)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, field
 
 from gateway.config.loader import Value
-from gateway.crypto import KeyError_, KeyRing, parse_keys
+from gateway.crypto import KeyRing, parse_keys
+from gateway.errors import KeyProblem
 from gateway.headers import MANAGED, fold
 
 _PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/\-]*$")
@@ -258,7 +259,7 @@ def _ring(value: Value) -> KeyRing | None:
         return None
     try:
         return parse_keys(text)
-    except KeyError_ as exc:
+    except KeyProblem as exc:
         value.fail(f"{exc} (make one with: crm-gateway keys generate)")
         return None
 

@@ -14,7 +14,8 @@ import pyotp
 import segno
 
 from gateway.clock import Clock
-from gateway.crypto import SealBroken, Sealer
+from gateway.crypto import Sealer
+from gateway.errors import SealBroken
 from gateway.factors.protocol import Answer, Prompt, Verdict
 from gateway.signin.regulation import Regulator
 from gateway.stores import Authenticator, DurableStore

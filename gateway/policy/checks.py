@@ -1,9 +1,5 @@
-"""policies/*.yaml: loaded, validated (every problem at once) and merged into a frozen Policy.
-
-Sections: `networks`, `organisation`, `defaults`, `roles`, `groups`, `users`, `paths`, `api`.
-Names may be defined in any file but only once; `paths` rules are concatenated in file-name
-order; `organisation`, `defaults` and `api` may appear in one file only. The resolution rules
-that use all this are in gateway/access.py and README ("Policy resolution").
+"""Checks of a whole policy once it is loaded: path rules that another rule before them hides
+or undercuts (warnings for `check-config`), and settings above an organisation cap (errors).
 """
 
 from __future__ import annotations
@@ -72,7 +68,7 @@ def _covers(wide: str, narrow: str) -> bool:
 
 def _samples(pattern: str) -> list[str]:
     """Paths a glob matches, each wildcard filled in a few ways (a trailing `/**` is the
-    tree itself and below, as gateway.pathrules.compile_glob reads it)."""
+    tree itself and below, as gateway.policy.paths.compile_glob reads it)."""
     tail: tuple[str, ...] = ("",)
     if pattern.endswith("/**"):
         pattern, tail = pattern[:-3], ("", "/s", "/s/t")

@@ -3,7 +3,7 @@
 Sections: `networks`, `organisation`, `defaults`, `roles`, `groups`, `users`, `paths`, `api`.
 Names may be defined in any file but only once; `paths` rules are concatenated in file-name
 order; `organisation`, `defaults` and `api` may appear in one file only. The resolution rules
-that use all this are in gateway/access.py and README ("Policy resolution").
+that use all this are gateway.policy.rules and docs/policies.md ("Resolution").
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""policies/*.yaml: loaded, validated (every problem at once) and merged into a frozen Policy.
-
-Sections: `networks`, `organisation`, `defaults`, `roles`, `groups`, `users`, `paths`, `api`.
-Names may be defined in any file but only once; `paths` rules are concatenated in file-name
-order; `organisation`, `defaults` and `api` may appear in one file only. The resolution rules
-that use all this are in gateway/access.py and README ("Policy resolution").
+"""The policy as frozen values: levels (organisation, defaults, role, group, user) with the
+settings each sets and where it was written, users, path rules, the API section, and the
+whole Policy. Loaded by gateway.policy.load; the rules that resolve them are
+gateway.policy.rules, and docs/policies.md ("Resolution") says them for operators.
 """
 
 from __future__ import annotations

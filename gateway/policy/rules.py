@@ -1,6 +1,6 @@
 """Who may pass, from where, on which path, and how they verify: plain functions over a Policy.
 
-The resolution rules, in one place (README "Policy resolution" repeats them for operators):
+The resolution rules, in one place (docs/policies.md "Resolution" repeats them for operators):
 
 Addresses
   1. Deny wins. An address in a deny list of the organisation, or of the user, any of their
@@ -21,7 +21,7 @@ Settings (interval, factors, enforcement, remember-device)
      several groups (or roles) say it, the strictest wins: the shortest interval and
      remember-device time, the factors all of them allow, the strictest enforcement.
   6. Caps (`max_interval` of the user's roles and groups): an inherited default above a cap is
-     lowered to it; an explicit value above a cap is a policy error (gateway/policy.py).
+     lowered to it; an explicit value above a cap is a policy error (gateway.policy.load).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def _glob(pattern: str) -> re.Pattern[str]:
 def check_path(
     policy: Policy, user: User | None, method: str, path: str, *, token: bool = False
 ) -> Decision:
-    """Path rules on the normalised path (gateway.pathrules.normalize_path)."""
+    """Path rules on the normalised path (gateway.policy.paths.normalize_path)."""
     if not policy.paths:
         return Decision(Action.FORWARD, "ok")
     for rule in policy.paths:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from multidict import MultiMapping
 
-from gateway.fields import AmbiguousField, query_values
+from gateway.errors import AmbiguousCredential, AmbiguousField
+from gateway.fields import query_values
 from gateway.headers import fold
 from gateway.policy.model import TokenLocation
 
@@ -23,11 +24,6 @@ MIN_TOKEN_LENGTH = 16
 
 def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
-
-
-class AmbiguousCredential(ValueError):
-    """The request's API credential cannot be read one way only (the message says why, for
-    the operator): the gateway would judge one credential and the CRM could use another."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,6 @@
-"""policies/*.yaml: loaded, validated (every problem at once) and merged into a frozen Policy.
-
-Sections: `networks`, `organisation`, `defaults`, `roles`, `groups`, `users`, `paths`, `api`.
-Names may be defined in any file but only once; `paths` rules are concatenated in file-name
-order; `organisation`, `defaults` and `api` may appear in one file only. The resolution rules
-that use all this are in gateway/access.py and README ("Policy resolution").
+"""Reading single policy values: an interval ("always", "daily", "7d"), a list of factors, an
+enforcement date, a phone number in E.164; and filling a level's unset settings from the one
+below it. gateway.policy.load uses these for every section.
 """
 
 from __future__ import annotations

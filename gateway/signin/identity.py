@@ -13,16 +13,13 @@ import unicodedata
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 from gateway.config.signin import Login
+from gateway.errors import AmbiguousLogin
 from gateway.fields import may_be_read_as
 from gateway.model import canonical_user
 
-__all__ = ["AmbiguousLogin", "canonical_user", "login_succeeded", "login_user", "set_cookie_names"]
+__all__ = ["canonical_user", "login_succeeded", "login_user", "set_cookie_names"]
 
 MAX_NAME = 256
-
-
-class AmbiguousLogin(ValueError):
-    """The login request cannot be read one way only; the message is for the operator."""
 
 
 def _urlencoded(body: bytes, field: str) -> list[str]:

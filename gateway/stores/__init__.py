@@ -52,7 +52,7 @@ __all__ = [
 
 # `type:` → the module that implements it, imported only when chosen (a backend's driver is
 # an optional dependency). Config validation accepts the same names (gateway.config's
-# DURABLE_KINDS and SHARED_KINDS); tests/test_store_registry.py keeps the two lists equal.
+# DURABLE_KINDS and SHARED_KINDS); tests/stores/test_registry.py keeps the two lists equal.
 DURABLE_BACKENDS: dict[str, str] = {"sqlite": "gateway.stores.sqlite"}
 SHARED_BACKENDS: dict[str, str] = {
     "memory": "gateway.stores.memory",

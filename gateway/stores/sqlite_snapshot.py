@@ -1,7 +1,7 @@
 """The SQLite durable store as one file, for backup and restore (the DurableSnapshots of
 gateway/stores/protocols.py): a consistent copy of the database file while gateways write,
 its logical digest, and putting a checked copy in place. Knows nothing of the backup file's
-format or its encryption (gateway/backup_file.py) nor of the commands (gateway/backup.py).
+format or its encryption (gateway/cli/backup_file.py) nor of the commands (gateway/cli/backup.py).
 
 Digest: SHA-256 over sqlite_master (type, name, table, sql) and every row of every table
 (sqlite_sequence included), tables by name, rows ORDER BY every column, each value

@@ -1,1 +1,8 @@
-"""The aiohttp layer: middlewares, proxy, gateway routes, pages; `app.py` composes them."""
+"""The HTTP layer. app.py is the composition root only; every request meets scope.py first,
+then pipeline.py, which reads top to bottom: our pages, who, decide, act, proxy.
+
+guard.py judges requests for the CRM with the live policy; signin.py owns sign-in on the
+request path (the CRM's login held, finishing a sign-in) with cookies.py, devices.py and
+pending.py; crmlogin.py watches the CRM's login; proxy.py, upstream.py, forwarding.py,
+bodies.py and websocket.py carry requests to the CRM and back; pages/ are our own pages;
+health.py, drain.py, server.py and supervisor.py run the process."""

@@ -13,9 +13,9 @@ import secrets
 
 from aiohttp import web
 
-from gateway.errors import BadRequest
+from gateway.errors import AmbiguousLogin, BadRequest
 from gateway.signin.decision import Kind, Who
-from gateway.signin.identity import AmbiguousLogin, login_succeeded, login_user
+from gateway.signin.identity import login_succeeded, login_user
 from gateway.signin.session import PASSWORD
 from gateway.web import proxy
 from gateway.web.bodies import read_whole

@@ -13,6 +13,7 @@ from gateway.clock import Clock
 from gateway.config.model import Config
 from gateway.signin.session import Session
 from gateway.stores import DurableStore, SharedStore
+from gateway.tasks import Background
 from gateway.web.forwarding import ClientView, OriginRewriter
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ DURABLE = web.AppKey("durable_store", DurableStore)
 SHARED = web.AppKey("shared_store", SharedStore)
 ACCESS_LOG = web.AppKey("access_log", logging.Logger)
 AUDIT = web.AppKey("audit", AuditTrail)
+TASKS = web.AppKey("tasks", Background)  # what runs beside the requests, until shutdown
 GUARD: web.AppKey[Guard] = web.AppKey("guard")  # present when policies or login are configured
 SIGNIN: web.AppKey[SignIn] = web.AppKey("signin")  # present only when login is configured
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 
-from gateway.crypto import SealBroken, Sealer
+from gateway.crypto import Sealer
+from gateway.errors import SealBroken
 from gateway.signin.session import Session, SessionBook
 from gateway.stores import SharedStore
 

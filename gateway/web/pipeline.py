@@ -1,9 +1,9 @@
 """The request pipeline, one request at a time, in this order:
 
-1. scope      who is asking, from where (web.app's scope_middleware, before this module)
+1. scope      who is asking, from where (gateway.web.scope, before this module)
 2. our pages  the reserved prefix: sign-in pages, health (never forwarded)
 3. who        a login form naming a user, an API credential, a session, or nobody
-4. decide     gateway.decision.decide: one function, one Decision
+4. decide     gateway.signin.decision.decide: one function, one Decision
 5. act        forward, send to sign in, challenge, deny
 6. proxy      web.proxy streams it to the CRM and back
 
@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.errors import MethodNotAllowed, NotFound
+from gateway.errors import MethodNotAllowed, NotFound, SignInRequired
 from gateway.fields import overrides_method
 from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Kind, Who
@@ -28,7 +28,7 @@ from gateway.web.forwarding import wants_html
 from gateway.web.guard import Guard, Judged
 from gateway.web.keys import CONFIG, DECISION, GUARD, SIGNIN
 from gateway.web.pages import routes
-from gateway.web.signin import SignIn, SignInRequired
+from gateway.web.signin import SignIn
 from gateway.web.urls import reserved_subpath, safe_return_path
 
 

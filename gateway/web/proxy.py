@@ -1,6 +1,6 @@
 """Streams one request to the CRM and its answer back, never holding a whole body.
 
-Headers are decided by gateway.forwarding; this module does the I/O and maps the upstream
+Headers are decided by gateway.web.forwarding; this module does the I/O and maps the upstream
 client's errors to ours at one boundary. WebSocket upgrades go to web.websocket.
 """
 

@@ -19,8 +19,8 @@ from aiohttp import ClientResponse, web
 
 from gateway.clock import Clock
 from gateway.config.model import Config
-from gateway.crypto import SealBroken, Sealer, verify_password
-from gateway.errors import HttpError
+from gateway.crypto import Sealer, verify_password
+from gateway.errors import HttpError, SealBroken
 from gateway.factors.codes import CodeBook
 from gateway.factors.recovery import RecoveryFactor
 from gateway.factors.registry import build_factors
@@ -241,7 +241,7 @@ class SignIn:
         return mandatory(settings, self.clock.now())
 
     async def after_password(self, request: web.Request, session: Session) -> web.Response:
-        """The password passed: acts on the sign-in's Decision (gateway.decision: straight
+        """The password passed: acts on the sign-in's Decision (gateway.signin.decision: straight
         in, a challenge, or the enrolment page)."""
         user = session.user
         who = Who(Kind.SIGNING_IN, user, verified=session.verified)
@@ -390,8 +390,3 @@ class SignIn:
             ):
                 await self.regulator.unlock(user)
                 log.info("admin request %d: %s unlocked", request_id, user)
-
-
-class SignInRequired(HttpError):
-    status = 401
-    reason = "signin_required"

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 from gateway.clock import Clock
-from gateway.crypto import SealBroken, Sealer
+from gateway.crypto import Sealer
+from gateway.errors import SealBroken
 from gateway.stores import InProcessStore
 
 log = logging.getLogger("gateway.state")

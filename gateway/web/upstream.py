@@ -52,7 +52,7 @@ def open_upstream_client(upstream: Upstream) -> aiohttp.ClientSession:
 def headers_for_crm(
     request: web.Request, extra_drop: frozenset[str] = frozenset()
 ) -> CIMultiDict[str]:
-    """The request's headers as the CRM gets them (gateway.forwarding decides which)."""
+    """The request's headers as the CRM gets them (gateway.web.forwarding decides which)."""
     upstream = request.app[CONFIG].upstream
     secret = upstream.secret_header
     return upstream_request_headers(

@@ -1,6 +1,6 @@
 """Codes by SMS and e-mail on the challenge page: sending one (cooldown, caps, the provider,
 the ledger, the audit line) and what the page says about it. Checking a typed code is
-gateway.factors.codes; the page itself is gateway.web.routes.
+gateway.factors.codes; the page itself is gateway.web.pages.challenge.
 
 Sending answers with a redirect back to the challenge (`?factor=sms&sent=…`), so a reload
 never sends a second message.

@@ -6,17 +6,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.crypto import same
-from gateway.errors import BadRequest, HttpError
+from gateway.errors import BadRequest, CsrfFailed
 from gateway.signin.session import Session
 from gateway.web.guard import audit_event
 from gateway.web.keys import VIEW
 
 _FORM_LIMIT = 16 * 1024
-
-
-class CsrfFailed(HttpError):
-    status = 403
-    reason = "csrf_failed"
 
 
 async def read_form(request: web.Request) -> dict[str, str]:

@@ -32,7 +32,7 @@ async def before_change(
     request: web.Request, signin: SignIn, session: Session, back: str
 ) -> web.Response | None:
     """A change to how the user signs in (add or remove a factor, new codes, postponing
-    enrolment), decided by gateway.decision: None when it may go ahead, else the way to the
+    enrolment), decided by gateway.signin.decision: None when it may go ahead, else the way to the
     factor that must pass first (the challenge, or a step-up coming back to `back`)."""
     facts = await signin.facts(request, session.user, device=False)
     kind = Kind.SIGNING_IN if session.stage == PASSWORD else Kind.SESSION

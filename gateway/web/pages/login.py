@@ -13,7 +13,7 @@ import secrets
 
 from aiohttp import web
 
-from gateway.errors import NotFound
+from gateway.errors import CsrfFailed, NotFound
 from gateway.i18n import LANGUAGES
 from gateway.signin.decision import Kind, Who
 from gateway.signin.identity import canonical_user
@@ -21,7 +21,7 @@ from gateway.signin.session import PASSWORD
 from gateway.web.cookies import LOGIN_COOKIE
 from gateway.web.guard import audit_event
 from gateway.web.keys import USER, VIEW
-from gateway.web.pages.forms import CsrfFailed, checked_form, read_form
+from gateway.web.pages.forms import checked_form, read_form
 from gateway.web.pages.render import LANGUAGE_COOKIE, locked_text, page, stylesheet, translator
 from gateway.web.signin import SignIn
 from gateway.web.urls import safe_return_path

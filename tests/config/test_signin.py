@@ -1,4 +1,4 @@
-"""The sign-in sections of gateway.yaml (gateway/signin_config.py) read through parse_config:
+"""The sign-in sections of gateway.yaml (gateway/config/signin.py) read through parse_config:
 `login`, `sessions`, `limits` and `secrets`, with every problem located by file, line and key."""
 
 from __future__ import annotations

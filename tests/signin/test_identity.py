@@ -1,4 +1,4 @@
-"""Reading the CRM's own login (gateway/identity.py): who signs in, and whether it worked."""
+"""Reading the CRM's own login (gateway/signin/identity.py): who signs in, and whether it worked."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 
 from gateway.config.signin import Login
+from gateway.errors import AmbiguousLogin
 from gateway.signin.identity import (
     MAX_NAME,
-    AmbiguousLogin,
     canonical_user,
     login_succeeded,
     login_user,

@@ -14,7 +14,7 @@ from gateway.config.model import Branding, Config, Listen, Logging, State, Store
 from gateway.errors import ConfigError
 from tests.process import run_command
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Lines 1-3; anything appended starts at line 4. Nested upstream keys follow at two spaces.
 MINIMAL = "listen: 127.0.0.1:8080\nupstream:\n  url: http://127.0.0.1:8081\n"

@@ -42,7 +42,7 @@ from gateway.stores.protocols import SharedStore
 from gateway.stores.redis import RedisSharedStore
 from gateway.stores.sqlite import SqliteDurableStore
 from tests.conftest import serve
-from tests.test_senders import Inbox, LoopbackController, read_mail
+from tests.senders.test_senders import Inbox, LoopbackController, read_mail
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z: a window boundary for 10m, 5m and 1h
 SECRET = "alert-webhook-secret-value"

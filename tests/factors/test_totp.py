@@ -1,5 +1,5 @@
 """TOTP arithmetic (gateway/factors/totp.py) against RFC 6238 Appendix B and an independent
-HMAC computation; replay guards live in gateway.regulation and are tested there."""
+HMAC computation; replay guards live in gateway.signin.regulation and are tested there."""
 
 from __future__ import annotations
 

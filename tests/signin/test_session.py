@@ -1,4 +1,4 @@
-"""Gateway sessions (gateway/session.py) over the in-memory shared store and a fake clock."""
+"""Gateway sessions (gateway/signin/session.py) over the in-memory shared store and a fake clock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The cookie names a Cookie header piece may be read as (gateway/web/signin.py): the
+"""The cookie names a Cookie header piece may be read as (gateway/web/cookies.py): the
 shortcut for plain pairs must find exactly what reading the piece every way finds."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The `shutdown` section of gateway.yaml (gateway/shutdown_config.py)."""
+"""The `shutdown` section of gateway.yaml (gateway/config/shutdown.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Brute-force lockouts and the TOTP replay guard (gateway/regulation.py), with a fake clock.
+"""Brute-force lockouts and the TOTP replay guard (gateway/signin/regulation.py), with a fake clock.
 
 Callers count an attempt before they check it (`attempt`), then report a wrong answer
 (`failed`) or a right one (`succeeded`); the helpers below do exactly that.

@@ -1,4 +1,4 @@
-"""The resolution rules of gateway/access.py, case by case (README "Policy resolution")."""
+"""The resolution rules of gateway/policy/rules.py, case by case (docs/policies.md "Resolution")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one Decision (gateway/decision.py), case by case: requests for the CRM by who sends
+"""The one Decision (gateway/signin/decision.py), case by case: requests for the CRM by who sends
 them, the end of a sign-in's password step, and changes to how a user signs in."""
 
 from __future__ import annotations
@@ -10,17 +10,8 @@ import pytest
 
 from gateway.model import Action
 from gateway.policy.load import load_policies
-from gateway.signin.decision import (
-    Asks,
-    Device,
-    Facts,
-    Kind,
-    PolicyView,
-    Request,
-    Rules,
-    Who,
-    decide,
-)
+from gateway.policy.view import PolicyView
+from gateway.signin.decision import Asks, Device, Facts, Kind, Request, Rules, Who, decide
 
 POLICY = """
 networks:

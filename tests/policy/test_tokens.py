@@ -16,8 +16,9 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
+from gateway.errors import AmbiguousCredential
 from gateway.policy.model import TokenLocation
-from gateway.policy.tokens import AmbiguousCredential, credential_places, find_credential
+from gateway.policy.tokens import credential_places, find_credential
 from tests.conftest import Served, send_raw
 from tests.web.test_guard import ALICE_TOKEN, SYNC_TOKEN, clients, guarded
 

@@ -15,7 +15,7 @@ from gateway.crypto import new_key_line
 from gateway.errors import ConfigError
 from tests.process import run_command
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = "listen: 127.0.0.1:8080\nupstream:\n  url: http://127.0.0.1:8081\n"
 
 

@@ -13,7 +13,7 @@ from gateway.policy.load import load_policies
 from gateway.policy.model import Api, Policy, TokenLocation, Where, empty_policy, format_interval
 from gateway.policy.networks import NetworkIndex
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 DAY = 86400.0
 

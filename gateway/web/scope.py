@@ -1,0 +1,130 @@
+"""The scope every request gets first: who is asking (the client's address as the trusted
+proxies say, the request id), our errors answered as a page or JSON (API clients never get a
+page), and one access-log line and one metric when it ends."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.config.model import Config
+from gateway.errors import AccessDenied, BadRequest, HttpError
+from gateway.metrics import record_request
+from gateway.web.forwarding import (
+    ClientView,
+    check_header_bytes,
+    client_ip,
+    forwarded_proto,
+    request_id,
+    wants_html,
+)
+from gateway.web.keys import ACCESS_LOG, CLOCK, CONFIG, DECISION, USER, VIEW
+from gateway.web.pages.errors import error_response
+
+log = logging.getLogger("gateway")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _view(request: web.Request, config: Config, fresh_id: str) -> ClientView:
+    check_header_bytes(request.headers)
+    peer = request.remote or ""
+    header = config.trusted_proxy_header
+    ip, trusted, chain = client_ip(peer, request.headers, config.trusted_proxies, header)
+    return ClientView(
+        ip=ip,
+        peer=peer,
+        proto=forwarded_proto(request.headers, trusted, request.scheme, header),
+        host=request.headers.get("Host", ""),
+        peer_trusted=trusted,
+        request_id=request_id(request.headers, trusted, fresh_id),
+        chain=chain,
+    )
+
+
+@web.middleware
+async def scope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who is asking (address, request id), our errors as pages or JSON, one access-log line."""
+    config = request.app[CONFIG]
+    clock = request.app[CLOCK]
+    started = clock.monotonic()
+    rid = os.urandom(8).hex()
+    status = 0
+    request[DECISION] = ""
+    try:
+        try:
+            request[VIEW] = view = _view(request, config, rid)
+            rid = view.request_id
+            response = await handler(request)
+        except HttpError as exc:
+            if not request[DECISION] or exc.status >= 500:
+                request[DECISION] = "error" if exc.status >= 500 else "refused"
+            response = _error(request, config, exc, rid)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("unexpected error on %s %s [%s]", request.method, request.path, rid)
+            request[DECISION] = "error"
+            response = _error(request, config, HttpError("unexpected"), rid)
+        status = response.status
+        if not response.prepared:
+            response.headers["X-Request-Id"] = rid
+        return response
+    finally:
+        seconds = clock.monotonic() - started
+        decision = request[DECISION] or ("gone" if not status else "forward")
+        record_request(decision, seconds)
+        if config.logging.access_log:
+            _access_line(request, rid, status, seconds, decision)
+
+
+def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> web.Response:
+    status = exc.status
+    level = logging.WARNING if status >= 500 else logging.INFO
+    log.log(
+        level,
+        "%s %s -> %d %s: %s [%s]",
+        request.method,
+        request.path,
+        status,
+        exc.reason,
+        exc.detail,
+        rid,
+    )
+    response = error_response(
+        status=status,
+        reason=exc.reason,
+        request_id=rid,
+        # API clients never get a page, whatever their Accept says.
+        html=wants_html(request.headers) and not (isinstance(exc, AccessDenied) and exc.api),
+        branding=config.branding,
+        accept_language=request.headers.get("Accept-Language", ""),
+    )
+    if isinstance(exc, BadRequest):
+        # What we refused to read may also be badly framed: never reuse the connection.
+        response.force_close()
+    return response
+
+
+def _access_line(
+    request: web.Request, rid: str, status: int, seconds: float, decision: str
+) -> None:
+    """`RID IP METHOD PATH STATUS DURATION user=U decision=D`; 499 when the client left first."""
+    access = request.app[ACCESS_LOG]
+    if not access.isEnabledFor(logging.INFO):
+        return
+    view = request.get(VIEW)
+    # The path only: query strings can carry API tokens, and they never reach a log.
+    access.info(
+        "%s %s %s %s %d %.1fms user=%s decision=%s",
+        rid,
+        view.ip if view else request.remote,
+        request.method,
+        request.raw_path.split("?", 1)[0][:512],
+        status or 499,
+        seconds * 1000,
+        request.get(USER, "-") or "-",
+        decision,
+    )
