@@ -5,8 +5,10 @@ BIN    := $(VENV)/bin
 # The demo needs only what a user installs; the tests add their tools on top.
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
+# Minutes of load per configuration of `make soak` (two configurations, one after the other).
+SOAK_MINUTES ?= 3
 
-.PHONY: demo test lint types unit bench clean
+.PHONY: demo test lint types unit bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +38,11 @@ unit: $(DEV)
 bench: $(DEV)
 	$(BIN)/python bench/proxy_bench.py
 	$(BIN)/python bench/policy_bench.py
+
+# Not part of `make test`: a bounded soak on loopback (about 2 x SOAK_MINUTES + 1 minute) of
+# one worker on SQLite and two over the Redis on 127.0.0.1:6379; see docs/soak.md.
+soak: $(DEV)
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
