@@ -6,6 +6,10 @@ import unicodedata
 from dataclasses import dataclass, field
 from enum import Enum
 
+# The second factors as policies name them (gateway.factors.registry builds each one; a test
+# holds the two together).
+FACTOR_NAMES = ("totp", "sms", "email", "recovery")
+
 
 class Action(Enum):
     """What is done with a request (gateway.signin.decision.decide says which)."""
@@ -93,3 +97,12 @@ def canonical_user(name: str) -> str:
     decomposed = unicodedata.normalize("NFKD", name)
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return unicodedata.normalize("NFKC", bare).strip().casefold()
+
+
+def format_interval(seconds: float) -> str:
+    if seconds == 0:
+        return "always"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds}s"

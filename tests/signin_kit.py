@@ -20,8 +20,7 @@ from gateway.clock import FakeClock
 from gateway.crypto import new_key_line
 from gateway.demo.crm import build_crm_app
 from gateway.web.app import build_app
-from gateway.web.keys import SIGNIN
-from gateway.web.signin import SignIn
+from gateway.web.signin import SIGNIN, SignIn
 from tests.conftest import Served, gateway_config, serve
 
 GATEWAY_COOKIE = "crm_gateway"

@@ -18,7 +18,6 @@ LAYERS = {
     "gateway.fields": 0,
     "gateway.metrics": 0,
     "gateway.tasks": 0,
-    "gateway.factors.names": 0,  # the policy loader reads the names; the factors sit above
     # Reading files into frozen values.
     "gateway.config": 1,
     "gateway.crypto": 1,
@@ -147,13 +146,13 @@ def test_only_clock_reads_the_time() -> None:
 
 
 def test_the_factor_registry_builds_every_factor_the_policy_may_name() -> None:
-    """gateway.factors.names (what policies may say) and the registry (what is built) agree,
+    """gateway.model.FACTOR_NAMES (what policies may say) and the registry (what is built) agree,
     and each factor answers to its own name and has its part of the challenge page."""
     from gateway.clock import FakeClock
     from gateway.config.signin import Limits
     from gateway.crypto import Sealer, new_key_line, parse_keys
-    from gateway.factors.names import FACTOR_NAMES
     from gateway.factors.registry import build_factors
+    from gateway.model import FACTOR_NAMES
     from gateway.signin.regulation import Regulator
     from gateway.stores.memory import MemorySharedStore
 

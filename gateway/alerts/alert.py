@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.audit import event_json, utc_text
-from gateway.model import AuditEvent
-from gateway.policy.model import format_interval
+from gateway.model import AuditEvent, format_interval
 
 SUBJECT_LIMIT = 150  # characters of a summary in a mail subject
 

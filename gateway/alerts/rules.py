@@ -25,8 +25,7 @@ from gateway.audit import AuditTrail
 from gateway.clock import Clock
 from gateway.config.alerts import Alerts, NewNetwork, Threshold
 from gateway.errors import StoreUnavailable
-from gateway.model import AuditEvent
-from gateway.policy.model import format_interval
+from gateway.model import AuditEvent, format_interval
 from gateway.stores.protocols import DurableStore, SharedStore
 from gateway.tasks import Background
 

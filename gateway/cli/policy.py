@@ -10,10 +10,10 @@ from gateway.cli.store import audit_admin, with_store
 from gateway.config.model import Config
 from gateway.errors import BadRequest, ConfigError
 from gateway.fields import method_override
-from gateway.model import canonical_user
+from gateway.model import canonical_user, format_interval
 from gateway.policy.change import CONFIRMED_NOTE, files_digest
 from gateway.policy.load import load_policies
-from gateway.policy.model import Policy, format_interval
+from gateway.policy.model import Policy
 from gateway.policy.paths import normalize_path
 from gateway.policy.rules import resolve_settings
 from gateway.policy.view import PolicyView

@@ -11,6 +11,7 @@ from gateway.config.alerts import read_alerts
 from gateway.config.loader import Source, Value, read_file
 from gateway.config.messaging import read_messaging
 from gateway.config.model import Admin, Audit, Branding, Config, Logging, State
+from gateway.config.networks import IPNetwork
 from gateway.config.sections import (
     default_durable,
     read_admin,
@@ -30,7 +31,6 @@ from gateway.config.sections import (
 from gateway.config.shutdown import read_shutdown
 from gateway.config.signin import SignIn, read_signin
 from gateway.errors import ConfigError
-from gateway.policy.model import IPNetwork
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gateway.config.networks import IPNetworkType, parse_network
+from gateway.config.networks import IPNetwork, parse_network
 from gateway.errors import Problem
 
 T = TypeVar("T")
@@ -358,7 +358,7 @@ class Value:
         return content
 
 
-def read_network_list(path: Path, source: Source, where: str) -> list[IPNetworkType]:
+def read_network_list(path: Path, source: Source, where: str) -> list[IPNetwork]:
     """A plain list file: one network per line, `#` comments, blank lines ignored. Problems
     name the list file and line. Big lists load here far faster than as YAML."""
     try:
@@ -366,7 +366,7 @@ def read_network_list(path: Path, source: Source, where: str) -> list[IPNetworkT
     except (OSError, UnicodeDecodeError) as exc:
         source.problems.append(Problem(source.file, 0, where, f"cannot read {path}: {exc}"))
         return []
-    found: list[IPNetworkType] = []
+    found: list[IPNetwork] = []
     for number, line in enumerate(text.splitlines(), start=1):
         entry = line.split("#", 1)[0].strip()
         if not entry:

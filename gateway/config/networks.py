@@ -8,7 +8,7 @@ import ipaddress
 import re
 import socket
 
-IPNetworkType = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 _DOTTED = re.compile(

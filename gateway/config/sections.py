@@ -29,7 +29,6 @@ from gateway.config.model import (
     Upstream,
 )
 from gateway.headers import MANAGED, fold
-from gateway.policy.load import policy_files
 
 T = TypeVar("T")
 _HOST_PORT = re.compile(
@@ -59,6 +58,25 @@ def read_key(keys: dict[str, Value], name: str, read: Callable[[Value], T | None
         return default
     value = read(keys[name])
     return default if value is None else value
+
+
+def policy_files(directory: str | Path) -> list[Path]:
+    """The policy files of a folder: its *.yaml and *.yml files, in name order."""
+    folder = Path(directory)
+    return sorted(p for p in [*folder.glob("*.yaml"), *folder.glob("*.yml")] if p.is_file())
+
+
+def files_signature(directory: str | Path) -> tuple[tuple[str, int, int], ...]:
+    """The policy files as the file system describes them (name, mtime, size): cheap enough
+    to look at every few seconds, so a change is noticed without reading the files."""
+    found = []
+    for path in policy_files(directory):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        found.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(found)
 
 
 def read_policies_dir(value: Value) -> str | None:

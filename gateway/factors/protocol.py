@@ -2,9 +2,9 @@
 values it speaks in. A factor says what it needs on file, how a user adds it, what the
 challenge page shows for it and whether an answer is right; nothing here knows HTTP.
 
-Adding a factor: a module implementing SecondFactor, its name in gateway.factors.names, a
-line in gateway.factors.build_factors, its part of the challenge page
-(web/templates/factors/NAME.html) and its texts in the catalogs.
+Adding a factor: a module implementing SecondFactor, its name in gateway.model.FACTOR_NAMES,
+a line in gateway.factors.registry.build_factors, its part of the challenge page
+(web/pages/templates/factors/NAME.html) and its texts in the catalogs (gateway.i18n).
 """
 
 from __future__ import annotations

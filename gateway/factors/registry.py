@@ -25,7 +25,7 @@ def build_factors(
     channels: Collection[str],
     contact: Callable[[str, str], str],
 ) -> dict[str, SecondFactor]:
-    """Name → factor, in gateway.factors.names order. `channels`: the message channels with a
+    """Name → factor, in gateway.model.FACTOR_NAMES order. `channels`: the message channels with a
     provider configured ("sms", "email"); `contact(user, channel)`: the number or address on
     file."""
 

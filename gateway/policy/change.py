@@ -16,8 +16,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.policy.load import policy_files
-from gateway.policy.model import IPNetwork, Level, Policy, User
+from gateway.config.networks import IPNetwork
+from gateway.config.sections import policy_files
+from gateway.policy.model import Level, Policy, User
 
 MAX_NAMED = 10  # users or rules named in one log line; the rest are counted
 DEFAULT_HOLD_SHARE = 0.5  # a watched change removing more of the path rules waits

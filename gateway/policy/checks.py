@@ -5,7 +5,8 @@ or undercuts (warnings for `check-config`), and settings above an organisation c
 from __future__ import annotations
 
 from gateway.errors import Problem
-from gateway.policy.model import PathRule, Policy, format_interval
+from gateway.model import format_interval
+from gateway.policy.model import PathRule, Policy
 from gateway.policy.paths import compile_glob
 
 

@@ -10,13 +10,15 @@ version changes. gateway.web.guard judges requests with what this keeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from gateway.audit import AuditTrail
+from gateway.config.sections import files_signature
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.model import Settings
 from gateway.policy.change import CONFIRMED_NOTE, DEFAULT_HOLD_SHARE, Change, compare, files_digest
-from gateway.policy.load import load_policies, policy_files
+from gateway.policy.load import load_policies
 from gateway.policy.model import Policy, User
 from gateway.policy.tokens import TokenTable, credential_places
 from gateway.policy.view import PolicyView
@@ -44,7 +46,9 @@ class LivePolicy:
         self._durable = durable
         self.trail = trail
         self.hold_share = hold_share
-        self._signature = self._files_signature()  # the files the running policy came from
+        # The files the running policy came from, as they were when it was read: a worker
+        # forked (or replaced) long after the files were read sees at start that they moved.
+        self._signature = policy.signature if folder else ()
         self._seen = self._signature  # what the watcher's last look found
         self._held = ""  # digest of files whose change waits for a person to confirm it
 
@@ -53,16 +57,7 @@ class LivePolicy:
         return self.view.policy
 
     def _files_signature(self) -> tuple[tuple[str, int, int], ...]:
-        if not self.folder:
-            return ()
-        found = []
-        for path in policy_files(self.folder):
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            found.append((str(path), stat.st_mtime_ns, stat.st_size))
-        return tuple(found)
+        return files_signature(self.folder) if self.folder else ()
 
     # -- keeping current -------------------------------------------------------------------
 
@@ -106,6 +101,11 @@ class LivePolicy:
         for line in change.lines():
             log.info("policy reloaded: %s", line)
         self.trail.record("policy.reloaded", "ok", reason=why, widened=len(change.widened))
+        if not watched:
+            # A person asked (SIGHUP): these files are confirmed, as by `policy reload`, so a
+            # worker that starts later loads them too instead of holding them back.
+            with contextlib.suppress(StoreUnavailable):
+                await self._durable.set_note(CONFIRMED_NOTE, digest)
         return True
 
     def _hold(self, why: str, digest: str, change: Change) -> None:
@@ -164,7 +164,11 @@ class LivePolicy:
         return self.view.settings(name)
 
     async def start(self) -> None:
-        """Before the first request: the policy's warnings said, the token table read."""
+        """Before the first request: the policy's warnings said, the token table read. A
+        policy read before the files last changed (a worker replaced hours after the start,
+        forked with the supervisor's copy) is read again first, as the watcher would."""
+        if self.folder and self._files_signature() != self._signature:
+            await self.reload("changed since it was read", watched=True)
         _log_warnings(self.policy)
         await self.refresh_tokens()
         log.info(

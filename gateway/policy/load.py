@@ -17,11 +17,12 @@ from typing import Any
 from yaml.nodes import MappingNode
 
 from gateway.config.loader import Source, Value, read_file, read_network_list
+from gateway.config.networks import IPNetwork
+from gateway.config.sections import files_signature, policy_files
 from gateway.errors import ConfigError, Problem
 from gateway.policy.checks import check_caps, path_rule_warnings
 from gateway.policy.model import (
     Api,
-    IPNetwork,
     Level,
     PathRule,
     Policy,
@@ -52,13 +53,9 @@ SETTING_KEYS = {
 }
 
 
-def policy_files(directory: str | Path) -> list[Path]:
-    folder = Path(directory)
-    return sorted(p for p in [*folder.glob("*.yaml"), *folder.glob("*.yml")] if p.is_file())
-
-
 def load_policies(directory: str | Path) -> Policy:
     """Every *.yaml in the directory, merged and checked; ConfigError lists all problems."""
+    signature = files_signature(directory)
     files = policy_files(directory)
     builder = _Builder()
     sources = []
@@ -74,7 +71,8 @@ def load_policies(directory: str | Path) -> Policy:
         builder.problems.extend(source.problems)
     if builder.problems:
         raise ConfigError(builder.problems)
-    return replace(policy, warnings=tuple(warnings + path_rule_warnings(policy.paths)))
+    warnings += path_rule_warnings(policy.paths)
+    return replace(policy, warnings=tuple(warnings), signature=signature)
 
 
 NAMED_SECTIONS = (

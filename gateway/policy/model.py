@@ -6,12 +6,10 @@ gateway.policy.rules, and docs/policies.md ("Resolution") says them for operator
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
+from gateway.config.networks import IPNetwork
 from gateway.errors import Problem
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -105,6 +103,9 @@ class Policy:
     paths: tuple[PathRule, ...]
     api: Api = field(default_factory=Api)
     warnings: tuple[Problem, ...] = ()  # not wrong, but likely not meant (check-config)
+    # The files as they were just before they were read (config.sections.files_signature):
+    # a process given this policy later (a worker forked or replaced) can tell it is stale.
+    signature: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -131,12 +132,3 @@ def empty_policy() -> Policy:
         users={},
         paths=(),
     )
-
-
-def format_interval(seconds: float) -> str:
-    if seconds == 0:
-        return "always"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds}s"

@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from gateway.config.networks import IPNetwork
 
 
 class NetworkIndex:

@@ -30,8 +30,8 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-from gateway.model import Action, Decision, Settings, Step
-from gateway.policy.model import Level, Policy, User, format_interval
+from gateway.model import Action, Decision, Settings, Step, format_interval
+from gateway.policy.model import Level, Policy, User
 from gateway.policy.networks import NetworkIndex
 from gateway.policy.paths import compile_glob
 

@@ -11,7 +11,7 @@ import re
 import phonenumbers
 
 from gateway.config.loader import Value
-from gateway.factors.names import FACTOR_NAMES
+from gateway.model import FACTOR_NAMES
 from gateway.policy.model import Level
 
 _PHONE = re.compile(r"^\+?[0-9 ()\-.]{6,24}$")

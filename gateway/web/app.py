@@ -36,22 +36,20 @@ from gateway.web import health, pipeline, proxy
 from gateway.web.forwarding import (
     OriginRewriter,
 )
-from gateway.web.guard import open_guard
+from gateway.web.guard import GUARD, open_guard
 from gateway.web.keys import (
     ACCESS_LOG,
     AUDIT,
     CLOCK,
     CONFIG,
     DURABLE,
-    GUARD,
     REWRITER,
     SHARED,
-    SIGNIN,
     TASKS,
     UPSTREAM_CLIENT,
 )
 from gateway.web.scope import scope_middleware
-from gateway.web.signin import Passwords, SignIn
+from gateway.web.signin import SIGNIN, Passwords, SignIn
 from gateway.web.snapshot import restore_snapshot, save_snapshot
 from gateway.web.upstream import open_upstream_client
 
@@ -154,11 +152,21 @@ async def _guard(app: web.Application, *, preloaded: Policy | None) -> AsyncIter
     def on_sighup() -> None:
         tasks.spawn(guard.reload("SIGHUP"), name="policy-reload")
 
+    taken = False
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        taken = True
+    if taken:
+        # Held (blocked) while the process started (gateway.web.server): a SIGHUP sent then
+        # is carried out now, once.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     yield
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.remove_signal_handler(signal.SIGHUP)
+    if taken:
+        # Held again before the handler goes: a SIGHUP while stopping must not end the
+        # process (its default action) in the middle of a drain.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGHUP)
     await tasks.stop(watcher)
 
 

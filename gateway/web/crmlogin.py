@@ -18,10 +18,11 @@ from gateway.signin.decision import Kind, Who
 from gateway.signin.identity import login_succeeded, login_user
 from gateway.signin.session import PASSWORD
 from gateway.web import proxy
+from gateway.web.audit import audit_event
 from gateway.web.bodies import read_whole
 from gateway.web.forwarding import OriginRewriter
-from gateway.web.guard import audit_event
-from gateway.web.keys import DECISION, GUARD, REWRITER, USER, VIEW
+from gateway.web.guard import GUARD
+from gateway.web.keys import DECISION, REWRITER, USER, VIEW
 from gateway.web.signin import SignIn
 from gateway.web.urls import safe_return_path
 

@@ -14,8 +14,8 @@ from gateway.clock import Clock
 from gateway.model import Settings
 from gateway.signin.session import DEVICE_MAX_AGE, SessionBook
 from gateway.stores import Device, DurableStore
+from gateway.web.audit import audit_event
 from gateway.web.cookies import DEVICE_COOKIE, Cookies
-from gateway.web.guard import audit_event
 
 
 class Devices:

@@ -25,7 +25,8 @@ from gateway.policy.paths import normalize_path
 from gateway.policy.tokens import find_credential
 from gateway.signin.decision import Asks, Kind, Request, Rules, Who, decide
 from gateway.stores import DurableStore
-from gateway.web.keys import AUDIT, CREDENTIAL, DECISION, USER, VIEW
+from gateway.web.audit import audit_event
+from gateway.web.keys import CREDENTIAL, DECISION, USER, VIEW
 
 OVERRIDABLE = ("PUT", "PATCH", "DELETE")  # the methods a POST form may stand for
 AMBIGUOUS = "\x00ambiguous"  # CREDENTIAL's value once a credential was found to read two ways
@@ -124,20 +125,7 @@ class Guard(LivePolicy):
         raise AccessDenied(decision, api=api)
 
 
-def audit_event(request: web.Request, event: str, *, outcome: str, **fields: object) -> None:
-    """An audit event about a request: who, from where, on what, with which request id."""
-    view = request[VIEW]
-    fields.setdefault("user", request.get(USER, ""))
-    request.app[AUDIT].record(
-        event,
-        outcome,
-        ip=view.ip,
-        path=request.path[:512],
-        method=request.method,
-        request_id=view.request_id,
-        user_agent=request.headers.get("User-Agent", "")[:256],
-        **fields,
-    )
+GUARD = web.AppKey("guard", Guard)  # present when policies or login are configured
 
 
 async def open_guard(

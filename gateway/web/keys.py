@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -16,10 +15,6 @@ from gateway.stores import DurableStore, SharedStore
 from gateway.tasks import Background
 from gateway.web.forwarding import ClientView, OriginRewriter
 
-if TYPE_CHECKING:
-    from gateway.web.guard import Guard
-    from gateway.web.signin import SignIn
-
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
 UPSTREAM_CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)
@@ -29,8 +24,6 @@ SHARED = web.AppKey("shared_store", SharedStore)
 ACCESS_LOG = web.AppKey("access_log", logging.Logger)
 AUDIT = web.AppKey("audit", AuditTrail)
 TASKS = web.AppKey("tasks", Background)  # what runs beside the requests, until shutdown
-GUARD: web.AppKey[Guard] = web.AppKey("guard")  # present when policies or login are configured
-SIGNIN: web.AppKey[SignIn] = web.AppKey("signin")  # present only when login is configured
 
 VIEW = web.RequestKey("view", ClientView)  # who is asking, set first on every request
 USER = web.RequestKey("user", str)  # the user name for the access log, once known

@@ -25,10 +25,10 @@ from gateway.signin.session import FULL
 from gateway.web import crmlogin, health, proxy
 from gateway.web.bodies import FORM_LIMIT, read_whole
 from gateway.web.forwarding import wants_html
-from gateway.web.guard import Guard, Judged
-from gateway.web.keys import CONFIG, DECISION, GUARD, SIGNIN
+from gateway.web.guard import GUARD, Guard, Judged
+from gateway.web.keys import CONFIG, DECISION
 from gateway.web.pages import routes
-from gateway.web.signin import SignIn
+from gateway.web.signin import SIGNIN, SignIn
 from gateway.web.urls import reserved_subpath, safe_return_path
 
 

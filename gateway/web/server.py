@@ -156,9 +156,10 @@ class AdminListener:
 
 def run(config: Config, policy: Policy | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
-    # A reload asked for while starting is not a reason to die (SIGHUP's default): the
-    # policy being loaded is the current one, and the app takes SIGHUP over once it runs.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # A reload asked for while starting is not a reason to die (SIGHUP's default), nor lost:
+    # SIGHUP is held (blocked) until the app takes it over, and carried out then. The
+    # supervisor takes it at once; its workers are forked with it held.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     configure_logging(config.logging)
     loop_name = install_fast_loop()
     try:

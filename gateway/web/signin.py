@@ -45,9 +45,10 @@ from gateway.signin.session import FULL, Session, SessionBook
 from gateway.stores import DurableStore, SharedStore
 from gateway.tasks import Background
 from gateway.web import proxy
+from gateway.web.audit import audit_event
 from gateway.web.cookies import Cookies, cookie_binding
 from gateway.web.devices import Devices
-from gateway.web.guard import Guard, audit_event
+from gateway.web.guard import Guard
 from gateway.web.keys import SESSION, USER, VIEW
 from gateway.web.pages.render import locked_text, page, retry_after, translator
 from gateway.web.pending import Pending
@@ -390,3 +391,6 @@ class SignIn:
             ):
                 await self.regulator.unlock(user)
                 log.info("admin request %d: %s unlocked", request_id, user)
+
+
+SIGNIN = web.AppKey("signin", SignIn)  # present only when login is configured

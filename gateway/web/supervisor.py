@@ -96,6 +96,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._reload)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         for _ in range(self.count):
             self._spawn()
         self._loop()
@@ -212,15 +213,15 @@ class Supervisor:
 
     def _become_worker(self, listening_pipe: int) -> None:
         for signum in SIGNALS:
-            # SIGHUP stays ignored until the app takes it over (a worker starting is not
-            # stopped by a reload; it loads the files as they are).
-            signal.signal(signum, signal.SIG_IGN if signum == signal.SIGHUP else signal.SIG_DFL)
+            signal.signal(signum, signal.SIG_DFL)
         die_with_parent()
         if os.getppid() != self.me:  # the supervisor died before the line above took effect
             os._exit(0)
         for other in self.workers.values():
             os.close(other.listening_pipe)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+        # SIGHUP stays held (blocked) until the app takes it over: a reload asked for while
+        # the worker starts is carried out once it can be, never SIGHUP's default (the end).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS - {signal.SIGHUP})
         try:
             self.worker_main(listening_pipe)  # ends with os._exit
         except BaseException:

@@ -35,8 +35,7 @@ from gateway.config.alerts import (
     Webhook,
 )
 from gateway.config.messaging import SmtpProvider
-from gateway.model import AuditEvent
-from gateway.policy.model import format_interval
+from gateway.model import AuditEvent, format_interval
 from gateway.stores.memory import MemorySharedStore
 from gateway.stores.protocols import SharedStore
 from gateway.stores.redis import RedisSharedStore

@@ -21,7 +21,7 @@ from gateway.config.load import load_config
 from gateway.crypto import new_key_line
 from gateway.stores.sqlite import SqliteDurableStore
 from gateway.web.app import build_app
-from gateway.web.keys import GUARD
+from gateway.web.guard import GUARD
 from tests.conftest import Served, serve
 from tests.process import run_command
 from tests.signin_kit import DEMO_LOGIN, DEMO_POLICY, Browser, Browsers, SignInGateway, enrolled

@@ -34,7 +34,8 @@ from aiohttp import web
 
 from gateway.crypto import hash_password
 from gateway.policy.tokens import digest
-from gateway.web.keys import DURABLE, GUARD
+from gateway.web.guard import GUARD
+from gateway.web.keys import DURABLE
 from tests.conftest import AppStarter, GatewayFactory, Served, send_raw
 from tests.flows.test_password_guessing import OPTIONAL, PROXIED, crm_with_colleagues, login_post
 from tests.signin_kit import (

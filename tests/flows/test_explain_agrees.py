@@ -14,7 +14,8 @@ import pytest
 
 from gateway.cli.main import main
 from gateway.policy.tokens import digest
-from gateway.web.keys import DURABLE, GUARD
+from gateway.web.guard import GUARD
+from gateway.web.keys import DURABLE
 from tests.conftest import GatewayFactory, Served
 
 POLICY = """

@@ -110,3 +110,56 @@ async def test_a_worker_that_dies_while_serving_is_replaced(crm: Served, tmp_pat
         assert await gw.stop() == 0
     assert f"worker {killed} exited with -9; starting another".encode() in gw.log
     assert b"giving up" not in gw.log
+
+
+_SLOW_WORKERS = """
+import os, signal, socket, sys, time
+from gateway.web.supervisor import Supervisor, tell_listening
+
+out = sys.argv[1]
+
+
+def worker_main(pipe):
+    open(f"{out}/{os.getpid()}.forked", "w").close()
+    time.sleep(1.5)  # starting: SIGHUP is held until the app takes it over, as here
+    signal.signal(signal.SIGHUP, lambda *_: open(f"{out}/{os.getpid()}.hup", "a").write("x"))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    tell_listening(pipe)
+    while True:
+        time.sleep(0.1)
+
+
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen()
+sys.exit(Supervisor(2, sock, 5.0, worker_main).run())
+"""
+
+
+async def test_a_reload_asked_for_while_workers_start_reaches_them_once_they_serve(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP while a worker is starting used to be lost for it (ignored until its app took
+    the signal over): that worker served the policy read before the reload. Now it is held
+    and carried out once, when the worker takes it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SLOW_WORKERS, str(tmp_path), start_new_session=True
+    )
+    try:
+        for _ in range(200):
+            if len(list(tmp_path.glob("*.forked"))) == 2:
+                break
+            await asyncio.sleep(0.02)
+        workers = sorted(p.stem for p in tmp_path.glob("*.forked"))
+        assert len(workers) == 2
+        process.send_signal(signal.SIGHUP)  # both are still starting
+        for _ in range(300):
+            if all((tmp_path / f"{pid}.hup").exists() for pid in workers):
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # a second delivery would have come by now
+        assert [(tmp_path / f"{pid}.hup").read_text() for pid in workers] == ["x", "x"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0

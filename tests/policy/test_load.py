@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
+from gateway.model import format_interval
 from gateway.policy.load import load_policies
-from gateway.policy.model import Api, Policy, TokenLocation, Where, empty_policy, format_interval
+from gateway.policy.model import Api, Policy, TokenLocation, Where, empty_policy
 from gateway.policy.networks import NetworkIndex
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from gateway.policy.networks import IPNetwork, NetworkIndex
+from gateway.config.networks import IPNetwork
+from gateway.policy.networks import NetworkIndex
 
 
 def net(text: str) -> IPNetwork:

@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 
 from gateway.policy.tokens import digest
-from gateway.web.keys import DURABLE, GUARD
+from gateway.web.guard import GUARD
+from gateway.web.keys import DURABLE
 from tests.conftest import GatewayFactory, Served, send_raw
 
 POLICY = """

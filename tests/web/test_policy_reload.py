@@ -19,9 +19,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.web.guard import Guard
-from gateway.web.keys import GUARD
-from tests.conftest import GatewayFactory, Served
+from gateway.policy.load import load_policies
+from gateway.policy.model import Policy
+from gateway.web.app import build_app
+from gateway.web.guard import GUARD, Guard
+from tests.conftest import GatewayFactory, Served, gateway_config, serve
 from tests.process import run_command, write_config
 
 FULL = """\
@@ -194,3 +196,56 @@ async def test_a_change_that_lifts_an_allow_list_or_unblocks_waits_for_a_person(
     await guard(gw).look()
     await guard(gw).look()
     assert guard(gw).view.policy.networks["blocked"] != (ipaddress.ip_network("127.0.0.9/32"),)
+
+
+# -- a worker forked with a copy read long before -----------------------------------------
+
+
+async def _worker_with(upstream: Served, tmp_path: Path, folder: Path, policy: Policy) -> Served:
+    """A gateway started as a worker is: with the policy its supervisor read at the start."""
+    config = gateway_config(upstream.url, tmp_path, f"policies: {folder}\n")
+    return await serve(build_app(config, policy=policy))
+
+
+async def test_a_worker_forked_with_a_policy_read_before_the_files_changed_reads_them_at_start(
+    upstream: Served, folder: Path, tmp_path: Path
+) -> None:
+    """A worker replaced hours after the start is forked with the supervisor's copy: it used
+    to note the files as they are now, never see them change, and serve the old policy."""
+    read_at_start = load_policies(folder)
+    edit(folder, FULL.replace("/public/**", "/open/**"), 1)
+    worker = await _worker_with(upstream, tmp_path, folder, read_at_start)
+    try:
+        assert await status(worker, "/open/x") == 200  # the files as they are now
+        assert await status(worker, "/public/x") == 403
+    finally:
+        await worker.runner.cleanup()
+
+
+async def test_a_change_a_person_confirmed_by_sighup_is_loaded_by_a_worker_started_later(
+    upstream: Served, gw: Served, folder: Path, tmp_path: Path
+) -> None:
+    read_at_start = load_policies(folder)
+    edit(folder, PREFIX, 1)  # a change the watcher would hold back
+    assert await guard(gw).reload("SIGHUP")  # …which a person asked for
+    assert await status(gw) == 200
+    worker = await _worker_with(upstream, tmp_path, folder, read_at_start)
+    try:
+        assert await status(worker) == 200  # the same policy as the running gateway
+    finally:
+        await worker.runner.cleanup()
+
+
+async def test_a_change_nobody_confirmed_is_held_by_a_worker_started_later_too(
+    upstream: Served, gw: Served, folder: Path, tmp_path: Path
+) -> None:
+    read_at_start = load_policies(folder)
+    edit(folder, PREFIX, 1)
+    await guard(gw).look()
+    await guard(gw).look()
+    assert await status(gw) == 403  # held back
+    worker = await _worker_with(upstream, tmp_path, folder, read_at_start)
+    try:
+        assert await status(worker) == 403  # held back there as well: one policy in force
+    finally:
+        await worker.runner.cleanup()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.signin.session import FULL, Session
-from gateway.web.guard import audit_event
+from gateway.web.audit import audit_event
 from gateway.web.pages.forms import checked_form
 from gateway.web.pages.frame import before_change, needs, session_page
 from gateway.web.pages.render import translator, when

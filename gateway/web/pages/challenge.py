@@ -16,7 +16,7 @@ from gateway.metrics import CHALLENGES
 from gateway.model import Action, Settings
 from gateway.signin.decision import Asks, Kind, Who
 from gateway.signin.session import FULL, PASSWORD, Session
-from gateway.web.guard import audit_event
+from gateway.web.audit import audit_event
 from gateway.web.keys import VIEW
 from gateway.web.pages.codes import sent_problem
 from gateway.web.pages.forms import checked_form

@@ -21,7 +21,7 @@ from gateway.metrics import record_message
 from gateway.senders import Delivery, Message
 from gateway.signin.session import Session
 from gateway.stores import LedgerRow
-from gateway.web.guard import audit_event
+from gateway.web.audit import audit_event
 from gateway.web.keys import VIEW
 from gateway.web.pages.forms import checked_form
 from gateway.web.pages.render import language, translator

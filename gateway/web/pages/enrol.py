@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.factors import totp
 from gateway.factors.totp import MAX_AUTHENTICATORS
 from gateway.signin.session import FULL, PASSWORD, Session
-from gateway.web.guard import audit_event
+from gateway.web.audit import audit_event
 from gateway.web.keys import VIEW
 from gateway.web.pages.forms import checked_form
 from gateway.web.pages.frame import before_change, needs, no_factor, session_page

@@ -8,7 +8,7 @@ from aiohttp import web
 from gateway.crypto import same
 from gateway.errors import BadRequest, CsrfFailed
 from gateway.signin.session import Session
-from gateway.web.guard import audit_event
+from gateway.web.audit import audit_event
 from gateway.web.keys import VIEW
 
 _FORM_LIMIT = 16 * 1024

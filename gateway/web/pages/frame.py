@@ -17,7 +17,7 @@ from aiohttp import web
 from gateway.model import Action
 from gateway.signin.decision import Asks, Kind, Who
 from gateway.signin.session import FULL, PASSWORD, Session
-from gateway.web.guard import audit_event
+from gateway.web.audit import audit_event
 from gateway.web.keys import USER
 from gateway.web.pages.render import page, translator
 from gateway.web.signin import SignIn

@@ -13,8 +13,8 @@ from aiohttp import web
 
 from gateway.i18n import translate
 from gateway.senders import Message
+from gateway.web.audit import audit_event
 from gateway.web.devices import device_label
-from gateway.web.guard import audit_event
 from gateway.web.keys import VIEW
 from gateway.web.pages.codes import deliver
 from gateway.web.pages.render import language

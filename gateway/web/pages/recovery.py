@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gateway.errors import NotFound
 from gateway.signin.session import FULL, PASSWORD, Session
-from gateway.web.guard import audit_event
+from gateway.web.audit import audit_event
 from gateway.web.pages.forms import checked_form
 from gateway.web.pages.frame import needs, session_page
 from gateway.web.pages.render import translator, when

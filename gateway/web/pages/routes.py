@@ -12,7 +12,6 @@ from aiohttp import web
 
 from gateway.errors import MethodNotAllowed
 from gateway.signin.session import FULL, PASSWORD
-from gateway.web.keys import SIGNIN
 from gateway.web.pages.account import (
     account,
     account_forget_device,
@@ -25,6 +24,7 @@ from gateway.web.pages.enrol import enrol, skip
 from gateway.web.pages.frame import Handler, needs
 from gateway.web.pages.login import login_page, logout, serve_stylesheet, switch_language
 from gateway.web.pages.recovery import recovery_codes, recovery_codes_file
+from gateway.web.signin import SIGNIN
 
 GET_ROUTES: dict[str, Handler] = {
     "challenge": challenge,
