@@ -18,7 +18,14 @@ from pathlib import Path
 from gateway import __version__
 from gateway.cli import audit, backup, keys, tokens, usage, users
 from gateway.cli import policy as policies
-from gateway.cli.output import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_PIPE, plural, report_problems
+from gateway.cli.output import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PIPE,
+    loaded_or_reported,
+    report_problems,
+)
 from gateway.config.load import load_config, workers_problem
 from gateway.config.model import Config
 from gateway.config.sections import parse_listen
@@ -111,13 +118,9 @@ def _load(path: str, outcome: str = "nothing done") -> tuple[Config, Policy | No
     reported (the first ones in full). The policy is handed on (to the app, to forked workers)
     and never loaded again. `outcome` ends the summary of a bad file: what did not happen."""
     after = f"; {outcome}" if outcome else ""
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        report_problems(exc.problems)
-        print(f"{path}: {plural(len(exc.problems), 'problem')}{after}", file=sys.stderr)
+    config = loaded_or_reported(load_config, path, after)
+    if config is None:
         return None
-    report_problems(list(config.warnings), noun="warning")
     login = config.signin.login
     if login is not None and login.users_file:
         # Gateway mode's users file is read at start: a bad one is a bad configuration.

@@ -1,13 +1,25 @@
-"""CLI commands over policies and API tokens: `policy explain`, `tokens add|list|revoke`."""
+"""How every command speaks: exit statuses, problems and warnings reported with their file
+and line (the first ones in full), plurals, JSON or lines, times in UTC."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
-from gateway.errors import Problem
+from gateway.errors import ConfigError, Problem
+
+
+class Checked(Protocol):
+    """A file read and checked: what it holds, and what is likely not meant."""
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]: ...
+
+
+C = TypeVar("C", bound=Checked)
 
 # Exit statuses of every command: 0 done, 1 failed (a user unknown, a store missing), 2 the
 # configuration or the arguments are wrong, 141 the reader went away (`… | head`).
@@ -28,6 +40,19 @@ def report_problems(problems: list[Problem], *, noun: str = "problem") -> None:
     more = len(problems) - SHOWN_PROBLEMS
     if more > 0:
         print(f"… and {plural(more, f'more {noun}')}", file=sys.stderr)
+
+
+def loaded_or_reported(load: Callable[[str], C], where: str, after: str = "") -> C | None:
+    """`load(where)` with its warnings printed; None, every problem printed and counted (then
+    `after`: what did not happen), when it cannot be loaded."""
+    try:
+        found = load(where)
+    except ConfigError as exc:
+        report_problems(exc.problems)
+        print(f"{where}: {plural(len(exc.problems), 'problem')}{after}", file=sys.stderr)
+        return None
+    report_problems(list(found.warnings), noun="warning")
+    return found
 
 
 def plural(count: int, noun: str) -> str:

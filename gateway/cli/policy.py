@@ -1,14 +1,16 @@
-"""CLI commands over policies and API tokens: `policy explain`, `tokens add|list|revoke`."""
+"""`crm-gateway policy explain|reload`: why a user from an address gets the answer they get
+(the running gateway's own decide), and confirming a policy change the file watcher holds
+back."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from gateway.cli.output import EXIT_OK, EXIT_USAGE, plural, report_problems
+from gateway.cli.output import EXIT_OK, EXIT_USAGE, loaded_or_reported
 from gateway.cli.store import audit_admin, with_store
 from gateway.config.model import Config
-from gateway.errors import BadRequest, ConfigError
+from gateway.errors import BadRequest
 from gateway.fields import method_override
 from gateway.model import canonical_user, format_interval
 from gateway.policy.change import CONFIRMED_NOTE, files_digest
@@ -48,14 +50,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def load_policy_or_report(folder: str) -> Policy | None:
     """The policies, their warnings (rules never used or undercut…) printed; None and every
     problem printed when they cannot be loaded."""
-    try:
-        policy = load_policies(folder)
-    except ConfigError as exc:
-        report_problems(exc.problems)
-        print(f"{folder}: {plural(len(exc.problems), 'problem')}", file=sys.stderr)
-        return None
-    report_problems(list(policy.warnings), noun="warning")
-    return policy
+    return loaded_or_reported(load_policies, folder)
 
 
 def confirm_policy(config: Config, policy: Policy | None) -> int:

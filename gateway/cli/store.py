@@ -1,4 +1,6 @@
-"""CLI commands over policies and API tokens: `policy explain`, `tokens add|list|revoke`."""
+"""How a command reaches the durable store: opened through the registry without ever
+creating it (a command pointed at the wrong place says so), a clear sentence when it cannot
+be reached, and an audit event naming the operator for each change an administrator made."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""CLI commands over policies and API tokens: `policy explain`, `tokens add|list|revoke`."""
+"""`crm-gateway tokens add|list|revoke`: the CRM's API tokens registered in the durable store
+(read from standard input, only their digest kept) under the user whose address rules
+apply to them."""
 
 from __future__ import annotations
 

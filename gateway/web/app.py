@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
@@ -52,9 +52,6 @@ from gateway.web.scope import scope_middleware
 from gateway.web.signin import SIGNIN, Passwords, SignIn
 from gateway.web.snapshot import restore_snapshot, save_snapshot
 from gateway.web.upstream import open_upstream_client
-
-log = logging.getLogger("gateway")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_app(

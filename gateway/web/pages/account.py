@@ -1,10 +1,6 @@
-"""The gateway's own sign-in pages under the reserved prefix: login (gateway mode), challenge,
-enrolment, recovery codes, account, logout and the language switch.
-
-Every form is CSRF-checked against the session; every change to how a user signs in needs a
-second factor passed within `sessions.step_up_window`. Decisions about sessions and factors
-belong to gateway.web.signin and gateway.factors; this module turns them into pages.
-"""
+"""The account page of a signed-in user: their sign-in methods, recovery codes left and
+remembered devices. Removing an app and new recovery codes ask for a factor passed within
+`sessions.step_up_window` first; forgetting a device does not (it only takes trust away)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""The gateway's own sign-in pages under the reserved prefix: login (gateway mode), challenge,
-enrolment, recovery codes, account, logout and the language switch.
-
-Every form is CSRF-checked against the session; every change to how a user signs in needs a
-second factor passed within `sessions.step_up_window`. Decisions about sessions and factors
-belong to gateway.web.signin and gateway.factors; this module turns them into pages.
-"""
+"""The challenge page: the second factor asked for after the password (or again before a
+change, a step-up), each factor's part of the form drawn by the factor itself, an answer
+checked by it, and the sign-in finished (gateway.web.signin) once it passes. What is asked,
+and why, is gateway.signin.decision's Decision; this module turns it into a page."""
 
 from __future__ import annotations
 

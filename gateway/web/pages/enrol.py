@@ -1,10 +1,6 @@
-"""The gateway's own sign-in pages under the reserved prefix: login (gateway mode), challenge,
-enrolment, recovery codes, account, logout and the language switch.
-
-Every form is CSRF-checked against the session; every change to how a user signs in needs a
-second factor passed within `sessions.step_up_window`. Decisions about sessions and factors
-belong to gateway.web.signin and gateway.factors; this module turns them into pages.
-"""
+"""The enrolment page: adding an authenticator app (a QR code and its key, confirmed by a
+first code) when the policy asks for a factor the user does not have yet, or from the
+account page after a step-up; recovery codes are issued with the first factor."""
 
 from __future__ import annotations
 

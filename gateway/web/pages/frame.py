@@ -1,10 +1,6 @@
-"""The gateway's own sign-in pages under the reserved prefix: login (gateway mode), challenge,
-enrolment, recovery codes, account, logout and the language switch.
-
-Every form is CSRF-checked against the session; every change to how a user signs in needs a
-second factor passed within `sessions.step_up_window`. Decisions about sessions and factors
-belong to gateway.web.signin and gateway.factors; this module turns them into pages.
-"""
+"""What every page for a session shares: the stages a page may be reached in (`needs`), the
+page itself with the session's CSRF token, the page for a user with no usable factor, and
+the decision before a change (a step-up when the last factor is too old)."""
 
 from __future__ import annotations
 

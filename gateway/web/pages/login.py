@@ -1,10 +1,6 @@
-"""The gateway's own sign-in pages under the reserved prefix: login (gateway mode), challenge,
-enrolment, recovery codes, account, logout and the language switch.
-
-Every form is CSRF-checked against the session; every change to how a user signs in needs a
-second factor passed within `sessions.step_up_window`. Decisions about sessions and factors
-belong to gateway.web.signin and gateway.factors; this module turns them into pages.
-"""
+"""Gateway mode's own login page (CSRF-protected by a double-submit cookie; passwords from
+the users file, the same limits as the CRM's login), the logout, the language switch and
+the pages' stylesheet."""
 
 from __future__ import annotations
 

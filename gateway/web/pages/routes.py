@@ -1,10 +1,5 @@
-"""The gateway's own sign-in pages under the reserved prefix: login (gateway mode), challenge,
-enrolment, recovery codes, account, logout and the language switch.
-
-Every form is CSRF-checked against the session; every change to how a user signs in needs a
-second factor passed within `sessions.step_up_window`. Decisions about sessions and factors
-belong to gateway.web.signin and gateway.factors; this module turns them into pages.
-"""
+"""The table of the gateway's own pages under the reserved prefix: which sub-path and method
+reach which page. Nothing else: each page is its own module."""
 
 from __future__ import annotations
 
