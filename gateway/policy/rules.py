@@ -21,7 +21,7 @@ Settings (interval, factors, enforcement, remember-device)
      several groups (or roles) say it, the strictest wins: the shortest interval and
      remember-device time, the factors all of them allow, the strictest enforcement.
   6. Caps (`max_interval` of the user's roles and groups): an inherited default above a cap is
-     lowered to it; an explicit value above a cap is a policy error (gateway.policy.load).
+     lowered to it; an explicit value above a cap is a policy error (gateway.policy.checks).
 """
 
 from __future__ import annotations

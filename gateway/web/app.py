@@ -48,6 +48,7 @@ from gateway.web.keys import (
     TASKS,
     UPSTREAM_CLIENT,
 )
+from gateway.web.revocations import watch_revocations
 from gateway.web.scope import scope_middleware
 from gateway.web.signin import SIGNIN, Passwords, SignIn
 from gateway.web.snapshot import restore_snapshot, save_snapshot
@@ -213,7 +214,8 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
         Background("notice"),
     )
     app[SIGNIN] = signin
-    watcher = app[TASKS].spawn(signin.watch_revocations(), name="session-revocations")
+    watching = watch_revocations(app[DURABLE], book, regulator, clock)
+    watcher = app[TASKS].spawn(watching, name="session-revocations")
     yield
     await app[TASKS].stop(watcher)
     await signin.tasks.close(grace=5.0)  # notices under way, before their senders close

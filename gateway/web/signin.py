@@ -9,10 +9,8 @@ what happens to requests bound for the CRM and the steps every page shares.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
-import logging
 from dataclasses import dataclass
 
 from aiohttp import ClientResponse, web
@@ -20,7 +18,7 @@ from aiohttp import ClientResponse, web
 from gateway.clock import Clock
 from gateway.config.model import Config
 from gateway.crypto import Sealer, verify_password
-from gateway.errors import HttpError, SealBroken
+from gateway.errors import SealBroken
 from gateway.factors.codes import CodeBook
 from gateway.factors.recovery import RecoveryFactor
 from gateway.factors.registry import build_factors
@@ -52,8 +50,6 @@ from gateway.web.guard import Guard
 from gateway.web.keys import SESSION, USER, VIEW
 from gateway.web.pages.render import locked_text, page, retry_after, translator
 from gateway.web.pending import Pending
-
-log = logging.getLogger("gateway.signin")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -370,27 +366,6 @@ class SignIn:
     async def verify_password(self, user: str, password: str) -> bool:
         stored = self.passwords.hashes.get(user) if self.passwords else None
         return await asyncio.to_thread(verify_password, stored, password)
-
-    async def watch_revocations(self) -> None:
-        """Admin resets and `sessions revoke` reach every worker within seconds; so do admin
-        requests for state only the gateway holds (`users unlock`: lockouts in the shared
-        store, which may be this process's memory)."""
-        version = -1
-        while True:
-            with contextlib.suppress(HttpError):
-                found = await self.durable.revocations_version()
-                if found != version:
-                    version, self.book.revocations = await self.durable.revocations()
-                await self.carry_out_requests()
-            await asyncio.sleep(2.0)
-
-    async def carry_out_requests(self) -> None:
-        for request_id, action, user in await self.durable.pending_requests():
-            if action == "unlock" and await self.durable.claim_request(
-                request_id, self.clock.now()
-            ):
-                await self.regulator.unlock(user)
-                log.info("admin request %d: %s unlocked", request_id, user)
 
 
 SIGNIN = web.AppKey("signin", SignIn)  # present only when login is configured

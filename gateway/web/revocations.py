@@ -1,0 +1,43 @@
+"""What administrators ask of every worker through the durable store: revoked sessions
+(`sessions revoke`, `users reset-2fa`) and requests for state only the gateway holds (`users
+unlock`: lockouts live in the shared store, which may be a worker's own memory). Each worker
+looks every few seconds, so an admin command reaches all of them within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from gateway.clock import Clock
+from gateway.errors import HttpError
+from gateway.signin.regulation import Regulator
+from gateway.signin.session import SessionBook
+from gateway.stores import DurableStore
+
+log = logging.getLogger("gateway.signin")
+
+LOOK_EVERY = 2.0  # seconds between two looks at the store
+
+
+async def watch_revocations(
+    durable: DurableStore, book: SessionBook, regulator: Regulator, clock: Clock
+) -> None:
+    """Runs until cancelled: the session book follows the store's revocations, and pending
+    admin requests are claimed (by one worker) and carried out."""
+    version = -1
+    while True:
+        with contextlib.suppress(HttpError):
+            found = await durable.revocations_version()
+            if found != version:
+                version, book.revocations = await durable.revocations()
+            await carry_out_requests(durable, regulator, clock)
+        await asyncio.sleep(LOOK_EVERY)
+
+
+async def carry_out_requests(durable: DurableStore, regulator: Regulator, clock: Clock) -> None:
+    for request_id, action, user in await durable.pending_requests():
+        if action == "unlock" and await durable.claim_request(request_id, clock.now()):
+            await regulator.unlock(user)
+            log.info("admin request %d: %s unlocked", request_id, user)
