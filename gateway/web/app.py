@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from gateway.stores import InProcessStore, SharedStore, open_stores
 from gateway.stores.protocols import SEAL_RING_NOTE
 from gateway.tasks import Background
 from gateway.web import health, pipeline, proxy
+from gateway.web.accesslog import AccessLog
 from gateway.web.forwarding import (
     OriginRewriter,
 )
@@ -65,9 +65,11 @@ def build_app(
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app[REWRITER] = OriginRewriter(config.upstream.url, config.public_url)
-    app[ACCESS_LOG] = logging.getLogger("gateway.access")
     app[health.READINESS] = health.Readiness(app[CLOCK], app[TASKS])
     app.cleanup_ctx.append(_tasks)
+    if config.logging.access_log:
+        app[ACCESS_LOG] = AccessLog(app[CLOCK], json_lines=config.logging.format == "json")
+        app.cleanup_ctx.append(_access_log)
     app.cleanup_ctx.append(_stores)
     app.cleanup_ctx.append(_upstream_client)
     if config.policies or config.signin.login is not None:
@@ -83,6 +85,13 @@ async def _tasks(app: web.Application) -> AsyncIterator[None]:
     """First in, last out: what still runs beside the requests ends after everything else."""
     yield
     await app[TASKS].close()
+
+
+async def _access_log(app: web.Application) -> AsyncIterator[None]:
+    """Second to last out: every request's line is written before the process ends."""
+    writer = app[TASKS].spawn(app[ACCESS_LOG].run(), name="access-log")
+    yield
+    await app[TASKS].stop(writer)
 
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:

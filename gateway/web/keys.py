@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import aiohttp
 from aiohttp import web
 
@@ -13,6 +11,7 @@ from gateway.config.model import Config
 from gateway.signin.session import Session
 from gateway.stores import DurableStore, SharedStore
 from gateway.tasks import Background
+from gateway.web.accesslog import AccessLog
 from gateway.web.forwarding import ClientView, OriginRewriter
 
 CONFIG = web.AppKey("config", Config)
@@ -21,7 +20,7 @@ UPSTREAM_CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)
 REWRITER = web.AppKey("rewriter", OriginRewriter)
 DURABLE = web.AppKey("durable_store", DurableStore)
 SHARED = web.AppKey("shared_store", SharedStore)
-ACCESS_LOG = web.AppKey("access_log", logging.Logger)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)  # present when logging.access_log is on
 AUDIT = web.AppKey("audit", AuditTrail)
 TASKS = web.AppKey("tasks", Background)  # what runs beside the requests, until shutdown
 

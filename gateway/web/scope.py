@@ -76,8 +76,19 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
         seconds = clock.monotonic() - started
         decision = request[DECISION] or ("gone" if not status else "forward")
         record_request(decision, seconds)
-        if config.logging.access_log:
-            _access_line(request, rid, status, seconds, decision)
+        access = request.app.get(ACCESS_LOG)
+        if access is not None and access.enabled:
+            seen = request.get(VIEW)
+            access.record(
+                rid,
+                seen.ip if seen else request.remote or "",
+                request.method,
+                request.raw_path.split("?", 1)[0][:512],
+                status or 499,
+                seconds,
+                request.get(USER, "-") or "-",
+                decision,
+            )
 
 
 def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> web.Response:
@@ -106,25 +117,3 @@ def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> we
         # What we refused to read may also be badly framed: never reuse the connection.
         response.force_close()
     return response
-
-
-def _access_line(
-    request: web.Request, rid: str, status: int, seconds: float, decision: str
-) -> None:
-    """`RID IP METHOD PATH STATUS DURATION user=U decision=D`; 499 when the client left first."""
-    access = request.app[ACCESS_LOG]
-    if not access.isEnabledFor(logging.INFO):
-        return
-    view = request.get(VIEW)
-    # The path only: query strings can carry API tokens, and they never reach a log.
-    access.info(
-        "%s %s %s %s %d %.1fms user=%s decision=%s",
-        rid,
-        view.ip if view else request.remote,
-        request.method,
-        request.raw_path.split("?", 1)[0][:512],
-        status or 499,
-        seconds * 1000,
-        request.get(USER, "-") or "-",
-        decision,
-    )

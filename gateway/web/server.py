@@ -63,7 +63,7 @@ def configure_logging(settings: Logging) -> None:
 
 
 def install_fast_loop() -> str:
-    """Use uvloop when it is installed; it is optional."""
+    """uvloop, a dependency wherever it is built (not on Windows): asyncio's loop there."""
     try:
         import uvloop
     except ImportError:

@@ -26,7 +26,7 @@ from gateway.config.model import Logging
 from gateway.crypto import new_key_line
 from gateway.stores.protocols import AuditQuery
 from gateway.web.app import build_app
-from gateway.web.keys import AUDIT, DURABLE
+from gateway.web.keys import ACCESS_LOG, AUDIT, DURABLE
 from tests.conftest import AppStarter, GatewayFactory, Served, gateway_config, serve
 from tests.process import GatewayProcess, free_port, run_command_async, start_gateway_process
 from tests.signin_kit import (
@@ -131,16 +131,23 @@ async def test_a_sign_in_leaves_a_complete_audit_trail_in_the_file_and_the_store
 
 
 async def test_the_access_log_has_one_line_per_request_with_its_decision(
-    gw: SignInGateway, browsers: Browsers, caplog: pytest.LogCaptureFixture
+    gw: SignInGateway,
+    browsers: Browsers,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.access")
+    caplog.set_level(logging.INFO, logger="gateway.access")  # logging.level: info
+    capsys.readouterr()
     b = browsers(gw)
     await enrolled(b)
     status, _, page = await b.get("/contacts")
     assert status == 200
     status, _, denied = await b.post("/login", {"username": "mallory", "password": "x"})
     assert status == 403
-    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    gw.served.app[ACCESS_LOG].flush()  # what a graceful stop (or 0.2 s) writes
+    written = capsys.readouterr().err.splitlines()
+    assert all(re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ", w) for w in written)
+    lines = [w.split(" INFO gateway.access: ", 1)[1] for w in written]
     pattern = re.compile(
         r"^(?P<rid>[0-9a-f]{16}) 127\.0\.0\.1 (?P<method>[A-Z]+) (?P<path>\S+) (?P<status>\d{3}) "
         r"(?P<ms>\d+\.\d)ms user=(?P<user>\S+) decision=(?P<decision>[a-z]+)$"
