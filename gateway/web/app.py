@@ -95,7 +95,11 @@ async def _access_log(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
-    client = open_upstream_client(app[CONFIG].upstream)
+    crm, clock = app[health.READINESS].crm, app[CLOCK]
+    # readyz hears of each request the CRM leaves past the read timeout.
+    client = open_upstream_client(
+        app[CONFIG].upstream, on_stall=lambda: crm.timed_out(clock.monotonic())
+    )
     app[UPSTREAM_CLIENT] = client
     yield
     await client.close()

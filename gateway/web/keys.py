@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
 from aiohttp import web
 
 from gateway.audit import AuditTrail
@@ -12,11 +11,12 @@ from gateway.signin.session import Session
 from gateway.stores import DurableStore, SharedStore
 from gateway.tasks import Background
 from gateway.web.accesslog import AccessLog
+from gateway.web.client import CrmClient
 from gateway.web.forwarding import ClientView, OriginRewriter
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
-UPSTREAM_CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)
+UPSTREAM_CLIENT = web.AppKey("upstream_client", CrmClient)
 REWRITER = web.AppKey("rewriter", OriginRewriter)
 DURABLE = web.AppKey("durable_store", DurableStore)
 SHARED = web.AppKey("shared_store", SharedStore)

@@ -1,7 +1,8 @@
 """Streams one request to the CRM and its answer back, never holding a whole body.
 
-Headers are decided by gateway.web.forwarding; this module does the I/O and maps the upstream
-client's errors to ours at one boundary. WebSocket upgrades go to web.websocket.
+Headers are decided by gateway.web.forwarding; the CRM is asked through gateway.web.client,
+which turns its failures into ours (502, 504) before they reach here. WebSocket upgrades go
+to web.websocket.
 """
 
 from __future__ import annotations
@@ -10,17 +11,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import aiohttp
-from aiohttp import web
-from yarl import URL
+from aiohttp import StreamReader, web
 
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, UpstreamError
 from gateway.signin.identity import set_cookie_names
 from gateway.web import websocket
+from gateway.web.client import CrmResponse
 from gateway.web.forwarding import downstream_response_headers
 from gateway.web.health import READINESS
-from gateway.web.keys import CLOCK, CONFIG, DECISION, REWRITER, UPSTREAM_CLIENT, VIEW
-from gateway.web.upstream import Adjust, headers_for_crm, upstream_error
+from gateway.web.keys import DECISION, REWRITER, UPSTREAM_CLIENT, VIEW
+from gateway.web.upstream import Adjust, headers_for_crm
 
 log = logging.getLogger("gateway.proxy")
 
@@ -54,7 +54,7 @@ async def handle(
     *,
     adjust: Adjust | None = None,
     add_headers: list[tuple[str, str]] | None = None,
-    observe: Callable[[aiohttp.ClientResponse], Awaitable[frozenset[str]]] | None = None,
+    observe: Callable[[CrmResponse], Awaitable[frozenset[str]]] | None = None,
     drop_cookies: frozenset[str] = frozenset(),
     body: bytes | None = None,
 ) -> web.StreamResponse:
@@ -92,43 +92,21 @@ async def send(
     raw_path: str,
     *,
     adjust: Adjust | None = None,
-    body: aiohttp.StreamReader | bytes | None = None,
-) -> aiohttp.ClientResponse:
-    """The CRM's answer (headers read, body not yet); the caller releases it."""
-    upstream = request.app[CONFIG].upstream
+    body: StreamReader | bytes | None = None,
+) -> CrmResponse:
+    """The CRM's answer (headers read, body not yet); the caller releases it. Redirects are
+    the browser's to follow (FL-12); nothing is decompressed and no cookie is kept."""
     headers = headers_for_crm(request)
     if adjust is not None:
         adjust(headers)
-    if isinstance(body, bytes):
-        headers["Content-Length"] = str(len(body))
-    crm = request.app[READINESS].crm
-    try:
-        response = await request.app[UPSTREAM_CLIENT].request(
-            request.method,
-            URL(upstream.url + raw_path, encoded=True),
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            # Only the headers we built: no User-Agent, Accept or Content-Type of the client's.
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        )
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        _note_read_timeout(request, exc)
-        raise upstream_error(exc) from exc
-    crm.answered()  # readyz: the CRM answers
+    response = await request.app[UPSTREAM_CLIENT].request(request.method, raw_path, headers, body)
+    request.app[READINESS].crm.answered()  # readyz: the CRM answers
     return response
-
-
-def _note_read_timeout(request: web.Request, exc: BaseException) -> None:
-    """readyz: the CRM let a request wait past the read timeout (not a refused connection:
-    readyz finds that itself)."""
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        request.app[READINESS].crm.timed_out(request.app[CLOCK].monotonic())
 
 
 async def relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: CrmResponse,
     add_headers: list[tuple[str, str]] | None = None,
     *,
     drop_cookies: frozenset[str] = frozenset(),
@@ -147,15 +125,12 @@ async def relay(
     for name, value in add_headers or ():
         headers.add(name, value)
     length = upstream.content_length
-    chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
+    chunked = upstream.chunked
     no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS
     if not no_body and length is not None and length <= SMALL_BODY and not chunked:
         # One buffered Response: the headers and the body leave in a single write.
-        try:
-            data = await upstream.content.readexactly(length) if length else b""
-        except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-            _note_read_timeout(request, exc)
-            raise upstream_error(exc) from exc  # nothing sent yet: an honest 502/504
+        # A cut or stalled body raises UpstreamError here: nothing sent yet, an honest 502/504.
+        data = await upstream.content.readexactly(length) if length else b""
         small = web.Response(
             status=upstream.status, reason=upstream.reason, headers=headers, body=data
         )
@@ -172,14 +147,13 @@ async def relay(
     try:
         async for chunk in upstream.content.iter_any():
             await out.write(chunk)
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        _note_read_timeout(request, exc)
+    except UpstreamError as exc:
         # Headers are out: the only honest signal left is a cut connection (FL-7).
         log.warning(
             "upstream response cut mid-body: %s %s: %s [%s]",
             request.method,
             request.path,
-            upstream_error(exc).detail,
+            exc.detail,
             request[VIEW].request_id,
         )
         upstream.close()
@@ -189,7 +163,7 @@ async def relay(
     return out
 
 
-def _mark_content_type(response: web.StreamResponse, upstream: aiohttp.ClientResponse) -> None:
+def _mark_content_type(response: web.StreamResponse, upstream: CrmResponse) -> None:
     if "Content-Type" not in upstream.headers:
         response[NO_CONTENT_TYPE] = True
 

@@ -13,7 +13,7 @@ import functools
 import json
 from dataclasses import dataclass
 
-from aiohttp import ClientResponse, web
+from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.config.model import Config
@@ -44,6 +44,7 @@ from gateway.stores import DurableStore, SharedStore
 from gateway.tasks import Background
 from gateway.web import proxy
 from gateway.web.audit import audit_event
+from gateway.web.client import CrmResponse
 from gateway.web.cookies import Cookies, cookie_binding
 from gateway.web.devices import Devices
 from gateway.web.guard import Guard
@@ -320,7 +321,7 @@ class SignIn:
         return response
 
     async def _crm_cookie_set(
-        self, request: web.Request, session: Session, upstream: ClientResponse
+        self, request: web.Request, session: Session, upstream: CrmResponse
     ) -> frozenset[str]:
         """The CRM set its session cookie on a signed-in request. A new id on a page view is
         a rotation (CRMs rotate ids on privilege changes): the binding follows, so the user

@@ -1,6 +1,6 @@
-"""The one HTTP client to the CRM: a keep-alive pool, no redirects, no decompression, no jar.
-
-Also the one boundary where the client's exceptions become ours.
+"""The client to the CRM as the web layer opens it, the headers it is sent, and the boundary
+where aiohttp's client exceptions (WebSocket upgrades) become ours. No redirects, no
+decompression, no jar: gateway.web.client does the proxying; only upgrades use aiohttp's.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from gateway.config.model import Upstream
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.metrics import UPSTREAM_ERRORS
+from gateway.web.client import CrmClient
 from gateway.web.forwarding import upstream_request_headers
 from gateway.web.keys import CONFIG, VIEW
 
@@ -22,31 +23,13 @@ from gateway.web.keys import CONFIG, VIEW
 Adjust = Callable[[CIMultiDict[str]], None]
 
 
-def open_upstream_client(upstream: Upstream) -> aiohttp.ClientSession:
-    timeouts = upstream.timeouts
-    connector = aiohttp.TCPConnector(
-        limit=upstream.max_connections,
-        limit_per_host=0,
-        keepalive_timeout=upstream.keepalive,
-        ttl_dns_cache=60,
-        enable_cleanup_closed=False,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        # total=None: long downloads and websockets must not die at a fixed age (FL-9); the
-        # read timeout is between two reads, so a stalled CRM is still noticed.
-        timeout=aiohttp.ClientTimeout(
-            total=None,
-            connect=timeouts.pool + timeouts.connect,
-            sock_connect=timeouts.connect,
-            sock_read=timeouts.read,
-        ),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        # The request line is sent as the client wrote it: no re-quoting of the path.
-        requote_redirect_url=False,
-        read_bufsize=2**16,
-    )
+def open_upstream_client(
+    upstream: Upstream, *, on_stall: Callable[[], None] | None = None
+) -> CrmClient:
+    """The proxy's client to the CRM (gateway.web.client): a keep-alive pool of at most
+    `max_connections`, timeouts per phase (a slot, a connection, then the read timeout
+    between two reads, never a total: long downloads must not die at a fixed age, FL-9)."""
+    return CrmClient(upstream, on_stall=on_stall)
 
 
 def headers_for_crm(
@@ -66,7 +49,8 @@ def headers_for_crm(
 
 
 def upstream_error(exc: BaseException) -> UpstreamTimeout | UpstreamUnavailable:
-    """The error to answer with for what the CRM connection raised; counted by kind."""
+    """The error to answer with for what aiohttp's client raised (a WebSocket upgrade);
+    counted by kind, as gateway.web.client counts the proxy's."""
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
         UPSTREAM_ERRORS.labels("timeout").inc()
         return UpstreamTimeout(str(exc) or type(exc).__name__)

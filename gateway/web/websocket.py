@@ -1,7 +1,9 @@
 """Proxies a WebSocket: the CRM must answer 101 before the client is upgraded (WS-4).
 
 Frames are relayed as they come, both ways: text, binary, ping and pong (no auto-answering on
-our side, so the two ends see each other's), and close codes are passed through.
+our side, so the two ends see each other's), and close codes are passed through. The upgrade
+and the frames use aiohttp's client (gateway.web.client speaks plain HTTP/1.1 only), in a
+slot of the gateway's pool to the CRM, so `max_connections` counts WebSockets too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.web.keys import CONFIG, UPSTREAM_CLIENT
@@ -47,7 +50,23 @@ async def proxy(
         adjust(headers)
     scheme = "wss" if upstream.scheme == "https" else "ws"
     url = URL(f"{scheme}://{upstream.host}{target}", encoded=True)
-    session = request.app[UPSTREAM_CLIENT]
+    client = request.app[UPSTREAM_CLIENT]
+    try:
+        await client.pool.reserve()
+    except TimeoutError as exc:
+        raise client.failure("timeout", "no connection to the CRM in time") from exc
+    except OSError as exc:  # the gateway is stopping
+        raise client.failure("broken", str(exc)) from exc
+    try:
+        return await _tunnel(request, client.websockets(), url, headers)
+    finally:
+        client.pool.unreserve()
+
+
+async def _tunnel(
+    request: web.Request, session: aiohttp.ClientSession, url: URL, headers: CIMultiDict[str]
+) -> web.StreamResponse:
+    upstream = request.app[CONFIG].upstream
     try:
         upstream_ws = await session.ws_connect(
             url,
