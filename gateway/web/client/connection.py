@@ -24,8 +24,9 @@ READ_BUFFER = 2**16
 MAX_LINE = 8190
 MAX_FIELD = 8190
 
-# What a failure of the response body becomes, by kind ("broken", "timeout"): the client
-# turns it into the gateway's error (counted and, for a stall, told to readiness).
+# What a failure of the response body becomes, by kind ("broken": cut or malformed, "stall":
+# nothing within the read timeout): the client turns it into the gateway's error, counted
+# and, for a stall, told to readiness.
 BodyFailure = Callable[[str, str], Exception]
 
 
@@ -276,6 +277,6 @@ class CrmConnection(asyncio.Protocol):
         if head is not None and not head.done():
             head.set_exception(TimeoutError(detail))
         elif body is not None and not body.is_eof():
-            body.set_exception(self._body_failure("timeout", detail))
+            body.set_exception(self._body_failure("stall", detail))
         self.spoiled = True
         self.abort()
