@@ -20,7 +20,12 @@ from gateway.web.app import build_app
 from tests.upstreams import INFO, build_upstream_app
 
 # Shared fixtures: the sign-in kit (gateways, browsers), headless Chromium, a real Redis.
-pytest_plugins = ["tests.signin_kit", "tests.browser", "tests.redis_server"]
+pytest_plugins = [
+    "tests.signin_kit",
+    "tests.browser",
+    "tests.redis_server",
+    "tests.postgres_server",
+]
 
 
 @dataclass

@@ -20,7 +20,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The store kinds `state.durable.type` and `state.shared.type` may name: each is a module in
 # gateway/stores/ and a line of its registry (gateway.stores.DURABLE_BACKENDS and
 # SHARED_BACKENDS, which config may not import: tests/stores/test_registry.py keeps them equal).
-DURABLE_KINDS = ("sqlite",)
+DURABLE_KINDS = ("sqlite", "postgres")
 
 
 SHARED_KINDS = ("memory", "redis")
@@ -71,6 +71,12 @@ class StoreConfig:
     path: str = ""  # sqlite file
     url: str = field(default="", repr=False)  # postgres / redis URL (may carry a password)
     prefix: str = "crm-gateway:"  # redis: keys start with it (several gateways, one Redis)
+    # postgres: the password when the URL has none; connections per process (a bounded
+    # pool); seconds to connect (or wait for a pooled connection), and for one statement.
+    password: str = field(default="", repr=False)
+    max_connections: int = 5
+    connect_timeout: float = 5.0
+    statement_timeout: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from gateway.config.model import (
     Timeouts,
     Upstream,
 )
+from gateway.config.postgres import POSTGRES_KEYS, read_postgres
 from gateway.headers import MANAGED, fold
 
 T = TypeVar("T")
@@ -43,7 +44,10 @@ _COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
 # Store kinds that need a package not installed by default: the module, and how to get it.
-_DRIVERS = {"redis": ("redis.asyncio", "pip install 'crm-gateway[redis]'")}
+_DRIVERS = {
+    "redis": ("redis.asyncio", "pip install 'crm-gateway[redis]'"),
+    "postgres": ("asyncpg", "pip install 'crm-gateway[postgres]'"),
+}
 
 
 def parse_listen(value: str) -> Listen | None:
@@ -274,12 +278,14 @@ def _sqlite_path(value: Value) -> str | None:
 
 
 def read_store(value: Value, kinds: tuple[str, ...]) -> StoreConfig | None:
-    keys = value.mapping({"type", "path", "url", "prefix"})
+    keys = value.mapping({"type", "path", "url", "prefix", *POSTGRES_KEYS})
     if keys is None:
         return None
     kind = value.kind(keys, kinds)
     if kind is None:
         return None
+    for name in sorted(POSTGRES_KEYS & keys.keys()) if kind != "postgres" else ():
+        keys[name].fail(f"is a key of type: postgres, not of type: {kind}")
     if kind == "sqlite":
         path = read_key(keys, "path", _sqlite_path, "") or default_durable(value.source).path
         return StoreConfig(kind, path=path)
@@ -287,6 +293,8 @@ def read_store(value: Value, kinds: tuple[str, ...]) -> StoreConfig | None:
         return StoreConfig(kind)
     if kind in _DRIVERS and not _driver_installed(keys["type"], kind):
         return None
+    if kind == "postgres":
+        return read_postgres(keys, value)
     if kind == "redis":
         if "url" not in keys:
             value.fail("url: is required for redis (redis://host:6379/0, or {env: NAME})")

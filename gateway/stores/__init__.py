@@ -18,7 +18,7 @@ import importlib
 
 from gateway.clock import Clock
 from gateway.config.model import State, StoreConfig
-from gateway.stores.kinds import Contents, DurableKind, DurableSnapshots, SharedKind
+from gateway.stores.kinds import Contents, DurableKind, DurableSnapshots, Migration, SharedKind
 from gateway.stores.protocols import (
     DUPLICATE,
     STORE_MISSING,
@@ -42,9 +42,11 @@ __all__ = [
     "DurableStore",
     "InProcessStore",
     "LedgerRow",
+    "Migration",
     "SharedStore",
     "durable_address",
     "durable_snapshots",
+    "migrate_durable",
     "open_durable",
     "open_shared",
     "open_stores",
@@ -53,7 +55,10 @@ __all__ = [
 # `type:` → the module that implements it, imported only when chosen (a backend's driver is
 # an optional dependency). Config validation accepts the same names (gateway.config's
 # DURABLE_KINDS and SHARED_KINDS); tests/stores/test_registry.py keeps the two lists equal.
-DURABLE_BACKENDS: dict[str, str] = {"sqlite": "gateway.stores.sqlite"}
+DURABLE_BACKENDS: dict[str, str] = {
+    "sqlite": "gateway.stores.sqlite",
+    "postgres": "gateway.stores.postgres",
+}
 SHARED_BACKENDS: dict[str, str] = {
     "memory": "gateway.stores.memory",
     "redis": "gateway.stores.redis",
@@ -86,6 +91,13 @@ async def open_durable(settings: StoreConfig, *, create: bool) -> DurableStore:
 def durable_snapshots(settings: StoreConfig) -> DurableSnapshots:
     """The configured durable store as one file, for backup and restore (opens nothing)."""
     return durable_kind(settings).snapshots(settings)
+
+
+async def migrate_durable(settings: StoreConfig) -> Migration | None:
+    """Bring the configured store's schema up to date (`crm-gateway store migrate`); None for a
+    kind whose store does that itself whenever it is opened (SQLite)."""
+    migrate = durable_kind(settings).migrate
+    return None if migrate is None else await migrate(settings)
 
 
 def durable_address(settings: StoreConfig) -> tuple[str, str]:

@@ -5,7 +5,7 @@ backup` and `restore`. No implementation here."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +23,8 @@ class Contents:
     digest: str  # "sha256:…" over the schema and every row: equal digests, equal contents
     tables: dict[str, int]  # rows per table
     schema: int  # the store's schema version; 0: not a crm-gateway store
+    # "sha256:…" per table over its rows (what `store copy` compares table by table)
+    table_digests: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def rows(self) -> int:
@@ -84,15 +86,28 @@ class DurableSnapshots(Protocol):
 
 
 @dataclass(frozen=True)
+class Migration:
+    """What `crm-gateway store migrate` found and did to a store's schema."""
+
+    before: int  # the schema found (0: none yet, an empty database)
+    after: int  # the schema now: the newest this code knows
+    steps: tuple[str, ...]  # what was done, a line each (none: it was up to date)
+
+
+@dataclass(frozen=True)
 class DurableKind:
     """One `state.durable.type`: its module's `DURABLE`. `open` returns a store ready to use;
     with `create` False (admin commands) it never makes one and raises StoreUnavailable with
     reason STORE_MISSING when there is none. `address` names the store for people: (the
-    store as an operator knows it, the config key that named it)."""
+    store as an operator knows it, the config key that named it). `migrate`, for a store
+    whose schema is brought up to date by a command rather than by the gateway opening it:
+    takes the store to the newest schema (StoreUnavailable when it cannot: unreachable, or a
+    schema newer than this code)."""
 
     open: Callable[[StoreConfig, bool], Awaitable[DurableStore]]
     snapshots: Callable[[StoreConfig], DurableSnapshots]
     address: Callable[[StoreConfig], tuple[str, str]]
+    migrate: Callable[[StoreConfig], Awaitable[Migration]] | None = None
 
 
 @dataclass(frozen=True)

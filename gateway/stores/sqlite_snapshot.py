@@ -58,24 +58,29 @@ def describe(conn: sqlite3.Connection) -> Contents:
     for entry in conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY 1, 2"):
         digest.update(b"S" + _encoded(entry))
     tables: dict[str, int] = {}
+    per_table: dict[str, str] = {}  # the same rows, a digest per table (for `store copy`)
     names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
     for (name,) in names.fetchall():
         table = _quoted(name)
         width = len(conn.execute(f"SELECT * FROM {table} LIMIT 0").description)  # noqa: S608
         order = ", ".join(str(column) for column in range(1, width + 1))
         digest.update(b"T" + _encoded((name,)))
+        own = hashlib.sha256(b"crm-gateway table digest 1\n" + _encoded((name,)))
         count = 0
         # Names come from sqlite_master and are quoted; nothing here is user input.
         for row in conn.execute(f"SELECT * FROM {table} ORDER BY {order}"):  # noqa: S608
-            digest.update(_encoded(row))
+            encoded = _encoded(row)
+            digest.update(encoded)
+            own.update(encoded)
             count += 1
         tables[name] = count
+        per_table[name] = "sha256:" + own.hexdigest()
     try:
         found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         schema = int(found[0])
     except (sqlite3.Error, TypeError, ValueError):
         schema = 0  # not a crm-gateway store
-    return Contents("sha256:" + digest.hexdigest(), tables, schema)
+    return Contents("sha256:" + digest.hexdigest(), tables, schema, per_table)
 
 
 def _read_only(store: Path) -> sqlite3.Connection:

@@ -303,8 +303,8 @@ def test_duplicate_nested_key_is_reported_with_its_path() -> None:
             "gateway.yaml:4: upstream.host_header: must be one of client, upstream but it's 'both'",
         ),
         (
-            MINIMAL + "state: {durable: {type: postgres}}\n",
-            "gateway.yaml:4: state.durable.type: must be one of sqlite but it's 'postgres'",
+            MINIMAL + "state: {durable: {type: mysql}}\n",
+            "gateway.yaml:4: state.durable.type: must be one of sqlite, postgres but it's 'mysql'",
         ),
         (
             MINIMAL + "state: {durable: {path: x.db}}\n",
