@@ -212,7 +212,7 @@ async def measure(args: argparse.Namespace, port: int, downloads: bool) -> None:
     names = {"old": "aiohttp ClientSession (before)", "new": "gateway.web.client (after)"}
     runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
     speeds: dict[str, list[float]] = {"old": [], "new": []}
-    for key, fetch in fetches.items():  # warm up: connections open, code paths hot
+    for fetch in fetches.values():  # warm up: connections open, code paths hot
         await load(fetch, 2000, args.concurrency)
     for number in range(args.rounds):
         order = ["old", "new"] if number % 2 == 0 else ["new", "old"]
