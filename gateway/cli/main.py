@@ -28,6 +28,7 @@ from gateway.cli.output import (
 )
 from gateway.config.load import load_config, workers_problem
 from gateway.config.model import Config
+from gateway.config.process import MAX_WORKERS, usable_cores
 from gateway.config.sections import parse_listen
 from gateway.crypto import hash_password
 from gateway.errors import ConfigError, StoreUnavailable
@@ -62,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="serve the gateway")
     run.add_argument("-c", "--config", default="gateway.yaml", help="path to gateway.yaml")
     run.add_argument("--listen", metavar="HOST:PORT", help="override `listen` from the config")
-    run.add_argument("--workers", type=int, metavar="N", help="override `workers` from the config")
+    run.add_argument(
+        "--workers", metavar="N|auto", help="override `workers`: 1 to 64, or auto (one per core)"
+    )
 
     check = commands.add_parser(
         "check-config", help="validate gateway.yaml and report every problem"
@@ -139,6 +142,10 @@ def _load(path: str, outcome: str = "nothing done") -> tuple[Config, Policy | No
     return config, policy
 
 
+def _whole(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one command. A reader that goes away early (`policy explain … | head -1`) ends it
     quietly: stdout is flushed here, where that shows, and not at the interpreter's exit."""
@@ -173,11 +180,14 @@ def _command(argv: list[str] | None) -> int:
                 return EXIT_CONFIG
             config = replace(config, listen=listen)
         if args.workers is not None:
-            if not 1 <= args.workers <= 64:
-                print(f"--workers: must be 1 to 64 but it's {args.workers}", file=sys.stderr)
+            auto = args.workers == "auto"
+            count = usable_cores() if auto else _whole(args.workers)
+            if count is None or not 1 <= count <= MAX_WORKERS:
+                said = f"must be 1 to {MAX_WORKERS}, or auto, but it's {args.workers!r}"
+                print(f"--workers: {said}", file=sys.stderr)
                 return EXIT_CONFIG
-            config = replace(config, workers=args.workers)
-            problem = workers_problem(config.workers, config.signin, config.state)
+            config = replace(config, workers=count, workers_auto=auto)
+            problem = workers_problem(count, config.signin, config.state, auto=auto)
             if problem:
                 print(f"--workers: {problem}", file=sys.stderr)
                 return EXIT_CONFIG

@@ -12,6 +12,7 @@ from gateway.config.loader import Source, Value, read_file
 from gateway.config.messaging import read_messaging
 from gateway.config.model import Admin, Audit, Branding, Config, Logging, State
 from gateway.config.networks import IPNetwork
+from gateway.config.process import read_policies_dir, read_policy_reload, read_workers
 from gateway.config.sections import (
     default_durable,
     read_admin,
@@ -20,8 +21,6 @@ from gateway.config.sections import (
     read_key,
     read_listen,
     read_logging,
-    read_policies_dir,
-    read_policy_reload,
     read_prefix,
     read_public_url,
     read_state,
@@ -83,13 +82,16 @@ def parse_config(text: str, name: str = "gateway.yaml") -> Config:
     return config
 
 
-def workers_problem(workers: int, signin: SignIn, state: State) -> str:
+def workers_problem(workers: int, signin: SignIn, state: State, *, auto: bool = False) -> str:
     """Why this many workers cannot run with this state ("" when they can): the config file
-    and `run --workers` are checked by the same rule."""
-    if signin.login is not None and workers > 1 and state.shared.type == "memory":
+    and `run --workers` are checked by the same rule. `auto` is refused wherever several
+    workers would be, whatever the cores of this machine: a file valid on one host is valid
+    on the next."""
+    if signin.login is not None and (workers > 1 or auto) and state.shared.type == "memory":
+        said = f"auto (one per core: {workers} here)" if auto else "more than 1"
         return (
-            "must be 1 with state.shared type memory once login is on: sessions and rate "
-            "limits must be shared by every worker"
+            f"{said} needs state.shared type redis once login is on: sessions and rate "
+            "limits must be shared by every worker (or set workers: 1)"
         )
     return ""
 
@@ -103,7 +105,7 @@ def _build(root: Value, source: Source) -> Config | None:
             source.problem(root.node, required, "is required")
     listen = read_key(keys, "listen", read_listen, None)
     upstream = read_key(keys, "upstream", read_upstream, None)
-    workers = read_key(keys, "workers", lambda v: v.integer(minimum=1, maximum=64), 1)
+    workers, workers_auto = read_key(keys, "workers", read_workers, (1, False))
     public_url = read_key(keys, "public_url", read_public_url, "")
     trusted: tuple[IPNetwork, ...] = read_key(keys, "trusted_proxies", read_trusted_proxies, ())
     proxy_header = read_key(
@@ -130,7 +132,7 @@ def _build(root: Value, source: Source) -> Config | None:
             "no login section: nobody signs in and no second factor is asked; "
             "the gateway applies only IP and path rules",
         )
-    shared_problem = workers_problem(workers, signin, state)
+    shared_problem = workers_problem(workers, signin, state, auto=workers_auto)
     if shared_problem:
         source.problem(
             keys["workers"].node if "workers" in keys else None, "workers", shared_problem
@@ -154,6 +156,7 @@ def _build(root: Value, source: Source) -> Config | None:
         listen=listen,
         upstream=upstream,
         workers=workers,
+        workers_auto=workers_auto,
         public_url=public_url,
         trusted_proxies=trusted,
         trusted_proxy_header=proxy_header,

@@ -120,7 +120,8 @@ class Config:
     source: str
     listen: Listen
     upstream: Upstream
-    workers: int = 1
+    workers: int = 1  # `auto` is resolved: one per core this process may run on
+    workers_auto: bool = False
     public_url: str = ""  # the client-facing origin, when known (used for absolute URLs)
     trusted_proxies: tuple[IPNetwork, ...] = ()
     trusted_proxy_header: str = "x-forwarded-for"  # or "forwarded": the one they write

@@ -64,54 +64,6 @@ def read_key(keys: dict[str, Value], name: str, read: Callable[[Value], T | None
     return default if value is None else value
 
 
-def policy_files(directory: str | Path) -> list[Path]:
-    """The policy files of a folder: its *.yaml and *.yml files, in name order."""
-    folder = Path(directory)
-    return sorted(p for p in [*folder.glob("*.yaml"), *folder.glob("*.yml")] if p.is_file())
-
-
-def files_signature(directory: str | Path) -> tuple[tuple[str, int, int], ...]:
-    """The policy files as the file system describes them (name, mtime, size): cheap enough
-    to look at every few seconds, so a change is noticed without reading the files."""
-    found = []
-    for path in policy_files(directory):
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        found.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return tuple(found)
-
-
-def read_policies_dir(value: Value) -> str | None:
-    """Relative to the config file's folder, so `policies: policies` works from anywhere."""
-    text = value.file_path()
-    if text is None:
-        return None
-    folder = Path(text)
-    if not folder.is_dir():
-        value.fail(f"must be a folder of policy files but {str(folder)!r} is not a folder")
-        return None
-    if not policy_files(folder):
-        value.warn(f"{str(folder)!r} holds no policy files (*.yaml, *.yml)")
-    return str(folder)
-
-
-def read_policy_reload(value: Value) -> float | None:
-    """`{hold_share: 50%}`: the share of path rules a watched change may remove unconfirmed."""
-    keys = value.mapping({"hold_share"})
-    if keys is None or "hold_share" not in keys:
-        return None
-    text = keys["hold_share"].text()
-    if text is None:
-        return None
-    number = text[:-1].strip() if text.endswith("%") else ""
-    if not number.isdigit() or not 0 <= int(number) <= 100:
-        keys["hold_share"].fail(f"must be a share such as 50% but it's {text!r}")
-        return None
-    return int(number) / 100
-
-
 def read_listen(value: Value) -> Listen | None:
     text = value.text()
     if text is None:

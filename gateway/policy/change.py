@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config.networks import IPNetwork
-from gateway.config.sections import policy_files
+from gateway.config.process import policy_files
 from gateway.policy.model import Level, Policy, User
 
 MAX_NAMED = 10  # users or rules named in one log line; the rest are counted

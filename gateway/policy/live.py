@@ -14,7 +14,7 @@ import contextlib
 import logging
 
 from gateway.audit import AuditTrail
-from gateway.config.sections import files_signature
+from gateway.config.process import files_signature
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.model import Settings
 from gateway.policy.change import CONFIRMED_NOTE, DEFAULT_HOLD_SHARE, Change, compare, files_digest

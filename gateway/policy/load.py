@@ -18,7 +18,7 @@ from yaml.nodes import MappingNode
 
 from gateway.config.loader import Source, Value, read_file, read_network_list
 from gateway.config.networks import IPNetwork
-from gateway.config.sections import files_signature, policy_files
+from gateway.config.process import files_signature, policy_files
 from gateway.errors import ConfigError, Problem
 from gateway.policy.checks import check_caps, path_rule_warnings
 from gateway.policy.model import (

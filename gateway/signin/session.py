@@ -24,6 +24,11 @@ FULL = "full"  # signed in: second factor passed, or not required for this user
 
 DEVICE_MAX_AGE = 400 * 86400.0  # browsers cap cookie lifetimes at 400 days
 SIGNING_IN_PER_USER = 20  # sign-ins of one user waiting for their second factor at once
+# Per worker, so that a signed-in request costs little more than an anonymous one: a cookie's
+# signature is checked once, and a record read again unchanged is not parsed again. The
+# record itself is read from the shared store on every request: a step taken on another
+# worker (a factor passed, a logout, a rotation) counts at once everywhere.
+CACHED = 4096  # cookies and parsed sessions kept per worker; the oldest go first
 
 
 @dataclass
@@ -81,6 +86,8 @@ class SessionBook:
         self._devices = _serializer(ring, clock, "crm-gateway.device")
         self._forms = _serializer(ring, clock, "crm-gateway.login-form")
         self.revocations: dict[str, float] = {}
+        self._signed: dict[str, tuple[str, float]] = {}  # cookie → (session id, signed at)
+        self._records: dict[str, tuple[bytes, Session]] = {}  # id → (record, parsed)
 
     # -- cookies -------------------------------------------------------------------------
 
@@ -88,11 +95,25 @@ class SessionBook:
         return str(self._cookies.dumps(session.sid))
 
     def sid_from_cookie(self, value: str) -> str | None:
-        try:
-            sid = self._cookies.loads(value, max_age=int(self.rules.absolute_timeout))
-        except (BadData, ValueError, TypeError):
+        """The session id a cookie names, when its signature holds and it is younger than
+        the absolute timeout. A signature is checked once per worker (CACHED cookies)."""
+        known = self._signed.get(value)
+        if known is None:
+            try:
+                sid, signed = self._cookies.loads(
+                    value, max_age=int(self.rules.absolute_timeout), return_timestamp=True
+                )
+            except (BadData, ValueError, TypeError):
+                return None
+            if not isinstance(sid, str) or len(sid) != 43:
+                return None
+            known = (sid, signed.timestamp())
+            _keep(self._signed, value, known)
+        sid, signed_at = known
+        if self._clock.now() - signed_at > self.rules.absolute_timeout:
+            self._signed.pop(value, None)
             return None
-        return sid if isinstance(sid, str) and len(sid) == 43 else None
+        return sid
 
     def device_cookie(self, device_id: str, user: str) -> str:
         return str(self._devices.dumps([device_id, user]))
@@ -157,10 +178,14 @@ class SessionBook:
         oldest = await self._shared.take(session.slot)
         await self._shared.put(session.slot, session.sid.encode(), ttl)
         if oldest is not None and number > cap:
+            self._forget(oldest.decode())
             await self._shared.delete(f"session:{oldest.decode()}")
 
     async def _insert(self, session: Session) -> None:
         await self._shared.put(f"session:{session.sid}", session.to_bytes(), self._ttl(session))
+
+    def _forget(self, sid: str) -> None:
+        self._records.pop(sid, None)
 
     async def save(self, session: Session) -> bool:
         """Write back a session that still exists: one ended meanwhile (logout in another tab,
@@ -168,14 +193,30 @@ class SessionBook:
         data = session.to_bytes()
         return await self._shared.replace(f"session:{session.sid}", data, self._ttl(session))
 
+    async def _read(self, sid: str) -> Session | None:
+        """The session record as the shared store holds it now, parsed once per version (a
+        copy each time: callers change what they are given)."""
+        data = await self._shared.get(f"session:{sid}")
+        if data is None:
+            self._forget(sid)
+            return None
+        found = self._records.get(sid)
+        if found is not None and found[0] == data:
+            return _copy(found[1])
+        session = Session.from_bytes(data)
+        if session is None or session.sid != sid:
+            self._forget(sid)
+            return None
+        _keep(self._records, sid, (data, _copy(session)))
+        return session
+
     async def load(self, cookie: str | None) -> Session | None:
         """The live session a cookie names, touched for the idle timeout; else None."""
         sid = self.sid_from_cookie(cookie) if cookie else None
         if sid is None:
             return None
-        data = await self._shared.get(f"session:{sid}")
-        session = Session.from_bytes(data) if data is not None else None
-        if session is None or session.sid != sid:
+        session = await self._read(sid)
+        if session is None:
             return None
         now = self._clock.now()
         expired = (
@@ -197,6 +238,7 @@ class SessionBook:
         """A new id for a session that steps up (no fixation); the old id stops working.
         None when the session was ended meanwhile (logout in another tab, an admin, a newer
         session taking its place): an ended session never comes back."""
+        self._forget(session.sid)
         if await self._shared.take(f"session:{session.sid}") is None:
             return None
         fresh = replace(
@@ -216,6 +258,19 @@ class SessionBook:
         return fresh
 
     async def end(self, session: Session) -> None:
+        self._forget(session.sid)
         await self._shared.delete(f"session:{session.sid}")
         if session.held:
             await self._shared.delete(session.held)
+
+
+def _copy(session: Session) -> Session:
+    """A session of its own for a caller: the fields are values but for `pending`."""
+    return replace(session, pending=dict(session.pending))
+
+
+def _keep(cache: dict[str, Any], key: str, value: Any) -> None:
+    """Add to a bounded cache; the oldest entry goes when it is full."""
+    if key not in cache and len(cache) >= CACHED:
+        del cache[next(iter(cache))]
+    cache[key] = value

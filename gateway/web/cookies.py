@@ -9,6 +9,7 @@ another spelling is removed like its plain one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from urllib.parse import unquote
@@ -32,6 +33,8 @@ _COOKIE_GAP = re.compile(r"[\s,]+")
 # than `,` and `;`: read one way by everyone. Most pieces of most requests look like this, so
 # they skip the readings below (on every request of a signed-in user).
 _PLAIN_PAIR = re.compile(r" *([A-Za-z0-9_-]+)=[\x21-\x2b\x2d-\x3a\x3c-\x7e]*")
+# The values we sign (itsdangerous, URL-safe base64 and dots), up to the end of their pair.
+_OUR_VALUE = re.compile(r"[A-Za-z0-9_.-]*(?=;|$)")
 
 
 class Cookies:
@@ -54,7 +57,21 @@ class Cookies:
         return f"__Host-{base}" if self.secure(request) else base
 
     def get(self, request: web.Request, base: str) -> str | None:
-        return request.cookies.get(self.name(request, base))
+        """One of our cookies as aiohttp reads it (`request.cookies`), found without parsing
+        every cookie of the request when the header is plain: the name once, at the start of
+        a pair, with a value of the characters we sign, and no quotes anywhere (a quoted
+        value may hide `name=` inside it). Anything else goes to aiohttp's own reading."""
+        name = self.name(request, base)
+        header = request.headers.get("Cookie")
+        if header is None or name not in header:
+            return None  # most requests: not ours to read, whatever else they carry
+        if '"' not in header:
+            pairs = list(_pair_starts(name).finditer(header))
+            if len(pairs) == 1 and pairs[0].group().endswith(name + "="):
+                found = _OUR_VALUE.match(header, pairs[0].end())
+                if found is not None:
+                    return found.group(0)
+        return request.cookies.get(name)
 
     def set(
         self, request: web.Request, base: str, value: str, max_age: float | None = None
@@ -106,6 +123,13 @@ class Cookies:
                     headers["Cookie"] = "; ".join(kept)
 
         return adjust
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_starts(name: str) -> re.Pattern[str]:
+    """Where a pair named `name` may start, as any reader splits a Cookie header: after the
+    start, a separator or white space, with white space allowed around `=`."""
+    return re.compile(r"(?:^|[\s;,])\s*" + re.escape(name) + r"\s*=")
 
 
 def _names_read(pair: str) -> set[str]:

@@ -23,12 +23,17 @@ from gateway.policy.load import load_policies
 from gateway.policy.model import Policy, empty_policy
 from gateway.policy.paths import normalize_path
 from gateway.policy.tokens import find_credential
+from gateway.policy.view import PolicyView
 from gateway.signin.decision import Asks, Kind, Request, Rules, Who, decide
 from gateway.stores import DurableStore
 from gateway.web.audit import audit_event
 from gateway.web.keys import CREDENTIAL, DECISION, USER, VIEW
 
 OVERRIDABLE = ("PUT", "PATCH", "DELETE")  # the methods a POST form may stand for
+# Decisions remembered per worker, by who asks, from where, what and how (the policy in force
+# is part of it: a reload starts afresh). Deciding is plain functions over values, so the
+# same question always gets the same answer; a denial is still audited every time.
+MEMO = 4096
 AMBIGUOUS = "\x00ambiguous"  # CREDENTIAL's value once a credential was found to read two ways
 
 
@@ -43,6 +48,19 @@ class Judged:
 
 class Guard(LivePolicy):
     """The live policy (gateway.policy.live), judging requests for the CRM with it."""
+
+    def __init__(
+        self,
+        folder: str,
+        policy: Policy,
+        durable: DurableStore,
+        trail: AuditTrail,
+        *,
+        hold_share: float = DEFAULT_HOLD_SHARE,
+    ) -> None:
+        super().__init__(folder, policy, durable, trail, hold_share=hold_share)
+        self._memo: dict[tuple[Who, Request, bool], tuple[Decision, bool]] = {}
+        self._memo_view: PolicyView | None = None
 
     def who(self, request: web.Request) -> Who:
         """Who a request for the CRM is by what it carries: its API credential (one that reads
@@ -89,22 +107,35 @@ class Guard(LivePolicy):
         raw_path, sep, raw_query = request.raw_path.partition("?")
         path = normalize_path(raw_path)
         asked = Request(Asks.CRM, request[VIEW].ip, request.method, path)
-        rules = Rules(gateway_login=gateway_login)
-        decision = decide(self.view, who, asked, rules=rules)
+        view = self.view
+        if self._memo_view is not view:  # a reload: decisions start again
+            self._memo, self._memo_view = {}, view
+        key = (who, asked, gateway_login)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._decide(view, who, asked, Rules(gateway_login=gateway_login))
+            if len(self._memo) >= MEMO:
+                del self._memo[next(iter(self._memo))]
+            self._memo[key] = found
+        decision, overridable = found
         if decision.action is Action.DENY:
             self.refuse(request, decision, api=who.kind is Kind.TOKEN)
-        # A POST that a form field could turn into another method (`_method`) whose rule
-        # refuses it: its body must be looked at before it goes.
+        return Judged(decision, path + sep + raw_query, overridable)
+
+    @staticmethod
+    def _decide(view: PolicyView, who: Who, asked: Request, rules: Rules) -> tuple[Decision, bool]:
+        """The Decision, and whether a form field could turn this POST into another method
+        (`_method`) whose rule refuses it: then its body must be looked at before it goes."""
+        decision = decide(view, who, asked, rules=rules)
         overridable = (
-            request.method == "POST"
-            and self.view.by_method
+            asked.method == "POST"
+            and view.by_method
             and any(
-                decide(self.view, who, replace(asked, method=other), rules=rules).action
-                is Action.DENY
+                decide(view, who, replace(asked, method=other), rules=rules).action is Action.DENY
                 for other in OVERRIDABLE
             )
         )
-        return Judged(decision, path + sep + raw_query, overridable)
+        return decision, overridable
 
     def refuse(self, request: web.Request, decision: Decision, *, api: bool) -> NoReturn:
         """Audit and count a denial, and end the request with it."""

@@ -195,7 +195,7 @@ def _serve(config: Config, policy: Policy | None, sock: socket.socket, loop_name
         config.upstream.url,
         loop_name,
         config.workers,
-        "" if config.workers == 1 else "s",
+        ("" if config.workers == 1 else "s") + (", one per core" if config.workers_auto else ""),
     )
     if config.workers == 1:
         return _serve_one(config, policy, sock, "the gateway", LocalFlag())

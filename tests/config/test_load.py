@@ -275,15 +275,15 @@ def test_duplicate_nested_key_is_reported_with_its_path() -> None:
         ),
         (
             MINIMAL + "workers: two\n",
-            "gateway.yaml:4: workers: must be a whole number but it's 'two'",
+            "gateway.yaml:4: workers: must be a whole number from 1 to 64, or auto, but it's 'two'",
         ),
         (
             MINIMAL + "workers: 1.5\n",
-            "gateway.yaml:4: workers: must be a whole number but it's 1.5",
+            "gateway.yaml:4: workers: must be a whole number from 1 to 64, or auto, but it's 1.5",
         ),
         (
             MINIMAL + "workers: '2'\n",
-            "gateway.yaml:4: workers: must be a whole number but it's '2'",
+            "gateway.yaml:4: workers: must be a whole number from 1 to 64, or auto, but it's '2'",
         ),
         (
             MINIMAL + "workers: [1]\n",
@@ -834,7 +834,10 @@ def test_file_with_only_a_document_marker_is_reported_as_empty() -> None:
             "listen: 127.0.0.1:8080\nupstream:\n",
             "gateway.yaml:2: upstream: must be a mapping but it's empty",
         ),
-        (MINIMAL + "workers:\n", "gateway.yaml:4: workers: must be a whole number but it's empty"),
+        (
+            MINIMAL + "workers:\n",
+            "gateway.yaml:4: workers: must be a whole number from 1 to 64, or auto, but it's empty",
+        ),
         (
             MINIMAL + "trusted_proxies:\n",
             "gateway.yaml:4: trusted_proxies: must be a list but it's empty",

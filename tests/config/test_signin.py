@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -303,9 +304,31 @@ def test_several_workers_with_an_in_memory_shared_store_are_refused_once_login_i
     secrets: str,
 ) -> None:
     assert problems(MINIMAL + "workers: 2\n" + UPSTREAM_LOGIN + secrets) == [
-        "gateway.yaml:4: workers: must be 1 with state.shared type memory once login is on:"
-        " sessions and rate limits must be shared by every worker"
+        "gateway.yaml:4: workers: more than 1 needs state.shared type redis once login is on:"
+        " sessions and rate limits must be shared by every worker (or set workers: 1)"
     ]
+
+
+def test_workers_auto_with_an_in_memory_shared_store_is_refused_on_any_machine(
+    secrets: str,
+) -> None:
+    """Refused even where `auto` would mean one worker: a file valid on one host is valid
+    on the next, whatever its cores."""
+    [problem] = problems(MINIMAL + "workers: auto\n" + UPSTREAM_LOGIN + secrets)
+    assert problem.startswith("gateway.yaml:4: workers: auto (one per core: ")
+    assert problem.endswith(
+        "needs state.shared type redis once login is on: sessions and "
+        "rate limits must be shared by every worker (or set workers: 1)"
+    )
+
+
+def test_workers_auto_is_one_per_core_this_process_may_use() -> None:
+    config = parse_config(MINIMAL + "workers: auto\n")
+    assert (config.workers, config.workers_auto) == (len(os.sched_getaffinity(0)), True)
+    assert (parse_config(MINIMAL + "workers: 3\n").workers_auto, parse_config(MINIMAL).workers) == (
+        False,
+        1,
+    )
 
 
 def test_one_worker_with_an_in_memory_shared_store_is_fine(secrets: str) -> None:

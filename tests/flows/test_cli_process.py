@@ -47,6 +47,26 @@ async def test_two_workers_share_the_listening_socket(crm: Served, tmp_path: Pat
     assert [pid for pid in workers if Path(f"/proc/{pid}").exists()] == []
 
 
+async def test_workers_auto_starts_one_worker_per_usable_core(crm: Served, tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    gw = await start_gateway_process(write_config(tmp_path, crm.url), "--workers", "auto")
+    try:
+        assert len(gw.children()) == cores
+        assert f"{cores} worker{'s' if cores > 1 else ''}, one per core)".encode() in gw.log
+    finally:
+        assert await gw.stop() == 0
+
+
+async def test_workers_that_are_neither_a_number_nor_auto_are_refused(
+    crm: Served, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, crm.url)
+    for given in ("lots", "0", "65", "-1"):
+        code, _, err = await run_command_async("run", "-c", str(config), "--workers", given)
+        assert code == 2, err
+        assert f"--workers: must be 1 to 64, or auto, but it's {given!r}" in err
+
+
 async def _status(http: aiohttp.ClientSession, url: str) -> int:
     async with http.get(url) as r:
         await r.read()

@@ -177,4 +177,4 @@ def test_run_refuses_more_workers_than_the_memory_store_can_serve(tmp_path: Path
     )
     done = run_command("run", "-c", str(config), "--workers", "2")
     assert done.returncode == 2
-    assert "--workers: must be 1 with state.shared type memory once login is on" in done.stderr
+    assert "--workers: more than 1 needs state.shared type redis once login is on" in done.stderr

@@ -104,6 +104,52 @@ async def test_sessions_are_shared_by_every_book_over_the_same_store(
     assert await worker_b.load(worker_a.cookie_value(session)) == session
 
 
+async def test_a_change_made_by_another_worker_counts_at_the_next_request(
+    clock: FakeClock, shared: MemorySharedStore
+) -> None:
+    """Each worker parses a record once and checks a cookie's signature once; the record is
+    still read from the shared store on every request, so a step taken elsewhere counts."""
+    worker_a, worker_b = book_for(clock, shared), book_for(clock, shared)
+    session = await worker_a.create("alice", PASSWORD)
+    cookie = worker_a.cookie_value(session)
+    first = await worker_b.load(cookie)
+    assert first is not None and first.stage == PASSWORD
+
+    session.stage = FULL  # the factor passed on worker A
+    await worker_a.save(session)
+    after = await worker_b.load(cookie)
+    assert after is not None and after.stage == FULL
+
+    await worker_a.end(session)  # a logout on worker A
+    assert await worker_b.load(cookie) is None
+
+
+async def test_what_a_caller_changes_without_saving_is_not_seen_by_the_next_load(
+    book: SessionBook,
+) -> None:
+    session = await book.create("alice", FULL)
+    cookie = book.cookie_value(session)
+    loaded = await book.load(cookie)
+    assert loaded is not None
+    loaded.pending["enrol"] = "not saved"
+    loaded.crm_binding = "not saved"
+
+    again = await book.load(cookie)
+    assert again is not None and (again.pending, again.crm_binding) == ({}, "")
+
+
+async def test_a_cookie_that_differs_from_a_checked_one_is_checked_again(
+    book: SessionBook,
+) -> None:
+    session = await book.create("alice", FULL)
+    cookie = book.cookie_value(session)
+    assert await book.load(cookie) is not None
+    sid, _, signature = cookie.rpartition(".")
+    forged = f"{sid}.{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"
+
+    assert await book.load(forged) is None
+
+
 @pytest.mark.parametrize("cookie", [None, ""])
 async def test_no_cookie_is_no_session(book: SessionBook, cookie: str | None) -> None:
     assert await book.load(cookie) is None

@@ -251,6 +251,32 @@ async def test_revoked_token_is_refused_after_refresh(guarded: Served, clients: 
     assert json.loads(body)["error"] == "token_ip_not_allowed"
 
 
+async def test_a_decision_remembered_for_a_token_ends_when_the_token_is_revoked(
+    guarded: Served, clients: dict
+) -> None:
+    """Decisions are remembered per worker by who asks, from where and what: the same
+    request once its token is revoked is another question, answered afresh."""
+    headers = {"Authorization": f"Bearer {ALICE_TOKEN}"}
+    url = f"{guarded.url}/admin/users"
+    for _ in range(2):
+        assert (await _get(clients["127.0.0.2"], url, headers=headers))[0] == 200
+    assert await guarded.app[DURABLE].revoke_token("tok_alice", 1.0)
+    await guarded.app[GUARD].refresh_tokens()
+    status, _, body = await _get(clients["127.0.0.2"], url, headers=headers)
+    assert (status, json.loads(body)["error"]) == (403, "token_ip_not_allowed")
+
+
+async def test_every_denial_is_audited_even_when_its_decision_is_remembered(
+    guarded: Served, clients: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    for _ in range(3):
+        assert (await _get(clients["127.0.0.4"], f"{guarded.url}/public"))[0] == 403
+    out = capsys.readouterr().out
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(e["event"], e["reason"]) for e in events] == [("ip.denied", "ip_denied")] * 3
+
+
 async def test_reload_applies_to_the_next_request_and_broken_edits_keep_the_policy(
     guarded: Served, clients: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
