@@ -1,340 +1,265 @@
-"""`make bench`: what proxying through the gateway costs, as ratios measured in one run.
+"""`make bench` (part 1): what proxying through the gateway costs, as users run it, measured
+against a naive aiohttp proxy and nginx in the same run (issue 14, item 6).
 
-Targets, all on loopback and on the same cores: the demo CRM directly, the gateway in front
-of it (1 and 2 workers), and nginx as a reference reverse proxy when it is installed. Load
-from wrk (`-t2 -c64`), rounds alternate between targets so drift hits each alike; medians are
-reported. Then a 100 MB download through the gateway: throughput and the gateway's peak RSS.
-Only ratios mean anything on a shared machine (shared/reference/perf-baselines.md).
+Upstream: nginx serving a fixed 1 KB page and a 100 MB file (the demo CRM when nginx is not
+installed: said in the output). Measured, round after round, in a rotating order: the
+upstream alone, nginx as a reverse proxy, bench/naive_proxy.py, and `crm-gateway run -c
+gateway.yaml` anonymous (a config of only `listen` and `upstream`) and signed in (every
+request with a complete session), each under `wrk -t2 -c64` and `wrk -t1 -c1`; then 100 MB
+downloads through each, and the gateways' RSS all along. Medians; ratios taken round by
+round; the rounds' spread printed. Everything on 127.0.0.1; every process and the work
+folder are removed at the end, on Ctrl-C and on failure too.
+
+    python bench/proxy_bench.py [--duration 5] [--rounds 3] [--doc docs/performance.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.metadata
+import importlib.util
 import os
 import re
-import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from proxy_measure import OtherWork, download, memory_mb, run_wrk
+from proxy_report import GATEWAYS, LOADED, ROWS, SINGLE, Memory, Results, report
+from proxy_targets import (
+    DOWNLOAD,
+    DOWNLOAD_BYTES,
+    PAGE,
+    Processes,
+    Target,
+    check_serves,
+    fetch,
+    find_tool,
+    sign_in,
+    start_demo_crm,
+    start_gateway,
+    start_naive_proxy,
+    start_nginx_proxy,
+    start_nginx_upstream,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-PATH = "/hello"  # a fixed ~1 KB page of the demo CRM
+WARM_UP = 2  # seconds of load per target before the rounds
+BEGIN, END = "<!-- proxy_bench: begin -->", "<!-- proxy_bench: end -->"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until_up(url: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:  # loopback only
-                if r.status < 500:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("wrk is missing; installing it from Debian's packages (apt-get install wrk)")
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "wrk"],
-            check=False,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-        found = shutil.which("wrk")
-        if found:
-            return found
-    raise SystemExit(
-        "wrk is needed for the benchmark: install it (Debian/Ubuntu: apt-get install wrk) "
-        "and run make bench again"
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-
-
-def start_crm(port: int) -> subprocess.Popen[bytes]:
-    code = (
-        "import asyncio, sys\n"
-        "from aiohttp import web\n"
-        "from gateway.web.server import install_fast_loop\n"
-        "from gateway.demo.crm import build_crm_app\n"
-        "install_fast_loop()\n"
-        f"web.run_app(build_crm_app(), host='127.0.0.1', port={port},"
-        " access_log=None, print=None)\n"
+    parser.add_argument("--duration", type=int, default=5, help="seconds of each wrk run (5)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of wrk runs (3)")
+    parser.add_argument("--downloads", type=int, default=3, help="100 MB downloads per target (3)")
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        help=f"also put the report into this file, between the lines {BEGIN} and {END}",
     )
-    return subprocess.Popen([sys.executable, "-c", code])
+    args = parser.parse_args()
+    if not (1 <= args.duration <= 600 and 1 <= args.rounds <= 50 and 0 <= args.downloads <= 50):
+        parser.error("--duration 1..600, --rounds 1..50, --downloads 0..50")
+    return args
 
 
-def start_gateway(port: int, upstream: str, workers: int, workdir: Path) -> subprocess.Popen[bytes]:
-    config = workdir / f"gateway-{workers}.yaml"
-    config.write_text(
-        f"listen: 127.0.0.1:{port}\nworkers: {workers}\nupstream:\n  url: {upstream}\n"
-        f"state:\n  durable: {{type: sqlite, path: {workdir}/gateway-{workers}.db}}\n"
-        "logging: {level: warning}\n"
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP end the run like Ctrl-C: through the cleanup."""
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, leave)
+
+
+def describe(nginx: str | None) -> list[str]:
+    """Where, when and what: enough to compare two runs' conditions."""
+    spec = importlib.util.find_spec("gateway")
+    source = Path(spec.origin).parent if spec and spec.origin else Path("?")
+    git = ["git", "-C", str(source.parent)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    changed = subprocess.run(
+        [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "-c", str(config)],
-        stderr=subprocess.DEVNULL,
+    code = f"commit {commit.stdout.strip() or '?'}"
+    if changed.stdout.strip():
+        code += f" + {len(changed.stdout.splitlines())} files changed or new"
+    versions = ", ".join(
+        f"{name} {importlib.metadata.version(name)}" for name in ("aiohttp", "uvloop")
     )
+    nginx_version = "not installed"
+    if nginx:
+        out = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr
+        nginx_version = out.strip().rsplit("/", 1)[-1]
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    return [
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+        f"load average {' '.join(load)}; gateway from {source} ({code})",
+        f"Python {sys.version.split()[0]}, {versions}, nginx {nginx_version}",
+    ]
 
 
-SIGNIN_POLICY = """\
-defaults: {interval: always, factors: [totp, recovery], enforcement: optional}
-paths:
-  - {path: "/**", allow: [authenticated, anyone]}
-"""
+def start_targets(processes: Processes, nginx: str | None) -> dict[str, Target]:
+    crm, crm_process = start_demo_crm(processes)
+    targets: dict[str, Target] = {}
+    if nginx:
+        upstream, process = start_nginx_upstream(processes, nginx, crm)
+        targets["direct"] = Target("direct", "upstream alone (nginx, 1 KB file)", upstream, process)
+        url, process = start_nginx_proxy(processes, nginx, upstream)
+        targets["nginx"] = Target("nginx", "nginx reverse proxy", url, process)
+    else:
+        upstream = crm
+        targets["direct"] = Target("direct", "upstream alone (demo CRM)", crm, crm_process)
+    url, process = start_naive_proxy(processes, upstream)
+    targets["naive"] = Target("naive", "naive aiohttp proxy", url, process)
+    for key, name in (
+        ("anonymous", "crm-gateway, anonymous"),
+        ("signed-in", "crm-gateway, signed in"),
+    ):
+        url, process, log = start_gateway(processes, key, upstream, signed_in=key == "signed-in")
+        targets[key] = Target(key, name, url, process, log=log)
+    signed_in = targets["signed-in"]
+    page = fetch(upstream + PAGE)[1]
+    if fetch(signed_in.url + PAGE) == (200, page):
+        raise SystemExit(f"{signed_in.name} serves the page without signing in: check the policy")
+    signed_in.cookie = sign_in(signed_in.url)
+    for target in targets.values():
+        check_serves(target, page)
+    return targets
 
 
-def start_signin_gateway(port: int, upstream: str, workdir: Path) -> subprocess.Popen[bytes]:
-    """One worker with sign-in on; the benchmark's user has no authenticator (optional), so
-    the CRM login gives a complete session at once: every request then pays for the session
-    lookup, the user's address and path rules and the cookie filtering."""
-    from gateway.crypto import new_key_line
-
-    policies = workdir / "signin-policies"
-    policies.mkdir()
-    (policies / "policy.yaml").write_text(SIGNIN_POLICY)
-    for name in ("session", "seal"):
-        (workdir / f"{name}.keys").write_text(new_key_line("k1") + "\n")
-    config = workdir / "gateway-signin.yaml"
-    config.write_text(
-        f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\n"
-        f"state:\n  durable: {{type: sqlite, path: {workdir}/gateway-signin.db}}\n"
-        "logging: {level: warning}\n"
-        f"audit: {{file: {workdir}/audit.jsonl}}\n"
-        f"policies: {policies}\n"
-        "login: {path: /login, username_field: username, success: {cookie: crm_session}}\n"
-        f"secrets:\n  session_keys: {{file: {workdir}/session.keys}}\n"
-        f"  seal_keys: {{file: {workdir}/seal.keys}}\n"
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "-c", str(config)],
-        stderr=subprocess.DEVNULL,
-    )
+def rotated(keys: list[str], by: int) -> list[str]:
+    """A different target goes first each round: none always follows the same one."""
+    by %= len(keys)
+    return keys[by:] + keys[:by]
 
 
-def sign_in(url: str) -> str:
-    """Log in to the demo CRM through the gateway as bob; the Cookie header a browser sends."""
-    import asyncio
-    import re as regex
-
-    import aiohttp
-
-    async def run() -> str:
-        jar = aiohttp.CookieJar(unsafe=True)
-        async with aiohttp.ClientSession(cookie_jar=jar) as http:
-            async with http.get(f"{url}/login") as r:
-                csrf = regex.search(r'name="csrf_token" value="([^"]+)"', await r.text())
-            assert csrf is not None
-            form = {"csrf_token": csrf.group(1), "username": "bob", "password": "bob-demo"}
-            async with http.post(f"{url}/login", data=form, allow_redirects=False) as r:
-                assert r.status == 303, r.status
-        return "; ".join(f"{c.key}={c.value}" for c in jar)
-
-    return asyncio.run(run())
-
-
-def start_nginx(port: int, upstream_port: int, workdir: Path) -> subprocess.Popen[bytes] | None:
-    nginx = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if nginx is None:
-        return None
-    conf = workdir / "nginx.conf"
-    conf.write_text(
-        f"""
-worker_processes 2;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {workdir}/nginx-body;
-  proxy_temp_path {workdir}/nginx-proxy;
-  upstream crm {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://crm;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_set_header X-Forwarded-Proto $scheme;
-    }}
-  }}
-}}
-"""
-    )
-    return subprocess.Popen([nginx, "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"])
+def measure(
+    args: argparse.Namespace, wrk: str, targets: dict[str, Target], roots: list[int]
+) -> tuple[Results, list[str]]:
+    results = Results({key: t.name for key, t in targets.items()})
+    warnings: list[str] = []
+    gateways = [targets[key] for key in GATEWAYS]
+    for g in gateways:
+        results.memory[g.key] = Memory(at_rest=memory_mb(g.root.pid))
+    keys = [key for key in ROWS if key in targets]
+    for key in keys:
+        t = targets[key]
+        run_wrk(wrk, t.url + PAGE, WARM_UP, LOADED, t.root.pid, t.cookie)
+    for g in gateways:
+        results.memory[g.key].after_warmup = memory_mb(g.root.pid)
+    other = OtherWork(roots)
+    for number in range(args.rounds):
+        for conns in (LOADED, SINGLE):
+            for key in rotated(keys, number):
+                t = targets[key]
+                run = run_wrk(wrk, t.url + PAGE, args.duration, conns, t.root.pid, t.cookie)
+                results.runs.setdefault((key, conns), []).append(run)
+                print(
+                    f"  round {number + 1}/{args.rounds}  {conns:>2} conns  {t.name:<34} "
+                    f"{run.rps:>9,.0f} req/s  p50 {run.p50_ms:7.3f} ms  {run.cpu_us:5.0f} µs CPU"
+                )
+                if run.errors:
+                    warnings.append(f"round {number + 1}, {t.name}, {conns} conns: {run.errors}")
+        for g in gateways:
+            check_serves(g, fetch(targets["direct"].url + PAGE)[1])  # still signed in
+            results.memory[g.key].rounds.append(memory_mb(g.root.pid))
+        results.other_work.append(other.share())
+    for number in range(args.downloads):
+        for key in rotated(keys, number):
+            t = targets[key]
+            speed = download(t.url + DOWNLOAD, DOWNLOAD_BYTES, t.cookie)
+            results.downloads.setdefault(key, []).append(speed)
+            print(f"  download {number + 1}/{args.downloads}  {t.name:<34} {speed:>7,.0f} MB/s")
+    time.sleep(1)  # idle: what a worker keeps after a busy spell
+    for g in gateways:
+        results.memory[g.key].after = memory_mb(g.root.pid)
+        results.memory[g.key].peak = memory_mb(g.root.pid, "VmHWM")
+        warnings += log_problems(g)
+    return results, warnings
 
 
-@dataclass
-class Samples:
-    rps: list[float] = field(default_factory=list)
-    p50: list[float] = field(default_factory=list)
-    p99: list[float] = field(default_factory=list)
+def log_problems(gateway: Target) -> list[str]:
+    """Errors the gateway logged during the run (the access log is there too)."""
+    if gateway.log is None:
+        return []
+    bad = re.compile(r" (ERROR|CRITICAL) |^Traceback")
+    with gateway.log.open(errors="replace") as lines:
+        found = [line.rstrip() for line in lines if bad.search(line)]
+    return [f"{gateway.name} logged: {line}" for line in found[:5]]
 
 
-def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
-def run_wrk(
-    wrk: str, url: str, duration: int, connections: int, cookie: str = ""
-) -> tuple[float, float, float]:
-    extra = ["-H", f"Cookie: {cookie}"] if cookie else []
-    out = subprocess.run(
-        [wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--latency", *extra, url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    if "Latency Distribution" not in out:
-        raise SystemExit(f"wrk against {url} gave no latency figures:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"(?m)^\s+50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"(?m)^\s+99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
-    if errors:
-        print(f"  warning: {url}: {errors.group(0)}")
-    return rps, p50, p99
-
-
-def process_rss_kib(pid: int, field: str) -> int:
-    total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
-        status = Path(f"/proc/{p}/status").read_text()
-        total += int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M).group(1))  # type: ignore[union-attr]
-    return total
-
-
-def download(url: str) -> float:
-    started = time.perf_counter()
-    size = 0
-    with urllib.request.urlopen(url, timeout=60) as r:  # loopback only
-        while chunk := r.read(1 << 20):
-            size += len(chunk)
-    return size / (time.perf_counter() - started) / 1e6
+def put_into_doc(doc: Path, text: str) -> None:
+    content = doc.read_text()
+    if BEGIN not in content or END not in content:
+        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block to replace")
+    head, rest = content.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    doc.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    print(f"\nwrote the report into {doc}")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=64)
-    args = parser.parse_args()
-    wrk = ensure_wrk()
-    processes: list[subprocess.Popen[bytes]] = []
+    args = parse_args()
+    stop_on_signals()
+    wrk = find_tool("wrk", "wrk")
+    if wrk is None:
+        raise SystemExit("wrk is needed: apt-get install wrk (Debian/Ubuntu), then run again")
+    nginx = find_tool("nginx", "nginx")
+    about = describe(nginx)
+    print("\n".join(about))
+    if nginx is None:
+        print(
+            "nginx is not installed: the upstream is the demo CRM (one aiohttp process, which "
+            "caps every proxy's req/s) and there is no nginx reference (apt-get install nginx)"
+        )
+    targets_count = 5 if nginx else 4
+    minutes = (targets_count * (WARM_UP + 2 * args.rounds * args.duration) + 30) / 60
+    print(f"about {minutes:.0f} min: {args.rounds} rounds of {args.duration} s runs, 2 loads")
     with tempfile.TemporaryDirectory(prefix="crm-gateway-bench-") as tmp:
         workdir = Path(tmp)
+        workdir.chmod(0o711)  # nginx's workers (nobody, when started as root) reach their files
+        processes = Processes(workdir)
         try:
-            crm_port = free_port()
-            processes.append(start_crm(crm_port))
-            upstream = f"http://127.0.0.1:{crm_port}"
-            wait_until_up(upstream + PATH)
-            targets = {"direct to the demo CRM": upstream}
-            gateways = {}
-            for workers in (1, 2):
-                port = free_port()
-                gw = start_gateway(port, upstream, workers, workdir)
-                processes.append(gw)
-                gateways[workers] = gw
-                targets[f"crm-gateway, {workers} worker{'s' if workers > 1 else ''}"] = (
-                    f"http://127.0.0.1:{port}"
-                )
-            signin_port = free_port()
-            processes.append(start_signin_gateway(signin_port, upstream, workdir))
-            signed_in_name = "crm-gateway, 1 worker, signed-in user"
-            targets[signed_in_name] = f"http://127.0.0.1:{signin_port}"
-            nginx_port = free_port()
-            nginx = start_nginx(nginx_port, crm_port, workdir)
-            if nginx is not None:
-                processes.append(nginx)
-                targets["nginx reverse proxy, 2 workers"] = f"http://127.0.0.1:{nginx_port}"
-            else:
-                print(
-                    "nginx is not installed: no reference proxy in this run "
-                    "(apt-get install nginx-light)"
-                )
-            cookies = {}
-            for name, url in targets.items():
-                wait_until_up(url + PATH)
-                if name == signed_in_name:
-                    cookies[name] = sign_in(url)
-                run_wrk(wrk, url + PATH, 2, args.connections, cookies.get(name, ""))  # warm-up
-            samples = {name: Samples() for name in targets}
-            for round_no in range(args.rounds):
-                print(f"round {round_no + 1}/{args.rounds}")
-                for name, url in targets.items():
-                    rps, p50, p99 = run_wrk(
-                        wrk, url + PATH, args.duration, args.connections, cookies.get(name, "")
-                    )
-                    samples[name].rps.append(rps)
-                    samples[name].p50.append(p50)
-                    samples[name].p99.append(p99)
-            report(samples)
-            gw_url = targets["crm-gateway, 1 worker"]
-            gw_pid = gateways[1].pid
-            before = process_rss_kib(gw_pid, "VmRSS")
-            direct = statistics.median(
-                download(f"{upstream}/diag/stream?bytes=104857600") for _ in range(3)
-            )
-            through = statistics.median(
-                download(f"{gw_url}/diag/stream?bytes=104857600") for _ in range(3)
-            )
-            peak = process_rss_kib(gw_pid, "VmHWM")
-            print(
-                f"\n100 MB download (median of 3): direct {direct:.0f} MB/s, through the gateway "
-                f"{through:.0f} MB/s ({through / direct:.2f}x); gateway RSS {before / 1024:.1f} MB "
-                f"before, peak {peak / 1024:.1f} MB"
-            )
+            targets = start_targets(processes, nginx)
+            roots = [process.pid for _, process, _ in processes.started]
+            results, warnings = measure(args, wrk, targets, roots)
         finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-    return 0
-
-
-def report(samples: dict[str, Samples]) -> None:
-    medians = {name: statistics.median(s.rps) for name, s in samples.items()}
-    direct = medians["direct to the demo CRM"]
-    nginx = medians.get("nginx reverse proxy, 2 workers")
-    print(
-        f"\n{'target':<34} {'req/s':>9} {'vs direct':>10} {'vs nginx':>9} "
-        f"{'p50 ms':>8} {'p99 ms':>8}"
+            # A second Ctrl-C must not leave processes behind: the stop is bounded (30 s).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            print("stopping every process the benchmark started (the gateways drain: ~5 s)")
+            codes = processes.stop_all()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    for name in GATEWAYS:
+        if codes.get(name) != 0:
+            warnings.append(
+                f"the {name} gateway did not stop cleanly on SIGTERM: {codes.get(name)}"
+            )
+    upstream = "nginx serving a 1 KB file" if nginx else "the demo CRM (nginx is missing)"
+    settings = (
+        f"upstream: {upstream}; wrk -t2 -c64 and -t1 -c1, {args.duration} s runs, "
+        f"{args.rounds} rounds, {args.downloads} downloads; gateway: 1 worker, installed defaults"
     )
-    for name, s in samples.items():
-        rps = medians[name]
-        vs_nginx = f"{rps / nginx:.2f}" if nginx else "-"
-        print(
-            f"{name:<34} {rps:>9.0f} {rps / direct:>10.2f} {vs_nginx:>9} "
-            f"{statistics.median(s.p50):>8.2f} {statistics.median(s.p99):>8.2f}"
-        )
+    text = "\n".join(
+        [*about, settings, "", report(results), *(f"\nwarning: {w}" for w in warnings)]
+    )
+    print("\n" + text)
+    if args.doc:
+        put_into_doc(args.doc, text)
+    return 1 if warnings else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process stopped, the work folder removed", file=sys.stderr)
+        raise SystemExit(130) from None
