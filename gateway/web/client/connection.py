@@ -92,6 +92,10 @@ class CrmConnection(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.transport = None
         self._watching = False
+        self._writing_paused = False
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         head, body = self.head, self.body
         if head is not None and not head.done():
             lost = ConnectionResetError("the CRM closed the connection before answering")
@@ -225,9 +229,9 @@ class CrmConnection(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Back-pressure: wait while the CRM is not taking what was written."""
+        if self.transport is None:
+            raise ConnectionResetError("the CRM closed the connection")
         if not self._writing_paused:
-            if self.transport is None:
-                raise ConnectionResetError("the CRM closed the connection")
             return
         self._drain = self._loop.create_future()
         try:

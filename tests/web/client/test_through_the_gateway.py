@@ -116,3 +116,50 @@ async def test_websockets_hold_slots_of_the_pool(
     await _until(lambda: gw.app[UPSTREAM_CLIENT].pool.size == 0)
     async with http.get(f"{gw.url}/x") as response:
         assert response.status == 200
+
+
+async def test_an_upload_waits_for_a_crm_that_does_not_read(
+    raw_crm: StartCrm, start_gateway: GatewayFactory
+) -> None:
+    """FL-3 for uploads: while the CRM reads nothing, the browser's sending stalls too (the
+    gateway holds a window, not the body), and everything arrives once the CRM reads."""
+    size = 128 << 20
+    reading = asyncio.Event()
+    arrived = 0
+
+    async def late_reader(
+        crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        nonlocal arrived
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"content-length: %d" % size in head.lower()
+        await reading.wait()
+        while arrived < size:
+            arrived += len(await reader.read(1 << 20))
+        writer.write(ok())
+        await writer.drain()
+
+    crm = await raw_crm(late_reader)
+    gw = await start_gateway(f"http://127.0.0.1:{crm.port}")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"PUT /file HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % size)
+    sent = 0
+
+    async def send() -> None:
+        nonlocal sent
+        block = b"u" * (1 << 20)
+        while sent < size:
+            writer.write(block)
+            await writer.drain()
+            sent += len(block)
+
+    sending = asyncio.create_task(send())
+    await asyncio.sleep(1.0)
+    # Loopback socket buffers on both legs hold some megabytes; the rest must wait.
+    assert sent < size // 3, sent
+    reading.set()
+    await asyncio.wait_for(sending, 30)
+    head, _ = await _answer(reader)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert arrived == size
+    writer.close()
