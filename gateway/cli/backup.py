@@ -15,7 +15,9 @@ Decisions (the issue: "consistent while running, encrypted, the restore verified
   read transaction, while the gateway goes on writing (WAL). The copy goes to a private temp
   directory (0700, file 0600) in the store's workspace (beside the SQLite file): plaintext
   never leaves the folder that already holds it in plaintext (not /tmp, not the backup folder
-  a sync tool may watch).
+  a sync tool may watch). PostgreSQL: every row read in one REPEATABLE READ, READ ONLY
+  transaction and written as a SQLite store file (the same format and digest, so a backup of
+  either backend restores into the other), worked on in a private folder in TMPDIR.
 - Encrypted under the current seal key (`secrets.seal_keys`), named by its id in the header:
   a backup made before a key rotation restores while the old key stays in the ring. No seal
   keys: exit 2. The backup is as safe as the key file; keep that elsewhere.
@@ -56,8 +58,10 @@ from gateway.stores import Contents, durable_snapshots
 
 NOT_INCLUDED = "sessions, lockouts and other short-lived shared state (state.shared)"
 # A store missing, foreign or damaged is not written to, not even to record a refusal
-# (sqlite_failed: SQLite's own error, e.g. the store stayed locked).
+# (sqlite_failed: SQLite's own error, e.g. the store stayed locked; postgres_failed: the
+# server could not be reached or refused).
 _UNRECORDED = {"no_store", "store_unreadable", "not_a_store", "store_damaged", "sqlite_failed"}
+_UNRECORDED |= {"postgres_failed"}
 
 Done = tuple[dict[str, Any], list[str]]  # for --json, and the lines for people
 
@@ -288,8 +292,11 @@ def _run(
 
 
 def _audit_refusal(config: Config, name: str, exc: Refused, file: str) -> None:
-    if not durable_snapshots(config.state.durable).exists():
-        return  # no store to record it in, and none is made for it
+    try:
+        if not durable_snapshots(config.state.durable).exists():
+            return  # no store to record it in, and none is made for it
+    except Refused:
+        return  # a store server that does not answer: the refusal is said, not recorded
     failed = exc.reason in ("write_failed", "io_failed", "verify_failed")
     _record(config, name, "failed" if failed else "refused", reason=exc.reason, file=file)
 
