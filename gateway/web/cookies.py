@@ -52,9 +52,7 @@ class Cookies:
         return bool(request[VIEW].proto == "https")
 
     def name(self, request: web.Request, base: str) -> str:
-        # `__Host-`: only over HTTPS, for this host and path / only; a sibling subdomain
-        # cannot plant or overwrite it (session fixation through a cookie jar).
-        return f"__Host-{base}" if self.secure(request) else base
+        return cookie_name(request, base)
 
     def get(self, request: web.Request, base: str) -> str | None:
         """One of our cookies as aiohttp reads it (`request.cookies`), found without parsing
@@ -130,6 +128,13 @@ def _pair_starts(name: str) -> re.Pattern[str]:
     """Where a pair named `name` may start, as any reader splits a Cookie header: after the
     start, a separator or white space, with white space allowed around `=`."""
     return re.compile(r"(?:^|[\s;,])\s*" + re.escape(name) + r"\s*=")
+
+
+def cookie_name(request: web.Request, base: str) -> str:
+    """One of our cookies' names as this request has it: `__Host-` over HTTPS, for this host
+    and path / only, so a sibling subdomain cannot plant or overwrite it (session fixation
+    through a cookie jar)."""
+    return f"__Host-{base}" if request[VIEW].proto == "https" else base
 
 
 def _names_read(pair: str) -> set[str]:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.config.model import Config
 from gateway.errors import AccessDenied, BadRequest, HttpError
+from gateway.i18n import negotiate
 from gateway.metrics import record_request
 from gateway.web.forwarding import (
     ClientView,
@@ -23,6 +24,7 @@ from gateway.web.forwarding import (
 )
 from gateway.web.keys import ACCESS_LOG, CLOCK, CONFIG, DECISION, USER, VIEW
 from gateway.web.pages.errors import error_response
+from gateway.web.pages.render import language
 
 log = logging.getLogger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -111,7 +113,10 @@ def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> we
         # API clients never get a page, whatever their Accept says.
         html=wants_html(request.headers) and not (isinstance(exc, AccessDenied) and exc.api),
         branding=config.branding,
-        accept_language=request.headers.get("Accept-Language", ""),
+        # The language the visitor chose, else their browser's (no view: refused too early).
+        language=language(request)
+        if VIEW in request
+        else negotiate(request.headers.get("Accept-Language", "")),
     )
     if isinstance(exc, BadRequest):
         # What we refused to read may also be badly framed: never reuse the connection.

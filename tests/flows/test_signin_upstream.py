@@ -513,6 +513,26 @@ async def test_cookies_are_secure_and_host_prefixed_behind_https(
     assert "Domain" not in cookie
 
 
+async def test_the_language_chosen_behind_https_sticks(crm: Served, start: Start) -> None:
+    """Over HTTPS the language cookie is `__Host-` prefixed like our others: it used to be
+    set under that name and read under the plain one, so the choice never stuck. Our error
+    pages follow the choice too (they read only Accept-Language before)."""
+    gw = await start(crm.url, extra="trusted_proxies: [127.0.0.1/32]\n")
+    https = {"X-Forwarded-Proto": "https", "Accept": "text/html", "Accept-Language": "en"}
+    jar = aiohttp.DummyCookieJar()
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        async with http.get(
+            f"{gw.url}/_gateway/lang?to=de&next=/", headers=https, allow_redirects=False
+        ) as r:
+            cookie = r.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-crm_gateway_lang=de;")
+        chosen = cookie.split(";", 1)[0]
+        async with http.get(
+            f"{gw.url}/_gateway/no-such-page", headers={**https, "Cookie": chosen}
+        ) as r:
+            assert (r.status, r.headers["Content-Language"]) == (404, "de")  # our page
+
+
 async def test_signed_in_users_are_judged_by_their_roles_on_paths(
     crm: Served, start: Start, browsers: Browsers
 ) -> None:

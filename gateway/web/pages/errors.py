@@ -8,7 +8,7 @@ from html import escape
 from aiohttp import web
 
 from gateway.config.model import Branding
-from gateway.i18n import negotiate, translate
+from gateway.i18n import DEFAULT, translate
 
 _STYLE = """
 :root{--brand:%(colour)s}
@@ -47,10 +47,9 @@ MESSAGE_FOR_REASON = {
 
 
 def render_error_html(
-    branding: Branding, accept_language: str, reason: str, request_id: str
+    branding: Branding, lang: str, reason: str, request_id: str
 ) -> tuple[str, str]:
     """(language, page) for an error, in the visitor's language."""
-    lang = negotiate(accept_language)
     reason = MESSAGE_FOR_REASON.get(reason, reason)
     title_key = f"error.{reason}.title"
     title = translate(lang, title_key)
@@ -81,12 +80,14 @@ def error_response(
     request_id: str,
     html: bool,
     branding: Branding,
-    accept_language: str = "",
+    language: str = DEFAULT,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
+    """`language`: the visitor's (gateway.web.pages.render.language: the one they chose, or
+    their browser's)."""
     extra = {"Cache-Control": "no-store", "X-Request-Id": request_id, **(headers or {})}
     if html:
-        lang, page = render_error_html(branding, accept_language, reason, request_id)
+        lang, page = render_error_html(branding, language, reason, request_id)
         extra["Content-Language"] = lang
         return web.Response(
             status=status, text=page, content_type="text/html", charset="utf-8", headers=extra

@@ -15,10 +15,10 @@ from gateway.signin.decision import Kind, Who
 from gateway.signin.identity import canonical_user
 from gateway.signin.session import PASSWORD
 from gateway.web.audit import audit_event
-from gateway.web.cookies import LOGIN_COOKIE
+from gateway.web.cookies import LANGUAGE_COOKIE, LOGIN_COOKIE
 from gateway.web.keys import USER, VIEW
 from gateway.web.pages.forms import checked_form, read_form
-from gateway.web.pages.render import LANGUAGE_COOKIE, locked_text, page, stylesheet, translator
+from gateway.web.pages.render import locked_text, page, stylesheet, translator
 from gateway.web.signin import SignIn
 from gateway.web.urls import safe_return_path
 

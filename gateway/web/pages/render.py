@@ -17,9 +17,9 @@ import jinja2
 from aiohttp import web
 
 from gateway.i18n import LANGUAGES, NAMES, negotiate, time_until, translate
+from gateway.web.cookies import LANGUAGE_COOKIE, cookie_name
 from gateway.web.keys import CLOCK, CONFIG
 
-LANGUAGE_COOKIE = "crm_gateway_lang"
 _HERE = Path(__file__).parent
 STATIC = _HERE / "static"
 
@@ -40,7 +40,7 @@ def stylesheet() -> bytes:
 
 
 def language(request: web.Request) -> str:
-    chosen = request.cookies.get(LANGUAGE_COOKIE, "")
+    chosen = request.cookies.get(cookie_name(request, LANGUAGE_COOKIE), "")
     if chosen in LANGUAGES:
         return chosen
     return negotiate(request.headers.get("Accept-Language", ""))
