@@ -1,7 +1,7 @@
 """Keys, sealing and hashing: AES-GCM with key ids, argon2id passwords, recovery-code digests.
 
-Owns every use of a key. Knows nothing about where keys are configured (config.py reads the
-text) or what is sealed (sessions, authenticators, held CRM cookies are callers).
+Owns every use of a key. Knows nothing about where keys are configured (gateway.config.signin
+reads the text) or what is sealed (sessions, authenticators, held CRM cookies are callers).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """What the operations tooling exposes (Prometheus): defined once, here, and updated by the
-code that knows what happened. Exposition is the admin listener's job (gateway.web.adminsite).
+code that knows what happened. Exposition is the admin listener's job
+(gateway.web.server.AdminListener).
 
 Label values are small closed sets (decisions, reasons, factors, operations): never a user,
 an address or a path, which would grow without bound.

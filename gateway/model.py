@@ -1,4 +1,6 @@
-"""Values the core passes around: decisions and the steps that explain them. No I/O."""
+"""Values every layer passes around: a Decision and the steps that explain it, a user's
+Settings, an AuditEvent, how user names compare, the factor names a policy may use, how an
+interval is written. No I/O."""
 
 from __future__ import annotations
 

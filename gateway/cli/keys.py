@@ -1,6 +1,7 @@
 """`crm-gateway keys generate|rotate`: new key lines, and every stored secret moved to the
-current seal key. Sealing is crypto.Sealer's and the purposes are the factor book's: this
-module reads, re-seals, checks and swaps, and never prints or records a secret."""
+current seal key. Sealing is crypto.Sealer's and the purposes are the factors'
+(gateway.factors): this module reads, re-seals, checks and swaps, and never prints or
+records a secret."""
 
 from __future__ import annotations
 

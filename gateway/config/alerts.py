@@ -1,6 +1,7 @@
 """The `alerts` part of gateway.yaml: which activity raises an alert, and where alerts go.
-Parsed into frozen values with every problem collected (file, line, key), like config.py,
-which calls `read_alerts`. Knows nothing about counting or sending (gateway.alerts does).
+Parsed into frozen values with every problem collected (file, line, key), like the other
+sections (gateway.config.load calls `read_alerts`). Knows nothing about counting or sending
+(gateway.alerts does).
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ each section is read by its own module. What each key means: docs/configuration.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
 
 from gateway.config.alerts import read_alerts
 from gateway.config.loader import Source, Value, read_file
@@ -30,9 +29,6 @@ from gateway.config.sections import (
 from gateway.config.shutdown import read_shutdown
 from gateway.config.signin import SignIn, read_signin
 from gateway.errors import ConfigError
-
-T = TypeVar("T")
-
 
 TOP_KEYS = {
     "listen",

@@ -1,6 +1,7 @@
 """The `sms`, `email` and `codes` parts of gateway.yaml: which provider sends codes, what a
 message costs, its texts, and the limits on codes. Parsed with every problem collected, like
-config.py (which calls `read_messaging`); secrets as `{env: NAME}` or `{file: PATH}`.
+the other sections (gateway.config.load calls `read_messaging`); secrets as `{env: NAME}`
+or `{file: PATH}`.
 """
 
 from __future__ import annotations

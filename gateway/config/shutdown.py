@@ -1,5 +1,6 @@
 """The `shutdown` part of gateway.yaml: how a graceful stop (SIGTERM) drains the gateway.
-Parsed with every problem collected, like config.py (which calls `read_shutdown`).
+Parsed with every problem collected, like the other sections (gateway.config.load calls
+`read_shutdown`).
 
 The defaults fit a 30 s stop budget (Kubernetes' terminationGracePeriodSeconds, systemd's
 TimeoutStopSec is 90 s): 5 s of readyz at 503 while still serving, then 20 s for the

@@ -1,7 +1,8 @@
 """The sign-in part of gateway.yaml: `login`, `sessions`, `secrets` and `limits`.
 
-Parsed into frozen values with every problem collected (file, line, key), like config.py,
-which calls `read_signin`. Keys are checked here so a bad key never reaches a running server.
+Parsed into frozen values with every problem collected (file, line, key), like the other
+sections (gateway.config.load calls `read_signin`). Keys are checked here so a bad key never
+reaches a running server.
 """
 
 from __future__ import annotations

@@ -24,8 +24,6 @@ from gateway.factors.protocol import Answer, Prompt, Verdict
 from gateway.signin.regulation import Regulator
 from gateway.stores import SharedStore
 
-CHANNELS = ("sms", "email")
-
 
 @dataclass(frozen=True)
 class Issued:

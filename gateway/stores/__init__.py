@@ -7,7 +7,7 @@ windows are written once above them. Stores never import the core or the web lay
 
 Adding a backend (say `postgres` for the durable state): a module in gateway/stores/ whose
 `DURABLE` is a DurableKind (how to open it, snapshot it for backups, and name it), a line in
-DURABLE_BACKENDS below, its name in gateway.config.DURABLE_KINDS with the checks of its keys,
+DURABLE_BACKENDS below, its name in gateway.config.model.DURABLE_KINDS with the checks of its keys,
 and its fixture in tests/contracts/conftest.py: the durable contract suite is its definition
 of done.
 """
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 # `type:` → the module that implements it, imported only when chosen (a backend's driver is
-# an optional dependency). Config validation accepts the same names (gateway.config's
+# an optional dependency). Config validation accepts the same names (gateway.config.model's
 # DURABLE_KINDS and SHARED_KINDS); tests/stores/test_registry.py keeps the two lists equal.
 DURABLE_BACKENDS: dict[str, str] = {
     "sqlite": "gateway.stores.sqlite",

@@ -1,5 +1,5 @@
 """The SQLite durable store as one file, for backup and restore (the DurableSnapshots of
-gateway/stores/protocols.py): a consistent copy of the database file while gateways write,
+gateway/stores/kinds.py): a consistent copy of the database file while gateways write,
 its logical digest, and putting a checked copy in place. Knows nothing of the backup file's
 format or its encryption (gateway/cli/backup_file.py) nor of the commands (gateway/cli/backup.py).
 

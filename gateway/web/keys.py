@@ -1,4 +1,6 @@
-"""Every typed application and request key, in one place."""
+"""Every typed application and request key, in one place, but for the three whose value is
+a class of the web layer that reads the keys itself: GUARD (web.guard), SIGNIN (web.signin)
+and READINESS (web.health) live beside their classes, so that no import runs in a circle."""
 
 from __future__ import annotations
 

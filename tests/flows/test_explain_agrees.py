@@ -1,5 +1,5 @@
 """`crm-gateway policy explain` and the running gateway answer every request the same way:
-both ask gateway.decision.decide (issue #13, item 1). A table of requests, each sent to a
+both ask gateway.signin.decision.decide (issue #13, item 1). A table of requests, each sent to a
 real gateway (addresses given by a trusted proxy, tokens registered in its store) and asked
 of the CLI, compared decision for decision."""
 
