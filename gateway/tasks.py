@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("gateway.tasks")
+T = TypeVar("T")
 
 
 class Background:
@@ -23,6 +24,14 @@ class Background:
         self._tasks.add(task)
         task.add_done_callback(self._finished)
         return task
+
+    async def shielded(self, work: Coroutine[Any, Any, T], *, name: str) -> T:
+        """Its result, awaited by the caller; a caller cancelled meanwhile (a client that
+        left) does not cancel the work, which goes on under this owner (and is waited for,
+        then cancelled, when the owner closes): a count or a sent message is never lost
+        half-way."""
+        task: asyncio.Task[T] = self.spawn(work, name=name)
+        return await asyncio.shield(task)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

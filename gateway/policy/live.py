@@ -167,9 +167,11 @@ class LivePolicy:
         """Before the first request: the policy's warnings said, the token table read. A
         policy read before the files last changed (a worker replaced hours after the start,
         forked with the supervisor's copy) is read again first, as the watcher would."""
+        reloaded = False
         if self.folder and self._files_signature() != self._signature:
-            await self.reload("changed since it was read", watched=True)
-        _log_warnings(self.policy)
+            reloaded = await self.reload("changed since it was read", watched=True)
+        if not reloaded:  # a reload says the warnings of what it loaded
+            _log_warnings(self.policy)
         await self.refresh_tokens()
         log.info(
             "policy loaded from %s: %d users, %d path rules; %d API tokens",

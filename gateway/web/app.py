@@ -65,13 +65,14 @@ def build_app(
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app[REWRITER] = OriginRewriter(config.upstream.url, config.public_url)
-    app[health.READINESS] = health.Readiness(app[CLOCK], app[TASKS])
+    app[health.READINESS] = health.Readiness(app[CLOCK])
     app.cleanup_ctx.append(_tasks)
     if config.logging.access_log:
         app[ACCESS_LOG] = AccessLog(app[CLOCK], json_lines=config.logging.format == "json")
         app.cleanup_ctx.append(_access_log)
     app.cleanup_ctx.append(_stores)
     app.cleanup_ctx.append(_upstream_client)
+    app.cleanup_ctx.append(_readiness)
     if config.policies or config.signin.login is not None:
         app.cleanup_ctx.append(functools.partial(_guard, preloaded=policy))
     if config.signin.login is not None:
@@ -92,6 +93,12 @@ async def _access_log(app: web.Application) -> AsyncIterator[None]:
     writer = app[TASKS].spawn(app[ACCESS_LOG].run(), name="access-log")
     yield
     await app[TASKS].stop(writer)
+
+
+async def _readiness(app: web.Application) -> AsyncIterator[None]:
+    """A probe under way ends (or is cancelled) before the stores and the client it uses."""
+    yield
+    await app[health.READINESS].probes.close(grace=1.0)
 
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
@@ -159,9 +166,12 @@ async def _guard(app: web.Application, *, preloaded: Policy | None) -> AsyncIter
     tasks = app[TASKS]
     watcher = tasks.spawn(guard.watch(), name="policy-watch")
     loop = asyncio.get_running_loop()
+    # Reloads asked for by SIGHUP: finished or cancelled here, before the stores they write to
+    # (the confirmed files' note, the audit trail) close.
+    reloads = Background("policy reload")
 
     def on_sighup() -> None:
-        tasks.spawn(guard.reload("SIGHUP"), name="policy-reload")
+        reloads.spawn(guard.reload("SIGHUP"), name="policy-reload")
 
     taken = False
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -179,6 +189,7 @@ async def _guard(app: web.Application, *, preloaded: Policy | None) -> AsyncIter
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGHUP)
     await tasks.stop(watcher)
+    await reloads.close(grace=5.0)
 
 
 async def _signin(app: web.Application) -> AsyncIterator[None]:
@@ -224,14 +235,15 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
         passwords,
         codes,
         senders,
-        Background("notice"),
+        Background("sign-in"),
     )
     app[SIGNIN] = signin
     watching = watch_revocations(app[DURABLE], book, regulator, clock)
     watcher = app[TASKS].spawn(watching, name="session-revocations")
     yield
     await app[TASKS].stop(watcher)
-    await signin.tasks.close(grace=5.0)  # notices under way, before their senders close
+    # Notices and counts under way, before their senders and stores close.
+    await signin.tasks.close(grace=5.0)
     for sender in senders.values():
         await sender.close()
     with contextlib.suppress(StoreUnavailable):

@@ -7,7 +7,6 @@ without it, whatever the CRM answered.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 
@@ -51,7 +50,7 @@ async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
         )
     except BaseException:
         # No verdict (the CRM failed, the client left): the attempt's slot goes back.
-        await asyncio.shield(regulator.password_abandoned(user, ip))
+        await signin.tasks.shielded(regulator.password_abandoned(user, ip), name="password count")
         raise
     try:
         location = response.headers.get("Location", "")
@@ -59,13 +58,13 @@ async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
         succeeded = login_succeeded(response.status, location, set_cookies, signin.login)
         if not succeeded:
             audit_event(request, "signin.crm_failed", outcome="failed", user=user)
-            await asyncio.shield(regulator.password_failed(user, ip))
+            await signin.tasks.shielded(regulator.password_failed(user, ip), name="password count")
             # Whatever the CRM thinks, no session cookie of its leaves without the factor
             # (a login made to look failed, e.g. by its redirect target, stays held back).
             return await proxy.relay(request, response, drop_cookies=signin.cookies.crm)
     finally:
         response.release()
-    await asyncio.shield(regulator.password_succeeded(user, ip))
+    await signin.tasks.shielded(regulator.password_succeeded(user, ip), name="password count")
     audit_event(request, "signin.crm_ok", outcome="ok", user=user)
     if old is not None:
         await signin.book.end(old)

@@ -7,6 +7,7 @@ address rules: gateway.signin.decision decides when it skips the factor.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -18,14 +19,12 @@ from gateway.web.audit import audit_event
 from gateway.web.cookies import DEVICE_COOKIE, Cookies
 
 
+@dataclass(frozen=True)
 class Devices:
-    def __init__(
-        self, durable: DurableStore, book: SessionBook, cookies: Cookies, clock: Clock
-    ) -> None:
-        self._durable = durable
-        self._book = book
-        self._cookies = cookies
-        self._clock = clock
+    _durable: DurableStore
+    _book: SessionBook
+    _cookies: Cookies
+    _clock: Clock
 
     def device_id(self, request: web.Request, user: str) -> str | None:
         """The id the device cookie names, when it was issued to this user (no store read)."""
@@ -47,10 +46,11 @@ class Devices:
         user: str,
         settings: Settings,
         remember: bool,
+        now: float,
     ) -> None:
-        """A factor passed on this browser: its row says so (and, when the user asked and
-        the policy allows, until when it is remembered); the cookie names the row."""
-        now = self._clock.now()
+        """A factor passed on this browser at `now` (the time the session records): its row
+        says so (and, when the user asked and the policy allows, until when it is
+        remembered); the cookie names the row."""
         found = await self.device_of(request, user)
         remember = remember and settings.remember_device > 0
         until = now + settings.remember_device if remember else 0.0

@@ -114,9 +114,11 @@ class Readiness:
     """What readyz answers: draining (set by the server on SIGTERM), or the last probe's
     result while it is fresh. One probe at a time, shared by every request that waits."""
 
-    def __init__(self, clock: Clock, tasks: Background) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self._tasks = tasks
+        # The probe outlives a caller that hangs up; it is done or cancelled before the stores
+        # it reads close (gateway.web.app).
+        self.probes = Background("readiness probe")
         self.draining = False
         # Set once someone (a load balancer, an orchestrator) has asked readyz: a stop then
         # waits for it to see the 503 (shutdown.drain_delay). Workers share theirs.
@@ -134,7 +136,7 @@ class Readiness:
         if self._result is not None and now - self._result[0] < CACHE_FOR:
             return self._result[1], self._result[2]
         if self._probe is None:
-            self._probe = self._tasks.spawn(self._run(probe), name="readiness-probe")
+            self._probe = self.probes.spawn(self._run(probe), name="readiness-probe")
         # Shielded: a load balancer that hangs up must not cancel the probe others wait for.
         return await asyncio.shield(self._probe)
 

@@ -311,9 +311,8 @@ class SignIn:
             response.headers.add("Set-Cookie", cookie)
         response.headers.add(*self.session_cookie(request, fresh))
         if passed:
-            await self.devices.remember(
-                request, response, fresh.user, self.settings(fresh.user), remember
-            )
+            settings = self.settings(fresh.user)
+            await self.devices.remember(request, response, fresh.user, settings, remember, now)
             await self.regulator.remember_place(fresh.user, request[VIEW].ip)
         audit_event(
             request, "signin.completed", outcome="ok", user=fresh.user, reason=factor or "none"

@@ -8,7 +8,6 @@ never sends a second message.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from decimal import Decimal
@@ -124,7 +123,7 @@ async def send_code(request: web.Request, signin: SignIn, session: Session) -> w
         return delivery
 
     # Shielded: a browser that goes away mid-send must not leave a sent SMS unbilled.
-    delivery = await asyncio.shield(asyncio.ensure_future(send_and_record()))
+    delivery = await signin.tasks.shielded(send_and_record(), name=f"{factor} code to {user}")
     if not (delivery.ok or delivery.uncertain):
         log.warning(
             "%s code for %s not sent by %s: %s", factor, user, delivery.provider, delivery.detail

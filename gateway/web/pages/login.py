@@ -4,7 +4,6 @@ the pages' stylesheet."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 from aiohttp import web
@@ -90,7 +89,8 @@ async def _verify(signin: SignIn, user: str, password: str, ip: str) -> bool:
     try:
         return await signin.verify_password(user, password)
     except BaseException:
-        await asyncio.shield(signin.regulator.password_abandoned(user, ip))
+        abandoned = signin.regulator.password_abandoned(user, ip)
+        await signin.tasks.shielded(abandoned, name="password count")
         raise
 
 
