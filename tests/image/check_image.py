@@ -70,6 +70,9 @@ def main(argv: list[str]) -> int:
     except Unavailable as exc:
         report.skipped(str(exc))
         return 0
+    except Failed as exc:  # apt, debootstrap or buildah failed where they can run: a failure
+        report.check("debootstrap, buildah and the base image are ready", False, str(exc))
+        return report.close()
     report.figure("base", f"{base} ({'made now' if made else 'cached'})")
     report.figure("setup", f"{time.monotonic() - started:.1f} s (tools and base image)")
     try:
