@@ -19,7 +19,7 @@ from pathlib import Path
 from gateway.policy.load import load_policies
 from gateway.policy.networks import NetworkIndex
 from gateway.policy.paths import normalize_path
-from gateway.policy.rules import decide
+from gateway.policy.rules import check_access
 
 
 def generate(
@@ -125,7 +125,7 @@ def main() -> int:
     clock = time.perf_counter_ns
     for user, ip, path in requests:
         started = clock()
-        decide(policy, index, user=user, ip=ip, method="GET", path=normalize_path(path))
+        check_access(policy, index, user=user, ip=ip, method="GET", path=normalize_path(path))
         timings.append(clock() - started)
     timings.sort()
     median_us = statistics.median(timings) / 1000

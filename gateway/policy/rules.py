@@ -147,7 +147,7 @@ def _admits(allow: frozenset[str], user: User | None, token: bool) -> bool:
     )
 
 
-def decide(
+def check_access(
     policy: Policy,
     index: NetworkIndex,
     *,

@@ -16,8 +16,7 @@ from enum import Enum
 
 from gateway.model import Action, Decision, Settings, Step
 from gateway.policy.model import User
-from gateway.policy.rules import check_path
-from gateway.policy.rules import decide as check_access
+from gateway.policy.rules import check_access, check_path
 from gateway.policy.view import PolicyView
 
 

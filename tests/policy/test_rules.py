@@ -10,7 +10,7 @@ import pytest
 from gateway.policy.load import load_policies
 from gateway.policy.model import Policy
 from gateway.policy.networks import NetworkIndex
-from gateway.policy.rules import decide, resolve_settings
+from gateway.policy.rules import check_access, resolve_settings
 
 NETWORKS = """
 networks:
@@ -30,7 +30,7 @@ def _policy(tmp_path: Path, text: str) -> Policy:
 
 def _ip(policy: Policy, user: str | None, ip: str, path: str = "/", method: str = "GET") -> str:
     index = NetworkIndex(policy.networks)
-    decision = decide(
+    decision = check_access(
         policy, index, user=policy.users[user] if user else None, ip=ip, method=method, path=path
     )
     return decision.reason
@@ -173,7 +173,7 @@ def test_decision_names_the_file_and_rule(tmp_path: Path) -> None:
           - {path: /admin/**, allow: [authenticated]}
     """,
     )
-    decision = decide(
+    decision = check_access(
         policy,
         NetworkIndex(policy.networks),
         user=None,
