@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from gateway import __version__
-from gateway.cli import audit, backup, keys, tokens, usage, users
+from gateway.cli import audit, backup, keys, store_commands, tokens, usage, users
 from gateway.cli import policy as policies
 from gateway.cli.output import (
     EXIT_CONFIG,
@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_command(commands)
     users.add_commands(commands)
     backup.add_commands(commands)
+    store_commands.add_commands(commands)
     return parser
 
 
@@ -204,6 +205,8 @@ def _command(argv: list[str] | None) -> int:
         return EXIT_CONFIG if loaded is None else policies.explain(args, loaded[1])
     if args.command == "keys" and args.keys_command == "generate":
         return keys.generate_command(args.id)
+    if args.command == "store":  # `copy` reads two configs: it loads them itself
+        return store_commands.store_command(args, _load)
     handler = CONFIGURED.get(args.command)
     if handler is not None:
         loaded = _load(args.config)
