@@ -18,7 +18,7 @@ from gateway.cli.store import CLOCK, audit_admin, with_store
 from gateway.config.model import Config
 from gateway.crypto import KeyRing, Sealer, new_key_line
 from gateway.errors import KeyProblem, SealBroken, StoreUnavailable
-from gateway.factors.totp import totp_purpose
+from gateway.factors.registry import SEALED
 from gateway.policy.model import Policy
 from gateway.stores.protocols import SEAL_RING_NOTE, STORE_MISSING, Authenticator, DurableStore
 
@@ -124,9 +124,10 @@ class Rotation:
 def resealed(sealer: Sealer, row: Authenticator) -> bytes:
     """The row's secret sealed under the current key, proven to open with that key alone.
     SealBroken when the stored value does not open (or is of a kind this version can't)."""
-    if row.kind != "totp":
+    purpose_of = SEALED.get(row.kind)
+    if purpose_of is None:
         raise SealBroken(f"an authenticator of kind {row.kind!r} is not re-sealed by this version")
-    purpose = totp_purpose(row.user, row.id)
+    purpose = purpose_of(row.user, row.id)
     secret = sealer.unseal(row.sealed, purpose)
     fresh = sealer.seal(secret, purpose)
     if Sealer(KeyRing((sealer.ring.current,))).unseal(fresh, purpose) != secret:

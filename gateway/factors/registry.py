@@ -10,7 +10,7 @@ from gateway.crypto import Sealer
 from gateway.factors.codes import CodeBook, SentCodeFactor
 from gateway.factors.protocol import SecondFactor
 from gateway.factors.recovery import RecoveryFactor
-from gateway.factors.totp import TotpFactor
+from gateway.factors.totp import TotpFactor, totp_purpose
 from gateway.signin.regulation import Regulator
 from gateway.stores import DurableStore
 
@@ -38,3 +38,8 @@ def build_factors(
         "email": sent("email"),
         "recovery": RecoveryFactor(durable, regulator, clock),
     }
+
+
+# Authenticator kinds whose row holds a secret sealed under the seal key, and the purpose it
+# is sealed for (user, row id → purpose): `crm-gateway keys rotate` re-seals every such row.
+SEALED: dict[str, Callable[[str, str], str]] = {"totp": totp_purpose}

@@ -72,6 +72,7 @@ class Facts:
     offered: tuple[str, ...]  # the policy's factors this gateway can offer
     usable: tuple[str, ...]  # of those, the ones with what they need on file
     sends: frozenset[str] = frozenset()  # offered factors that send a code (SMS, e-mail)
+    enrollable: tuple[str, ...] = ()  # offered factors a user adds themselves (an app, a key)
     device: Device | None = None
 
 
@@ -152,8 +153,8 @@ def _sign_in(view: PolicyView, who: Who, facts: Facts, now: float) -> Decision:
         return Decision(Action.FORWARD, "device_trusted", steps, user=who.user)
     if facts.usable:
         return Decision(Action.CHALLENGE, "second_factor", steps, factors=facts.usable)
-    if "totp" in facts.offered:
-        return Decision(Action.CHALLENGE, "enrol", steps, factors=("totp",))
+    if facts.enrollable:
+        return Decision(Action.CHALLENGE, "enrol", steps, factors=facts.enrollable)
     missing = tuple(f for f in facts.offered if f in facts.sends)
     if missing:
         # SMS or e-mail allowed but nothing on file: the page says whom to ask.

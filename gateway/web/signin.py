@@ -206,6 +206,7 @@ class SignIn:
             offered=tuple(offered),
             usable=usable,
             sends=frozenset(f for f in offered if self.factors[f].sends),
+            enrollable=tuple(f for f in offered if self.factors[f].enrol_page),
             device=Device(found.verified, found.remembered_until) if found else None,
         )
 
@@ -250,7 +251,8 @@ class SignIn:
                 return await self.complete(request, session, factor="device")
             return await self.complete(request, session, factor="")
         # The challenge page also explains what is missing (no number on file, no factor).
-        page = "enrol" if decision.reason == "enrol" else "challenge"
+        enrol = decision.reason == "enrol"
+        page = self.factors[decision.factors[0]].enrol_page if enrol else "challenge"
         response = self.redirect(f"{self.prefix}{page}")
         response.headers.add(*self.session_cookie(request, session))
         return response

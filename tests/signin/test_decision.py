@@ -105,6 +105,7 @@ def test_gateway_login_sends_anonymous_requests_for_closed_paths_to_sign_in(
 
 
 def facts(*usable: str, offered: tuple[str, ...] = ("totp", "recovery"), **kw: object) -> Facts:
+    kw.setdefault("enrollable", tuple(f for f in offered if f == "totp"))  # as the factors say
     return Facts(
         offered=offered, usable=usable, sends=frozenset({"sms", "email"}) & set(offered), **kw
     )  # type: ignore[arg-type]
@@ -161,6 +162,19 @@ def test_a_remembered_device_goes_straight_in_within_its_time(view: PolicyView) 
 def test_a_device_never_stands_in_for_a_factor_that_is_not_on_file(view: PolicyView) -> None:
     nothing = facts(device=Device(verified=NOW - 60, remembered_until=NOW + 999))
     assert sign_in(view, "eve", nothing)[1] == "enrol"
+
+
+def test_a_user_with_nothing_on_file_adds_whichever_factor_they_may_add_themselves(
+    view: PolicyView,
+) -> None:
+    """Enrolment is not TOTP's alone: any factor whose user adds it (a security key) is
+    offered, in the policy's order; a factor an administrator puts on file never is."""
+    keys_only = facts(offered=("passkey", "sms"), enrollable=("passkey",))
+    assert sign_in(view, "ann", keys_only) == (Action.CHALLENGE, "enrol", ("passkey",))
+    both = facts(offered=("passkey", "totp"), enrollable=("passkey", "totp"))
+    assert sign_in(view, "ann", both) == (Action.CHALLENGE, "enrol", ("passkey", "totp"))
+    sms_only = facts(offered=("sms",), enrollable=())
+    assert sign_in(view, "ann", sms_only) == (Action.CHALLENGE, "nothing_on_file", ("sms",))
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,12 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
     if decision.action is Action.DENY:
         return no_factor(request, user)
     if decision.action is Action.FORWARD or decision.reason == "enrol":
-        # Nothing on file to answer: an app is added first, where the policy offers one.
-        if "totp" in facts.offered:
-            return signin.redirect(f"{signin.prefix}enrol")
+        # Nothing on file to answer: a factor the user adds themselves comes first, where
+        # the policy offers one (its own page: an app's, a security key's).
+        if facts.enrollable:
+            return signin.redirect(
+                f"{signin.prefix}{signin.factors[facts.enrollable[0]].enrol_page}"
+            )
         return no_factor(request, user)
     if decision.reason == "nothing_on_file":
         # Allowed SMS or e-mail, but nothing on file: the page says whom to ask.
