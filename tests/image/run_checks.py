@@ -45,13 +45,15 @@ def fetch(url: str) -> tuple[int, str, dict[str, str]]:
         return answer.code, answer.read().decode(), dict(answer.headers.items())
 
 
-def write_config(folder: Path, port: int, crm_url: str, data_dir: str, keys: list[str]) -> None:
+def write_config(
+    folder: Path, port: int, crm_url: str, data_dir: str, keys: list[str], owner: int
+) -> None:
     """What an operator mounts: gateway.yaml with sign-in on (so sessions are kept across a
     stop, beside the SQLite file) and the two key files, readable by the image's user only."""
     for name, key in zip(("session.keys", "seal.keys"), keys, strict=True):
         path = folder / name
         path.write_text(key + "\n")
-        os.chown(path, 10001, 10001)
+        os.chown(path, owner, owner)
         path.chmod(0o400)
     (folder / "gateway.yaml").write_text(
         f"""\
@@ -98,7 +100,7 @@ def check_running(report: Report, box: Container, config_dir: str, data_dir: str
             "two key lines for the mounted config",
         )
         port = free_port()
-        write_config(folder, port, crm.url, data_dir, keys)
+        write_config(folder, port, crm.url, data_dir, keys, owner=box.uid)
         _serve_and_stop(report, box, folder, port, config_dir, data_dir, crm)
     finally:
         crm.stop()
