@@ -5,9 +5,10 @@ become the gateway's (502 UpstreamUnavailable, 504 UpstreamTimeout), counted by 
 
 Retry rule (RFC 9112 §9.3.1): a request is sent again, once, on a new connection, only when
 it failed on a connection that had carried an earlier request (the CRM may have closed it
-while it sat idle), before any byte of an answer arrived, with an idempotent method (RFC
-9110 §9.2.2) and a body the gateway still holds (none, or one read whole). A streamed body
-is never sent twice, a POST is never retried, and a timeout never is.
+while it sat idle), before any byte of an answer arrived, and either nothing of it had been
+written (the connection was found closing) or it has an idempotent method (RFC 9110
+§9.2.2) and a body the gateway still holds (none, or one that arrived whole). A POST that
+was written, or a streamed body, is never sent twice; a timeout is never retried.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class CrmClient:
             except TimeoutError as exc:
                 raise self.failure("stall", str(exc)) from exc
             except (OSError, HttpProcessingError) as exc:
-                if reused and not conn.heard and replayable and not retried:
+                safe = not conn.sent or replayable
+                if reused and not conn.heard and safe and not retried:
                     retried = True  # a stale keep-alive connection: once more, on a new one
                     continue
                 raise self.failure("broken", f"{type(exc).__name__}: {exc}") from exc

@@ -51,6 +51,7 @@ class CrmConnection(asyncio.Protocol):
         self.message: RawResponseMessage | None = None
         self.body: StreamReader | None = None
         self.exchanges = 0  # requests started on this connection
+        self.sent = False  # a byte of the current exchange's request was written
         self.heard = False  # a byte of the current exchange's answer has arrived
         self.spoiled = False  # said something out of turn: never reused
         self.idle = False  # in the pool's idle list
@@ -87,6 +88,7 @@ class CrmConnection(asyncio.Protocol):
             self._answer(message, payload)
 
     def eof_received(self) -> bool:
+        self.spoiled = True  # the CRM is closing: never handed out again
         return False  # close the transport; connection_lost ends the exchange
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -149,6 +151,7 @@ class CrmConnection(asyncio.Protocol):
                 self._kept_parser = self._new_parser(with_body=True)
             self._parser = self._kept_parser
         self.exchanges += 1
+        self.sent = False
         self.heard = False
         self.message = None
         self.body = None
@@ -217,13 +220,14 @@ class CrmConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if transport is None:
+        if transport is None or transport.is_closing():
             raise ConnectionResetError("the CRM closed the connection")
         transport.write(data)
+        self.sent = True
 
     def write_all(self, parts: list[bytes]) -> None:
         transport = self.transport
-        if transport is None:
+        if transport is None or transport.is_closing():
             raise ConnectionResetError("the CRM closed the connection")
         transport.writelines(parts)
 

@@ -112,6 +112,23 @@ async def test_a_non_idempotent_request_is_never_sent_twice(
     assert _errors("broken") == before + 1
 
 
+async def test_a_post_that_found_its_connection_closing_goes_on_a_new_one(
+    raw_crm: StartCrm, crm_client: OpenClient
+) -> None:
+    """Nothing of it was written (the connection was closing as it was handed out): safe
+    for any method, so it goes once, on a new connection."""
+    crm = await raw_crm(answering())
+    client = crm_client(crm)
+    assert (await fetch(client))[0] == 200
+    conn = await client.pool.acquire()
+    assert conn.transport is not None
+    conn.transport.close()  # closing, not yet closed: the race with a CRM's own close
+    client.pool.release(conn, reuse=True)
+    assert await fetch(client, "POST", "/order", body=b"pay=1") == (200, b"ok")
+    assert [line for _, line in crm.requests] == [b"GET / HTTP/1.1", b"POST /order HTTP/1.1"]
+    assert crm.connections == 2
+
+
 async def test_a_failure_on_a_new_connection_is_not_retried(
     raw_crm: StartCrm, crm_client: OpenClient
 ) -> None:
