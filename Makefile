@@ -8,7 +8,7 @@ DEV    := $(VENV)/.installed-dev
 # Minutes of load per configuration of `make soak` (two configurations, one after the other).
 SOAK_MINUTES ?= 3
 
-.PHONY: demo test lint types unit bench soak clean
+.PHONY: demo test lint types unit bench soak image-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ bench: $(DEV)
 # one worker on SQLite and two over the Redis on 127.0.0.1:6379; see docs/soak.md.
 soak: $(DEV)
 	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
+
+# Not part of `make test` (.ci/run calls it after): builds the Dockerfile with buildah on a
+# local Debian base and runs the image in front of a stand-in CRM; see docs/deployment.md.
+# Needs root; installs debootstrap and buildah with apt; no virtualenv.
+image-test:
+	$(PYTHON) -m tests.image.check_image
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
