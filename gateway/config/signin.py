@@ -16,6 +16,10 @@ from gateway.errors import KeyProblem
 from gateway.headers import MANAGED, fold
 
 _PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/\-]*$")
+# The login's and logout's path may name query parameters too: a PHP CRM posts every form to
+# index.php and tells its login apart by the query (`/index.php?action=Login`).
+_PAIR = r"[A-Za-z0-9._~!$'()*+,:@%/\-]+=[A-Za-z0-9._~!$'()*+,:@%/\-]*"
+_TARGET = re.compile(rf"^/[A-Za-z0-9._~!$&'()*+,;=:@%/\-]*(\?{_PAIR}(&{_PAIR})*)?$")
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _FIELD = re.compile(r"^[^\s&=]{1,128}$")
 _METHODS = ("POST", "GET", "PUT", "DELETE", "PATCH")
@@ -24,7 +28,7 @@ _METHODS = ("POST", "GET", "PUT", "DELETE", "PATCH")
 @dataclass(frozen=True)
 class Login:
     mode: str  # "upstream": the CRM checks passwords; "gateway": our page and users file
-    path: str = "/login"  # upstream: where the CRM's login form posts
+    path: str = "/login"  # upstream: where the CRM's login form posts (`?a=b` must be in the query)
     method: str = "POST"
     username_field: str = "username"
     success_status: tuple[int, ...] = (301, 302, 303)
@@ -120,7 +124,8 @@ def _login(value: Value) -> Login | None:
     mode = keys["mode"].choice(("upstream", "gateway")) if "mode" in keys else "upstream"
     if mode is None:
         return None
-    path = _text(keys, "path", _PATH, "a path such as /login") or "/login"
+    target = "a path such as /login or /index.php?action=Login"
+    path = _text(keys, "path", _TARGET, target) or "/login"
     method = _method(keys, "method", "POST")
     field_name = _text(keys, "username_field", _FIELD, "a form field name") or "username"
     statuses: tuple[int, ...] = (301, 302, 303)
@@ -149,7 +154,7 @@ def _login(value: Value) -> Login | None:
     logout_path, logout_method = "", "POST"
     if "logout" in keys:
         logout = keys["logout"].mapping({"path", "method"}) or {}
-        logout_path = _text(logout, "path", _PATH, "a path such as /logout") or ""
+        logout_path = _text(logout, "path", _TARGET, "a path such as /logout") or ""
         logout_method = _method(logout, "method", "POST")
     max_body = keys["max_body"].size(minimum=1024) if "max_body" in keys else None
     users_file = keys["users_file"].file_path() if "users_file" in keys else None

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from urllib.parse import unquote_to_bytes, urljoin, urlsplit
+from urllib.parse import unquote_plus, unquote_to_bytes, urljoin, urlsplit
 
 from gateway.config.signin import Login
 from gateway.errors import AmbiguousLogin
 from gateway.fields import may_be_read_as
 from gateway.model import canonical_user
 
-__all__ = ["canonical_user", "login_succeeded", "login_user", "set_cookie_names"]
+__all__ = ["canonical_user", "login_succeeded", "login_user", "query_matches", "set_cookie_names"]
 
 MAX_NAME = 256
 
@@ -114,5 +114,28 @@ def login_succeeded(status: int, location: str, set_cookies: list[str], login: L
         # Resolved as a browser would: `login.php?error=1` and `//crm/login` are relative.
         path = urlsplit(urljoin(login.path, location.strip())).path
         if path.startswith(login.failure_location):
+            return False
+    return True
+
+
+def query_matches(wanted: str, raw_query: str) -> bool:
+    """Every `name=value` of `wanted` (the query written in login.path or logout.path, e.g.
+    `action=Login`) is in a request's raw query. Read generously, so that whatever a CRM may
+    take for its login is taken for it by the gateway too (judged and counted, never let
+    past as another form): names as any server reads them (`action[]`, PHP's `act.ion`, any
+    case), values percent-decoded and case-folded, `;` splitting like `&`, any position."""
+    if not wanted:
+        return True
+    given = []
+    for piece in raw_query.replace(";", "&").split("&"):
+        name, _, value = piece.partition("=")
+        given.append((unquote_plus(name), unquote_plus(value).casefold()))
+    for pair in wanted.split("&"):
+        name, _, value = pair.partition("=")
+        name, value = unquote_plus(name), unquote_plus(value).casefold()
+        if not any(
+            seen == value and (key.casefold() == name.casefold() or may_be_read_as(key, name))
+            for key, seen in given
+        ):
             return False
     return True

@@ -37,7 +37,7 @@ from gateway.signin.decision import (
     decide,
     mandatory,
 )
-from gateway.signin.identity import set_cookie_names
+from gateway.signin.identity import query_matches, set_cookie_names
 from gateway.signin.regulation import Regulator
 from gateway.signin.session import FULL, Session, SessionBook
 from gateway.stores import DurableStore, SharedStore
@@ -139,8 +139,12 @@ class SignIn:
         login = self.login
         if login.mode != "upstream" or request.method != login.method:
             return False
-        path = normalize_path(request.raw_path.partition("?")[0])
-        return path.rstrip("/").lower() == login.path.rstrip("/").lower()
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        want, _, query = login.path.partition("?")
+        path = normalize_path(raw_path)
+        return path.rstrip("/").lower() == want.rstrip("/").lower() and (
+            not query or query_matches(query, raw_query)
+        )
 
     @property
     def gateway_mode(self) -> bool:
@@ -155,8 +159,13 @@ class SignIn:
         session = request[SESSION]
         login = self.login
         add: list[tuple[str, str]] = []
-        path = target.partition("?")[0]
-        if login.logout_path == path and request.method == login.logout_method:
+        path, _, query = target.partition("?")
+        logout, _, logout_query = login.logout_path.partition("?")
+        if (
+            logout == path
+            and request.method == login.logout_method
+            and query_matches(logout_query, query)
+        ):
             await self.book.end(session)
             add.append(self.cookies.clear_session(request))
             audit_event(request, "signin.logout", outcome="ok")
