@@ -193,7 +193,13 @@ async def test_connections_the_server_ended_are_made_anew_without_a_failed_call(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE"
             f" application_name = 'crm-gateway' AND datname = '{database}'",
         )[0][0][0]
-        await asyncio.sleep(0.2)  # the server's goodbye reaches the pooled sockets
+        # pg_terminate_backend only signals: wait until the backends are gone (their sockets
+        # closed), then let the loop read the goodbyes waiting on the pooled sockets.
+        for _ in range(100):
+            if gateway_connections(url) == 0:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)
 
         versions = await asyncio.gather(*(store.tokens_version() for _ in range(6)))
 
