@@ -4,6 +4,7 @@ interval is written. No I/O."""
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from dataclasses import dataclass, field
 from enum import Enum
@@ -41,6 +42,10 @@ class Decision:
     steps: tuple[Step, ...] = field(default=())  # the rules that took part, the decider last
     user: str = ""  # FORWARD: the identity the CRM is told (gateway mode), "" for none
     factors: tuple[str, ...] = ()  # CHALLENGE, STEP_UP: the factors on offer, in order
+    # FORWARD by a path rule that asks for a fresh factor: passed within `fresh` seconds, one
+    # of `fresh_factors` (any the user has, when empty). 0: the rule asks for nothing more.
+    fresh: float = 0.0
+    fresh_factors: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -57,6 +62,9 @@ class Settings:
     required_from: str  # ISO date when enforcement is "required_from", else ""
     remember_device: float  # seconds a device may be remembered; 0 = never offered
     steps: tuple[Step, ...] = field(default=())
+    # Seconds a verification lasts within a session: once they have passed since a factor
+    # last passed, the next request asks for one again. inf: never within a session.
+    reverify: float = math.inf
 
 
 # Detail keys an audit event may never carry: what they name must not reach a log or the store.
@@ -104,6 +112,8 @@ def canonical_user(name: str) -> str:
 def format_interval(seconds: float) -> str:
     if seconds == 0:
         return "always"
+    if seconds == math.inf:
+        return "never"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

@@ -116,6 +116,10 @@ def explain(args: argparse.Namespace, policy: Policy | None) -> int:
     print(f"enforcement: {shown}")
     remember = format_interval(settings.remember_device) if settings.remember_device else "never"
     print(f"remember device: {remember}")
+    print(f"verify again within a session: {format_interval(settings.reverify)}")
+    if decision.fresh:
+        which = " or ".join(decision.fresh_factors) or "any factor"
+        print(f"this path: {which} passed within {format_interval(decision.fresh)}")
     for step in settings.steps:
         print(f"  - {step}")
     return EXIT_OK

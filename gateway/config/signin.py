@@ -52,6 +52,9 @@ class Sessions:
     # Open sessions of one user: the oldest is ended when a new one would pass this (a
     # script signing in in a loop must not fill the store).
     max_per_user: int = 1000
+    # A form or an upload that arrives when a verification is due is kept (sealed, one use,
+    # a few minutes) and sent after the code, up to this size; a larger one is asked again.
+    keep_body: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ def _sessions(value: Value) -> Sessions:
             "hold_cookies",
             "step_up_window",
             "max_per_user",
+            "keep_body",
         }
     )
     default = Sessions()
@@ -214,10 +218,20 @@ def _sessions(value: Value) -> Sessions:
             else None
         )
         or default.max_per_user,
+        keep_body=_keep_body(keys["keep_body"]) if "keep_body" in keys else default.keep_body,
     )
     if sessions.idle_timeout > sessions.absolute_timeout:
         value.fail("idle_timeout: must not be longer than absolute_timeout")
     return sessions
+
+
+def _keep_body(value: Value) -> int:
+    """Up to 64 MiB: a kept body waits in the shared store (Redis: its memory)."""
+    found = value.size()
+    if found is not None and found > 64 * 1024 * 1024:
+        value.fail(f"must be at most 64MiB but it's {value.node.value!r}")
+        return Sessions().keep_body
+    return Sessions().keep_body if found is None else found
 
 
 def _limits(value: Value) -> Limits:

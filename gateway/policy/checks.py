@@ -85,20 +85,22 @@ def _samples(pattern: str) -> list[str]:
 
 
 def check_caps(policy: Policy) -> list[Problem]:
-    """An explicit interval longer than a cap of the user's roles or groups is an error."""
+    """An explicit interval (or reverify) longer than a cap of the user's roles or groups is
+    an error: the cap says how long a verification may last, at sign-in and within a session."""
     problems: list[Problem] = []
     for level in [*policy.roles.values(), *policy.groups.values()]:
-        own, cap = level.interval, level.max_interval
-        if own is not None and cap is not None and own > cap:
-            problems.append(
-                Problem(
-                    level.where.file,
-                    level.line_of("interval"),
-                    f"{level.kind}s.{level.name}.interval",
-                    f"{format_interval(own)} is longer than its own "
-                    f"max_interval {format_interval(cap)}",
+        for key in ("interval", "reverify"):
+            own, cap = getattr(level, key), level.max_interval
+            if own is not None and cap is not None and own > cap:
+                problems.append(
+                    Problem(
+                        level.where.file,
+                        level.line_of(key),
+                        f"{level.kind}s.{level.name}.{key}",
+                        f"{format_interval(own)} is longer than its own "
+                        f"max_interval {format_interval(cap)}",
+                    )
                 )
-            )
     for user in policy.users.values():
         caps = [
             (level.max_interval, level)
@@ -111,22 +113,24 @@ def check_caps(policy: Policy) -> list[Problem]:
         if not caps:
             continue
         cap, capper = min(caps, key=lambda c: c[0])
-        for level in [
-            user.level,
-            *(policy.groups[g] for g in user.groups),
-            *(policy.roles[r] for r in user.roles),
-        ]:
-            if level.interval is not None and level.interval > cap:
-                problems.append(
-                    Problem(
-                        level.where.file,
-                        level.line_of("interval"),
-                        f"{level.kind}s.{level.name}.interval",
-                        f"{format_interval(level.interval)} is longer than the "
-                        f"{format_interval(cap)} cap of {capper.label} "
-                        f"({capper.where.file}:{capper.line_of('max_interval')})"
-                        + (f" for user {user.name}" if level.kind != "user" else ""),
+        for key in ("interval", "reverify"):
+            for level in [
+                user.level,
+                *(policy.groups[g] for g in user.groups),
+                *(policy.roles[r] for r in user.roles),
+            ]:
+                own = getattr(level, key)
+                if own is not None and own > cap:
+                    problems.append(
+                        Problem(
+                            level.where.file,
+                            level.line_of(key),
+                            f"{level.kind}s.{level.name}.{key}",
+                            f"{format_interval(own)} is longer than the "
+                            f"{format_interval(cap)} cap of {capper.label} "
+                            f"({capper.where.file}:{capper.line_of('max_interval')})"
+                            + (f" for user {user.name}" if level.kind != "user" else ""),
+                        )
                     )
-                )
-                break
+                    break
     return problems

@@ -9,7 +9,6 @@ that use all this are gateway.policy.rules and docs/policies.md ("Resolution").
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,13 @@ from gateway.policy.checks import check_caps, path_rule_warnings
 from gateway.policy.model import (
     Api,
     Level,
-    PathRule,
     Policy,
     TokenLocation,
     User,
     Where,
     empty_policy,
 )
+from gateway.policy.path_rules import read_path_rule
 from gateway.policy.values import (
     EMAIL,
     e164,
@@ -38,9 +37,8 @@ from gateway.policy.values import (
     factors_value,
     fill_defaults,
     interval_value,
+    reverify_value,
 )
-
-METHOD = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
 
 SETTING_KEYS = {
     "networks",
@@ -50,6 +48,7 @@ SETTING_KEYS = {
     "factors",
     "enforcement",
     "remember_device",
+    "reverify",
 }
 
 
@@ -171,7 +170,7 @@ class _Builder:
         api = self._api(*self.singles["api"]) if "api" in self.singles else Api()
         paths = tuple(
             r
-            for r in (self._path(i, v, roles, groups, users) for i, v in enumerate(self.paths))
+            for r in (read_path_rule(i, v, roles, groups, users) for i, v in enumerate(self.paths))
             if r
         )
         policy = Policy(
@@ -237,6 +236,8 @@ class _Builder:
                 said[key] = interval_value(keys[key])
         if "remember_device" in keys:
             said["remember_device"] = interval_value(keys["remember_device"], word="off")
+        if "reverify" in keys:
+            said["reverify"] = reverify_value(keys["reverify"])
         if "factors" in keys:
             said["factors"] = factors_value(keys["factors"])
         if "enforcement" in keys:
@@ -287,66 +288,6 @@ class _Builder:
         settings = {k: v for k, v in keys.items() if k in SETTING_KEYS}
         level = self._level(value, "user", name, where, keys=settings)
         return User(name, level, member["roles"], member["groups"], phone or "", email or "")
-
-    def _path(
-        self,
-        index: int,
-        value: Value,
-        roles: dict[str, Level],
-        groups: dict[str, Level],
-        users: dict[str, User],
-    ) -> PathRule | None:
-        keys = value.mapping({"path", "methods", "allow"})
-        if keys is None:
-            return None
-        if "path" not in keys or "allow" not in keys:
-            self.fail(value, "needs `path` and `allow`")
-            return None
-        pattern = keys["path"].text()
-        # A pattern must be in the normalised form requests are judged in, or it never matches.
-        odd = ("//", "/./", "/../", "%", ";", "#", "?", "\\")
-        if pattern is not None and (
-            not pattern.startswith("/")
-            or any(t in pattern for t in odd)
-            or pattern.endswith(("/.", "/.."))
-        ):
-            keys["path"].fail(f"must be a path pattern such as /admin/** but it's {pattern!r}")
-            pattern = None
-        methods: frozenset[str] | None = None
-        if "methods" in keys:
-            found = set()
-            for item in keys["methods"].sequence() or []:
-                text = item.text()
-                if text is not None and not METHOD.match(text):
-                    item.fail(f"must be an HTTP method in capitals such as GET but it's {text!r}")
-                elif text is not None:
-                    found.add(text)
-            # A rule that names GET covers HEAD: Django, Flask, Rails and PHP answer HEAD
-            # with the GET view, so a HEAD must not fall through to a wider rule.
-            methods = frozenset(found | ({"HEAD"} if "GET" in found else set()))
-        allow: set[str] = set()
-        known: dict[str, set[str]] = {"role": set(roles), "group": set(groups), "user": set(users)}
-        for item in keys["allow"].sequence() or []:
-            text = item.text()
-            if text is None:
-                continue
-            kind, _, name = text.partition(":")
-            if text in ("anyone", "authenticated", "token"):
-                allow.add(text)
-            elif kind in known and name:
-                if name not in known[kind]:
-                    item.fail(f"names {kind} {name!r}, which no policy file defines")
-                allow.add(text)
-            else:
-                item.fail(
-                    "must be anyone, authenticated, token, role:NAME, group:NAME or user:NAME "
-                    f"but it's {text!r}"
-                )
-        if pattern is None:
-            return None
-        return PathRule(
-            index, Where(value.source.file, value.line), pattern, methods, frozenset(allow)
-        )
 
     def _api(self, value: Value, where: Where) -> Api:
         keys = value.mapping({"tokens", "unknown_tokens"})

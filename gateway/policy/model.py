@@ -38,6 +38,7 @@ class Level:
     enforcement: str | None = None
     required_from: str = ""
     remember_device: float | None = None
+    reverify: float | None = None  # math.inf: never within a session
     setting_lines: tuple[tuple[str, int], ...] = ()  # (key, line) for explanations
 
     def line_of(self, key: str) -> int:
@@ -67,6 +68,8 @@ class PathRule:
     pattern: str
     methods: frozenset[str] | None  # None = every method
     allow: frozenset[str]  # "anyone", "authenticated", "token", "role:x", "group:x", "user:x"
+    fresh: float = 0.0  # a factor passed within this many seconds (0: nothing more asked)
+    fresh_factors: tuple[str, ...] = ()  # the factors that count for `fresh` (all, when empty)
 
     @property
     def label(self) -> str:

@@ -26,8 +26,10 @@ Settings (interval, factors, enforcement, remember-device)
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import lru_cache
 
 from gateway.model import Action, Decision, Settings, Step, format_interval
@@ -123,7 +125,17 @@ def check_path(
             continue
         source = f"{rule.where}"
         if _admits(rule.allow, user, token):
-            return Decision(Action.FORWARD, "ok", (Step(source, f"{rule.label} allows it"),))
+            said = f"{rule.label} allows it"
+            if rule.fresh:
+                which = " or ".join(rule.fresh_factors) or "a factor"
+                said += f" with {which} passed within {format_interval(rule.fresh)}"
+            return Decision(
+                Action.FORWARD,
+                "ok",
+                (Step(source, said),),
+                fresh=rule.fresh,
+                fresh_factors=rule.fresh_factors,
+            )
         who = "an anonymous request" if user is None else f"user {user.name}"
         allowed = ", ".join(sorted(rule.allow)) or "nobody"
         text = f"{rule.label} allows {allowed}, not {who}"
@@ -167,7 +179,7 @@ def check_access(
     if not address.allowed:
         return address
     route = check_path(policy, user, method, path, token=token or unknown_token)
-    return Decision(route.action, route.reason, address.steps + route.steps)
+    return replace(route, steps=address.steps + route.steps)
 
 
 def resolve_settings(policy: Policy, user: User | None) -> Settings:
@@ -224,7 +236,29 @@ def resolve_settings(policy: Policy, user: User | None) -> Settings:
     chosen = min(remember_levels, key=lambda lv: lv.remember_device or 0.0)
     shown = f"for {format_interval(remember)}" if remember else "never offered"
     steps.append(_step(chosen, "remember_device", f"remember this device {shown}"))
-    return Settings(interval, tuple(factors), enforcement, since, remember, tuple(steps))
+    reverify_levels = first("reverify")
+    reverify = min(math.inf if lv.reverify is None else lv.reverify for lv in reverify_levels)
+    chosen = min(reverify_levels, key=lambda lv: math.inf if lv.reverify is None else lv.reverify)
+    if reverify < math.inf:
+        steps.append(_step(chosen, "reverify", f"verify again every {format_interval(reverify)}"))
+    if caps:
+        cap_level = min(caps, key=lambda lv: lv.max_interval or 0.0)
+        cap = cap_level.max_interval or 0.0
+        if 0 < cap < reverify:
+            # A verification lasts at most the cap within a session too ("at least daily").
+            reverify = cap
+            steps.append(
+                _step(cap_level, "max_interval", f"verify again every {format_interval(cap)}")
+            )
+    return Settings(
+        interval,
+        tuple(factors),
+        enforcement,
+        since,
+        remember,
+        tuple(steps),
+        reverify=reverify,
+    )
 
 
 def _day(iso: str) -> int:

@@ -6,6 +6,7 @@ below it. gateway.policy.load uses these for every section.
 from __future__ import annotations
 
 import datetime
+import math
 import re
 
 import phonenumbers
@@ -46,6 +47,7 @@ def fill_defaults(said: Level, base: Level) -> Level:
         remember_device=said.remember_device
         if said.remember_device is not None
         else base.remember_device,
+        reverify=said.reverify if said.reverify is not None else base.reverify,
         setting_lines=said.setting_lines,
     )
 
@@ -60,6 +62,17 @@ def interval_value(value: Value, word: str = "always") -> float | None:
         value.fail(f"must be off or a duration such as 30d but it's {value.node.value!r}")
         return None
     return value.duration()
+
+
+def reverify_value(value: Value) -> float | None:
+    """`reverify`: `never` (math.inf) or a duration of at least a minute."""
+    if value.node.tag.endswith(":str") and value.node.value == "never":
+        return math.inf
+    seconds = value.duration()
+    if seconds is not None and seconds < 60:
+        value.fail(f"must be never or a duration of at least 1m but it's {value.node.value!r}")
+        return None
+    return seconds
 
 
 def factors_value(value: Value) -> tuple[str, ...] | None:

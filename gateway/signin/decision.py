@@ -10,11 +10,11 @@ sign-in needs (which factors are on file, the remembered device) before asking.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from enum import Enum
 
-from gateway.model import Action, Decision, Settings, Step
+from gateway.model import Action, Decision, Settings, Step, format_interval
 from gateway.policy.model import User
 from gateway.policy.rules import check_access, check_path
 from gateway.policy.view import PolicyView
@@ -43,8 +43,10 @@ class Who:
     kind: Kind
     user: str = ""  # the canonical name (sessions, login forms, a registered token's owner)
     token_known: bool = False  # TOKEN: registered (an unknown one is judged by api rules)
-    verified: float = 0.0  # SESSION, SIGNING_IN: when a second factor last passed
+    verified: float = 0.0  # SESSION, SIGNING_IN: when a second factor last passed (0: never)
     refused: str = ""  # the request reads two ways (two credentials, a method override)
+    # SESSION: when each factor last passed in it, for path rules that name their factors.
+    verified_by: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,23 +92,26 @@ def decide(
     request: Request,
     *,
     facts: Facts | None = None,
-    now: float = 0.0,
+    now: float | None = None,
     rules: Rules = Rules(),
 ) -> Decision:
     """The Decision for `who` asking `request`. Deny wins; the default is deny.
 
-    `facts` and `now` are needed for a sign-in (Asks.SIGN_IN) and a change (Asks.CHANGE)."""
+    `facts` and `now` are needed for a sign-in (Asks.SIGN_IN) and a change (Asks.CHANGE); a
+    request for the CRM given `now` is also held to how long a verification lasts."""
     if who.refused:
         return Decision(Action.DENY, who.refused, (Step("", "the request reads two ways"),))
     if request.asks is Asks.CRM:
-        return _crm(view, who, request, rules)
+        decided = crm_decision(view, who, request, rules)
+        return decided if now is None else still_verified(view, who, decided, now)
     assert facts is not None, "a sign-in or a change is decided on its facts"
+    assert now is not None, "a sign-in or a change is decided at a time"
     if request.asks is Asks.SIGN_IN:
         return _sign_in(view, who, facts, now)
     return _change(who, facts, now, rules)
 
 
-def _crm(view: PolicyView, who: Who, request: Request, rules: Rules) -> Decision:
+def crm_decision(view: PolicyView, who: Who, request: Request, rules: Rules) -> Decision:
     """A request for the CRM: the address and path rules, for the user it comes as."""
     policy = view.policy
     user: User | None = None
@@ -135,7 +140,37 @@ def _crm(view: PolicyView, who: Who, request: Request, rules: Rules) -> Decision
         token=token,
     )
     if decided.allowed and who.kind is Kind.SESSION:
-        return Decision(Action.FORWARD, decided.reason, decided.steps, user=who.user)
+        return replace(decided, user=who.user)
+    return decided
+
+
+def still_verified(view: PolicyView, who: Who, decided: Decision, now: float) -> Decision:
+    """A signed-in user's request that may go, unless a verification is due: the user's
+    `reverify` time has passed since a factor last passed in the session, or the path rule
+    asks for a fresher one (`fresh`, of the factors it names). A session in which no factor
+    ever passed (none required, none on file) has nothing to verify with: `reverify` does
+    not apply to it; a `fresh` path asks for a factor all the same."""
+    if who.kind is not Kind.SESSION or not decided.allowed:
+        return decided
+    settings = view.settings(who.user)
+    if who.verified and now - who.verified >= settings.reverify:
+        ago = format_interval(round(now - who.verified))
+        lasts = format_interval(settings.reverify)
+        step = Step("", f"a factor passed {ago} ago; a verification lasts {lasts}")
+        return Decision(Action.CHALLENGE, "reverify", (*decided.steps, step), user=who.user)
+    if decided.fresh:
+        counted = decided.fresh_factors
+        last = (
+            max((t for f, t in who.verified_by if f in counted), default=0.0)
+            if counted
+            else who.verified
+        )
+        if now - last >= decided.fresh:
+            which = " or ".join(counted) or "a factor"
+            step = Step("", f"{which} not passed within {format_interval(decided.fresh)}")
+            return Decision(
+                Action.CHALLENGE, "fresh", (*decided.steps, step), user=who.user, factors=counted
+            )
     return decided
 
 
@@ -175,8 +210,10 @@ def _change(who: Who, facts: Facts, now: float, rules: Rules) -> Decision:
 
 
 def _trusted(device: Device | None, settings: Settings, now: float) -> bool:
-    """A remembered device within its time, or a factor passed on it within the interval."""
-    if device is None:
+    """A remembered device within its time, or a factor passed on it within the interval;
+    never one whose factor passed longer ago than a verification lasts (`reverify`): the
+    session it would open would ask at once."""
+    if device is None or now - device.verified >= settings.reverify:
         return False
     remembered = min(device.remembered_until, device.verified + settings.remember_device)
     fresh = settings.interval > 0 and now - device.verified < settings.interval

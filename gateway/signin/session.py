@@ -45,6 +45,12 @@ class Session:
     pending: dict[str, str] = field(default_factory=dict)  # enrolment state (sealed, b64)
     crm_binding: str = ""  # digest of the CRM session cookie released to this session
     slot: str = ""  # shared-store key of this session's place among its user's sessions
+    verified_by: dict[str, float] = field(default_factory=dict)  # factor → when it last passed
+    # A verification asked for on a request for the CRM ("reverify", "fresh": see
+    # gateway.signin.decision.still_verified) and the factors that count for it (empty: any
+    # the user has); both cleared when one passes.
+    due_reason: str = ""
+    due: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -265,8 +271,13 @@ class SessionBook:
 
 
 def _copy(session: Session) -> Session:
-    """A session of its own for a caller: the fields are values but for `pending`."""
-    return replace(session, pending=dict(session.pending))
+    """A session of its own for a caller: the fields are values but for the containers."""
+    return replace(
+        session,
+        pending=dict(session.pending),
+        verified_by=dict(session.verified_by),
+        due=list(session.due),
+    )
 
 
 def _keep(cache: dict[str, Any], key: str, value: Any) -> None:

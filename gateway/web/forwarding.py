@@ -335,3 +335,16 @@ def downstream_response_headers(
 def wants_html(headers: CIMultiDictProxy[str]) -> bool:
     """Browsers get pages; API clients and anything that did not ask for HTML get JSON."""
     return "text/html" in headers.get("Accept", "")
+
+
+def is_navigation(headers: CIMultiDictProxy[str]) -> bool:
+    """A browser loading a page (a link, a form, the address bar), as opposed to a script of
+    the page (fetch, XMLHttpRequest), which cannot follow a redirect to a page of ours: it
+    gets JSON. Modern browsers say which (`Sec-Fetch-Mode`); older ones are read from
+    `X-Requested-With` and whether they asked for HTML."""
+    mode = headers.get("Sec-Fetch-Mode", "")
+    if mode:
+        return mode == "navigate"
+    if headers.get("X-Requested-With", ""):
+        return False
+    return wants_html(headers)

@@ -24,7 +24,7 @@ from gateway.policy.model import Policy, empty_policy
 from gateway.policy.paths import normalize_path
 from gateway.policy.tokens import find_credential
 from gateway.policy.view import PolicyView
-from gateway.signin.decision import Asks, Kind, Request, Rules, Who, decide
+from gateway.signin.decision import Asks, Kind, Request, Rules, Who, decide, still_verified
 from gateway.stores import DurableStore
 from gateway.web.audit import audit_event
 from gateway.web.keys import CREDENTIAL, DECISION, USER, VIEW
@@ -100,10 +100,18 @@ class Guard(LivePolicy):
             raise AmbiguousCredential("two credentials")
         return request[CREDENTIAL] or None
 
-    def judge(self, request: web.Request, who: Who, *, gateway_login: bool = False) -> Judged:
+    def judge(
+        self,
+        request: web.Request,
+        who: Who,
+        *,
+        gateway_login: bool = False,
+        now: float | None = None,
+    ) -> Judged:
         """The Decision for a request to the CRM, with the path to forward (normalised, with
         the raw query); a denial is refused here (AccessDenied, audited and counted), a
-        path that reads two ways is a BadRequest."""
+        path that reads two ways is a BadRequest. `now`: a session's request is also held
+        to how long a verification lasts (that part is never remembered: time moves)."""
         raw_path, sep, raw_query = request.raw_path.partition("?")
         path = normalize_path(raw_path)
         asked = Request(Asks.CRM, request[VIEW].ip, request.method, path)
@@ -120,6 +128,8 @@ class Guard(LivePolicy):
         decision, overridable = found
         if decision.action is Action.DENY:
             self.refuse(request, decision, api=who.kind is Kind.TOKEN)
+        if now is not None:
+            decision = still_verified(view, who, decision, now)
         return Judged(decision, path + sep + raw_query, overridable)
 
     @staticmethod

@@ -22,11 +22,11 @@ from gateway.fields import overrides_method
 from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Kind, Who
 from gateway.signin.session import FULL
-from gateway.web import crmlogin, health, proxy
+from gateway.web import crmlogin, health, proxy, reverify
 from gateway.web.bodies import FORM_LIMIT, read_whole
 from gateway.web.forwarding import wants_html
 from gateway.web.guard import GUARD, Guard, Judged
-from gateway.web.keys import CONFIG, DECISION
+from gateway.web.keys import CLOCK, CONFIG, DECISION
 from gateway.web.pages import routes
 from gateway.web.signin import SIGNIN, SignIn
 from gateway.web.urls import reserved_subpath, safe_return_path
@@ -46,7 +46,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         # cookies would reach the browser before the second factor).
         return await crmlogin.handle(request, signin)
     who = await identify(request, guard, signin)
-    judged = guard.judge(request, who, gateway_login=signin is not None and signin.gateway_mode)
+    judged = guard.judge(
+        request,
+        who,
+        gateway_login=signin is not None and signin.gateway_mode,
+        now=request.app[CLOCK].now(),
+    )
     body = await look_for_override(request, guard, who, judged)
     return await act(request, signin, who, judged, body)
 
@@ -73,7 +78,13 @@ async def identify(request: web.Request, guard: Guard, signin: SignIn | None) ->
     session = await signin.session(request)
     if session is None or session.stage != FULL:
         return who
-    return Who(Kind.SESSION, session.user, verified=session.verified, refused=who.refused)
+    return Who(
+        Kind.SESSION,
+        session.user,
+        verified=session.verified,
+        refused=who.refused,
+        verified_by=tuple(sorted(session.verified_by.items())),
+    )
 
 
 async def look_for_override(
@@ -110,6 +121,8 @@ async def act(
         raise SignInRequired("sign-in required")
     if signin is None:
         return await proxy.handle(request, judged.target, body=body)
+    if decision.action is Action.CHALLENGE:  # a signed-in user's verification is due
+        return await reverify.verify_again(request, signin, decision)
     if who.kind is Kind.SESSION:
         return await signin.forward_signed_in(request, judged.target, body)
     # No session of the CRM's reaches a browser without the second factor, whatever route

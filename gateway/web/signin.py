@@ -174,7 +174,7 @@ class SignIn:
             target,
             adjust=self.cookies.adjust(session.user, session.crm_binding),
             add_headers=add,
-            observe=functools.partial(self._crm_cookie_set, request, session),
+            observe=functools.partial(self.crm_cookie_set, request, session),
             body=body,
         )
 
@@ -253,11 +253,14 @@ class SignIn:
         in, a challenge, or the enrolment page)."""
         user = session.user
         who = Who(Kind.SIGNING_IN, user, verified=session.verified)
-        decision = self.decide(request, who, Asks.SIGN_IN, await self.facts(request, user))
+        facts = await self.facts(request, user)
+        decision = self.decide(request, who, Asks.SIGN_IN, facts)
         if decision.action is Action.FORWARD:
-            if decision.reason == "device_trusted":
+            if decision.reason == "device_trusted" and facts.device is not None:
                 audit_event(request, "signin.device_trusted", outcome="ok", user=user)
-                return await self.complete(request, session, factor="device")
+                # The session's verification is the device's: `reverify` counts from there.
+                since = facts.device.verified
+                return await self.complete(request, session, factor="device", since=since)
             return await self.complete(request, session, factor="")
         # The challenge page also explains what is missing (no number on file, no factor).
         enrol = decision.reason == "enrol"
@@ -283,25 +286,36 @@ class SignIn:
         return [str(c) for c in found] if isinstance(found, list) else None
 
     async def complete(
-        self, request: web.Request, session: Session, *, factor: str, remember: bool = False
+        self,
+        request: web.Request,
+        session: Session,
+        *,
+        factor: str,
+        remember: bool = False,
+        since: float = 0.0,
     ) -> web.Response:
         """Second factor passed (or not needed): the browser gets the CRM's cookies and a fresh
-        gateway session, and goes where it was going."""
+        gateway session, and goes where it was going. `since`: a remembered device stood in
+        for the factor, which passed on it then."""
         held = await self.release_held(session)
         if held is None:
             await self.book.end(session)
             return self.expired(request)
         now = self.clock.now()
         passed = factor not in ("", "device")  # a factor answered just now
-        verified = now if passed else session.verified
+        verified = now if passed else max(session.verified, since)
+        by = {**session.verified_by, factor: now} if passed else session.verified_by
         released = set_cookie_names(held).get(self.login.success_cookie, "")
         fresh = await self.book.rotate(
             session,
             stage=FULL,
             verified=verified,
+            verified_by=by,
+            due_reason="",
+            due=[],
             held="",
             pending={},
-            crm_binding=cookie_binding(released) if released else "",
+            crm_binding=cookie_binding(released) if released else session.crm_binding,
         )
         if fresh is None:
             return self.expired(request)
@@ -330,7 +344,7 @@ class SignIn:
         )
         return response
 
-    async def _crm_cookie_set(
+    async def crm_cookie_set(
         self, request: web.Request, session: Session, upstream: CrmResponse
     ) -> frozenset[str]:
         """The CRM set its session cookie on a signed-in request. A new id on a page view is

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config.model import Upstream
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
@@ -33,13 +33,16 @@ def open_upstream_client(
 
 
 def headers_for_crm(
-    request: web.Request, extra_drop: frozenset[str] = frozenset()
+    request: web.Request,
+    extra_drop: frozenset[str] = frozenset(),
+    incoming: CIMultiDictProxy[str] | None = None,
 ) -> CIMultiDict[str]:
-    """The request's headers as the CRM gets them (gateway.web.forwarding decides which)."""
+    """The request's headers as the CRM gets them (gateway.web.forwarding decides which);
+    `incoming`: other headers sent for this client (a kept request, sent again)."""
     upstream = request.app[CONFIG].upstream
     secret = upstream.secret_header
     return upstream_request_headers(
-        request.headers,
+        request.headers if incoming is None else incoming,
         request[VIEW],
         upstream_host=upstream.host,
         host_header=upstream.host_header,

@@ -461,7 +461,7 @@ def test_an_idle_timeout_longer_than_the_absolute_one_is_refused(secrets: str) -
         (
             "  lifetime: 1h\n",
             "sessions.lifetime: unknown key (known here: absolute_timeout, cookie_name,"
-            " hold_cookies, idle_timeout, max_per_user, step_up_window)",
+            " hold_cookies, idle_timeout, keep_body, max_per_user, step_up_window)",
         ),
         (
             "  max_per_user: 0\n",

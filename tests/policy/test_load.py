@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DAY = 86400.0
 
 ROLE_KEYS = (
-    "known here: deny, enforcement, factors, interval, max_interval, networks, remember_device"
+    "known here: deny, enforcement, factors, interval, max_interval, networks, remember_device,"
+    " reverify"
 )
 
 
@@ -316,7 +317,7 @@ def test_user_naming_an_undefined_role_or_group_is_a_problem(tmp_path: Path) -> 
         (
             "users:\n  ann: {max_interval: 1d}\n",
             "users.ann.max_interval: unknown key (known here: deny, email, enforcement, factors,"
-            " groups, interval, networks, phone, remember_device, roles)",
+            " groups, interval, networks, phone, remember_device, reverify, roles)",
         ),
         (
             "organisation: {interval: 1d}\n",
@@ -325,11 +326,11 @@ def test_user_naming_an_undefined_role_or_group_is_a_problem(tmp_path: Path) -> 
         (
             "defaults: {networks: [x]}\n",
             "defaults.networks: unknown key (known here: enforcement, factors, interval,"
-            " remember_device)",
+            " remember_device, reverify)",
         ),
         (
             "paths:\n  - {path: /x, allow: [anyone], method: [GET]}\n",
-            "paths[0].method: unknown key (known here: allow, methods, path)",
+            "paths[0].method: unknown key (known here: allow, factors, fresh, methods, path)",
         ),
         (
             "api: {token: []}\n",

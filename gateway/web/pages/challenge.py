@@ -5,6 +5,9 @@ and why, is gateway.signin.decision's Decision; this module turns it into a page
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 from aiohttp import web
 
 from gateway.factors.protocol import Answer, SecondFactor, Verdict
@@ -13,6 +16,7 @@ from gateway.metrics import CHALLENGES
 from gateway.model import Action, Settings
 from gateway.signin.decision import Asks, Kind, Who
 from gateway.signin.session import FULL, PASSWORD, Session
+from gateway.web import kept
 from gateway.web.audit import audit_event
 from gateway.web.keys import VIEW
 from gateway.web.pages.codes import sent_problem
@@ -20,12 +24,22 @@ from gateway.web.pages.forms import checked_form
 from gateway.web.pages.frame import needs, no_factor, session_page
 from gateway.web.pages.render import language, locked_text, retry_after, translator
 from gateway.web.signin import SignIn
+from gateway.web.urls import safe_return_path
 
 
 @needs(PASSWORD, FULL)
 async def challenge(request: web.Request, signin: SignIn, session: Session) -> web.StreamResponse:
     user = session.user
+    if session.stage == FULL and request.method == "GET" and "next" in request.query:
+        # Sent here by a script of the CRM's page (a JSON 401): back to that page after.
+        session.return_to = safe_return_path(request.query["next"]) or "/"
+        await signin.book.save(session)
     facts = await signin.facts(request, user, device=False)
+    if session.stage == FULL and session.due:
+        # A path that counts only some factors (`fresh` with `factors`): only those here.
+        facts = replace(facts, usable=tuple(f for f in facts.usable if f in session.due))
+        if not facts.usable:
+            return no_factor(request, user)  # none of them on file: whom to ask
     who = Who(Kind.SIGNING_IN, user, verified=session.verified)
     decision = signin.decide(request, who, Asks.SIGN_IN, facts)
     settings = signin.settings(user)
@@ -97,11 +111,31 @@ async def _passed(
         await signin.devices.forget_others(request, user, f"{factor.name}_used")
     if session.stage == PASSWORD:
         return await signin.complete(request, session, factor=factor.name, remember=remember)
-    fresh = await signin.book.rotate(session, verified=signin.clock.now())
+    # Signed in already: a verification that was due, or a step-up before a change. A new
+    # session id, the factor's time, and back where the user was, or what they were sending
+    # sent now (taken under the old id, so it goes once at most).
+    entry, held = await kept.take(signin, session)
+    now = signin.clock.now()
+    fresh = await signin.book.rotate(
+        session,
+        verified=now,
+        verified_by={**session.verified_by, factor.name: now},
+        due_reason="",
+        due=[],
+        pending={},
+    )
     if fresh is None:
         return signin.expired(request)
-    response = signin.redirect(fresh.return_to or f"{signin.prefix}account")
-    response.headers.add(*signin.session_cookie(request, fresh))
+    audit_event(request, "signin.verified_again", outcome="ok", user=user, reason=factor.name)
+    cookie = signin.session_cookie(request, fresh)
+    if held is not None:
+        return await kept.send(request, signin, fresh, held, cookie)
+    response = (
+        kept.gone(request, signin, fresh)
+        if entry
+        else signin.redirect(fresh.return_to or f"{signin.prefix}account")
+    )
+    response.headers.add(*cookie)
     return response
 
 
@@ -148,8 +182,15 @@ async def _challenge_page(
         others=others,
         prompt=prompt,
         problem=sent_problem(request) if factor.sends else "",
-        notice=t("account.step_up") if session.stage == FULL else "",
+        notice=_notice(t, session),
     )
     if verdict is not None and verdict.locked_until:
         response.headers["Retry-After"] = retry_after(request, verdict.locked_until)
     return response
+
+
+def _notice(t: Callable[..., str], session: Session) -> str:
+    """Why a signed-in user is asked: a verification that came due, or a change to make."""
+    if session.stage != FULL:
+        return ""
+    return t("challenge.reverify") if session.due_reason else t("account.step_up")

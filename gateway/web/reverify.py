@@ -1,0 +1,51 @@
+"""A signed-in user whose verification is due (their `reverify` time has passed, or a path
+rule asks for a fresher factor): the request is not forwarded, and the CRM session is left as
+it is. A page the browser loads goes to the challenge and comes back after the code; a script
+of the CRM's page (fetch, XMLHttpRequest) gets JSON naming where to verify, never a page or a
+redirect it cannot follow; a form or an upload is kept and sent after the code
+(gateway.web.kept).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.model import Decision
+from gateway.web.audit import audit_event
+from gateway.web.forwarding import is_navigation
+from gateway.web.kept import keep
+from gateway.web.keys import DECISION, SESSION
+from gateway.web.signin import SignIn
+from gateway.web.urls import safe_return_path
+
+
+async def verify_again(
+    request: web.Request, signin: SignIn, decision: Decision
+) -> web.StreamResponse:
+    session = request[SESSION]
+    request[DECISION] = "signin"
+    audit_event(
+        request,
+        "signin.verification_due",
+        outcome="refused",
+        user=session.user,
+        reason=decision.reason,
+    )
+    here = safe_return_path(request.rel_url.raw_path_qs) or "/"
+    session.due_reason, session.due = decision.reason, list(decision.factors)
+    verify_url = f"{signin.prefix}challenge"
+    if not is_navigation(request.headers):
+        await signin.book.save(session)
+        body = {
+            "error": "verification_required",
+            "reason": decision.reason,
+            "verify_url": verify_url,
+            "factors": list(decision.factors),
+        }
+        return web.json_response(body, status=401, headers={"Cache-Control": "no-store"})
+    if request.method in ("GET", "HEAD"):
+        session.return_to = here
+        await signin.book.save(session)
+        return signin.redirect(verify_url)
+    # A form or an upload: kept, sent after the code (or a page saying to submit it again).
+    return await keep(request, signin, session, here)
