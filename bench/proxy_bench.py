@@ -2,7 +2,7 @@
 against a naive aiohttp proxy and nginx in the same run (issue 14, item 6).
 
 Upstream: nginx serving a fixed 1 KB page and a 100 MB file (the demo CRM when nginx is not
-installed: said in the output). Measured, round after round, in a rotating order: the
+installed: said in the output). Measured, round after round, forward then backward: the
 upstream alone, nginx as a reverse proxy, bench/naive_proxy.py, and `crm-gateway run -c
 gateway.yaml` anonymous (a config of only `listen` and `upstream`) and signed in (every
 request with a complete session), each under `wrk -t2 -c64` and `wrk -t1 -c1`; then 100 MB
@@ -10,7 +10,7 @@ downloads through each, and the gateways' RSS all along. Medians; ratios taken r
 round; the rounds' spread printed. Everything on 127.0.0.1; every process and the work
 folder are removed at the end, on Ctrl-C and on failure too.
 
-    python bench/proxy_bench.py [--duration 5] [--rounds 3] [--doc docs/performance.md]
+    python bench/proxy_bench.py [--duration 3] [--rounds 5] [--doc docs/performance.md]
 """
 
 from __future__ import annotations
@@ -56,9 +56,14 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=int, default=5, help="seconds of each wrk run (5)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of wrk runs (3)")
+    parser.add_argument("--duration", type=int, default=3, help="seconds of each wrk run (3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of wrk runs (5)")
     parser.add_argument("--downloads", type=int, default=3, help="100 MB downloads per target (3)")
+    parser.add_argument(
+        "--no-nginx",
+        action="store_true",
+        help="as on a machine without nginx: the demo CRM as the upstream, no nginx proxy",
+    )
     parser.add_argument(
         "--doc",
         type=Path,
@@ -87,11 +92,11 @@ def describe(nginx: str | None) -> list[str]:
     git = ["git", "-C", str(source.parent)]
     commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     changed = subprocess.run(
-        [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True
+        [*git, "status", "--porcelain", "--", source.name], capture_output=True, text=True
     )
-    code = f"commit {commit.stdout.strip() or '?'}"
+    code = f"commit {commit.stdout.strip()}" if commit.returncode == 0 else "not a git checkout"
     if changed.stdout.strip():
-        code += f" + {len(changed.stdout.splitlines())} files changed or new"
+        code += f" + {len(changed.stdout.splitlines())} files in {source.name}/ changed or new"
     versions = ", ".join(
         f"{name} {importlib.metadata.version(name)}" for name in ("aiohttp", "uvloop")
     )
@@ -136,10 +141,10 @@ def start_targets(processes: Processes, nginx: str | None) -> dict[str, Target]:
     return targets
 
 
-def rotated(keys: list[str], by: int) -> list[str]:
-    """A different target goes first each round: none always follows the same one."""
-    by %= len(keys)
-    return keys[by:] + keys[:by]
+def in_turn(keys: list[str], round_number: int) -> list[str]:
+    """Forward one round, backward the next (A B C, C B A, ...): a drift in the machine's
+    speed hits each target alike, and the pairs the targets compare stay next to each other."""
+    return keys if round_number % 2 == 0 else keys[::-1]
 
 
 def measure(
@@ -159,7 +164,7 @@ def measure(
     other = OtherWork(roots)
     for number in range(args.rounds):
         for conns in (LOADED, SINGLE):
-            for key in rotated(keys, number):
+            for key in in_turn(keys, number):
                 t = targets[key]
                 run = run_wrk(wrk, t.url + PAGE, args.duration, conns, t.root.pid, t.cookie)
                 results.runs.setdefault((key, conns), []).append(run)
@@ -174,7 +179,7 @@ def measure(
             results.memory[g.key].rounds.append(memory_mb(g.root.pid))
         results.other_work.append(other.share())
     for number in range(args.downloads):
-        for key in rotated(keys, number):
+        for key in in_turn(keys, number):
             t = targets[key]
             speed = download(t.url + DOWNLOAD, DOWNLOAD_BYTES, t.cookie)
             results.downloads.setdefault(key, []).append(speed)
@@ -209,11 +214,12 @@ def put_into_doc(doc: Path, text: str) -> None:
 
 def main() -> int:
     args = parse_args()
+    started = time.monotonic()
     stop_on_signals()
     wrk = find_tool("wrk", "wrk")
     if wrk is None:
         raise SystemExit("wrk is needed: apt-get install wrk (Debian/Ubuntu), then run again")
-    nginx = find_tool("nginx", "nginx")
+    nginx = None if args.no_nginx else find_tool("nginx", "nginx")
     about = describe(nginx)
     print("\n".join(about))
     if nginx is None:
@@ -246,7 +252,8 @@ def main() -> int:
     upstream = "nginx serving a 1 KB file" if nginx else "the demo CRM (nginx is missing)"
     settings = (
         f"upstream: {upstream}; wrk -t2 -c64 and -t1 -c1, {args.duration} s runs, "
-        f"{args.rounds} rounds, {args.downloads} downloads; gateway: 1 worker, installed defaults"
+        f"{args.rounds} rounds, {args.downloads} downloads; gateway: 1 worker, installed "
+        f"defaults; {(time.monotonic() - started) / 60:.1f} min in all"
     )
     text = "\n".join(
         [*about, settings, "", report(results), *(f"\nwarning: {w}" for w in warnings)]
