@@ -35,8 +35,10 @@ types: $(DEV)
 unit: $(DEV)
 	$(BIN)/pytest -q
 
-bench: $(DEV)
-	$(BIN)/python bench/proxy_bench.py
+# What users run (`pip install .`, no extras), against nginx and a naive aiohttp proxy in the
+# same run; a few minutes. Flags: make bench BENCH_ARGS="--rounds 5 --doc docs/performance.md"
+bench: $(STAMP)
+	$(BIN)/python bench/proxy_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/policy_bench.py
 
 # Not part of `make test`: a bounded soak on loopback (about 2 x SOAK_MINUTES + 1 minute) of
