@@ -83,10 +83,14 @@ class AlertRules:
         *,
         max_in_flight: int = MAX_IN_FLIGHT,
         backoff: float = 0.5,
+        networks: NewNetwork | None = None,
     ) -> None:
         """Register `observe` in `trail.listeners`; `close()` on shutdown. With no destination
-        or every rule off, `observe` returns at once and nothing is counted."""
+        or every rule off, `observe` returns at once and nothing is counted. `networks`: find
+        new networks even without the alert (users are told of them: the event
+        `signin.new_network`), compared at these sizes unless the alert rule says others."""
         self._config = config
+        self._trail = trail
         self._shared = shared
         self._durable = durable
         self._clock = clock
@@ -115,6 +119,11 @@ class AlertRules:
                 self._watch["policy.reload_held"] = self._policy_held
             if rules.sms_volume is not None:
                 self._watch["code.sent"] = self._sms_volume
+        alerting = config.rules.new_network if config.active else None
+        self._networks = alerting or networks
+        if self._networks is not None:
+            self._watch["signin.crm_ok"] = self._new_network
+            self._watch["signin.password_ok"] = self._new_network
 
     # -- listening ---------------------------------------------------------------------------
 
@@ -280,7 +289,7 @@ class AlertRules:
         )
 
     async def _new_network(self, event: AuditEvent) -> None:
-        rule = self._config.rules.new_network
+        rule = self._networks
         if rule is None or not event.user:
             return
         network = network_of(event.ip, rule)
@@ -295,6 +304,18 @@ class AlertRules:
         ]
         if not known:
             return  # the user's first network is the baseline, not an alert
+        self._trail.record(
+            "signin.new_network",
+            "ok",
+            user=event.user,
+            ip=event.ip,
+            user_agent=event.user_agent,
+            request_id=event.request_id,
+            network=network,
+            lang=str(dict(event.details).get("lang", "")),
+        )
+        if not (self._config.active and self._config.rules.new_network is not None):
+            return  # found for the user's notice only: no alert configured
         await self._dispatcher.dispatch(
             Alert(
                 id=secrets.token_hex(8),

@@ -204,6 +204,8 @@ def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
         devices = await forget_devices(store, user, now)
         await store.revoke_sessions(user, now)
         await store.request_action("unlock", user, now)
+        # The running gateway tells the user (it holds the senders and knows their language).
+        await store.request_action("notice:reset_by_admin", user, now)
         await audit_admin(
             config,
             store,
@@ -221,7 +223,7 @@ def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
         [
             f"{user}: {done['authenticators_removed']} authenticators removed, recovery codes "
             f"deleted, {_devices(done['devices_forgotten'])} forgotten, sessions ended",
-            "they enrol again at their next sign-in",
+            "they enrol again at their next sign-in; the running gateway tells them so",
         ],
     )
     return EXIT_OK

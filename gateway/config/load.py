@@ -52,6 +52,7 @@ TOP_KEYS = {
     "sms",
     "email",
     "codes",
+    "notices",
     "alerts",
     "shutdown",
 }

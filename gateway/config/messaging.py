@@ -82,11 +82,26 @@ class Codes:
     ip_hourly_cap: int = 20  # messages per client address per hour
 
 
+# What a user is told about their own account, by e-mail (else SMS) in their language, with
+# when, from where and in which browser: each kind can be turned off under `notices:`.
+NOTICES = frozenset(
+    {
+        "factor_added",  # an authenticator app or a passkey added
+        "factor_removed",
+        "recovery_used",  # a recovery code let someone in
+        "codes_regenerated",  # new recovery codes (the old ones stop working)
+        "new_network",  # a password accepted from a network the user never signed in from
+        "reset_by_admin",  # IT reset two-step verification (`users reset-2fa`)
+    }
+)
+
+
 @dataclass(frozen=True)
 class Messaging:
     sms: Channel | None = None
     email: Channel | None = None
     codes: Codes = field(default_factory=Codes)
+    notices: frozenset[str] = NOTICES  # the kinds of account notice users are sent
 
 
 def _seconds(keys: dict[str, Value], name: str, default: float) -> float:
@@ -277,4 +292,14 @@ def read_messaging(keys: dict[str, Value]) -> Messaging:
     )
     email = _channel(keys["email"], ("outbox", "smtp"), email=True) if "email" in keys else None
     codes = _codes(keys["codes"]) if "codes" in keys else Codes()
-    return Messaging(sms=sms, email=email, codes=codes)
+    notices = _notices(keys["notices"]) if "notices" in keys else NOTICES
+    return Messaging(sms=sms, email=email, codes=codes, notices=notices)
+
+
+def _notices(value: Value) -> frozenset[str]:
+    """`notices: {recovery_used: off, …}`: each kind on (the default) or off."""
+    keys = value.mapping(NOTICES)
+    if keys is None:
+        return NOTICES
+    off = {name for name, said in keys.items() if said.boolean() is False}
+    return NOTICES - off

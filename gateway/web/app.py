@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.alerts import AlertRules
 from gateway.audit import AuditTrail
 from gateway.clock import Clock, SystemClock
+from gateway.config.alerts import NewNetwork
 from gateway.config.model import Config
 from gateway.crypto import Sealer, subkey
 from gateway.errors import StoreUnavailable
@@ -48,6 +49,8 @@ from gateway.web.keys import (
     TASKS,
     UPSTREAM_CLIENT,
 )
+from gateway.web.pages import notices
+from gateway.web.pages.notices import NewNetworks
 from gateway.web.revocations import watch_revocations
 from gateway.web.scope import scope_middleware
 from gateway.web.signin import SIGNIN, Passwords, SignIn
@@ -120,7 +123,11 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     trail = AuditTrail(durable, app[CLOCK], output=config.audit.file, keep=config.audit.keep)
     app[AUDIT] = trail
     # Alert rules watch the trail; without an `alerts` section they return at once.
-    rules = AlertRules(config.alerts, shared, durable, app[CLOCK], trail)
+    # New networks are looked for when users are told of them, even with no alert about it.
+    told = config.signin.login is not None and "new_network" in config.messaging.notices
+    told = told and (config.messaging.sms is not None or config.messaging.email is not None)
+    networks = NewNetwork() if told else None
+    rules = AlertRules(config.alerts, shared, durable, app[CLOCK], trail, networks=networks)
     trail.listeners.append(rules.observe)
     flusher = app[TASKS].spawn(trail.run(), name="audit-flush")
     kept = _kept_sessions(config, shared)
@@ -238,7 +245,10 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
         Background("sign-in"),
     )
     app[SIGNIN] = signin
-    watching = watch_revocations(app[DURABLE], book, regulator, clock)
+    app[AUDIT].listeners.append(NewNetworks(signin).observe)
+    watching = watch_revocations(
+        app[DURABLE], book, regulator, clock, functools.partial(notices.requested, signin)
+    )
     watcher = app[TASKS].spawn(watching, name="session-revocations")
     yield
     await app[TASKS].stop(watcher)

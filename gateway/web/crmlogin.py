@@ -22,6 +22,7 @@ from gateway.web.bodies import read_whole
 from gateway.web.forwarding import OriginRewriter
 from gateway.web.guard import GUARD
 from gateway.web.keys import DECISION, REWRITER, USER, VIEW
+from gateway.web.pages.render import language
 from gateway.web.signin import SignIn
 from gateway.web.urls import safe_return_path
 
@@ -65,7 +66,8 @@ async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
     finally:
         response.release()
     await signin.tasks.shielded(regulator.password_succeeded(user, ip), name="password count")
-    audit_event(request, "signin.crm_ok", outcome="ok", user=user)
+    # The language of the user's pages: notices sent later (a new network) speak it.
+    audit_event(request, "signin.crm_ok", outcome="ok", user=user, lang=language(request))
     if old is not None:
         await signin.book.end(old)
     rewriter: OriginRewriter = request.app[REWRITER]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from gateway.clock import Clock
 from gateway.errors import HttpError
@@ -21,8 +22,17 @@ log = logging.getLogger("gateway.signin")
 LOOK_EVERY = 2.0  # seconds between two looks at the store
 
 
+# A notice an administrator's command asked for: (kind, user) → sent by the gateway.
+Notify = Callable[[str, str], Awaitable[None]]
+NOTICE = "notice:"  # the action of such a request: notice:reset_by_admin
+
+
 async def watch_revocations(
-    durable: DurableStore, book: SessionBook, regulator: Regulator, clock: Clock
+    durable: DurableStore,
+    book: SessionBook,
+    regulator: Regulator,
+    clock: Clock,
+    notify: Notify | None = None,
 ) -> None:
     """Runs until cancelled: the session book follows the store's revocations, and pending
     admin requests are claimed (by one worker) and carried out."""
@@ -32,12 +42,20 @@ async def watch_revocations(
             found = await durable.revocations_version()
             if found != version:
                 version, book.revocations = await durable.revocations()
-            await carry_out_requests(durable, regulator, clock)
+            await carry_out_requests(durable, regulator, clock, notify)
         await asyncio.sleep(LOOK_EVERY)
 
 
-async def carry_out_requests(durable: DurableStore, regulator: Regulator, clock: Clock) -> None:
+async def carry_out_requests(
+    durable: DurableStore, regulator: Regulator, clock: Clock, notify: Notify | None = None
+) -> None:
     for request_id, action, user in await durable.pending_requests():
-        if action == "unlock" and await durable.claim_request(request_id, clock.now()):
+        known = action == "unlock" or (action.startswith(NOTICE) and notify is not None)
+        if not known or not await durable.claim_request(request_id, clock.now()):
+            continue  # another worker's, or one for a gateway that can act on it
+        if action == "unlock":
             await regulator.unlock(user)
             log.info("admin request %d: %s unlocked", request_id, user)
+        elif notify is not None:
+            await notify(action.removeprefix(NOTICE), user)
+            log.info("admin request %d: %s notice to %s", request_id, action, user)

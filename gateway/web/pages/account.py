@@ -10,6 +10,7 @@ from gateway.signin.session import FULL, Session
 from gateway.web.audit import audit_event
 from gateway.web.pages.forms import checked_form
 from gateway.web.pages.frame import before_change, needs, session_page
+from gateway.web.pages.notices import notify
 from gateway.web.pages.render import translator, when
 from gateway.web.signin import SignIn
 
@@ -74,8 +75,11 @@ async def account_remove(
     rows = await signin.totp.authenticators(user)
     if len(rows) <= 1 and signin.settings(user).enforcement != "optional":
         return signin.redirect(f"{signin.prefix}account?last=1")
-    if await signin.totp.remove(user, form.get("id", "")):
+    chosen = form.get("id", "")
+    if await signin.totp.remove(user, chosen):
         audit_event(request, "authenticator.removed", outcome="ok", user=user)
+        name = next((row.name for row in rows if row.id == chosen), "")
+        notify(request, signin, user, "factor_removed", name=name)
         await signin.devices.forget_others(request, user, "factor_removed")
         if len(rows) <= 1:
             await signin.durable.replace_recovery_codes(user, [], signin.clock.now())
@@ -95,6 +99,7 @@ async def account_regenerate(
     await signin.book.save(session)
     await signin.devices.forget_others(request, session.user, "recovery_regenerated")
     audit_event(request, "recovery.regenerated", outcome="ok", user=session.user)
+    notify(request, signin, session.user, "codes_regenerated")
     return signin.redirect(f"{signin.prefix}recovery-codes")
 
 

@@ -22,6 +22,7 @@ from gateway.web.keys import VIEW
 from gateway.web.pages.codes import sent_problem
 from gateway.web.pages.forms import checked_form
 from gateway.web.pages.frame import needs, no_factor, session_page
+from gateway.web.pages.notices import notify
 from gateway.web.pages.render import language, locked_text, retry_after, translator
 from gateway.web.signin import SignIn
 from gateway.web.urls import safe_return_path
@@ -107,6 +108,7 @@ async def _passed(
         await signin.durable.set_factor_choice(user, factor.name)
     else:  # a last resort was used (recovery codes): worth its own line in the trail
         audit_event(request, f"{factor.name}.used", outcome="ok", user=user)
+        notify(request, signin, user, f"{factor.name}_used")
         # Perhaps the phone is lost: no remembered device stands in for it any more.
         await signin.devices.forget_others(request, user, f"{factor.name}_used")
     if session.stage == PASSWORD:

@@ -17,7 +17,7 @@ from gateway.web.audit import audit_event
 from gateway.web.cookies import LANGUAGE_COOKIE, LOGIN_COOKIE
 from gateway.web.keys import USER, VIEW
 from gateway.web.pages.forms import checked_form, read_form
-from gateway.web.pages.render import locked_text, page, stylesheet, translator
+from gateway.web.pages.render import language, locked_text, page, stylesheet, translator
 from gateway.web.signin import SignIn
 from gateway.web.urls import safe_return_path
 
@@ -56,7 +56,8 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
         elif username and await _verify(signin, username, form.get("password", ""), ip):
             request[USER] = username
             await regulator.password_succeeded(username, ip)
-            audit_event(request, "signin.password_ok", outcome="ok", user=username)
+            lang = language(request)
+            audit_event(request, "signin.password_ok", outcome="ok", user=username, lang=lang)
             session = await signin.book.create(username, PASSWORD, return_to=back)
             response = await signin.after_password(request, session)
             response.headers.add(*signin.cookies.set(request, LOGIN_COOKIE, "", max_age=0))
