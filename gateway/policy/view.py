@@ -4,12 +4,14 @@ its users by canonical name, swapped whole when the files reload (gateway.policy
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.model import Settings, canonical_user
 from gateway.policy.model import Level, Policy, User, Where
 from gateway.policy.networks import NetworkIndex
 from gateway.policy.rules import resolve_settings
+
+SETTINGS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,9 @@ class PolicyView:
     index: NetworkIndex
     users: Mapping[str, User]  # canonical name → user
     by_method: bool = False  # some path rule names methods (the method can change a Decision)
+    # Settings resolved once per user for this policy (asked on every signed-in request):
+    # the view is replaced whole on reload, and its cache with it. Bounded by SETTINGS_KEPT.
+    _settings: dict[str, Settings] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, policy: Policy) -> PolicyView:
@@ -36,4 +41,10 @@ class PolicyView:
         return User(name, Level("user", name, Where("(not in any policy file)", 0)))
 
     def settings(self, name: str) -> Settings:
-        return resolve_settings(self.policy, self.user_for(name))
+        found = self._settings.get(name)
+        if found is None:
+            found = resolve_settings(self.policy, self.user_for(name))
+            if len(self._settings) >= SETTINGS_KEPT:
+                self._settings.clear()  # a flood of unknown names: start again, never grow
+            self._settings[name] = found
+        return found
