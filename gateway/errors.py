@@ -6,6 +6,8 @@
     ├── KeyProblem             a key line that cannot be used (also a ValueError)
     ├── SealBroken             sealed data that does not open (also a ValueError)
     ├── BadArgument            a command's option that cannot be used (also a ValueError)
+    ├── DetectionFailed        detect-login or doctor cannot read the CRM (one sentence)
+    │   └── SeveralForms           a page with more than one login form: which one?
     ├── Ambiguous              a request some server reads another way (also a ValueError)
     │   ├── AmbiguousField         a form or query field
     │   ├── AmbiguousLogin         the CRM's login request
@@ -79,6 +81,19 @@ class SealBroken(GatewayError, ValueError):
 
 class BadArgument(GatewayError, ValueError):
     """An option that cannot be used; the message names it and says what it expects."""
+
+
+class DetectionFailed(GatewayError):
+    """detect-login or doctor cannot go on with the CRM (no answer, a 500, no login form, a
+    login it cannot read): the message says what was seen and what to do."""
+
+
+class SeveralForms(DetectionFailed):
+    """A page with several login forms: `choices` describes each, numbered from 1."""
+
+    def __init__(self, message: str, choices: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.choices = choices
 
 
 class Ambiguous(GatewayError, ValueError):

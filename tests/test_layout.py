@@ -46,6 +46,8 @@ LAYERS = {
     # HTTP, the demo, the command line.
     "gateway.web": 4,
     "gateway.demo": 5,
+    # Looking at a CRM from outside (detect-login, doctor): starts a gateway of the web layer.
+    "gateway.setup": 5,
     "gateway.cli": 6,
     "gateway.__main__": 7,
 }

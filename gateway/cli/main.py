@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from gateway import __version__
-from gateway.cli import audit, backup, keys, store_commands, tokens, usage, users
+from gateway.cli import audit, backup, detect, keys, store_commands, tokens, usage, users
 from gateway.cli import policy as policies
 from gateway.cli.output import (
     EXIT_CONFIG,
@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     users.add_commands(commands)
     backup.add_commands(commands)
     store_commands.add_commands(commands)
+    detect.add_command(commands)
     return parser
 
 
@@ -217,6 +218,8 @@ def _command(argv: list[str] | None) -> int:
         except StoreUnavailable as exc:  # cli.store.with_store's one line: which store, and why
             print(exc.detail, file=sys.stderr)
             return EXIT_FAILED
+    if args.command == "detect-login":
+        return detect.detect_login_command(args)
     if args.command == "hash-password":
         return hash_password_command(args.user)
     if args.command == "demo":

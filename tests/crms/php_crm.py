@@ -2,7 +2,9 @@
 index.php?action=…, a PHP session (PHPSESSID) started on every page and renewed at login
 (session_regenerate_id: a second Set-Cookie), the fields `user_name` and `username_password`,
 redirects to absolute URLs built from its configured site URL, logout by a GET link. A wrong
-password shows the form again with an error (200). Not PHP; a test double of its shape."""
+password shows the form again with an error (200), or, with `failure_redirects`, is sent back
+to index.php?action=Login&login_error=1 as SugarCRM does (a new session cookie and all: to the
+gateway it then looks like a right one). Not PHP; a test double of its shape."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ LOGIN_ERROR = "You must specify a valid username and password."
 
 SESSIONS = web.AppKey("php_sessions", dict[str, dict[str, str]])  # id → $_SESSION
 CONTACTS = web.AppKey("php_contacts", list[str])
+FAILURE_REDIRECTS = web.AppKey("php_failure_redirects", bool)
 _SID = web.RequestKey("php_sid", str)
 _NEW = web.RequestKey("php_new_session", bool)
 _RENEWED = web.RequestKey("php_renewed", str)
@@ -84,6 +87,8 @@ async def index(request: web.Request) -> web.StreamResponse:
         form = await request.post()
         name, password = str(form.get("user_name", "")), str(form.get("username_password", ""))
         if name not in USERS or not secrets.compare_digest(USERS[name], password):
+            if request.app[FAILURE_REDIRECTS]:
+                return _to(request, "Login&login_error=1")
             return _login_form(LOGIN_ERROR)
         sessions = request.app[SESSIONS]
         renewed = secrets.token_hex(13)
@@ -109,9 +114,10 @@ async def root(request: web.Request) -> web.Response:
     return redirect(f"{site(request)}/index.php")
 
 
-def php_crm_app() -> web.Application:
+def php_crm_app(*, failure_redirects: bool = False) -> web.Application:
     app = new_app(_session)
     app[SESSIONS] = {}
+    app[FAILURE_REDIRECTS] = failure_redirects
     app[CONTACTS] = ["Jan de Vries", "Ingrid Hansen"]
     app.router.add_get("/", root)
     app.router.add_route("*", "/index.php", index)
