@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from gateway import __version__
-from gateway.cli import audit, backup, detect, keys, store_commands, tokens, usage, users
+from gateway.cli import audit, backup, detect, doctor, keys, store_commands, tokens, usage, users
 from gateway.cli import policy as policies
 from gateway.cli.output import (
     EXIT_CONFIG,
@@ -49,6 +49,7 @@ CONFIGURED: dict[str, Handler] = {
     "audit": audit.audit_command,
     "backup": backup.backup_command,
     "restore": backup.restore_command,
+    "doctor": doctor.doctor_command,
 }
 
 
@@ -90,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_commands(commands)
     store_commands.add_commands(commands)
     detect.add_command(commands)
+    doctor.add_command(commands)
     return parser
 
 
