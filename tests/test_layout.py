@@ -290,3 +290,33 @@ def test_nothing_outside_stores_names_a_concrete_store() -> None:
                 named = {node.value} & (modules | classes)  # importlib, string annotations
             wrong += [f"{module}:{node.lineno}: {name}" for name in sorted(named)]  # type: ignore[attr-defined]
     assert wrong == []
+
+
+# Test files at the top of tests/ that name no module of gateway: about the tree itself, the
+# installed package, and a test double of the suite.
+TOP_LEVEL_TESTS = {"layout", "packaging", "django_crm"}
+
+
+def test_tests_mirror_the_tree() -> None:
+    """tests/<package>/test_<module>[_topic].py for gateway/<package>/<module>.py (or
+    test_<package>[_topic].py for the package as a whole); flows, contracts and the image
+    apart; tests/test_<module>.py for the modules at the top of gateway/."""
+    tests = PACKAGE.parent / "tests"
+    apart = {"flows", "contracts", "image", "crms"}
+    wrong = []
+    for path in tests.rglob("test_*.py"):
+        folder = path.parent.relative_to(tests)
+        if folder.parts and folder.parts[0] in apart:
+            continue
+        name = path.stem.removeprefix("test_")
+        package = PACKAGE.joinpath(*folder.parts)
+        if not folder.parts:
+            known = {p.stem for p in PACKAGE.glob("*.py")} | TOP_LEVEL_TESTS
+        elif package.is_dir():
+            known = {p.stem for p in package.glob("*.py")} | {package.name}
+        else:
+            wrong.append(f"{path.relative_to(tests)}: no gateway/{folder} to mirror")
+            continue
+        if not any(name == k or name.startswith(k + "_") for k in known - {"__init__"}):
+            wrong.append(f"{path.relative_to(tests)}: names no module of gateway/{folder}")
+    assert wrong == []

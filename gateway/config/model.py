@@ -19,7 +19,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The store kinds `state.durable.type` and `state.shared.type` may name: each is a module in
 # gateway/stores/ and a line of its registry (gateway.stores.DURABLE_BACKENDS and
-# SHARED_BACKENDS, which config may not import: tests/stores/test_registry.py keeps them equal).
+# SHARED_BACKENDS, which config may not import: tests/stores/test_stores_registry.py keeps
+# them equal).
 DURABLE_KINDS = ("sqlite", "postgres")
 
 

@@ -54,7 +54,7 @@ __all__ = [
 
 # `type:` → the module that implements it, imported only when chosen (a backend's driver is
 # an optional dependency). Config validation accepts the same names (gateway.config.model's
-# DURABLE_KINDS and SHARED_KINDS); tests/stores/test_registry.py keeps the two lists equal.
+# DURABLE_KINDS and SHARED_KINDS); tests/stores/test_stores_registry.py keeps the two lists equal.
 DURABLE_BACKENDS: dict[str, str] = {
     "sqlite": "gateway.stores.sqlite",
     "postgres": "gateway.stores.postgres",
