@@ -19,7 +19,6 @@ from gateway.clock import SystemClock
 from gateway.config.model import Config
 from gateway.policy.model import Policy
 from gateway.setup.checks import FAIL, OK, SKIP, WARN, Verdict
-from gateway.setup.doctor import Account, run_doctor
 
 CLOCK = SystemClock()
 LABELS = {OK: "ok", WARN: "WARN", FAIL: "FAIL", SKIP: "skip"}
@@ -76,6 +75,9 @@ def doctor_command(args: argparse.Namespace, config: Config, policy: Policy | No
         if given is None:
             return EXIT_USAGE
         password = given
+    # Here, not at the top: every other command would load the web layer with it.
+    from gateway.setup.doctor import Account, run_doctor
+
     account = Account(args.user, password, args.client_ip)
     print(f"crm-gateway doctor: {args.config}, the CRM at {config.upstream.url}")
     sys.stdout.flush()

@@ -27,6 +27,7 @@ class Entry:
     page: str  # the page a browser opens first
     number: int  # the form's number on that page (0 for json)
     how: str  # how it was found, for the section's comments
+    by: str  # what sends the login there: "the login form on /login", "/app.js on /"
     api: JsonLogin | None = None
     logout: tuple[str, str] | None = None  # json: the script's logout (address, method)
 
@@ -106,14 +107,16 @@ async def find_login(browser: Browser, start: str, choice: int | None = None) ->
         if scripted is not None:
             api, logout, source = scripted
             how = f"{source} on {where} posts JSON to {api.url}"
-            return Entry("json", page.url, 0, how, api=api, logout=logout)
+            by = f"{source} on {where}"
+            return Entry("json", page.url, 0, how, by, api=api, logout=logout)
         if forms:
             form = _pick(forms, page, choice)
             _usable(form, where)
             if form.named("password"):
-                return Entry("form", page.url, form.number, f"the login form on {where}")
+                by = f"the login form on {where}"
+                return Entry("form", page.url, form.number, by, by)
             how = f"the form on {where} that asks for the user name alone (then a password page)"
-            return Entry("two-step", page.url, form.number, how)
+            return Entry("two-step", page.url, form.number, how, f"the form on {where}")
         links = [link for link in login_links(page) if target_of(link) not in seen]
         following = page.refresh or (links[0] if links else "")
         if not following:

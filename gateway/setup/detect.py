@@ -117,25 +117,33 @@ async def _read_form(found: Detection, browser: Browser) -> None:
         assert entry.api is not None
         found.path, said = login_path(target_of(urljoin(entry.page, entry.api.url)))
         found.method, found.username_field = entry.api.method, entry.api.username_key
-        found.notes["path"] = entry.how + said
+        found.notes["path"] = _path_note(entry, entry.page, said)
+        found.notes["method"] = "the script's method"
         found.notes["username_field"] = "the key the script sends the user name in"
         return
     form, page, name, how = await password_form(browser, entry, PROBE_USER)
     found.path, said = login_path(target_of(form.action))
-    where = entry.how if entry.kind == "form" else f"the password page {target_of(page.url)}"
-    found.notes["path"] = f"where {where} sends the password{said}"
+    found.notes["path"] = _path_note(entry, page.url, said)
     found.method, found.username_field = form.method, name
-    found.notes["method"] = "its method"
+    found.notes["method"] = "the form's method"
     found.notes["username_field"] = how
+
+
+def _path_note(entry: Entry, page: str, said: str) -> str:
+    if entry.kind == "json":
+        return f"{entry.by} posts JSON here{said}"
+    if entry.kind == "two-step":
+        return f"the password page {target_of(page)} posts here ({entry.by} asks the name){said}"
+    return f"{entry.by} posts here{said}"
 
 
 def _describe(found: Detection, right: Attempt) -> None:
     found.path, said = login_path(right.target)
-    entry = found.entry
-    where = entry.how if entry.kind != "two-step" else f"the password page {target_of(right.page)}"
-    found.notes["path"] = f"where {where} sends the password{said}"
+    found.notes["path"] = _path_note(found.entry, right.page, said)
     found.method, found.username_field = right.method, right.username_field
-    found.notes["method"] = "its method"
+    found.notes["method"] = (
+        "the script's method" if found.entry.kind == "json" else "the form's method"
+    )
     found.notes["username_field"] = right.how_user
 
 

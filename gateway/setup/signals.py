@@ -39,9 +39,9 @@ def login_path(target: str) -> tuple[str, str]:
             dropped.append(unquote_plus(name))
     said = ""
     if kept:
-        said = f"; its query {'&'.join(kept)} tells the login apart from the CRM's other forms"
+        said = f"; {'&'.join(kept)} tells it from other forms to {path}"
     if dropped:
-        said += f"; {', '.join(dropped)} left out of the query (not a route)"
+        said += f"; {', '.join(dropped)} left out (not a route)"
     return path + ("?" + "&".join(kept) if kept else ""), said
 
 
@@ -137,21 +137,21 @@ def decide(right: Attempt, wrong: Attempt, path: str, now: float) -> Signals:
         raise DetectionFailed(f"the right password's answer ({r.status}) is not read as success")
     wrong_said = f"{w.status}" + (f" to {target_path(w.location)}" if w.location else "")
     if cookie in fresh:
-        cookie_said = "set by the right password's answer, not by the wrong one's"
+        cookie_said = "set by the right password's answer only"
     else:
         told = "by the address" if failure else "by the status"
-        cookie_said = f"set by the right password's answer (the wrong one's too: told apart {told})"
+        cookie_said = f"set by both answers: told apart {told}"
     csrf_cookies = [name for name in set_right if name not in candidates]
-    kept_said = "the cookies the right password's answer set"
+    kept_said = "what the right password's answer set"
     if csrf_cookies:
         kept_said += f" (not the CSRF cookie {', '.join(csrf_cookies)})"
     notes = {
-        "status": f"the right password was answered {r.status}, a wrong one {wrong_said}",
+        "status": f"a right password got {r.status}, a wrong one {wrong_said}",
         "cookie": cookie_said,
         "crm_cookies": kept_said,
     }
     if failure:
-        notes["failure_location"] = f"where a wrong password is sent back to ({w.location})"
+        notes["failure_location"] = f"a wrong password is sent back here ({w.location})"
     ordered = tuple(sorted(candidates, key=lambda name: name != cookie))
     return Signals(statuses, cookie, ordered, failure, notes)
 
