@@ -51,7 +51,7 @@ from gateway.web.keys import (
 )
 from gateway.web.pages import notices
 from gateway.web.pages.notices import NewNetworks
-from gateway.web.revocations import watch_revocations
+from gateway.web.revocations import read_revocations, watch_revocations
 from gateway.web.scope import scope_middleware
 from gateway.web.signin import SIGNIN, Passwords, SignIn
 from gateway.web.snapshot import restore_snapshot, save_snapshot
@@ -246,8 +246,9 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
     )
     app[SIGNIN] = signin
     app[AUDIT].listeners.append(NewNetworks(signin).observe)
+    version = await read_revocations(app[DURABLE], book)  # before the first request
     watching = watch_revocations(
-        app[DURABLE], book, regulator, clock, functools.partial(notices.requested, signin)
+        app[DURABLE], book, regulator, clock, functools.partial(notices.requested, signin), version
     )
     watcher = app[TASKS].spawn(watching, name="session-revocations")
     yield

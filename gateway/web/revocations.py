@@ -27,16 +27,26 @@ Notify = Callable[[str, str], Awaitable[None]]
 NOTICE = "notice:"  # the action of such a request: notice:reset_by_admin
 
 
+async def read_revocations(durable: DurableStore, book: SessionBook) -> int:
+    """The store's revocations into the session book now; the version read. Called before
+    the gateway serves: a session revoked while this worker was stopped (sessions outlive it
+    in Redis or in the sessions file) would pass until the watcher's first look, and for as
+    long as the store stayed down if it went down first. StoreUnavailable stops the start."""
+    version, book.revocations = await durable.revocations()
+    return version
+
+
 async def watch_revocations(
     durable: DurableStore,
     book: SessionBook,
     regulator: Regulator,
     clock: Clock,
     notify: Notify | None = None,
+    version: int = -1,
 ) -> None:
-    """Runs until cancelled: the session book follows the store's revocations, and pending
-    admin requests are claimed (by one worker) and carried out."""
-    version = -1
+    """Runs until cancelled: the session book follows the store's revocations (`version`:
+    the one read_revocations read at start), and pending admin requests are claimed (by one
+    worker) and carried out."""
     while True:
         with contextlib.suppress(HttpError):
             found = await durable.revocations_version()
