@@ -91,7 +91,13 @@ def ask_password(user: str, where: str, from_stdin: bool) -> str | None:
             file=sys.stderr,
         )
         return None
-    return getpass.getpass(f"Password of {user} at {where} (not shown): ") or None
+    try:
+        given = getpass.getpass(f"Password of {user} at {where} (not shown): ")
+    except EOFError:  # Ctrl-D at the prompt
+        given = ""
+    if not given:
+        print("no password given", file=sys.stderr)
+    return given or None
 
 
 def _which(error: SeveralForms) -> int | None:
@@ -100,7 +106,10 @@ def _which(error: SeveralForms) -> int | None:
         print(f"  {number}. {text}", file=sys.stderr)
     if not sys.stdin.isatty():
         return None
-    answer = input(f"Which one is the login to watch? [1-{len(error.choices)}] ").strip()
+    try:
+        answer = input(f"Which one is the login to watch? [1-{len(error.choices)}] ").strip()
+    except EOFError:
+        return None
     return int(answer) if answer.isdigit() else None
 
 

@@ -45,6 +45,16 @@ class Attempt:
     held_before: frozenset[str]  # the cookies the browser had when it sent the password
     csrf: tuple[tuple[str, str], ...]  # CSRF-looking fields sent, with their values
     page: str  # the page that asked for the password
+    routed: tuple[str, ...] = ()  # hidden fields that route a front controller: "action=Login"
+
+
+# Hidden fields by which a front controller (index.php) routes a form: a login routed so is
+# not told apart by its address, which is all login.path can match.
+_ROUTES = frozenset({"action", "module", "do", "route", "task", "cmd", "op", "controller"})
+
+
+def routed_by_fields(form: Form) -> tuple[str, ...]:
+    return tuple(f"{f.name}={f.value}" for f in form.named("hidden") if f.name.lower() in _ROUTES)
 
 
 def _usable(form: Form, where: str) -> None:
@@ -220,5 +230,14 @@ async def submit(
     answer = await browser.send(form.method, form.action, form=sent, referer=page.url)
     csrf = tuple((f.name, f.value) for f in csrf_fields(form))
     return Attempt(
-        answer, target_of(form.action), form.method, field, how, "form", held, csrf, page.url
+        answer,
+        target_of(form.action),
+        form.method,
+        field,
+        how,
+        "form",
+        held,
+        csrf,
+        page.url,
+        routed_by_fields(form),
     )

@@ -15,7 +15,14 @@ from urllib.parse import urljoin
 from gateway.clock import Clock
 from gateway.config.signin import Login
 from gateway.errors import DetectionFailed
-from gateway.setup.attempt import Attempt, Entry, find_login, password_form, submit
+from gateway.setup.attempt import (
+    Attempt,
+    Entry,
+    find_login,
+    password_form,
+    routed_by_fields,
+    submit,
+)
 from gateway.setup.client import Answer, Browser, origin_of, target_of
 from gateway.setup.forms import Logout, find_logout
 from gateway.setup.html import read_page
@@ -123,10 +130,23 @@ async def _read_form(found: Detection, browser: Browser) -> None:
         return
     form, page, name, how = await password_form(browser, entry, PROBE_USER)
     found.path, said = login_path(target_of(form.action))
+    _routed(found, routed_by_fields(form))
     found.notes["path"] = _path_note(entry, page.url, said)
     found.method, found.username_field = form.method, name
     found.notes["method"] = "the form's method"
     found.notes["username_field"] = how
+
+
+def _routed(found: Detection, fields: tuple[str, ...]) -> None:
+    """A form routed by hidden fields (SuiteCRM: action=Authenticate, posted to index.php)
+    to a path without a query: every form posted there would be taken for the login."""
+    if fields and "?" not in found.path:
+        found.findings.append(
+            f"the login form routes itself with hidden fields ({', '.join(fields)}) and posts "
+            f"to {found.path}: if the CRM's other forms post there too, the gateway takes each "
+            "for a login and refuses it (login.path matches the address and query only); try "
+            "a form in the CRM through the gateway before going live"
+        )
 
 
 def _path_note(entry: Entry, page: str, said: str) -> str:
@@ -139,6 +159,7 @@ def _path_note(entry: Entry, page: str, said: str) -> str:
 
 def _describe(found: Detection, right: Attempt) -> None:
     found.path, said = login_path(right.target)
+    _routed(found, right.routed)
     found.notes["path"] = _path_note(found.entry, right.page, said)
     found.method, found.username_field = right.method, right.username_field
     found.notes["method"] = (

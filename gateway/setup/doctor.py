@@ -243,10 +243,9 @@ async def _held(
             item, FAIL, said, "login.crm_cookies: list every cookie of the CRM's session"
         )
     if answer.status == 303 and session and where.startswith(config.path_prefix):
-        step = where[len(config.path_prefix) :].split("?")[0]
         said = (
             f"{account.user}'s password passed at the CRM; the gateway held the CRM's cookies "
-            f"and sent the browser to {where} ({step}: the second factor)"
+            f"and sent the browser to {where} for the second factor"
         )
         return Verdict(item, OK, said)
     if session and answer.status in (302, 303):

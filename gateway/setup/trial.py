@@ -37,6 +37,7 @@ from gateway.web.app import build_app
 
 _REFUSED_WORDS = re.compile(r"csrf|origin|forgery|cross.site|referer|expired", re.IGNORECASE)
 _TAGS = re.compile(r"<[^>]+>")
+_HEAD = re.compile(r"<head\b.*?</head>", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def refused_as_forgery(answer: Answer) -> str:
     origin, a referer or an expired page ("" otherwise)."""
     if answer.status not in REFUSALS:
         return ""
-    text = " ".join(_TAGS.sub(" ", answer.body).split())
+    body = _HEAD.sub(" ", answer.body)  # not the page's title: its words
+    text = " ".join(_TAGS.sub(" ", body).split())
     found = _REFUSED_WORDS.search(text)
     if found is None:
         return ""

@@ -1,6 +1,7 @@
 """What detect-login must refuse with a clear sentence and nothing written: a CRM that
 answers 500, a page with no form, a page with two login forms, a login form sent as
-multipart, and a server that takes the connection and never answers."""
+multipart, and a server that takes the connection and never answers; and what it must warn
+of: a login routed by hidden fields (SuiteCRM's action=Authenticate)."""
 
 from __future__ import annotations
 
@@ -42,12 +43,25 @@ async def multipart(request: web.Request) -> web.Response:
     )
 
 
+async def suite(request: web.Request) -> web.Response:
+    """SuiteCRM's login: posted to index.php, its route in hidden fields."""
+    return page(
+        "SuiteCRM",
+        '<form action="index.php" method="post" name="DetailView">'
+        '<input type="hidden" name="module" value="Users">'
+        '<input type="hidden" name="action" value="Authenticate">'
+        '<input type="text" name="user_name"><input type="password" name="username_password">'
+        '<input type="submit" name="Login" value="Log In"></form>',
+    )
+
+
 def quirks_app() -> web.Application:
     app = new_app()
     app.router.add_get("/broken", broken)
     app.router.add_get("/blank", blank)
     app.router.add_get("/portal", two_forms)
     app.router.add_get("/multipart", multipart)
+    app.router.add_get("/suite/", suite)
     return app
 
 

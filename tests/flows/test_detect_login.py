@@ -23,6 +23,7 @@ from tests.crms.two_step_crm import two_step_crm_app
 from tests.process import run_command
 from tests.signin_kit import Browsers, Start
 
+
 @pytest.fixture
 async def crms() -> AsyncIterator[Callable[..., object]]:
     served: list[Served] = []
@@ -212,6 +213,15 @@ async def test_the_form_to_watch_is_chosen_with_form(
     assert ran.code == 1  # no test account: success undecided
     read = section_of(ran)
     assert (read["path"], read["username_field"]) == ("/clients/login", "email")
+
+
+async def test_a_login_routed_by_hidden_fields_is_warned_of(
+    crms: Callable[..., object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    crm: Served = await crms(quirks_app())  # type: ignore[misc]
+    ran = await detect(capsys, crm.url, "--path", "/suite/")
+    assert section_of(ran)["path"] == "/suite/index.php"
+    assert "routes itself with hidden fields (module=Users, action=Authenticate)" in ran.err
 
 
 @pytest.mark.parametrize(
