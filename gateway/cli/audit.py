@@ -8,32 +8,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
-import re
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from typing import TypeVar
 
+from gateway.admin import trail
 from gateway.audit import event_json
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, when_utc
 from gateway.cli.store import CLOCK, with_store
 from gateway.config.model import Config
 from gateway.errors import BadArgument, StoreUnavailable
-from gateway.model import AuditEvent, canonical_user
+from gateway.model import AuditEvent
 from gateway.policy.model import Policy
 from gateway.stores import AuditQuery, DurableStore
 
 POLL = 0.5  # seconds between looks at the store when following (the gateway flushes as often)
 PAGE = 1000  # events read per look when following
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-WHEN = (
-    "a duration back from now such as 30m, 12h, 1d or 2w, or a UTC date or time such as "
-    "2026-11-22 or 2026-11-22T08:30"
-)
+T = TypeVar("T")
 Rows = list[tuple[int, AuditEvent]]
 
 
@@ -48,7 +42,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     # Follows for SECONDS and stops: for tests and scripted checks, not for people.
     tail.add_argument("--follow-for", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     search = actions.add_parser("search", help="events that match every criterion given")
-    search.add_argument("--since", metavar="WHEN", help=f"from: {WHEN}")
+    search.add_argument("--since", metavar="WHEN", help=f"from: {trail.WHEN}")
     search.add_argument("--until", metavar="WHEN", help="before (same forms as --since)")
     search.add_argument(
         "--limit", type=int, default=1000, metavar="N", help="at most N events (default 1000)"
@@ -74,58 +68,23 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 # -- arguments into a query ---------------------------------------------------------------
 
 
-def parse_moment(text: str, now: float) -> float | None:
-    """Seconds since the epoch from `1d` (that long before `now`) or an ISO date or date and
-    time (UTC unless it names an offset); None when it is neither."""
-    cleaned = text.strip()
-    match = _DURATION.match(cleaned.lower())
-    if match:
-        return now - float(match[1]) * _UNITS[match[2]]
-    try:
-        moment = datetime.fromisoformat(cleaned)
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
-def _names(events: list[str]) -> tuple[str, ...]:
-    names = []
-    for raw in events:
-        name = raw.strip()
-        if not name or "*" in name[:-1]:
-            raise BadArgument(
-                f"--event: must be a name or a prefix ending in *, such as challenge.* "
-                f"but it's {raw!r}"
-            )
-        if name == "*":
-            return ()  # every event
-        names.append(name)
-    return tuple(names)
-
-
 def build_query(args: argparse.Namespace, now: float) -> AuditQuery:
     """The store query the options ask for (limits are the commands' own). BadArgument when
-    an option cannot be understood."""
-    user = ""
-    if args.user is not None:
-        user = canonical_user(args.user)
-        if not user:
-            raise BadArgument("--user: the user name is empty")
-    ip = ""
-    if args.ip:
+    an option cannot be understood, naming it."""
+
+    def read(option: str, parse: Callable[[], T]) -> T:
         try:
-            ip = str(ipaddress.ip_address(args.ip.strip()))
-        except ValueError:
-            raise BadArgument(f"--ip: must be an IP address but it's {args.ip!r}") from None
+            return parse()
+        except BadArgument as exc:
+            raise BadArgument(f"--{option}: {exc}") from None
+
+    user = "" if args.user is None else read("user", lambda: trail.user_name(args.user))
+    ip = read("ip", lambda: trail.address(args.ip)) if args.ip else ""
     bounds = {}
     for option in ("since", "until"):
         text = getattr(args, option, None)
-        if text is None:
-            continue
-        moment = parse_moment(text, now)
-        if moment is None:
-            raise BadArgument(f"--{option}: must be {WHEN}, but it's {text!r}")
-        bounds[option] = moment
+        if text is not None:
+            bounds[option] = read(option, lambda text=text: trail.moment(text, now))
     since, until = bounds.get("since", 0.0), bounds.get("until", float("inf"))
     if since >= until:
         raise BadArgument("--since: must be before --until")
@@ -133,7 +92,7 @@ def build_query(args: argparse.Namespace, now: float) -> AuditQuery:
         since=since,
         until=until,
         user=user,
-        names=_names(args.event),
+        names=read("event", lambda: trail.event_names(args.event)),
         ip=ip,
         outcome=(args.outcome or "").strip().lower(),
         request_id=(args.request_id or "").strip(),

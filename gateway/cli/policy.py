@@ -7,19 +7,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gateway.admin.explain import explain_request, fresh_line, settings_lines
 from gateway.cli.output import EXIT_OK, EXIT_USAGE, loaded_or_reported
 from gateway.cli.store import audit_admin, with_store
 from gateway.config.model import Config
 from gateway.errors import BadRequest
-from gateway.fields import method_override
-from gateway.model import canonical_user, format_interval
+from gateway.model import canonical_user
 from gateway.policy.change import CONFIRMED_NOTE, files_digest
 from gateway.policy.load import load_policies
 from gateway.policy.model import Policy
-from gateway.policy.paths import normalize_path
-from gateway.policy.rules import resolve_settings
 from gateway.policy.view import PolicyView
-from gateway.signin.decision import Asks, Kind, Request, Who, decide
 from gateway.stores import DurableStore
 
 
@@ -87,39 +84,29 @@ def explain(args: argparse.Namespace, policy: Policy | None) -> int:
     name = canonical_user(args.user) if args.user else ""
     if name and name not in view.users:
         print(f"user {args.user!r} is in no policy file: judged as unknown", file=sys.stderr)
-    method = args.method.upper()
-    raw_path, _, raw_query = args.path.partition("?")
     try:
-        path = normalize_path(raw_path)
+        found = explain_request(
+            view,
+            name,
+            args.ip,
+            args.method,
+            args.path,
+            token=args.token,
+            unknown_token=args.unknown_token,
+        )
     except BadRequest as exc:  # say what the gateway would answer
         print(f"decision: deny (400 path_ambiguous): {exc.detail}")
         return EXIT_OK
-    refused = "method_ambiguous" if method_override((), method, raw_query) else ""
-    if args.token or args.unknown_token:
-        who = Who(Kind.TOKEN, name, token_known=not args.unknown_token, refused=refused)
-    else:
-        who = Who(Kind.SESSION if name else Kind.ANONYMOUS, name, refused=refused)
-    decision = decide(view, who, Request(Asks.CRM, args.ip, method, path))
+    decision = found.decision
     shown_user = f"user {view.user_for(name).name}" if name else "an unknown user"
-    print(f"request: {method} {path} from {args.ip} by {shown_user}")
+    print(f"request: {found.method} {found.path} from {args.ip} by {shown_user}")
     print(f"decision: {decision.action.value} ({decision.reason})")
     for step in decision.steps:
         print(f"  - {step}")
-    settings = view.settings(name) if name else resolve_settings(policy, None)
-    print(f"interval: {format_interval(settings.interval)}")
-    print(f"factors: {', '.join(settings.factors) or 'none'}")
-    shown = (
-        f"required from {settings.required_from}"
-        if settings.required_from
-        else settings.enforcement
-    )
-    print(f"enforcement: {shown}")
-    remember = format_interval(settings.remember_device) if settings.remember_device else "never"
-    print(f"remember device: {remember}")
-    print(f"verify again within a session: {format_interval(settings.reverify)}")
-    if decision.fresh:
-        which = " or ".join(decision.fresh_factors) or "any factor"
-        print(f"this path: {which} passed within {format_interval(decision.fresh)}")
-    for step in settings.steps:
+    for what, value in settings_lines(found.settings):
+        print(f"{what}: {value}")
+    if fresh_line(decision):
+        print(f"this path: {fresh_line(decision)}")
+    for step in found.settings.steps:
         print(f"  - {step}")
     return EXIT_OK

@@ -13,18 +13,15 @@ import asyncio
 import sys
 from typing import Any
 
+from gateway.admin import accounts
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, when_utc
 from gateway.cli.store import CLOCK, audit_admin, with_store
 from gateway.config.model import Config
-from gateway.factors import recovery
 from gateway.model import canonical_user
 from gateway.policy.model import Policy
-from gateway.stores import AuditQuery, DurableStore
+from gateway.stores import DurableStore
 
 WAIT_FOR_GATEWAY = 5.0  # seconds `users unlock` waits to see the gateway act
-# A second factor passed, of any kind (app, SMS, e-mail, recovery code; at sign-in or a step
-# up), and an app's first code at enrolment.
-VERIFIED_EVENTS = ("challenge.passed", "enrol.completed")
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,29 +64,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-async def _last_verified(store: DurableStore, user: str) -> float:
-    """When `user` last passed a second factor, whichever: an authenticator app notes it on
-    itself; SMS, e-mail and recovery codes only in the audit trail (as the app does too)."""
-    used = [a.last_used or 0.0 for a in await store.authenticators(user)]
-    passed = await store.audit_events(
-        AuditQuery(user=user, names=VERIFIED_EVENTS, limit=1, newest_first=True)
-    )
-    return max([*used, *(event.time for _, event in passed)], default=0.0)
-
-
-async def forget_devices(store: DurableStore, user: str, now: float) -> int:
-    """Revoke every device of `user` (a remembered one, or one inside the interval, would
-    skip the second factor); the count is of those remembered, as `users show` lists them."""
-    remembered = sum(1 for d in await store.devices(user) if d.remembered_until > now)
-    await store.revoke_devices(user, now)
-    return remembered
-
-
 async def _state(store: DurableStore, user: str) -> dict[str, Any]:
-    now = CLOCK.now()
-    authenticators = await store.authenticators(user)
-    devices = await store.devices(user)
-    verified = await _last_verified(store, user)
+    found = await accounts.user_state(store, user, CLOCK.now())
     return {
         "user": user,
         "authenticators": [
@@ -99,14 +75,13 @@ async def _state(store: DurableStore, user: str) -> dict[str, Any]:
                 "added": when_utc(a.created),
                 "last_used": when_utc(a.last_used),
             }
-            for a in authenticators
+            for a in found.authenticators
         ],
-        "recovery_codes_left": await store.recovery_codes_left(user),
-        "last_verified": when_utc(verified),
+        "recovery_codes_left": found.recovery_codes_left,
+        "last_verified": when_utc(found.last_verified),
         "remembered_devices": [
             {"id": d.id, "label": d.label, "until": when_utc(d.remembered_until)}
-            for d in devices
-            if d.remembered_until > now
+            for d in found.remembered
         ],
     }
 
@@ -155,8 +130,7 @@ def _revoke(args: argparse.Namespace, config: Config, user: str) -> int:
 
     async def revoke(store: DurableStore) -> int | None:
         now = CLOCK.now()
-        await store.revoke_sessions(user, now)
-        devices = None if args.keep_devices else await forget_devices(store, user, now)
+        devices = await accounts.revoke_sessions(store, user, now, keep_devices=args.keep_devices)
         kept = "kept" if devices is None else devices
         await audit_admin(config, store, "admin.sessions_revoked", user=user, devices=kept)
         return devices
@@ -179,9 +153,8 @@ def _devices(count: int) -> str:
 
 def _list(args: argparse.Namespace, config: Config, policy: Policy | None) -> int:
     async def gather(store: DurableStore) -> list[dict[str, Any]]:
-        names = {canonical_user(u) for u in (policy.users if policy else {})}
-        names |= set(await store.known_users())
-        return [await _state(store, name) for name in sorted(names)]
+        names = await accounts.known_users(store, policy.users if policy else ())
+        return [await _state(store, name) for name in names]
 
     rows = with_store(config, gather)
     lines = [
@@ -198,23 +171,20 @@ def _list(args: argparse.Namespace, config: Config, policy: Policy | None) -> in
 
 def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
     async def reset(store: DurableStore) -> dict[str, Any]:
-        now = CLOCK.now()
-        removed = await store.remove_authenticators(user)
-        await store.replace_recovery_codes(user, [], now)
-        devices = await forget_devices(store, user, now)
-        await store.revoke_sessions(user, now)
-        await store.request_action("unlock", user, now)
-        # The running gateway tells the user (it holds the senders and knows their language).
-        await store.request_action("notice:reset_by_admin", user, now)
+        done = await accounts.reset_two_step(store, user, CLOCK.now())
         await audit_admin(
             config,
             store,
             "admin.reset_2fa",
             user=user,
-            authenticators=removed,
-            devices=devices,
+            authenticators=done.authenticators,
+            devices=done.devices,
         )
-        return {"user": user, "authenticators_removed": removed, "devices_forgotten": devices}
+        return {
+            "user": user,
+            "authenticators_removed": done.authenticators,
+            "devices_forgotten": done.devices,
+        }
 
     done = with_store(config, reset)
     emit(
@@ -231,7 +201,7 @@ def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
 
 def _unlock(args: argparse.Namespace, config: Config, user: str) -> int:
     async def unlock(store: DurableStore) -> bool:
-        request = await store.request_action("unlock", user, CLOCK.now())
+        request = await store.request_action(accounts.UNLOCK, user, CLOCK.now())
         await audit_admin(config, store, "admin.unlock", user=user)
         waited = 0.0
         while waited < WAIT_FOR_GATEWAY:
@@ -255,7 +225,8 @@ def _unlock(args: argparse.Namespace, config: Config, user: str) -> int:
 
 def _regenerate(args: argparse.Namespace, config: Config, user: str) -> int:
     async def regenerate(store: DurableStore) -> list[str] | None:
-        if not await store.authenticators(user):
+        codes = await accounts.regenerate_codes(store, user, CLOCK.now())
+        if codes is None:
             await audit_admin(
                 config,
                 store,
@@ -265,8 +236,6 @@ def _regenerate(args: argparse.Namespace, config: Config, user: str) -> int:
                 reason="no_authenticator",
             )
             return None
-        codes = recovery.new_codes()
-        await store.replace_recovery_codes(user, recovery.digests(user, codes), CLOCK.now())
         await audit_admin(config, store, "admin.recovery_regenerated", user=user)
         return codes
 

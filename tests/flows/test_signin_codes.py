@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from gateway.cli.usage import bill
+from gateway.admin.ledger import bill
 from gateway.metrics import MESSAGE_COST, MESSAGES
 from gateway.stores import LedgerRow
 from tests.conftest import Served, serve

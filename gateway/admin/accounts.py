@@ -1,0 +1,122 @@
+"""One user's sign-in as the durable store holds it, and what an administrator changes in it:
+sessions revoked, two-step verification reset (a lost phone), new recovery codes, a device
+forgotten. The same functions serve `crm-gateway users …` and the helpdesk console, so a
+reset means the same thing wherever it is asked for. The caller records the audit event.
+
+State only a running gateway holds (a lockout in the shared store, a notice it sends) is
+asked of it through the store (`request_action`), which every worker looks at within seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gateway.factors import recovery
+from gateway.model import canonical_user
+from gateway.stores import AuditQuery, Authenticator, Device, DurableStore
+
+# A second factor passed, of any kind (app, SMS, e-mail, recovery code; at sign-in or a step
+# up), and an app's first code at enrolment.
+VERIFIED_EVENTS = ("challenge.passed", "enrol.completed")
+UNLOCK = "unlock"  # the action a running gateway carries out (gateway.web.revocations)
+RESET_NOTICE = "notice:reset_by_admin"  # … and the notice it sends the user
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What the store holds for a user: no secret (an authenticator's sealed key is never
+    read out of its row by a caller of this module)."""
+
+    user: str
+    authenticators: tuple[Authenticator, ...]
+    recovery_codes_left: int
+    last_verified: float  # 0: never
+    devices: tuple[Device, ...]  # not revoked, oldest first
+    remembered: tuple[Device, ...]  # those still remembered now
+
+    @property
+    def on_file(self) -> bool:
+        return bool(self.authenticators or self.remembered or self.recovery_codes_left)
+
+
+@dataclass(frozen=True)
+class Reset:
+    authenticators: int  # removed
+    devices: int  # remembered devices forgotten
+
+
+async def last_verified(store: DurableStore, user: str) -> float:
+    """When `user` last passed a second factor, whichever: an authenticator app notes it on
+    itself; SMS, e-mail and recovery codes only in the audit trail (as the app does too)."""
+    used = [a.last_used or 0.0 for a in await store.authenticators(user)]
+    passed = await store.audit_events(
+        AuditQuery(user=user, names=VERIFIED_EVENTS, limit=1, newest_first=True)
+    )
+    return max([*used, *(event.time for _, event in passed)], default=0.0)
+
+
+async def user_state(store: DurableStore, user: str, now: float) -> UserState:
+    devices = tuple(await store.devices(user))
+    return UserState(
+        user=user,
+        authenticators=tuple(await store.authenticators(user)),
+        recovery_codes_left=await store.recovery_codes_left(user),
+        last_verified=await last_verified(store, user),
+        devices=devices,
+        remembered=tuple(d for d in devices if d.remembered_until > now),
+    )
+
+
+async def known_users(store: DurableStore, policy_users: Iterable[str]) -> list[str]:
+    """Every user the policy names or the store holds something for, canonical, sorted."""
+    names = {canonical_user(u) for u in policy_users}
+    names |= set(await store.known_users())
+    return sorted(names)
+
+
+async def forget_devices(store: DurableStore, user: str, now: float) -> int:
+    """Revoke every device of `user` (a remembered one, or one inside the interval, would
+    skip the second factor); the count is of those remembered, as `users show` lists them."""
+    remembered = sum(1 for d in await store.devices(user) if d.remembered_until > now)
+    await store.revoke_devices(user, now)
+    return remembered
+
+
+async def revoke_sessions(
+    store: DurableStore, user: str, now: float, *, keep_devices: bool = False
+) -> int | None:
+    """Every session of `user` ends (each worker sees it within seconds), and their devices
+    are forgotten unless `keep_devices`: after a revocation an old device cookie must not
+    skip the second factor. The remembered devices forgotten, or None when kept."""
+    await store.revoke_sessions(user, now)
+    return None if keep_devices else await forget_devices(store, user, now)
+
+
+async def reset_two_step(store: DurableStore, user: str, now: float) -> Reset:
+    """A lost phone: authenticators (apps and passkeys) and recovery codes removed, devices
+    forgotten, sessions ended, lockouts lifted and the user told, by the running gateway.
+    They enrol again at their next sign-in."""
+    removed = await store.remove_authenticators(user)
+    await store.replace_recovery_codes(user, [], now)
+    devices = await forget_devices(store, user, now)
+    await store.revoke_sessions(user, now)
+    await store.request_action(UNLOCK, user, now)
+    # The running gateway tells the user (it holds the senders and knows their language).
+    await store.request_action(RESET_NOTICE, user, now)
+    return Reset(removed, devices)
+
+
+async def regenerate_codes(store: DurableStore, user: str, now: float) -> list[str] | None:
+    """A new set of recovery codes (the old stop working), for the caller to show once or
+    send; None when the user has no authenticator (codes come with one)."""
+    if not await store.authenticators(user):
+        return None
+    codes = recovery.new_codes()
+    await store.replace_recovery_codes(user, recovery.digests(user, codes), now)
+    return codes
+
+
+async def forget_device(store: DurableStore, user: str, device_id: str, now: float) -> bool:
+    """One of the user's own live devices forgotten; False when they have none such."""
+    return await store.revoke_device(user, device_id, now)
