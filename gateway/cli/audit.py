@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import signal
 import sys
@@ -80,11 +81,11 @@ def build_query(args: argparse.Namespace, now: float) -> AuditQuery:
 
     user = "" if args.user is None else read("user", lambda: trail.user_name(args.user))
     ip = read("ip", lambda: trail.address(args.ip)) if args.ip else ""
-    bounds = {}
+    bounds: dict[str, float] = {}
     for option in ("since", "until"):
-        text = getattr(args, option, None)
+        text: str | None = getattr(args, option, None)
         if text is not None:
-            bounds[option] = read(option, lambda text=text: trail.moment(text, now))
+            bounds[option] = read(option, functools.partial(trail.moment, text, now))
     since, until = bounds.get("since", 0.0), bounds.get("until", float("inf"))
     if since >= until:
         raise BadArgument("--since: must be before --until")
