@@ -54,35 +54,14 @@ class PostgresAudit(PostgresBase):
         await self._run("add_audit", add)
 
     async def audit_events(self, query: AuditQuery) -> list[tuple[int, AuditEvent]]:
-        params: list[object] = [query.after_id, query.since]
-        where = ["id > $1", "time >= $2"]
-
-        def param(value: object) -> str:
-            params.append(value)
-            return f"${len(params)}"
-
-        if query.until != float("inf"):
-            where.append(f"time < {param(query.until)}")
-        for column in ("user", "ip", "outcome", "request_id"):
-            value = getattr(query, column)
-            if value:
-                where.append(f'"{column}" = {param(value)}')
-        if query.names:
-            # Not LIKE: `_` and `%` are no wildcards here, and the case counts.
-            alternatives = [
-                f"starts_with(name, {param(name[:-1])})"
-                if name.endswith("*")
-                else f"name = {param(name)}"
-                for name in query.names
-            ]
-            where.append("(" + " OR ".join(alternatives) + ")")
+        where, params = _where(query)
         order = "DESC" if query.newest_first else "ASC"
-        limit = param(query.limit)
+        params.append(query.limit)
         # Only constant column names and $n placeholders are joined; values are parameters.
         rows = await self.fetch(
             "audit_events",
             f"SELECT id, {_AUDIT_COLUMNS} FROM audit_events"  # noqa: S608
-            f" WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT {limit}",
+            f" WHERE {where} ORDER BY id {order} LIMIT ${len(params)}",
             *params,
         )
         found = []
@@ -94,6 +73,17 @@ class PostgresAudit(PostgresBase):
             )
             found.append((int(row[0]), event))
         return found
+
+    async def audit_counts(self, query: AuditQuery, bucket: float) -> list[tuple[float, str, int]]:
+        where, params = _where(query)
+        params.append(bucket)
+        rows = await self.fetch(
+            "audit_counts",
+            f"SELECT floor(time / ${len(params)})::bigint AS slot, name, count(*)"  # noqa: S608
+            f" FROM audit_events WHERE {where} GROUP BY slot, name ORDER BY slot, name",
+            *params,
+        )
+        return [(int(r[0]) * bucket, str(r[1]), int(r[2])) for r in rows]
 
     async def prune_audit(self, before: float) -> int:
         removed = 0
@@ -130,3 +120,32 @@ class PostgresAudit(PostgresBase):
             " ORDER BY first_seen, network",
             user,
         )
+
+
+def _where(query: AuditQuery) -> tuple[str, list[object]]:
+    """The WHERE clause of a query's criteria ($1, $2, … in order) and its parameters."""
+    params: list[object] = [query.after_id, query.since]
+    where = ["id > $1", "time >= $2"]
+
+    def param(value: object) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if query.before_id:
+        where.append(f"id < {param(query.before_id)}")
+    if query.until != float("inf"):
+        where.append(f"time < {param(query.until)}")
+    for column in ("user", "ip", "outcome", "request_id"):
+        value = getattr(query, column)
+        if value:
+            where.append(f'"{column}" = {param(value)}')
+    if query.names:
+        # Not LIKE: `_` and `%` are no wildcards here, and the case counts.
+        alternatives = [
+            f"starts_with(name, {param(name[:-1])})"
+            if name.endswith("*")
+            else f"name = {param(name)}"
+            for name in query.names
+        ]
+        where.append("(" + " OR ".join(alternatives) + ")")
+    return " AND ".join(where), params

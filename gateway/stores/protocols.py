@@ -60,7 +60,8 @@ SEAL_RING_NOTE = "seal_ring"
 class AuditQuery:
     """Which audit events to return. Names match exactly, or by prefix when they end in `*`
     ("challenge.*"; case counts, no other character is a wildcard); every given criterion
-    must hold. since <= time < until. `after_id` pages forward (tail -f)."""
+    must hold. since <= time < until. `after_id` pages forward (tail -f), `before_id` back
+    (a page of the newest first, then the one before it); 0 sets no bound."""
 
     since: float = 0.0
     until: float = float("inf")
@@ -70,6 +71,7 @@ class AuditQuery:
     outcome: str = ""
     request_id: str = ""
     after_id: int = 0
+    before_id: int = 0
     limit: int = 1000
     newest_first: bool = False
 
@@ -273,6 +275,13 @@ class DurableStore(Protocol):
         unless the query asks otherwise, at most `limit`. Events come back as they were
         added (details sorted by key, their numbers still numbers). Ids only grow: an event
         added later has a greater id, even after the events before it were pruned."""
+        ...
+
+    async def audit_counts(self, query: AuditQuery, bucket: float) -> list[tuple[float, str, int]]:
+        """How many events of each name match the query's criteria (its limit and order do
+        not count), per bucket of `bucket` seconds counted from the epoch (3600: UTC hours,
+        86400: UTC days): (bucket start, name, count), by bucket then name; buckets and
+        names without events are left out."""
         ...
 
     async def prune_audit(self, before: float) -> int:

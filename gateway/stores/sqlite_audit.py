@@ -64,34 +64,14 @@ class SqliteAudit(SqliteBase):
             await self._run(self._add_audit, events)
 
     async def audit_events(self, query: AuditQuery) -> list[tuple[int, AuditEvent]]:
-        where = ["id > ?", "time >= ?"]
-        params: list[object] = [query.after_id, query.since]
-        if query.until != float("inf"):
-            where.append("time < ?")
-            params.append(query.until)
-        for column in ("user", "ip", "outcome", "request_id"):
-            value = getattr(query, column)
-            if value:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.names:
-            alternatives = []
-            for name in query.names:
-                if name.endswith("*"):
-                    # Not LIKE: it ignores case (an exact name does not) and reads `_` and `%`.
-                    alternatives.append("substr(name, 1, ?) = ?")
-                    params += [len(name) - 1, name[:-1]]
-                else:
-                    alternatives.append("name = ?")
-                    params.append(name)
-            where.append("(" + " OR ".join(alternatives) + ")")
+        where, params = _where(query)
         order = "DESC" if query.newest_first else "ASC"
-        params.append(query.limit)
         # Only constant column names and `?` placeholders are joined; values are parameters.
         rows = await self.query(
-            f"SELECT id, {_AUDIT_COLUMNS} FROM audit_events WHERE {' AND '.join(where)}"  # noqa: S608
+            f"SELECT id, {_AUDIT_COLUMNS} FROM audit_events WHERE {where}"  # noqa: S608
             f" ORDER BY id {order} LIMIT ?",
             *params,
+            query.limit,
         )
         found = []
         for row in rows:
@@ -111,6 +91,16 @@ class SqliteAudit(SqliteBase):
             )
             found.append((int(row[0]), event))  # type: ignore[call-overload]
         return found
+
+    async def audit_counts(self, query: AuditQuery, bucket: float) -> list[tuple[float, str, int]]:
+        where, params = _where(query)
+        rows = await self.query(
+            "SELECT CAST(time / ? AS INTEGER) AS slot, name, COUNT(*) FROM audit_events"  # noqa: S608
+            f" WHERE {where} GROUP BY slot, name ORDER BY slot, name",
+            bucket,
+            *params,
+        )
+        return [(int(r[0]) * bucket, str(r[1]), int(r[2])) for r in rows]  # type: ignore[call-overload]
 
     async def prune_audit(self, before: float) -> int:
         return await self.change(("DELETE FROM audit_events WHERE time < ?", (before,)))
@@ -140,3 +130,32 @@ class SqliteAudit(SqliteBase):
             user,
         )
         return [(str(r[0]), float(r[1]), float(r[2])) for r in rows]  # type: ignore[arg-type]
+
+
+def _where(query: AuditQuery) -> tuple[str, list[object]]:
+    """The WHERE clause of a query's criteria and its parameters, in order."""
+    where = ["id > ?", "time >= ?"]
+    params: list[object] = [query.after_id, query.since]
+    if query.before_id:
+        where.append("id < ?")
+        params.append(query.before_id)
+    if query.until != float("inf"):
+        where.append("time < ?")
+        params.append(query.until)
+    for column in ("user", "ip", "outcome", "request_id"):
+        value = getattr(query, column)
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if query.names:
+        alternatives = []
+        for name in query.names:
+            if name.endswith("*"):
+                # Not LIKE: it ignores case (an exact name does not) and reads `_` and `%`.
+                alternatives.append("substr(name, 1, ?) = ?")
+                params += [len(name) - 1, name[:-1]]
+            else:
+                alternatives.append("name = ?")
+                params.append(name)
+        where.append("(" + " OR ".join(alternatives) + ")")
+    return " AND ".join(where), params

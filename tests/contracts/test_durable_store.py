@@ -769,6 +769,49 @@ async def test_audit_events_page_by_id_newest_first_and_within_a_limit(
     assert await names(durable, after_id=first[-1][0], limit=1, newest_first=True) == ["r7"]
 
 
+async def test_audit_events_page_back_from_an_id_newest_first(durable: DurableStore) -> None:
+    await _fill(durable)
+    newest = await durable.audit_events(AuditQuery(limit=3, newest_first=True))
+
+    before = newest[-1][0]
+    assert [e.request_id for _, e in newest] == ["r7", "r6", "r5"]
+    assert await names(durable, before_id=before, limit=3, newest_first=True) == ["r4", "r3", "r2"]
+    assert await names(durable, before_id=before, user="alice", names=("challenge.*",)) == [
+        "r2",
+        "r3",
+    ]
+
+
+async def test_audit_counts_add_up_events_per_name_and_time_bucket(durable: DurableStore) -> None:
+    await _fill(durable)  # one event an hour from T0 (a whole hour), r1 .. r7
+    late = T0 + 30 * 3600 + 59.5  # the next day (T0 is 08:00 UTC), its 14:00 hour
+    await durable.add_audit_events(
+        [event("challenge.failed", T0 + 3599.9, request_id="r8"), event("ip.denied", late)]
+    )
+
+    hours = await durable.audit_counts(AuditQuery(names=("challenge.failed", "ip.denied")), 3600)
+    assert hours == [
+        (T0, "challenge.failed", 1),
+        (T0 + 3600, "challenge.failed", 1),
+        (T0 + 3 * 3600, "ip.denied", 1),
+        (T0 + 6 * 3600, "challenge.failed", 1),
+        (T0 + 30 * 3600, "ip.denied", 1),
+    ]
+    days = await durable.audit_counts(AuditQuery(names=("challenge.*", "ip.denied")), 86400)
+    day = T0 - T0 % 86400
+    assert days == [
+        (day, "challenge.failed", 3),
+        (day, "challenge.passed", 1),
+        (day, "ip.denied", 1),
+        (day + 86400, "ip.denied", 1),
+    ]
+    # The query's criteria hold; its limit and order do not.
+    assert await durable.audit_counts(
+        AuditQuery(user="alice", limit=1, newest_first=True, until=T0 + 2 * 3600), 86400
+    ) == [(day, "challenge.failed", 1), (day, "signin.crm_ok", 1)]
+    assert await durable.audit_counts(AuditQuery(user="nobody"), 3600) == []
+
+
 async def test_pruning_removes_only_older_events_and_counts_them(durable: DurableStore) -> None:
     await _fill(durable)
 
