@@ -345,7 +345,8 @@ def test_one_worker_with_an_in_memory_shared_store_is_fine(secrets: str) -> None
     [
         (
             "  path: login\n",
-            "gateway.yaml:8: login.path: must be a path such as /login but it's 'login'",
+            "gateway.yaml:8: login.path: must be a path such as /login or /index.php?action=Login"
+            " but it's 'login'",
         ),
         (
             "  method: TRACE\n",
