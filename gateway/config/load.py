@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config.alerts import read_alerts
+from gateway.config.forwardauth import read_forward_auth
 from gateway.config.loader import Source, Value, read_file
 from gateway.config.messaging import read_messaging
 from gateway.config.model import Admin, Audit, Branding, Config, Logging, State
@@ -38,6 +39,7 @@ TOP_KEYS = {
     "trusted_proxies",
     "trusted_proxy_header",
     "path_prefix",
+    "forward_auth",
     "state",
     "logging",
     "audit",
@@ -146,6 +148,10 @@ def _build(root: Value, source: Source) -> Config | None:
             "must differ from listen: metrics stay off the address the CRM's users reach",
         )
     shutdown = read_shutdown(keys)  # read even when the file fails below: every problem at once
+    login = signin.login
+    forward_auth = read_forward_auth(
+        keys, login.identity_header if login and login.mode == "gateway" else ""
+    )
     if listen is None or upstream is None:
         return None
     return Config(
@@ -169,5 +175,6 @@ def _build(root: Value, source: Source) -> Config | None:
         messaging=messaging,
         alerts=alerts,
         shutdown=shutdown,
+        forward_auth=forward_auth,
         warnings=tuple(source.warnings),
     )

@@ -9,6 +9,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from gateway.config.alerts import Alerts
+from gateway.config.forwardauth import ForwardAuth
 from gateway.config.messaging import Messaging
 from gateway.config.shutdown import Shutdown
 from gateway.config.signin import SignIn
@@ -140,4 +141,5 @@ class Config:
     messaging: Messaging = field(default_factory=Messaging)
     alerts: Alerts = field(default_factory=Alerts)
     shutdown: Shutdown = field(default_factory=Shutdown)
+    forward_auth: ForwardAuth | None = None  # the forward-auth endpoint, when configured
     warnings: tuple[Problem, ...] = ()
