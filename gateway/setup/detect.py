@@ -300,6 +300,12 @@ def _findings(answers: list[Answer], site: str, found: Detection) -> list[str]:
             f"cookies set for a domain: {', '.join(domains)}: the gateway rewrites a Domain "
             "naming the CRM's host; any other must cover the address users type (doctor checks)"
         )
+    if found.right is not None and found.right.csrf:
+        names = ", ".join(name for name, _ in found.right.csrf)
+        said.append(
+            f"the form carries a CSRF token ({names}): browsers send it back through the "
+            "gateway as they got it; nothing to configure"
+        )
     if found.entry.kind == "json":
         said.append(
             "the login is a script's JSON request: after a right password the gateway answers "

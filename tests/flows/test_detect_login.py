@@ -272,3 +272,4 @@ async def test_the_command_as_an_operator_runs_it(crms: Callable[..., object]) -
     assert done.returncode == 0, done.stderr
     assert yaml.safe_load(done.stdout)["login"] == EXPECTED["origin"]
     assert "quinn-pw-31" not in done.stdout + done.stderr
+    assert "the form carries a CSRF token (_csrf)" in done.stderr
