@@ -150,6 +150,10 @@ def still_verified(view: PolicyView, who: Who, decided: Decision, now: float) ->
     asks for a fresher one (`fresh`, of the factors it names). A session in which no factor
     ever passed (none required, none on file) has nothing to verify with: `reverify` does
     not apply to it; a `fresh` path asks for a factor all the same."""
+    if who.kind is Kind.TOKEN and decided.allowed and decided.fresh:
+        # The rule asks for a factor passed lately, which an API credential never passes.
+        step = Step("", "a fresh factor is asked here, which an API credential cannot give")
+        return Decision(Action.DENY, "fresh_factor_required", (*decided.steps, step))
     if who.kind is not Kind.SESSION or not decided.allowed:
         return decided
     settings = view.settings(who.user)

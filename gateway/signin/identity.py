@@ -16,8 +16,16 @@ from gateway.config.signin import Login
 from gateway.errors import AmbiguousLogin
 from gateway.fields import may_be_read_as
 from gateway.model import canonical_user
+from gateway.policy.paths import normalize_path
 
-__all__ = ["canonical_user", "login_succeeded", "login_user", "query_matches", "set_cookie_names"]
+__all__ = [
+    "canonical_user",
+    "login_succeeded",
+    "login_user",
+    "names_login",
+    "query_matches",
+    "set_cookie_names",
+]
 
 MAX_NAME = 256
 
@@ -116,6 +124,20 @@ def login_succeeded(status: int, location: str, set_cookies: list[str], login: L
         if path.startswith(login.failure_location):
             return False
     return True
+
+
+def names_login(login: Login, method: str, raw_target: str) -> bool:
+    """A request (its method, raw path and query) to the CRM's own login form (login mode
+    upstream), in any spelling a router may take for it: a trailing slash, another case
+    (Rails and IIS do). BadRequest (gateway.policy.paths) for a path that reads two ways."""
+    if login.mode != "upstream" or method != login.method:
+        return False
+    raw_path, _, raw_query = raw_target.partition("?")
+    want, _, query = login.path.partition("?")
+    path = normalize_path(raw_path)
+    return path.rstrip("/").lower() == want.rstrip("/").lower() and (
+        not query or query_matches(query, raw_query)
+    )
 
 
 def query_matches(wanted: str, raw_query: str) -> bool:

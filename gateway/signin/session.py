@@ -93,7 +93,8 @@ class SessionBook:
         self._forms = _serializer(ring, clock, "crm-gateway.login-form")
         self.revocations: dict[str, float] = {}
         self._signed: dict[str, tuple[str, float]] = {}  # cookie → (session id, signed at)
-        self._records: dict[str, tuple[bytes, Session]] = {}  # id → (record, parsed)
+        # id → (record, parsed, when read: monotonic), the record as this worker last saw it
+        self._records: dict[str, tuple[bytes, Session, float]] = {}
 
     # -- cookies -------------------------------------------------------------------------
 
@@ -197,31 +198,43 @@ class SessionBook:
         """Write back a session that still exists: one ended meanwhile (logout in another tab,
         a rotation, an admin reset) stays ended. False when it was gone."""
         data = session.to_bytes()
-        return await self._shared.replace(f"session:{session.sid}", data, self._ttl(session))
+        saved = await self._shared.replace(f"session:{session.sid}", data, self._ttl(session))
+        if session.sid in self._records:  # what this worker remembers follows what it wrote
+            self._forget(session.sid)
+            if saved:
+                _keep(self._records, session.sid, (data, _copy(session), self._clock.monotonic()))
+        return saved
 
-    async def _read(self, sid: str) -> Session | None:
+    async def _read(self, sid: str, reuse_for: float = 0.0) -> Session | None:
         """The session record as the shared store holds it now, parsed once per version (a
-        copy each time: callers change what they are given)."""
+        copy each time: callers change what they are given). `reuse_for`: the record this
+        worker read (or wrote) within that many seconds is taken as it was, without asking
+        the store; whatever ends or rotates it here forgets it at once."""
+        found = self._records.get(sid)
+        now = self._clock.monotonic()
+        if found is not None and reuse_for > 0 and now - found[2] < reuse_for:
+            return _copy(found[1])
         data = await self._shared.get(f"session:{sid}")
         if data is None:
             self._forget(sid)
             return None
-        found = self._records.get(sid)
         if found is not None and found[0] == data:
+            self._records[sid] = (data, found[1], now)
             return _copy(found[1])
         session = Session.from_bytes(data)
         if session is None or session.sid != sid:
             self._forget(sid)
             return None
-        _keep(self._records, sid, (data, _copy(session)))
+        _keep(self._records, sid, (data, _copy(session), now))
         return session
 
-    async def load(self, cookie: str | None) -> Session | None:
-        """The live session a cookie names, touched for the idle timeout; else None."""
+    async def load(self, cookie: str | None, *, reuse_for: float = 0.0) -> Session | None:
+        """The live session a cookie names, touched for the idle timeout; else None.
+        `reuse_for`: see _read (the forward-auth endpoint answers from what it read)."""
         sid = self.sid_from_cookie(cookie) if cookie else None
         if sid is None:
             return None
-        session = await self._read(sid)
+        session = await self._read(sid, reuse_for)
         if session is None:
             return None
         now = self._clock.now()

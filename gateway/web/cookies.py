@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -46,6 +47,8 @@ class Cookies:
         self.crm = frozenset(login.crm_cookies)
         self._own_and_crm = self.own | self.crm
         self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
+        # crm_pairs_refused's answers (a pure function of its arguments), per worker.
+        self._refused: dict[tuple[tuple[str, ...], str | None, str], bool] = {}
 
     @staticmethod
     def secure(request: web.Request) -> bool:
@@ -93,19 +96,9 @@ class Cookies:
         session cookie only with the value released to this session (`binding`: a copy of
         another user's CRM cookie is no use inside one's own gateway session); the identity
         header (gateway mode) only as we set it."""
-        drop = self.own if signed_in else self._own_and_crm
+        keep = self._keeper(signed_in, binding)
         identity = self._identity
         header = self.login.identity_header
-        bound = self.login.success_cookie if signed_in and self.login.mode == "upstream" else ""
-
-        def keep(pair: str) -> bool:
-            names = _names_read(pair)
-            if not pair.strip() or names & drop:
-                return False
-            if bound and bound in names:
-                name, _, value = pair.strip().partition("=")
-                return name == bound and binding != "" and same(cookie_binding(value), binding)
-            return True
 
         def adjust(headers: CIMultiDict[str]) -> None:
             if identity:
@@ -121,6 +114,43 @@ class Cookies:
                     headers["Cookie"] = "; ".join(kept)
 
         return adjust
+
+    def _keeper(self, signed_in: str | None, binding: str) -> Callable[[str], bool]:
+        """Whether one `;`-separated piece of a Cookie header may reach the CRM."""
+        drop = self.own if signed_in else self._own_and_crm
+        bound = self.login.success_cookie if signed_in and self.login.mode == "upstream" else ""
+
+        def keep(pair: str) -> bool:
+            names = _names_read(pair)
+            if not pair.strip() or names & drop:
+                return False
+            if bound and bound in names:
+                name, _, value = pair.strip().partition("=")
+                return name == bound and binding != "" and same(cookie_binding(value), binding)
+            return True
+
+        return keep
+
+    def crm_pairs_refused(
+        self, cookie_lines: list[str], signed_in: str | None, binding: str = ""
+    ) -> bool:
+        """The forward-auth endpoint, which cannot remove a cookie: does a piece of these
+        Cookie lines name one of the CRM's cookies that `adjust` would have removed?"""
+        if not self.crm or not cookie_lines:
+            return False
+        key = (tuple(cookie_lines), signed_in, binding)
+        found = self._refused.get(key)
+        if found is None:
+            keep = self._keeper(signed_in, binding)
+            found = any(
+                _names_read(pair) & self.crm and not keep(pair)
+                for line in cookie_lines
+                for pair in line.split(";")
+            )
+            if len(self._refused) >= 4096:  # a browser sends the same header again and again
+                del self._refused[next(iter(self._refused))]
+            self._refused[key] = found
+        return found
 
 
 @functools.lru_cache(maxsize=16)

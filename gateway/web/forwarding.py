@@ -51,6 +51,7 @@ class ClientView:
     chain: tuple[str, ...] = ()  # addresses a trusted proxy named before itself
 
 
+@lru_cache(maxsize=4096)  # the same few proxies and clients, request after request
 def parse_ip(text: str) -> IPAddress | None:
     """An address from a forwarding header: bare, `[v6]`, `[v6]:port` or `v4:port`."""
     text = text.strip().strip('"')

@@ -7,6 +7,7 @@ gateway.policy.live, which the guard extends.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
@@ -68,12 +69,22 @@ class Guard(LivePolicy):
         method override refuses the request whoever sends it: the rule would be judged on
         one method and the CRM would run another."""
         raw_query = request.raw_path.partition("?")[2]
-        overridden = method_override(request.headers.keys(), request.method, raw_query)
-        refused = "method_ambiguous" if overridden else ""
         try:
             credential = self.credential(request)
         except AmbiguousCredential:
             return Who(Kind.TOKEN, refused="credential_ambiguous")
+        who = self.who_by(credential, request.headers.keys(), request.method, raw_query)
+        if who.token_known:
+            request[USER] = who.user
+        return who
+
+    def who_by(
+        self, credential: str | None, header_names: Iterable[str], method: str, raw_query: str
+    ) -> Who:
+        """`who` from the request's parts: its credential (found already), the names of its
+        headers, its method and raw query (the forward-auth endpoint gives the original's)."""
+        overridden = method_override(header_names, method, raw_query)
+        refused = "method_ambiguous" if overridden else ""
         if credential is None:
             return Who(Kind.ANONYMOUS, refused=refused)
         try:
@@ -82,7 +93,6 @@ class Guard(LivePolicy):
             return Who(Kind.TOKEN, refused="credential_ambiguous")
         if record is None:
             return Who(Kind.TOKEN, refused=refused)
-        request[USER] = record.user
         return Who(Kind.TOKEN, record.user, token_known=True, refused=refused)
 
     def credential(self, request: web.Request) -> str | None:
@@ -116,6 +126,17 @@ class Guard(LivePolicy):
         path = normalize_path(raw_path)
         asked = Request(Asks.CRM, request[VIEW].ip, request.method, path)
         view = self.view
+        decision, overridable = self.decided(view, who, asked, gateway_login)
+        if decision.action is Action.DENY:
+            self.refuse(request, decision, api=who.kind is Kind.TOKEN)
+        if now is not None:
+            decision = still_verified(view, who, decision, now)
+        return Judged(decision, path + sep + raw_query, overridable)
+
+    def decided(
+        self, view: PolicyView, who: Who, asked: Request, gateway_login: bool
+    ) -> tuple[Decision, bool]:
+        """`_decide`'s answer under `view`, remembered per worker (MEMO)."""
         if self._memo_view is not view:  # a reload: decisions start again
             self._memo, self._memo_view = {}, view
         key = (who, asked, gateway_login)
@@ -125,12 +146,7 @@ class Guard(LivePolicy):
             if len(self._memo) >= MEMO:
                 del self._memo[next(iter(self._memo))]
             self._memo[key] = found
-        decision, overridable = found
-        if decision.action is Action.DENY:
-            self.refuse(request, decision, api=who.kind is Kind.TOKEN)
-        if now is not None:
-            decision = still_verified(view, who, decision, now)
-        return Judged(decision, path + sep + raw_query, overridable)
+        return found
 
     @staticmethod
     def _decide(view: PolicyView, who: Who, asked: Request, rules: Rules) -> tuple[Decision, bool]:

@@ -3,9 +3,12 @@
 A request with a body that arrives when the user must verify again is read (up to
 `sessions.keep_body`, 1 MiB by default, never further), sealed to the session and the user
 and put in the shared store for KEEP_FOR seconds under an id only that session knows; the
-browser goes to the challenge. When a factor passes, the entry is taken (so it is sent once
-at most), judged again as the request it is, and sent to the CRM exactly as it came (method,
-target, headers, body bytes) with the browser's cookies of now; the CRM's answer is the
+browser goes to the challenge. One request waits per user: keeping another drops the one
+before (memory stays bounded by users, not by what one of them sends). When a factor
+passes, the entry is taken (so it is sent once at most), judged again as the request it is
+(its body too, where a `_method` field could ask for a method a rule refuses), and sent to
+the CRM as it came (method, headers, body bytes) to the path it was judged on (normalised,
+as every forwarded request is) with the browser's cookies of now; the CRM's answer is the
 answer to the challenge's form. An entry that is gone (used, expired), does not open
 (tampered, another session's) or is over the size is never sent: the user is told plainly.
 """
@@ -22,12 +25,14 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import SealBroken
-from gateway.model import Action
+from gateway.fields import overrides_method
+from gateway.model import Action, Decision
 from gateway.policy.paths import normalize_path
-from gateway.signin.decision import Asks, Kind, Request, Who, decide
+from gateway.signin.decision import Asks, Kind, Request, Who, still_verified
 from gateway.signin.session import Session
 from gateway.web import proxy
 from gateway.web.audit import audit_event
+from gateway.web.guard import Guard
 from gateway.web.keys import CLOCK, SESSION, UPSTREAM_CLIENT, VIEW
 from gateway.web.pages.render import page, translator
 from gateway.web.signin import SignIn
@@ -42,17 +47,27 @@ _NOT_KEPT = frozenset({"cookie", "content-length", "transfer-encoding", "expect"
 @dataclass(frozen=True)
 class Kept:
     method: str
-    target: str  # the raw path and query, as the browser sent them
+    target: str  # the path as judged (normalised) and the raw query: what is sent
     headers: tuple[tuple[str, str], ...]
     body: bytes
 
 
 async def keep(
-    request: web.Request, signin: SignIn, session: Session, here: str
+    request: web.Request,
+    signin: SignIn,
+    session: Session,
+    here: str,
+    target: str,
+    body: bytes | None = None,
 ) -> web.StreamResponse:
-    """Keep the request for after the code, or (over the size) ask for it again after."""
+    """Keep the request for after the code, or (over the size) ask for it again after.
+    `target`: the judged path and raw query; `body`: already read by the pipeline (to look
+    for a `_method` field), else read here."""
     limit = signin.config.signin.sessions.keep_body
-    body = await _read_up_to(request, limit)
+    if body is not None and len(body) > limit:
+        body = None
+    elif body is None:
+        body = await _read_up_to(request, limit)
     if body is None:
         session.return_to = _came_from(request) or "/"
         await signin.book.save(session)
@@ -70,13 +85,19 @@ async def keep(
         return response
     kept = Kept(
         request.method,
-        request.raw_path,
+        target,
         tuple((k, v) for k, v in request.headers.items() if k.lower() not in _NOT_KEPT),
         body,
     )
     entry = secrets.token_urlsafe(18)
     sealed = signin.sealer.seal(_encode(kept), _purpose(session, entry))
+    # One waiting request per user: the one before it is dropped (it would never be sent:
+    # each session sends only the last it kept).
+    before = await signin.shared.take(f"kept-of:{session.user}")
+    if before is not None:
+        await signin.shared.delete(f"kept:{before.decode()}")
     await signin.shared.put(f"kept:{entry}", sealed, KEEP_FOR)
+    await signin.shared.put(f"kept-of:{session.user}", entry.encode(), KEEP_FOR)
     signin.pending.seal(session, "kept", entry)
     session.return_to = _came_from(request) or here
     await signin.book.save(session)
@@ -113,11 +134,16 @@ async def send(
         verified_by=tuple(sorted(fresh.verified_by.items())),
     )
     asked = Request(Asks.CRM, request[VIEW].ip, kept.method, normalize_path(raw_path))
-    decision = decide(signin.guard.view, who, asked, rules=signin.rules(), now=now)
+    view = signin.guard.view
+    decision, overridable = Guard._decide(view, who, asked, signin.rules())
+    decision = still_verified(view, who, decision, now)
+    ctype = {k.lower(): v for k, v in kept.headers}.get("content-type", "")
+    if overridable and overrides_method(kept.body, ctype):
+        # A `_method` field asks the CRM for a method a rule now refuses (a reload meanwhile).
+        decision = Decision(Action.DENY, "method_ambiguous")
     if decision.action is not Action.FORWARD:
-        audit_event(
-            request, "kept.refused", outcome="refused", user=fresh.user, reason=decision.reason
-        )
+        why = decision.reason
+        audit_event(request, "kept.refused", outcome="refused", user=fresh.user, reason=why)
         return gone(request, signin, fresh, status=403)
     headers = CIMultiDict(kept.headers)
     if "Cookie" in request.headers:

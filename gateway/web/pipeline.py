@@ -22,7 +22,7 @@ from gateway.fields import overrides_method
 from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Kind, Who
 from gateway.signin.session import FULL
-from gateway.web import crmlogin, health, proxy, reverify
+from gateway.web import crmlogin, forwardauth, health, proxy, reverify
 from gateway.web.bodies import FORM_LIMIT, read_whole
 from gateway.web.forwarding import wants_html
 from gateway.web.guard import GUARD, Guard, Judged
@@ -58,6 +58,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 async def our_page(request: web.Request, sub: str) -> web.StreamResponse:
     request[DECISION] = "page"
+    if sub == "auth" or sub.startswith("auth/"):  # forward auth, with or without sign-in
+        return await forwardauth.dispatch(request, sub)
     page = await routes.dispatch(request, sub)
     if page is not None:
         return page

@@ -20,8 +20,14 @@ from gateway.web.urls import safe_return_path
 
 
 async def verify_again(
-    request: web.Request, signin: SignIn, decision: Decision
+    request: web.Request,
+    signin: SignIn,
+    decision: Decision,
+    target: str,
+    body: bytes | None = None,
 ) -> web.StreamResponse:
+    """`target`: the path as judged (normalised) and the raw query, what a kept request is
+    sent to; `body`: the request's body when the pipeline has read it already."""
     session = request[SESSION]
     request[DECISION] = "signin"
     audit_event(
@@ -36,16 +42,16 @@ async def verify_again(
     verify_url = f"{signin.prefix}challenge"
     if not is_navigation(request.headers):
         await signin.book.save(session)
-        body = {
+        answer = {
             "error": "verification_required",
             "reason": decision.reason,
             "verify_url": verify_url,
             "factors": list(decision.factors),
         }
-        return web.json_response(body, status=401, headers={"Cache-Control": "no-store"})
+        return web.json_response(answer, status=401, headers={"Cache-Control": "no-store"})
     if request.method in ("GET", "HEAD"):
         session.return_to = here
         await signin.book.save(session)
         return signin.redirect(verify_url)
     # A form or an upload: kept, sent after the code (or a page saying to submit it again).
-    return await keep(request, signin, session, here)
+    return await keep(request, signin, session, here, target, body)

@@ -157,15 +157,8 @@ class SignIn:
         identity header in gateway mode); the CRM's logout ends our session too; a CRM cookie
         rotated on the way is followed."""
         session = request[SESSION]
-        login = self.login
         add: list[tuple[str, str]] = []
-        path, _, query = target.partition("?")
-        logout, _, logout_query = login.logout_path.partition("?")
-        if (
-            logout == path
-            and request.method == login.logout_method
-            and query_matches(logout_query, query)
-        ):
+        if self.signs_out(request.method, target):
             await self.book.end(session)
             add.append(self.cookies.clear_session(request))
             audit_event(request, "signin.logout", outcome="ok")
@@ -177,6 +170,14 @@ class SignIn:
             observe=functools.partial(self.crm_cookie_set, request, session),
             body=body,
         )
+
+    def signs_out(self, method: str, target: str) -> bool:
+        """The CRM's logout (`target`: the judged path and raw query): it ends our session too
+        and never waits for a verification that is due."""
+        logout, _, logout_query = self.login.logout_path.partition("?")
+        path, _, query = target.partition("?")
+        same = bool(logout) and logout == path and method == self.login.logout_method
+        return same and query_matches(logout_query, query)
 
     async def password_attempt(self, request: web.Request, user: str) -> float:
         """Count a password attempt for `user` from this request (0: go ahead), auditing a

@@ -1,7 +1,8 @@
 """`crm-gateway policy explain` and the running gateway answer every request the same way:
 both ask gateway.signin.decision.decide (issue #13, item 1). A table of requests, each sent to a
-real gateway (addresses given by a trusted proxy, tokens registered in its store) and asked
-of the CLI, compared decision for decision."""
+real gateway (addresses given by a trusted proxy, tokens registered in its store), asked of
+its forward-auth endpoint as nginx and as Caddy/Traefik ask it (issue #18), and asked of the
+CLI, compared decision for decision."""
 
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ CASES = [
     ("unknown", "203.0.113.5", "GET", "/api/contacts"),
     ("", "10.1.1.1", "POST", "/public/x?_method=DELETE"),
     ("", "10.1.1.1", "GET", "/public/%2e%2e/admin/x"),
+    ("", "10.1.1.1", "GET", "//admin/x"),
+    ("", "10.1.1.1", "GET", "/public/..;/admin/x"),
+    ("ann", "10.1.1.1", "DELETE", "/reports/q3"),
+    ("sync", "10.1.1.1", "POST", "/api/contacts?_method=DELETE"),
 ]
 
 
@@ -64,7 +69,7 @@ async def gw(upstream: Served, start_gateway: GatewayFactory, tmp_path: Path) ->
     folder.mkdir()
     (folder / "policy.yaml").write_text(textwrap.dedent(POLICY))
     served = await start_gateway(
-        upstream.url, f"policies: {folder}\ntrusted_proxies: [127.0.0.1/32]\n"
+        upstream.url, f"policies: {folder}\ntrusted_proxies: [127.0.0.1/32]\nforward_auth: {{}}\n"
     )
     for user, token in TOKENS.items():
         await served.app[DURABLE].add_token(f"tok_{user}", user, digest(token), "", 0.0)
@@ -84,6 +89,27 @@ async def gateway_says(gw: Served, who: str, ip: str, method: str, path: str) ->
             return "forward"
         body = json.loads(await r.text()) if method != "HEAD" else {}
         return f"deny ({body.get('error', r.status)})"
+
+
+async def endpoint_says(
+    gw: Served, who: str, ip: str, method: str, path: str, *, nginx: bool
+) -> str:
+    """The forward-auth endpoint's answer about the same request (the reason code it gives;
+    nginx hears every refusal but a 401 as a 403, so the status is not compared)."""
+    names = ("X-Original-Method", "X-Original-URI") if nginx else CADDY
+    headers = {"X-Forwarded-For": ip, names[0]: method, names[1]: path}
+    if who:
+        headers["Authorization"] = f"Bearer {TOKENS.get(who, 'not-a-registered-token-000')}"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(gw.url + "/_gateway/auth", headers=headers, allow_redirects=False) as r,
+    ):
+        if r.status == 200:
+            return "forward"
+        return f"deny ({json.loads(await r.text())['error']})"
+
+
+CADDY = ("X-Forwarded-Method", "X-Forwarded-Uri")
 
 
 def explain_says(
@@ -119,3 +145,6 @@ async def test_explain_and_the_gateway_agree(
     seen = await gateway_says(gw, who, ip, method, path)
     told = explain_says(tmp_path / "policies", who, ip, method, path, capsys)
     assert told == seen, (who, ip, method, path)
+    for nginx in (False, True):
+        asked = await endpoint_says(gw, who, ip, method, path, nginx=nginx)
+        assert asked == told, (who, ip, method, path, "nginx" if nginx else "caddy")

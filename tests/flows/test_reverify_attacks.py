@@ -156,11 +156,6 @@ def session_id(gw: SignInGateway, b: Browser) -> str:
 # -- findings ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: a kept request goes to the CRM with its raw target, not the path that "
-    "was judged: /exports/../clients/add/ is judged as /clients/add/ and served by /exports",
-)
 async def test_a_kept_form_goes_to_the_crm_as_the_path_that_was_judged(
     gw: SignInGateway, browsers: Browsers, django: Served
 ) -> None:
@@ -176,11 +171,6 @@ async def test_a_kept_form_goes_to_the_crm_as_the_path_that_was_judged(
     assert django.app[ADMIN] == [] and "Site administration" not in body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: a kept request goes to the CRM with its raw target (the export behind "
-    "a totp-only fresh rule, reached with a recovery code)",
-)
 async def test_a_kept_form_cannot_reach_a_fresh_path_by_its_spelling(
     gw: SignInGateway, browsers: Browsers, django: Served
 ) -> None:
@@ -194,27 +184,20 @@ async def test_a_kept_form_cannot_reach_a_fresh_path_by_its_spelling(
     assert django.app[EXPORTS] == [] and EXPORT not in body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 2: the CRM's logout, kept while a verification was due and sent after the "
-    "code, leaves the gateway session signed in (forward_signed_in's logout rule is skipped)",
-)
-async def test_the_crms_logout_sent_after_the_code_ends_the_gateway_session(
+async def test_the_crms_logout_when_a_verification_is_due_signs_out_at_once(
     gw: SignInGateway, browsers: Browsers, django: Served
 ) -> None:
+    """Finding 2 (fixed): the logout was kept and sent after the code without ending the
+    gateway session. Signing out needs no code: it goes at once, and ends both sessions."""
     b = browsers(gw)
-    secret = (await first_sign_in(b))[0]
+    await first_sign_in(b)
     status, html, _ = await b.get(CLIENTS_PATH)
     assert status == 200
     gw.clock.advance(8 * HOUR)  # back from lunch, the user clicks "Log out"
     status, _, r = await b.post(LOGOUT_PATH, {CSRF_FIELD: field(html, CSRF_FIELD)})
-    assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
-    status, _, r = await b.answer(b.code(secret, 31))
     assert (status, r.headers["Location"]) == (302, "/accounts/login/")  # Django logged out
     assert django.app[SESSIONS] == {}
-    # …and the gateway session should have ended with it, as it does for a logout that is
-    # not kept (docs/sign-in.md: the CRM's logout also ends the gateway session).
-    status, _, _ = await b.get("/_gateway/account")
+    status, _, _ = await b.get("/_gateway/account")  # and the gateway session is over
     assert status == 400
 
 
@@ -291,29 +274,17 @@ async def test_a_kept_request_carries_no_identity_header_of_the_clients(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 2: in gateway mode the CRM's logout, kept while due and sent after the "
-    "code, leaves the user signed in: the CRM still gets X-Remote-User afterwards",
-)
-async def test_the_crms_logout_sent_after_the_code_signs_out_in_gateway_mode(
+async def test_the_crms_logout_when_a_verification_is_due_signs_out_in_gateway_mode(
     upstream: Served, start: Start, browsers: Browsers, tmp_path: Path
 ) -> None:
-    gw, b, secret = await signed_in_at_the_gateway(upstream, start, browsers, tmp_path)
+    gw, b, _secret = await signed_in_at_the_gateway(upstream, start, browsers, tmp_path)
     gw.clock.advance(8 * HOUR)
-    status, _, r = await b.post("/logout", {})  # "Sign out", after lunch
-    assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
-    status, body, _ = await b.answer(b.code(secret, 31))
+    status, body, _ = await b.post("/logout", {})  # "Sign out", after lunch: at once
     assert json.loads(body)["raw_path"] == "/logout"  # the CRM got the logout
-    status, body, r = await b.get("/reports/q3")  # the next person at this browser
+    status, body, _ = await b.get("/reports/q3")  # the next person at this browser
     assert status == 303, remote_user(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 3: each form sent while due is kept under a new id, the previous one left "
-    "in the shared store: one session fills it without bound (N x 1 MiB for 5 minutes)",
-)
 async def test_one_session_keeps_at_most_one_form(gw: SignInGateway, browsers: Browsers) -> None:
     b = browsers(gw)
     await first_sign_in(b)
@@ -327,11 +298,6 @@ async def test_one_session_keeps_at_most_one_form(gw: SignInGateway, browsers: B
     assert len(kept) == 1, f"{len(kept)} entries, {sum(map(len, kept.values()))} bytes"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 4: a kept POST is judged again without its body: a `_method=DELETE` the "
-    "policy now refuses (reloaded while it waited) reaches the CRM",
-)
 async def test_a_kept_method_override_refused_by_a_reload_is_never_sent(
     gw: SignInGateway, browsers: Browsers, django: Served
 ) -> None:
@@ -350,11 +316,6 @@ async def test_a_kept_method_override_refused_by_a_reload_is_never_sent(
     assert django.app[POSTED] == []  # …and the kept one must be too
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 5: a POST whose body the guard read for `_method` is kept empty (the "
-    "stream was read already): the form is lost, the CRM gets an empty POST",
-)
 async def test_a_form_under_a_method_rule_is_kept_whole(
     django: Served, start: Start, browsers: Browsers
 ) -> None:
@@ -371,11 +332,6 @@ async def test_a_form_under_a_method_rule_is_kept_whole(
     assert (status, r.headers["Location"]) == (302, CLIENTS_PATH)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 6: a registered API token of a user the rule admits passes a `fresh` path "
-    "with no factor ever (still_verified looks at sessions only)",
-)
 async def test_an_api_token_does_not_pass_a_fresh_path_without_a_factor(
     gw: SignInGateway, django: Served
 ) -> None:

@@ -43,6 +43,13 @@ MESSAGE_FOR_REASON = {
     "method_ambiguous": "bad_request",
     "login_ambiguous": "bad_request",
     "form_too_large": "bad_request",
+    # The forward-auth endpoint (gateway.web.forwardauth).
+    "forward_auth_untrusted": "bad_request",
+    "forward_auth_headers": "bad_request",
+    "identity_header_sent": "bad_request",
+    "reserved_prefix": "not_found",
+    "login_not_proxied": "bad_request",
+    "crm_session_unverified": "signin_required",
 }
 
 
