@@ -127,10 +127,10 @@ class Guard(LivePolicy):
         asked = Request(Asks.CRM, request[VIEW].ip, request.method, path)
         view = self.view
         decision, overridable = self.decided(view, who, asked, gateway_login)
+        if now is not None:  # before the refusal: it may refuse too (a token on a fresh path)
+            decision = still_verified(view, who, decision, now)
         if decision.action is Action.DENY:
             self.refuse(request, decision, api=who.kind is Kind.TOKEN)
-        if now is not None:
-            decision = still_verified(view, who, decision, now)
         return Judged(decision, path + sep + raw_query, overridable)
 
     def decided(

@@ -124,7 +124,9 @@ async def act(
     if signin is None:
         return await proxy.handle(request, judged.target, body=body)
     if decision.action is Action.CHALLENGE:  # a signed-in user's verification is due
-        return await reverify.verify_again(request, signin, decision)
+        if signin.signs_out(request.method, judged.target):  # signing out needs no code
+            return await signin.forward_signed_in(request, judged.target, body)
+        return await reverify.verify_again(request, signin, decision, judged.target, body)
     if who.kind is Kind.SESSION:
         return await signin.forward_signed_in(request, judged.target, body)
     # No session of the CRM's reaches a browser without the second factor, whatever route
