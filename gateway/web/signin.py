@@ -24,7 +24,6 @@ from gateway.factors.recovery import RecoveryFactor
 from gateway.factors.registry import build_factors
 from gateway.factors.totp import TotpFactor
 from gateway.model import Action, Decision, Settings
-from gateway.policy.paths import normalize_path
 from gateway.senders import Sender
 from gateway.signin.decision import (
     Asks,
@@ -37,7 +36,7 @@ from gateway.signin.decision import (
     decide,
     mandatory,
 )
-from gateway.signin.identity import query_matches, set_cookie_names
+from gateway.signin.identity import names_login, query_matches, set_cookie_names
 from gateway.signin.regulation import Regulator
 from gateway.signin.session import FULL, Session, SessionBook
 from gateway.stores import DurableStore, SharedStore
@@ -136,15 +135,7 @@ class SignIn:
     def is_crm_login(self, request: web.Request) -> bool:
         """A request to the CRM's own login form (login mode upstream), in any spelling a
         router may take for it: a trailing slash, another case (Rails and IIS do)."""
-        login = self.login
-        if login.mode != "upstream" or request.method != login.method:
-            return False
-        raw_path, _, raw_query = request.raw_path.partition("?")
-        want, _, query = login.path.partition("?")
-        path = normalize_path(raw_path)
-        return path.rstrip("/").lower() == want.rstrip("/").lower() and (
-            not query or query_matches(query, raw_query)
-        )
+        return names_login(self.login, request.method, request.raw_path)
 
     @property
     def gateway_mode(self) -> bool:
