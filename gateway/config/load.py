@@ -29,6 +29,7 @@ from gateway.config.sections import (
 )
 from gateway.config.shutdown import read_shutdown
 from gateway.config.signin import SignIn, read_signin
+from gateway.config.webauthn import read_webauthn
 from gateway.errors import ConfigError
 
 TOP_KEYS = {
@@ -57,6 +58,7 @@ TOP_KEYS = {
     "notices",
     "alerts",
     "shutdown",
+    "webauthn",
 }
 
 
@@ -148,6 +150,9 @@ def _build(root: Value, source: Source) -> Config | None:
             "must differ from listen: metrics stay off the address the CRM's users reach",
         )
     shutdown = read_shutdown(keys)  # read even when the file fails below: every problem at once
+    webauthn = read_webauthn(
+        keys.get("webauthn"), keys.get("public_url"), public_url, branding.product_name
+    )
     login = signin.login
     forward_auth = read_forward_auth(
         keys, login.identity_header if login and login.mode == "gateway" else ""
@@ -176,5 +181,6 @@ def _build(root: Value, source: Source) -> Config | None:
         alerts=alerts,
         shutdown=shutdown,
         forward_auth=forward_auth,
+        webauthn=webauthn,
         warnings=tuple(source.warnings),
     )

@@ -13,6 +13,7 @@ from gateway.config.forwardauth import ForwardAuth
 from gateway.config.messaging import Messaging
 from gateway.config.shutdown import Shutdown
 from gateway.config.signin import SignIn
+from gateway.config.webauthn import WebAuthn
 from gateway.errors import Problem
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -142,4 +143,5 @@ class Config:
     alerts: Alerts = field(default_factory=Alerts)
     shutdown: Shutdown = field(default_factory=Shutdown)
     forward_auth: ForwardAuth | None = None  # the forward-auth endpoint, when configured
+    webauthn: WebAuthn = field(default_factory=WebAuthn)  # passkeys' relying party (public_url)
     warnings: tuple[Problem, ...] = ()

@@ -197,7 +197,7 @@ def test_unknown_top_level_key_is_rejected_with_the_known_keys() -> None:
     assert problems(MINIMAL + "listn: 0.0.0.0:80\n") == [
         "gateway.yaml:4: listn: unknown key (known here: admin, alerts, audit, branding, codes, email, forward_auth, limits, listen,"
         " logging, login, notices, path_prefix, policies, policy_reload, public_url, secrets, sessions, shutdown, sms, state,"
-        " trusted_proxies, trusted_proxy_header, upstream, workers)"
+        " trusted_proxies, trusted_proxy_header, upstream, webauthn, workers)"
     ]
 
 
@@ -938,7 +938,7 @@ def test_check_config_exits_2_and_prints_every_problem(tmp_path: Path) -> None:
         f"{path}:4: workers: must be at least 1 but it's 0",
         f"{path}:5: bogus: unknown key (known here: admin, alerts, audit, branding, codes, email, forward_auth, limits, listen,"
         " logging, login, notices, path_prefix, policies, policy_reload, public_url, secrets, sessions, shutdown, sms, state,"
-        " trusted_proxies, trusted_proxy_header, upstream, workers)",
+        " trusted_proxies, trusted_proxy_header, upstream, webauthn, workers)",
         f"{path}: 4 problems",  # "not started" is for `run`: check-config starts nothing
     ]
 
