@@ -6,6 +6,7 @@
     ├── KeyProblem             a key line that cannot be used (also a ValueError)
     ├── SealBroken             sealed data that does not open (also a ValueError)
     ├── BadArgument            a command's option that cannot be used (also a ValueError)
+    ├── PasskeyRefused         a passkey's answer refused: a reason code (becomes a Verdict)
     ├── DetectionFailed        detect-login or doctor cannot read the CRM (one sentence)
     │   └── SeveralForms           a page with more than one login form: which one?
     ├── Ambiguous              a request some server reads another way (also a ValueError)
@@ -69,6 +70,17 @@ class Refused(GatewayError):
         super().__init__(message)
         self.reason = reason
         self.status = status
+
+
+class PasskeyRefused(GatewayError):
+    """A browser's passkey answer (WebAuthn) refused: `reason` a stable code for the page, the
+    audit trail and the metrics; `detail` what the answer showed, for the operator. Raised and
+    caught inside gateway.factors.webauthn, which answers with a Verdict or a Registered."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
 
 
 class KeyProblem(GatewayError, ValueError):

@@ -46,8 +46,14 @@ REQUEST_SECONDS = Histogram(
 )
 CHALLENGES = Counter(
     "crm_gateway_challenges",
-    "Second-factor checks, by factor (totp, recovery, sms, email) and result",
+    "Second-factor checks, by factor (totp, recovery, sms, email, webauthn) and result",
     ["factor", "result"],
+)
+PASSKEYS = Counter(
+    "crm_gateway_passkeys",
+    "Passkeys and security keys added and removed, by operation (register, remove) and result "
+    '(ok, or the refusal); their use at sign-in is crm_gateway_challenges{factor="webauthn"}',
+    ["operation", "result"],
 )
 DENIALS = Counter(
     "crm_gateway_denials",

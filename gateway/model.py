@@ -11,7 +11,11 @@ from enum import Enum
 
 # The second factors as policies name them (gateway.factors.registry builds each one; a test
 # holds the two together).
-FACTOR_NAMES = ("totp", "sms", "email", "recovery")
+FACTOR_NAMES = ("totp", "sms", "email", "recovery", "webauthn")
+# Those a fake page cannot relay: the browser binds the answer to the gateway's own origin
+# (WebAuthn). What `phishing_resistant: true` holds a user or a path to, and what the
+# challenge page offers first.
+PHISHING_RESISTANT = ("webauthn",)
 
 
 class Action(Enum):
@@ -65,6 +69,9 @@ class Settings:
     # Seconds a verification lasts within a session: once they have passed since a factor
     # last passed, the next request asks for one again. inf: never within a session.
     reverify: float = math.inf
+    # Held to phishing-resistant factors (`phishing_resistant: true` on one of its levels):
+    # `factors` holds only those.
+    phishing_resistant: bool = False
 
 
 # Detail keys an audit event may never carry: what they name must not reach a log or the store.
@@ -107,6 +114,11 @@ def canonical_user(name: str) -> str:
     decomposed = unicodedata.normalize("NFKD", name)
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return unicodedata.normalize("NFKC", bare).strip().casefold()
+
+
+def format_fresh(seconds: float) -> str:
+    """How fresh a path rule wants a factor: `within 15m`, or (math.inf) `in this session`."""
+    return "in this session" if seconds == math.inf else f"within {format_interval(seconds)}"
 
 
 def format_interval(seconds: float) -> str:

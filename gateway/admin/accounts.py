@@ -16,9 +16,9 @@ from gateway.factors import recovery
 from gateway.model import canonical_user
 from gateway.stores import AuditQuery, Authenticator, Device, DurableStore
 
-# A second factor passed, of any kind (app, SMS, e-mail, recovery code; at sign-in or a step
-# up), and an app's first code at enrolment.
-VERIFIED_EVENTS = ("challenge.passed", "enrol.completed")
+# A second factor passed, of any kind (app, SMS, e-mail, recovery code, passkey; at sign-in or
+# a step up), an app's first code at enrolment and a passkey's registration (signed).
+VERIFIED_EVENTS = ("challenge.passed", "enrol.completed", "webauthn.registered")
 UNLOCK = "unlock"  # the action a running gateway carries out (gateway.web.revocations)
 RESET_NOTICE = "notice:reset_by_admin"  # … and the notice it sends the user
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.fields import method_override
-from gateway.model import Decision, Settings, format_interval
+from gateway.model import Decision, Settings, format_fresh, format_interval
 from gateway.policy.model import Level, Policy, User
 from gateway.policy.paths import normalize_path
 from gateway.policy.rules import resolve_settings
@@ -75,6 +75,11 @@ def settings_lines(settings: Settings) -> list[tuple[str, str]]:
     return [
         ("interval", format_interval(settings.interval)),
         ("factors", ", ".join(settings.factors) or "none"),
+        *(
+            [("phishing-resistant only", "yes: codes a fake page could relay are refused")]
+            if settings.phishing_resistant
+            else []
+        ),
         ("enforcement", shown),
         ("remember device", remember),
         ("verify again within a session", format_interval(settings.reverify)),
@@ -86,7 +91,7 @@ def fresh_line(decision: Decision) -> str:
     if not decision.fresh:
         return ""
     which = " or ".join(decision.fresh_factors) or "any factor"
-    return f"{which} passed within {format_interval(decision.fresh)}"
+    return f"{which} passed {format_fresh(decision.fresh)}"
 
 
 def networks_of(policy: Policy, user: User) -> list[NetworkRule]:

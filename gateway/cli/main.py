@@ -33,6 +33,7 @@ from gateway.config.sections import parse_listen
 from gateway.crypto import hash_password
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.model import canonical_user
+from gateway.policy.checks import unavailable_factors
 from gateway.policy.model import Policy
 from gateway.signin.passwords import load_password_file
 
@@ -142,6 +143,14 @@ def _load(path: str, outcome: str = "nothing done") -> tuple[Config, Policy | No
         policy = policies.load_policy_or_report(config.policies)
         if policy is None:
             print(f"{path}: the policies have problems{after}", file=sys.stderr)
+            return None
+        # Passkeys named where gateway.yaml gives them no relying party (public_url).
+        why = config.webauthn.unavailable
+        cannot = {"webauthn": f"{why} in {config.source}"} if why else {}
+        problems = unavailable_factors(policy, cannot)
+        if problems:
+            report_problems(problems)
+            print(f"{path}: the policies name factors it cannot offer{after}", file=sys.stderr)
             return None
     return config, policy
 

@@ -64,6 +64,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+# How `users show` names an authenticator's kind.
+KINDS = {"totp": "authenticator app", "webauthn": "passkey or security key"}
+
+
 async def _state(store: DurableStore, user: str) -> dict[str, Any]:
     found = await accounts.user_state(store, user, CLOCK.now())
     return {
@@ -72,6 +76,7 @@ async def _state(store: DurableStore, user: str) -> dict[str, Any]:
             {
                 "id": a.id,
                 "name": a.name,
+                "kind": a.kind,
                 "added": when_utc(a.created),
                 "last_used": when_utc(a.last_used),
             }
@@ -104,7 +109,8 @@ def users_command(args: argparse.Namespace, config: Config, policy: Policy | Non
             f"user: {user}",
             f"authenticators: {len(state['authenticators'])}",
             *(
-                f"  - {a['name']} (added {a['added']}, last used {a['last_used'] or 'never'})"
+                f"  - {a['name']}: {KINDS.get(a['kind'], a['kind'])} (added {a['added']}, "
+                f"last used {a['last_used'] or 'never'})"
                 for a in state["authenticators"]
             ),
             f"recovery codes left: {state['recovery_codes_left']}",

@@ -4,7 +4,8 @@ challenge page shows for it and whether an answer is right; nothing here knows H
 
 Adding a factor: a module implementing SecondFactor, its name in gateway.model.FACTOR_NAMES,
 a line in gateway.factors.registry.build_factors, its part of the challenge page
-(web/pages/templates/factors/NAME.html) and its texts in the catalogs (gateway.i18n).
+(web/pages/templates/factors/NAME.html) and its texts in the catalogs (gateway.i18n); the
+steps in full are docs/architecture.md "Adding a second factor".
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ class Verdict:
     never exceptions; a store that fails raises (StoreUnavailable)."""
 
     ok: bool
-    reason: str  # "ok", "wrong_code", "replayed", "locked", "code_expired", "no_authenticator"
+    # "ok", "wrong_code", "replayed", "locked", "code_expired", "no_authenticator", or a
+    # factor's own refusal (a passkey's: gateway.factors.webauthn); the challenge page shows
+    # `challenge.<reason>` (`wrong_answer` for wrong_code).
+    reason: str
     locked_until: float = 0.0
+    detail: str = ""  # for the audit trail: what the answer showed (a passkey's wrong origin)
 
     @classmethod
     def wrong(cls, until: float) -> Verdict:
@@ -46,6 +51,9 @@ class Prompt:
     pending: bool = False  # a code was sent for this sign-in and can be typed now
     minutes: int = 0  # how long a sent code works
     missing: bool = False  # nothing on file to send to: the page says whom to ask
+    # What the page's script hands the browser for this sign-in (WebAuthn request options,
+    # JSON); asking for it starts a new challenge, so a prompt is made once per page shown.
+    options: str = ""
 
 
 class SecondFactor(Protocol):

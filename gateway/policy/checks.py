@@ -1,12 +1,13 @@
 """Checks of a whole policy once it is loaded: path rules that another rule before them hides
-or undercuts (warnings for `check-config`), and settings above an organisation cap (errors).
+or undercuts (warnings for `check-config`), settings above an organisation cap (errors), and
+factors named that the gateway's configuration cannot offer (errors, checked with it).
 """
 
 from __future__ import annotations
 
 from gateway.errors import Problem
-from gateway.model import format_interval
-from gateway.policy.model import PathRule, Policy
+from gateway.model import PHISHING_RESISTANT, format_interval
+from gateway.policy.model import Level, PathRule, Policy
 from gateway.policy.paths import compile_glob
 
 
@@ -82,6 +83,34 @@ def _samples(pattern: str) -> list[str]:
                 for filled in ([s.replace(token, f, 1) for f in fills] if token in s else [s])
             ]
     return [s for s in samples if "*" not in s]
+
+
+def unavailable_factors(policy: Policy, unavailable: dict[str, str]) -> list[Problem]:
+    """Every place the policy names a factor that the gateway cannot offer (`unavailable`:
+    name → why, from gateway.yaml: passkeys without a usable public_url), an error at its
+    line: whoever it holds to that factor could not sign in."""
+    found: list[Problem] = []
+
+    def said(where: str, line: int, key: str, names: tuple[str, ...]) -> None:
+        for name in names:
+            if name in unavailable:
+                message = f"names {name}, which this gateway cannot offer: {unavailable[name]}"
+                found.append(Problem(where, line, key, message))
+
+    levels: list[Level] = [policy.defaults, *policy.roles.values(), *policy.groups.values()]
+    levels += [user.level for user in policy.users.values()]
+    for level in levels:
+        if level.where.line == 0:
+            continue  # the built-in defaults name only what every gateway offers
+        label = "defaults" if level.kind == "defaults" else f"{level.kind}s.{level.name}"
+        file = level.where.file
+        said(file, level.line_of("factors"), f"{label}.factors", level.factors or ())
+        if level.phishing_resistant:
+            line = level.line_of("phishing_resistant")
+            said(file, line, f"{label}.phishing_resistant", PHISHING_RESISTANT)
+    for rule in policy.paths:
+        said(rule.where.file, rule.where.line, f"paths[{rule.index}]", rule.fresh_factors)
+    return found
 
 
 def check_caps(policy: Policy) -> list[Problem]:

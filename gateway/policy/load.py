@@ -49,6 +49,7 @@ SETTING_KEYS = {
     "enforcement",
     "remember_device",
     "reverify",
+    "phishing_resistant",
 }
 
 
@@ -240,6 +241,8 @@ class _Builder:
             said["reverify"] = reverify_value(keys["reverify"])
         if "factors" in keys:
             said["factors"] = factors_value(keys["factors"])
+        if "phishing_resistant" in keys:
+            said["phishing_resistant"] = keys["phishing_resistant"].boolean()
         if "enforcement" in keys:
             enforcement, since = enforcement_value(keys["enforcement"])
             said["enforcement"] = enforcement

@@ -39,6 +39,9 @@ class Level:
     required_from: str = ""
     remember_device: float | None = None
     reverify: float | None = None  # math.inf: never within a session
+    # True: only phishing-resistant factors (gateway.model.PHISHING_RESISTANT) for this level's
+    # users, whatever another level says (a demand, like a deny list: nothing lifts it).
+    phishing_resistant: bool | None = None
     setting_lines: tuple[tuple[str, int], ...] = ()  # (key, line) for explanations
 
     def line_of(self, key: str) -> int:
@@ -70,6 +73,8 @@ class PathRule:
     allow: frozenset[str]  # "anyone", "authenticated", "token", "role:x", "group:x", "user:x"
     fresh: float = 0.0  # a factor passed within this many seconds (0: nothing more asked)
     fresh_factors: tuple[str, ...] = ()  # the factors that count for `fresh` (all, when empty)
+    # `phishing_resistant: true`: fresh_factors are those, and without `fresh` (math.inf) one
+    # passed at any time in the session counts.
 
     @property
     def label(self) -> str:

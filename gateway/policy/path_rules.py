@@ -1,12 +1,15 @@
 """One entry of a policy's `paths` list read into a PathRule: its pattern (in the normalised
 form requests are judged in), the methods it covers (GET brings HEAD), who it allows, and
-whether it asks for a fresh factor (`fresh`, of the `factors` it names)."""
+whether it asks for a fresh factor (`fresh`, of the `factors` it names, or a phishing-resistant
+one: `phishing_resistant: true`)."""
 
 from __future__ import annotations
 
+import math
 import re
 
 from gateway.config.loader import Value
+from gateway.model import PHISHING_RESISTANT
 from gateway.policy.model import Level, PathRule, User, Where
 from gateway.policy.values import factors_value
 
@@ -20,7 +23,7 @@ def read_path_rule(
     groups: dict[str, Level],
     users: dict[str, User],
 ) -> PathRule | None:
-    keys = value.mapping({"path", "methods", "allow", "fresh", "factors"})
+    keys = value.mapping({"path", "methods", "allow", "fresh", "factors", "phishing_resistant"})
     if keys is None:
         return None
     if "path" not in keys or "allow" not in keys:
@@ -76,10 +79,21 @@ def read_path_rule(
     fresh_factors: tuple[str, ...] = ()
     if "factors" in keys:
         fresh_factors = factors_value(keys["factors"]) or ()
-        if "fresh" not in keys:
-            keys["factors"].fail("names the factors that count for `fresh`: add `fresh`")
+    if "phishing_resistant" in keys and keys["phishing_resistant"].boolean():
+        others = [f for f in fresh_factors if f not in PHISHING_RESISTANT]
+        if others:
+            keys["factors"].fail(
+                f"names {', '.join(others)}, which phishing_resistant does not count (only "
+                f"{', '.join(PHISHING_RESISTANT)})"
+            )
+        fresh_factors = tuple(f for f in fresh_factors if f not in others) or PHISHING_RESISTANT
+    if fresh_factors and not fresh:
+        # `factors` without `fresh`: one of them passed at any time in this session (a sign-in
+        # by another factor, one a fake page could have relayed, does not count).
+        fresh = math.inf
     if allow & {"anyone", "token"} and fresh:
-        keys["fresh"].fail(
+        asked = "fresh" if "fresh" in keys else "phishing_resistant"
+        keys[asked].fail(
             "asks a signed-in user for a fresh factor: it cannot go with anyone or token "
             "(who has no session to verify)"
         )

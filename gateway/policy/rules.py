@@ -22,6 +22,10 @@ Settings (interval, factors, enforcement, remember-device)
      remember-device time, the factors all of them allow, the strictest enforcement.
   6. Caps (`max_interval` of the user's roles and groups): an inherited default above a cap is
      lowered to it; an explicit value above a cap is a policy error (gateway.policy.checks).
+  7. `phishing_resistant: true` on the user, any of their groups or roles, or the defaults
+     holds them to phishing-resistant factors (passkeys): their factors are those of the list
+     that are (or all of them, when none is). A demand, like a deny list: no other level
+     lifts it, `false` included.
 """
 
 from __future__ import annotations
@@ -32,7 +36,15 @@ from collections.abc import Iterable
 from dataclasses import replace
 from functools import lru_cache
 
-from gateway.model import Action, Decision, Settings, Step, format_interval
+from gateway.model import (
+    PHISHING_RESISTANT,
+    Action,
+    Decision,
+    Settings,
+    Step,
+    format_fresh,
+    format_interval,
+)
 from gateway.policy.model import Level, Policy, User
 from gateway.policy.networks import NetworkIndex
 from gateway.policy.paths import compile_glob
@@ -128,7 +140,7 @@ def check_path(
             said = f"{rule.label} allows it"
             if rule.fresh:
                 which = " or ".join(rule.fresh_factors) or "a factor"
-                said += f" with {which} passed within {format_interval(rule.fresh)}"
+                said += f" with {which} passed {format_fresh(rule.fresh)}"
             return Decision(
                 Action.FORWARD,
                 "ok",
@@ -220,6 +232,11 @@ def resolve_settings(policy: Policy, user: User | None) -> Settings:
         if all(f in (lv.factors or ()) for lv in factor_levels)
     ]
     steps.append(_step(factor_levels[0], "factors", f"factors {', '.join(factors) or 'none'}"))
+    demanding = [lv for tier in tiers for lv in tier if lv.phishing_resistant]
+    if demanding:
+        factors = [f for f in factors if f in PHISHING_RESISTANT] or list(PHISHING_RESISTANT)
+        said = f"phishing-resistant factors only: {', '.join(factors)}"
+        steps.append(_step(demanding[0], "phishing_resistant", said))
 
     enforcement_levels = first("enforcement")
     strictest = max(
@@ -258,6 +275,7 @@ def resolve_settings(policy: Policy, user: User | None) -> Settings:
         remember,
         tuple(steps),
         reverify=reverify,
+        phishing_resistant=bool(demanding),
     )
 
 

@@ -48,6 +48,9 @@ def fill_defaults(said: Level, base: Level) -> Level:
         if said.remember_device is not None
         else base.remember_device,
         reverify=said.reverify if said.reverify is not None else base.reverify,
+        phishing_resistant=said.phishing_resistant
+        if said.phishing_resistant is not None
+        else base.phishing_resistant,
         setting_lines=said.setting_lines,
     )
 
@@ -81,7 +84,7 @@ def factors_value(value: Value) -> tuple[str, ...] | None:
         return None
     found = [item.choice(FACTOR_NAMES) for item in items]
     if not items:
-        value.fail("must list at least one factor (totp, sms, email, recovery)")
+        value.fail(f"must list at least one factor ({', '.join(FACTOR_NAMES)})")
         return None
     return tuple(f for f in found if f is not None)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from enum import Enum
 
-from gateway.model import Action, Decision, Settings, Step, format_interval
+from gateway.model import Action, Decision, Settings, Step, format_fresh, format_interval
 from gateway.policy.model import User
 from gateway.policy.rules import check_access, check_path
 from gateway.policy.view import PolicyView
@@ -76,6 +76,10 @@ class Facts:
     sends: frozenset[str] = frozenset()  # offered factors that send a code (SMS, e-mail)
     enrollable: tuple[str, ...] = ()  # offered factors a user adds themselves (an app, a key)
     device: Device | None = None
+    # Factors a user added themselves that the policy does not offer (any more), on file: such
+    # a user is not let to add a new one on the password alone (an app, when passkeys are
+    # demanded now: IT resets them, or they add the passkey before the policy holds them).
+    retired: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,9 +173,9 @@ def still_verified(view: PolicyView, who: Who, decided: Decision, now: float) ->
             if counted
             else who.verified
         )
-        if now - last >= decided.fresh:
+        if not last or now - last >= decided.fresh:
             which = " or ".join(counted) or "a factor"
-            step = Step("", f"{which} not passed within {format_interval(decided.fresh)}")
+            step = Step("", f"{which} not passed {format_fresh(decided.fresh)}")
             return Decision(
                 Action.CHALLENGE, "fresh", (*decided.steps, step), user=who.user, factors=counted
             )
@@ -192,6 +196,11 @@ def _sign_in(view: PolicyView, who: Who, facts: Facts, now: float) -> Decision:
         return Decision(Action.FORWARD, "device_trusted", steps, user=who.user)
     if facts.usable:
         return Decision(Action.CHALLENGE, "second_factor", steps, factors=facts.usable)
+    if facts.enrollable and facts.retired:
+        held = ", ".join(facts.retired)
+        said = f"{held} on file, which the policy no longer accepts: none added on a password"
+        step = Step("", said)
+        return Decision(Action.DENY, "factor_retired", (*steps, step))
     if facts.enrollable:
         return Decision(Action.CHALLENGE, "enrol", steps, factors=facts.enrollable)
     missing = tuple(f for f in facts.offered if f in facts.sends)
@@ -207,6 +216,9 @@ def _change(who: Who, facts: Facts, now: float, rules: Rules) -> Decision:
     if facts.usable and who.kind is Kind.SIGNING_IN:
         step = Step("", "a factor on file passes before another is added")
         return Decision(Action.CHALLENGE, "factor_on_file", (step,), factors=facts.usable)
+    if facts.retired and who.kind is Kind.SIGNING_IN:
+        step = Step("", f"{', '.join(facts.retired)} on file, which the policy no longer accepts")
+        return Decision(Action.DENY, "factor_retired", (step,))
     if facts.usable and now - who.verified > rules.step_up_window:
         step = Step("", "no factor passed within sessions.step_up_window")
         return Decision(Action.STEP_UP, "not_fresh", (step,), factors=facts.usable)

@@ -21,7 +21,7 @@ from gateway.crypto import Sealer, verify_password
 from gateway.errors import SealBroken
 from gateway.factors.codes import CodeBook
 from gateway.factors.recovery import RecoveryFactor
-from gateway.factors.registry import build_factors
+from gateway.factors.registry import build_factors, retired_factors
 from gateway.factors.totp import TotpFactor
 from gateway.model import Action, Decision, Settings
 from gateway.senders import Sender
@@ -100,6 +100,8 @@ class SignIn:
             codes=codes,
             channels=self.senders.keys(),
             contact=self.contact,
+            shared=shared,
+            relying_party=config.webauthn,
         )
         self.messaging = config.messaging
         self.prefix = config.path_prefix
@@ -209,6 +211,7 @@ class SignIn:
             sends=frozenset(f for f in offered if self.factors[f].sends),
             enrollable=tuple(f for f in offered if self.factors[f].enrol_page),
             device=Device(found.verified, found.remembered_until) if found else None,
+            retired=() if usable else await retired_factors(self.factors, offered, user),
         )
 
     def rules(self) -> Rules:

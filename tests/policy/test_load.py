@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DAY = 86400.0
 
 ROLE_KEYS = (
-    "known here: deny, enforcement, factors, interval, max_interval, networks, remember_device,"
-    " reverify"
+    "known here: deny, enforcement, factors, interval, max_interval, networks, phishing_resistant,"
+    " remember_device, reverify"
 )
 
 
@@ -263,7 +263,7 @@ def test_every_problem_in_every_file_is_reported_at_once(tmp_path: Path) -> None
         " but it's 'nowhere'",
         f"{a}:7: roles.admin.interval: must be a duration such as 30s, 5m, 12h or 7d"
         " but it's 'soon'",
-        f"{a}:8: roles.admin.factors[1]: must be one of totp, sms, email, recovery but it's 'fax'",
+        f"{a}:8: roles.admin.factors[1]: must be one of totp, sms, email, recovery, webauthn but it's 'fax'",
         f"{a}:9: roles.admin.colour: unknown key ({ROLE_KEYS})",
         f"{a}:10: roles.admin.enforcement.required_from: must be a date such as 2026-12-01"
         " but it's '2026-13-01'",
@@ -317,7 +317,8 @@ def test_user_naming_an_undefined_role_or_group_is_a_problem(tmp_path: Path) -> 
         (
             "users:\n  ann: {max_interval: 1d}\n",
             "users.ann.max_interval: unknown key (known here: deny, email, enforcement, factors,"
-            " groups, interval, networks, phone, remember_device, reverify, roles)",
+            " groups, interval, networks, phishing_resistant, phone, remember_device, reverify,"
+            " roles)",
         ),
         (
             "organisation: {interval: 1d}\n",
@@ -326,11 +327,12 @@ def test_user_naming_an_undefined_role_or_group_is_a_problem(tmp_path: Path) -> 
         (
             "defaults: {networks: [x]}\n",
             "defaults.networks: unknown key (known here: enforcement, factors, interval,"
-            " remember_device, reverify)",
+            " phishing_resistant, remember_device, reverify)",
         ),
         (
             "paths:\n  - {path: /x, allow: [anyone], method: [GET]}\n",
-            "paths[0].method: unknown key (known here: allow, factors, fresh, methods, path)",
+            "paths[0].method: unknown key (known here: allow, factors, fresh, methods, path,"
+            " phishing_resistant)",
         ),
         (
             "api: {token: []}\n",
@@ -360,15 +362,15 @@ def test_bad_factor_name_is_a_problem_for_each_bad_name(tmp_path: Path) -> None:
     a = tmp_path / "a.yaml"
 
     assert problems(tmp_path, a="defaults:\n  factors: [totp, fax, SMS]\n") == [
-        f"{a}:2: defaults.factors[1]: must be one of totp, sms, email, recovery but it's 'fax'",
-        f"{a}:2: defaults.factors[2]: must be one of totp, sms, email, recovery but it's 'SMS'",
+        f"{a}:2: defaults.factors[1]: must be one of totp, sms, email, recovery, webauthn but it's 'fax'",
+        f"{a}:2: defaults.factors[2]: must be one of totp, sms, email, recovery, webauthn but it's 'SMS'",
     ]
 
 
 def test_empty_factor_list_is_a_problem(tmp_path: Path) -> None:
     assert problems(tmp_path, a="roles:\n  admin:\n    factors: []\n") == [
         f"{tmp_path / 'a.yaml'}:3: roles.admin.factors: must list at least one factor"
-        " (totp, sms, email, recovery)"
+        " (totp, sms, email, recovery, webauthn)"
     ]
 
 

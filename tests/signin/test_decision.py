@@ -202,3 +202,32 @@ def test_a_change_to_how_a_user_signs_in(
     assert (decision.action, decision.reason) == expected
     if decision.action is not Action.FORWARD:
         assert decision.factors == found.usable
+
+
+def test_a_factor_the_policy_no_longer_offers_is_no_reason_to_enrol_on_a_password(
+    view: PolicyView,
+) -> None:
+    """Held to passkeys now, with only an app on file: a password alone must not add the
+    passkey (whoever has it would own the account); IT resets the user, or the passkey is
+    added before the policy holds them. A user with nothing on file still enrols."""
+    held = facts(offered=("webauthn",), enrollable=("webauthn",), retired=("totp",))
+    assert sign_in(view, "ann", held) == (Action.DENY, "factor_retired", ())
+    fresh = facts(offered=("webauthn",), enrollable=("webauthn",))
+    assert sign_in(view, "ann", fresh) == (Action.CHALLENGE, "enrol", ("webauthn",))
+    adding = decide(
+        view,
+        Who(Kind.SIGNING_IN, "ann"),
+        Request(Asks.CHANGE, OFFICE),
+        facts=held,
+        now=NOW,
+    )
+    assert (adding.action, adding.reason) == (Action.DENY, "factor_retired")
+    # Signed in already (before the policy changed): adding one is a change like any other.
+    in_session = decide(
+        view,
+        Who(Kind.SESSION, "ann", verified=NOW - 60),
+        Request(Asks.CHANGE, OFFICE),
+        facts=held,
+        now=NOW,
+    )
+    assert in_session.action is Action.FORWARD

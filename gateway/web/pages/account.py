@@ -1,11 +1,14 @@
-"""The account page of a signed-in user: their sign-in methods, recovery codes left and
-remembered devices. Removing an app and new recovery codes ask for a factor passed within
-`sessions.step_up_window` first; forgetting a device does not (it only takes trust away)."""
+"""The account page of a signed-in user: their sign-in methods (apps, passkeys), recovery
+codes left and remembered devices. Removing an app or a passkey and new recovery codes ask for
+a factor passed within `sessions.step_up_window` first; forgetting a device does not (it only
+takes trust away)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.metrics import PASSKEYS
+from gateway.model import FACTOR_NAMES
 from gateway.signin.session import FULL, Session
 from gateway.web.audit import audit_event
 from gateway.web.pages.forms import checked_form
@@ -23,10 +26,18 @@ async def account(request: web.Request, signin: SignIn, session: Session) -> web
         {
             "id": a.id,
             "name": a.name,
+            "kind": t(f"account.kind_{a.kind}"),
             "created": when(a.created)[:10],
             "last_used": when(a.last_used) if a.last_used else "",
         }
-        for a in await signin.totp.authenticators(user)
+        for a in await signin.durable.authenticators(user)
+        if a.kind in FACTOR_NAMES  # a kind a newer version made is left alone
+    ]
+    offered = signin.offered(signin.settings(user))
+    adds = [  # the factors a user adds themselves that the policy offers: a button each
+        (f"{signin.prefix}{signin.factors[f].enrol_page}", t(f"account.add_{f}"))
+        for f in offered
+        if signin.factors[f].enrol_page
     ]
     now = signin.clock.now()
     current = signin.devices.device_id(
@@ -56,6 +67,7 @@ async def account(request: web.Request, signin: SignIn, session: Session) -> web
         t("account.title"),
         user=user,
         authenticators=authenticators,
+        adds=adds,
         recovery_left=await signin.recovery.left(user),
         devices=devices,
         notice=notice.replace("  ", " "),
@@ -72,12 +84,15 @@ async def account_remove(
     if decided is not None:
         return decided
     user = session.user
-    rows = await signin.totp.authenticators(user)
+    rows = await signin.durable.authenticators(user)  # apps and passkeys: the last of any
     if len(rows) <= 1 and signin.settings(user).enforcement != "optional":
         return signin.redirect(f"{signin.prefix}account?last=1")
     chosen = form.get("id", "")
-    if await signin.totp.remove(user, chosen):
-        audit_event(request, "authenticator.removed", outcome="ok", user=user)
+    kind = next((row.kind for row in rows if row.id == chosen), "")
+    if await signin.durable.remove_authenticator(user, chosen):
+        audit_event(request, "authenticator.removed", outcome="ok", user=user, factor=kind)
+        if kind == "webauthn":
+            PASSKEYS.labels("remove", "ok").inc()
         name = next((row.name for row in rows if row.id == chosen), "")
         notify(request, signin, user, "factor_removed", name=name)
         await signin.devices.forget_others(request, user, "factor_removed")

@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.factors.protocol import Answer, SecondFactor, Verdict
 from gateway.i18n import duration
 from gateway.metrics import CHALLENGES
-from gateway.model import Action, Settings
+from gateway.model import PHISHING_RESISTANT, Action, Settings
 from gateway.signin.decision import Asks, Kind, Who
 from gateway.signin.session import FULL, PASSWORD, Session
 from gateway.web import kept
@@ -58,14 +58,17 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
         # Allowed SMS or e-mail, but nothing on file: the page says whom to ask.
         missing = list(decision.factors)
         return await _challenge_page(request, signin, session, settings, missing[0], missing)
-    usable = list(decision.factors)
+    # A passkey on file comes first: offering a code first teaches typing codes into pages.
+    usable = sorted(decision.factors, key=lambda f: f not in PHISHING_RESISTANT)
     allowed = list(facts.offered)
     factors = signin.factors
     if request.method == "POST":
         form = await checked_form(request, session)
         name = form.get("factor", usable[0])
         factor = factors[name if name in usable else usable[0]]
-        answer = Answer(user, form.get("code", "")[:64], request[VIEW].ip, session.sid)
+        # Whole: each factor judges its answer's shape (a passkey's is JSON of a few KB; the
+        # form itself is capped by forms.read_form).
+        answer = Answer(user, form.get("code", ""), request[VIEW].ip, session.sid)
         verdict = await factor.check(answer)
         CHALLENGES.labels(factor.name, "passed" if verdict.ok else verdict.reason).inc()
         if verdict.ok:
@@ -77,6 +80,7 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
             user=user,
             reason=verdict.reason,
             factor=factor.name,
+            **({"detail": verdict.detail} if verdict.detail else {}),
         )
         if verdict.reason == "locked":
             audit_event(request, "challenge.lockout", outcome="locked", user=user)
@@ -88,7 +92,8 @@ async def challenge(request: web.Request, signin: SignIn, session: Session) -> w
     # is looked up only when there is a choice).
     name = request.query.get("factor", "")
     if name not in allowed:
-        last = await signin.durable.factor_choice(user) if len(usable) > 1 else ""
+        choose = len(usable) > 1 and usable[0] not in PHISHING_RESISTANT
+        last = await signin.durable.factor_choice(user) if choose else ""
         name = last if last in usable else usable[0]
     until = await signin.regulator.locked_until(user, request[VIEW].ip)
     shown = Verdict(False, "locked", until) if until else None
@@ -184,6 +189,7 @@ async def _challenge_page(
         others=others,
         prompt=prompt,
         problem=sent_problem(request) if factor.sends else "",
+        script="webauthn.js" if prompt.options else "",
         notice=_notice(t, session),
     )
     if verdict is not None and verdict.locked_until:

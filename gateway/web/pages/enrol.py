@@ -57,7 +57,9 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
             user, secret, form.get("code", "")[:64], request[VIEW].ip
         )
         if verdict.ok:
-            return await _enrolled(request, signin, session, secret, name, first=not apps)
+            # The first factor of any kind (a passkey counts) brings recovery codes.
+            first = not await signin.durable.authenticators(user)
+            return await _enrolled(request, signin, session, secret, name, first=first)
         audit_event(request, "enrol.failed", outcome="failed", user=user, reason=verdict.reason)
         locked_until = verdict.locked_until
         # The code was right but already used (re-enrolling within a step of the last code).
@@ -66,6 +68,8 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
     if locked_until:
         error, status = locked_text(request, locked_until, "challenge.locked"), 429
     product = signin.config.branding.product_name
+    # Other factors the user may add instead (a passkey), each on its own page.
+    others = [f for f in signin.offered(settings) if f != "totp" and signin.factors[f].enrol_page]
     uri = totp.provisioning_uri(secret, user, product)
     deadline = ""
     can_skip = False
@@ -87,6 +91,9 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
         deadline=deadline,
         can_skip=can_skip,
         cancel=f"{signin.prefix}account" if session.stage == FULL else "",
+        alternatives=[
+            (f"{signin.prefix}{signin.factors[f].enrol_page}", t(f"enrol.use_{f}")) for f in others
+        ],
     )
     if locked_until:
         response.headers["Retry-After"] = retry_after(request, locked_until)

@@ -17,6 +17,8 @@ _FORM_LIMIT = 16 * 1024
 async def read_form(request: web.Request) -> dict[str, str]:
     """Our forms are small urlencoded UTF-8 bodies; anything else is refused with 400."""
     if request.content_length is not None and request.content_length > _FORM_LIMIT:
+        # Our forms are small (a passkey's answer, the largest, is a few KB): worth a line.
+        audit_event(request, "form.too_large", outcome="refused", reason="form_too_large")
         raise BadRequest("form too large", reason="bad_request")
     if request.content_type != "application/x-www-form-urlencoded":
         raise BadRequest(f"a form of type {request.content_type!r}", reason="bad_request")

@@ -34,7 +34,7 @@ async def before_change(
     kind = Kind.SIGNING_IN if session.stage == PASSWORD else Kind.SESSION
     who = Who(kind, session.user, verified=session.verified)
     decision = signin.decide(request, who, Asks.CHANGE, facts)
-    if decision.action is Action.CHALLENGE:
+    if decision.action in (Action.CHALLENGE, Action.DENY):  # the challenge page says why
         return signin.redirect(f"{signin.prefix}challenge")
     if decision.action is Action.STEP_UP:
         return await step_up(request, signin, session, back)

@@ -32,7 +32,9 @@ async def recovery_codes(
             await signin.pending.codes_saved(session)
             audit_event(request, "recovery.confirmed", outcome="ok", user=session.user)
             if session.stage == PASSWORD:
-                return await signin.complete(request, session, factor="totp")
+                # The factor just added (an app unless the passkey page said otherwise).
+                added = signin.pending.unsealed(session, "enrolled") or "totp"
+                return await signin.complete(request, session, factor=added)
             return signin.redirect(after or f"{signin.prefix}account")
         error = t("recovery.must_confirm")
     return session_page(

@@ -1,7 +1,9 @@
 """Server-rendered pages: Jinja2 with autoescaping, the visitor's language, strict headers.
 
 Owns how a page looks and which language it speaks (a chosen language cookie, else
-Accept-Language). No page here runs script; forms work without JavaScript.
+Accept-Language). Forms work without JavaScript; the one page part that needs it (a passkey:
+the browser's WebAuthn API) loads a static script of ours, allowed by the page's nonce and
+nothing else (no inline script, no other source).
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ def stylesheet() -> bytes:
     return (STATIC / "gateway.css").read_bytes()
 
 
+# Our scripts under static/: only these are served, each read once.
+SCRIPTS = frozenset({"webauthn.js"})
+
+
+@functools.cache
+def script(name: str) -> bytes:
+    assert name in SCRIPTS
+    return (STATIC / name).read_bytes()
+
+
 def language(request: web.Request) -> str:
     chosen = request.cookies.get(cookie_name(request, LANGUAGE_COOKIE), "")
     if chosen in LANGUAGES:
@@ -63,14 +75,16 @@ def retry_after(request: web.Request, until: float) -> str:
     return str(max(1, int(until - request.app[CLOCK].now()) + 1))
 
 
-def security_headers(nonce: str) -> dict[str, str]:
+def security_headers(nonce: str, *, scripted: bool = False) -> dict[str, str]:
+    """`scripted`: the page loads one of our SCRIPTS (by its nonce, the only script allowed)."""
+    scripts = f"; script-src 'nonce-{nonce}'" if scripted else ""
     return {
         "Cache-Control": "no-store",
         "Content-Security-Policy": (
             "default-src 'none'; style-src 'self' 'nonce-"
             + nonce
             + "'; img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; "
-            "base-uri 'none'"
+            "base-uri 'none'" + scripts
         ),
         "X-Frame-Options": "DENY",
         "X-Content-Type-Options": "nosniff",
@@ -110,10 +124,12 @@ def page(
         # Our pages answer 429 only for a lockout: shown as an alert, with nothing to press
         # that leads straight back into it (templates/notice.html, login.html, challenge.html).
         "locked_out": status == 429,
+        "script": "",  # one of SCRIPTS, for a page part that needs the browser's own API
         **context,
     }
+    assert not values["script"] or values["script"] in SCRIPTS
     body = _ENV.get_template(template).render(values)
-    headers = security_headers(nonce)
+    headers = security_headers(nonce, scripted=bool(values["script"]))
     headers["Content-Language"] = lang
     return web.Response(
         status=status, text=body, content_type="text/html", charset="utf-8", headers=headers

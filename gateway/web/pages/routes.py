@@ -18,18 +18,21 @@ from gateway.web.pages.codes import send_code
 from gateway.web.pages.enrol import enrol, skip
 from gateway.web.pages.frame import Handler, needs
 from gateway.web.pages.login import login_page, logout, serve_stylesheet, switch_language
+from gateway.web.pages.passkey import passkey, serve_script
 from gateway.web.pages.recovery import recovery_codes, recovery_codes_file
 from gateway.web.signin import SIGNIN
 
 GET_ROUTES: dict[str, Handler] = {
     "challenge": challenge,
     "enrol": enrol,
+    "passkey": passkey,
     "recovery-codes": recovery_codes,
     "recovery-codes.txt": recovery_codes_file,
     "account": account,
     "login": login_page,
     "lang": switch_language,
     "static/gateway.css": serve_stylesheet,
+    "static/webauthn.js": serve_script,
 }
 
 
@@ -37,6 +40,7 @@ POST_ROUTES: dict[str, Handler] = {
     "challenge": challenge,
     "challenge/send": needs(PASSWORD, FULL)(send_code),
     "enrol": enrol,
+    "passkey": passkey,
     "skip": skip,
     "recovery-codes": recovery_codes,
     "account/remove": account_remove,
