@@ -76,7 +76,7 @@ def settings_lines(settings: Settings) -> list[tuple[str, str]]:
         ("interval", format_interval(settings.interval)),
         ("factors", ", ".join(settings.factors) or "none"),
         *(
-            [("phishing-resistant only", "yes: codes a fake page could relay are refused")]
+            [("phishing-resistant only", "yes (codes a fake page could relay are refused)")]
             if settings.phishing_resistant
             else []
         ),
