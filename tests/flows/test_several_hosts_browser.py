@@ -18,12 +18,13 @@ from playwright.async_api import Browser, BrowserContext, Page, Response, expect
 
 from gateway.web.revocations import LOOK_EVERY
 from tests import browser as chromium
-from tests import postgres_cluster, several_hosts
+from tests import postgres_cluster as pg
+from tests import several_hosts
 from tests.process import run_command_async
 from tests.several_hosts import Deployment, Host
 
 browser = chromium.browser  # the fixtures, by name
-postgres_cluster = postgres_cluster.postgres_cluster  # type: ignore[assignment]
+postgres_cluster = pg.postgres_cluster
 deployment = several_hosts.deployment
 
 SECONDS_TO_REVOKE = LOOK_EVERY + 1.0  # the docs' 2 s, and 1 s for a loaded machine
@@ -230,6 +231,13 @@ async def test_a_person_signs_in_across_two_gateways_behind_nginx(
     finally:
         await ctx1.close()
         await ctx2.close()
+
+
+async def test_the_nginx_example_is_what_the_docs_show() -> None:
+    """docs/several-hosts.md shows deploy/nginx/two-gateways.conf as it is."""
+    docs = (Path(__file__).parents[2] / "docs" / "several-hosts.md").read_text()
+    example = several_hosts.NGINX_EXAMPLE.read_text()
+    assert example.strip() in docs
 
 
 async def test_requests_land_on_both_gateways(deployment: Deployment) -> None:
