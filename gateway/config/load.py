@@ -149,6 +149,12 @@ def _build(root: Value, source: Source) -> Config | None:
             "admin.listen",
             "must differ from listen: metrics stay off the address the CRM's users reach",
         )
+    if admin.console is not None and signin.login is None:
+        source.problem(
+            keys["admin"].node,
+            "admin.console",
+            "needs a login section: only a signed-in administrator may use the console",
+        )
     shutdown = read_shutdown(keys)  # read even when the file fails below: every problem at once
     webauthn = read_webauthn(
         keys.get("webauthn"), keys.get("public_url"), public_url, branding.product_name

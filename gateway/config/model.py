@@ -9,6 +9,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from gateway.config.alerts import Alerts
+from gateway.config.console import Console
 from gateway.config.forwardauth import ForwardAuth
 from gateway.config.messaging import Messaging
 from gateway.config.shutdown import Shutdown
@@ -106,9 +107,11 @@ class Audit:
 @dataclass(frozen=True)
 class Admin:
     """The admin listener: Prometheus metrics (and health) on an address of its own, which
-    the CRM's users never reach. None of it when `listen` is not set."""
+    the CRM's users never reach. None of it when `listen` is not set. The helpdesk console
+    (`console`, None when off) is served there or under the prefix."""
 
     listen: Listen | None = None
+    console: Console | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from gateway.config.console import read_console
 from gateway.config.loader import Source, Value
 from gateway.config.model import (
     DURABLE_KINDS,
@@ -317,16 +318,19 @@ def read_audit(value: Value) -> Audit | None:
 
 
 def read_admin(value: Value) -> Admin | None:
-    keys = value.mapping({"listen"})
+    keys = value.mapping({"listen", "console"})
     if keys is None:
         return None
     listen = read_key(keys, "listen", read_listen, None)
+    console = read_key(keys, "console", read_console, None)
+    if console is not None and console.at == "admin_listener" and listen is None:
+        keys["console"].fail("at: admin_listener needs admin.listen (the address to serve it on)")
     if listen is not None and listen.host not in ("127.0.0.1", "::1", "localhost"):
         keys["listen"].warn(
             f"metrics are served on {listen.host}, not only loopback: make sure only your "
             "monitoring can reach it"
         )
-    return Admin(listen=listen)
+    return Admin(listen=listen, console=console)
 
 
 def read_branding(value: Value) -> Branding | None:

@@ -120,6 +120,8 @@ def run_demo(listen: Listen, crm_listen: Listen, data_dir: Path) -> int:
                 "  an authenticator app. On first sign-in, scan the QR code it shows with\n"
                 "  your phone (or type the key), and save the recovery codes.\n"
                 f"  Account page: http://{listen.host}:{gw_port}{config.path_prefix}account\n"
+                f"  Helpdesk console: http://{listen.host}:{gw_port}{config.path_prefix}admin/\n"
+                "  (alice: helpdesk, may unlock and reset; bob: auditor, may look)\n"
                 f"  Policy: {data_dir / 'policies'} (edit it; the gateway reloads it)\n"
                 f"  carol gets her code by text message: it is written to\n"
                 f"  {data_dir / 'outbox.jsonl'} (the demo's SMS and e-mail outbox)\n\n"

@@ -29,6 +29,7 @@ SIGNING_IN_PER_USER = 20  # sign-ins of one user waiting for their second factor
 # record itself is read from the shared store on every request: a step taken on another
 # worker (a factor passed, a logout, a rotation) counts at once everywhere.
 CACHED = 4096  # cookies and parsed sessions kept per worker; the oldest go first
+LOOKED_AT = 200  # places of a user's ring read back to list their open sessions
 
 
 @dataclass
@@ -238,12 +239,7 @@ class SessionBook:
         if session is None:
             return None
         now = self._clock.now()
-        expired = (
-            now - session.last_seen > self.rules.idle_timeout
-            or now - session.created > self.rules.absolute_timeout
-            or session.created < self.revocations.get(session.user, 0.0)
-        )
-        if expired:
+        if self._expired(session, now):
             await self.end(session)
             return None
         # Writing on every request would cost a store round trip each; a minute of slack
@@ -275,6 +271,34 @@ class SessionBook:
             await self._shared.replace(fresh.slot, fresh.sid.encode(), self.rules.absolute_timeout)
         await self._insert(fresh)
         return fresh
+
+    def _expired(self, session: Session, now: float) -> bool:
+        """Idle or absolute timeout passed, or revoked (an admin, `sessions revoke`)."""
+        return (
+            now - session.last_seen > self.rules.idle_timeout
+            or now - session.created > self.rules.absolute_timeout
+            or session.created < self.revocations.get(session.user, 0.0)
+        )
+
+    async def sessions_of(self, user: str, limit: int = 20) -> list[Session]:
+        """The user's signed-in sessions still open, newest first, at most `limit` (for the
+        helpdesk console): read back from the newest places of their ring (_take_slot),
+        looking at no more than LOOKED_AT places."""
+        counter = await self._shared.get(f"sessions-of:full:{user}")
+        if counter is None:
+            return []
+        cap, newest, now = self.rules.max_per_user, int(counter), self._clock.now()
+        found: dict[str, Session] = {}
+        for number in range(newest, max(0, newest - min(cap, LOOKED_AT)), -1):
+            sid = await self._shared.get(f"session-slot:full:{user}:{number % cap}")
+            session = None if sid is None else await self._read(sid.decode())
+            if session is None or session.user != user or session.stage != FULL:
+                continue
+            if not self._expired(session, now) and session.sid not in found:
+                found[session.sid] = session
+                if len(found) >= limit:
+                    break
+        return list(found.values())
 
     async def end(self, session: Session) -> None:
         self._forget(session.sid)

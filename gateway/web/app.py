@@ -38,6 +38,7 @@ from gateway.web.forwarding import (
     OriginRewriter,
 )
 from gateway.web.guard import GUARD, open_guard
+from gateway.web.helpdesk.listener import admin_listener_middleware
 from gateway.web.keys import (
     ACCESS_LOG,
     AUDIT,
@@ -63,7 +64,11 @@ def build_app(
 ) -> web.Application:
     """`policy`: the config's policies when the caller has already loaded them (the CLI has,
     to validate them); otherwise the guard loads them at start-up."""
-    app = web.Application(middlewares=[scope_middleware], handler_args={"max_field_size": 16384})
+    middlewares = [scope_middleware]
+    console = config.admin.console
+    if console is not None and console.at == "admin_listener":
+        middlewares.insert(0, admin_listener_middleware)  # /metrics there, before the scope
+    app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
     app[TASKS] = Background("gateway")
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()

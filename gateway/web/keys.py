@@ -25,6 +25,8 @@ SHARED = web.AppKey("shared_store", SharedStore)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)  # present when logging.access_log is on
 AUDIT = web.AppKey("audit", AuditTrail)
 TASKS = web.AppKey("tasks", Background)  # what runs beside the requests, until shutdown
+# (host, port) of the admin listener when the app serves it too (the helpdesk console there)
+ADMIN_LISTENER = web.AppKey("admin_listener", tuple)
 
 VIEW = web.RequestKey("view", ClientView)  # who is asking, set first on every request
 USER = web.RequestKey("user", str)  # the user name for the access log, once known

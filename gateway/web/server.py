@@ -29,7 +29,7 @@ from gateway.policy.model import Policy
 from gateway.web.app import build_app
 from gateway.web.drain import LAST_CUT, StopRequest, drain, stop_budget
 from gateway.web.health import READINESS, Flag, LocalFlag, SharedFlag
-from gateway.web.keys import CONFIG
+from gateway.web.keys import ADMIN_LISTENER, CONFIG
 from gateway.web.protocol import GatewayRunner
 from gateway.web.supervisor import Supervisor, tell_listening
 
@@ -87,8 +87,10 @@ async def serve_until_stopped(
     sock: socket.socket,
     *,
     started: Callable[[], Awaitable[None]] | None = None,
+    admin_sock: socket.socket | None = None,
 ) -> None:
-    """Serve `app` on `sock` until SIGTERM/SIGINT, then drain (config `shutdown`)."""
+    """Serve `app` on `sock` until SIGTERM/SIGINT, then drain (config `shutdown`); and on
+    `admin_sock` too when the app serves the admin listener (the helpdesk console there)."""
     runner = GatewayRunner(
         app,
         access_log=None,
@@ -109,6 +111,8 @@ async def serve_until_stopped(
     try:
         site = web.SockSite(runner, sock)
         await site.start()
+        if admin_sock is not None:
+            await web.SockSite(runner, admin_sock).start()
         if started is not None:
             await started()
         await stop.asked.wait()
@@ -168,24 +172,44 @@ def run(config: Config, policy: Policy | None = None) -> int:
         log.error("cannot listen on %s: %s", config.listen, exc.strerror)
         return 1
     admin = None
+    admin_sock = None  # the admin listener, when the app serves it (the helpdesk console)
+    console = config.admin.console
     if config.admin.listen is not None:
         admin = AdminListener(config.admin.listen, config.workers)
         try:
-            admin_host, admin_port = admin.start()
+            if console is not None and console.at == "admin_listener":
+                admin_sock = bind(config.admin.listen)
+                admin_host, admin_port = admin_sock.getsockname()[:2]
+            else:
+                admin_host, admin_port = admin.start()
         except OSError as exc:
             log.error("cannot listen on %s (admin): %s", config.admin.listen, exc.strerror)
             admin.stop()
             return 1
         shown_admin = f"[{admin_host}]" if ":" in admin_host else admin_host
-        log.info("metrics on http://%s:%d/metrics (admin listener)", shown_admin, admin_port)
+        beside = ", and the helpdesk console at /_gateway/admin/" if admin_sock else ""
+        log.info(
+            "metrics on http://%s:%d/metrics (admin listener%s)",
+            shown_admin,
+            admin_port,
+            beside.replace("/_gateway/", config.path_prefix),
+        )
     try:
-        return _serve(config, policy, sock, loop_name)
+        return _serve(config, policy, sock, loop_name, admin_sock)
     finally:
         if admin is not None:
             admin.stop()
+        if admin_sock is not None:
+            admin_sock.close()
 
 
-def _serve(config: Config, policy: Policy | None, sock: socket.socket, loop_name: str) -> int:
+def _serve(
+    config: Config,
+    policy: Policy | None,
+    sock: socket.socket,
+    loop_name: str,
+    admin_sock: socket.socket | None = None,
+) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     log.info(
@@ -198,13 +222,13 @@ def _serve(config: Config, policy: Policy | None, sock: socket.socket, loop_name
         ("" if config.workers == 1 else "s") + (", one per core" if config.workers_auto else ""),
     )
     if config.workers == 1:
-        return _serve_one(config, policy, sock, "the gateway", LocalFlag())
+        return _serve_one(config, policy, sock, "the gateway", LocalFlag(), admin_sock=admin_sock)
     watched = SharedFlag()  # before the fork: every worker maps the same byte
 
     def worker_main(listening_pipe: int) -> None:
         name = f"worker {os.getpid()}"
         told = functools.partial(tell_listening, listening_pipe)
-        os._exit(_serve_one(config, policy, sock, name, watched, told))
+        os._exit(_serve_one(config, policy, sock, name, watched, told, admin_sock=admin_sock))
 
     # Workers are forked with the policy already loaded: no worker parses it again.
     supervisor = Supervisor(config.workers, sock, stop_budget(config.shutdown), worker_main)
@@ -218,6 +242,8 @@ def _serve_one(
     name: str,
     watched: Flag,
     on_listening: Callable[[], None] | None = None,
+    *,
+    admin_sock: socket.socket | None = None,
 ) -> int:
     """One serving process to its end: its exit status, and a clear line when it fails."""
     listening = False
@@ -231,7 +257,9 @@ def _serve_one(
     try:
         app = build_app(config, policy=policy)
         app[READINESS].watched = watched
-        asyncio.run(serve_until_stopped(app, sock, started=started))
+        if admin_sock is not None:
+            app[ADMIN_LISTENER] = tuple(admin_sock.getsockname()[:2])
+        asyncio.run(serve_until_stopped(app, sock, started=started, admin_sock=admin_sock))
     except Exception as exc:
         _tell_failure(name, "stopped" if listening else "could not start", exc)
         return 1

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from gateway.errors import MethodNotAllowed
 from gateway.signin.session import FULL, PASSWORD
+from gateway.web.helpdesk import routes as helpdesk
 from gateway.web.pages.account import (
     account,
     account_forget_device,
@@ -56,6 +57,8 @@ async def dispatch(request: web.Request, sub: str) -> web.StreamResponse | None:
     signin = request.app.get(SIGNIN)
     if signin is None:
         return None
+    if sub == "admin" or sub.startswith("admin/"):  # the helpdesk console: its own table
+        return await helpdesk.dispatch(request, signin, sub)
     handler = (GET_ROUTES if request.method in ("GET", "HEAD") else POST_ROUTES).get(sub)
     if handler is None:
         if sub in GET_ROUTES or sub in POST_ROUTES:
