@@ -46,7 +46,7 @@ REMEMBERED = {"POST /login": 3}
 UPDATE = "a change on purpose? Then here and in docs/several-hosts.md, the table of round trips"
 # The first sign-in, from the CRM's login to the CRM's page: enrolment (the key, the code,
 # the recovery codes shown and confirmed).
-ENROLMENT = 11  # and the device row the cookie names: straight in
+ENROLMENT = 12  # and the device row the cookie names: straight in
 
 
 async def durable_calls(d: Deployment) -> dict[str, int]:
