@@ -132,7 +132,7 @@ async def test_a_user_reachable_only_by_phone_is_told_by_text_and_billed(
         await asyncio.sleep(0.01)
     code, notice = messages(outbox)
     assert (code["to"], notice["to"]) == ("+31699990000", "+31699990000")
-    assert "authenticator app" in notice["text"]
+    assert 'sign-in method ("Phone") was added' in notice["text"]
     ledger = await gw.signin.durable.messages(0, gw.clock.now() + 1)
     assert [(row.user, row.channel, row.cost) for row in ledger] == [
         ("alice", "sms", "0.10"),
