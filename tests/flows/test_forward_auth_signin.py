@@ -2,14 +2,17 @@
 through the gateway (as the deploy/ configs send them), every other request is asked of
 `/_gateway/auth` the way Caddy and nginx ask it. The demo CRM for the CRM's own login, the echo
 CRM for gateway login; real TOTP, a fake clock; for the caches, a redis-server of the test's own
-whose every command is counted."""
+whose every command is counted, and every call on the workers' SQLite store (issue 18, item 4)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +24,7 @@ from gateway.clock import FakeClock
 from gateway.config.load import parse_config
 from gateway.crypto import hash_password
 from gateway.web.app import build_app
+from gateway.web.keys import DURABLE
 from gateway.web.signin import SIGNIN
 from tests.conftest import Served, serve
 from tests.process import free_port
@@ -263,6 +267,32 @@ async def commands_served(client: redis.asyncio.Redis) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
 
+# What each worker asks the durable store beside the requests, whatever the traffic: the
+# token table's and the revocations' versions and the admin requests (every 2 s), and the
+# audit trail's batches.
+BESIDE_REQUESTS = {"tokens_version", "revocations_version", "pending_requests", "add_audit"}
+
+
+def count_durable_calls(gw: SignInGateway, calls: Counter[str]) -> None:
+    """Every coroutine method of the worker's real durable store (SQLite here) counted by name
+    in `calls` as it is awaited, then run as it is."""
+    store = gw.served.app[DURABLE]
+    for name, method in inspect.getmembers(store, inspect.iscoroutinefunction):
+        if not name.startswith("_"):
+            setattr(store, name, _counted(name, method, calls))
+
+
+def _counted(
+    name: str, method: Callable[..., Awaitable[object]], calls: Counter[str]
+) -> Callable[..., Awaitable[object]]:
+    @functools.wraps(method)
+    async def counted(*args: object, **kwargs: object) -> object:
+        calls[name] += 1
+        return await method(*args, **kwargs)
+
+    return counted
+
+
 async def two_workers(
     crm: Served, tmp_path: Path, redis_url: str, session_cache: str
 ) -> tuple[SignInGateway, SignInGateway]:
@@ -307,6 +337,9 @@ async def test_a_signed_in_request_is_answered_without_a_round_trip_to_the_store
         await enrolled(alice)
         cookie = cookies_of(alice)
         assert (await ask(one, "GET", "/contacts", cookie=cookie))[0] == 200
+        durable: Counter[str] = Counter()
+        for gw in (one, other):
+            count_durable_calls(gw, durable)
         counter = redis.asyncio.Redis.from_url(counted_redis)
         try:
             before = await commands_served(counter)
@@ -319,9 +352,16 @@ async def test_a_signed_in_request_is_answered_without_a_round_trip_to_the_store
         # The session's record read once per request (a GET) without the cache; not at all
         # with it (the signature, the record and the decision all remembered by the worker).
         assert served >= 20 if reads else served == 0, served
-        # A logout on this worker counts here at once, cache or not...
+        # The durable store is not asked either way: policy, tokens and revocations are held
+        # by the worker (only its polls beside the requests may have run meanwhile).
+        assert set(durable) <= BESIDE_REQUESTS, durable
+        # The count sees a request that does ask it (the account page lists alice's
+        # authenticators): what is not counted above did not happen.
+        durable.clear()
         status, html, _ = await alice.get("/_gateway/account")
         assert status == 200
+        assert durable["authenticators"] >= 1, durable
+        # A logout on this worker counts here at once, cache or not...
         await alice.post("/_gateway/logout", {"csrf": field(html, "csrf")})
         assert (await ask(one, "GET", "/contacts", cookie=cookie))[0] == 401
     finally:
