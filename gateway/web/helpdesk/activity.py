@@ -34,6 +34,9 @@ PER = {"hour": 3600.0, "day": 86400.0}
 SHOWN = {"hour": 48, "day": 30}  # buckets shown when no time is given
 MOST = {"hour": 24 * 14, "day": 400}  # buckets one chart may have
 FIELDS = frozenset({"user", "event", "outcome", "ip", "since", "until", "per", "before"})
+# The times a search may name: from the epoch to the last second of year 9999 (UTC). Outside
+# them a chart's first bucket would be a day no calendar has (year 0), and no event is there.
+EARLIEST, LATEST = 0.0, 253402300799.0
 
 
 async def activity(
@@ -110,6 +113,8 @@ def _query(q: dict[str, str], now: float, per: str) -> tuple[AuditQuery, float] 
             try:
                 read[field] = parse(text)
             except BadArgument:
+                return field
+            if field in ("since", "until") and not EARLIEST <= read[field] <= LATEST:
                 return field
     since, until = read.get("since", 0.0), read.get("until", float("inf"))
     if since >= until:

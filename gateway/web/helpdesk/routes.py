@@ -40,8 +40,9 @@ async def dispatch(request: web.Request, signin: SignIn, sub: str) -> web.Stream
     if sub == "admin":
         return signin.redirect(f"{signin.prefix}{HOME}")
     name = sub.removeprefix(HOME)
-    acting = request.method not in ("GET", "HEAD")
-    page = (POST_PAGES if acting else GET_PAGES).get(name)
+    acting = request.method == "POST"  # a change is a form's POST, never PUT or DELETE
+    reading = request.method in ("GET", "HEAD")
+    page = POST_PAGES.get(name) if acting else GET_PAGES.get(name) if reading else None
     if page is None:
         if name in GET_PAGES or name in POST_PAGES:
             raise MethodNotAllowed(f"{request.method} on the console's {name!r}")
