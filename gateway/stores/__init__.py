@@ -27,6 +27,7 @@ from gateway.stores.protocols import (
     Device,
     DurableStore,
     InProcessStore,
+    IntervalChoice,
     LedgerRow,
     SharedStore,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "DurableSnapshots",
     "DurableStore",
     "InProcessStore",
+    "IntervalChoice",
     "LedgerRow",
     "Migration",
     "SharedStore",

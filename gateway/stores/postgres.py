@@ -15,7 +15,7 @@ from gateway.stores.postgres_audit import PostgresAudit
 from gateway.stores.postgres_base import FAILURES, connect, finish, shown_url, translated
 from gateway.stores.postgres_schema import NEWEST, Conn, prepare
 from gateway.stores.postgres_snapshot import PostgresSnapshots
-from gateway.stores.protocols import Authenticator, Device, LedgerRow
+from gateway.stores.protocols import Authenticator, Device, IntervalChoice, LedgerRow
 
 
 class PostgresDurableStore(PostgresAudit):
@@ -289,6 +289,31 @@ class PostgresDurableStore(PostgresAudit):
             "factor_choice", 'SELECT factor FROM factor_choice WHERE "user" = $1', user
         )
         return "" if value is None else str(value)
+
+    async def set_interval_choice(self, user: str, seconds: float, now: float) -> None:
+        await self.execute(
+            "set_interval_choice",
+            'INSERT INTO interval_choice ("user", seconds, chosen) VALUES ($1, $2, $3)'
+            ' ON CONFLICT ("user") DO UPDATE SET seconds = excluded.seconds,'
+            " chosen = excluded.chosen",
+            user,
+            seconds,
+            now,
+        )
+
+    async def interval_choice(self, user: str) -> IntervalChoice | None:
+        rows = await self.fetch(
+            "interval_choice",
+            'SELECT seconds, chosen FROM interval_choice WHERE "user" = $1',
+            user,
+        )
+        return IntervalChoice(float(rows[0][0]), float(rows[0][1])) if rows else None
+
+    async def clear_interval_choice(self, user: str) -> bool:
+        removed = await self.execute(
+            "clear_interval_choice", 'DELETE FROM interval_choice WHERE "user" = $1', user
+        )
+        return removed > 0
 
     async def request_action(self, action: str, user: str, now: float) -> int:
         """An admin request the running gateway carries out (it holds the state): its id."""

@@ -70,6 +70,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         " method:text request_id:text reason:text details:text"
     ),
     "user_networks": _columns("user:text network:text first_seen:float last_seen:float"),
+    "interval_choice": _columns("user:text seconds:float chosen:float"),
 }
 # Tables whose ids come from a sequence that only grows (kept across copies and restores).
 SEQUENCES = ("admin_requests", "audit_events")
@@ -159,6 +160,15 @@ CREATE TABLE user_networks (
 );
 """
 
+# Issue 16 item 5: the verification interval a user chose on the account page.
+_SCHEMA_2 = """
+CREATE TABLE interval_choice (
+    "user" text COLLATE "C" PRIMARY KEY,
+    seconds float8 NOT NULL,
+    chosen float8 NOT NULL
+);
+"""
+
 
 @dataclass(frozen=True)
 class SchemaStep:
@@ -173,7 +183,10 @@ class SchemaStep:
 # added here (never an old one changed), the same change in the SQLite store's schema (one
 # row layout: tests/stores/test_postgres_schema.py holds the two versions equal), and a line
 # in the release notes telling operators to run `crm-gateway store migrate`.
-STEPS: tuple[SchemaStep, ...] = (SchemaStep(1, "created the tables of schema 1", _SCHEMA_1),)
+STEPS: tuple[SchemaStep, ...] = (
+    SchemaStep(1, "created the tables of schema 1", _SCHEMA_1),
+    SchemaStep(2, "added interval_choice (the interval each user chose)", _SCHEMA_2),
+)
 NEWEST = STEPS[-1].version
 
 

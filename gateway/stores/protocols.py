@@ -52,6 +52,14 @@ class LedgerRow(NamedTuple):
     currency: str
 
 
+class IntervalChoice(NamedTuple):
+    """The verification interval a user chose for themselves (the account page): seconds
+    (0: at every sign-in), and when they chose it. The policy's interval caps it."""
+
+    seconds: float
+    chosen: float
+
+
 # The note in which the gateway names the seal keys it started with (JSON: ids, started).
 SEAL_RING_NOTE = "seal_ring"
 
@@ -225,7 +233,7 @@ class DurableStore(Protocol):
         too) for, sorted, each once."""
         ...
 
-    # -- the SMS and e-mail ledger, factor choice, admin requests ---------------------------
+    # -- the SMS and e-mail ledger, factor and interval choices, admin requests -------------
 
     async def record_message(self, row: LedgerRow) -> None:
         """Keep one ledger row exactly as given (the cost stays text)."""
@@ -241,6 +249,18 @@ class DurableStore(Protocol):
 
     async def factor_choice(self, user: str) -> str:
         """The factor the user last passed with ("" when none yet)."""
+        ...
+
+    async def set_interval_choice(self, user: str, seconds: float, now: float) -> None:
+        """Keep the interval the user chose (replacing the one before), chosen at `now`."""
+        ...
+
+    async def interval_choice(self, user: str) -> IntervalChoice | None:
+        """The interval the user chose; None when they chose none (the policy's holds)."""
+        ...
+
+    async def clear_interval_choice(self, user: str) -> bool:
+        """Forget the user's choice; True when there was one."""
         ...
 
     async def request_action(self, action: str, user: str, now: float) -> int:

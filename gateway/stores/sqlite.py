@@ -13,6 +13,7 @@ from gateway.stores.kinds import DurableKind
 from gateway.stores.protocols import (
     Authenticator,
     Device,
+    IntervalChoice,
     LedgerRow,
 )
 from gateway.stores.sqlite_audit import SqliteAudit
@@ -303,6 +304,26 @@ class SqliteDurableStore(SqliteAudit):
     async def factor_choice(self, user: str) -> str:
         rows = await self.query("SELECT factor FROM factor_choice WHERE user = ?", user)
         return str(rows[0][0]) if rows else ""
+
+    async def set_interval_choice(self, user: str, seconds: float, now: float) -> None:
+        await self.change(
+            (
+                "INSERT INTO interval_choice (user, seconds, chosen) VALUES (?, ?, ?)"
+                " ON CONFLICT (user) DO UPDATE SET seconds = excluded.seconds,"
+                " chosen = excluded.chosen",
+                (user, seconds, now),
+            )
+        )
+
+    async def interval_choice(self, user: str) -> IntervalChoice | None:
+        rows = await self.query("SELECT seconds, chosen FROM interval_choice WHERE user = ?", user)
+        if not rows:
+            return None
+        seconds, chosen = rows[0]  # REAL columns: floats
+        return IntervalChoice(float(seconds), float(chosen))  # type: ignore[arg-type]
+
+    async def clear_interval_choice(self, user: str) -> bool:
+        return bool(await self.change(("DELETE FROM interval_choice WHERE user = ?", (user,))))
 
 
 async def _open_durable(settings: StoreConfig, create: bool) -> SqliteDurableStore:

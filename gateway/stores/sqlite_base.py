@@ -18,10 +18,10 @@ from gateway.stores.protocols import DUPLICATE, STORE_MISSING
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '2');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('tokens_version', '0');
 CREATE TABLE IF NOT EXISTS api_tokens (
     id TEXT PRIMARY KEY,
@@ -110,6 +110,12 @@ CREATE TABLE IF NOT EXISTS user_networks (
     last_seen REAL NOT NULL,
     PRIMARY KEY (user, network)
 );
+CREATE TABLE IF NOT EXISTS interval_choice (
+    user TEXT PRIMARY KEY,
+    seconds REAL NOT NULL,
+    chosen REAL NOT NULL
+);
+UPDATE meta SET value = '2' WHERE key = 'schema_version' AND value = '1';
 """
 
 

@@ -18,6 +18,7 @@ from gateway.stores import (
     Authenticator,
     Device,
     DurableStore,
+    IntervalChoice,
     LedgerRow,
 )
 from tests.contracts.conftest import DurableBackend
@@ -101,6 +102,7 @@ async def test_a_new_store_answers_and_holds_nothing(
     assert await durable.networks("alice") == []
     assert await durable.note("seal_ring") == ""
     assert await durable.factor_choice("alice") == ""
+    assert await durable.interval_choice("alice") is None
 
 
 async def test_everything_stored_is_there_after_reopening_without_create(
@@ -114,6 +116,7 @@ async def test_everything_stored_is_there_after_reopening_without_create(
     await durable.revoke_sessions("bob", EXACT)
     await durable.record_message(ledger(EXACT))
     await durable.set_factor_choice("alice", "sms")
+    await durable.set_interval_choice("alice", 3600.0, EXACT)
     request = await durable.request_action("unlock", "carol", T0)
     await durable.add_audit_events([event(time=EXACT, request_id="r1")])
     await durable.note_network("alice", "192.0.2.0/24", EXACT)
@@ -131,6 +134,7 @@ async def test_everything_stored_is_there_after_reopening_without_create(
     assert await again.revocations() == (1, {"bob": EXACT})
     assert await again.messages(0, float("inf")) == [ledger(EXACT)]
     assert await again.factor_choice("alice") == "sms"
+    assert await again.interval_choice("alice") == IntervalChoice(3600.0, EXACT)
     assert await again.pending_requests() == [(request, "unlock", "carol")]
     [(_, stored)] = await again.audit_events(AuditQuery())
     assert stored == event(time=EXACT, request_id="r1")
@@ -557,6 +561,23 @@ async def test_the_factor_choice_is_the_last_one_set_per_user(durable: DurableSt
     assert await durable.factor_choice("alice") == "totp"
     assert await durable.factor_choice("bob") == "email"
     assert await durable.factor_choice("carol") == ""
+
+
+async def test_the_interval_choice_is_the_last_one_set_per_user_until_cleared(
+    durable: DurableStore,
+) -> None:
+    await durable.set_interval_choice("alice", 86400.0, T0)
+    await durable.set_interval_choice("alice", 0.0, EXACT)  # "always": zero is a choice too
+    await durable.set_interval_choice("bob", 3600.0, T0 + 1)
+
+    assert await durable.interval_choice("alice") == IntervalChoice(0.0, EXACT)
+    assert await durable.interval_choice("bob") == IntervalChoice(3600.0, T0 + 1)
+    assert await durable.interval_choice("Alice") is None  # names are compared as given
+    assert await durable.clear_interval_choice("alice")
+    assert not await durable.clear_interval_choice("alice")
+    assert not await durable.clear_interval_choice("carol")
+    assert await durable.interval_choice("alice") is None
+    assert await durable.interval_choice("bob") == IntervalChoice(3600.0, T0 + 1)
 
 
 async def test_a_note_is_the_last_value_left_under_its_name(durable: DurableStore) -> None:

@@ -589,13 +589,13 @@ def test_a_store_from_a_newer_gateway_is_not_restored(
     live, fresh = site(tmp_path, "live", keys), site(tmp_path, "fresh", keys)
     asyncio.run(fill(live.store, keys.read_text()))
     with closing(sqlite3.connect(live.store)) as conn, conn:
-        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     file = tmp_path / "newer.backup"
     status, out, err = cli(capsys, "backup", str(file), "-c", str(live.config), "--json")
-    assert (status, json.loads(out)["schema"]) == (0, 2), err
+    assert (status, json.loads(out)["schema"]) == (0, 3), err
     status, _, err = cli(capsys, "restore", str(file), "-c", str(fresh.config))
     assert status == 1
-    assert "holds store schema 2; this crm-gateway knows up to 1" in err
+    assert "holds store schema 3; this crm-gateway knows up to 2" in err
     assert not fresh.store.exists()
 
 

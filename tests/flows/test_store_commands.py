@@ -89,6 +89,7 @@ async def fill(settings: StoreConfig, ring: str) -> tuple[str, list[str]]:
         )
         await store.request_action("unlock", "bob", T0)
         await store.set_factor_choice("alice", "totp")
+        await store.set_interval_choice("alice", 3600.0, T0 + 0.75)
         await store.note_network("alice", "203.0.113.0/24", T0)
         await store.set_note("seal_ring", '{"ids": ["k1"]}')
         await store.add_audit_events(
@@ -115,6 +116,7 @@ async def everything(settings: StoreConfig) -> dict[str, object]:
             "ledger": await store.messages(0, float("inf")),
             "requests": await store.pending_requests(),
             "choice": await store.factor_choice("alice"),
+            "interval": await store.interval_choice("alice"),
             "networks": await store.networks("alice"),
             "note": await store.note("seal_ring"),
             "events": await store.audit_events(AuditQuery(limit=10_000)),
@@ -167,11 +169,12 @@ def test_migrate_makes_the_schema_in_an_empty_database_then_finds_it_up_to_date(
 
     assert made[:2] == (
         0,
-        f"{url} (state.durable.url): schema 0 → 1\n  schema 1: created the tables of schema 1\n",
+        f"{url} (state.durable.url): schema 0 → 2\n  schema 1: created the tables of schema 1\n"
+        "  schema 2: added interval_choice (the interval each user chose)\n",
     )
     assert again[:2] == (
         0,
-        f"{url} (state.durable.url): schema 1, the newest this crm-gateway knows: up to date\n",
+        f"{url} (state.durable.url): schema 2, the newest this crm-gateway knows: up to date\n",
     )
     assert sql(url, "SELECT count(*) FROM audit_events")[0] == [(0,)]  # left empty for a copy
 
@@ -190,7 +193,7 @@ def test_migrate_refuses_a_schema_newer_than_it_knows(
     status, out, err = cli(capsys, "store", "migrate", "-c", str(gateway_yaml))
 
     assert (status, out) == (1, "")
-    assert "the store has schema 7, newer than this crm-gateway knows (1)" in err
+    assert "the store has schema 7, newer than this crm-gateway knows (2)" in err
 
 
 def test_migrate_on_sqlite_says_the_gateway_keeps_it_up_to_date(
@@ -209,8 +212,8 @@ def test_migrate_on_sqlite_says_the_gateway_keeps_it_up_to_date(
 
     assert found[:2] == (
         0,
-        f"{store} (state.durable.path): schema 1; this kind of store is brought up to date by "
-        "the gateway itself when it opens it (to schema 1): nothing to run\n",
+        f"{store} (state.durable.path): schema 2; this kind of store is brought up to date by "
+        "the gateway itself when it opens it (to schema 2): nothing to run\n",
     )
 
 
@@ -232,7 +235,7 @@ def test_a_gateway_does_not_start_on_a_schema_it_does_not_know(
 
     assert started.returncode == 1
     assert "could not start: StoreUnavailable" in started.stderr
-    assert "the store has schema 7, newer than this crm-gateway knows (1)" in started.stderr
+    assert "the store has schema 7, newer than this crm-gateway knows (2)" in started.stderr
 
 
 async def _made(url: str) -> None:
@@ -262,9 +265,9 @@ def test_copy_moves_every_record_from_sqlite_into_postgresql_sealed_under_the_sa
     lines = out.splitlines()
     assert lines[0] == (f"copied {old.path} (state.durable.path) into {url} (state.durable.url)")
     assert lines[1] == (
-        "  schema 1, 119 rows in 12 tables: every table's rows and digest verified in the target"
+        "  schema 2, 120 rows in 13 tables: every table's rows and digest verified in the target"
     )
-    shown = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in lines[3:15]}
+    shown = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in lines[3:16]}
     assert shown["audit_events"] == 100
     assert shown["authenticators"] == 1
     assert shown["recovery_codes"] == 10
