@@ -95,7 +95,18 @@ def bill_csv(lines: list[BillLine], by: str) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow((by, "sent", "failed", "cost", "currency"))
     for who, ok, bad, cost, currency in lines:
-        # A name a spreadsheet would run as a formula is written as text (CWE-1236).
-        shown = f"'{who}" if who[:1] in ("=", "+", "-", "@", "\t", "\r") else who
-        writer.writerow((shown, ok, bad, amount(cost), currency))
+        writer.writerow((spreadsheet_text(who), ok, bad, amount(cost), currency))
     return out.getvalue()
+
+
+def spreadsheet_text(text: str) -> str:
+    """A cell no spreadsheet runs as a formula (CWE-1236): control characters written as
+    U+FFFD (a carriage return is a row break to Excel and LibreOffice even unquoted, and the
+    csv module leaves it unquoted: "x\\r=HYPERLINK(…)" would start a row with a formula), then
+    a leading =, +, -, @ or tab made text with a '."""
+    shown = "".join("\ufffd" if _control(c) else c for c in text)
+    return f"'{shown}" if shown[:1] in ("=", "+", "-", "@", "\t") else shown
+
+
+def _control(c: str) -> bool:
+    return (ord(c) < 32 and c != "\t") or ord(c) == 127

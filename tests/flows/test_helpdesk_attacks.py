@@ -8,9 +8,17 @@ for what the CRM and the store saw, not only for its status."""
 
 from __future__ import annotations
 
-import pytest
+import json
+import secrets
+from urllib.parse import quote
 
-from gateway.stores import AuditQuery
+import pytest
+from yarl import URL
+
+from gateway.model import AuditEvent
+from gateway.policy.tokens import digest
+from gateway.stores import AuditQuery, LedgerRow
+from gateway.web.guard import GUARD
 from gateway.web.keys import AUDIT
 from tests.conftest import Served
 from tests.helpdesk_kit import ADMIN, CONSOLE_POLICY, console_gateway
@@ -153,3 +161,207 @@ async def test_actions_go_by_post_only(gw: SignInGateway, alice: Browser) -> Non
     await gw.served.app[AUDIT].flush()
     done = await gw.signin.durable.audit_events(AuditQuery(names=("admin.sessions_revoked",)))
     assert done == []
+
+
+async def test_an_api_token_never_opens_the_console(
+    crm: Served, start: Start, browsers: Browsers
+) -> None:
+    policy = CONSOLE_POLICY + "api:\n  tokens:\n    - {header: Authorization, schemes: [Bearer]}\n"
+    gw = await console_gateway(start, crm.url, policy=policy)
+    token = secrets.token_urlsafe(32)
+    await gw.signin.durable.add_token("tok_alice", "alice", digest(token), "", 0.0)
+    await gw.served.app[GUARD].refresh_tokens()
+    bearer = {"Authorization": f"Bearer {token}", "Accept": "text/html"}
+    # alone: a script is answered as a script (JSON), never with a page
+    token_only = browsers(gw, headers=bearer)
+    for path in ("", "user?u=carol", "activity", "sms.csv"):
+        status, body, r = await token_only.get(f"{ADMIN}{path}")
+        assert (status, r.content_type) == (403, "application/json"), (path, body[:200])
+        assert json.loads(body)["error"] == "api_credential"
+    # with the administrator's own session beside it: the request reads two ways
+    b = browsers(gw)
+    await enrolled(b, "alice", "alice-demo")
+    assert (await b.get(ADMIN))[0] == 200
+    async with b.http.get(f"{gw.url}{ADMIN}", headers=bearer, allow_redirects=False) as r:
+        assert (r.status, r.content_type) == (403, "application/json")
+    assert {reason for reason, _ in await refusals(gw)} == {"api_credential"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/_gateway/Admin/user?u=carol",
+        "/_GATEWAY/admin/user?u=carol",
+        "//_gateway//admin//user?u=carol",
+        "/_gateway/admin/./user?u=carol",
+        "/_gateway/admin/../admin/user?u=carol",
+        "/x/../_gateway/admin/user?u=carol",
+        "/_gateway/admin%2fuser?u=carol",
+        "/_gateway%2fadmin%2fuser?u=carol",
+        "/%5fgateway/admin/user?u=carol",
+        "/_gateway/%61dmin/user?u=carol",
+        "/_gateway\\admin\\user?u=carol",
+        "/_gateway/admin/user/?u=carol",
+        "/_gateway/admin/user;x?u=carol",
+        "/_gateway/admin/user%00?u=carol",
+    ],
+)
+async def test_the_console_spelled_otherwise_is_the_console_or_nothing(
+    crm: Served, gw: SignInGateway, browsers: Browsers, path: str
+) -> None:
+    """Every spelling is the gateway's (never the CRM's), and none skips a check: carol (no
+    admin role, signed in) and a stranger (not signed in) never see a console page."""
+    await enrolled(browsers(gw), "alice", "alice-demo")  # the console has someone to show
+    carol = browsers(gw)
+    await enrolled(carol, "carol", "carol-demo")
+    stranger = browsers(gw)
+    before = len(crm.app[ARRIVED])
+    for b in (carol, stranger):
+        async with b.http.get(gw.url + path, allow_redirects=False) as r:
+            html = await r.text()
+            assert r.status in (400, 401, 403, 404), (path, r.status)
+            assert "Sign-in methods" not in html
+    assert crm.app[ARRIVED][before:] == []
+
+
+async def test_no_page_or_file_shows_a_secret(
+    gw: SignInGateway, alice: Browser, browsers: Browsers
+) -> None:
+    """carol's whole phone number and e-mail address, her TOTP key, her recovery codes and
+    session ids: in no console page, chart, CSV or refusal, whatever is asked."""
+    carol = browsers(gw)
+    secret, codes = await enrolled(carol, "bob", "bob-demo")  # bob's too: an auditor
+    store = gw.signin.durable
+    now = gw.clock.now()
+    await store.record_message(
+        LedgerRow(now, "carol", "customers", "sms", "quixx", "sent", 1, "0.10", "EUR")
+    )
+    carols = [c.value for c in alice.jar if c.key == "crm_gateway"]
+    pages = [
+        "",
+        "?q=carol",
+        "user?u=carol",
+        "user?u=carol&ip=127.0.0.1&method=POST&path=/contacts",
+        "user?u=bob",
+        "activity",
+        "activity?user=carol&event=*",
+        "activity?event=admin.*",
+        "sms",
+        "sms?channel=all&by=group",
+        "sms.csv",
+        "sms.csv?channel=all",
+    ]
+    secrets_ = ["1234 5678", "612345678", "carol@example.nl", secret, *codes, *carols]
+    for page in pages:
+        _, body, _ = await alice.get(f"{ADMIN}{page}")
+        for found in secrets_:
+            assert found not in body, (page, found)
+    await gw.served.app[AUDIT].flush()
+    trail = json.dumps([e.details for _, e in await store.audit_events(AuditQuery())])
+    for found in (secret, *codes):
+        assert found not in trail
+
+
+async def test_formulas_in_names_are_text_in_the_csv_and_markup_is_text_everywhere(
+    gw: SignInGateway, alice: Browser, browsers: Browsers
+) -> None:
+    now = gw.clock.now()
+    store = gw.signin.durable
+    names = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\t=1+1", "\r=1"]
+    names += ['<svg onload="alert(1)">', "</title><script>alert(1)</script>"]
+    names += ["carol\r=HYPERLINK(1)", "carol\n@SUM(1)"]  # a row break inside a name
+    for name in names:
+        await store.record_message(
+            LedgerRow(now, name, name, "sms", "quixx", "sent", 1, "0.10", "EUR")
+        )
+    # markup reaches the trail from outside too: a login form naming anyone
+    stranger = browsers(gw, headers={"Accept": "text/html", "User-Agent": "<svg onload=x>"})
+    await stranger.crm_login_form("x", "y")
+    await stranger.post("/login", {"username": names[6], "password": "wrong"})
+    await store.add_audit_events(
+        [AuditEvent(now, "ip.denied", "denied", user=names[7], ip="192.0.2.1", reason=names[6])]
+    )
+    for by in ("user", "group"):
+        _, csv_text, r = await alice.get(f"{ADMIN}sms.csv?by={by}")
+        assert r.content_type == "text/csv"
+        for line in csv_text.splitlines()[1:]:
+            first = line.lstrip('"')
+            assert first[:1] not in ("=", "+", "-", "@", "\t", "\r"), line
+    for page in ("sms", "sms?by=group", "activity", "activity?event=*", "?q=%3Csvg"):
+        _, html, _ = await alice.get(f"{ADMIN}{page}")
+        assert "<svg onload" not in html and "<script>alert" not in html, page
+        assert "&lt;svg onload" in html or page.startswith("?"), page
+
+
+async def test_one_user_a_request_however_the_form_names_several(
+    gw: SignInGateway, alice: Browser
+) -> None:
+    csrf = await csrf_of(alice)
+    store = gw.signin.durable
+    for body in (
+        f"csrf={csrf}&user=carol&user=bob&action=revoke",
+        f"csrf={csrf}&user=carol,bob&action=revoke",
+        f"csrf={csrf}&user=carol%20bob&action=revoke",
+        f"csrf={csrf}&user%5B%5D=carol&user%5B%5D=bob&action=revoke",
+        f"csrf={csrf}&user=carol&u=bob&action=revoke",
+        f"csrf={csrf}&user=carol%0abob&action=revoke",
+        f"csrf={csrf}&user=*&action=revoke",
+        f"csrf={csrf}&user=carol&action=revoke&action=reset&confirm=1",
+        f"csrf={csrf}&csrf={csrf}&user=carol&action=revoke",
+    ):
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        async with alice.http.post(
+            f"{gw.url}{ADMIN}act?user=bob", data=body, headers=headers, allow_redirects=False
+        ) as r:
+            assert r.status in (400, 404), (body, r.status)
+    await gw.served.app[AUDIT].flush()
+    assert await store.audit_events(AuditQuery(names=("admin.sessions_revoked",))) == []
+    assert len(await store.authenticators("carol")) == 1
+
+
+async def test_an_auditor_acts_on_nobody_and_csrf_tokens_are_per_session(
+    gw: SignInGateway, alice: Browser, browsers: Browsers
+) -> None:
+    bob = browsers(gw)
+    await enrolled(bob, "bob", "bob-demo")
+    bobs = await csrf_of(bob)
+    for action in ("unlock", "revoke", "reset", "regenerate", "forget"):
+        data = {"csrf": bobs, "user": "carol", "action": action, "confirm": "1"}
+        data |= {"delivery": "show", "device": "x"}
+        assert (await bob.post(f"{ADMIN}act", data))[0] == 403
+    data = {"csrf": bobs, "user": "bob", "action": "revoke"}
+    assert (await bob.post(f"{ADMIN}act", data))[0] == 403  # on himself too
+    # alice with bob's token, with a login form's token, with none, with her old one
+    _, login, _ = await alice.get("/_gateway/login")
+    for token in (bobs, field(login, "csrf") if 'name="csrf"' in login else "x", ""):
+        data = {"csrf": token, "user": "carol", "action": "revoke"}
+        assert (await alice.post(f"{ADMIN}act", data))[0] == 403
+    old = await csrf_of(alice)
+    gw.clock.advance(60)
+    alice.jar.clear(lambda c: c.key == "crm_gateway")
+    assert await alice.crm_login("alice", "alice-demo") == "/_gateway/challenge"
+    data = {"csrf": old, "user": "carol", "action": "revoke"}
+    assert (await alice.post(f"{ADMIN}act", data))[0] in (401, 403)
+    await gw.served.app[AUDIT].flush()
+    assert await gw.signin.durable.audit_events(AuditQuery(names=("admin.sessions_revoked",))) == []
+    assert [r for r, _ in await refusals(gw)][:6] == ["read_only"] * 6
+
+
+async def test_a_session_planted_before_sign_in_does_not_open_the_console(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    """Session fixation: carol, half signed in (her password, not her code), plants her
+    cookies in alice's browser; alice signs in there and opens the console; carol's
+    cookies still open nothing."""
+    await enrolled(browsers(gw), "carol", "carol-demo")
+    gw.clock.advance(30)
+    attacker = browsers(gw)
+    assert await attacker.crm_login("carol", "carol-demo") == "/_gateway/challenge"
+    victim = browsers(gw)
+    planted = {c.key: c.value for c in attacker.jar}
+    victim.jar.update_cookies(planted, response_url=URL(gw.url))
+    await enrolled(victim, "alice", "alice-demo")
+    assert (await victim.get(ADMIN))[0] == 200
+    assert victim.cookie("crm_gateway") != attacker.cookie("crm_gateway")
+    status, _, _ = await attacker.get(f"{ADMIN}user?u={quote('carol')}")
+    assert status == 401

@@ -1,5 +1,6 @@
 """Who may use the helpdesk console, checked on every page in this order: the listener it is
-served on (admin.console.at), an address in the admin networks, a signed-in session, an
+served on (admin.console.at), an address in the admin networks, no API credential (JSON
+for a script, never a page), a signed-in session, an
 admin role of the policy (auditor, helpdesk, admin), a second factor passed within
 `admin.console.fresh` (to change anything: within `sessions.step_up_window`, the account
 page's window) and the page rate of the minute. Each refusal is a page that says why and an
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, replace
+from typing import NoReturn
 from urllib.parse import quote
 
 from aiohttp import web
 
 from gateway.config.console import RANKS, Console
 from gateway.config.networks import IPNetwork
-from gateway.model import Action
+from gateway.errors import AccessDenied, AmbiguousCredential
+from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Asks, Kind, Request, Who, decide
 from gateway.signin.session import FULL, Session
 from gateway.web.audit import audit_event
@@ -127,6 +130,8 @@ async def admit(
             return refused(request, "rate_limited", status=429, audit=False)
         home = ("/", translator(request)("error.back"))
         return refused(request, "network", outcome="denied", link=home)
+    if carries_credential(signin, request):
+        refuse_credential(request)
     session = await signin.session(request)
     if session is None or session.stage != FULL:
         t = translator(request)
@@ -166,6 +171,30 @@ async def admit(
     if decision.action is not Action.FORWARD:
         return refused(request, "no_factor")
     return Admin(user, rank, session)
+
+
+def carries_credential(signin: SignIn, request: web.Request) -> bool:
+    """The request carries an API credential (one, or two that make it read two ways)."""
+    try:
+        return signin.guard.credential(request) is not None
+    except AmbiguousCredential:
+        return True
+
+
+def refuse_credential(request: web.Request) -> NoReturn:
+    """An API credential at the console: a script, answered as one (JSON, never a page),
+    whether or not an administrator's session comes with it. The console is a browser's,
+    signed in with a second factor; a token has neither."""
+    audit_event(
+        request,
+        "admin.console_refused",
+        outcome="denied",
+        reason="api_credential",
+        user=request.get(USER, ""),
+        by="-",
+    )
+    step = Step("", "the console is for a signed-in administrator, not an API credential")
+    raise AccessDenied(Decision(Action.DENY, "api_credential", (step,)), api=True)
 
 
 async def _first_over(signin: SignIn, user: str) -> bool:
