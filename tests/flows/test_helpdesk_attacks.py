@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import json
 import secrets
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import redis.asyncio
 from yarl import URL
 
+from gateway.clock import FakeClock
+from gateway.config.load import parse_config
 from gateway.model import AuditEvent
 from gateway.policy.tokens import digest
 from gateway.stores import AuditQuery, LedgerRow
+from gateway.web.app import build_app
 from gateway.web.guard import GUARD
 from gateway.web.keys import AUDIT
-from tests.conftest import Served
+from tests.conftest import Served, serve
 from tests.helpdesk_kit import ADMIN, CONSOLE_POLICY, console_gateway
 from tests.signin_kit import (
     ARRIVED,
+    DEMO_LOGIN,
     Browser,
     Browsers,
     SignInGateway,
@@ -31,6 +37,7 @@ from tests.signin_kit import (
     enrolled,
     field,
     noted_crm,
+    write_keys,
 )
 
 crm = pytest.fixture(noted_crm)
@@ -365,3 +372,64 @@ async def test_a_session_planted_before_sign_in_does_not_open_the_console(
     assert victim.cookie("crm_gateway") != attacker.cookie("crm_gateway")
     status, _, _ = await attacker.get(f"{ADMIN}user?u={quote('carol')}")
     assert status == 401
+
+
+async def test_another_spelling_of_oneself_is_still_oneself(
+    gw: SignInGateway, alice: Browser
+) -> None:
+    csrf = await csrf_of(alice)
+    for spelled in ("ALICE", " alice ", "Alíce", "ａｌｉｃｅ"):
+        data = {"csrf": csrf, "user": spelled, "action": "revoke"}
+        status, html, _ = await alice.post(f"{ADMIN}act", data)
+        assert status == 403 and "cannot change your own sign-in here" in html, spelled
+    assert (await alice.get(ADMIN))[0] == 200  # still signed in: nothing was revoked
+    assert [r for r, _ in await refusals(gw)] == ["self"] * 4
+
+
+async def on_redis(
+    crm: Served, folder: Path, redis_url: str, prefix: str, clock: FakeClock
+) -> SignInGateway:
+    """A gateway with the console (5 pages, 2 changes a minute) whose shared store is Redis
+    under `prefix`; its own SQLite, keys and policy in `folder`."""
+    folder.mkdir()
+    (folder / "policy.yaml").write_text(CONSOLE_POLICY)
+    text = (
+        "listen: 127.0.0.1:0\n"
+        f"upstream:\n  url: {crm.url}\n"
+        f"state:\n  durable: {{type: sqlite, path: {folder}/gateway.db}}\n"
+        f"  shared: {{type: redis, url: '{redis_url}', prefix: '{prefix}'}}\n"
+        "logging: {access_log: false}\n"
+        f"{DEMO_LOGIN}{write_keys(folder)}policies: {folder}\n"
+        "admin:\n  console: {networks: [office], rate: {read: 5, act: 2}}\n"
+    )
+    config = parse_config(text, "test gateway.yaml")
+    return SignInGateway(await serve(build_app(config, clock=clock)), clock)
+
+
+async def test_the_page_rate_is_the_administrators_on_every_gateway(
+    crm: Served, browsers: Browsers, redis_url: str, tmp_path: Path
+) -> None:
+    """Two gateways on one Redis: alice's pages on both count against one budget a minute."""
+    prefix = f"crm-gateway-test:{secrets.token_hex(6)}:"
+    clock = FakeClock(1_800_000_000.0)
+    first = await on_redis(crm, tmp_path / "one", redis_url, prefix, clock)
+    second = await on_redis(crm, tmp_path / "two", redis_url, prefix, clock)
+    try:
+        on_first, on_second = browsers(first), browsers(second)
+        await enrolled(on_first, "alice", "alice-demo")  # each gateway has its own SQLite
+        clock.advance(30)  # (a code is used once, in the shared store: the next one)
+        await enrolled(on_second, "alice", "alice-demo")  # here: she enrols on both
+        statuses = []
+        for n in range(8):
+            statuses.append((await (on_first, on_second)[n % 2].get(ADMIN))[0])
+        assert statuses == [200] * 5 + [429] * 3
+        clock.advance(60)
+        assert (await on_second.get(ADMIN))[0] == 200  # the next minute
+    finally:
+        for gw in (first, second):
+            await gw.served.runner.cleanup()
+        client = redis.asyncio.Redis.from_url(redis_url)
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
