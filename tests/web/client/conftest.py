@@ -162,6 +162,10 @@ def answering(answer: Callable[[bytes, bytes], bytes] = lambda head, body: ok())
                 return
             crm.requests.append((number, head.split(b"\r\n", 1)[0]))
             writer.write(answer(head, body))
-            await writer.drain()
+            try:
+                await writer.drain()
+            except ConnectionError:  # ended while the answer was still being written
+                crm.closed_by_peer.append(number)
+                return
 
     return handle
