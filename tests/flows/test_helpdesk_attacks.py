@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 import redis.asyncio
 from yarl import URL
@@ -26,7 +27,10 @@ from gateway.web.app import build_app
 from gateway.web.guard import GUARD
 from gateway.web.keys import AUDIT
 from tests.conftest import Served, serve
+from tests.flows.test_helpdesk_admin_listener import _config as listener_config
+from tests.flows.test_helpdesk_admin_listener import admin_url
 from tests.helpdesk_kit import ADMIN, CONSOLE_POLICY, console_gateway
+from tests.process import start_gateway_process
 from tests.signin_kit import (
     ARRIVED,
     DEMO_LOGIN,
@@ -433,3 +437,55 @@ async def test_the_page_rate_is_the_administrators_on_every_gateway(
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+async def test_the_console_on_the_admin_port_is_nowhere_on_the_main_port(
+    crm: Served, tmp_path: Path
+) -> None:
+    """`at: admin_listener`: on the main port every spelling of the console is 404 from the
+    gateway (never the CRM's); on the admin port the same checks hold as anywhere."""
+    process = await start_gateway_process(listener_config(tmp_path, crm.url))
+    try:
+        admin = admin_url(process)
+        before = len(crm.app[ARRIVED])
+        async with aiohttp.ClientSession() as http:
+            for path in (
+                "/_gateway/admin/",
+                "/_gateway/Admin/user?u=carol",
+                "//_gateway//admin//user?u=carol",
+                "/x/../_gateway/admin/user?u=carol",
+                "/_gateway/admin%2fuser?u=carol",
+                "/%5fgateway/%61dmin/activity",
+            ):
+                async with http.get(process.url + path, allow_redirects=False) as r:
+                    assert r.status == 404, (path, r.status)
+            async with http.get(
+                f"{admin}{ADMIN}", headers={"Authorization": "Bearer x"}, allow_redirects=False
+            ) as r:
+                assert (r.status, r.content_type) == (403, "application/json")
+            async with http.get(
+                f"{admin}{ADMIN}", headers={"X-Forwarded-For": "10.9.9.9"}, allow_redirects=False
+            ) as r:
+                assert r.status == 401  # the address is the socket's; not signed in
+        assert crm.app[ARRIVED][before:] == []
+    finally:
+        assert await process.stop() == 0
+
+
+async def test_page_numbers_and_event_ids_out_of_range_are_refused_plainly(
+    gw: SignInGateway, alice: Browser
+) -> None:
+    for path in (
+        "?page=-1",
+        "?page=0",
+        "?page=10001",
+        "?page=1e3",
+        "?page=%D9%A3",  # an Arabic-Indic 3: a digit to str.isdigit, not a page
+        "?page=" + "9" * 200,
+        "activity?before=-1",
+        "activity?before=1e9",
+        "activity?before=" + "9" * 19,
+    ):
+        status, html, _ = await alice.get(f"{ADMIN}{path}")
+        assert status == 400 and "This request was changed" in html, (path, status)
+    assert (await alice.get(f"{ADMIN}?page=10000"))[0] == 200  # past the end: an empty page
