@@ -31,6 +31,7 @@ LAYERS = {
     "gateway.policy.change": 2,
     "gateway.policy.view": 2,
     "gateway.signin.decision": 2,
+    "gateway.signin.interval": 2,  # the interval a user chose, within the policy's
     # What crosses the proxy and where our prefix starts: plain functions over headers and
     # paths, kept below the web layer so they never grow a dependency on aiohttp.web.
     "gateway.web.forwarding": 2,

@@ -1,7 +1,8 @@
 """One user's sign-in as the durable store holds it, and what an administrator changes in it:
 sessions revoked, two-step verification reset (a lost phone), new recovery codes, a device
-forgotten. The same functions serve `crm-gateway users …` and the helpdesk console, so a
-reset means the same thing wherever it is asked for. The caller records the audit event.
+forgotten, the interval they chose forgotten. The same functions serve `crm-gateway users …`
+and the helpdesk console, so a reset means the same thing wherever it is asked for. The
+caller records the audit event.
 
 State only a running gateway holds (a lockout in the shared store, a notice it sends) is
 asked of it through the store (`request_action`), which every worker looks at within seconds.
@@ -13,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.factors import recovery
-from gateway.model import canonical_user
+from gateway.model import Settings, canonical_user
+from gateway.signin.interval import applies, with_choice
 from gateway.stores import AuditQuery, Authenticator, Device, DurableStore
 
 # A second factor passed, of any kind (app, SMS, e-mail, recovery code, passkey; at sign-in or
@@ -21,6 +23,8 @@ from gateway.stores import AuditQuery, Authenticator, Device, DurableStore
 VERIFIED_EVENTS = ("challenge.passed", "enrol.completed", "webauthn.registered")
 UNLOCK = "unlock"  # the action a running gateway carries out (gateway.web.revocations)
 RESET_NOTICE = "notice:reset_by_admin"  # … and the notice it sends the user
+# … and the user's open sessions taking up the interval choice the store holds now
+FOLLOW_INTERVAL = "follow_interval"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,24 @@ class UserState:
     @property
     def on_file(self) -> bool:
         return bool(self.authenticators or self.remembered or self.recovery_codes_left)
+
+
+@dataclass(frozen=True)
+class IntervalState:
+    """The verification interval of a user: the policy's (the cap), the one they chose
+    (None: none), and the one in force (the chosen one where it is stricter), in seconds;
+    0 is `always`."""
+
+    cap: float
+    chosen: float | None
+    chosen_at: float  # 0 without a choice
+    effective: float
+    reverify: float  # how long a verification lasts in a session, with the choice
+
+    @property
+    def overruled(self) -> bool:
+        """A choice the policy no longer allows (tightened since): the policy's holds."""
+        return self.chosen is not None and not applies(self.cap, self.chosen)
 
 
 @dataclass(frozen=True)
@@ -115,6 +137,30 @@ async def regenerate_codes(store: DurableStore, user: str, now: float) -> list[s
     codes = recovery.new_codes()
     await store.replace_recovery_codes(user, recovery.digests(user, codes), now)
     return codes
+
+
+async def interval_state(store: DurableStore, user: str, settings: Settings) -> IntervalState:
+    """The user's interval: `settings` as the policy resolves them for the user."""
+    found = await store.interval_choice(user)
+    chosen = None if found is None else found.seconds
+    held = with_choice(settings, chosen)
+    return IntervalState(
+        cap=settings.interval,
+        chosen=chosen,
+        chosen_at=0.0 if found is None else found.chosen,
+        effective=held.interval,
+        reverify=held.reverify,
+    )
+
+
+async def reset_interval(store: DurableStore, user: str, now: float) -> bool:
+    """Forget the interval the user chose: the policy's holds again, at their next sign-in
+    and, once the running gateway acts (within seconds), in their open sessions. False when
+    they had chosen none (nothing is asked of the gateway then)."""
+    if not await store.clear_interval_choice(user):
+        return False
+    await store.request_action(FOLLOW_INTERVAL, user, now)
+    return True
 
 
 async def forget_device(store: DurableStore, user: str, device_id: str, now: float) -> bool:

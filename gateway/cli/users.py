@@ -17,8 +17,9 @@ from gateway.admin import accounts
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, when_utc
 from gateway.cli.store import CLOCK, audit_admin, with_store
 from gateway.config.model import Config
-from gateway.model import canonical_user
-from gateway.policy.model import Policy
+from gateway.model import canonical_user, format_interval
+from gateway.policy.model import Policy, empty_policy
+from gateway.policy.view import PolicyView
 from gateway.stores import DurableStore
 
 WAIT_FOR_GATEWAY = 5.0  # seconds `users unlock` waits to see the gateway act
@@ -38,6 +39,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     reset.add_argument("user")
     unlock = user_cmds.add_parser("unlock", help="end a lockout after failed codes")
     unlock.add_argument("user")
+    reset_interval = user_cmds.add_parser(
+        "reset-interval",
+        help="forget the verification interval the user chose: the policy's holds again",
+    )
+    reset_interval.add_argument("user")
     sessions = commands.add_parser("sessions", help="gateway sessions")
     session_cmds = sessions.add_subparsers(
         dest="sessions_command", required=True, metavar="COMMAND"
@@ -59,13 +65,32 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "regenerate", help="new recovery codes for a user, printed once (the old ones stop)"
     )
     regenerate.add_argument("user")
-    for sub in (listing, show, reset, unlock, revoke, regenerate):
+    for sub in (listing, show, reset, unlock, reset_interval, revoke, regenerate):
         sub.add_argument("-c", "--config", default="gateway.yaml")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 # How `users show` names an authenticator's kind.
 KINDS = {"totp": "authenticator app", "webauthn": "passkey or security key"}
+
+
+def _interval(seconds: float | None) -> str | None:
+    return None if seconds is None else format_interval(seconds)
+
+
+async def _interval_state(
+    store: DurableStore, user: str, policy: Policy | None
+) -> dict[str, str | None]:
+    """The interval the policy sets (the cap), the one the user chose, and the one in force."""
+    settings = PolicyView.of(policy or empty_policy()).settings(user)
+    found = await accounts.interval_state(store, user, settings)
+    return {
+        "policy": format_interval(found.cap),
+        "chosen": _interval(found.chosen),
+        "chosen_at": when_utc(found.chosen_at) if found.chosen is not None else None,
+        "in_force": format_interval(found.effective),
+        "overruled": "yes" if found.overruled else None,
+    }
 
 
 async def _state(store: DurableStore, user: str) -> dict[str, Any]:
@@ -100,30 +125,13 @@ def users_command(args: argparse.Namespace, config: Config, policy: Policy | Non
         print("the user name is empty", file=sys.stderr)
         return EXIT_USAGE
     if command == "show":
-        state = with_store(config, lambda s: _state(s, user))
-        known = policy is not None and any(canonical_user(u) == user for u in policy.users)
-        if not known and not state["authenticators"] and not state["remembered_devices"]:
-            print(f"no user {user!r} in the policy or the store", file=sys.stderr)
-            return EXIT_FAILED
-        lines = [
-            f"user: {user}",
-            f"authenticators: {len(state['authenticators'])}",
-            *(
-                f"  - {a['name']}: {KINDS.get(a['kind'], a['kind'])} (added {a['added']}, "
-                f"last used {a['last_used'] or 'never'})"
-                for a in state["authenticators"]
-            ),
-            f"recovery codes left: {state['recovery_codes_left']}",
-            f"last verified: {state['last_verified'] or 'never'}",
-            f"remembered devices: {len(state['remembered_devices'])}",
-            *(f"  - {d['label']} until {d['until']}" for d in state["remembered_devices"]),
-        ]
-        emit(args.json, state, lines)
-        return EXIT_OK
+        return _show(args, config, policy, user)
     if command == "reset-2fa":
         return _reset(args, config, user)
     if command == "unlock":
         return _unlock(args, config, user)
+    if command == "reset-interval":
+        return _reset_interval(args, config, user)
     if command == "revoke":
         return _revoke(args, config, user)
     return _regenerate(args, config, user)
@@ -201,6 +209,69 @@ def _reset(args: argparse.Namespace, config: Config, user: str) -> int:
             f"deleted, {_devices(done['devices_forgotten'])} forgotten, sessions ended",
             "they enrol again at their next sign-in; the running gateway tells them so",
         ],
+    )
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace, config: Config, policy: Policy | None, user: str) -> int:
+    async def show(store: DurableStore) -> dict[str, Any]:
+        return {**await _state(store, user), "interval": await _interval_state(store, user, policy)}
+
+    state = with_store(config, show)
+    known = policy is not None and any(canonical_user(u) == user for u in policy.users)
+    interval = state["interval"]
+    held = state["authenticators"] or state["remembered_devices"] or interval["chosen"]
+    if not known and not held:
+        print(f"no user {user!r} in the policy or the store", file=sys.stderr)
+        return EXIT_FAILED
+    lines = [
+        f"user: {user}",
+        f"authenticators: {len(state['authenticators'])}",
+        *(
+            f"  - {a['name']}: {KINDS.get(a['kind'], a['kind'])} (added {a['added']}, "
+            f"last used {a['last_used'] or 'never'})"
+            for a in state["authenticators"]
+        ),
+        f"recovery codes left: {state['recovery_codes_left']}",
+        f"last verified: {state['last_verified'] or 'never'}",
+        f"remembered devices: {len(state['remembered_devices'])}",
+        *(f"  - {d['label']} until {d['until']}" for d in state["remembered_devices"]),
+        f"interval: {interval['in_force']} in force (the policy's: {interval['policy']}; "
+        f"{_chosen(interval)})",
+    ]
+    emit(args.json, state, lines)
+    return EXIT_OK
+
+
+def _chosen(interval: dict[str, str | None]) -> str:
+    if interval["chosen"] is None:
+        return "none chosen"
+    said = f"chosen: {interval['chosen']} on {interval['chosen_at']}"
+    return f"{said}, longer than the policy allows now" if interval["overruled"] else said
+
+
+def _reset_interval(args: argparse.Namespace, config: Config, user: str) -> int:
+    """The user's own interval forgotten: the policy's holds at their next sign-in, and in
+    their open sessions once the running gateway acts (within seconds)."""
+
+    async def reset(store: DurableStore) -> bool:
+        done = await accounts.reset_interval(store, user, CLOCK.now())
+        outcome = "ok" if done else "refused"
+        reason = "" if done else "none_chosen"
+        await audit_admin(config, store, "admin.interval_reset", outcome, user=user, reason=reason)
+        return done
+
+    if not with_store(config, reset):
+        emit(
+            args.json,
+            {"user": user, "reset": False},
+            [f"{user} chose no interval of their own: the policy's holds already"],
+        )
+        return EXIT_OK
+    emit(
+        args.json,
+        {"user": user, "reset": True},
+        [f"{user}'s own interval forgotten: the policy's holds (open sessions follow soon)"],
     )
     return EXIT_OK
 

@@ -18,6 +18,7 @@ from gateway.model import Action, Decision, Settings, Step, format_fresh, format
 from gateway.policy.model import User
 from gateway.policy.rules import check_access, check_path
 from gateway.policy.view import PolicyView
+from gateway.signin.interval import with_choice
 
 
 class Kind(Enum):
@@ -47,6 +48,9 @@ class Who:
     refused: str = ""  # the request reads two ways (two credentials, a method override)
     # SESSION: when each factor last passed in it, for path rules that name their factors.
     verified_by: tuple[tuple[str, float], ...] = ()
+    # SESSION, SIGNING_IN: the interval the user chose on the account page (None: the
+    # policy's); it counts only where stricter than the policy (gateway.signin.interval).
+    chosen_interval: float | None = None
 
 
 @dataclass(frozen=True)
@@ -160,10 +164,13 @@ def still_verified(view: PolicyView, who: Who, decided: Decision, now: float) ->
         return Decision(Action.DENY, "fresh_factor_required", (*decided.steps, step))
     if who.kind is not Kind.SESSION or not decided.allowed:
         return decided
-    settings = view.settings(who.user)
+    policy = view.settings(who.user)
+    settings = with_choice(policy, who.chosen_interval)
     if who.verified and now - who.verified >= settings.reverify:
         ago = format_interval(round(now - who.verified))
         lasts = format_interval(settings.reverify)
+        if settings.reverify < policy.reverify:
+            lasts += " (the user's own choice)"
         step = Step("", f"a factor passed {ago} ago; a verification lasts {lasts}")
         return Decision(Action.CHALLENGE, "reverify", (*decided.steps, step), user=who.user)
     if decided.fresh:
@@ -187,8 +194,9 @@ def _sign_in(view: PolicyView, who: Who, facts: Facts, now: float) -> Decision:
 
     A user with any factor on file answers it (an app, recovery codes, or a phone or
     e-mail address the policy lets them use); only a user with none may enrol in its place
-    or, where the policy allows, go in without."""
-    settings = view.settings(who.user)
+    or, where the policy allows, go in without. The interval the user chose counts where
+    it is stricter than the policy's."""
+    settings = with_choice(view.settings(who.user), who.chosen_interval)
     steps = settings.steps
     if not facts.usable and settings.enforcement == "optional":
         return Decision(Action.FORWARD, "no_factor_required", steps, user=who.user)

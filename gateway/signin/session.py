@@ -52,6 +52,10 @@ class Session:
     # the user has); both cleared when one passes.
     due_reason: str = ""
     due: list[str] = field(default_factory=list)
+    # The interval the user chose on the account page (seconds; None: the policy's), read
+    # from the durable store when the sign-in starts and kept current by the account page:
+    # a request never asks the store for it (gateway.signin.interval).
+    chosen_interval: float | None = None
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -284,21 +288,40 @@ class SessionBook:
         """The user's signed-in sessions still open, newest first, at most `limit` (for the
         helpdesk console): read back from the newest places of their ring (_take_slot),
         looking at no more than LOOKED_AT places."""
-        counter = await self._shared.get(f"sessions-of:full:{user}")
+        found = await self._in_ring(user, "full", self.rules.max_per_user, limit)
+        return [session for session in found if session.stage == FULL]
+
+    async def _in_ring(self, user: str, ring: str, cap: int, limit: int) -> list[Session]:
+        """The user's live sessions from the newest places of one ring (_take_slot), newest
+        first, at most `limit`, looking at no more than LOOKED_AT places."""
+        counter = await self._shared.get(f"sessions-of:{ring}:{user}")
         if counter is None:
             return []
-        cap, newest, now = self.rules.max_per_user, int(counter), self._clock.now()
+        newest, now = int(counter), self._clock.now()
         found: dict[str, Session] = {}
         for number in range(newest, max(0, newest - min(cap, LOOKED_AT)), -1):
-            sid = await self._shared.get(f"session-slot:full:{user}:{number % cap}")
+            sid = await self._shared.get(f"session-slot:{ring}:{user}:{number % cap}")
             session = None if sid is None else await self._read(sid.decode())
-            if session is None or session.user != user or session.stage != FULL:
+            if session is None or session.user != user:
                 continue
             if not self._expired(session, now) and session.sid not in found:
                 found[session.sid] = session
                 if len(found) >= limit:
                     break
         return list(found.values())
+
+    async def follow_choice(self, user: str, chosen: float | None) -> int:
+        """The user's open sessions, signed in or signing in, carry the interval they chose
+        now (None: the policy's), so a stricter one holds at their next request; how many
+        were changed."""
+        changed = 0
+        rings = (("full", self.rules.max_per_user), ("signing-in", SIGNING_IN_PER_USER))
+        for ring, cap in rings:
+            for session in await self._in_ring(user, ring, cap, LOOKED_AT):
+                if session.chosen_interval != chosen:
+                    session.chosen_interval = chosen
+                    changed += await self.save(session)
+        return changed
 
     async def end(self, session: Session) -> None:
         self._forget(session.sid)
@@ -308,13 +331,15 @@ class SessionBook:
 
 
 def _copy(session: Session) -> Session:
-    """A session of its own for a caller: the fields are values but for the containers."""
-    return replace(
-        session,
-        pending=dict(session.pending),
-        verified_by=dict(session.verified_by),
-        due=list(session.due),
-    )
+    """A session of its own for a caller: the fields are values but for the containers.
+    Made on every signed-in request: the fields copied as they are (no __init__, which
+    `dataclasses.replace` would run over every field), then the containers."""
+    copied = object.__new__(Session)
+    copied.__dict__.update(session.__dict__)
+    copied.pending = dict(session.pending)
+    copied.verified_by = dict(session.verified_by)
+    copied.due = list(session.due)
+    return copied
 
 
 def _keep(cache: dict[str, Any], key: str, value: Any) -> None:

@@ -15,7 +15,6 @@ from aiohttp import web
 from gateway.errors import AmbiguousLogin, BadRequest
 from gateway.signin.decision import Kind, Who
 from gateway.signin.identity import login_succeeded, login_user
-from gateway.signin.session import PASSWORD
 from gateway.web import proxy
 from gateway.web.audit import audit_event
 from gateway.web.bodies import read_whole
@@ -76,6 +75,6 @@ async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
     sealed = signin.sealer.seal(json.dumps(cookies).encode(), f"held\x00{user}")
     await signin.shared.put(held_key, sealed, signin.config.signin.sessions.hold_cookies)
     back = safe_return_path(rewriter.url(location)) if location else None
-    session = await signin.book.create(user, PASSWORD, held=held_key, return_to=back or "/")
+    session = await signin.begin(user, held=held_key, return_to=back or "/")
     request[DECISION] = "signin"
     return await signin.after_password(request, session)

@@ -190,6 +190,7 @@ async def _who(
         verified=session.verified,
         refused=who.refused,
         verified_by=tuple(sorted(session.verified_by.items())),
+        chosen_interval=session.chosen_interval,
     )
 
 

@@ -132,6 +132,7 @@ async def send(
         fresh.user,
         verified=fresh.verified,
         verified_by=tuple(sorted(fresh.verified_by.items())),
+        chosen_interval=fresh.chosen_interval,
     )
     asked = Request(Asks.CRM, request[VIEW].ip, kept.method, normalize_path(raw_path))
     view = signin.guard.view

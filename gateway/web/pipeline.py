@@ -86,6 +86,7 @@ async def identify(request: web.Request, guard: Guard, signin: SignIn | None) ->
         verified=session.verified,
         refused=who.refused,
         verified_by=tuple(sorted(session.verified_by.items())),
+        chosen_interval=session.chosen_interval,
     )
 
 

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -38,7 +39,7 @@ from gateway.signin.decision import (
 )
 from gateway.signin.identity import names_login, query_matches, set_cookie_names
 from gateway.signin.regulation import Regulator
-from gateway.signin.session import FULL, Session, SessionBook
+from gateway.signin.session import FULL, PASSWORD, Session, SessionBook
 from gateway.stores import DurableStore, SharedStore
 from gateway.tasks import Background
 from gateway.web import proxy
@@ -243,11 +244,19 @@ class SignIn:
     def mandatory(self, settings: Settings) -> bool:
         return mandatory(settings, self.clock.now())
 
+    async def begin(self, user: str, **values: Any) -> Session:
+        """A sign-in whose password passed: its session, with the interval the user chose
+        (read once per sign-in: requests never ask the store for it)."""
+        found = await self.durable.interval_choice(user)
+        chosen = None if found is None else found.seconds
+        return await self.book.create(user, PASSWORD, chosen_interval=chosen, **values)
+
     async def after_password(self, request: web.Request, session: Session) -> web.Response:
         """The password passed: acts on the sign-in's Decision (gateway.signin.decision: straight
         in, a challenge, or the enrolment page)."""
         user = session.user
-        who = Who(Kind.SIGNING_IN, user, verified=session.verified)
+        chosen = session.chosen_interval
+        who = Who(Kind.SIGNING_IN, user, verified=session.verified, chosen_interval=chosen)
         facts = await self.facts(request, user)
         decision = self.decide(request, who, Asks.SIGN_IN, facts)
         if decision.action is Action.FORWARD:

@@ -1,14 +1,18 @@
 """The account page of a signed-in user: their sign-in methods (apps, passkeys), recovery
-codes left and remembered devices. Removing an app or a passkey and new recovery codes ask for
-a factor passed within `sessions.step_up_window` first; forgetting a device does not (it only
-takes trust away)."""
+codes left, how often they are asked for a code (their interval, within the policy's) and
+remembered devices. Removing an app or a passkey, new recovery codes and a longer interval ask
+for a factor passed within `sessions.step_up_window` first; forgetting a device or a shorter
+interval does not (they only take trust away)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from aiohttp import web
 
 from gateway.metrics import PASSKEYS
-from gateway.model import FACTOR_NAMES
+from gateway.model import FACTOR_NAMES, format_interval
+from gateway.signin.interval import applies, open_to, parse_choice, with_choice
 from gateway.signin.session import FULL, Session
 from gateway.web.audit import audit_event
 from gateway.web.pages.forms import checked_form
@@ -57,9 +61,11 @@ async def account(request: web.Request, signin: SignIn, session: Session) -> web
         "added": "enrol.added",
         "removed": "account.removed",
         "forgotten": "account.device_forgotten",
+        "interval_saved": "account.interval_saved",
     }
     notice = next((t(v, name="") for k, v in notices.items() if k in request.query), "")
-    error = t("account.cannot_remove_last") if "last" in request.query else ""
+    errors = {"last": "account.cannot_remove_last", "interval_refused": "account.interval_refused"}
+    error = next((t(v) for k, v in errors.items() if k in request.query), "")
     return session_page(
         request,
         session,
@@ -72,7 +78,83 @@ async def account(request: web.Request, signin: SignIn, session: Session) -> web
         devices=devices,
         notice=notice.replace("  ", " "),
         error=error,
+        **await _interval(signin, user, t),
     )
+
+
+def interval_name(t: Callable[..., str], seconds: float) -> str:
+    """A verification interval in the user's language: a named one ("Daily"), or the
+    policy's own duration as it is written ("12h")."""
+    written = format_interval(seconds)
+    key = f"interval.{written}"
+    named = t(key)
+    return named if named != key else t("interval.other", interval=written)
+
+
+async def _interval(signin: SignIn, user: str, t: Callable[..., str]) -> dict[str, object]:
+    """The interval section's values: the policy's (the cap), the choices open under it (the
+    policy's own first), the one in force, and whether an earlier choice no longer counts."""
+    cap = signin.settings(user).interval
+    found = await signin.durable.interval_choice(user)
+    chosen = None if found is None else found.seconds
+    counts = applies(cap, chosen)
+    choices = [("policy", t("account.interval_policy", interval=interval_name(t, cap)))]
+    choices += [(format_interval(s), interval_name(t, s)) for s in open_to(cap)]
+    return {
+        "interval_cap": interval_name(t, cap),
+        "interval_choices": choices if cap > 0 else [],
+        "interval_selected": format_interval(chosen) if counts and chosen is not None else "policy",
+        "interval_now": interval_name(t, chosen if counts and chosen is not None else cap),
+        "interval_overruled": interval_name(t, chosen) if chosen is not None and not counts else "",
+    }
+
+
+@needs(FULL)
+async def account_interval(
+    request: web.Request, signin: SignIn, session: Session
+) -> web.StreamResponse:
+    """The user chooses how often they are asked for a code, within the policy's interval
+    ("policy": as the policy says). Anything else (a forged value, one at or above the cap)
+    is refused and changes nothing. A longer interval than the one in force asks for a fresh
+    factor first; a shorter one does not. The choice is kept in the durable store and every
+    open session of the user follows it at once."""
+    form = await checked_form(request, session)
+    user = session.user
+    settings = signin.settings(user)
+    cap = settings.interval
+    value = form.get("interval", "")
+    chosen = None if value == "policy" else parse_choice(value)
+    if value != "policy" and (chosen is None or chosen not in open_to(cap)):
+        audit_event(
+            request,
+            "interval.chosen",
+            outcome="refused",
+            user=user,
+            reason="not_open",
+            interval=value[:20],
+            cap=format_interval(cap),
+        )
+        return signin.redirect(f"{signin.prefix}account?interval_refused=1")
+    now_in_force = with_choice(settings, session.chosen_interval).interval
+    if (cap if chosen is None else chosen) > now_in_force:  # less often: a factor first
+        decided = await before_change(request, signin, session, "account")
+        if decided is not None:
+            return decided
+    if chosen is None:
+        await signin.durable.clear_interval_choice(user)
+    else:
+        await signin.durable.set_interval_choice(user, chosen, signin.clock.now())
+    sessions = await signin.book.follow_choice(user, chosen)
+    audit_event(
+        request,
+        "interval.chosen",
+        outcome="ok",
+        user=user,
+        interval="policy" if chosen is None else format_interval(chosen),
+        cap=format_interval(cap),
+        sessions=sessions,
+    )
+    return signin.redirect(f"{signin.prefix}account?interval_saved=1")
 
 
 @needs(FULL)

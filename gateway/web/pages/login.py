@@ -12,7 +12,6 @@ from gateway.errors import CsrfFailed, NotFound
 from gateway.i18n import LANGUAGES
 from gateway.signin.decision import Kind, Who
 from gateway.signin.identity import canonical_user
-from gateway.signin.session import PASSWORD
 from gateway.web.audit import audit_event
 from gateway.web.cookies import LANGUAGE_COOKIE, LOGIN_COOKIE
 from gateway.web.keys import USER, VIEW
@@ -58,7 +57,7 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
             await regulator.password_succeeded(username, ip)
             lang = language(request)
             audit_event(request, "signin.password_ok", outcome="ok", user=username, lang=lang)
-            session = await signin.book.create(username, PASSWORD, return_to=back)
+            session = await signin.begin(username, return_to=back)
             response = await signin.after_password(request, session)
             response.headers.add(*signin.cookies.set(request, LOGIN_COOKIE, "", max_age=0))
             return response

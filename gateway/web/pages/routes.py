@@ -11,6 +11,7 @@ from gateway.web.helpdesk import routes as helpdesk
 from gateway.web.pages.account import (
     account,
     account_forget_device,
+    account_interval,
     account_regenerate,
     account_remove,
 )
@@ -47,6 +48,7 @@ POST_ROUTES: dict[str, Handler] = {
     "account/remove": account_remove,
     "account/regenerate": account_regenerate,
     "account/forget-device": account_forget_device,
+    "account/interval": account_interval,
     "login": login_page,
     "logout": logout,
 }
