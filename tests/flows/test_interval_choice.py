@@ -15,8 +15,10 @@ from gateway.admin import accounts
 from gateway.model import AuditEvent
 from gateway.stores import AuditQuery, IntervalChoice
 from gateway.web.keys import AUDIT
+from gateway.web.pages.render import when
 from gateway.web.revocations import carry_out_requests
 from tests.conftest import Served
+from tests.helpdesk_kit import ADMIN, CONSOLE_POLICY, console_gateway
 from tests.signin_kit import (
     DEMO_LOGIN,
     Browser,
@@ -227,3 +229,36 @@ async def test_an_administrator_sees_and_resets_the_choice_and_the_sessions_foll
     assert session.chosen_interval is None
     gw.clock.advance(2 * HOUR)
     assert await sign_out_and_in(b, gw) == "/contacts"  # the policy's week again
+
+
+async def test_the_helpdesk_sees_the_choice_and_forgets_it(
+    crm: Served, start: Start, browsers: Browsers
+) -> None:
+    policy = CONSOLE_POLICY.replace("carol: {groups", "carol: {interval: 7d, groups")
+    gw = await console_gateway(start, crm.url, policy=policy)
+    carol = browsers(gw)
+    await enrolled(carol, "carol", "carol-demo")
+    assert await choose(carol, "1d") == "/_gateway/account?interval_saved=1"
+    chosen_on = gw.clock.now()
+    gw.clock.advance(30)
+    alice = browsers(gw)  # helpdesk
+    await enrolled(alice, "alice", "alice-demo")
+
+    status, html, _ = await alice.get(f"{ADMIN}user?u=carol")
+    assert status == 200, html[:300]
+    shown = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    assert "Verification interval in force Daily" in shown
+    assert f"Interval the user chose Daily, chosen {when(chosen_on)}" in shown
+    status, _, r = await alice.post(
+        f"{ADMIN}act", {"csrf": field(html, "csrf"), "user": "carol", "action": "interval"}
+    )
+    assert (status, r.headers["Location"]) == (303, f"{ADMIN}user?u=carol&done=interval_reset")
+    assert await gw.signin.durable.interval_choice("carol") is None
+    [session] = await gw.signin.book.sessions_of("carol")
+    assert session.chosen_interval is None  # at once, in this gateway
+    _, html, _ = await alice.get(f"{ADMIN}user?u=carol&done=interval_reset")
+    assert "The user&#39;s own interval is forgotten" in html
+    assert "None: the policy&#39;s holds" in html
+    await gw.served.app[AUDIT].flush()
+    events = await gw.signin.durable.audit_events(AuditQuery(names=("admin.interval_reset",)))
+    assert [(e.user, dict(e.details)["by"]) for _, e in events] == [("carol", "alice")]

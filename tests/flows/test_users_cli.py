@@ -13,8 +13,10 @@ import pytest
 
 from gateway.cli.output import when_utc
 from gateway.clock import FakeClock
+from gateway.stores import AuditQuery
 from gateway.web.keys import AUDIT
 from tests.conftest import Served
+from tests.flows.test_interval_choice import choose
 from tests.process import run_command_async
 from tests.signin_kit import Browser, Browsers, SignInGateway, Start, enrolled, field
 
@@ -266,3 +268,53 @@ async def test_users_list_counts_sms_e_mail_and_recovery_sign_ins_as_verificatio
     assert {row["user"]: row["last_verified"] for row in json.loads(out)} == expected
     code, out, _ = await cli(tmp_path, "users", "show", "carol", "--json")
     assert json.loads(out)["last_verified"] == expected["carol"]
+
+
+async def test_users_show_and_reset_interval_of_a_user_who_chose_one(
+    gw: SignInGateway, browsers: Browsers, tmp_path: Path
+) -> None:
+    b = browsers(gw)
+    await enrolled(b, "bob", "bob-demo")  # the policy's interval for bob: 1d
+    assert await choose(b, "1h") == "/_gateway/account?interval_saved=1"
+    chosen_at = when_utc(gw.clock.now())
+    code, out, _ = await cli(tmp_path, "users", "show", "bob")
+    assert code == 0
+    assert f"interval: 1h in force (the policy's: 1d; chosen: 1h on {chosen_at})" in out
+    code, out, _ = await cli(tmp_path, "users", "show", "bob", "--json")
+    assert json.loads(out)["interval"] == {
+        "policy": "1d",
+        "chosen": "1h",
+        "chosen_at": chosen_at,
+        "in_force": "1h",
+        "overruled": None,
+    }
+
+    code, out, _ = await cli(tmp_path, "users", "reset-interval", "bob")
+    assert (code, out.strip()) == (
+        0,
+        "bob's own interval forgotten: the policy's holds (open sessions follow soon)",
+    )
+    assert await gw.signin.durable.interval_choice("bob") is None
+    assert await sessions_follow(gw, "bob")  # the running gateway acts within seconds
+    code, out, _ = await cli(tmp_path, "users", "show", "bob")
+    assert "interval: 1d in force (the policy's: 1d; none chosen)" in out
+    code, out, _ = await cli(tmp_path, "users", "reset-interval", "bob")
+    assert (code, out.strip()) == (
+        0,
+        "bob chose no interval of their own: the policy's holds already",
+    )
+    await gw.served.app[AUDIT].flush()
+    events = await gw.signin.durable.audit_events(AuditQuery(names=("admin.interval_reset",)))
+    assert [(e.user, e.outcome, e.reason) for _, e in events] == [
+        ("bob", "ok", ""),
+        ("bob", "refused", "none_chosen"),
+    ]
+
+
+async def sessions_follow(gw: SignInGateway, user: str) -> bool:
+    """True once the user's open sessions carry no choice of their own (it looks every 2 s)."""
+    for _ in range(40):
+        if all(s.chosen_interval is None for s in await gw.signin.book.sessions_of(user)):
+            return True
+        await asyncio.sleep(0.1)
+    return False

@@ -1,8 +1,9 @@
 """What a helpdesk administrator does to one user from the console: unlock, revoke sessions,
 reset two-step verification, new recovery codes (shown once here, or sent to the user), forget
-a device. The same changes as the CLI's (gateway.admin.accounts), carried out at once in this
-gateway. One user per request; never on oneself, never on a higher admin role, never by an
-auditor; each recorded as the CLI's are, with the administrator's name (`details.by`)."""
+a device, forget the interval the user chose. The same changes as the CLI's
+(gateway.admin.accounts), carried out at once in this gateway. One user per request; never on
+oneself, never on a higher admin role, never by an auditor; each recorded as the CLI's are,
+with the administrator's name (`details.by`)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from gateway.web.pages.notices import SIGN_INS, requested
 from gateway.web.pages.render import translator
 from gateway.web.signin import SignIn
 
-ACTIONS = ("unlock", "revoke", "reset", "regenerate", "forget")
+ACTIONS = ("unlock", "revoke", "reset", "regenerate", "forget", "interval")
 FORM = frozenset({"csrf", "user", "action", "device", "delivery", "keep_devices", "confirm"})
 
 
@@ -86,6 +87,11 @@ async def act(
             return refused(request, "unknown_device", user=name, link=_back(signin, name))
         _record(request, "admin.device_forgotten", name, admin)
         done = "forgotten"
+    elif action == "interval":
+        if await accounts.reset_interval(store, name, now):
+            await signin.book.follow_choice(name, None)  # here at once; the request does it too
+        _record(request, "admin.interval_reset", name, admin)
+        done = "interval_reset"
     else:
         return await _regenerate(request, signin, admin, name, form.get("delivery", ""))
     return signin.redirect(f"{signin.prefix}admin/user?u={quote(name, safe='')}&done={done}")

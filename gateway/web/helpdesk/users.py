@@ -5,6 +5,7 @@ sessions, lockouts and last sign-ins, and what this administrator may do about t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from gateway.stores import AuditQuery
 from gateway.web.audit import audit_event
 from gateway.web.helpdesk.access import Admin
 from gateway.web.helpdesk.inputs import page_number, query_fields
+from gateway.web.pages.account import interval_name
 from gateway.web.pages.frame import session_page
 from gateway.web.pages.render import translator, when
 from gateway.web.signin import SignIn
@@ -57,6 +59,18 @@ def console_page(
         admin_role=admin.role,
         **context,
     )
+
+
+def _chosen(interval: accounts.IntervalState, t: Callable[..., str]) -> str:
+    """The interval the user chose, when, and whether it counts; "" when none."""
+    if interval.chosen is None:
+        return ""
+    said = t(
+        "helpdesk.user.interval_chosen_on",
+        interval=interval_name(t, interval.chosen),
+        when=when(interval.chosen_at),
+    )
+    return f"{said} {t('helpdesk.user.interval_overruled')}" if interval.overruled else said
 
 
 def _rank_name(console: Console, roles: tuple[str, ...]) -> str:
@@ -142,6 +156,7 @@ async def user_page(
     audit_event(request, "admin.user_viewed", outcome="ok", user=name, by=admin.name)
     user = view.user_for(name)
     state = await accounts.user_state(store, name, now)
+    interval = await accounts.interval_state(store, name, view.settings(name))
     recent = await store.audit_events(
         AuditQuery(user=name, names=SIGN_IN_EVENTS, limit=10, newest_first=True)
     )
@@ -184,6 +199,9 @@ async def user_page(
             for a in state.authenticators
         ],
         recovery_left=state.recovery_codes_left,
+        interval_in_force=interval_name(t, interval.effective),
+        interval_chosen=_chosen(interval, t),
+        interval_reset=interval.chosen is not None,
         last_verified=when(state.last_verified) if state.last_verified else "",
         devices=[
             {
@@ -222,7 +240,7 @@ async def user_page(
     )
 
 
-DONE = ("unlocked", "revoked", "reset", "forgotten", "sent")
+DONE = ("unlocked", "revoked", "reset", "forgotten", "sent", "interval_reset")
 
 
 def _why_not(admin: Admin, name: str, target_rank: int, t: Any) -> str:
