@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser as Chromium
+from playwright.async_api import expect
 
 from gateway.admin import accounts
 from gateway.model import AuditEvent
@@ -17,6 +19,7 @@ from gateway.stores import AuditQuery, IntervalChoice
 from gateway.web.keys import AUDIT
 from gateway.web.pages.render import when
 from gateway.web.revocations import carry_out_requests
+from tests import browser as chromium
 from tests.conftest import Served
 from tests.helpdesk_kit import ADMIN, CONSOLE_POLICY, console_gateway
 from tests.signin_kit import (
@@ -47,6 +50,7 @@ paths:
 LONG_SESSIONS = "sessions: {idle_timeout: 12h, absolute_timeout: 24h}\n"
 
 crm = pytest.fixture(noted_crm)
+browser = chromium.browser  # the fixture, by name
 
 
 @pytest.fixture
@@ -262,3 +266,35 @@ async def test_the_helpdesk_sees_the_choice_and_forgets_it(
     await gw.served.app[AUDIT].flush()
     events = await gw.signin.durable.audit_events(AuditQuery(names=("admin.interval_reset",)))
     assert [(e.user, dict(e.details)["by"]) for _, e in events] == [("carol", "alice")]
+
+
+async def test_in_chromium_the_user_picks_daily_in_their_language(
+    gw: SignInGateway, browsers: Browsers, browser: Chromium
+) -> None:
+    b = browsers(gw)
+    await enrolled(b, "bob", "bob-demo")
+    context = await browser.new_context(
+        locale="de-DE", extra_http_headers={"Accept-Language": "de"}
+    )
+    await context.add_cookies([{"name": c.key, "value": c.value, "url": gw.url} for c in b.jar])
+    try:
+        page = await context.new_page()
+        await page.goto(f"{gw.url}/_gateway/account")
+        select = page.get_by_label("Code abfragen")
+        await expect(select).to_have_value("policy")
+        labels = await select.locator("option").all_inner_texts()
+        assert labels == [
+            "Wie von meiner Organisation vorgegeben (Wöchentlich)",
+            "Immer (bei jeder Anmeldung)",
+            "Stündlich",
+            "Alle 8 Stunden",
+            "Täglich",
+        ]
+        await select.select_option(label="Täglich")
+        await page.get_by_role("button", name="Speichern").click()
+        await expect(page.get_by_text("Ihre Wahl wurde gespeichert.")).to_be_visible()
+        await expect(page.get_by_label("Code abfragen")).to_have_value("1d")
+        await expect(page.get_by_text("Gilt jetzt: Täglich.")).to_be_visible()
+    finally:
+        await context.close()
+    assert await gw.signin.durable.interval_choice("bob") == IntervalChoice(DAY, gw.clock.now())

@@ -43,6 +43,7 @@ defaults:
 roles:
   admin: {}
 users:
+  anna: {interval: 7d}  # the account page offers her the intervals up to a week
   erik: {enforcement: {required_from: 2031-03-01}}
   chris:
     factors: [totp, sms, email, recovery]
@@ -190,6 +191,7 @@ PAGES: list[tuple[str, str, Show, int]] = [
     ("challenge, locked", "lars", at("/_gateway/challenge"), 429),
     ("account", "anna", at("/_gateway/account"), 200),
     ("account, last app", "anna", at("/_gateway/account?last=1"), 200),
+    ("account, interval refused", "anna", at("/_gateway/account?interval_refused=1"), 200),
     ("enrolment, another app", "anna", at("/_gateway/enrol"), 200),
     ("challenge, step-up", "anna", at("/_gateway/challenge"), 200),
     ("path refused (branded 403)", "anna", at("/admin/users"), 403),
