@@ -78,8 +78,9 @@ def find_credential(
     found: list[str] = []
     for spellings, schemes in places.headers:
         for spelling in spellings:
-            values = headers.getall(spelling, ())
-            found.extend(_from_header(value, schemes) for value in values if value.strip())
+            values = headers.getall(spelling, None)
+            if values:  # most requests carry none: no generator made for them
+                found.extend(_from_header(value, schemes) for value in values if value.strip())
     if places.queries and raw_query:
         for name in places.queries:
             try:

@@ -30,12 +30,18 @@ LOGIN_COOKIE = "crm_gateway_login"  # gateway mode: the login form's double-subm
 LANGUAGE_COOKIE = "crm_gateway_lang"
 
 _COOKIE_GAP = re.compile(r"[\s,]+")
+_PAIR_BOUNDARY = re.compile(r"[\s;,]")  # what may come just before a cookie's name
 # `name=value` (after the space of `; `) with a token name and a value of visible ASCII other
 # than `,` and `;`: read one way by everyone. Most pieces of most requests look like this, so
 # they skip the readings below (on every request of a signed-in user).
 _PLAIN_PAIR = re.compile(r" *([A-Za-z0-9_-]+)=[\x21-\x2b\x2d-\x3a\x3c-\x7e]*")
 # The values we sign (itsdangerous, URL-safe base64 and dots), up to the end of their pair.
 _OUR_VALUE = re.compile(r"[A-Za-z0-9_.-]*(?=;|$)")
+# A browser sends the same Cookie header with request after request: what `adjust` lets
+# through to the CRM is worked out once per header, for headers up to REMEMBERED_LENGTH
+# characters, at most REMEMBERED of them per worker (the oldest go first): a few MB at most.
+REMEMBERED = 1024
+REMEMBERED_LENGTH = 4096
 
 
 class Cookies:
@@ -49,6 +55,9 @@ class Cookies:
         self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
         # crm_pairs_refused's answers (a pure function of its arguments), per worker.
         self._refused: dict[tuple[tuple[str, ...], str | None, str], bool] = {}
+        # What `adjust` keeps of a request's Cookie lines (also a pure function of them, who
+        # is signed in and the session's binding), per worker (REMEMBERED).
+        self._kept: dict[tuple[tuple[str, ...], str | None, str], str] = {}
 
     @staticmethod
     def secure(request: web.Request) -> bool:
@@ -67,7 +76,7 @@ class Cookies:
         if header is None or name not in header:
             return None  # most requests: not ours to read, whatever else they carry
         if '"' not in header:
-            pairs = list(_pair_starts(name).finditer(header))
+            pairs = [m for m in _named(name).finditer(header) if _starts_pair(header, m.start())]
             if len(pairs) == 1 and pairs[0].group().endswith(name + "="):
                 found = _OUR_VALUE.match(header, pairs[0].end())
                 if found is not None:
@@ -96,7 +105,6 @@ class Cookies:
         session cookie only with the value released to this session (`binding`: a copy of
         another user's CRM cookie is no use inside one's own gateway session); the identity
         header (gateway mode) only as we set it."""
-        keep = self._keeper(signed_in, binding)
         identity = self._identity
         header = self.login.identity_header
 
@@ -106,14 +114,30 @@ class Cookies:
                     headers.popall(name, None)
                 if signed_in:
                     headers[header] = signed_in
-            cookies = headers.getall("Cookie", [])
+            cookies = headers.getall("Cookie", None)
             if cookies:
-                kept = [pair.strip() for line in cookies for pair in line.split(";") if keep(pair)]
+                kept = self.kept_cookies(tuple(cookies), signed_in, binding)
                 headers.popall("Cookie", None)
                 if kept:
-                    headers["Cookie"] = "; ".join(kept)
+                    headers["Cookie"] = kept
 
         return adjust
+
+    def kept_cookies(self, lines: tuple[str, ...], signed_in: str | None, binding: str) -> str:
+        """The one Cookie header the CRM gets for these Cookie lines ("": none), the pieces
+        `_keeper` lets through joined with `; `; remembered per worker (REMEMBERED)."""
+        key = (lines, signed_in, binding)
+        found = self._kept.get(key)
+        if found is None:
+            keep = self._keeper(signed_in, binding)
+            found = "; ".join(
+                [pair.strip() for line in lines for pair in line.split(";") if keep(pair)]
+            )
+            if sum(map(len, lines)) <= REMEMBERED_LENGTH:
+                if len(self._kept) >= REMEMBERED:
+                    del self._kept[next(iter(self._kept))]
+                self._kept[key] = found
+        return found
 
     def _keeper(self, signed_in: str | None, binding: str) -> Callable[[str], bool]:
         """Whether one `;`-separated piece of a Cookie header may reach the CRM."""
@@ -154,10 +178,17 @@ class Cookies:
 
 
 @functools.lru_cache(maxsize=16)
-def _pair_starts(name: str) -> re.Pattern[str]:
-    """Where a pair named `name` may start, as any reader splits a Cookie header: after the
-    start, a separator or white space, with white space allowed around `=`."""
-    return re.compile(r"(?:^|[\s;,])\s*" + re.escape(name) + r"\s*=")
+def _named(name: str) -> re.Pattern[str]:
+    """`name` then `=`, white space allowed between: a pair named `name` where _starts_pair
+    agrees. The name leads the pattern, so the regex engine looks for it as a literal (a
+    pattern that starts with the separators tries every character of the header)."""
+    return re.compile(re.escape(name) + r"\s*=")
+
+
+def _starts_pair(header: str, at: int) -> bool:
+    """Whether a name at `at` starts a pair as any reader splits a Cookie header: at the
+    start, or after a separator or white space (white space may come before the name)."""
+    return at == 0 or _PAIR_BOUNDARY.match(header, at - 1) is not None
 
 
 def cookie_name(request: web.Request, base: str) -> str:

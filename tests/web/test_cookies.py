@@ -7,9 +7,17 @@ import random
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 
 from gateway.config.signin import Login
-from gateway.web.cookies import Cookies, _names_read, names_read_every_way
+from gateway.web.cookies import (
+    REMEMBERED,
+    REMEMBERED_LENGTH,
+    Cookies,
+    _names_read,
+    cookie_binding,
+    names_read_every_way,
+)
 from gateway.web.forwarding import ClientView
 from gateway.web.keys import VIEW
 
@@ -94,3 +102,44 @@ def test_no_cookie_header_is_no_cookie() -> None:
     request = make_mocked_request("GET", "/")
     request[VIEW] = VIEW_HTTP
     assert Cookies(OURS, Login(mode="upstream")).get(request, OURS) is None
+
+
+# -- what reaches the CRM, worked out once per Cookie header ----------------------------------
+
+
+def _sent(cookies: Cookies, lines: list[str], signed_in: str | None, binding: str) -> list[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in lines:
+        headers.add("Cookie", line)
+    cookies.adjust(signed_in, binding)(headers)
+    return headers.getall("Cookie", [])
+
+
+def test_a_remembered_cookie_header_is_kept_for_its_own_session_only() -> None:
+    """Cookies.adjust remembers what it lets through per header: the answer for one session
+    (who, and the CRM cookie released to it) is never the answer for another, however often
+    and in whichever order the same header comes."""
+    login = Login(mode="upstream", success_cookie="crm_session", crm_cookies=("crm_session",))
+    cookies = Cookies(OURS, login)
+    lines = [f"{OURS}=Ikp4.Zm9v; crm_session=mine", "other=1; crm_gateway_lang=de"]
+    cases = [
+        ("carol", cookie_binding("mine"), ["crm_session=mine; other=1"]),
+        ("carol", cookie_binding("theirs"), ["other=1"]),
+        ("dave", "", ["other=1"]),
+        (None, "", ["other=1"]),
+    ]
+    for _ in range(3):
+        for signed_in, binding, expected in cases:
+            assert _sent(cookies, lines, signed_in, binding) == expected, (signed_in, binding)
+            fresh = Cookies(OURS, login)  # nothing remembered: the same answer
+            assert _sent(fresh, lines, signed_in, binding) == expected
+
+
+def test_what_is_remembered_stays_bounded() -> None:
+    cookies = Cookies(OURS, Login(mode="upstream"))
+    for n in range(REMEMBERED + 50):
+        assert _sent(cookies, [f"a={n}"], "carol", "") == [f"a={n}"]
+    long_line = "a=" + "x" * REMEMBERED_LENGTH
+    assert _sent(cookies, [long_line], "carol", "") == [long_line]
+    assert len(cookies._kept) == REMEMBERED
+    assert all(sum(map(len, lines)) <= REMEMBERED_LENGTH for lines, _, _ in cookies._kept)
