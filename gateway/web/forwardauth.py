@@ -12,6 +12,7 @@ peer in `trusted_proxies`. This module never forwards anything and never sees a 
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
@@ -38,6 +39,7 @@ from gateway.web.signin import SIGNIN, SignIn
 from gateway.web.urls import reserved_subpath, safe_return_path
 
 _FIELD_BODIES = ("application/x-www-form-urlencoded", "multipart/", "application/json")
+_DOTS = re.compile(r"(?:\.|%2[eE]){1,2}")  # `.` or `..`, any escaped
 
 
 async def dispatch(request: web.Request, sub: str) -> web.StreamResponse:
@@ -109,6 +111,14 @@ async def _judge(
     token = who.kind is Kind.TOKEN
     if decision.action is Action.DENY:
         return _deny(request, original, decision, token)
+    if _dot_segment(raw_path):
+        # Judged resolved, as the proxy mode judges it; but the proxy mode then forwards the
+        # path it judged, while nginx and Caddy send the CRM the target as the client wrote
+        # it. A CRM that routes on the raw path, or resolves `/admin//../x` as RFC 3986 does
+        # (to /admin/x), would serve another path than the one judged. Browsers resolve dot
+        # segments before they send: only a hand-made request carries one.
+        step = Step("", "a dot segment the CRM would read its own way: judged resolved, sent raw")
+        return _deny(request, original, Decision(Action.DENY, "path_ambiguous", (step,)), token)
     if overridable and request.headers.get("Content-Type", "").lower().startswith(_FIELD_BODIES):
         # A `_method` in the body would meet a rule that refuses its method, and no body
         # reaches this endpoint: refused, where the proxy mode reads the body to be sure.
@@ -134,6 +144,13 @@ async def _judge(
     if decision.action is not Action.FORWARD:  # nothing else may pass (a token on a fresh path)
         return _deny(request, original, decision, token)
     return _pass(request, settings, decision.user, guard)
+
+
+def _dot_segment(raw_path: str) -> bool:
+    """Whether the original path holds a dot segment (`..`, `.`, `%2e%2e` in any case)."""
+    if "." not in raw_path and "%" not in raw_path:
+        return False
+    return any(_DOTS.fullmatch(segment) for segment in raw_path.split("/"))
 
 
 def _signs_out(signin: SignIn, original: Original, path: str, raw_query: str) -> bool:
@@ -311,7 +328,7 @@ def _deny(
     status = 403
     if decision.reason == "token_unknown":
         status = 401
-    elif decision.reason in ("credential_ambiguous", "method_ambiguous"):
+    elif decision.reason in ("credential_ambiguous", "method_ambiguous", "path_ambiguous"):
         status = 400
     request[DECISION] = "auth_deny"
     return _refusal(request, original, status, decision.reason, api=token)

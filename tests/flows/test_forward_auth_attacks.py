@@ -1,0 +1,125 @@
+"""Forward auth attacked from outside (issue 18): real nginx and Caddy started from deploy/
+forward-auth/ in front of a real gateway and the echo CRM, which notes every raw target it
+received, so "the CRM never got it" is checked, not assumed. A rule judged on one thing while
+the front proxy hands the CRM another; a header believed from the wrong peer; an identity the
+CRM is handed that the gateway never gave; a refusal a script cannot read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.conftest import AppStarter, Served, send_raw
+from tests.front_proxies import PROXIES, FrontProxy
+from tests.signin_kit import Start
+from tests.upstreams import build_upstream_app
+
+FORWARD_AUTH = "forward_auth: {}\ntrusted_proxies: [127.0.0.1/32]\n"
+POLICY = """\
+defaults: {interval: always, factors: [totp, recovery], enforcement: required}
+networks:
+  office: [127.0.0.1/32]
+roles:
+  admin: {}
+users:
+  alice: {roles: [admin]}
+  bob: {networks: [office]}
+paths:
+  - {path: /admin/**, allow: [role:admin]}
+  - {path: /api/**, allow: [token]}
+  - {path: "/**", allow: [anyone]}
+"""
+RECEIVED = web.AppKey("received", list[str])
+FrontStarter = Callable[[int, int], FrontProxy]
+
+
+@web.middleware
+async def note_targets(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    request.app[RECEIVED].append(request.raw_path)
+    return await handler(request)
+
+
+@pytest.fixture
+async def echo(start_app: AppStarter) -> Served:
+    """The echo CRM (it answers with what it received), noting each raw target in RECEIVED."""
+    app = build_upstream_app()
+    app[RECEIVED] = []
+    app.middlewares.append(note_targets)
+    return await start_app(app)
+
+
+@pytest.fixture(params=sorted(PROXIES))
+def front(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FrontStarter]:
+    """Starts the proxy of this run (nginx, then Caddy) before a gateway and a CRM."""
+    started: list[FrontProxy] = []
+
+    def start(gateway_port: int, crm_port: int) -> FrontProxy:
+        proxy = PROXIES[request.param](tmp_path / request.param, gateway_port, crm_port)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+async def client_on() -> AsyncIterator[Callable[[str], aiohttp.ClientSession]]:
+    """Clients from a loopback address of the test's choosing (127.0.0.1 is the office)."""
+    made: list[aiohttp.ClientSession] = []
+
+    def make(address: str) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(local_addr=(address, 0))
+        made.append(aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()))
+        return made[-1]
+
+    yield make
+    for session in made:
+        await session.close()
+
+
+async def raw_get(proxy: FrontProxy, target: str, extra: str = "") -> tuple[int, bytes]:
+    """`GET target` written byte for byte (no client library would keep `..`): status, body."""
+    host = proxy.url.removeprefix("http://")  # Caddy serves its site's host only
+    request = f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+    answer = await send_raw(proxy.port, request.encode())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+# Out of /admin by a dot segment: the endpoint resolved it and judged /public/x, while both
+# proxies hand the CRM the target as the client wrote it. A CRM that routes on the raw path
+# (Express, a PHP front controller reading REQUEST_URI), or resolves `//..` as RFC 3986 and
+# WHATWG do (the `..` takes the empty segment), serves /admin.
+CLIMBS_OUT = [
+    "/admin/../public/x",
+    "/admin/%2e%2e/public/x",
+    "/admin/%2E%2E/public/x",
+    "/admin/.%2e/public/x",
+    "/admin//../public/x",
+    "/admin/./../public/x",
+    "/admin/x/../../public/x",
+]
+
+
+async def test_a_dot_segment_never_reaches_the_crm_as_the_client_wrote_it(
+    echo: Served, start: Start, front: FrontStarter
+) -> None:
+    gw = await start(echo.url, policy=POLICY, extra=FORWARD_AUTH)
+    proxy = front(gw.served.port, echo.port)
+    for target in CLIMBS_OUT:
+        status, body = await raw_get(proxy, target)
+        # nginx's auth_request turns every refusal but a 401 into a 403; Caddy passes it on.
+        assert status == (403 if proxy.name == "nginx" else 400), (target, status, body[:300])
+        assert json.loads(body)["error"] == "path_ambiguous", target
+    assert not [t for t in echo.app[RECEIVED] if "admin" in t.lower()], echo.app[RECEIVED]
+    # Browsers resolve dot segments before they send anything: a page's own paths still pass.
+    assert (await raw_get(proxy, "/public/x"))[0] == 200
+    assert echo.app[RECEIVED] == ["/public/x"]
