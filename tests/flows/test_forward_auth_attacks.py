@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.crypto import hash_password
 from tests.conftest import AppStarter, Served, send_raw
 from tests.front_proxies import PROXIES, FrontProxy
-from tests.signin_kit import Start
+from tests.signin_kit import Browsers, SignInGateway, Start, field
 from tests.upstreams import build_upstream_app
 
 FORWARD_AUTH = "forward_auth: {}\ntrusted_proxies: [127.0.0.1/32]\n"
@@ -123,3 +124,49 @@ async def test_a_dot_segment_never_reaches_the_crm_as_the_client_wrote_it(
     # Browsers resolve dot segments before they send anything: a page's own paths still pass.
     assert (await raw_get(proxy, "/public/x"))[0] == 200
     assert echo.app[RECEIVED] == ["/public/x"]
+
+
+GATEWAY_LOGIN_POLICY = """\
+defaults: {interval: always, factors: [totp, recovery], enforcement: required}
+users:
+  erin: {enforcement: optional}
+paths:
+  - {path: /public/**, allow: [anyone]}
+  - {path: "/**", allow: [authenticated]}
+"""
+
+
+async def signed_in_cookie(gw: SignInGateway, browsers: Browsers, user: str, password: str) -> str:
+    """A complete session by the gateway's own login page (no factor asked): its cookie."""
+    b = browsers(gw)
+    status, html, _ = await b.get("/_gateway/login?next=/")
+    assert status == 200
+    form = {"csrf": field(html, "csrf"), "next": "/", "username": user, "password": password}
+    status, _, _ = await b.post("/_gateway/login", form)
+    assert status == 303, status
+    return "; ".join(f"{c.key}={c.value}" for c in b.jar)
+
+
+def identity_seen(body: bytes) -> dict[str, str]:
+    headers = json.loads(body)["headers"]
+    return {k.lower(): v for k, v in headers if k.lower() in ("remote-user", "remote-groups")}
+
+
+async def test_the_crm_is_handed_no_identity_the_gateway_did_not_give(
+    echo: Served, start: Start, front: FrontStarter, browsers: Browsers, tmp_path: Path
+) -> None:
+    """Debian's Caddy (2.6) sets each copy_headers header to the placeholder of the endpoint's
+    answer, and leaves the placeholder's own text when the answer has no such header: the CRM
+    got `Remote-User: {http.reverse_proxy.header.Remote-User}` for anybody on an open path, and
+    that as the groups of a signed-in user in none (a CRM creating remote users, as Django's
+    RemoteUserBackend does by default, signs every passer-by in as one)."""
+    users = tmp_path / "users.yaml"
+    users.write_text(f"erin: '{hash_password('erin-password')}'\n")
+    login = f"login:\n  mode: gateway\n  users_file: {users}\n"
+    gw = await start(echo.url, login=login, policy=GATEWAY_LOGIN_POLICY, extra=FORWARD_AUTH)
+    proxy = front(gw.served.port, echo.port)
+    status, body = await raw_get(proxy, "/public/x")
+    assert (status, identity_seen(body)) == (200, {})
+    cookie = await signed_in_cookie(gw, browsers, "erin", "erin-password")
+    status, body = await raw_get(proxy, "/reports/q3", f"Cookie: {cookie}\r\n")
+    assert (status, identity_seen(body)) == (200, {"remote-user": "erin"})
