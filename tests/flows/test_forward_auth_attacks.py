@@ -15,6 +15,9 @@ import pytest
 from aiohttp import web
 
 from gateway.crypto import hash_password
+from gateway.policy.tokens import digest
+from gateway.web.guard import GUARD
+from gateway.web.keys import DURABLE
 from tests.conftest import AppStarter, Served, send_raw
 from tests.front_proxies import PROXIES, FrontProxy
 from tests.signin_kit import Browsers, SignInGateway, Start, field
@@ -170,3 +173,33 @@ async def test_the_crm_is_handed_no_identity_the_gateway_did_not_give(
     cookie = await signed_in_cookie(gw, browsers, "erin", "erin-password")
     status, body = await raw_get(proxy, "/reports/q3", f"Cookie: {cookie}\r\n")
     assert (status, identity_seen(body)) == (200, {"remote-user": "erin"})
+
+
+async def test_an_api_token_is_refused_in_json_even_when_it_accepts_a_page(
+    echo: Served,
+    start: Start,
+    front: FrontStarter,
+    client_on: Callable[[str], aiohttp.ClientSession],
+) -> None:
+    """nginx drops the endpoint's body and asks /_gateway/auth/refused for it, which answered
+    by the Accept header alone: a token from a refused address, or an unknown one, sent with
+    `Accept: text/html`, got the HTML page through nginx."""
+    gw = await start(echo.url, policy=POLICY, extra=FORWARD_AUTH)
+    await gw.served.app[DURABLE].add_token("tok_bob", "bob", digest("demo-token-bob"), "", 0.0)
+    await gw.served.app[GUARD].refresh_tokens()
+    proxy = front(gw.served.port, echo.port)
+    html = {"Accept": "text/html,*/*"}
+    cases = [
+        ("127.0.0.6", "Bearer demo-token-bob", 403, "ip_not_allowed"),
+        ("127.0.0.1", "Bearer not-a-token-of-anyone", 401, "token_unknown"),
+        ("127.0.0.1", "Basic ZGVtbzp0b2tlbg==", 400, "credential_ambiguous"),
+    ]
+    for address, credential, status, reason in cases:
+        headers = {**html, "Authorization": credential}
+        async with client_on(address).get(f"{proxy.url}/api/x", headers=headers) as r:
+            if proxy.name == "nginx" and status == 400:
+                status = 403  # auth_request: every refusal but a 401 is a 403
+            assert r.status == status, (credential, r.status)
+            assert r.headers["Content-Type"].startswith("application/json"), credential
+            assert (await r.json())["error"] == reason
+    assert echo.app[RECEIVED] == []

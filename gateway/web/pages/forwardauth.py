@@ -9,9 +9,11 @@ import re
 from aiohttp import web
 
 from gateway.config.forwardauth import ForwardAuth
-from gateway.errors import NotFound
+from gateway.errors import AmbiguousCredential, NotFound
+from gateway.policy.tokens import find_credential
 from gateway.signin.session import FULL
 from gateway.web.forwarding import wants_html
+from gateway.web.guard import GUARD
 from gateway.web.keys import CONFIG, DECISION, VIEW
 from gateway.web.pages.errors import error_response
 from gateway.web.pages.render import language
@@ -38,11 +40,24 @@ async def refused(request: web.Request, settings: ForwardAuth) -> web.StreamResp
         status=status,
         reason=reason,
         request_id=request[VIEW].request_id,
-        html=wants_html(request.headers),
+        html=wants_html(request.headers) and not _carries_credential(request),
         branding=request.app[CONFIG].branding,
         language=language(request),
         headers={"Cache-Control": "no-store"},
     )
+
+
+def _carries_credential(request: web.Request) -> bool:
+    """Whether the refused request carried an API credential in a header (nginx passes the
+    client's headers on here): the endpoint answered it JSON, never a page, whatever it
+    accepts. A credential in the query is not seen (nginx sends ours instead)."""
+    guard = request.app.get(GUARD)
+    if guard is None:
+        return False
+    try:
+        return find_credential(request.headers, "", guard.places) is not None
+    except AmbiguousCredential:
+        return True
 
 
 async def clear(request: web.Request, settings: ForwardAuth) -> web.StreamResponse:
