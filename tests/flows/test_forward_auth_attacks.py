@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import aiohttp
 import pytest
@@ -18,6 +19,7 @@ from gateway.crypto import hash_password
 from gateway.policy.tokens import digest
 from gateway.web.guard import GUARD
 from gateway.web.keys import DURABLE
+from gateway.web.urls import safe_return_path
 from tests.conftest import AppStarter, Served, send_raw
 from tests.front_proxies import PROXIES, FrontProxy
 from tests.signin_kit import Browsers, SignInGateway, Start, field
@@ -203,3 +205,64 @@ async def test_an_api_token_is_refused_in_json_even_when_it_accepts_a_page(
             assert r.headers["Content-Type"].startswith("application/json"), credential
             assert (await r.json())["error"] == reason
     assert echo.app[RECEIVED] == []
+
+
+OFF_SITE = [
+    "//evil.example/x",
+    "///evil.example/x",
+    "/%2f%2fevil.example/x",
+    "/%5cevil.example/x",
+    "/%09/evil.example/x",
+    "/\\evil.example/x",
+]
+
+
+async def test_the_sign_in_redirect_stays_on_the_site_whatever_the_uri_and_host(
+    echo: Served, start: Start, front: FrontStarter, tmp_path: Path
+) -> None:
+    """Held: the 401/302 to our login is relative, its `next` only ever a same-site path, and
+    a forged Host or X-Forwarded-Host changes nothing."""
+    users = tmp_path / "users.yaml"
+    users.write_text(f"erin: '{hash_password('erin-password')}'\n")
+    login = f"login:\n  mode: gateway\n  users_file: {users}\n"
+    gw = await start(echo.url, login=login, policy=GATEWAY_LOGIN_POLICY, extra=FORWARD_AUTH)
+    proxy = front(gw.served.port, echo.port)
+    page = "Accept: text/html\r\nSec-Fetch-Mode: navigate\r\nX-Forwarded-Host: evil.example\r\n"
+    for target in OFF_SITE:
+        host = proxy.url.removeprefix("http://")
+        request = f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{page}Connection: close\r\n\r\n"
+        answer = (await send_raw(proxy.port, request.encode())).decode("latin-1")
+        status = int(answer.split(" ", 2)[1])
+        location = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in answer.split("\r\n")
+                if line.lower().startswith("location:")
+            ),
+            "",
+        )
+        if status in (301, 302, 303, 307, 308):
+            assert location.startswith("/_gateway/login?next="), (target, location)
+            back = unquote(location.partition("next=")[2])
+            assert safe_return_path(back) == back and "evil" not in back, (target, location)
+        else:
+            assert 400 <= status < 500 and "evil" not in location, (target, answer[:300])
+    assert echo.app[RECEIVED] == []
+
+
+async def test_the_endpoint_answers_get_alone_and_judges_the_original_method_as_sent(
+    echo: Served, start: Start
+) -> None:
+    """Held: the endpoint itself on POST, PUT, OPTIONS, DELETE is 405 (nginx and Caddy ask with
+    GET); an original method in lower case, TRACE or CONNECT on /admin is judged as sent and
+    meets no rule that lets it by."""
+    gw = await start(echo.url, policy=POLICY, extra=FORWARD_AUTH)
+    names = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/public/x"}
+    async with aiohttp.ClientSession() as http:
+        for method in ("POST", "PUT", "OPTIONS", "DELETE"):
+            async with http.request(method, gw.url + "/_gateway/auth", headers=names) as r:
+                assert r.status == 405, method
+        for method in ("get", "GeT", "TRACE", "CONNECT", "PROPFIND"):
+            asked = {"X-Forwarded-Method": method, "X-Forwarded-Uri": "/admin/x"}
+            async with http.get(gw.url + "/_gateway/auth", headers=asked) as r:
+                assert r.status in (401, 403), (method, r.status)
