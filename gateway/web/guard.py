@@ -37,6 +37,9 @@ OVERRIDABLE = ("PUT", "PATCH", "DELETE")  # the methods a POST form may stand fo
 MEMO = 4096
 AMBIGUOUS = "\x00ambiguous"  # CREDENTIAL's value once a credential was found to read two ways
 
+_NOBODY = Who(Kind.ANONYMOUS)  # no credential (the caller looks for a session then)
+_OVERRIDING = Who(Kind.ANONYMOUS, refused="method_ambiguous")
+
 
 @dataclass(frozen=True)
 class Judged:
@@ -60,7 +63,7 @@ class Guard(LivePolicy):
         hold_share: float = DEFAULT_HOLD_SHARE,
     ) -> None:
         super().__init__(folder, policy, durable, trail, hold_share=hold_share)
-        self._memo: dict[tuple[Who, Request, bool], tuple[Decision, bool]] = {}
+        self._memo: dict[tuple[str | bool, ...], tuple[Decision, bool]] = {}
         self._memo_view: PolicyView | None = None
 
     def who(self, request: web.Request) -> Who:
@@ -85,8 +88,8 @@ class Guard(LivePolicy):
         headers, its method and raw query (the forward-auth endpoint gives the original's)."""
         overridden = method_override(header_names, method, raw_query)
         refused = "method_ambiguous" if overridden else ""
-        if credential is None:
-            return Who(Kind.ANONYMOUS, refused=refused)
+        if credential is None:  # most requests: one of two values, made once
+            return _OVERRIDING if overridden else _NOBODY
         try:
             record = self.tokens.lookup(credential)
         except AmbiguousCredential:
@@ -139,7 +142,19 @@ class Guard(LivePolicy):
         """`_decide`'s answer under `view`, remembered per worker (MEMO)."""
         if self._memo_view is not view:  # a reload: decisions start again
             self._memo, self._memo_view = {}, view
-        key = (who, asked, gateway_login)
+        # What `decide` reads of who asks for the CRM (crm_decision): not when a factor passed,
+        # which only still_verified reads, after. Plain strings: hashed and compared in C.
+        key = (
+            who.kind.value,
+            who.user,
+            who.token_known,
+            who.refused,
+            asked.asks.value,
+            asked.ip,
+            asked.method,
+            asked.path,
+            gateway_login,
+        )
         found = self._memo.get(key)
         if found is None:
             found = self._decide(view, who, asked, Rules(gateway_login=gateway_login))

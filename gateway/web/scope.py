@@ -46,13 +46,27 @@ def _view(request: web.Request, config: Config, fresh_id: str) -> ClientView:
     )
 
 
+_IDS_AT_ONCE = 256  # request ids drawn from the OS in one call: 2 KiB of random bytes
+_ids: list[str] = []
+os.register_at_fork(after_in_child=_ids.clear)  # a forked worker never shares the pool
+
+
+def _fresh_id() -> str:
+    """A new request id, 16 hex digits of the OS's randomness as before, drawn 256 at a time
+    (one system call for 256 requests instead of one each)."""
+    if not _ids:
+        pool = os.urandom(8 * _IDS_AT_ONCE).hex()
+        _ids.extend(pool[i : i + 16] for i in range(0, len(pool), 16))
+    return _ids.pop()
+
+
 @web.middleware
 async def scope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Who is asking (address, request id), our errors as pages or JSON, one access-log line."""
     config = request.app[CONFIG]
     clock = request.app[CLOCK]
     started = clock.monotonic()
-    rid = os.urandom(8).hex()
+    rid = _fresh_id()
     status = 0
     request[DECISION] = ""
     try:

@@ -266,6 +266,28 @@ async def test_a_decision_remembered_for_a_token_ends_when_the_token_is_revoked(
     assert (status, json.loads(body)["error"]) == (403, "token_ip_not_allowed")
 
 
+async def test_a_remembered_decision_is_never_another_askers(guarded: Served, clients: dict) -> None:
+    """Decisions are remembered by what decides them: the kind of asker (a token, nobody),
+    whose, whether the request reads two ways, the address, the method and the path. The
+    same path from the same address, asked in turn each way and again, gets each its own."""
+    url = f"{guarded.url}/admin/users"
+    office = clients["127.0.0.2"]
+    alice = {"Authorization": f"Bearer {ALICE_TOKEN}"}
+    sync = {"Authorization": f"Bearer {SYNC_TOKEN}"}
+    overriding = {**alice, "X-HTTP-Method-Override": "DELETE"}
+    for _ in range(2):
+        assert (await _get(office, url, headers=alice))[0] == 200
+        status, _, body = await _get(office, url)
+        assert (status, "path_not_allowed") == (403, json.loads(body)["error"])
+        status, _, body = await _get(office, url, headers=sync)  # sync's role: not from here
+        assert (status, "ip_not_allowed") == (403, json.loads(body)["error"])
+        status, _, body = await _get(office, url, headers=overriding)
+        assert (status, "method_ambiguous") == (400, json.loads(body)["error"])
+        assert (await _get(clients["127.0.0.3"], url, headers=alice))[0] == 403
+        async with office.post(url, headers=alice) as r:
+            assert r.status == 200
+
+
 async def test_every_denial_is_audited_even_when_its_decision_is_remembered(
     guarded: Served, clients: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
