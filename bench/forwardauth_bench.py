@@ -72,6 +72,7 @@ class Run:
     p99_ms: float
     cpu_us: float
     errors: str
+    cpu_parts: tuple[float, ...]  # µs per request of each of the target's roots, in order
 
 
 def parse_args() -> argparse.Namespace:
@@ -148,13 +149,14 @@ def run_wrk(wrk: str, target: Target, seconds: int, connections: int) -> Run:
     threads = min(2, connections)
     headers = [arg for name, value in target.headers.items() for arg in ("-H", f"{name}: {value}")]
     args = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *headers]
-    before = sum(cpu_ticks(root) for root in target.roots)
+    before = [cpu_ticks(root) for root in target.roots]
     out = subprocess.run(
         [*args, target.url], capture_output=True, text=True, check=True, timeout=seconds + 30
     ).stdout
-    spent = sum(cpu_ticks(root) for root in target.roots) - before
+    spent = [cpu_ticks(root) - ticks for root, ticks in zip(target.roots, before, strict=True)]
     rps, p50, p99, requests, errors = parse_wrk(out)
-    return Run(rps, p50, p99, spent / TICK * 1e6 / requests if requests else 0.0, errors)
+    parts = tuple(ticks / TICK * 1e6 / requests if requests else 0.0 for ticks in spent)
+    return Run(rps, p50, p99, sum(parts), errors, parts)
 
 
 def start_targets(processes: Processes, nginx: str) -> tuple[dict[str, Target], int]:
@@ -271,6 +273,14 @@ def report(
         f"p50 added by asking the gateway, at 1 connection: {added:+.0f} µs over nginx alone "
         f"({single['nginx'] * 1000:.0f} µs → {single['auth'] * 1000:.0f} µs)."
     )
+    for conns in (LOADED, SINGLE):
+        front, gateway = (
+            statistics.median(m.cpu_parts[i] for m in runs[("auth", conns)]) for i in (0, 1)
+        )
+        lines.append(
+            f"CPU µs per request on the auth_request path at {conns} connection"
+            f"{'s' if conns > 1 else ''}: front nginx {front:.0f}, gateway {gateway:.0f}."
+        )
     lines.append(
         "Other work on the machine took "
         + ", ".join(f"{s * 100:.0f} %" for s in shares)
