@@ -291,3 +291,15 @@ def test_the_deployment_guide_shows_the_very_files_these_tests_run() -> None:
     guide = (DEPLOY.parent.parent / "docs" / "deployment.md").read_text()
     for name in ("nginx.conf", "Caddyfile", "traefik.yaml"):
         assert (DEPLOY / name).read_text().rstrip("\n") in guide, name
+
+
+def test_the_readme_quotes_the_very_files_these_tests_run() -> None:
+    """The README's forward-auth section quotes both configs: each of its nginx and Caddy
+    blocks is a piece of the file as it is, indentation included."""
+    readme = (DEPLOY.parent.parent / "README.md").read_text()
+    section = readme.split("\n## Keeping nginx or Caddy in front", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(nginx|caddy)\n(.*?)```", section, re.S)
+    assert sorted({kind for kind, _ in blocks}) == ["caddy", "nginx"], blocks
+    for kind, block in blocks:
+        name = "nginx.conf" if kind == "nginx" else "Caddyfile"
+        assert block in (DEPLOY / name).read_text(), (name, block[:200])
