@@ -41,6 +41,7 @@ from gateway.stores.postgres_schema import (
 
 # The SQLite store's schema: a snapshot is a SQLite store file (see the module's docstring).
 from gateway.stores.sqlite_base import _SCHEMA as SQLITE_SCHEMA
+from gateway.stores.sqlite_base import bring_up_to_date
 from gateway.stores.sqlite_snapshot import SqliteSnapshots
 
 T = TypeVar("T")
@@ -199,16 +200,36 @@ class PostgresSnapshots:
         transaction under the schema lock: a gateway that holds the store open reads either
         the old contents or the restored ones, never a mix. A database without a store gets
         the newest schema first."""
+        with tempfile.TemporaryDirectory(prefix="crm-gateway-restore-") as work:
+            self._put(self._current(snapshot, Path(work)))
+
+    def _current(self, snapshot: Path, work: Path) -> Path:
+        """The snapshot as the newest schema: itself, or a copy brought up to date when a
+        backup of an older crm-gateway is restored (the SQLite store does the same on open)."""
         uri = f"{snapshot.absolute().as_uri()}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True)) as src:
             row = src.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None or int(row[0]) != self.schema:
-            held = "no schema" if row is None else f"schema {row[0]}"
+        held = 0 if row is None else int(row[0])
+        if 1 <= held < self.schema:
+            copy = work / "snapshot"
+            with (
+                closing(sqlite3.connect(uri, uri=True)) as src,
+                closing(sqlite3.connect(copy)) as dst,
+            ):
+                src.backup(dst)
+            held = bring_up_to_date(copy)
+            snapshot = copy
+        if held != self.schema:
+            shown = "no schema" if row is None else f"schema {row[0]}"
             raise Refused(
                 "schema_unknown",
-                f"the snapshot holds {held}; {self.name} takes schema {self.schema}: "
-                "restore it with the crm-gateway version that made it, then migrate",
+                f"the snapshot holds {shown}; {self.name} takes schema {self.schema}: "
+                "restore it with a crm-gateway that knows that schema",
             )
+        return snapshot
+
+    def _put(self, snapshot: Path) -> None:
+        uri = f"{snapshot.absolute().as_uri()}?mode=ro"
 
         async def fill(conn: Conn) -> None:
             await prepare(conn, self.name, create=True)

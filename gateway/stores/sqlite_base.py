@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import TypeVar
 
@@ -117,6 +118,16 @@ CREATE TABLE IF NOT EXISTS interval_choice (
 );
 UPDATE meta SET value = '2' WHERE key = 'schema_version' AND value = '1';
 """
+
+
+def bring_up_to_date(path: Path) -> int:
+    """A store file of an older schema (a backup made before an upgrade) given the newest:
+    what the store does itself when it opens a file. Returns the schema it holds then."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript(_SCHEMA)
+        conn.commit()
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0])
 
 
 def _read_only(exc: sqlite3.Error) -> bool:

@@ -5,7 +5,9 @@ encrypted file around a snapshot is the backup command's (tests/flows/test_backu
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,28 @@ async def test_taking_a_snapshot_of_no_store_is_refused(
 
     assert refused.value.reason == "store_unreadable"
     assert not snapshots.exists()
+
+
+async def test_a_snapshot_of_the_schema_before_is_brought_up_to_date_when_put(
+    durable_backends: Callable[[str], DurableBackend], tmp_path: Path
+) -> None:
+    """A backup made by the crm-gateway before an upgrade (schema 1: no interval_choice
+    table) restores into a store of this version, which then works in full."""
+    source, target = durable_backends("source"), durable_backends("upgraded")
+    await fill(await source.open())
+    taken = tmp_path / "snapshot"
+    await asyncio.to_thread(durable_snapshots(source.settings).take, taken)
+    with closing(sqlite3.connect(taken)) as old:
+        old.execute("DROP TABLE interval_choice")
+        old.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        old.commit()
+    snapshots = durable_snapshots(target.settings)
+
+    await asyncio.to_thread(snapshots.put, taken)
+
+    restored = await target.open(create=False)
+    assert [row[0] for row in await restored.tokens()] == ["tok_0", "tok_1"]
+    assert snapshots.examine_store("the store", "store_damaged").schema == snapshots.schema == 2
+    await restored.set_interval_choice("alice", 3600.0, T0)
+    choice = await restored.interval_choice("alice")
+    assert choice is not None and choice.seconds == 3600.0
