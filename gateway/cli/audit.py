@@ -19,7 +19,7 @@ from typing import TypeVar
 from gateway.admin import trail
 from gateway.audit import event_json
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, when_utc
-from gateway.cli.store import CLOCK, with_store
+from gateway.cli.store_access import CLOCK, with_store
 from gateway.config.model import Config
 from gateway.errors import BadArgument, StoreUnavailable
 from gateway.model import AuditEvent

@@ -49,7 +49,7 @@ from typing import Any
 from gateway import __version__
 from gateway.cli.backup_file import private_dir, private_file, seal, unseal, write_new
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, when_utc
-from gateway.cli.store import CLOCK, audit_admin, with_store
+from gateway.cli.store_access import CLOCK, audit_admin, with_store
 from gateway.config.model import Config
 from gateway.crypto import KeyRing
 from gateway.errors import Refused, StoreUnavailable

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, when_utc
-from gateway.cli.store import CLOCK, audit_admin, with_store
+from gateway.cli.store_access import CLOCK, audit_admin, with_store
 from gateway.config.model import Config
 from gateway.crypto import KeyRing, Sealer, new_key_line
 from gateway.errors import KeyProblem, SealBroken, StoreUnavailable

@@ -16,7 +16,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from gateway import __version__
-from gateway.cli import audit, backup, detect, doctor, keys, store_commands, tokens, usage, users
+from gateway.cli import (
+    audit,
+    backup,
+    detect,
+    doctor,
+    keys,
+    sms_usage,
+    store_commands,
+    tokens,
+    users,
+)
 from gateway.cli import policy as policies
 from gateway.cli.output import (
     EXIT_CONFIG,
@@ -45,7 +55,7 @@ CONFIGURED: dict[str, Handler] = {
     "users": users.users_command,
     "sessions": users.users_command,
     "recovery": users.users_command,
-    "sms-usage": lambda args, config, _policy: usage.sms_usage(args, config),
+    "sms-usage": lambda args, config, _policy: sms_usage.sms_usage(args, config),
     "keys": keys.rotate_command,  # `keys generate` needs no config: main() runs it first
     "audit": audit.audit_command,
     "backup": backup.backup_command,
@@ -87,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_commands(commands)
     policies.add_commands(commands)
     tokens.add_commands(commands)
-    usage.add_command(commands)
+    sms_usage.add_command(commands)
     users.add_commands(commands)
     backup.add_commands(commands)
     store_commands.add_commands(commands)
@@ -226,7 +236,9 @@ def _command(argv: list[str] | None) -> int:
             return EXIT_CONFIG
         try:
             return handler(args, *loaded)
-        except StoreUnavailable as exc:  # cli.store.with_store's one line: which store, and why
+        except (
+            StoreUnavailable
+        ) as exc:  # cli.store_access.with_store's one line: which store, and why
             print(exc.detail, file=sys.stderr)
             return EXIT_FAILED
     if args.command == "detect-login":

@@ -9,7 +9,7 @@ import sys
 
 from gateway.admin.explain import explain_request, fresh_line, settings_lines
 from gateway.cli.output import EXIT_OK, EXIT_USAGE, loaded_or_reported
-from gateway.cli.store import audit_admin, with_store
+from gateway.cli.store_access import audit_admin, with_store
 from gateway.config.model import Config
 from gateway.errors import BadRequest
 from gateway.model import canonical_user

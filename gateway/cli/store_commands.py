@@ -32,7 +32,7 @@ from typing import Any
 
 from gateway.cli.backup_file import private_dir, private_file
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, plural
-from gateway.cli.store import CLOCK, audit_admin, store_problem, with_store
+from gateway.cli.store_access import CLOCK, audit_admin, store_problem, with_store
 from gateway.config.model import Config
 from gateway.errors import Refused, StoreUnavailable
 from gateway.policy.model import Policy

@@ -9,7 +9,7 @@ import secrets
 import sys
 
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, when_utc
-from gateway.cli.store import CLOCK, audit_admin, with_store
+from gateway.cli.store_access import CLOCK, audit_admin, with_store
 from gateway.config.model import Config
 from gateway.errors import StoreUnavailable
 from gateway.policy.model import Policy

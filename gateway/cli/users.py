@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.admin import accounts
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, emit, when_utc
-from gateway.cli.store import CLOCK, audit_admin, with_store
+from gateway.cli.store_access import CLOCK, audit_admin, with_store
 from gateway.config.model import Config
 from gateway.model import canonical_user, format_interval
 from gateway.policy.model import Policy, empty_policy

@@ -10,10 +10,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from gateway.config.loader import Value
-
 # The e-mail provider is read exactly as `email.provider` is for codes: one set of rules.
 from gateway.config.messaging import Messaging, OutboxProvider, SmtpProvider, read_provider
+from gateway.config.yaml_reader import Value
 
 _ADDRESS = re.compile(r"^[^\s@<>,;\"]+@[^\s@<>,;\"]+$")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from gateway.config.loader import Value
 from gateway.config.networks import IPNetwork
+from gateway.config.yaml_reader import Value
 
 # The console's ranks, lowest first: an auditor reads; a helpdesk also acts on users; an
 # admin also acts on helpdesk users. Nobody acts on a user of a higher rank than their own.

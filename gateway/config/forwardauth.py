@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway.config.loader import Value
+from gateway.config.yaml_reader import Value
 from gateway.headers import MANAGED, fold
 
 _HEADER = re.compile(r"^[!#$%&'*+.^`|~0-9A-Za-z-]+$")  # an RFC 9110 token, no `_`

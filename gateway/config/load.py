@@ -8,7 +8,6 @@ from pathlib import Path
 
 from gateway.config.alerts import read_alerts
 from gateway.config.forwardauth import read_forward_auth
-from gateway.config.loader import Source, Value, read_file
 from gateway.config.messaging import read_messaging
 from gateway.config.model import Admin, Audit, Branding, Config, Logging, State
 from gateway.config.networks import IPNetwork
@@ -30,6 +29,7 @@ from gateway.config.sections import (
 from gateway.config.shutdown import read_shutdown
 from gateway.config.signin import SignIn, read_signin
 from gateway.config.webauthn import read_webauthn
+from gateway.config.yaml_reader import Source, Value, read_file
 from gateway.errors import ConfigError
 
 TOP_KEYS = {

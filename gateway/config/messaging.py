@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from gateway.config.loader import Value
+from gateway.config.yaml_reader import Value
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _HEADER = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from yaml.nodes import ScalarNode
 
-from gateway.config.loader import Value
 from gateway.config.model import StoreConfig
+from gateway.config.yaml_reader import Value
 
 # Keys only a postgres store takes (another kind that names one is told so).
 POSTGRES_KEYS = frozenset({"password", "max_connections", "timeouts"})

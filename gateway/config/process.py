@@ -10,7 +10,7 @@ from pathlib import Path
 
 from yaml.nodes import ScalarNode
 
-from gateway.config.loader import Value, describe
+from gateway.config.yaml_reader import Value, describe
 
 
 def policy_files(directory: str | Path) -> list[Path]:

@@ -13,7 +13,6 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from gateway.config.console import read_console
-from gateway.config.loader import Source, Value
 from gateway.config.model import (
     DURABLE_KINDS,
     SHARED_KINDS,
@@ -30,6 +29,7 @@ from gateway.config.model import (
     Upstream,
 )
 from gateway.config.postgres import POSTGRES_KEYS, read_postgres
+from gateway.config.yaml_reader import Source, Value
 from gateway.headers import MANAGED, fold
 
 T = TypeVar("T")

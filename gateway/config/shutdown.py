@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config.loader import Value
+from gateway.config.yaml_reader import Value
 
 _LONGEST = 3600.0  # a stop that takes longer than an hour is a typo, not a plan
 

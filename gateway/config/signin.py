@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from gateway.config.loader import Value
+from gateway.config.yaml_reader import Value
 from gateway.crypto import KeyRing, parse_keys
 from gateway.errors import KeyProblem
 from gateway.headers import MANAGED, fold

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from fido2.rpid import verify_rp_id
 
-from gateway.config.loader import Value
+from gateway.config.yaml_reader import Value
 
 KEYS = {"rp_id", "rp_name", "user_verification", "timeout"}
 USER_VERIFICATION = ("preferred", "required")

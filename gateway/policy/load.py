@@ -15,9 +15,9 @@ from typing import Any
 
 from yaml.nodes import MappingNode
 
-from gateway.config.loader import Source, Value, read_file, read_network_list
 from gateway.config.networks import IPNetwork
 from gateway.config.process import files_signature, policy_files
+from gateway.config.yaml_reader import Source, Value, read_file, read_network_list
 from gateway.errors import ConfigError, Problem
 from gateway.policy.checks import check_caps, path_rule_warnings
 from gateway.policy.model import (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 
-from gateway.config.loader import Value
+from gateway.config.yaml_reader import Value
 from gateway.model import PHISHING_RESISTANT
 from gateway.policy.model import Level, PathRule, User, Where
 from gateway.policy.values import factors_value

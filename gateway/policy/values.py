@@ -11,7 +11,7 @@ import re
 
 import phonenumbers
 
-from gateway.config.loader import Value
+from gateway.config.yaml_reader import Value
 from gateway.model import FACTOR_NAMES
 from gateway.policy.model import Level
 

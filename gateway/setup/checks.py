@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.clock import Clock
-from gateway.config.loader import Source, read_file
 from gateway.config.model import Config
+from gateway.config.yaml_reader import Source, read_file
 from gateway.errors import StoreUnavailable
 from gateway.model import AuditEvent
 from gateway.stores import STORE_MISSING, durable_address, open_durable, open_shared

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.config.loader import Source, read_file
+from gateway.config.yaml_reader import Source, read_file
 from gateway.crypto import is_password_hash
 from gateway.errors import ConfigError
 from gateway.model import canonical_user

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.config.forwardauth import ForwardAuth, read_forward_auth
 from gateway.config.load import parse_config
-from gateway.config.loader import Source
+from gateway.config.yaml_reader import Source
 from gateway.errors import ConfigError
 
 MINIMAL = "listen: 127.0.0.1:0\nupstream: {url: http://127.0.0.1:9}\n"

@@ -22,7 +22,7 @@ from gateway.web.audit import audit_event
 from gateway.web.helpdesk.access import Admin, refused
 from gateway.web.helpdesk.inputs import fields
 from gateway.web.helpdesk.users import console_page
-from gateway.web.pages.codes import deliver
+from gateway.web.pages.code_sending import deliver
 from gateway.web.pages.forms import checked_form
 from gateway.web.pages.notices import SIGN_INS, requested
 from gateway.web.pages.render import translator

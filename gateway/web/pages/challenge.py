@@ -19,7 +19,7 @@ from gateway.signin.session import FULL, PASSWORD, Session
 from gateway.web import kept
 from gateway.web.audit import audit_event
 from gateway.web.keys import VIEW
-from gateway.web.pages.codes import sent_problem
+from gateway.web.pages.code_sending import sent_problem
 from gateway.web.pages.forms import checked_form
 from gateway.web.pages.frame import needs, no_factor, session_page
 from gateway.web.pages.notices import notify

@@ -26,7 +26,7 @@ from gateway.stores import AuditQuery
 from gateway.web.audit import audit_event
 from gateway.web.devices import device_label
 from gateway.web.keys import VIEW
-from gateway.web.pages.codes import deliver
+from gateway.web.pages.code_sending import deliver
 from gateway.web.pages.render import language
 from gateway.web.signin import SignIn
 

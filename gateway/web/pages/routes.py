@@ -16,7 +16,7 @@ from gateway.web.pages.account import (
     account_remove,
 )
 from gateway.web.pages.challenge import challenge
-from gateway.web.pages.codes import send_code
+from gateway.web.pages.code_sending import send_code
 from gateway.web.pages.enrol import enrol, skip
 from gateway.web.pages.frame import Handler, needs
 from gateway.web.pages.login import login_page, logout, serve_stylesheet, switch_language

@@ -8,7 +8,7 @@ import sys
 
 from gateway.admin.ledger import amount, bill, bill_csv, quarter_bounds
 from gateway.cli.output import EXIT_OK, EXIT_USAGE
-from gateway.cli.store import with_store
+from gateway.cli.store_access import with_store
 from gateway.config.model import Config
 
 
