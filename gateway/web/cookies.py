@@ -13,6 +13,7 @@ import functools
 import hashlib
 import re
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -58,6 +59,9 @@ class Cookies:
         # What `adjust` keeps of a request's Cookie lines (also a pure function of them, who
         # is signed in and the session's binding), per worker (REMEMBERED).
         self._kept: dict[tuple[tuple[str, ...], str | None, str], str] = {}
+        # What `get` found in a Cookie header (its first, as aiohttp reads it), by header and
+        # cookie name: a pure function of them too (REMEMBERED).
+        self._found: dict[tuple[str, str], str | None] = {}
 
     @staticmethod
     def secure(request: web.Request) -> bool:
@@ -75,13 +79,13 @@ class Cookies:
         header = request.headers.get("Cookie")
         if header is None or name not in header:
             return None  # most requests: not ours to read, whatever else they carry
-        if '"' not in header:
-            pairs = [m for m in _named(name).finditer(header) if _starts_pair(header, m.start())]
-            if len(pairs) == 1 and pairs[0].group().endswith(name + "="):
-                found = _OUR_VALUE.match(header, pairs[0].end())
-                if found is not None:
-                    return found.group(0)
-        return request.cookies.get(name)
+        key = (header, name)
+        found = self._found.get(key, _UNREAD)
+        if found is _UNREAD:
+            found = _read_cookie(request, header, name)
+            if len(header) <= REMEMBERED_LENGTH:
+                _remember(self._found, key, found)
+        return found
 
     def set(
         self, request: web.Request, base: str, value: str, max_age: float | None = None
@@ -134,9 +138,7 @@ class Cookies:
                 [pair.strip() for line in lines for pair in line.split(";") if keep(pair)]
             )
             if sum(map(len, lines)) <= REMEMBERED_LENGTH:
-                if len(self._kept) >= REMEMBERED:
-                    del self._kept[next(iter(self._kept))]
-                self._kept[key] = found
+                _remember(self._kept, key, found)
         return found
 
     def _keeper(self, signed_in: str | None, binding: str) -> Callable[[str], bool]:
@@ -175,6 +177,27 @@ class Cookies:
                 del self._refused[next(iter(self._refused))]
             self._refused[key] = found
         return found
+
+
+_UNREAD = "\x00unread"  # Cookies.get: a header not read yet (compared by identity)
+
+
+def _read_cookie(request: web.Request, header: str, name: str) -> str | None:
+    """Cookies.get's answer, worked out: the fast way when it is sure, else aiohttp's."""
+    if '"' not in header:
+        pairs = [m for m in _named(name).finditer(header) if _starts_pair(header, m.start())]
+        if len(pairs) == 1 and pairs[0].group().endswith(name + "="):
+            found = _OUR_VALUE.match(header, pairs[0].end())
+            if found is not None:
+                return found.group(0)
+    return request.cookies.get(name)
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Add to one of the bounded caches above (REMEMBERED); the oldest goes when it is full."""
+    if key not in cache and len(cache) >= REMEMBERED:
+        del cache[next(iter(cache))]
+    cache[key] = value
 
 
 @functools.lru_cache(maxsize=16)

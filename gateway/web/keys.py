@@ -29,7 +29,7 @@ TASKS = web.AppKey("tasks", Background)  # what runs beside the requests, until 
 ADMIN_LISTENER = web.AppKey("admin_listener", tuple)
 
 VIEW = web.RequestKey("view", ClientView)  # who is asking, set first on every request
-USER = web.RequestKey("user", str)  # the user name for the access log, once known
+USER = web.RequestKey("user", str)  # the user name for the access log, once known ("" before)
 SESSION = web.RequestKey("session", Session)  # the gateway session, once loaded
 CREDENTIAL = web.RequestKey("credential", str)  # the API credential ("" = none), once looked for
 # What the gateway did with the request, for the access log and the metrics: forward, deny,

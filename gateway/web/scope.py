@@ -63,12 +63,14 @@ def _fresh_id() -> str:
 @web.middleware
 async def scope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Who is asking (address, request id), our errors as pages or JSON, one access-log line."""
-    config = request.app[CONFIG]
-    clock = request.app[CLOCK]
+    app = request.app  # a property of aiohttp's: read once
+    config = app[CONFIG]
+    clock = app[CLOCK]
     started = clock.monotonic()
     rid = _fresh_id()
     status = 0
     request[DECISION] = ""
+    request[USER] = ""  # set, like DECISION, so reading it never raises and catches a KeyError
     try:
         try:
             request[VIEW] = view = _view(request, config, rid)
@@ -92,7 +94,7 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
         seconds = clock.monotonic() - started
         decision = request[DECISION] or ("gone" if not status else "forward")
         record_request(decision, seconds)
-        access = request.app.get(ACCESS_LOG)
+        access = app.get(ACCESS_LOG)
         if access is not None and access.enabled:
             seen = request.get(VIEW)
             access.record(
@@ -102,7 +104,7 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
                 request.raw_path.split("?", 1)[0][:512],
                 status or 499,
                 seconds,
-                request.get(USER, "-") or "-",
+                request[USER] or "-",
                 decision,
             )
 

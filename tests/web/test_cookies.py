@@ -143,3 +143,33 @@ def test_what_is_remembered_stays_bounded() -> None:
     assert _sent(cookies, [long_line], "carol", "") == [long_line]
     assert len(cookies._kept) == REMEMBERED
     assert all(sum(map(len, lines)) <= REMEMBERED_LENGTH for lines, _, _ in cookies._kept)
+
+
+def test_what_get_found_is_remembered_per_header_and_name() -> None:
+    """Cookies.get answers a header it has read before from what it found (None included),
+    per cookie name: the same header over HTTPS names `__Host-` cookies, another answer."""
+    cookies = Cookies(OURS, Login(mode="upstream"))
+    https = ClientView(
+        ip="127.0.0.1",
+        peer="127.0.0.1",
+        proto="https",
+        host="crm",
+        peer_trusted=False,
+        request_id="r",
+        chain=(),
+    )
+    headers = [
+        (f"{OURS}=plain.value; __Host-{OURS}=host.value", "plain.value", "host.value"),
+        (f'{OURS}="quoted.value"; other=1', "quoted.value", None),
+        (f"{OURS}_device=abc", None, None),
+    ]
+    for _ in range(2):
+        for header, over_http, over_https in headers:
+            for view, expected in ((VIEW_HTTP, over_http), (https, over_https)):
+                request = make_mocked_request("GET", "/", headers={"Cookie": header})
+                request[VIEW] = view
+                assert (
+                    cookies.get(request, OURS)
+                    == expected
+                    == request.cookies.get(cookies.name(request, OURS))
+                )

@@ -266,7 +266,9 @@ async def test_a_decision_remembered_for_a_token_ends_when_the_token_is_revoked(
     assert (status, json.loads(body)["error"]) == (403, "token_ip_not_allowed")
 
 
-async def test_a_remembered_decision_is_never_another_askers(guarded: Served, clients: dict) -> None:
+async def test_a_remembered_decision_is_never_another_askers(
+    guarded: Served, clients: dict
+) -> None:
     """Decisions are remembered by what decides them: the kind of asker (a token, nobody),
     whose, whether the request reads two ways, the address, the method and the path. The
     same path from the same address, asked in turn each way and again, gets each its own."""
