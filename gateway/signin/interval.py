@@ -49,3 +49,12 @@ def with_choice(settings: Settings, chosen: float | None) -> Settings:
     assert chosen is not None
     reverify = min(settings.reverify, chosen) if chosen > 0 else settings.reverify
     return replace(settings, interval=chosen, reverify=reverify)
+
+
+def loosens(settings: Settings, before: float | None, after: float | None) -> bool:
+    """Going from the choice `before` to `after` (None: the policy's) asks less of the user in
+    some way: a longer interval at sign-in, or a longer `reverify` inside a session. From
+    hourly to `always` is one: stricter at sign-in, but `always` leaves `reverify` to the
+    policy, so an open session would no longer be asked every hour."""
+    was, will = with_choice(settings, before), with_choice(settings, after)
+    return will.interval > was.interval or will.reverify > was.reverify

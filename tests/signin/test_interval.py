@@ -14,7 +14,7 @@ from gateway.model import Action, Decision, Settings
 from gateway.policy.load import load_policies
 from gateway.policy.view import PolicyView
 from gateway.signin.decision import Asks, Device, Facts, Kind, Request, Who, decide
-from gateway.signin.interval import applies, open_to, parse_choice, with_choice
+from gateway.signin.interval import applies, loosens, open_to, parse_choice, with_choice
 
 H, D = 3600.0, 86400.0
 NOW = 1_800_000_000.0
@@ -83,6 +83,26 @@ users:
 paths:
   - {path: /**, allow: [authenticated]}
 """
+
+
+@pytest.mark.parametrize(
+    ("policy", "before", "after", "looser"),
+    [
+        (settings(7 * D), None, H, False),  # stricter: no code asked
+        (settings(7 * D), H, None, True),
+        (settings(7 * D), H, 8 * H, True),
+        (settings(7 * D), 0.0, H, True),  # longer at sign-in
+        (settings(7 * D), H, 0.0, True),  # shorter at sign-in, but reverify back to never
+        (settings(7 * D, reverify=D), 8 * H, 0.0, True),  # reverify 8h → the policy's day
+        (settings(7 * D, reverify=H), 8 * H, 0.0, False),  # the policy's hour holds both ways
+        (settings(7 * D), H, H, False),
+        (settings(D), 7 * D, None, False),  # a stored choice above the cap counts for nothing
+    ],
+)
+def test_a_change_loosens_when_either_interval_grows(
+    policy: Settings, before: float | None, after: float | None, looser: bool
+) -> None:
+    assert loosens(policy, before, after) is looser
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gateway.metrics import PASSKEYS
 from gateway.model import FACTOR_NAMES, format_interval
-from gateway.signin.interval import applies, open_to, parse_choice, with_choice
+from gateway.signin.interval import applies, loosens, open_to, parse_choice
 from gateway.signin.session import FULL, Session
 from gateway.web.audit import audit_event
 from gateway.web.pages.forms import checked_form
@@ -115,8 +115,9 @@ async def account_interval(
 ) -> web.StreamResponse:
     """The user chooses how often they are asked for a code, within the policy's interval
     ("policy": as the policy says). Anything else (a forged value, one at or above the cap)
-    is refused and changes nothing. A longer interval than the one in force asks for a fresh
-    factor first; a shorter one does not. The choice is kept in the durable store and every
+    is refused and changes nothing. A change that asks less of the user in any way (a longer
+    interval, or a longer `reverify`: hourly to `always`) asks for a fresh factor first; a
+    stricter one does not. The choice is kept in the durable store and every
     open session of the user follows it at once."""
     form = await checked_form(request, session)
     user = session.user
@@ -135,8 +136,12 @@ async def account_interval(
             cap=format_interval(cap),
         )
         return signin.redirect(f"{signin.prefix}account?interval_refused=1")
-    now_in_force = with_choice(settings, session.chosen_interval).interval
-    if (cap if chosen is None else chosen) > now_in_force:  # less often: a factor first
+    # Less often in any way (at sign-in, or inside a session): a factor first. Measured from
+    # the session's copy and the stored choice both: a copy that lags the store (another
+    # tab's change, an older session) never makes a loosening look like a tightening.
+    found = await signin.durable.interval_choice(user)
+    stored = None if found is None else found.seconds
+    if loosens(settings, session.chosen_interval, chosen) or loosens(settings, stored, chosen):
         decided = await before_change(request, signin, session, "account")
         if decided is not None:
             return decided
