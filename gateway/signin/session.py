@@ -177,15 +177,15 @@ class SessionBook:
         every worker agrees: the session that takes a place already taken in this round ends
         the one there, which is the oldest. Signed-in sessions have a ring of
         `max_per_user`; sign-ins still at the password have one of their own, small, so a
-        password alone never ends a session that passed the second factor. When a counter
-        runs out (a whole absolute timeout after the first session of its round) a new round
-        starts, ending nothing: up to twice the cap may then be open until the old ones
-        expire."""
+        password alone never ends a session that passed the second factor. The counter
+        lives an absolute timeout from the newest place taken, so it runs out only once every
+        session of its round has: a new round never hides a live session from its user's
+        listing (sessions_of, follow_choice), whose places it has begun to fill again."""
         ring, cap = ("full", self.rules.max_per_user)
         if session.stage != FULL:
             ring, cap = ("signing-in", SIGNING_IN_PER_USER)
         ttl = self.rules.absolute_timeout
-        number = await self._shared.incr(f"sessions-of:{ring}:{session.user}", ttl)
+        number = await self._shared.incr(f"sessions-of:{ring}:{session.user}", ttl, renew=True)
         session.slot = f"session-slot:{ring}:{session.user}:{number % cap}"
         oldest = await self._shared.take(session.slot)
         await self._shared.put(session.slot, session.sid.encode(), ttl)

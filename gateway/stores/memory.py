@@ -82,13 +82,16 @@ class MemorySharedStore:
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
 
-    async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
+    async def incr(self, key: str, ttl: float, amount: int = 1, *, renew: bool = False) -> int:
         found = self._live(key)
         if found is None:
             self._store(key, str(amount).encode(), ttl)
             return amount
         count = int(found) + amount
-        self._data[key] = (self._data[key][0], str(count).encode())
+        if renew:
+            self._store(key, str(count).encode(), ttl)
+        else:
+            self._data[key] = (self._data[key][0], str(count).encode())
         return count
 
     def __len__(self) -> int:

@@ -357,8 +357,9 @@ class SharedStore(Protocol):
         after it was ended elsewhere must stay ended."""
         ...
 
-    async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
-        """Add `amount` and return the count; a new counter lives `ttl` seconds."""
+    async def incr(self, key: str, ttl: float, amount: int = 1, *, renew: bool = False) -> int:
+        """Add `amount` and return the count; a new counter lives `ttl` seconds (`renew`: the
+        counter lives `ttl` seconds from this call, whether new or not)."""
         ...
 
 

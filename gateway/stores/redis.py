@@ -26,10 +26,11 @@ from gateway.stores.kinds import SharedKind
 T = TypeVar("T")
 log = logging.getLogger("gateway.stores")
 
-# INCRBY, and a time to live only for a counter it has just created (as the memory store).
+# INCRBY, and a time to live only for a counter it has just created (as the memory store),
+# or from now on every call when renewing (ARGV[3] = '1').
 _INCR = """
 local n = redis.call('INCRBY', KEYS[1], ARGV[2])
-if n == tonumber(ARGV[2]) and redis.call('PTTL', KEYS[1]) < 0 then
+if ARGV[3] == '1' or (n == tonumber(ARGV[2]) and redis.call('PTTL', KEYS[1]) < 0) then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 return n
@@ -128,10 +129,9 @@ class RedisSharedStore:
     async def delete(self, key: str) -> None:
         await self._call("delete", lambda: self._client.delete(self._key(key)))
 
-    async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
-        found: Any = await self._call(
-            "incr", lambda: self._incr(keys=[self._key(key)], args=[_ms(ttl), amount])
-        )
+    async def incr(self, key: str, ttl: float, amount: int = 1, *, renew: bool = False) -> int:
+        args = [_ms(ttl), amount, "1" if renew else "0"]
+        found: Any = await self._call("incr", lambda: self._incr(keys=[self._key(key)], args=args))
         return int(found)
 
 

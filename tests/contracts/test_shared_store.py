@@ -101,6 +101,14 @@ async def test_incr_counts_atomically_and_keeps_its_first_deadline(backend: Back
     assert await backend.store.incr("n", 60) == 1
 
 
+async def test_a_renewing_incr_counts_atomically_and_still_runs_out(backend: Backend) -> None:
+    counts = await asyncio.gather(*(backend.store.incr("n", 60, renew=True) for _ in range(20)))
+    assert sorted(counts) == list(range(1, 21))
+    assert await backend.store.incr("n", 3600, renew=True) == 21
+    await backend.expire("n")
+    assert await backend.store.incr("n", 60, renew=True) == 1
+
+
 async def test_delete_removes_one_key_and_a_missing_key_is_no_error(backend: Backend) -> None:
     await backend.store.put("a", b"1", 60)
     await backend.store.put("b", b"2", 60)

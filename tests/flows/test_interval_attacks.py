@@ -35,3 +35,29 @@ async def test_always_does_not_loosen_an_hourly_session_without_a_factor(
     assert status == 303
     assert await choose(b, "always") == "/_gateway/account?interval_saved=1"
     assert (await gw.signin.durable.interval_choice("bob")) is not None
+
+
+async def test_a_stricter_choice_reaches_a_session_from_before_the_rings_new_round(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    """Finding (fixed): a user's sessions are found through a ring of places numbered by a
+    counter that lives one absolute timeout from the first session of its round. A session
+    opened later in that round outlives the counter; the next sign-in starts a new round at
+    place 1, and the older session was no longer looked at: a stricter choice (or a reset)
+    never reached it, and it went on under the looser interval."""
+    laptop, phone, office = browsers(gw), browsers(gw), browsers(gw)
+    secret, _ = await enrolled(laptop, "bob", "bob-demo")  # the round starts
+    gw.clock.advance(11 * HOUR)
+    assert await phone.crm_login("bob", "bob-demo") == "/_gateway/challenge"
+    assert (await phone.answer(phone.code(secret)))[0] == 303  # place 2 of the round
+    gw.clock.advance(11 * HOUR)
+    assert (await phone.get("/contacts"))[0] == 200  # kept open (idle timeout 12h)
+    gw.clock.advance(2 * HOUR + 60)  # the laptop's session and the round's counter are over
+    assert await office.crm_login("bob", "bob-demo") == "/_gateway/challenge"
+    assert (await office.answer(office.code(secret)))[0] == 303
+
+    assert await choose(office, "1h") == "/_gateway/account?interval_saved=1"
+    # The phone's factor passed 13 hours ago: hourly now, so it is asked.
+    status, _, r = await phone.get("/contacts")
+    assert (status, r.headers.get("Location")) == (303, "/_gateway/challenge")
+    assert len(await gw.signin.book.sessions_of("bob")) == 2

@@ -246,3 +246,15 @@ async def test_close_forgets_everything(store: MemorySharedStore) -> None:
 
     assert len(store) == 0
     assert await store.get("k") is None
+
+
+async def test_a_renewed_counter_lives_its_ttl_from_the_last_increment(
+    store: MemorySharedStore, clock: FakeClock
+) -> None:
+    await store.incr("n", 60.0)
+    clock.advance(50.0)
+    assert await store.incr("n", 60.0, renew=True) == 2  # lives 60 s from now
+    clock.advance(50.0)
+    assert await store.incr("n", 60.0) == 3
+    clock.advance(10.0)
+    assert await store.get("n") is None
