@@ -6,9 +6,11 @@ the demo CRM, real TOTP codes, a fake clock. Findings are tests that failed befo
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.stores import IntervalChoice
-from tests.flows.test_interval_choice import HOUR, choose, crm, gw
-from tests.signin_kit import Browsers, SignInGateway, enrolled
+from tests.flows.test_interval_choice import HOUR, choose, chosen_events, crm, gw
+from tests.signin_kit import Browser, Browsers, SignInGateway, enrolled, field
 
 __all__ = ["crm", "gw"]  # the fixtures, by name
 
@@ -61,3 +63,147 @@ async def test_a_stricter_choice_reaches_a_session_from_before_the_rings_new_rou
     status, _, r = await phone.get("/contacts")
     assert (status, r.headers.get("Location")) == (303, "/_gateway/challenge")
     assert len(await gw.signin.book.sessions_of("bob")) == 2
+
+
+# -- what held ---------------------------------------------------------------------------------
+
+ODD_VALUES = [
+    "nan",
+    "inf",
+    "-inf",
+    "1e309",
+    "-1h",
+    "-3600",
+    "3600",
+    "0.5h",
+    "1H",
+    "ALWAYS",
+    "\uff11h",  # a full-width digit one: NFKC would read it as 1h
+    "1h\x00",
+    "1h ",
+    "9" * 10_000,
+    "7d\u200b",
+]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES, ids=range(len(ODD_VALUES)))
+async def test_odd_values_are_refused_audited_and_change_nothing(
+    gw: SignInGateway, browsers: Browsers, value: str
+) -> None:
+    b = browsers(gw)
+    await enrolled(b, "bob", "bob-demo")
+    assert await choose(b, value) == "/_gateway/account?interval_refused=1"
+    assert await gw.signin.durable.interval_choice("bob") is None
+    [(_, refused)] = await chosen_events(gw)
+    assert (refused.outcome, refused.reason) == ("refused", "not_open")
+    assert len(str(dict(refused.details)["interval"])) <= 20  # the audit trail keeps a little
+
+
+async def post_body(b: Browser, body: bytes, content_type: str) -> int:
+    async with b.http.post(
+        b.gw.url + "/_gateway/account/interval",
+        data=body,
+        headers={"Content-Type": content_type},
+        allow_redirects=False,
+    ) as r:
+        await r.read()
+        return r.status
+
+
+async def test_repeated_malformed_or_outsized_forms_never_loosen_or_fail(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    b = browsers(gw)
+    await enrolled(b, "bob", "bob-demo")
+    _, html, _ = await b.get("/_gateway/account")
+    csrf = field(html, "csrf")
+    form = "application/x-www-form-urlencoded"
+    # Two values: one is taken (the last), and it is judged like any other.
+    body = f"csrf={csrf}&interval=1h&interval=7d".encode()
+    assert await post_body(b, body, form) == 303
+    assert await gw.signin.durable.interval_choice("bob") is None
+    body = f"csrf={csrf}&interval=7d&interval=8h".encode()
+    assert await post_body(b, body, form) == 303
+    found = await gw.signin.durable.interval_choice("bob")
+    assert found is not None and found.seconds == 8 * HOUR
+    # Not UTF-8 (escaped: read as U+FFFD, no interval; raw: no form), not a form, too large,
+    # two CSRF tokens of which the last is wrong: refused, 400, 400, 400, 403.
+    assert await post_body(b, f"csrf={csrf}&interval=%ff%fe".encode(), form) == 303
+    assert await post_body(b, f"csrf={csrf}&interval=\xff1h".encode("latin-1"), form) == 400
+    assert await post_body(b, f'{{"csrf":"{csrf}","interval":"1h"}}'.encode(), "text/json") == 400
+    big = f"csrf={csrf}&interval=1h&x={'a' * 20_000}".encode()
+    assert await post_body(b, big, form) == 400
+    assert await post_body(b, f"csrf={csrf}&csrf=x&interval=always".encode(), form) == 403
+    found = await gw.signin.durable.interval_choice("bob")
+    assert found is not None and found.seconds == 8 * HOUR
+
+
+async def test_a_user_name_in_the_form_changes_only_the_sessions_own_user(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    bob, carol = browsers(gw), browsers(gw)
+    await enrolled(bob, "bob", "bob-demo")
+    await enrolled(carol, "carol", "carol-demo")
+    status, html, _ = await bob.get("/_gateway/account")
+    for name in ("carol", "Carol", "CAROL", "ｃａｒｏｌ"):
+        form = {"csrf": field(html, "csrf"), "interval": "1h", "user": name, "u": name}
+        status, _, r = await bob.post("/_gateway/account/interval", form)
+        assert (status, r.headers["Location"]) == (303, "/_gateway/account?interval_saved=1")
+    assert await gw.signin.durable.interval_choice("carol") is None
+    assert await gw.signin.durable.interval_choice("bob") is not None
+    # carol's own CSRF token is hers: bob's session does not take it.
+    _, carols, _ = await carol.get("/_gateway/account")
+    form = {"csrf": field(carols, "csrf"), "interval": "always"}
+    assert (await bob.post("/_gateway/account/interval", form))[0] == 403
+
+
+async def test_a_remembered_device_session_loosens_only_after_a_code(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    b = browsers(gw)
+    await enrolled(b, "bob", "bob-demo")
+    assert await choose(b, "1d") == "/_gateway/account?interval_saved=1"
+    gw.clock.advance(2 * HOUR)
+    await b.post("/logout", {})
+    assert await b.crm_login("bob", "bob-demo") == "/contacts"  # the device's code holds
+    # The session's factor is the device's, two hours old: looser needs a code.
+    assert await choose(b, "policy") == "/_gateway/challenge"
+    found = await gw.signin.durable.interval_choice("bob")
+    assert found is not None and found.seconds == 24 * HOUR
+
+
+async def test_a_token_from_before_the_step_up_does_not_save_after_it(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    b = browsers(gw)
+    secret, _ = await enrolled(b, "bob", "bob-demo")
+    assert await choose(b, "1h") == "/_gateway/account?interval_saved=1"
+    gw.clock.advance(HOUR / 2)
+    _, html, _ = await b.get("/_gateway/account")
+    old = field(html, "csrf")
+    status, _, r = await b.post("/_gateway/account/interval", {"csrf": old, "interval": "1d"})
+    assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
+    status, _, r = await b.answer(b.code(secret, 31))
+    assert (status, r.headers["Location"]) == (303, "/_gateway/account")  # not replayed
+    hourly = await gw.signin.durable.interval_choice("bob")
+    assert hourly is not None and hourly.seconds == HOUR
+    status, _, _ = await b.post("/_gateway/account/interval", {"csrf": old, "interval": "1d"})
+    assert status == 403  # the session rotated with the code: its old token is gone
+    assert await gw.signin.durable.interval_choice("bob") == hourly
+
+
+async def test_an_expired_or_ended_session_cannot_post_a_choice(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    b = browsers(gw)
+    await enrolled(b, "bob", "bob-demo")
+    _, html, _ = await b.get("/_gateway/account")
+    form = {"csrf": field(html, "csrf"), "interval": "1h"}
+    await b.post("/logout", {})
+    status, _, _ = await b.post("/_gateway/account/interval", form)
+    assert status >= 400
+    assert await gw.signin.durable.interval_choice("bob") is None
+    anonymous = browsers(gw)
+    status, _, _ = await anonymous.post("/_gateway/account/interval", form)
+    assert status >= 400
+    assert await gw.signin.durable.interval_choice("bob") is None
