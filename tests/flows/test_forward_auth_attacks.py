@@ -6,6 +6,7 @@ CRM is handed that the gateway never gave; a refusal a script cannot read."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -14,15 +15,20 @@ from urllib.parse import unquote
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
+from gateway.admin.accounts import revoke_sessions
 from gateway.crypto import hash_password
 from gateway.policy.tokens import digest
 from gateway.web.guard import GUARD
 from gateway.web.keys import DURABLE
+from gateway.web.revocations import LOOK_EVERY
 from gateway.web.urls import safe_return_path
 from tests.conftest import AppStarter, Served, send_raw
+from tests.flows.test_forward_auth_signin import two_workers
 from tests.front_proxies import PROXIES, FrontProxy
-from tests.signin_kit import Browsers, SignInGateway, Start, field
+from tests.redis_server import RedisServer
+from tests.signin_kit import Browsers, SignInGateway, Start, enrolled, field
 from tests.upstreams import build_upstream_app
 
 FORWARD_AUTH = "forward_auth: {}\ntrusted_proxies: [127.0.0.1/32]\n"
@@ -266,3 +272,202 @@ async def test_the_endpoint_answers_get_alone_and_judges_the_original_method_as_
             asked = {"X-Forwarded-Method": method, "X-Forwarded-Uri": "/admin/x"}
             async with http.get(gw.url + "/_gateway/auth", headers=asked) as r:
                 assert r.status in (401, 403), (method, r.status)
+
+
+# -- a revoked session --------------------------------------------------------------------------
+
+
+async def ask_endpoint(gw: SignInGateway, cookie: str) -> tuple[int, str]:
+    """The endpoint asked as Caddy asks it about a script's GET /contacts: status, reason."""
+    headers = {**CADDY_ASKS, "Cookie": cookie, "Accept": "application/json"}
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+        http.get(gw.url + "/_gateway/auth", headers=headers, allow_redirects=False) as r,
+    ):
+        return r.status, r.headers.get("X-Gateway-Reason", r.headers.get("Remote-User", ""))
+
+
+CADDY_ASKS = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/contacts"}
+
+
+async def test_a_revoked_session_is_refused_by_every_worker_however_long_the_session_cache(
+    crm: Served, tmp_path: Path, browsers: Browsers, own_redis: RedisServer
+) -> None:
+    """Held: `sessions revoke` (gateway.admin.accounts.revoke_sessions, what the CLI calls)
+    reaches every worker through the durable store within its look (LOOK_EVERY, 2 s), and the
+    revocation is checked on a session record the worker reuses: with `session_cache` at its
+    longest (1m) and the fake clock standing still, so no cached record ever expires, both
+    workers refuse the session they had just let by."""
+    one, other = await two_workers(crm, tmp_path, own_redis.url, "1m")
+    try:
+        alice = browsers(one)
+        await enrolled(alice)
+        cookie = "; ".join(f"{c.key}={c.value}" for c in alice.jar)
+        for gw in (one, other):
+            assert await ask_endpoint(gw, cookie) == (200, "alice")
+        one.clock.advance(1.0)  # a revocation ends the sessions made before it
+        await revoke_sessions(one.served.app[DURABLE], "alice", one.clock.now())
+        refused: dict[int, int] = {}
+        for _ in range(int(10 * LOOK_EVERY / 0.1)):  # bounded: every worker looks every 2 s
+            for i, gw in enumerate((one, other)):
+                if i not in refused and (status := (await ask_endpoint(gw, cookie))[0]) != 200:
+                    refused[i] = status
+            if len(refused) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert refused == {0: 401, 1: 401}, refused
+        # Refused as a CRM cookie without a complete session (upstream login: the CRM's
+        # cookie the revoked session held may not pass alone), and it stays refused.
+        for gw in (one, other):
+            assert await ask_endpoint(gw, cookie) == (401, "crm_session_unverified")
+    finally:
+        for gw in (one, other):
+            await gw.served.runner.cleanup()
+
+
+# -- an API token and a session cookie on one request ------------------------------------------
+
+TOKEN_AND_SESSION_POLICY = """\
+defaults: {interval: always, factors: [totp, recovery], enforcement: optional}
+roles:
+  admin: {}
+  integration: {}
+users:
+  ann: {roles: [admin]}
+  sync: {roles: [integration]}
+paths:
+  - {path: /admin/**, allow: [role:admin]}
+  - {path: /api/**, allow: [token, role:admin]}
+  - {path: /public/**, allow: [anyone]}
+  - {path: "/**", allow: [authenticated]}
+"""
+
+
+async def test_an_api_token_beside_a_session_cookie_is_judged_as_the_token_alone(
+    echo: Served, start: Start, front: FrontStarter, browsers: Browsers, tmp_path: Path
+) -> None:
+    """Held: as in the standalone proxy (gateway.web.pipeline.identify) and as policies.md says
+    ("a request that carries a credential ... is an API request"), a credential decides who
+    the request is, never the session beside it: the administrator's cookie lends the
+    integration's token nothing, an unknown token is not saved by it, and the CRM is handed
+    no Remote-User for a token's request. The same answers through nginx, Caddy and the
+    gateway's own proxy."""
+    users = tmp_path / "users.yaml"
+    users.write_text(f"ann: '{hash_password('ann-password')}'\n")
+    login = f"login:\n  mode: gateway\n  users_file: {users}\n"
+    gw = await start(echo.url, login=login, policy=TOKEN_AND_SESSION_POLICY, extra=FORWARD_AUTH)
+    await gw.served.app[DURABLE].add_token(
+        "tok_sync", "sync", digest("sync-token-0123456789"), "", 0
+    )
+    await gw.served.app[GUARD].refresh_tokens()
+    proxy = front(gw.served.port, echo.port)
+    ann = await signed_in_cookie(gw, browsers, "ann", "ann-password")
+    cases = [
+        # (credential, target, status, reason or the identity the CRM is handed)
+        ("", "/admin/x", 200, {"remote-user": "ann"}),  # the session alone: ann
+        ("Bearer sync-token-0123456789", "/admin/x", 403, "path_not_allowed"),
+        ("Bearer sync-token-0123456789", "/api/x", 200, {}),
+        ("Bearer not-a-token-of-anyone", "/admin/x", 401, "token_unknown"),
+        ("Bearer not-a-token-of-anyone", "/public/x", 401, "token_unknown"),
+        ("Basic YW5uOmFubi1wYXNzd29yZA==", "/admin/x", 400, "credential_ambiguous"),
+    ]
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        for base in (proxy.url, gw.url):
+            for credential, target, status, seen in cases:
+                headers = {"Cookie": ann, "Accept": "text/html,*/*"}
+                if credential:
+                    headers["Authorization"] = credential
+                async with http.get(base + target, headers=headers, allow_redirects=False) as r:
+                    body = await r.read()
+                    if base == proxy.url and proxy.name == "nginx" and status == 400:
+                        status = 403  # auth_request: every refusal but a 401 is a 403
+                    where = (base, credential, target)
+                    assert r.status == status, (*where, r.status, body[:200])
+                    if status == 200:
+                        assert identity_seen(body) == seen, where
+                    else:
+                        assert json.loads(body)["error"] == seen, where
+    assert [t for t in echo.app[RECEIVED] if t.startswith("/admin")] == ["/admin/x", "/admin/x"]
+
+
+# -- an original URI too long ------------------------------------------------------------------
+
+
+async def test_an_original_uri_over_the_limits_is_refused_before_the_crm(
+    echo: Served, start: Start, front: FrontStarter
+) -> None:
+    """Held: nginx refuses a request line over its 8 KB buffer itself (414); Caddy takes up to
+    1 MB, and hands the gateway the path in X-Forwarded-Uri (over the gateway's 16 KB header
+    field: refused) and the query on the endpoint's own URL (over its 8 KB request line:
+    refused). Whatever answers, nothing reaches the CRM; a long URI under the limits is
+    judged like any other."""
+    gw = await start(echo.url, policy=POLICY, extra=FORWARD_AUTH)
+    proxy = front(gw.served.port, echo.port)
+    for target in (
+        "/admin/" + "a" * 20_000,
+        "/public/" + "a" * 20_000,
+        "/public/x?q=" + "a" * 9000,
+    ):
+        status, body = await raw_get(proxy, target)
+        assert 400 <= status < 500, (target[:20], status, body[:200])
+        if proxy.name == "nginx":
+            assert status == 414, status
+    assert echo.app[RECEIVED] == []
+    assert (await raw_get(proxy, "/admin/" + "a" * 7000))[0] in (401, 403)
+    assert (await raw_get(proxy, "/public/" + "a" * 7000))[0] == 200
+    assert [len(t) for t in echo.app[RECEIVED]] == [7008]
+
+
+# -- a half-finished sign-in and another user's remembered device -------------------------------
+
+REMEMBERING_POLICY = """\
+defaults: {interval: always, factors: [totp, recovery], enforcement: required, remember_device: 30d}
+paths:
+  - {path: /login, allow: [anyone]}
+  - {path: "/**", allow: [authenticated]}
+"""
+
+
+async def test_a_half_finished_sign_in_with_another_users_remembered_device_stays_half(
+    crm: Served, start: Start, browsers: Browsers
+) -> None:
+    """Held: alice has passed her password only; beside her session cookie, bob's valid
+    remembered-device cookie (bound to bob). The endpoint reads no device cookie and a session
+    short of its factor is nobody: refused, no Remote-User, through Caddy's and nginx's names.
+    At the gateway's pages bob's device does not stand in for alice's factor either."""
+    gw = await start(crm.url, policy=REMEMBERING_POLICY, extra=FORWARD_AUTH)
+    bob = browsers(gw)
+    secret, _ = await enrolled(bob, "bob", "bob-demo")
+    gw.clock.advance(60)
+    assert await bob.crm_login("bob", "bob-demo") == "/_gateway/challenge"
+    _, _, r = await bob.answer(bob.code(secret), remember=True)
+    assert r.headers["Location"] == "/contacts"
+    device = bob.cookie("crm_gateway_device")
+    assert device
+    await enrolled(browsers(gw))  # alice has a factor on file
+    gw.clock.advance(60)
+    alice = browsers(gw)
+    alice.jar.update_cookies({"crm_gateway_device": device}, URL(gw.url))
+    # bob's device at alice's password: she is still asked for her factor.
+    assert await alice.crm_login("alice", "alice-demo") == "/_gateway/challenge"
+    cookie = "; ".join(f"{c.key}={c.value}" for c in alice.jar)
+    assert "crm_gateway_device=" in cookie and "crm_session" not in cookie
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        for names in (
+            ("X-Forwarded-Method", "X-Forwarded-Uri"),
+            ("X-Original-Method", "X-Original-URI"),
+        ):
+            for accept in ("text/html", "application/json"):
+                headers = {
+                    names[0]: "GET",
+                    names[1]: "/contacts",
+                    "Cookie": cookie,
+                    "Accept": accept,
+                }
+                async with http.get(gw.url + "/_gateway/auth", headers=headers) as r:
+                    assert r.status == 403, (names, accept, r.status)
+                    assert "Remote-User" not in r.headers
+                    assert r.headers["X-Gateway-Reason"] == "path_not_allowed"
+    status, html, _ = await alice.get("/_gateway/challenge")
+    assert status == 200 and 'name="code"' in html
+    assert await alice.crm_login("alice", "alice-demo") == "/_gateway/challenge"
