@@ -31,7 +31,7 @@ from gateway.signin.session import FULL, Session
 from gateway.web.forwarding import is_navigation, wants_html
 from gateway.web.guard import GUARD, Guard
 from gateway.web.keys import AUDIT, CLOCK, CONFIG, DECISION, SESSION, USER, VIEW
-from gateway.web.original import Original, read_original
+from gateway.web.original import Original, asked_by_nginx, read_original
 from gateway.web.pages.errors import error_response
 from gateway.web.pages.forwardauth import REASON_HEADER, clear, refused
 from gateway.web.pages.render import language
@@ -65,7 +65,7 @@ async def answer(request: web.Request, settings: ForwardAuth) -> web.StreamRespo
     except BadRequest as exc:
         _audit(request, "forward_auth.refused", "refused", None, reason=exc.reason)
         # nginx (which names X-Original-*) knows only 401 and 403: anything else is its 500.
-        status = 403 if any(fold(n).startswith("x-original-") for n in request.headers) else 400
+        status = 403 if asked_by_nginx(request.headers) else 400
         return _refusal(request, None, status, exc.reason)
     try:
         return await _judge(request, settings, original)

@@ -56,5 +56,11 @@ def read_original(headers: CIMultiDictProxy[str]) -> Original:
     return Original(method, target, host.strip()[:256], nginx)
 
 
+def asked_by_nginx(headers: CIMultiDictProxy[str]) -> bool:
+    """Whether the question names the original request as nginx does (X-Original-*, in any
+    spelling): its auth_request hears any answer but 2xx, 401 and 403 as its own 500."""
+    return any(fold(name).startswith("x-original-") for name in headers)
+
+
 def _unreadable(detail: str) -> BadRequest:
     return BadRequest(detail, reason="forward_auth_headers")

@@ -23,7 +23,9 @@ from gateway.web.forwarding import (
     wants_html,
 )
 from gateway.web.keys import ACCESS_LOG, CLOCK, CONFIG, DECISION, USER, VIEW
+from gateway.web.original import asked_by_nginx
 from gateway.web.pages.errors import error_response
+from gateway.web.pages.forwardauth import REASON_HEADER
 from gateway.web.pages.render import language
 
 log = logging.getLogger("gateway")
@@ -111,6 +113,12 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> web.Response:
     status = exc.status
+    extra: dict[str, str] = {}
+    if _nginx_would_fail(request, config, status):
+        # Refused before the forward-auth endpoint ran (a header that is not UTF-8: nginx
+        # copies the client's bytes into X-Original-URI): nginx's auth_request would make
+        # its own 500 of a 400. A 403 with the reason, as the endpoint answers nginx.
+        status, extra = 403, {REASON_HEADER: exc.reason, "Cache-Control": "no-store"}
     level = logging.WARNING if status >= 500 else logging.INFO
     log.log(
         level,
@@ -133,8 +141,20 @@ def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> we
         language=language(request)
         if VIEW in request
         else negotiate(request.headers.get("Accept-Language", "")),
+        headers=extra or None,
     )
     if isinstance(exc, BadRequest):
         # What we refused to read may also be badly framed: never reuse the connection.
         response.force_close()
     return response
+
+
+def _nginx_would_fail(request: web.Request, config: Config, status: int) -> bool:
+    """A refusal of nginx's question to the forward-auth endpoint other than 401 and 403."""
+    return (
+        400 <= status < 500
+        and status not in (401, 403)
+        and config.forward_auth is not None
+        and request.path == f"{config.path_prefix}auth"
+        and asked_by_nginx(request.headers)
+    )

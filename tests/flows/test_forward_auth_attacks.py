@@ -418,6 +418,56 @@ async def test_an_original_uri_over_the_limits_is_refused_before_the_crm(
     assert [len(t) for t in echo.app[RECEIVED]] == [7008]
 
 
+# -- bytes that are not UTF-8, and overlong UTF-8 ----------------------------------------------
+
+NOT_UTF8 = [
+    b"/admin\xff/x",  # a byte no UTF-8 has
+    b"/adm\xc3in/x",  # a sequence cut short
+    b"/\xc0\xafadmin/x",  # `/` in two bytes (overlong)
+    b"/public/\xc0\xae\xc0\xae/admin/x",  # `..` overlong
+    b"/\xc1\xa1dmin/x",  # `a` overlong
+    b"/\xed\xa0\x80/admin",  # a surrogate
+    b"/public/x?q=\xff",
+    b"/public/%c0%ae%c0%ae/admin/x",  # the same, escaped
+    b"/%c0%afadmin/x",
+    b"/%e0%80%afadmin/x",
+    b"/%c1%a1dmin/x",
+    b"/%ff/admin/x",
+]
+
+
+async def raw_bytes_get(proxy: FrontProxy, target: bytes) -> tuple[int, dict[str, str], bytes]:
+    host = proxy.url.removeprefix("http://").encode()
+    head = b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+    answer = await send_raw(proxy.port, head)
+    top, _, body = answer.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    return int(lines[0].split(" ", 2)[1]), headers, body
+
+
+async def test_a_uri_that_is_not_utf8_is_refused_as_a_client_error_through_both_proxies(
+    echo: Served, start: Start, front: FrontStarter
+) -> None:
+    """nginx puts the client's raw bytes in X-Original-URI; the gateway refuses a header that
+    is not UTF-8 (400 header_not_utf8) before the endpoint's code runs, and nginx's
+    auth_request turns any answer but 2xx, 401 and 403 into its own 500: a malformed request
+    was a server error, in nginx's error log as the gateway's fault. Now a 403 with the reason,
+    as the endpoint answers nginx every refusal. Caddy escapes the bytes (judged: 400
+    path_ambiguous) but copies a raw query onto the endpoint's URL (refused as unreadable).
+    Nothing reaches the CRM."""
+    gw = await start(echo.url, policy=POLICY, extra=FORWARD_AUTH)
+    proxy = front(gw.served.port, echo.port)
+    for target in NOT_UTF8:
+        status, _, body = await raw_bytes_get(proxy, target)
+        if proxy.name == "nginx":
+            assert status == 403, (target, status, body[:200])
+            assert json.loads(body)["error"] in ("header_not_utf8", "path_ambiguous"), target
+        else:
+            assert status == 400, (target, status, body[:200])
+    assert echo.app[RECEIVED] == []
+
+
 # -- a half-finished sign-in and another user's remembered device -------------------------------
 
 REMEMBERING_POLICY = """\

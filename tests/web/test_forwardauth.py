@@ -257,3 +257,19 @@ async def test_without_the_forward_auth_section_there_is_no_endpoint(
     plain = await start_gateway(upstream.url, "trusted_proxies: [127.0.0.1/32]\n")
     status, _, body = await ask(http, plain, asked(CADDY, "GET", "/public/x"))
     assert (status, json.loads(body)["error"]) == (404, "not_found")
+
+
+async def test_a_header_that_is_not_utf8_is_a_refusal_nginx_can_pass_on(gw: Served) -> None:
+    """The gateway refuses such a header before the endpoint runs (400 header_not_utf8);
+    nginx, which copies the client's raw bytes into X-Original-URI, would make its own 500 of
+    any answer but 2xx, 401 and 403: it hears 403 with the reason, Caddy's names the 400."""
+    for names, status in ((NGINX, 403), (CADDY, 400)):
+        head = (
+            f"GET {AUTH} HTTP/1.1\r\nHost: crm.test\r\n{names[0]}: GET\r\n".encode()
+            + f"{names[1]}: ".encode()
+            + b"/admin\xff/x\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        )
+        top, _, body = (await send_raw(gw.port, head)).partition(b"\r\n\r\n")
+        assert top.split(b" ", 2)[1] == str(status).encode(), (names, top)
+        assert b"\r\nX-Gateway-Reason: header_not_utf8" in top or status == 400, top
+        assert json.loads(body)["error"] == "header_not_utf8"
