@@ -24,11 +24,19 @@ from gateway.web.guard import GUARD
 from gateway.web.keys import DURABLE
 from gateway.web.revocations import LOOK_EVERY
 from gateway.web.urls import safe_return_path
-from tests.conftest import AppStarter, Served, send_raw
+from tests.conftest import AppStarter, Served, send_raw, serve
 from tests.flows.test_forward_auth_signin import two_workers
 from tests.front_proxies import PROXIES, FrontProxy
 from tests.redis_server import RedisServer
-from tests.signin_kit import Browsers, SignInGateway, Start, enrolled, field
+from tests.signin_kit import (
+    ARRIVED,
+    Browsers,
+    SignInGateway,
+    Start,
+    enrolled,
+    field,
+    noted_demo_crm,
+)
 from tests.upstreams import build_upstream_app
 
 FORWARD_AUTH = "forward_auth: {}\ntrusted_proxies: [127.0.0.1/32]\n"
@@ -521,3 +529,53 @@ async def test_a_half_finished_sign_in_with_another_users_remembered_device_stay
     status, html, _ = await alice.get("/_gateway/challenge")
     assert status == 200 and 'name="code"' in html
     assert await alice.crm_login("alice", "alice-demo") == "/_gateway/challenge"
+
+
+UPSTREAM_TOKEN_POLICY = """\
+defaults: {interval: always, factors: [totp, recovery], enforcement: required}
+roles: {integration: {}}
+users:
+  sync: {roles: [integration]}
+paths:
+  - {path: /api/**, allow: [token, authenticated]}
+  - {path: "/**", allow: [anyone]}
+"""
+
+
+async def test_an_api_token_beside_the_crms_session_cookie_never_takes_the_session_along(
+    start: Start, browsers: Browsers
+) -> None:
+    """Held (login.mode upstream): a token judged as the token leaves the complete session
+    beside it out, so the CRM's session cookie in the same request is one without a session:
+    the endpoint refuses it (401 crm_session_unverified; it cannot remove a cookie), where the
+    standalone proxy removes the CRM's cookie and forwards the token's request alone. Either
+    way the CRM never gets alice's session with sync's token."""
+    crm = await serve(noted_demo_crm())
+    try:
+        gw = await start(crm.url, policy=UPSTREAM_TOKEN_POLICY, extra=FORWARD_AUTH)
+        token = "sync-token-0123456789"
+        await gw.served.app[DURABLE].add_token("tok_sync", "sync", digest(token), "", 0)
+        await gw.served.app[GUARD].refresh_tokens()
+        alice = browsers(gw)
+        await enrolled(alice)
+        cookie = "; ".join(f"{c.key}={c.value}" for c in alice.jar)
+        both = {"Cookie": cookie, "Authorization": f"Bearer {token}", "Accept": "application/json"}
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            for names in (
+                ("X-Forwarded-Method", "X-Forwarded-Uri"),
+                ("X-Original-Method", "X-Original-URI"),
+            ):
+                asked = {**both, names[0]: "GET", names[1]: "/api/contacts"}
+                async with http.get(gw.url + "/_gateway/auth", headers=asked) as r:
+                    assert (r.status, r.headers["X-Gateway-Reason"]) == (
+                        401,
+                        "crm_session_unverified",
+                    )
+                    assert "Remote-User" not in r.headers
+            crm.app[ARRIVED].clear()
+            async with http.get(gw.url + "/api/contacts", headers=both, allow_redirects=False):
+                pass
+        assert [a.path for a in crm.app[ARRIVED]] == ["/api/contacts"]
+        assert "crm_session" not in crm.app[ARRIVED][0].cookies
+    finally:
+        await crm.runner.cleanup()
