@@ -407,8 +407,9 @@ async def test_an_original_uri_over_the_limits_is_refused_before_the_crm(
     """Held: nginx refuses a request line over its 8 KB buffer itself (414); Caddy takes up to
     1 MB, and hands the gateway the path in X-Forwarded-Uri (over the gateway's 16 KB header
     field: refused) and the query on the endpoint's own URL (over its 8 KB request line:
-    refused). Whatever answers, nothing reaches the CRM; a long URI under the limits is
-    judged like any other."""
+    refused; the gateway closes the connection after such an answer, and Caddy, still
+    writing the head, may hear a reset and answer 502 itself). Whatever answers, nothing
+    reaches the CRM; a long URI under the limits is judged like any other."""
     gw = await start(echo.url, policy=POLICY, extra=FORWARD_AUTH)
     proxy = front(gw.served.port, echo.port)
     for target in (
@@ -417,9 +418,8 @@ async def test_an_original_uri_over_the_limits_is_refused_before_the_crm(
         "/public/x?q=" + "a" * 9000,
     ):
         status, body = await raw_get(proxy, target)
-        assert 400 <= status < 500, (target[:20], status, body[:200])
-        if proxy.name == "nginx":
-            assert status == 414, status
+        expected = {414} if proxy.name == "nginx" else {400, 414, 431, 502}
+        assert status in expected, (target[:20], status, body[:200])
     assert echo.app[RECEIVED] == []
     assert (await raw_get(proxy, "/admin/" + "a" * 7000))[0] in (401, 403)
     assert (await raw_get(proxy, "/public/" + "a" * 7000))[0] == 200
