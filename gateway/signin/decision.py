@@ -10,6 +10,7 @@ sign-in needs (which factors are on file, the remembered device) before asking.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from enum import Enum
@@ -187,6 +188,29 @@ def still_verified(view: PolicyView, who: Who, decided: Decision, now: float) ->
                 Action.CHALLENGE, "fresh", (*decided.steps, step), user=who.user, factors=counted
             )
     return decided
+
+
+def verified_until(view: PolicyView, who: Who, decided: Decision) -> tuple[float, str]:
+    """When still_verified first asks `who` for a verification on what `decided` let
+    through, and why ("reverify" or "fresh"); (inf, "") when it never does. An open WebSocket
+    is closed then (gateway.web.socketwatch): its frames are no requests to be asked at."""
+    if who.kind is not Kind.SESSION or not decided.allowed:
+        return math.inf, ""
+    until, why = math.inf, ""
+    settings = with_choice(view.settings(who.user), who.chosen_interval)
+    if who.verified and math.isfinite(settings.reverify):
+        until, why = who.verified + settings.reverify, "reverify"
+    if decided.fresh:
+        counted = decided.fresh_factors
+        last = (
+            max((t for f, t in who.verified_by if f in counted), default=0.0)
+            if counted
+            else who.verified
+        )
+        fresh_until = last + decided.fresh if last else -math.inf
+        if fresh_until < until:
+            until, why = fresh_until, "fresh"
+    return until, why
 
 
 def _sign_in(view: PolicyView, who: Who, facts: Facts, now: float) -> Decision:

@@ -276,6 +276,24 @@ class SessionBook:
         await self._insert(fresh)
         return fresh
 
+    async def look_at(self, sid: str) -> Session | None:
+        """The session as the shared store holds it now (None: ended), never touched: an open
+        WebSocket looking at its session is not a request, so it does not hold the session
+        past its idle timeout (gateway.web.socketwatch)."""
+        return await self._read(sid)
+
+    def ends_by_itself(self, session: Session) -> float:
+        """When the session ends of its own: its idle or its absolute timeout, the earlier."""
+        return min(
+            session.last_seen + self.rules.idle_timeout,
+            session.created + self.rules.absolute_timeout,
+        )
+
+    def revoked(self, session: Session) -> bool:
+        """Ended by an administrator (`sessions revoke`, `users reset-2fa`), as this worker
+        last read the revocations (every LOOK_EVERY seconds: gateway.web.revocations)."""
+        return session.created < self.revocations.get(session.user, 0.0)
+
     def _expired(self, session: Session, now: float) -> bool:
         """Idle or absolute timeout passed, or revoked (an admin, `sessions revoke`)."""
         return (
