@@ -2,7 +2,9 @@
 forward-auth/ in front of a real gateway and the echo CRM, which notes every raw target it
 received, so "the CRM never got it" is checked, not assumed. A rule judged on one thing while
 the front proxy hands the CRM another; a header believed from the wrong peer; an identity the
-CRM is handed that the gateway never gave; a refusal a script cannot read."""
+CRM is handed that the gateway never gave; a refusal a script cannot read; a revoked session
+on two workers; an API token beside a session cookie; an original URI too long, or not UTF-8;
+a half-finished sign-in beside another user's remembered device."""
 
 from __future__ import annotations
 
