@@ -20,15 +20,16 @@ from aiohttp import web
 from gateway.errors import MethodNotAllowed, NotFound, SignInRequired
 from gateway.fields import overrides_method
 from gateway.model import Action, Decision, Step
-from gateway.signin.decision import Kind, Who
+from gateway.signin.decision import Asks, Kind, Request, Who
 from gateway.signin.session import FULL
 from gateway.web import crmlogin, forwardauth, health, proxy, reverify
 from gateway.web.bodies import FORM_LIMIT, read_whole
 from gateway.web.forwarding import wants_html
 from gateway.web.guard import GUARD, Guard, Judged
-from gateway.web.keys import CLOCK, CONFIG, DECISION
+from gateway.web.keys import CLOCK, CONFIG, DECISION, SESSION, VIEW
 from gateway.web.pages import routes
 from gateway.web.signin import SIGNIN, SignIn
+from gateway.web.socketwatch import WATCH, SocketWatch, who_in
 from gateway.web.urls import reserved_subpath, safe_return_path
 
 
@@ -53,6 +54,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         now=request.app[CLOCK].now(),
     )
     body = await look_for_override(request, guard, who, judged)
+    if judged.decision.action is Action.FORWARD and proxy.is_websocket_upgrade(request):
+        request[WATCH] = watch_socket(request, guard, signin, who, judged)
     return await act(request, signin, who, judged, body)
 
 
@@ -80,13 +83,28 @@ async def identify(request: web.Request, guard: Guard, signin: SignIn | None) ->
     session = await signin.session(request)
     if session is None or session.stage != FULL:
         return who
-    return Who(
-        Kind.SESSION,
-        session.user,
-        verified=session.verified,
-        refused=who.refused,
-        verified_by=tuple(sorted(session.verified_by.items())),
-        chosen_interval=session.chosen_interval,
+    return who_in(session, who.refused)
+
+
+def watch_socket(
+    request: web.Request, guard: Guard, signin: SignIn | None, who: Who, judged: Judged
+) -> SocketWatch:
+    """What a WebSocket that goes is held to while it is open (gateway.web.socketwatch): the
+    question its upgrade asked, and the session or the API credential it was asked as."""
+    path, _, raw_query = judged.target.partition("?")
+    asked = Request(Asks.CRM, request[VIEW].ip, request.method, path)
+    session = request.get(SESSION) if who.kind is Kind.SESSION else None
+    return SocketWatch(
+        guard,
+        request.app[CLOCK],
+        asked,
+        who,
+        gateway_login=signin is not None and signin.gateway_mode,
+        book=signin.book if signin is not None and session is not None else None,
+        session=session,
+        credential=guard.credential(request) if who.kind is Kind.TOKEN else None,
+        header_names=request.headers.keys(),
+        raw_query=raw_query,
     )
 
 

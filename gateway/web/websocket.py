@@ -17,7 +17,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.web.keys import CONFIG, UPSTREAM_CLIENT
+from gateway.errors import HttpError
+from gateway.web.audit import audit_event
+from gateway.web.keys import CONFIG, UPSTREAM_CLIENT, VIEW
+from gateway.web.socketwatch import LOOK_EVERY, WATCH, SocketWatch
 from gateway.web.upstream import Adjust, headers_for_crm, upstream_error
 
 log = logging.getLogger("gateway.websocket")
@@ -33,6 +36,9 @@ HANDSHAKE_HEADERS = frozenset(
 )
 
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+# The frames a watched socket passes only while it may (gateway.web.socketwatch): all but the
+# close, which ends it anyway.
+_FRAMES = frozenset({WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG})
 
 
 def _protocols(request: web.Request) -> tuple[str, ...]:
@@ -91,9 +97,12 @@ async def _tunnel(
         autoclose=False,
         max_msg_size=upstream.websocket_max_message,
     )
+    watch = request.get(WATCH)
     try:
         await client_ws.prepare(request)
-        await _relay_both_ways(client_ws, upstream_ws)
+        ended = await _relay_both_ways(client_ws, upstream_ws, watch)
+        if ended:
+            await _close_for(request, ended, client_ws, upstream_ws)
     finally:
         await upstream_ws.close()
         if not client_ws.closed:
@@ -102,27 +111,73 @@ async def _tunnel(
 
 
 async def _relay_both_ways(
-    client_ws: web.WebSocketResponse, upstream_ws: aiohttp.ClientWebSocketResponse
-) -> None:
-    to_upstream = asyncio.create_task(_pump(client_ws, upstream_ws), name="ws-client-to-crm")
-    to_client = asyncio.create_task(_pump(upstream_ws, client_ws), name="ws-crm-to-client")
+    client_ws: web.WebSocketResponse,
+    upstream_ws: aiohttp.ClientWebSocketResponse,
+    watch: SocketWatch | None = None,
+) -> str:
+    """Relay until one side closes (""), or until `watch` says why the socket may not go on:
+    then the reason, both sides still open for the caller to close."""
+    to_upstream = asyncio.create_task(_pump(client_ws, upstream_ws, watch), name="ws-client-to-crm")
+    to_client = asyncio.create_task(_pump(upstream_ws, client_ws, watch), name="ws-crm-to-client")
+    pumps = {to_upstream, to_client}
+    tasks = set(pumps)
+    if watch is not None:
+        tasks.add(asyncio.create_task(_keep_watch(watch), name="ws-watch"))
     try:
-        _, pending = await asyncio.wait(
-            {to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED
-        )
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        ended = next((t.result() for t in done if not t.exception() and t.result()), "")
+        if ended:
+            return ended
         # One side closed: give the close handshake a moment to finish on the other, then stop.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait(pending, timeout=10.0)
+            await asyncio.wait(pumps - done, timeout=10.0)
+        return ""
     finally:
-        for task in (to_upstream, to_client):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(to_upstream, to_client, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _pump(source: AnyWebSocket, sink: AnyWebSocket) -> None:
+async def _keep_watch(watch: SocketWatch) -> str:
+    """Look every LOOK_EVERY seconds, or at the deadline when it comes first: the reason the
+    socket must close, once there is one. A store that does not answer is asked again at the
+    next look (as gateway.web.revocations does); the deadline holds meanwhile."""
+    clock = watch.clock
+    while True:
+        await asyncio.sleep(max(0.0, min(LOOK_EVERY, watch.deadline - clock.now())))
+        try:
+            ended = await watch.look()
+        except HttpError:
+            ended = watch.due()
+        if ended:
+            return ended
+
+
+async def _close_for(
+    request: web.Request,
+    reason: str,
+    client_ws: web.WebSocketResponse,
+    upstream_ws: aiohttp.ClientWebSocketResponse,
+) -> None:
+    """The socket may not go on (gateway.web.socketwatch): the browser hears 1008 (policy
+    violation) with the reason, the CRM 1001 (going away, as when the user leaves the page),
+    and the closing is audited."""
+    audit_event(request, "websocket.closed", outcome="refused", reason=reason)
+    log.info("websocket closed: %s [%s]", reason, request[VIEW].request_id)
+    with contextlib.suppress(Exception):
+        await upstream_ws.close(code=WSCloseCode.GOING_AWAY)
+    with contextlib.suppress(Exception):
+        await client_ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+
+
+async def _pump(source: AnyWebSocket, sink: AnyWebSocket, watch: SocketWatch | None) -> str:
+    """Relay `source` to `sink` until a close (""), or until a frame comes that `watch` says
+    may not pass any more: the reason, the frame not sent."""
     while True:
         message = await source.receive()
         kind = message.type
+        if watch is not None and kind in _FRAMES and (ended := await watch.check()):
+            return ended
         if kind is WSMsgType.TEXT:
             await sink.send_str(message.data)
         elif kind is WSMsgType.BINARY:
@@ -137,7 +192,7 @@ async def _pump(source: AnyWebSocket, sink: AnyWebSocket) -> None:
             # also completes the handshake there.
             await sink.close(code=code, message=(message.extra or "").encode()[:123])
             await source.close(code=code)
-            return
+            return ""
         else:  # CLOSING, CLOSED, ERROR: the source is gone.
             # aiohttp has already closed the source with the right code (1009 when a frame
             # was too big); the other side hears the same code.
@@ -147,4 +202,4 @@ async def _pump(source: AnyWebSocket, sink: AnyWebSocket) -> None:
             code = source.close_code or fallback
             if not sink.closed:
                 await sink.close(code=code)
-            return
+            return ""

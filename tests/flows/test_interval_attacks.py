@@ -7,6 +7,7 @@ the demo CRM, real TOTP codes, a fake clock. Findings are tests that failed befo
 from __future__ import annotations
 
 import pytest
+from aiohttp import WSCloseCode, WSMsgType
 
 from gateway.stores import IntervalChoice
 from tests.flows.test_interval_choice import HOUR, choose, chosen_events, crm, gw
@@ -209,14 +210,12 @@ async def test_an_expired_or_ended_session_cannot_post_a_choice(
     assert await gw.signin.durable.interval_choice("bob") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: an open WebSocket is judged once, at its upgrade; its frames are "
-    "relayed past the verification time (and past a sign-out)",
-)
 async def test_a_websocket_opened_in_time_is_not_relayed_past_the_interval(
     gw: SignInGateway, browsers: Browsers
 ) -> None:
+    """Finding (fixed): an open WebSocket was judged once, at its upgrade, and its frames
+    were relayed past the verification time (and past a sign-out). Now the frame is not sent:
+    the socket closes, 1008 with the reason (gateway.web.socketwatch)."""
     b = browsers(gw)
     await enrolled(b, "bob", "bob-demo")
     assert await choose(b, "1h") == "/_gateway/account?interval_saved=1"
@@ -227,4 +226,8 @@ async def test_a_websocket_opened_in_time_is_not_relayed_past_the_interval(
         assert (await b.get("/contacts"))[0] == 303
         await ws.send_str("past the hour")
         message = await ws.receive(timeout=5)
-        assert message.data != "echo: past the hour"
+        assert (message.type, message.data, message.extra) == (
+            WSMsgType.CLOSE,
+            WSCloseCode.POLICY_VIOLATION,
+            "reverify_due",
+        )
