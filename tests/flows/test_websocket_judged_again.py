@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import WSCloseCode, WSMsgType
 
 from gateway.admin.accounts import revoke_sessions
@@ -115,8 +116,13 @@ async def test_a_socket_is_closed_when_the_verification_runs_out(
         "/ws",
         "reverify_due",
     )
-    # The page connects again: the upgrade is a request, asked for a code first.
-    status, _, r = await b.get("/ws")
+    # The page connects again: the upgrade is a request of a script, told where to verify.
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await b.http.ws_connect(
+            f"{gw.url}/ws", protocols=WS, headers={"Sec-Fetch-Mode": "websocket"}
+        )
+    assert refused.value.status == 401
+    status, _, r = await b.get("/contacts")  # and a page goes to the challenge
     assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
 
 
