@@ -1,6 +1,7 @@
 """An open WebSocket is judged again while it is open (issue 16): it closes, 1008 with the
-reason, when its session's verification runs out, when the session signs out in another tab
-or is revoked by an administrator (on another worker too), and when its API token is revoked;
+reason, when its session's verification runs out (`reverify`, an interval chosen after it
+opened, a `fresh` path), when the session signs out in another tab or is revoked by an
+administrator (on another worker too), and when its API token is revoked;
 a socket within its time goes on, and the closing is audited. The real gateway in front of
 the demo CRM (its /ws echoes), real TOTP codes, a fake clock; a sign-out or a revocation is
 seen at the relay's next look (LOOK_EVERY), waited for in a bounded loop.
@@ -124,6 +125,39 @@ async def test_a_socket_is_closed_when_the_verification_runs_out(
     assert refused.value.status == 401
     status, _, r = await b.get("/contacts")  # and a page goes to the challenge
     assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
+
+
+async def test_a_stricter_interval_chosen_in_another_tab_reaches_the_open_socket(
+    gw: SignInGateway, browsers: Browsers
+) -> None:
+    """The socket's session is read again at each look: bob's choice, made after the socket
+    opened, holds for it (no frame sent: the look closes it)."""
+    b = browsers(gw)
+    await enrolled(b, "bob", "bob-demo")  # the policy: no reverify, a week's interval
+    async with b.http.ws_connect(f"{gw.url}/ws", protocols=WS) as ws:
+        assert await echoes(ws, "no verification due")
+        assert await choose(b, "1h") == "/_gateway/account?interval_saved=1"
+        gw.clock.advance(HOUR)
+        assert await closed_by_the_gateway(ws) == (WSCloseCode.POLICY_VIOLATION, "reverify_due")
+
+
+FRESH_SOCKET = POLICY.replace(
+    '  - {path: "/**"', '  - {path: /ws, allow: [authenticated], fresh: 15m}\n  - {path: "/**"'
+)
+
+
+async def test_a_socket_on_a_fresh_path_is_closed_when_its_factor_is_no_longer_fresh(
+    crm: Served, start: Start, browsers: Browsers
+) -> None:
+    gw = await start(crm.url, login=DEMO_LOGIN, policy=FRESH_SOCKET)
+    b = browsers(gw)
+    await enrolled(b, "bob", "bob-demo")
+    async with b.http.ws_connect(f"{gw.url}/ws", protocols=WS) as ws:
+        gw.clock.advance(14 * 60)
+        assert await echoes(ws, "fresh for another minute")
+        gw.clock.advance(60)
+        await ws.send_str("stale")
+        assert await closed_by_the_gateway(ws) == (WSCloseCode.POLICY_VIOLATION, "fresh_due")
 
 
 async def test_a_socket_is_closed_when_the_session_signs_out_in_another_tab(
