@@ -106,15 +106,15 @@ class SocketWatch:
 
     def _decide(self) -> str:
         """The socket's question decided again (the guard remembers the answers), and its
-        deadline: "denied" when the policy in force refuses it now."""
+        deadline: "denied" when the policy in force no longer lets it go."""
         view = self._guard.view
         decided, _ = self._guard.decided(view, self._who, self._asked, self._gateway_login)
         decided = still_verified(view, self._who, decided, self.clock.now())
-        if decided.action is Action.DENY:
-            return "denied"
         if decided.action is Action.CHALLENGE:
             self.deadline, self._why = -math.inf, DUE.get(decided.reason, "reverify_due")
             return self._why
+        if decided.action is not Action.FORWARD:  # refused, or to sign in first now
+            return "denied"
         until, why = verified_until(view, self._who, decided)
         self.deadline, self._why = until, DUE.get(why, "")
         if self._session is not None and self._book is not None:

@@ -1,10 +1,11 @@
 """An open WebSocket is judged again while it is open (issue 16): it closes, 1008 with the
 reason, when its session's verification runs out (`reverify`, an interval chosen after it
 opened, a `fresh` path), when the session signs out in another tab or is revoked by an
-administrator (on another worker too), and when its API token is revoked;
-a socket within its time goes on, and the closing is audited. The real gateway in front of
-the demo CRM (its /ws echoes), real TOTP codes, a fake clock; a sign-out or a revocation is
-seen at the relay's next look (LOOK_EVERY), waited for in a bounded loop.
+administrator (on another worker too), when its API token is revoked, and when a policy
+reload refuses it; a socket within its time goes on, and the closing is audited. The real
+gateway in front of the demo CRM (its /ws echoes; the echo upstream for API tokens), real
+TOTP codes, a fake clock; what the relay sees at its next look (LOOK_EVERY) is waited for in
+a bounded loop.
 """
 
 from __future__ import annotations
@@ -229,3 +230,28 @@ async def test_a_socket_opened_with_an_api_token_is_closed_when_the_token_is_rev
         await guard.refresh_tokens()
         assert await closed_by_the_gateway(ws) == (WSCloseCode.POLICY_VIOLATION, "token_revoked")
     assert [e.reason for e in await closed_events(gw)] == ["token_revoked"]
+
+
+async def test_a_socket_is_closed_when_a_policy_reload_refuses_it(
+    upstream: Served, start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "policy.yaml").write_text(TOKEN_POLICY)
+    gw = await start_gateway(upstream.url, f"policies: {folder}\n")
+    guard = gw.app[GUARD]
+    await gw.app[DURABLE].add_token("tok_sync", "sync", digest(TOKEN), "", 0.0)
+    await guard.refresh_tokens()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{gw.url}/ws", headers=headers) as ws,
+    ):
+        await ws.send_str("hello")
+        assert await ws.receive_str(timeout=5) == "echo: hello"
+        closed = TOKEN_POLICY.replace(
+            "{path: /**, allow: [token]}", "{path: /api/**, allow: [token]}"
+        )
+        (folder / "policy.yaml").write_text(closed)
+        assert await guard.reload("test")
+        assert await closed_by_the_gateway(ws) == (WSCloseCode.POLICY_VIOLATION, "denied")
