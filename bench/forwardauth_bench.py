@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy_measure import TICK, OtherWork, cpu_ticks, memory_mb, parse_wrk
+from proxy_report import put_into_doc
 from proxy_targets import (
     PAGE,
     SIGNIN_POLICY,
@@ -45,7 +46,9 @@ from proxy_targets import (
     start_nginx,
     start_nginx_proxy,
     start_nginx_upstream,
+    stop_on_signals,
     wait_until_up,
+    write_keys,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,16 +99,7 @@ def start_gateway(processes: Processes, upstream: str) -> tuple[int, subprocess.
     folder.mkdir()
     (folder / "policies").mkdir()
     (folder / "policies" / "policy.yaml").write_text(SIGNIN_POLICY)
-    for keys in ("session", "seal"):
-        line = subprocess.run(
-            [*gateway_command(), "keys", "generate"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
-        (folder / f"{keys}.keys").write_text(line)
-        (folder / f"{keys}.keys").chmod(0o600)
+    write_keys(folder)
     port = free_port()
     (folder / "gateway.yaml").write_text(
         f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\n"
@@ -289,25 +283,6 @@ def report(
     return "\n".join(lines), warnings
 
 
-def put_into_doc(doc: Path, text: str) -> None:
-    content = doc.read_text()
-    if BEGIN not in content or END not in content:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block to replace")
-    head, rest = content.split(BEGIN, 1)
-    doc.write_text(f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
-    print(f"\nwrote the report into {doc}")
-
-
-def stop_on_signals() -> None:
-    """SIGTERM and SIGHUP end the run like Ctrl-C: through the cleanup."""
-
-    def leave(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, leave)
-
-
 def main() -> int:
     args = parse_args()
     stop_on_signals()
@@ -351,7 +326,7 @@ def main() -> int:
     )
     print("\n" + text)
     if args.doc:
-        put_into_doc(args.doc, text)
+        put_into_doc(args.doc, text, BEGIN, END)
     return 1 if warnings else 0
 
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from proxy_measure import OtherWork, download, memory_mb, run_wrk
-from proxy_report import GATEWAYS, LOADED, ROWS, SINGLE, Memory, Results, report
+from proxy_report import GATEWAYS, LOADED, ROWS, SINGLE, Memory, Results, put_into_doc, report
 from proxy_targets import (
     DOWNLOAD,
     DOWNLOAD_BYTES,
@@ -45,6 +45,7 @@ from proxy_targets import (
     start_naive_proxy,
     start_nginx_proxy,
     start_nginx_upstream,
+    stop_on_signals,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,16 +74,6 @@ def parse_args() -> argparse.Namespace:
     if not (1 <= args.duration <= 600 and 1 <= args.rounds <= 50 and 0 <= args.downloads <= 50):
         parser.error("--duration 1..600, --rounds 1..50, --downloads 0..50")
     return args
-
-
-def stop_on_signals() -> None:
-    """SIGTERM and SIGHUP end the run like Ctrl-C: through the cleanup."""
-
-    def leave(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, leave)
 
 
 def describe(nginx: str | None) -> list[str]:
@@ -202,16 +193,6 @@ def log_problems(gateway: Target) -> list[str]:
     return [f"{gateway.name} logged: {line}" for line in found[:5]]
 
 
-def put_into_doc(doc: Path, text: str) -> None:
-    content = doc.read_text()
-    if BEGIN not in content or END not in content:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block to replace")
-    head, rest = content.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    doc.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-    print(f"\nwrote the report into {doc}")
-
-
 def main() -> int:
     args = parse_args()
     started = time.monotonic()
@@ -260,7 +241,7 @@ def main() -> int:
     )
     print("\n" + text)
     if args.doc:
-        put_into_doc(args.doc, text)
+        put_into_doc(args.doc, text, BEGIN, END)
     return 1 if warnings else 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from proxy_measure import Run
 
@@ -246,3 +247,13 @@ def report(results: Results) -> str:
     lines = [*load_table(results), "", *latency_lines(results), *noise_lines(results), ""]
     lines += [*download_table(results), "", *memory_table(results), "", *goal_table(results)]
     return "\n".join(lines)
+
+
+def put_into_doc(doc: Path, text: str, begin: str, end: str) -> None:
+    """`text` in place of what stands between the lines `begin` and `end` of `doc`."""
+    content = doc.read_text()
+    if begin not in content or end not in content:
+        raise SystemExit(f"{doc} has no {begin} ... {end} block to replace")
+    head, rest = content.split(begin, 1)
+    doc.write_text(f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
+    print(f"\nwrote the report into {doc}")

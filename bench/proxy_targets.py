@@ -114,6 +114,16 @@ class Processes:
         return codes
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP end the run like Ctrl-C: through the cleanup."""
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, leave)
+
+
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
@@ -251,6 +261,21 @@ def gateway_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway"]
 
 
+def write_keys(folder: Path) -> None:
+    """session.keys and seal.keys in `folder`, from `crm-gateway keys generate`, owner-only."""
+    for keys in ("session", "seal"):
+        line = subprocess.run(
+            [*gateway_command(), "keys", "generate"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        path = folder / f"{keys}.keys"
+        path.write_text(line)
+        path.chmod(0o600)
+
+
 def start_gateway(
     processes: Processes, name: str, upstream: str, *, signed_in: bool
 ) -> tuple[str, subprocess.Popen[bytes], Path]:
@@ -266,17 +291,7 @@ def start_gateway(
     if signed_in:
         (folder / "policies").mkdir()
         (folder / "policies" / "policy.yaml").write_text(SIGNIN_POLICY)
-        for keys in ("session", "seal"):
-            line = subprocess.run(
-                [*gateway_command(), "keys", "generate"],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=60,
-            ).stdout
-            path = folder / f"{keys}.keys"
-            path.write_text(line)
-            path.chmod(0o600)
+        write_keys(folder)
         config += (
             "login: {path: /login, username_field: username, success: {cookie: crm_session}}\n"
             "secrets:\n  session_keys: {file: session.keys}\n  seal_keys: {file: seal.keys}\n"

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import asyncpg
 from proxy_measure import TICK, OtherWork, cpu_ticks, parse_wrk
+from proxy_report import put_into_doc
 from proxy_targets import (
     PAGE,
     PAGE_BODY,
@@ -55,7 +56,9 @@ from proxy_targets import (
     start_gateway,
     start_nginx_proxy,
     start_nginx_upstream,
+    stop_on_signals,
     wait_until_up,
+    write_keys,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,12 +161,7 @@ def start_two_gateways(
     first = processes.workdir / "host-a"
     (first / "policies").mkdir(parents=True)
     (first / "policies" / "policy.yaml").write_text(SIGNIN_POLICY)
-    for keys in ("session", "seal"):
-        line = subprocess.run(
-            [*gateway_command(), "keys", "generate"], capture_output=True, text=True, check=True
-        ).stdout
-        (first / f"{keys}.keys").write_text(line)
-        (first / f"{keys}.keys").chmod(0o600)
+    write_keys(first)
     config = (
         f"upstream:\n  url: {upstream}\n"
         "trusted_proxies: [127.0.0.1/32]\n"
@@ -314,25 +312,6 @@ def report(runs: Runs) -> str:
     return "\n".join(lines)
 
 
-def put_into_doc(doc: Path, text: str) -> None:
-    content = doc.read_text()
-    if BEGIN not in content or END not in content:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} block to replace")
-    head, rest = content.split(BEGIN, 1)
-    doc.write_text(f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
-    print(f"wrote the report into {doc}")
-
-
-def stop_on_signals() -> None:
-    """SIGTERM and SIGHUP end the run like Ctrl-C: through the cleanup."""
-
-    def leave(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, leave)
-
-
 def main() -> int:
     args = parse_args()
     started = time.monotonic()
@@ -381,7 +360,7 @@ def main() -> int:
     text = f"{settings}\n\n{report(runs)}"
     print("\n" + text)
     for doc in args.doc:
-        put_into_doc(doc, text)
+        put_into_doc(doc, text, BEGIN, END)
     return 0
 
 
