@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -27,8 +27,9 @@ from gateway.web.keys import DURABLE
 from gateway.web.revocations import LOOK_EVERY
 from gateway.web.urls import safe_return_path
 from tests.conftest import AppStarter, Served, send_raw, serve
+from tests.flows.test_forward_auth_proxies import FORWARD_AUTH, POLICY, FrontStarter, front
 from tests.flows.test_forward_auth_signin import two_workers
-from tests.front_proxies import PROXIES, FrontProxy
+from tests.front_proxies import FrontProxy
 from tests.redis_server import RedisServer
 from tests.signin_kit import (
     ARRIVED,
@@ -41,23 +42,9 @@ from tests.signin_kit import (
 )
 from tests.upstreams import build_upstream_app
 
-FORWARD_AUTH = "forward_auth: {}\ntrusted_proxies: [127.0.0.1/32]\n"
-POLICY = """\
-defaults: {interval: always, factors: [totp, recovery], enforcement: required}
-networks:
-  office: [127.0.0.1/32]
-roles:
-  admin: {}
-users:
-  alice: {roles: [admin]}
-  bob: {networks: [office]}
-paths:
-  - {path: /admin/**, allow: [role:admin]}
-  - {path: /api/**, allow: [token]}
-  - {path: "/**", allow: [anyone]}
-"""
+__all__ = ["front"]  # the fixture, by name
+
 RECEIVED = web.AppKey("received", list[str])
-FrontStarter = Callable[[int, int], FrontProxy]
 
 
 @web.middleware
@@ -75,21 +62,6 @@ async def echo(start_app: AppStarter) -> Served:
     app[RECEIVED] = []
     app.middlewares.append(note_targets)
     return await start_app(app)
-
-
-@pytest.fixture(params=sorted(PROXIES))
-def front(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FrontStarter]:
-    """Starts the proxy of this run (nginx, then Caddy) before a gateway and a CRM."""
-    started: list[FrontProxy] = []
-
-    def start(gateway_port: int, crm_port: int) -> FrontProxy:
-        proxy = PROXIES[request.param](tmp_path / request.param, gateway_port, crm_port)
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        proxy.stop()
 
 
 @pytest.fixture
