@@ -13,7 +13,7 @@ from pathlib import Path
 import pyotp
 from playwright.async_api import Page, expect
 
-from tests.signin_kit import SignInGateway, Start
+from tests.signin_kit import Browser, Browsers, SignInGateway, Start, enrolled, field
 
 CONSOLE_POLICY = """\
 networks:
@@ -42,6 +42,22 @@ async def console_gateway(
     start: Start, crm_url: str, *, policy: str = CONSOLE_POLICY, extra: str = ""
 ) -> SignInGateway:
     return await start(crm_url, policy=policy, extra=CONSOLE + extra)
+
+
+async def alice_at_the_console(gw: SignInGateway, browsers: Browsers) -> Browser:
+    """alice (helpdesk) signed in, in a scripted browser; carol enrolled before her."""
+    await enrolled(browsers(gw), "carol", "carol-demo")
+    gw.clock.advance(30)
+    b = browsers(gw)
+    await enrolled(b, "alice", "alice-demo")
+    return b
+
+
+async def csrf_of(b: Browser, user: str = "carol") -> str:
+    """The console's CSRF token, from `user`'s page as `b` is shown it."""
+    status, html, _ = await b.get(f"{ADMIN}user?u={user}")
+    assert status == 200, html[:300]
+    return field(html, "csrf")
 
 
 async def sign_in(page: Page, gw: SignInGateway, user: str, secret: str = "") -> str:

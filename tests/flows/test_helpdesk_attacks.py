@@ -29,7 +29,13 @@ from gateway.web.keys import AUDIT
 from tests.conftest import Served, serve
 from tests.flows.test_helpdesk_admin_listener import _config as listener_config
 from tests.flows.test_helpdesk_admin_listener import admin_url
-from tests.helpdesk_kit import ADMIN, CONSOLE_POLICY, console_gateway
+from tests.helpdesk_kit import (
+    ADMIN,
+    CONSOLE_POLICY,
+    alice_at_the_console,
+    console_gateway,
+    csrf_of,
+)
 from tests.process import start_gateway_process
 from tests.signin_kit import (
     ARRIVED,
@@ -54,12 +60,6 @@ async def refusals(gw: SignInGateway) -> list[tuple[str, str]]:
     return [(e.reason, e.user) for _, e in found]
 
 
-async def csrf_of(b: Browser, user: str = "carol") -> str:
-    status, html, _ = await b.get(f"{ADMIN}user?u={user}")
-    assert status == 200, html[:300]
-    return field(html, "csrf")
-
-
 @pytest.fixture
 async def gw(crm: Served, start: Start) -> SignInGateway:
     return await console_gateway(start, crm.url)
@@ -67,12 +67,7 @@ async def gw(crm: Served, start: Start) -> SignInGateway:
 
 @pytest.fixture
 async def alice(gw: SignInGateway, browsers: Browsers) -> Browser:
-    """alice (helpdesk) signed in; carol enrolled before her."""
-    await enrolled(browsers(gw), "carol", "carol-demo")
-    gw.clock.advance(30)
-    b = browsers(gw)
-    await enrolled(b, "alice", "alice-demo")
-    return b
+    return await alice_at_the_console(gw, browsers)
 
 
 async def test_activity_dates_at_the_ends_of_the_calendar_are_never_a_500(

@@ -16,8 +16,14 @@ from gateway.crypto import normalize_recovery_code, recovery_digest
 from gateway.stores import AuditQuery
 from gateway.web.keys import AUDIT
 from tests.conftest import Served, send_raw
-from tests.helpdesk_kit import ADMIN, CONSOLE_POLICY, console_gateway
-from tests.signin_kit import Browser, Browsers, SignInGateway, Start, enrolled, field
+from tests.helpdesk_kit import (
+    ADMIN,
+    CONSOLE_POLICY,
+    alice_at_the_console,
+    console_gateway,
+    csrf_of,
+)
+from tests.signin_kit import Browser, Browsers, SignInGateway, Start, enrolled
 
 
 async def refusals(gw: SignInGateway) -> list[tuple[str, str, str]]:
@@ -25,12 +31,6 @@ async def refusals(gw: SignInGateway) -> list[tuple[str, str, str]]:
     await gw.served.app[AUDIT].flush()
     found = await gw.signin.durable.audit_events(AuditQuery(names=("admin.console_refused",)))
     return [(e.reason, e.user, str(dict(e.details).get("by"))) for _, e in found]
-
-
-async def csrf_of(b: Browser, user: str = "carol") -> str:
-    status, html, _ = await b.get(f"{ADMIN}user?u={user}")
-    assert status == 200, html[:300]
-    return field(html, "csrf")
 
 
 async def act(b: Browser, data: dict[str, str]) -> tuple[int, str]:
@@ -45,12 +45,7 @@ async def gw(crm: Served, start: Start) -> SignInGateway:
 
 @pytest.fixture
 async def alice(gw: SignInGateway, browsers: Browsers) -> Browser:
-    """alice (helpdesk) signed in; carol enrolled before her."""
-    await enrolled(browsers(gw), "carol", "carol-demo")
-    gw.clock.advance(30)
-    b = browsers(gw)
-    await enrolled(b, "alice", "alice-demo")
-    return b
+    return await alice_at_the_console(gw, browsers)
 
 
 async def test_bad_input_is_said_plainly_audited_and_never_a_500(
