@@ -11,15 +11,16 @@ users: tests/flows/test_reverify_attacks.py, across askers: tests/web/test_guard
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Served, serve
-from tests.django_crm import CLIENTS_PATH, django_crm_app
-from tests.flows.test_signin_django import DJANGO_LOGIN, django_login
+from tests.conftest import Served
+from tests.django_crm import CLIENTS_PATH
+from tests.flows.test_signin_django import DJANGO_LOGIN, django, django_login
 from tests.signin_kit import Browser, Browsers, SignInGateway, Start
+
+__all__ = ["django"]  # the fixture, by name
 
 HOUR = 3600.0
 POLICY = """\
@@ -35,13 +36,6 @@ paths:
   - {path: "/**", allow: [anyone]}
 """
 LONG_SESSIONS = "sessions: {idle_timeout: 12h, absolute_timeout: 24h}\n"
-
-
-@pytest.fixture
-async def django() -> AsyncIterator[Served]:
-    served = await serve(django_crm_app())
-    yield served
-    await served.runner.cleanup()
 
 
 @pytest.fixture

@@ -209,23 +209,29 @@ api:
 TOKEN = "sync-token-0123456789abcdef"
 
 
+async def token_gateway(upstream: Served, start_gateway: GatewayFactory, folder: Path) -> Served:
+    """A gateway before the echo upstream whose policy (TOKEN_POLICY, in `folder`) lets the
+    token of `sync`, TOKEN, anywhere."""
+    folder.mkdir()
+    (folder / "policy.yaml").write_text(TOKEN_POLICY)
+    gw = await start_gateway(upstream.url, f"policies: {folder}\n")
+    await gw.app[DURABLE].add_token("tok_sync", "sync", digest(TOKEN), "", 0.0)
+    await gw.app[GUARD].refresh_tokens()
+    return gw
+
+
 async def test_a_socket_opened_with_an_api_token_is_closed_when_the_token_is_revoked(
     upstream: Served, start_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
     folder = tmp_path / "policies"
-    folder.mkdir()
-    (folder / "policy.yaml").write_text(TOKEN_POLICY)
-    gw = await start_gateway(upstream.url, f"policies: {folder}\n")
+    gw = await token_gateway(upstream, start_gateway, folder)
     durable, guard = gw.app[DURABLE], gw.app[GUARD]
-    await durable.add_token("tok_sync", "sync", digest(TOKEN), "", 0.0)
-    await guard.refresh_tokens()
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{gw.url}/ws", headers=headers) as ws,
     ):
-        await ws.send_str("hello")
-        assert await ws.receive_str(timeout=5) == "echo: hello"
+        assert await echoes(ws, "hello")
         await durable.revoke_token("tok_sync", 1.0)
         await guard.refresh_tokens()
         assert await closed_by_the_gateway(ws) == (WSCloseCode.POLICY_VIOLATION, "token_revoked")
@@ -236,19 +242,14 @@ async def test_a_socket_is_closed_when_a_policy_reload_refuses_it(
     upstream: Served, start_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
     folder = tmp_path / "policies"
-    folder.mkdir()
-    (folder / "policy.yaml").write_text(TOKEN_POLICY)
-    gw = await start_gateway(upstream.url, f"policies: {folder}\n")
+    gw = await token_gateway(upstream, start_gateway, folder)
     guard = gw.app[GUARD]
-    await gw.app[DURABLE].add_token("tok_sync", "sync", digest(TOKEN), "", 0.0)
-    await guard.refresh_tokens()
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{gw.url}/ws", headers=headers) as ws,
     ):
-        await ws.send_str("hello")
-        assert await ws.receive_str(timeout=5) == "echo: hello"
+        assert await echoes(ws, "hello")
         closed = TOKEN_POLICY.replace(
             "{path: /**, allow: [token]}", "{path: /api/**, allow: [token]}"
         )
