@@ -176,11 +176,7 @@ def still_verified(view: PolicyView, who: Who, decided: Decision, now: float) ->
         return Decision(Action.CHALLENGE, "reverify", (*decided.steps, step), user=who.user)
     if decided.fresh:
         counted = decided.fresh_factors
-        last = (
-            max((t for f, t in who.verified_by if f in counted), default=0.0)
-            if counted
-            else who.verified
-        )
+        last = _last_passed(who, counted)
         if not last or now - last >= decided.fresh:
             which = " or ".join(counted) or "a factor"
             step = Step("", f"{which} not passed {format_fresh(decided.fresh)}")
@@ -188,6 +184,14 @@ def still_verified(view: PolicyView, who: Who, decided: Decision, now: float) ->
                 Action.CHALLENGE, "fresh", (*decided.steps, step), user=who.user, factors=counted
             )
     return decided
+
+
+def _last_passed(who: Who, counted: tuple[str, ...]) -> float:
+    """When `who` last passed one of the `counted` factors (any factor when none are named);
+    0.0: never in this session."""
+    if not counted:
+        return who.verified
+    return max((t for f, t in who.verified_by if f in counted), default=0.0)
 
 
 def verified_until(view: PolicyView, who: Who, decided: Decision) -> tuple[float, str]:
@@ -201,12 +205,7 @@ def verified_until(view: PolicyView, who: Who, decided: Decision) -> tuple[float
     if who.verified and math.isfinite(settings.reverify):
         until, why = who.verified + settings.reverify, "reverify"
     if decided.fresh:
-        counted = decided.fresh_factors
-        last = (
-            max((t for f, t in who.verified_by if f in counted), default=0.0)
-            if counted
-            else who.verified
-        )
+        last = _last_passed(who, decided.fresh_factors)
         fresh_until = last + decided.fresh if last else -math.inf
         if fresh_until < until:
             until, why = fresh_until, "fresh"
