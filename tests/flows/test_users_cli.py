@@ -15,6 +15,7 @@ from gateway.cli.output import when_utc
 from gateway.clock import FakeClock
 from gateway.stores import AuditQuery
 from gateway.web.keys import AUDIT
+from gateway.web.revocations import LOOK_EVERY
 from tests.conftest import Served
 from tests.flows.test_interval_choice import choose
 from tests.process import run_command_async
@@ -45,9 +46,14 @@ async def cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     return await run_command_async(*args, "-c", str(cli_config(tmp_path)))
 
 
+# The running gateway looks every LOOK_EVERY seconds; ten looks' worth of polling, so a slow
+# look on a loaded machine is waited for (bounded, and no assertion on how fast).
+LOOKS = int(10 * LOOK_EVERY / 0.1)
+
+
 async def signed_out(b: Browser) -> bool:
-    """True once the gateway has ended the browser's session (it looks every 2 s)."""
-    for _ in range(40):
+    """True once the gateway has ended the browser's session (it looks every LOOK_EVERY s)."""
+    for _ in range(LOOKS):
         if (await b.get("/contacts"))[0] == 302:
             return True
         await asyncio.sleep(0.1)
@@ -312,8 +318,8 @@ async def test_users_show_and_reset_interval_of_a_user_who_chose_one(
 
 
 async def sessions_follow(gw: SignInGateway, user: str) -> bool:
-    """True once the user's open sessions carry no choice of their own (it looks every 2 s)."""
-    for _ in range(40):
+    """True once the user's open sessions carry no choice of their own (it looks every LOOK_EVERY s)."""
+    for _ in range(LOOKS):
         if all(s.chosen_interval is None for s in await gw.signin.book.sessions_of(user)):
             return True
         await asyncio.sleep(0.1)
