@@ -128,6 +128,8 @@ async def _relay_both_ways(
         ended = next((t.result() for t in done if not t.exception() and t.result()), "")
         if ended:
             return ended
+        for task in done - pumps:  # the watch never ends without a reason: say why it did
+            log.error("websocket watch failed; the socket closes", exc_info=task.exception())
         # One side closed: give the close handshake a moment to finish on the other, then stop.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait(pumps - done, timeout=10.0)
