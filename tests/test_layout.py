@@ -20,6 +20,7 @@ LAYERS = {
     "gateway.fields": 0,
     "gateway.metrics": 0,
     "gateway.tasks": 0,
+    "gateway.lazy": 0,
     # Reading files into frozen values.
     "gateway.config": 1,
     "gateway.crypto": 1,

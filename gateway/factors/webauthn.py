@@ -20,33 +20,34 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from fido2.server import Fido2Server
-from fido2.utils import websafe_decode, websafe_encode
-from fido2.webauthn import (
-    AttestationConveyancePreference,
-    AttestedCredentialData,
-    AuthenticationResponse,
-    AuthenticatorData,
-    CollectedClientData,
-    PublicKeyCredentialDescriptor,
-    PublicKeyCredentialRpEntity,
-    PublicKeyCredentialType,
-    PublicKeyCredentialUserEntity,
-    RegistrationResponse,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
+from typing import TYPE_CHECKING, Any
 
 from gateway.clock import Clock
 from gateway.config.webauthn import WebAuthn
 from gateway.crypto import Sealer
 from gateway.errors import PasskeyRefused, SealBroken, StoreUnavailable
 from gateway.factors.protocol import Answer, Prompt, Verdict
+from gateway.lazy import lazy_module
 from gateway.signin.regulation import Regulator
 from gateway.stores import Authenticator, DurableStore, SharedStore
 from gateway.stores.protocols import DUPLICATE
+
+if TYPE_CHECKING:
+    import fido2.server as fido_server
+    import fido2.utils as fido_utils
+    import fido2.webauthn as fido
+    from fido2.webauthn import (
+        AttestedCredentialData,
+        AuthenticatorData,
+        CollectedClientData,
+        PublicKeyCredentialDescriptor,
+        UserVerificationRequirement,
+    )
+else:
+    # Loaded at the first passkey: fido2 with its OpenSSL bindings, 2 MB in every worker.
+    fido_server = lazy_module("fido2.server")
+    fido_utils = lazy_module("fido2.utils")
+    fido = lazy_module("fido2.webauthn")
 
 KIND = "webauthn"
 MAX_PASSKEYS = 10
@@ -84,13 +85,17 @@ class Stored:
     transports: tuple[str, ...] = ()
 
     def to_bytes(self) -> bytes:
-        data = {"c": websafe_encode(self.credential), "n": self.count, "t": self.transports}
+        data = {
+            "c": fido_utils.websafe_encode(self.credential),
+            "n": self.count,
+            "t": self.transports,
+        }
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Stored:
         raw = json.loads(data)
-        credential = AttestedCredentialData(websafe_decode(raw["c"]))
+        credential = fido.AttestedCredentialData(fido_utils.websafe_decode(raw["c"]))
         return cls(credential, int(raw["n"]), tuple(str(t) for t in raw.get("t", ())))
 
 
@@ -131,13 +136,13 @@ class WebAuthnFactor:
         self._clock = clock
         self.party = party if party is not None and party.available else None
         self._new_challenge = new_challenge
-        self._server: Fido2Server | None = None
+        self._server: fido_server.Fido2Server | None = None
         if self.party is not None:
-            entity = PublicKeyCredentialRpEntity(name=self.party.name, id=self.party.rp_id)
+            entity = fido.PublicKeyCredentialRpEntity(name=self.party.name, id=self.party.rp_id)
             origin = self.party.origin
             # The exact origin: the library's default takes any subdomain of the rp id.
-            self._server = Fido2Server(
-                entity, AttestationConveyancePreference.NONE, verify_origin=origin.__eq__
+            self._server = fido_server.Fido2Server(
+                entity, fido.AttestationConveyancePreference.NONE, verify_origin=origin.__eq__
             )
             # Milliseconds in the options (the library declares the attribute None only).
             self._server.timeout = int(self.party.timeout * 1000)  # type: ignore[assignment]
@@ -188,9 +193,9 @@ class WebAuthnFactor:
         return Verdict(True, "ok")
 
     async def _verify(self, state: Any, user: str, rows: list[Authenticator], text: str) -> None:
-        response = _parse(AuthenticationResponse, text)
+        response = _parse(fido.AuthenticationResponse, text)
         data = response.response
-        self._check_client(state, data.client_data, CollectedClientData.TYPE.GET)
+        self._check_client(state, data.client_data, fido.CollectedClientData.TYPE.GET)
         self._check_flags(state, data.authenticator_data)
         found = {row.id: row for row in rows}.get(row_id(response.raw_id))
         handle = data.user_handle
@@ -242,11 +247,13 @@ class WebAuthnFactor:
         assert self._server is not None, "offered only with a relying party"
         rows = await self.passkeys(user)
         opened = [s for s in (self._opened(r) for r in rows) if s is not None]
-        entity = PublicKeyCredentialUserEntity(name=user, id=user_handle(user), display_name=user)
+        entity = fido.PublicKeyCredentialUserEntity(
+            name=user, id=user_handle(user), display_name=user
+        )
         options, state = self._server.register_begin(
             entity,
             [_descriptor(s) for s in opened],
-            resident_key_requirement=ResidentKeyRequirement.PREFERRED,
+            resident_key_requirement=fido.ResidentKeyRequirement.PREFERRED,
             user_verification=self._uv,
             challenge=self._new_challenge(),
         )
@@ -264,9 +271,9 @@ class WebAuthnFactor:
             return Registered(False, refused.reason, detail=refused.detail)
 
     async def _register(self, state: Any, user: str, text: str, name: str) -> Authenticator:
-        response = _parse(RegistrationResponse, text)
+        response = _parse(fido.RegistrationResponse, text)
         data = response.response
-        self._check_client(state, data.client_data, CollectedClientData.TYPE.CREATE)
+        self._check_client(state, data.client_data, fido.CollectedClientData.TYPE.CREATE)
         self._check_flags(state, data.attestation_object.auth_data)
         assert self._server is not None
         try:
@@ -304,7 +311,7 @@ class WebAuthnFactor:
     @property
     def _uv(self) -> UserVerificationRequirement:
         assert self.party is not None
-        return UserVerificationRequirement(self.party.user_verification)
+        return fido.UserVerificationRequirement(self.party.user_verification)
 
     def _check_client(self, state: Any, client: CollectedClientData, kind: str) -> None:
         """What the browser wrote and signed: the ceremony, our challenge, our origin. Said
@@ -314,7 +321,7 @@ class WebAuthnFactor:
             raise PasskeyRefused("expired")  # none waiting: used before (a replay), or too old
         if client.type != kind:
             raise PasskeyRefused("malformed", f"client data of type {str(client.type)[:40]!r}")
-        if not hmac.compare_digest(websafe_decode(state["challenge"]), client.challenge):
+        if not hmac.compare_digest(fido_utils.websafe_decode(state["challenge"]), client.challenge):
             raise PasskeyRefused("wrong_challenge")
         if client.origin != self.party.origin:
             # The page that asked is not ours: a phishing site, or a proxy in between.
@@ -322,12 +329,12 @@ class WebAuthnFactor:
 
     def _check_flags(self, state: Any, data: AuthenticatorData) -> None:
         assert self.party is not None
-        expected = PublicKeyCredentialRpEntity(name="", id=self.party.rp_id).id_hash or b""
+        expected = fido.PublicKeyCredentialRpEntity(name="", id=self.party.rp_id).id_hash or b""
         if not hmac.compare_digest(expected, data.rp_id_hash):
             raise PasskeyRefused("wrong_origin", "signed for another relying party id")
         if not data.is_user_present():
             raise PasskeyRefused("no_user_presence")
-        required = state["user_verification"] == UserVerificationRequirement.REQUIRED
+        required = state["user_verification"] == fido.UserVerificationRequirement.REQUIRED
         if required and not data.is_user_verified():
             raise PasskeyRefused("no_user_verification")
 
@@ -354,7 +361,7 @@ class WebAuthnFactor:
             return None
         state = json.loads(raw)
         uv = state.get("user_verification")
-        state["user_verification"] = UserVerificationRequirement(uv) if uv else None
+        state["user_verification"] = fido.UserVerificationRequirement(uv) if uv else None
         return state
 
 
@@ -364,8 +371,8 @@ def _key(ceremony: str, bound: str) -> str:
 
 
 def _descriptor(stored: Stored) -> PublicKeyCredentialDescriptor:
-    return PublicKeyCredentialDescriptor(
-        type=PublicKeyCredentialType.PUBLIC_KEY,
+    return fido.PublicKeyCredentialDescriptor(
+        type=fido.PublicKeyCredentialType.PUBLIC_KEY,
         id=stored.credential.credential_id,
         transports=list(stored.transports) or None,  # type: ignore[arg-type]
     )
