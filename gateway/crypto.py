@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
 import re
 import secrets
 from dataclasses import dataclass
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING
 
 from gateway.errors import KeyProblem, SealBroken
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+# cryptography and argon2 are imported at their first use, not with this module: a gateway
+# without sign-in never seals nor hashes, and their native libraries would be about 7 MB of
+# every worker's memory at rest.
 
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 KEY_BYTES = 32
@@ -93,7 +96,7 @@ class Sealer:
     def seal(self, plaintext: bytes, purpose: str) -> bytes:
         key_id, key = self.ring.current
         nonce = os.urandom(12)
-        body = AESGCM(key[:KEY_BYTES]).encrypt(nonce, plaintext, purpose.encode())
+        body = _aesgcm(key[:KEY_BYTES]).encrypt(nonce, plaintext, purpose.encode())
         return key_id.encode() + b"\x00" + nonce + body
 
     def key_id(self, sealed: bytes) -> str:
@@ -104,10 +107,18 @@ class Sealer:
         key = self.ring.get(key_id.decode("ascii", "replace")) if sep else None
         if key is None or len(rest) < 12 + 16:
             raise SealBroken("sealed under an unknown key, or truncated")
+        from cryptography.exceptions import InvalidTag
+
         try:
-            return AESGCM(key[:KEY_BYTES]).decrypt(rest[:12], rest[12:], purpose.encode())
+            return _aesgcm(key[:KEY_BYTES]).decrypt(rest[:12], rest[12:], purpose.encode())
         except InvalidTag:
             raise SealBroken("does not open: tampered or sealed for another purpose") from None
+
+
+def _aesgcm(key: bytes) -> AESGCM:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
 
 
 def subkey(key: bytes, purpose: str) -> bytes:
@@ -126,8 +137,11 @@ class ChunkSealer:
     def __init__(self, key: bytes, salt: bytes, purpose: str) -> None:
         # The whole ring key (not key[:KEY_BYTES] as Sealer uses): backups already written
         # were derived this way.
+        from cryptography.hazmat.primitives.hashes import SHA256
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         derive = HKDF(algorithm=SHA256(), length=KEY_BYTES, salt=salt, info=purpose.encode())
-        self._aead = AESGCM(derive.derive(key))
+        self._aead = _aesgcm(derive.derive(key))
 
     @staticmethod
     def _nonce(index: int) -> bytes:
@@ -137,6 +151,8 @@ class ChunkSealer:
         return self._aead.encrypt(self._nonce(index), plaintext, bound)
 
     def unseal(self, index: int, sealed: bytes, bound: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
         try:
             return self._aead.decrypt(self._nonce(index), sealed, bound)
         except InvalidTag:
@@ -174,27 +190,36 @@ def same(a: str | bytes, b: str | bytes) -> bool:
 
 # -- passwords (login.mode: gateway) --------------------------------------------------------
 
-# RFC 9106 second recommended option (64 MiB, 3 passes), one lane per core we have.
-_HASHER = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=2)
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    from argon2 import PasswordHasher
+
+    # RFC 9106 second recommended option (64 MiB, 3 passes), one lane per core we have.
+    return PasswordHasher(time_cost=3, memory_cost=65536, parallelism=2)
+
+
 _DUMMY: list[str] = []  # made on first use: 64 MiB of argon2 work is not an import cost
 
 
 def _dummy_hash() -> str:
     """A real hash of a random password: unknown users cost the same time as known ones."""
     if not _DUMMY:
-        _DUMMY.append(_HASHER.hash(secrets.token_hex(16)))
+        _DUMMY.append(_hasher().hash(secrets.token_hex(16)))
     return _DUMMY[0]
 
 
 def hash_password(password: str) -> str:
     """Slow on purpose (~0.1-0.3 s): callers run it off the event loop."""
-    return _HASHER.hash(password)
+    return _hasher().hash(password)
 
 
 def verify_password(stored: str | None, password: str) -> bool:
     """Blocking; `stored` None (unknown user) still spends the full time."""
+    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
     try:
-        return _HASHER.verify(stored or _dummy_hash(), password) and stored is not None
+        return _hasher().verify(stored or _dummy_hash(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

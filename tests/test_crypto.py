@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -343,3 +345,21 @@ def test_a_stored_value_that_is_not_an_argon2_hash_never_verifies(stored: str) -
 )
 def test_is_password_hash_recognises_argon2id(text: str, is_hash: bool) -> None:
     assert is_password_hash(text) is is_hash
+
+
+def test_the_gateway_and_its_cli_load_neither_cryptography_nor_argon2_until_used() -> None:
+    """A gateway without sign-in never seals nor hashes: their native libraries (about 7 MB
+    of a worker's memory) are loaded at the first seal or password, not with the code."""
+    code = (
+        "import sys, gateway.cli.main, gateway.web.app, gateway.web.server\n"
+        "print(*(name in sys.modules for name in ('cryptography', 'argon2')))\n"
+        "from gateway.crypto import Sealer, parse_keys, verify_password\n"
+        "sealer = Sealer(parse_keys('k:' + 'A' * 43))\n"
+        "assert sealer.unseal(sealer.seal(b'x', 'p'), 'p') == b'x'\n"
+        "assert verify_password(None, 'x') is False\n"
+        "print(*(name in sys.modules for name in ('cryptography', 'argon2')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "False", "True", "True"]
