@@ -10,8 +10,6 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from fido2.rpid import verify_rp_id
-
 from gateway.config.yaml_reader import Value
 
 KEYS = {"rp_id", "rp_name", "user_verification", "timeout"}
@@ -84,6 +82,10 @@ def read_webauthn(
     rp_id = host
     if "rp_id" in keys:
         said = (keys["rp_id"].text() or "").lower()
+        # Imported here: it reads the public suffix list (1.3 MB of memory), which only a
+        # named rp_id needs.
+        from fido2.rpid import verify_rp_id
+
         if said and not problem and not verify_rp_id(said, origin):
             keys["rp_id"].fail(
                 f"must be public_url's host ({host}) or a domain it is under (not a public "
