@@ -17,6 +17,8 @@ from gateway.config.model import Config
 from gateway.demo.crm import build_crm_app
 from gateway.stores.sqlite import SqliteDurableStore
 from gateway.web.app import build_app
+from gateway.web.keys import CONFIG
+from gateway.web.protocol import GatewayRunner
 from tests.upstreams import INFO, build_upstream_app
 
 # Shared fixtures: the sign-in kit (gateways, browsers), headless Chromium, a real Redis.
@@ -42,7 +44,9 @@ class Served:
 
 
 async def serve(app: web.Application, host: str = "127.0.0.1", **runner_args: object) -> Served:
-    runner = web.AppRunner(app, access_log=None, **runner_args)  # type: ignore[arg-type]
+    # The gateway's app is served as `crm-gateway run` serves it (gateway.web.protocol).
+    runner_class = GatewayRunner if CONFIG in app else web.AppRunner
+    runner = runner_class(app, access_log=None, **runner_args)  # type: ignore[arg-type]
     try:
         await runner.setup()
     except BaseException:

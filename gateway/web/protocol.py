@@ -10,14 +10,16 @@ header field or header section too large is 431 (RFC 6585 §5), a request target
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_urldispatcher import DynamicResource, UrlMappingMatchInfo
 
 log = logging.getLogger("gateway.protocol")
 
@@ -92,9 +94,9 @@ class GatewayServer(web.Server):
     """aiohttp's server with GatewayRequestHandler, and HTTP/0.9 and HTTP/2.0 request lines
     (which its parser accepts) refused before the app."""
 
-    def __init__(self, plain: web.Server, **kwargs: Any) -> None:
+    def __init__(self, plain: web.Server, app: web.Application, **kwargs: Any) -> None:
         self._app_request = plain.request_factory
-        self._app_handler = plain.request_handler
+        self._app_handler = OneRoute.of(app) or plain.request_handler
         super().__init__(
             self._handle,
             request_factory=self._make_request,
@@ -138,6 +140,56 @@ def _refuse_version(request: UnsupportedVersion) -> web.Response:
     return _plain(505, "This gateway speaks HTTP/1.0 and HTTP/1.1.\n")
 
 
+class OneRoute:
+    """`Application._handle` for an app whose one route takes every path and method
+    (build_app's `/{tail:.*}`): the same match info, Expect handling and middlewares, but the
+    middleware chain built once, not looked up per request, no walk of the router up the
+    path, no `asyncio.get_event_loop()` (on Python 3.11 a getpid system call per request),
+    and not the middleware aiohttp adds to set the match info's current app (a sub-app's
+    concern: this app has none, and its match info names it already). A path the route does
+    not match (`*`, a newline) goes to `Application._handle`, which answers it as before."""
+
+    def __init__(self, app: web.Application, resource: DynamicResource) -> None:
+        (route,) = resource
+        self._app = app
+        self._route = route
+        self._match = resource._match
+        chain = route.handler
+        for middleware in reversed(app.middlewares):
+            chain = functools.partial(middleware, handler=chain)
+        self._chain = chain
+        self._fallback = app._handle
+
+    @classmethod
+    def of(cls, app: web.Application) -> OneRoute | None:
+        """The direct handler for a frozen app of that shape, else None (aiohttp's own)."""
+        resources = app.router.resources()
+        if len(resources) != 1 or app._has_legacy_middlewares or app._subapps:
+            return None
+        (resource,) = resources
+        if type(resource) is not DynamicResource or len(resource) != 1:
+            return None
+        if next(iter(resource)).method != hdrs.METH_ANY:
+            return None
+        return cls(app, resource)
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        assert isinstance(request, web.Request)
+        matched = self._match(request.rel_url.path_safe)
+        if matched is None:
+            return await self._fallback(request)
+        info = UrlMappingMatchInfo(matched, self._route)
+        info.add_app(self._app)
+        info.freeze()
+        request._match_info = info
+        if request.headers.get(hdrs.EXPECT):
+            response = await info.expect_handler(request)
+            await request.writer.drain()
+            if response is not None:
+                return response
+        return await self._chain(request)
+
+
 class GatewayRunner(web.AppRunner):
     """web.AppRunner whose server is a GatewayServer: the app starts and stops as usual."""
 
@@ -146,4 +198,4 @@ class GatewayRunner(web.AppRunner):
         # The arguments aiohttp gives each connection handler (the app's handler_args too).
         settings = dict(plain._kwargs)
         settings.setdefault("max_line_size", MAX_LINE_SIZE)
-        return GatewayServer(plain, **settings)
+        return GatewayServer(plain, self._app, **settings)
