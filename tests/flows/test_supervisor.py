@@ -108,7 +108,13 @@ async def test_a_worker_that_dies_while_serving_is_replaced(crm: Served, tmp_pat
                     assert r.status == 200
     finally:
         assert await gw.stop() == 0
-    assert f"worker {killed} exited with -9; starting another".encode() in gw.log
+    # On a loaded machine the gateway is healthy once one worker listens: the other may be
+    # killed before it said so, which the supervisor tells apart ("before listening").
+    said = (
+        f"worker {killed} exited with -9; starting another",
+        f"worker {killed} exited with -9 before listening",
+    )
+    assert any(line.encode() in gw.log for line in said), gw.log.decode()
     assert b"giving up" not in gw.log
 
 
