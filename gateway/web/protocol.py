@@ -15,6 +15,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+from aiohttp import __version__ as aiohttp_version
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
@@ -164,14 +165,18 @@ class OneRoute:
     def of(cls, app: web.Application) -> OneRoute | None:
         """The direct handler for a frozen app of that shape, else None (aiohttp's own)."""
         resources = app.router.resources()
-        if len(resources) != 1 or app._has_legacy_middlewares or app._subapps:
+        try:  # aiohttp's own attributes: a release without them gets aiohttp's handler
+            if len(resources) != 1 or app._has_legacy_middlewares or app._subapps:
+                return None
+            (resource,) = resources
+            if type(resource) is not DynamicResource or len(resource) != 1:
+                return None
+            if next(iter(resource)).method != hdrs.METH_ANY:
+                return None
+            return cls(app, resource)
+        except AttributeError:
+            log.warning("aiohttp %s: serving through Application._handle", aiohttp_version)
             return None
-        (resource,) = resources
-        if type(resource) is not DynamicResource or len(resource) != 1:
-            return None
-        if next(iter(resource)).method != hdrs.METH_ANY:
-            return None
-        return cls(app, resource)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         assert isinstance(request, web.Request)

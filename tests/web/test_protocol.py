@@ -199,3 +199,26 @@ async def test_http_versions_other_than_1_0_and_1_1_are_refused_never_forwarded(
         )
         assert _status_line(answer) == b"HTTP/" + version + b" 200 OK"
     assert arrived == ["GET /ok-1.0", "GET /ok-1.1"]
+
+
+def test_the_gateway_is_served_by_its_one_route_and_other_shapes_by_aiohttp(
+    gateway: Served,
+) -> None:
+    """protocol.OneRoute (issue 14) stands in for Application._handle only where the app has
+    the gateway's shape; it is what the served gateway runs (the suite's gateways too)."""
+    from gateway.web.protocol import GatewayServer, OneRoute
+
+    server = gateway.runner.server
+    assert isinstance(server, GatewayServer)
+    assert isinstance(server._app_handler, OneRoute)
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    two = web.Application()
+    two.router.add_get("/a", ok)
+    two.router.add_route("*", "/{tail:.*}", ok)
+    get_only = web.Application()
+    get_only.router.add_get("/{tail:.*}", ok)
+    assert OneRoute.of(two) is None
+    assert OneRoute.of(get_only) is None
