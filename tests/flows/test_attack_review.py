@@ -21,7 +21,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from gateway.web.guard import GUARD
 from gateway.web.keys import DURABLE
 from tests.conftest import AppStarter, GatewayFactory, Served, send_raw
 from tests.flows.test_password_guessing import OPTIONAL, PROXIED, crm_with_colleagues, login_post
+from tests.front_proxies import installed
 from tests.signin_kit import (
     ARRIVED,
     CRM_COOKIE,
@@ -644,21 +644,22 @@ PHP_CASES = ["username=bob&username%00=alice", "api_key=a&api[key=b", "a=1&%20ap
 RACK_CASES = ["username=bob&[username]=alice", "x=1;api_key=b", "]api_key=c&a[b]=d"]
 
 
-@pytest.mark.skipif(not (shutil.which("php") and shutil.which("ruby")), reason="no php or ruby")
 def test_the_quirky_readers_read_as_php_and_rack_do() -> None:
-    """The CRMs above stand in for PHP and Rails: their readers agree with the real ones."""
+    """The CRMs above stand in for PHP and Rails: their readers agree with the real ones
+    (Debian's php-cli and ruby-rack, installed when missing as the front proxies are)."""
+    php_binary = installed("php", "php-cli")
+    ruby_binary = installed("ruby", "ruby-rack")  # ruby-rack brings ruby with it
     php = (
         'foreach (array_slice($argv, 1) as $q) { parse_str($q, $o); echo json_encode($o), "\\n"; }'
     )
-    out = subprocess.run(["php", "-r", php, *PHP_CASES], capture_output=True, check=True)
+    out = subprocess.run([php_binary, "-r", php, *PHP_CASES], capture_output=True, check=True)
     for case, line in zip(PHP_CASES, out.stdout.decode().splitlines(), strict=True):
         real = {k: v for k, v in json.loads(line).items() if isinstance(v, str)}
         assert php_reads(case) == real, case
     ruby = 'require "rack"; require "json"; ARGV.each { |q| puts Rack::Utils.parse_nested_query(q).to_json }'
-    try:
-        out = subprocess.run(["ruby", "-e", ruby, *RACK_CASES], capture_output=True, check=True)
-    except subprocess.CalledProcessError:
-        pytest.skip("ruby without rack")
+    out = subprocess.run([ruby_binary, "-e", ruby, *RACK_CASES], capture_output=True)
+    if out.returncode != 0:
+        pytest.fail(f"ruby cannot read with Rack (apt-get install ruby-rack): {out.stderr!r}")
     for case, line in zip(RACK_CASES, out.stdout.decode().splitlines(), strict=True):
         real = {k: v for k, v in json.loads(line).items() if isinstance(v, str)}
         assert rack_reads(case) == real, case
