@@ -34,6 +34,7 @@ from gateway.stores.protocols import SEAL_RING_NOTE
 from gateway.tasks import Background
 from gateway.web import health, pipeline, proxy
 from gateway.web.accesslog import AccessLog
+from gateway.web.bodies import expect_continue_later
 from gateway.web.forwarding import (
     OriginRewriter,
 )
@@ -86,7 +87,7 @@ def build_app(
     if config.signin.login is not None:
         app.cleanup_ctx.append(_signin)
     app.on_response_prepare.append(proxy.drop_invented_content_type)
-    app.router.add_route("*", "/{tail:.*}", pipeline.dispatch)
+    app.router.add_route("*", "/{tail:.*}", pipeline.dispatch, expect_handler=expect_continue_later)
     return app
 
 

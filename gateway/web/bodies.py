@@ -1,12 +1,21 @@
 """Request bodies the gateway must read whole before it decides (the CRM's login form, a
 POST whose fields could change the method judged): read up to a limit, 413 beyond it.
-Every other body streams."""
+Every other body streams.
+
+A client that sends `Expect: 100-continue` waits for a word before it sends the body: the
+gateway gives it once the request may go on (our pages at once, a request for the CRM once
+the rules have let it through), so a refused one gets its final answer and never sends its
+body (RFC 9110 §10.1.1)."""
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 
 from gateway.errors import PayloadTooLarge
+
+# The request's client waits for 100 Continue before it sends its body.
+WAITS_FOR_CONTINUE = web.RequestKey("waits_for_continue", bool)
 
 FORM_LIMIT = 64 * 1024  # a POST read to look for `_method`: forms of this kind are small
 
@@ -24,3 +33,23 @@ async def read_whole(request: web.Request, limit: int, *, reason: str) -> bytes:
     if len(body) > limit:
         raise PayloadTooLarge(f"a body over {limit} bytes", reason=reason)
     return body
+
+
+async def expect_continue_later(request: web.Request) -> None:
+    """The route's expect handler: aiohttp's own would answer 100 Continue before any rule
+    is judged. A 100-continue from an HTTP/1.1 client is noted for `go_on`; any other
+    expectation is 417, as aiohttp answers it."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != HttpVersion11:
+        return
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    request[WAITS_FOR_CONTINUE] = True
+
+
+async def go_on(request: web.Request) -> None:
+    """100 Continue to a client that waits for it (once): the request may send its body."""
+    if request.get(WAITS_FOR_CONTINUE):
+        request[WAITS_FOR_CONTINUE] = False
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer's own bytes are counted from here

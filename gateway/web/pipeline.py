@@ -23,7 +23,7 @@ from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Asks, Kind, Request, Who
 from gateway.signin.session import FULL
 from gateway.web import crmlogin, forwardauth, health, proxy, reverify
-from gateway.web.bodies import FORM_LIMIT, read_whole
+from gateway.web.bodies import FORM_LIMIT, go_on, read_whole
 from gateway.web.forwarding import wants_html
 from gateway.web.guard import GUARD, Guard, Judged
 from gateway.web.keys import CLOCK, CONFIG, DECISION, SESSION, VIEW
@@ -37,14 +37,17 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     """The one route: every request, whatever its path."""
     sub = reserved_subpath(request.raw_path, request.app[CONFIG].path_prefix)
     if sub is not None:
+        await go_on(request)
         return await our_page(request, sub)
     guard = request.app.get(GUARD)
     if guard is None:  # no policies and no sign-in: a transparent proxy
+        await go_on(request)
         return await proxy.handle(request)
     signin = request.app.get(SIGNIN)
     if signin is not None and signin.is_crm_login(request):
         # Before anything else: a credential must not carry a login past the hold (the CRM's
         # cookies would reach the browser before the second factor).
+        await go_on(request)
         return await crmlogin.handle(request, signin)
     who = await identify(request, guard, signin)
     judged = guard.judge(
@@ -53,6 +56,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         gateway_login=signin is not None and signin.gateway_mode,
         now=request.app[CLOCK].now(),
     )
+    await go_on(request)  # not refused (judge raises then): the client may send its body
     body = await look_for_override(request, guard, who, judged)
     if judged.decision.action is Action.FORWARD and proxy.is_websocket_upgrade(request):
         request[WATCH] = watch_socket(request, guard, signin, who, judged)

@@ -4,8 +4,10 @@ addresses (127.0.0.2, 127.0.0.3, 127.0.0.4, ::1), real SQLite token store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import re
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -361,3 +363,42 @@ async def test_trusted_proxy_forwarded_address_is_judged(
         assert (await _get(http, f"{gw.url}/contacts", headers={"X-Forwarded-For": "not-an-ip"}))[
             0
         ] == 400
+
+
+async def _expecting(address: str, port: int, token: str) -> tuple[bytes, bytes]:
+    """A POST that waits for 100 Continue before its 11-byte body: the answers' heads as they
+    came, and the final answer's body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0))
+    try:
+        writer.write(
+            b"POST /api/contacts HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 11\r\n\r\n"
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        if head.startswith(b"HTTP/1.1 100 "):
+            writer.write(b"hello world")
+            await writer.drain()
+            head += await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = re.search(rb"\r\ncontent-length: (\d+)", head, re.IGNORECASE)
+        body = await reader.readexactly(int(length[1])) if length else b""
+        return head, body
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_a_refused_request_is_answered_before_its_body_is_asked_for(
+    guarded: Served,
+) -> None:
+    """Expect: 100-continue (RFC 9110 §10.1.1): a request the rules refuse gets its 403 as the
+    first answer, so its client never sends the body; one they let through gets 100 Continue,
+    sends its body and the CRM has it."""
+    refused, body = await _expecting("127.0.0.2", guarded.port, SYNC_TOKEN)
+    assert refused.startswith(b"HTTP/1.1 403 "), refused
+    assert json.loads(body)["error"] == "ip_not_allowed"
+
+    allowed, body = await _expecting("127.0.0.3", guarded.port, SYNC_TOKEN)
+    assert allowed.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), allowed
+    assert json.loads(body)["body_bytes"] == 11
