@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from multidict import CIMultiDict
+from prometheus_client import REGISTRY
 
 from gateway.config.model import Timeouts, Upstream
 from gateway.web.client import CrmClient
@@ -169,3 +170,19 @@ def answering(answer: Callable[[bytes, bytes], bytes] = lambda head, body: ok())
                 return
 
     return handle
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait for something the event loop brings about (a socket closed, a slot let go); the
+    deadline only stops a test that would otherwise hang, it is not what the test checks."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def upstream_errors(kind: str) -> float:
+    """crm_gateway_upstream_errors_total{kind} so far (0 before the first)."""
+    return REGISTRY.get_sample_value("crm_gateway_upstream_errors_total", {"kind": kind}) or 0.0

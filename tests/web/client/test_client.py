@@ -9,7 +9,6 @@ import asyncio
 import aiohttp.http_parser
 import pytest
 from multidict import CIMultiDict
-from prometheus_client import REGISTRY
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.web.client import client as client_module
@@ -22,11 +21,8 @@ from tests.web.client.conftest import (
     fetch,
     ok,
     read_request,
+    upstream_errors,
 )
-
-
-def _errors(kind: str) -> float:
-    return REGISTRY.get_sample_value("crm_gateway_upstream_errors_total", {"kind": kind}) or 0.0
 
 
 def test_answers_are_read_by_aiohttps_llhttp_c_parser() -> None:
@@ -167,10 +163,10 @@ async def test_an_ambiguous_or_malformed_answer_is_a_502(
     """SM-3: never forwarded; the connection is not used again."""
     crm = await raw_crm(answering(lambda head, body: answer))
     client = crm_client(crm)
-    before = _errors("broken")
+    before = upstream_errors("broken")
     with pytest.raises(UpstreamUnavailable):
         await fetch(client)
-    assert _errors("broken") == before + 1
+    assert upstream_errors("broken") == before + 1
     assert client.pool.size == 0
 
 
@@ -215,11 +211,11 @@ async def test_no_answer_within_the_read_timeout_is_a_504_told_to_readiness(
 
     crm = await raw_crm(silent)
     client = crm_client(crm, read=0.2, on_stall=lambda: stalls.append("stalled"))
-    before = _errors("timeout")
+    before = upstream_errors("timeout")
     with pytest.raises(UpstreamTimeout):
         await fetch(client)
     assert stalls == ["stalled"]
-    assert _errors("timeout") == before + 1
+    assert upstream_errors("timeout") == before + 1
     assert client.pool.size == 0
 
 

@@ -12,15 +12,7 @@ import aiohttp
 from gateway.web.keys import UPSTREAM_CLIENT
 from tests.conftest import GatewayFactory, Served
 from tests.upstreams import EVENTS
-from tests.web.client.conftest import RawCrm, StartCrm, ok, read_request
-
-
-async def _until(condition: object, seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if callable(condition) and condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
+from tests.web.client.conftest import RawCrm, StartCrm, ok, read_request, until
 
 
 async def _answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -60,8 +52,8 @@ async def test_a_browser_that_leaves_mid_download_frees_the_connection(
     pool = gateway.app[UPSTREAM_CLIENT].pool
     async with http.get(f"{gateway.url}/slow-body") as response:
         await response.content.read(65536)
-    await _until(lambda: upstream.app[EVENTS] == ["download-aborted"])
-    await _until(lambda: pool.size == 0)
+    await until(lambda: upstream.app[EVENTS] == ["download-aborted"])
+    await until(lambda: pool.size == 0)
     async with http.get(f"{gateway.url}/x") as response:
         assert response.status == 200
     assert (pool.size, pool.idle) == (1, 1)
@@ -113,7 +105,7 @@ async def test_websockets_hold_slots_of_the_pool(
         async with http.get(f"{gw.url}/x") as response:
             assert response.status == 504
             assert (await response.json())["error"] == "upstream_timeout"
-    await _until(lambda: gw.app[UPSTREAM_CLIENT].pool.size == 0)
+    await until(lambda: gw.app[UPSTREAM_CLIENT].pool.size == 0)
     async with http.get(f"{gw.url}/x") as response:
         assert response.status == 200
 

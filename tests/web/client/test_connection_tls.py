@@ -18,10 +18,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from prometheus_client import REGISTRY
 
 from tests.conftest import GatewayFactory
 from tests.upstreams import INFO, build_upstream_app
+from tests.web.client.conftest import upstream_errors
 
 
 def _certificate(
@@ -108,7 +108,7 @@ async def test_an_https_crm_whose_certificate_is_not_trusted_is_a_502(
     """Verification is on: a certificate from a CA the machine does not trust is refused,
     for requests and upgrades alike, and counted as a connect failure."""
     port, _ = tls_crm
-    before = REGISTRY.get_sample_value("crm_gateway_upstream_errors_total", {"kind": "connect"})
+    before = upstream_errors("connect")
     gw = await start_gateway(f"https://127.0.0.1:{port}")
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{gw.url}/x") as response:
@@ -118,5 +118,4 @@ async def test_an_https_crm_whose_certificate_is_not_trusted_is_a_502(
             f"{gw.url}/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade"}
         ) as response:
             assert response.status == 502
-    after = REGISTRY.get_sample_value("crm_gateway_upstream_errors_total", {"kind": "connect"})
-    assert after == (before or 0.0) + 2
+    assert upstream_errors("connect") == before + 2

@@ -9,7 +9,6 @@ import contextlib
 
 import pytest
 from multidict import CIMultiDict
-from prometheus_client import REGISTRY
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from tests.web.client.conftest import (
@@ -20,19 +19,9 @@ from tests.web.client.conftest import (
     fetch,
     ok,
     read_request,
+    until,
+    upstream_errors,
 )
-
-
-async def _until(condition: object, seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if callable(condition) and condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
-
-
-def _errors(kind: str) -> float:
-    return REGISTRY.get_sample_value("crm_gateway_upstream_errors_total", {"kind": kind}) or 0.0
 
 
 async def test_sequential_requests_share_one_connection(
@@ -58,7 +47,7 @@ async def test_a_connection_the_crm_closed_while_idle_is_not_reused(
     crm = await raw_crm(once_then_close)
     client = crm_client(crm)
     assert await fetch(client) == (200, b"ok")
-    await _until(lambda: client.pool.idle == 0)  # the pool let it go when the CRM closed
+    await until(lambda: client.pool.idle == 0)  # the pool let it go when the CRM closed
     assert client.pool.size == 0
     assert await fetch(client) == (200, b"ok")
     assert crm.connections == 2
@@ -83,7 +72,7 @@ async def test_an_idempotent_request_on_a_stale_connection_is_retried_once(
     crm = await raw_crm(_closes_on_second_request)
     client = crm_client(crm)
     assert (await fetch(client))[0] == 200
-    before = _errors("broken")
+    before = upstream_errors("broken")
     status, _ = await fetch(client, method, "/again", body=b"x" if method == "PUT" else None)
     assert status == 200
     assert [line for _, line in crm.requests] == [
@@ -92,7 +81,7 @@ async def test_an_idempotent_request_on_a_stale_connection_is_retried_once(
         method.encode() + b" /again HTTP/1.1",  # sent again on a new one
     ]
     assert crm.connections == 2
-    assert _errors("broken") == before  # a retry that worked is not an error
+    assert upstream_errors("broken") == before  # a retry that worked is not an error
 
 
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
@@ -102,14 +91,14 @@ async def test_a_non_idempotent_request_is_never_sent_twice(
     crm = await raw_crm(_closes_on_second_request)
     client = crm_client(crm)
     assert (await fetch(client))[0] == 200
-    before = _errors("broken")
+    before = upstream_errors("broken")
     with pytest.raises(UpstreamUnavailable):
         await fetch(client, method, "/order", body=b"pay=1")
     assert [line for _, line in crm.requests] == [
         b"GET / HTTP/1.1",
         method.encode() + b" /order HTTP/1.1",
     ]
-    assert _errors("broken") == before + 1
+    assert upstream_errors("broken") == before + 1
 
 
 async def test_a_post_that_found_its_connection_closing_goes_on_a_new_one(
@@ -152,7 +141,7 @@ async def test_a_half_read_answer_never_goes_back_to_the_pool(
     assert len(await response.content.readany()) > 0
     response.release()  # the caller gave up half way (a browser that left)
     assert (client.pool.size, client.pool.idle) == (0, 0)
-    await _until(lambda: crm.closed_by_peer == [1])  # cut, not left half-read
+    await until(lambda: crm.closed_by_peer == [1])  # cut, not left half-read
     assert await fetch(client) == (200, b"ok")
     assert crm.connections == 2
 
@@ -288,11 +277,11 @@ async def test_a_full_pool_answers_504_after_timeouts_pool(
     crm = await raw_crm(held)
     client = crm_client(crm, max_connections=1, pool=0.2)
     busy = asyncio.create_task(fetch(client))
-    await _until(lambda: crm.connections == 1)
-    before = _errors("timeout")
+    await until(lambda: crm.connections == 1)
+    before = upstream_errors("timeout")
     with pytest.raises(UpstreamTimeout):
         await fetch(client)
-    assert _errors("timeout") == before + 1
+    assert upstream_errors("timeout") == before + 1
     release.set()
     assert await busy == (200, b"ok")
     assert (client.pool.size, client.pool.idle) == (1, 1)
@@ -324,7 +313,7 @@ async def test_a_request_that_leaves_the_line_gives_nothing_away(
     crm = await raw_crm(held)
     client = crm_client(crm, max_connections=1)
     busy = asyncio.create_task(fetch(client))
-    await _until(lambda: crm.connections == 1)
+    await until(lambda: crm.connections == 1)
     waiting = asyncio.create_task(fetch(client))
     await asyncio.sleep(0.05)
     waiting.cancel()
@@ -343,9 +332,9 @@ async def test_idle_connections_close_after_keepalive(
     client = crm_client(crm, keepalive=0.2)
     await asyncio.gather(*(fetch(client) for _ in range(3)))
     assert client.pool.idle == 3
-    await _until(lambda: client.pool.idle == 0)
+    await until(lambda: client.pool.idle == 0)
     assert client.pool.size == 0
-    await _until(lambda: sorted(crm.closed_by_peer) == [1, 2, 3])  # closed, on our side
+    await until(lambda: sorted(crm.closed_by_peer) == [1, 2, 3])  # closed, on our side
     assert await fetch(client) == (200, b"ok")
 
 
@@ -367,9 +356,9 @@ async def test_refused_connections_give_502_and_free_their_slot(
     crm.server.close()
     await crm.server.wait_closed()
     client = crm_client(crm, max_connections=1)
-    before = _errors("connect")
+    before = upstream_errors("connect")
     for _ in range(3):
         with pytest.raises(UpstreamUnavailable):
             await fetch(client)
-    assert _errors("connect") == before + 3
+    assert upstream_errors("connect") == before + 3
     assert client.pool.size == 0
