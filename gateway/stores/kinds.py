@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gateway.clock import Clock
 from gateway.config.model import StoreConfig
@@ -92,6 +92,25 @@ class Migration:
     before: int  # the schema found (0: none yet, an empty database)
     after: int  # the schema now: the newest this code knows
     steps: tuple[str, ...]  # what was done, a line each (none: it was up to date)
+
+
+class _Opens(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Opens)
+
+
+async def opened(store: S) -> S:
+    """`store` opened; closed again when opening fails, so a half-open store gives back its
+    thread or its pool before the error goes up."""
+    try:
+        await store.open()
+    except BaseException:
+        await store.close()
+        raise
+    return store
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ can be (a data-modifying WITH), so a call is one round trip and whole or not at 
 from __future__ import annotations
 
 from gateway.config.model import StoreConfig
-from gateway.stores.kinds import DurableKind, Migration
+from gateway.stores.kinds import DurableKind, Migration, opened
 from gateway.stores.postgres_audit import PostgresAudit
 from gateway.stores.postgres_base import FAILURES, connect, finish, shown_url, translated
 from gateway.stores.postgres_schema import NEWEST, Conn, prepare
@@ -350,16 +350,6 @@ class PostgresDurableStore(PostgresAudit):
         return bool(done)
 
 
-async def _open_durable(settings: StoreConfig, create: bool) -> PostgresDurableStore:
-    store = PostgresDurableStore(settings, create=create)
-    try:
-        await store.open()
-    except BaseException:
-        await store.close()
-        raise
-    return store
-
-
 async def _migrate(settings: StoreConfig) -> Migration:
     """`store migrate`: one connection of its own, no statement timeout (a step may rewrite a
     big table), the schema lock held while it works."""
@@ -375,7 +365,7 @@ async def _migrate(settings: StoreConfig) -> Migration:
 
 
 DURABLE = DurableKind(
-    open=_open_durable,
+    open=lambda settings, create: opened(PostgresDurableStore(settings, create=create)),
     snapshots=PostgresSnapshots,
     address=lambda settings: (shown_url(settings.url), PostgresSnapshots.key),
     migrate=_migrate,

@@ -8,8 +8,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from gateway.config.model import StoreConfig
-from gateway.stores.kinds import DurableKind
+from gateway.stores.kinds import DurableKind, opened
 from gateway.stores.protocols import (
     Authenticator,
     Device,
@@ -326,18 +325,8 @@ class SqliteDurableStore(SqliteAudit):
         return bool(await self.change(("DELETE FROM interval_choice WHERE user = ?", (user,))))
 
 
-async def _open_durable(settings: StoreConfig, create: bool) -> SqliteDurableStore:
-    store = SqliteDurableStore(settings.path, create=create)
-    try:
-        await store.open()
-    except BaseException:
-        await store.close()
-        raise
-    return store
-
-
 DURABLE = DurableKind(
-    open=_open_durable,
+    open=lambda settings, create: opened(SqliteDurableStore(settings.path, create=create)),
     snapshots=lambda settings: SqliteSnapshots(Path(settings.path), SCHEMA_VERSION),
     address=lambda settings: (settings.path, SqliteSnapshots.key),
 )
