@@ -44,23 +44,33 @@ def _binary() -> str:
     return found
 
 
+# A Redis that keeps nothing on disk: what a test of its own needs when it never restarts it.
+NOTHING_ON_DISK = ("--save", "", "--appendonly", "no")
+
+
+def spawn_redis(port: int, *options: str) -> subprocess.Popen[bytes]:
+    """A redis-server on 127.0.0.1:`port` with these options, returned once it answers PING;
+    one that does not start within 10 s is stopped and the test fails."""
+    args = [_binary(), "--port", str(port), "--bind", "127.0.0.1", *options]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not _answers(port):
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            process.wait(10)
+            pytest.fail(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+    return process
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     if _answers(6379):
         yield "redis://127.0.0.1:6379/15"
         return
     port = free_port()
-    process = subprocess.Popen(
-        [_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = spawn_redis(port, *NOTHING_ON_DISK)
     try:
-        deadline = time.monotonic() + 10
-        while not _answers(port):
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()
@@ -82,14 +92,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = [_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--dir", str(self.folder), "--appendonly", "yes", "--save", ""]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not _answers(self.port):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                pytest.fail(f"redis-server did not start on port {self.port}")
-            time.sleep(0.05)
+        options = ("--dir", str(self.folder), "--appendonly", "yes", "--save", "")
+        self.process = spawn_redis(self.port, *options)
 
     def stop(self) -> None:
         """SIGTERM: Redis writes what it holds and stops; clients are cut."""

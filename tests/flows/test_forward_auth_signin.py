@@ -9,8 +9,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import subprocess
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -28,7 +26,7 @@ from gateway.web.keys import DURABLE
 from gateway.web.signin import SIGNIN
 from tests.conftest import Served, serve
 from tests.process import free_port
-from tests.redis_server import _answers, _binary
+from tests.redis_server import NOTHING_ON_DISK, spawn_redis
 from tests.signin_kit import (
     Browser,
     Browsers,
@@ -244,16 +242,8 @@ async def test_gateway_login_sends_browsers_to_our_page_and_names_the_user_to_th
 def counted_redis(tmp_path: Path) -> Iterator[str]:
     """A redis-server of this test's own: every command it serves is this test's."""
     port = free_port()
-    process = subprocess.Popen(
-        [_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = spawn_redis(port, *NOTHING_ON_DISK)
     try:
-        deadline = time.monotonic() + 10
-        while not _answers(port):
-            assert process.poll() is None and time.monotonic() < deadline, "redis did not start"
-            time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()
