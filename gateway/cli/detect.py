@@ -75,6 +75,15 @@ def parse_upstream(url: str, path: str = "") -> tuple[str, str]:
     return origin, origin + here
 
 
+def read_account_options(args: argparse.Namespace, where: str) -> str | None:
+    """What add_account_options gave: --timeout checked and, with --user, the account's
+    password asked ("" without --user); None, said on stderr, for a usage error."""
+    if args.timeout <= 0:
+        print("--timeout: must be more than 0 seconds", file=sys.stderr)
+        return None
+    return ask_password(args.user, where, args.password_stdin) if args.user else ""
+
+
 def ask_password(user: str, where: str, from_stdin: bool) -> str | None:
     """The test account's password: stdin's first line with --password-stdin, else asked on
     the terminal (not echoed); None, said on stderr, when neither can give one."""
@@ -119,15 +128,9 @@ def detect_login_command(args: argparse.Namespace) -> int:
     except BadArgument as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    if args.timeout <= 0:
-        print("--timeout: must be more than 0 seconds", file=sys.stderr)
+    password = read_account_options(args, upstream)
+    if password is None:
         return EXIT_USAGE
-    password = ""
-    if args.user:
-        given = ask_password(args.user, upstream, args.password_stdin)
-        if given is None:
-            return EXIT_USAGE
-        password = given
     choice: int | None = args.form
     while True:
         try:

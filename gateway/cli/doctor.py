@@ -13,7 +13,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from gateway.cli.detect import add_account_options, ask_password
+from gateway.cli.detect import add_account_options, read_account_options
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, plural
 from gateway.clock import SystemClock
 from gateway.config.model import Config
@@ -66,15 +66,9 @@ def doctor_command(args: argparse.Namespace, config: Config, policy: Policy | No
     except ValueError:
         print(f"--client-ip: must be an IP address but it's {args.client_ip!r}", file=sys.stderr)
         return EXIT_USAGE
-    if args.timeout <= 0:
-        print("--timeout: must be more than 0 seconds", file=sys.stderr)
+    password = read_account_options(args, config.upstream.url)
+    if password is None:
         return EXIT_USAGE
-    password = ""
-    if args.user:
-        given = ask_password(args.user, config.upstream.url, args.password_stdin)
-        if given is None:
-            return EXIT_USAGE
-        password = given
     # Here, not at the top: every other command would load the web layer with it.
     from gateway.setup.doctor import Account, run_doctor
 
