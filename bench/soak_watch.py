@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from proxy_measure import TICK, cpu_ticks, process_tree
 from soak_load import TIMEOUT, Stats, timed_get
 
 
@@ -48,21 +49,6 @@ class Outcome:
 # -- /proc and readyz ------------------------------------------------------------------------
 
 
-def process_tree(root: int) -> list[int]:
-    """The process and its descendants (the supervisor's workers), from /proc."""
-    found: list[int] = []
-    todo = [root]
-    while todo and len(found) < 256:
-        pid = todo.pop()
-        found.append(pid)
-        for task in Path(f"/proc/{pid}/task").glob("*/children"):
-            try:
-                todo += [int(p) for p in task.read_text().split()]
-            except OSError:
-                continue
-    return found
-
-
 def sample(root: int, at: float) -> Sample:
     rss = fds = alive = 0
     for pid in process_tree(root):
@@ -79,14 +65,7 @@ def sample(root: int, at: float) -> Sample:
 
 def cpu_seconds(root: int) -> float:
     """User and system CPU time of the process and its descendants so far."""
-    ticks = 0
-    for pid in process_tree(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime and stime, proc(5) fields 14 and 15
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return cpu_ticks(root) / TICK
 
 
 async def watch(
