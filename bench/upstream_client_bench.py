@@ -140,6 +140,17 @@ def old_session(upstream: Upstream) -> aiohttp.ClientSession:
 Fetch = Callable[[str, bool], Awaitable[int]]
 
 
+async def read_body(response: aiohttp.ClientResponse, stream: bool) -> int:
+    """The body's length, read as the gateway reads it: streamed, or in one read."""
+    try:
+        if stream:
+            return sum([len(c) async for c in response.content.iter_any()])
+        length = response.content_length or 0
+        return len(await response.content.readexactly(length))
+    finally:
+        response.release()
+
+
 def old_fetch(session: aiohttp.ClientSession, origin: str) -> Fetch:
     async def fetch(path: str, stream: bool) -> int:
         response = await session.request(
@@ -149,13 +160,7 @@ def old_fetch(session: aiohttp.ClientSession, origin: str) -> Fetch:
             allow_redirects=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
-        try:
-            if stream:
-                return sum([len(c) async for c in response.content.iter_any()])
-            length = response.content_length or 0
-            return len(await response.content.readexactly(length))
-        finally:
-            response.release()
+        return await read_body(response, stream)
 
     return fetch
 
@@ -163,13 +168,7 @@ def old_fetch(session: aiohttp.ClientSession, origin: str) -> Fetch:
 def new_fetch(client: CrmClient) -> Fetch:
     async def fetch(path: str, stream: bool) -> int:
         response = await client.request("GET", path, headers())
-        try:
-            if stream:
-                return sum([len(c) async for c in response.content.iter_any()])
-            length = response.content_length or 0
-            return len(await response.content.readexactly(length))
-        finally:
-            response.release()
+        return await read_body(response, stream)
 
     return fetch
 
