@@ -10,6 +10,8 @@ a bounded loop.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -220,18 +222,24 @@ async def token_gateway(upstream: Served, start_gateway: GatewayFactory, folder:
     return gw
 
 
-async def test_a_socket_opened_with_an_api_token_is_closed_when_the_token_is_revoked(
-    upstream: Served, start_gateway: GatewayFactory, tmp_path: Path
-) -> None:
-    folder = tmp_path / "policies"
-    gw = await token_gateway(upstream, start_gateway, folder)
-    durable, guard = gw.app[DURABLE], gw.app[GUARD]
+@asynccontextmanager
+async def token_socket(gw: Served) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A socket to `gw`'s /ws opened with TOKEN, once it has echoed a first frame."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{gw.url}/ws", headers=headers) as ws,
     ):
         assert await echoes(ws, "hello")
+        yield ws
+
+
+async def test_a_socket_opened_with_an_api_token_is_closed_when_the_token_is_revoked(
+    upstream: Served, start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = await token_gateway(upstream, start_gateway, tmp_path / "policies")
+    durable, guard = gw.app[DURABLE], gw.app[GUARD]
+    async with token_socket(gw) as ws:
         await durable.revoke_token("tok_sync", 1.0)
         await guard.refresh_tokens()
         assert await closed_by_the_gateway(ws) == (WSCloseCode.POLICY_VIOLATION, "token_revoked")
@@ -244,12 +252,7 @@ async def test_a_socket_is_closed_when_a_policy_reload_refuses_it(
     folder = tmp_path / "policies"
     gw = await token_gateway(upstream, start_gateway, folder)
     guard = gw.app[GUARD]
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.ws_connect(f"{gw.url}/ws", headers=headers) as ws,
-    ):
-        assert await echoes(ws, "hello")
+    async with token_socket(gw) as ws:
         closed = TOKEN_POLICY.replace(
             "{path: /**, allow: [token]}", "{path: /api/**, allow: [token]}"
         )
