@@ -19,6 +19,7 @@ from gateway.stores.sqlite import SqliteDurableStore
 from gateway.web.app import build_app
 from gateway.web.keys import CONFIG
 from gateway.web.protocol import GatewayRunner
+from tests.django_crm import django_crm_app
 from tests.upstreams import INFO, build_upstream_app
 
 # Shared fixtures: the sign-in kit (gateways, browsers), headless Chromium, a real Redis.
@@ -107,6 +108,14 @@ async def upstream() -> AsyncIterator[Served]:
 @pytest.fixture
 async def crm() -> AsyncIterator[Served]:
     served = await serve(build_crm_app())
+    yield served
+    await served.runner.cleanup()
+
+
+@pytest.fixture
+async def django() -> AsyncIterator[Served]:
+    """The Django-shaped CRM (tests/django_crm.py) on 127.0.0.1:0."""
+    served = await serve(django_crm_app())
     yield served
     await served.runner.cleanup()
 

@@ -8,10 +8,8 @@ an audit event with its reason, never a 500."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 from playwright.async_api import Browser, Page, expect
@@ -19,25 +17,14 @@ from playwright.async_api import Browser, Page, expect
 from tests import browser as chromium
 from tests import passkeys
 from tests.conftest import Served, serve
-from tests.django_crm import django_crm_app
+from tests.flows import test_passkeys_browser as passkey_stories
 from tests.flows.test_passkeys_browser import POLICY, django_login, django_logout, registered
 from tests.flows.test_signin_django import DJANGO_LOGIN
 from tests.passkeys import PasskeyGateway, StartPasskeys, VirtualKey, options, set_options
 
 browser = chromium.browser  # the fixtures, by name
 start_passkeys = passkeys.start_passkeys
-
-
-@pytest.fixture
-async def django() -> AsyncIterator[Served]:
-    served = await serve(django_crm_app())
-    yield served
-    await served.runner.cleanup()
-
-
-@pytest.fixture
-async def gw(django: Served, start_passkeys: StartPasskeys) -> PasskeyGateway:
-    return await start_passkeys(django.url, policy=POLICY, login=DJANGO_LOGIN)
+gw = passkey_stories.gw  # the Django CRM behind a passkey gateway, as in the stories
 
 
 async def failures(gw: PasskeyGateway, user: str) -> list[tuple[str, str]]:

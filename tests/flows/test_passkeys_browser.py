@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyotp
@@ -21,8 +20,8 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from gateway.i18n import LANGUAGES
 from tests import browser as chromium
 from tests import passkeys
-from tests.conftest import Served, serve
-from tests.django_crm import SESSIONS, django_crm_app
+from tests.conftest import Served
+from tests.django_crm import SESSIONS
 from tests.flows.test_pages_phone_width import MEASURE, WIDTH
 from tests.flows.test_signin_django import DJANGO_LOGIN
 from tests.passkeys import PasskeyGateway, StartPasskeys, VirtualKey
@@ -46,13 +45,6 @@ users:
 paths:
   - {path: "/**", allow: [anyone]}
 """
-
-
-@pytest.fixture
-async def django() -> AsyncIterator[Served]:
-    served = await serve(django_crm_app())
-    yield served
-    await served.runner.cleanup()
 
 
 @pytest.fixture

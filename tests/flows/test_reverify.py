@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from gateway.web.kept import KEEP_FOR
-from tests.conftest import Served, serve
+from tests.conftest import Served
 from tests.django_crm import (
     CLIENTS,
     CLIENTS_ADD_PATH,
@@ -23,7 +22,6 @@ from tests.django_crm import (
     CSRF_FIELD,
     SESSION_COOKIE,
     SESSIONS,
-    django_crm_app,
 )
 from tests.flows.test_signin_django import DJANGO_LOGIN, signed_in
 from tests.signin_kit import Browser, Browsers, SignInGateway, Start, field
@@ -41,13 +39,6 @@ paths:
 """
 # Sessions that idle for hours in these stories: only `reverify` may end a verification.
 LONG_SESSIONS = "sessions: {idle_timeout: 12h, absolute_timeout: 24h}\n"
-
-
-@pytest.fixture
-async def django() -> AsyncIterator[Served]:
-    served = await serve(django_crm_app())
-    yield served
-    await served.runner.cleanup()
 
 
 @pytest.fixture

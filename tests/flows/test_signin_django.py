@@ -4,12 +4,10 @@ by POST. Every sign-in flow through the real gateway, real TOTP codes and a fake
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import pytest
 
-from tests.conftest import Served, serve
+from tests.conftest import Served
 from tests.django_crm import (
     CLIENTS,
     CLIENTS_ADD_PATH,
@@ -22,7 +20,6 @@ from tests.django_crm import (
     SEEN,
     SESSION_COOKIE,
     SESSIONS,
-    django_crm_app,
 )
 from tests.signin_kit import (
     GATEWAY_COOKIE,
@@ -42,13 +39,6 @@ login:
   success: {status: [302], cookie: sessionid}
   logout: {path: /accounts/logout/, method: POST}
 """
-
-
-@pytest.fixture
-async def django() -> AsyncIterator[Served]:
-    served = await serve(django_crm_app())
-    yield served
-    await served.runner.cleanup()
 
 
 @pytest.fixture
