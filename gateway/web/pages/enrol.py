@@ -4,10 +4,13 @@ account page after a step-up; recovery codes are issued with the first factor.""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from gateway.factors import totp
 from gateway.factors.totp import MAX_AUTHENTICATORS
+from gateway.model import Settings
 from gateway.signin.session import FULL, PASSWORD, Session
 from gateway.web.audit import audit_event
 from gateway.web.keys import VIEW
@@ -68,14 +71,7 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
     if locked_until:
         error, status = locked_text(request, locked_until, "challenge.locked"), 429
     product = signin.config.branding.product_name
-    # Other factors the user may add instead (a passkey), each on its own page.
-    others = [f for f in signin.offered(settings) if f != "totp" and signin.factors[f].enrol_page]
     uri = totp.provisioning_uri(secret, user, product)
-    deadline = ""
-    can_skip = False
-    if settings.enforcement == "required_from" and session.stage == PASSWORD:
-        deadline = t("enrol.deadline", date=settings.required_from)
-        can_skip = not signin.mandatory(settings)
     response = session_page(
         request,
         session,
@@ -88,12 +84,7 @@ async def enrol(request: web.Request, signin: SignIn, session: Session) -> web.S
         key=totp.grouped(secret),
         uri=uri,
         name=name,
-        deadline=deadline,
-        can_skip=can_skip,
-        cancel=f"{signin.prefix}account" if session.stage == FULL else "",
-        alternatives=[
-            (f"{signin.prefix}{signin.factors[f].enrol_page}", t(f"enrol.use_{f}")) for f in others
-        ],
+        **choices(request, signin, session, settings, "totp"),
     )
     if locked_until:
         response.headers["Retry-After"] = retry_after(request, locked_until)
@@ -111,17 +102,49 @@ async def _enrolled(
     notify_factor_added(request, signin, user, name)
     session.pending.pop("totp", None)
     wants_codes = "recovery" in signin.settings(user).factors
-    if wants_codes and (first or await signin.recovery.left(user) == 0):
-        codes = await signin.recovery.new_codes(user)
-        await signin.pending.offer_codes(session, codes)
-        audit_event(request, "recovery.generated", outcome="ok", user=user)
     # The new authenticator just produced a right code: that is a passed factor.
+    return await factor_added(request, signin, session, "totp", first=first, codes=wants_codes)
+
+
+def choices(
+    request: web.Request, signin: SignIn, session: Session, settings: Settings, kind: str
+) -> dict[str, Any]:
+    """What both enrolment pages (an app, a passkey) offer around their form: the deadline
+    and the skip button while enrolment is asked for but not yet required, the other factors
+    the user may add instead of `kind` (each on its own page), and the way back to the
+    account page once signed in (templates/enrol-choices.html)."""
+    t = translator(request)
+    deadline, can_skip = "", False
+    if settings.enforcement == "required_from" and session.stage == PASSWORD:
+        deadline = t("enrol.deadline", date=settings.required_from)
+        can_skip = not signin.mandatory(settings)
+    others = [f for f in signin.offered(settings) if f != kind and signin.factors[f].enrol_page]
+    return {
+        "deadline": deadline,
+        "can_skip": can_skip,
+        "alternatives": [
+            (f"{signin.prefix}{signin.factors[f].enrol_page}", t(f"enrol.use_{f}")) for f in others
+        ],
+        "cancel": f"{signin.prefix}account" if session.stage == FULL else "",
+    }
+
+
+async def factor_added(
+    request: web.Request, signin: SignIn, session: Session, kind: str, *, first: bool, codes: bool
+) -> web.StreamResponse:
+    """After a new factor of `kind` answered its first challenge, which counts as a passed
+    factor: recovery codes (when `codes` and this is the first factor, or none are left),
+    then the codes page, the rest of the sign-in, or the account page."""
+    user = session.user
+    if codes and (first or await signin.recovery.left(user) == 0):
+        await signin.pending.offer_codes(session, await signin.recovery.new_codes(user))
+        audit_event(request, "recovery.generated", outcome="ok", user=user)
     session.verified = signin.clock.now()
     await signin.book.save(session)
     if "recovery" in session.pending:
         return signin.redirect(f"{signin.prefix}recovery-codes")
     if session.stage == PASSWORD:
-        return await signin.complete(request, session, factor="totp")
+        return await signin.complete(request, session, factor=kind)
     return signin.redirect(f"{signin.prefix}account?added=1")
 
 

@@ -12,6 +12,7 @@ from gateway.factors.webauthn import KIND, MAX_PASSKEYS, WebAuthnFactor
 from gateway.metrics import PASSKEYS
 from gateway.signin.session import FULL, PASSWORD, Session
 from gateway.web.audit import audit_event
+from gateway.web.pages.enrol import choices, factor_added
 from gateway.web.pages.forms import checked_form
 from gateway.web.pages.frame import before_change, needs, no_factor, session_page
 from gateway.web.pages.notices import notify_factor_added
@@ -69,11 +70,6 @@ async def passkey(request: web.Request, signin: SignIn, session: Session) -> web
             paragraphs=[t("challenge.too_many")],
             link=(f"{signin.prefix}account", t("account.title")),
         )
-    deadline, can_skip = "", False
-    if settings.enforcement == "required_from" and session.stage == PASSWORD:
-        deadline = t("enrol.deadline", date=settings.required_from)
-        can_skip = not signin.mandatory(settings)
-    others = [f for f in offered if f != KIND and signin.factors[f].enrol_page]
     return session_page(
         request,
         session,
@@ -84,13 +80,8 @@ async def passkey(request: web.Request, signin: SignIn, session: Session) -> web
         notice=t("passkey.first") if not had else "",
         options=await factor.registration(user, session.sid),
         name=name,
-        alternatives=[
-            (f"{signin.prefix}{signin.factors[f].enrol_page}", t(f"enrol.use_{f}")) for f in others
-        ],
-        deadline=deadline,
-        can_skip=can_skip,
-        cancel=f"{signin.prefix}account" if session.stage == FULL else "",
         script="webauthn.js",
+        **choices(request, signin, session, settings, KIND),
     )
 
 
@@ -103,19 +94,9 @@ async def _registered(
         await signin.devices.forget_others(request, user, "factor_added")
     notify_factor_added(request, signin, user, name)
     wants_codes = "recovery" in signin.offered(signin.settings(user))
-    if wants_codes and (first or await signin.recovery.left(user) == 0):
-        codes = await signin.recovery.new_codes(user)
-        await signin.pending.offer_codes(session, codes)
-        audit_event(request, "recovery.generated", outcome="ok", user=user)
-    # The new passkey just answered a challenge of ours, signed: that is a passed factor.
-    session.verified = signin.clock.now()
     signin.pending.seal(session, "enrolled", KIND)  # what the recovery-codes page completes with
-    await signin.book.save(session)
-    if "recovery" in session.pending:
-        return signin.redirect(f"{signin.prefix}recovery-codes")
-    if session.stage == PASSWORD:
-        return await signin.complete(request, session, factor=KIND)
-    return signin.redirect(f"{signin.prefix}account?added=1")
+    # The new passkey just answered a challenge of ours, signed: that is a passed factor.
+    return await factor_added(request, signin, session, KIND, first=first, codes=wants_codes)
 
 
 async def serve_script(request: web.Request, signin: SignIn) -> web.StreamResponse:
