@@ -48,6 +48,36 @@ def postgres_store(url: str) -> str:
     return f"{{type: postgres, url: '{url}'}}"
 
 
+def config_of(tmp_path: Path, name: str, settings: StoreConfig, keys: Path) -> Path:
+    """`config` for a store already named by its settings."""
+    durable = (
+        sqlite_store(settings.path) if settings.type == "sqlite" else postgres_store(settings.url)
+    )
+    return config(tmp_path, name, durable, keys)
+
+
+def copy_args(
+    tmp_path: Path,
+    source: StoreConfig,
+    target: StoreConfig,
+    keys: Path,
+    target_keys: Path | None = None,
+) -> tuple[str, ...]:
+    """`store copy` from one gateway.yaml to another, both written in `tmp_path`."""
+    source_yaml = config_of(tmp_path, "source", source, keys)
+    target_yaml = config_of(tmp_path, "target", target, target_keys or keys)
+    return ("store", "copy", "--from", str(source_yaml), "--to", str(target_yaml))
+
+
+def sqlite_in(tmp_path: Path, folder: str) -> StoreConfig:
+    return StoreConfig("sqlite", path=str(tmp_path / folder / "gateway.db"))
+
+
+def without_events(records: dict[str, object]) -> dict[str, object]:
+    """`everything` but the audit events, which a copy or a restore adds to."""
+    return {k: v for k, v in records.items() if k != "events"}
+
+
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     status = main(list(args))
     out, err = capsys.readouterr()
@@ -251,15 +281,13 @@ def test_copy_moves_every_record_from_sqlite_into_postgresql_sealed_under_the_sa
     postgres_databases: Databases,
     ring: tuple[Path, str],
 ) -> None:
-    old = StoreConfig("sqlite", path=str(tmp_path / "old" / "gateway.db"))
+    old = sqlite_in(tmp_path, "old")
     url = postgres_databases.create("copy")
     new = StoreConfig("postgres", url=url)
     secret, codes = run(fill(old, ring[1]))  # type: ignore[misc]
     before = run(everything(old))
-    old_yaml = config(tmp_path, "old", sqlite_store(old.path), ring[0])
-    new_yaml = config(tmp_path, "new", postgres_store(url), ring[0])
 
-    status, out, err = cli(capsys, "store", "copy", "--from", str(old_yaml), "--to", str(new_yaml))
+    status, out, err = cli(capsys, *copy_args(tmp_path, old, new, ring[0]))
 
     assert status == 0, err
     lines = out.splitlines()
@@ -273,9 +301,7 @@ def test_copy_moves_every_record_from_sqlite_into_postgresql_sealed_under_the_sa
     assert shown["recovery_codes"] == 10
     assert lines[-1].startswith("  not copied: sessions, lockouts")
     after = run(everything(new))
-    assert {k: v for k, v in after.items() if k != "events"} == {
-        k: v for k, v in before.items() if k != "events"
-    }
+    assert without_events(after) == without_events(before)
     assert after["events"][:-1] == before["events"]  # type: ignore[index]
     assert after["events"][-1][1].name == "admin.store_copied"  # type: ignore[index]
     last_copied = before["events"][-1][0]  # type: ignore[index]
@@ -288,14 +314,12 @@ def test_copy_refuses_a_target_that_holds_data_unless_forced(
     postgres_databases: Databases,
     ring: tuple[Path, str],
 ) -> None:
-    old = StoreConfig("sqlite", path=str(tmp_path / "old" / "gateway.db"))
+    old = sqlite_in(tmp_path, "old")
     url = postgres_databases.create("held")
     run(fill(old, ring[1]))
     run(fill(StoreConfig("postgres", url=url), new_key_line("k9")))  # someone else's users
     held = run(everything(StoreConfig("postgres", url=url)))
-    old_yaml = config(tmp_path, "old", sqlite_store(old.path), ring[0])
-    new_yaml = config(tmp_path, "new", postgres_store(url), ring[0])
-    args = ("store", "copy", "--from", str(old_yaml), "--to", str(new_yaml))
+    args = copy_args(tmp_path, old, StoreConfig("postgres", url=url), ring[0])
 
     refused = cli(capsys, *args)
     still = run(everything(StoreConfig("postgres", url=url)))
@@ -316,15 +340,14 @@ def test_copy_refuses_a_target_whose_seal_keys_would_not_open_the_secrets(
     postgres_databases: Databases,
     ring: tuple[Path, str],
 ) -> None:
-    old = StoreConfig("sqlite", path=str(tmp_path / "old" / "gateway.db"))
+    old = sqlite_in(tmp_path, "old")
     url = postgres_databases.create("keys")
     run(fill(old, ring[1]))
     other_keys = tmp_path / "other.keys"
     other_keys.write_text(new_key_line("k2") + "\n")
-    old_yaml = config(tmp_path, "old", sqlite_store(old.path), ring[0])
-    new_yaml = config(tmp_path, "new", postgres_store(url), other_keys)
+    args = copy_args(tmp_path, old, StoreConfig("postgres", url=url), ring[0], other_keys)
 
-    status, _, err = cli(capsys, "store", "copy", "--from", str(old_yaml), "--to", str(new_yaml))
+    status, _, err = cli(capsys, *args)
 
     assert status == 2
     assert "does not hold the seal key k1 that sealed the authenticators" in err
@@ -341,17 +364,13 @@ def test_copy_back_from_postgresql_into_a_new_sqlite_file(
     shared = StoreConfig("postgres", url=url)
     secret, codes = run(fill(shared, ring[1]))  # type: ignore[misc]
     before = run(everything(shared))
-    single = StoreConfig("sqlite", path=str(tmp_path / "single" / "gateway.db"))
-    pg_yaml = config(tmp_path, "pg", postgres_store(url), ring[0])
-    single_yaml = config(tmp_path, "single", sqlite_store(single.path), ring[0])
+    single = sqlite_in(tmp_path, "single")
 
-    status, _, err = cli(capsys, "store", "copy", "--from", str(pg_yaml), "--to", str(single_yaml))
+    status, _, err = cli(capsys, *copy_args(tmp_path, shared, single, ring[0]))
 
     assert status == 0, err
     after = run(everything(single))
-    assert {k: v for k, v in after.items() if k != "events"} == {
-        k: v for k, v in before.items() if k != "events"
-    }
+    assert without_events(after) == without_events(before)
     assert after["events"][:-1] == before["events"]  # type: ignore[index]
     run(signs_in(single, ring[1], secret, codes))
 
@@ -382,15 +401,13 @@ def test_a_postgresql_backup_restores_into_another_database_and_sqlite_backups_i
     assert restored[1].startswith(f"restored {backup} into {fresh_url}: digest verified")
     after = run(everything(fresh))
     assert after["events"][: len(before["events"])] == before["events"]  # type: ignore[arg-type,index]
-    assert {k: v for k, v in after.items() if k != "events"} == {
-        k: v for k, v in before.items() if k != "events"
-    }
+    assert without_events(after) == without_events(before)
     run(signs_in(fresh, ring[1], secret, codes))
 
     # A SQLite host's backup restores into PostgreSQL too: one snapshot format.
-    single = StoreConfig("sqlite", path=str(tmp_path / "single" / "gateway.db"))
+    single = sqlite_in(tmp_path, "single")
     run(fill(single, ring[1]))
-    single_yaml = config(tmp_path, "single", sqlite_store(single.path), ring[0])
+    single_yaml = config_of(tmp_path, "single", single, ring[0])
     cli(capsys, "backup", "-c", str(single_yaml), str(tmp_path / "sqlite.backup"))
     crossed = cli(
         capsys, "restore", "-c", str(fresh_yaml), str(tmp_path / "sqlite.backup"), "--force"
