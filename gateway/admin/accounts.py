@@ -68,10 +68,13 @@ class Reset:
     devices: int  # remembered devices forgotten
 
 
-async def last_verified(store: DurableStore, user: str) -> float:
+async def last_verified(
+    store: DurableStore, user: str, authenticators: Iterable[Authenticator]
+) -> float:
     """When `user` last passed a second factor, whichever: an authenticator app notes it on
-    itself; SMS, e-mail and recovery codes only in the audit trail (as the app does too)."""
-    used = [a.last_used or 0.0 for a in await store.authenticators(user)]
+    itself (`authenticators`: the user's, as read); SMS, e-mail and recovery codes only in
+    the audit trail (as the app does too)."""
+    used = [a.last_used or 0.0 for a in authenticators]
     passed = await store.audit_events(
         AuditQuery(user=user, names=VERIFIED_EVENTS, limit=1, newest_first=True)
     )
@@ -80,11 +83,12 @@ async def last_verified(store: DurableStore, user: str) -> float:
 
 async def user_state(store: DurableStore, user: str, now: float) -> UserState:
     devices = tuple(await store.devices(user))
+    authenticators = tuple(await store.authenticators(user))
     return UserState(
         user=user,
-        authenticators=tuple(await store.authenticators(user)),
+        authenticators=authenticators,
         recovery_codes_left=await store.recovery_codes_left(user),
-        last_verified=await last_verified(store, user),
+        last_verified=await last_verified(store, user, authenticators),
         devices=devices,
         remembered=tuple(d for d in devices if d.remembered_until > now),
     )
