@@ -208,6 +208,7 @@ async def test_bytes_said_out_of_turn_spoil_the_connection(
     """A second answer to one request, with it or after it, is never taken for the answer to
     the next request (no response desync): the connection is dropped."""
     forged = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+    said: list[bytes] = []
 
     async def chatty(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
         while head := (await read_request(reader))[0]:
@@ -217,12 +218,15 @@ async def test_bytes_said_out_of_turn_spoil_the_connection(
                     await writer.drain()
                     await asyncio.sleep(later)
                 writer.write(forged)
+                said.append(forged)
             await writer.drain()
 
     crm = await raw_crm(chatty)
     client = crm_client(crm)
     assert await fetch(client, target="/chatty") == (200, b"ok")
-    await asyncio.sleep(0.1)
+    # The next request waits for the bytes out of turn and for the pool to drop their
+    # connection (a fixed pause could end before a loaded machine has sent them).
+    await until(lambda: said == [forged] and client.pool.idle == 0)
     assert await fetch(client, target="/next") == (200, b"ok")
     assert crm.connections == 2
 
