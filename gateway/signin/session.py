@@ -299,7 +299,7 @@ class SessionBook:
         return (
             now - session.last_seen > self.rules.idle_timeout
             or now - session.created > self.rules.absolute_timeout
-            or session.created < self.revocations.get(session.user, 0.0)
+            or self.revoked(session)
         )
 
     async def sessions_of(self, user: str, limit: int = 20) -> list[Session]:
