@@ -28,9 +28,10 @@ from gateway.policy.tokens import find_credential
 from gateway.signin.decision import Asks, Kind, Request, Who, still_verified
 from gateway.signin.identity import names_login, query_matches
 from gateway.signin.session import FULL, Session
+from gateway.web.audit import audit_about
 from gateway.web.forwarding import is_navigation, wants_html
 from gateway.web.guard import GUARD, Guard
-from gateway.web.keys import AUDIT, CLOCK, CONFIG, DECISION, SESSION, USER, VIEW
+from gateway.web.keys import CLOCK, CONFIG, DECISION, SESSION, USER, VIEW
 from gateway.web.original import Original, asked_by_nginx, read_original
 from gateway.web.pages.errors import error_response
 from gateway.web.pages.forwardauth import REASON_HEADER, clear, refused
@@ -380,19 +381,9 @@ def _audit(
     **fields: str,
 ) -> None:
     """An audit event about the original request (its path and method, not the endpoint's)."""
-    view = request[VIEW]
-    fields.setdefault("user", request.get(USER, ""))
-    request.app[AUDIT].record(
-        event,
-        outcome,
-        ip=view.ip,
-        path=original.target.partition("?")[0][:512] if original else request.path[:512],
-        method=original.method if original else request.method,
-        request_id=view.request_id,
-        user_agent=request.headers.get("User-Agent", "")[:256],
-        via="forward_auth",
-        **fields,
-    )
+    path = original.target.partition("?")[0] if original else request.path
+    method = original.method if original else request.method
+    audit_about(request, path, method, event, outcome=outcome, via="forward_auth", **fields)
 
 
 ROUTES = {"auth": answer, "auth/refused": refused, "auth/clear": clear}
