@@ -36,6 +36,7 @@ from gateway.web.original import Original, asked_by_nginx, read_original
 from gateway.web.pages.errors import error_response
 from gateway.web.pages.forwardauth import REASON_HEADER, clear, refused
 from gateway.web.pages.render import language
+from gateway.web.reverify import due_for_script
 from gateway.web.signin import SIGNIN, SignIn
 from gateway.web.urls import reserved_subpath, safe_return_path
 
@@ -277,20 +278,12 @@ async def _verify(
     request[DECISION] = "auth_signin"
     _audit(request, "signin.verification_due", "refused", original, reason=decision.reason)
     session.due_reason, session.due = decision.reason, list(decision.factors)
-    verify_url = f"{signin.prefix}challenge"
     if not is_navigation(request.headers):
-        await signin.book.save(session)
-        body = {
-            "error": "verification_required",
-            "reason": decision.reason,
-            "verify_url": verify_url,
-            "factors": list(decision.factors),
-        }
-        return web.json_response(body, status=401, headers=_no_store(decision.reason))
+        return await due_for_script(signin, session, decision, _no_store(decision.reason))
     here = original.target if original.method in ("GET", "HEAD") else _referer(request, original)
     session.return_to = safe_return_path(here) or "/"
     await signin.book.save(session)
-    return _redirect(request, original, verify_url)
+    return _redirect(request, original, f"{signin.prefix}challenge")
 
 
 def _referer(request: web.Request, original: Original) -> str:

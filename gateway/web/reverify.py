@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.model import Decision
+from gateway.signin.session import Session
 from gateway.web.audit import audit_event
 from gateway.web.forwarding import is_navigation
 from gateway.web.kept import keep
@@ -39,19 +40,27 @@ async def verify_again(
     )
     here = safe_return_path(request.rel_url.raw_path_qs) or "/"
     session.due_reason, session.due = decision.reason, list(decision.factors)
-    verify_url = f"{signin.prefix}challenge"
     if not is_navigation(request.headers):
-        await signin.book.save(session)
-        answer = {
-            "error": "verification_required",
-            "reason": decision.reason,
-            "verify_url": verify_url,
-            "factors": list(decision.factors),
-        }
-        return web.json_response(answer, status=401, headers={"Cache-Control": "no-store"})
+        return await due_for_script(signin, session, decision, {"Cache-Control": "no-store"})
     if request.method in ("GET", "HEAD"):
         session.return_to = here
         await signin.book.save(session)
-        return signin.redirect(verify_url)
+        return signin.redirect(f"{signin.prefix}challenge")
     # A form or an upload: kept, sent after the code (or a page saying to submit it again).
     return await keep(request, signin, session, here, target, body)
+
+
+async def due_for_script(
+    signin: SignIn, session: Session, decision: Decision, headers: dict[str, str]
+) -> web.Response:
+    """The answer to a script of the page (fetch, XMLHttpRequest) whose user must verify, in
+    the proxy and the forward-auth modes: JSON naming where, never a page or a redirect it
+    cannot follow. The session, told what is due, is saved."""
+    await signin.book.save(session)
+    answer = {
+        "error": "verification_required",
+        "reason": decision.reason,
+        "verify_url": f"{signin.prefix}challenge",
+        "factors": list(decision.factors),
+    }
+    return web.json_response(answer, status=401, headers=headers)
