@@ -46,10 +46,23 @@ async def gw(django: Served, start: Start) -> SignInGateway:
     return await start(django.url, login=DJANGO_LOGIN, policy=POLICY, extra=LONG_SESSIONS)
 
 
-async def add_client_form(b: Browser) -> dict[str, str]:
+async def keep_a_form(
+    b: Browser, gw: SignInGateway, django: Served
+) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """A client form opened in the CRM and posted after the session's `reverify` time: kept,
+    the browser sent to the challenge. (The form, the CRM's clients before it.)"""
+    form = await add_client_form(b)
+    before = list(django.app[CLIENTS])
+    gw.clock.advance(8 * HOUR)
+    status, _, r = await b.post(CLIENTS_ADD_PATH, form)
+    assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
+    return form, before
+
+
+async def add_client_form(b: Browser, name: str = "Müller GmbH") -> dict[str, str]:
     status, html, _ = await b.get(CLIENTS_ADD_PATH)
     assert status == 200, html[:300]
-    return {CSRF_FIELD: field(html, CSRF_FIELD), "name": "Müller GmbH", "email": "m@example.org"}
+    return {CSRF_FIELD: field(html, CSRF_FIELD), "name": name, "email": "m@example.org"}
 
 
 async def test_a_session_past_its_reverify_time_is_asked_again_and_comes_back(
@@ -108,11 +121,8 @@ async def test_a_form_sent_when_a_verification_is_due_is_saved_once_after_the_co
 ) -> None:
     b = browsers(gw)
     secret = await signed_in(b)
-    form = await add_client_form(b)  # the page is open; the user fills it in slowly…
-    before = list(django.app[CLIENTS])
-    gw.clock.advance(8 * HOUR)
-    status, _, r = await b.post(CLIENTS_ADD_PATH, form)  # …and sends it when the time is up
-    assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
+    # The page is open; the user fills it in slowly and sends it when the time is up.
+    _, before = await keep_a_form(b, gw, django)
     assert django.app[CLIENTS] == before  # not sent yet
 
     status, html, _ = await b.get("/_gateway/challenge")
@@ -169,10 +179,7 @@ async def test_a_kept_form_that_waited_too_long_is_never_sent(
 ) -> None:
     b = browsers(gw)
     secret = await signed_in(b)
-    form = await add_client_form(b)
-    before = list(django.app[CLIENTS])
-    gw.clock.advance(8 * HOUR)
-    assert (await b.post(CLIENTS_ADD_PATH, form))[0] == 303
+    _, before = await keep_a_form(b, gw, django)
     gw.clock.advance(KEEP_FOR + 1)
     status, html, _ = await b.answer(b.code(secret, 31))
     assert status == 410
@@ -185,10 +192,7 @@ async def test_a_kept_form_that_was_tampered_with_is_never_sent(
 ) -> None:
     b = browsers(gw)
     secret = await signed_in(b)
-    form = await add_client_form(b)
-    before = list(django.app[CLIENTS])
-    gw.clock.advance(8 * HOUR)
-    assert (await b.post(CLIENTS_ADD_PATH, form))[0] == 303
+    _, before = await keep_a_form(b, gw, django)
     shared = gw.signin.shared
     [key] = [k for k in shared._data if k.startswith("kept:")]  # type: ignore[attr-defined]
     sealed = await shared.get(key)

@@ -45,6 +45,7 @@ from tests.django_crm import (
     SESSIONS,
     django_crm_app,
 )
+from tests.flows.test_reverify import add_client_form, keep_a_form
 from tests.flows.test_signin_codes import messages, outbox_config
 from tests.flows.test_signin_django import DJANGO_LOGIN, django_login
 from tests.signin_kit import GATEWAY_COOKIE, Browser, Browsers, SignInGateway, Start, field
@@ -124,25 +125,6 @@ async def first_sign_in(b: Browser, user: str = "dora") -> tuple[str, list[str]]
     secret, codes = await b.enrol()
     assert (await b.confirm_codes()).headers["Location"] == CLIENTS_PATH
     return secret, codes
-
-
-async def keep_a_form(
-    b: Browser, gw: SignInGateway, django: Served
-) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """A client form opened in the CRM and posted after the session's `reverify` time: kept,
-    the browser sent to the challenge. (The form, the CRM's clients before it.)"""
-    form = await add_client_form(b)
-    before = list(django.app[CLIENTS])
-    gw.clock.advance(8 * HOUR)
-    status, _, r = await b.post(CLIENTS_ADD_PATH, form)
-    assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")
-    return form, before
-
-
-async def add_client_form(b: Browser, name: str = "Müller GmbH") -> dict[str, str]:
-    status, html, _ = await b.get(CLIENTS_ADD_PATH)
-    assert status == 200, html[:300]
-    return {CSRF_FIELD: field(html, CSRF_FIELD), "name": name, "email": "m@example.org"}
 
 
 async def post_raw(b: Browser, raw_path: str, data: dict[str, str]) -> aiohttp.ClientResponse:
