@@ -11,8 +11,10 @@ import re
 from pathlib import Path
 
 import pyotp
+import pytest
 from playwright.async_api import Page, expect
 
+from tests.conftest import Served
 from tests.signin_kit import Browser, Browsers, SignInGateway, Start, enrolled, field
 
 CONSOLE_POLICY = """\
@@ -51,6 +53,18 @@ async def alice_at_the_console(gw: SignInGateway, browsers: Browsers) -> Browser
     b = browsers(gw)
     await enrolled(b, "alice", "alice-demo")
     return b
+
+
+@pytest.fixture
+async def gw(crm: Served, start: Start) -> SignInGateway:
+    """The console's gateway before the test module's `crm` (import it by this name)."""
+    return await console_gateway(start, crm.url)
+
+
+@pytest.fixture
+async def alice(gw: SignInGateway, browsers: Browsers) -> Browser:
+    """alice_at_the_console, as a fixture (import it by this name)."""
+    return await alice_at_the_console(gw, browsers)
 
 
 async def csrf_of(b: Browser, user: str = "carol") -> str:

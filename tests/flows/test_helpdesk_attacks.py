@@ -32,9 +32,10 @@ from tests.flows.test_helpdesk_admin_listener import admin_url
 from tests.helpdesk_kit import (
     ADMIN,
     CONSOLE_POLICY,
-    alice_at_the_console,
+    alice,
     console_gateway,
     csrf_of,
+    gw,
 )
 from tests.process import start_gateway_process
 from tests.signin_kit import (
@@ -50,6 +51,8 @@ from tests.signin_kit import (
     write_keys,
 )
 
+__all__ = ["alice", "gw"]  # the fixtures, by name
+
 crm = pytest.fixture(noted_crm)
 
 
@@ -58,16 +61,6 @@ async def refusals(gw: SignInGateway) -> list[tuple[str, str]]:
     await gw.served.app[AUDIT].flush()
     found = await gw.signin.durable.audit_events(AuditQuery(names=("admin.console_refused",)))
     return [(e.reason, e.user) for _, e in found]
-
-
-@pytest.fixture
-async def gw(crm: Served, start: Start) -> SignInGateway:
-    return await console_gateway(start, crm.url)
-
-
-@pytest.fixture
-async def alice(gw: SignInGateway, browsers: Browsers) -> Browser:
-    return await alice_at_the_console(gw, browsers)
 
 
 async def test_activity_dates_at_the_ends_of_the_calendar_are_never_a_500(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 from playwright.async_api import Browser, expect
 
 from gateway.stores import AuditQuery
@@ -20,11 +19,14 @@ from tests.helpdesk_kit import (
     ADMIN,
     answer,
     console_gateway,
+    gw,
     no_sideways_scroll,
     shoot,
     sign_in,
 )
 from tests.signin_kit import Browsers, SignInGateway, Start, enrolled, wrong_code
+
+__all__ = ["gw"]  # the fixtures, by name
 
 browser = chromium.browser
 
@@ -37,11 +39,6 @@ async def events(gw: SignInGateway, name: str) -> list[dict[str, object]]:
         {"user": e.user, "outcome": e.outcome, "reason": e.reason, **dict(e.details)}
         for _, e in found
     ]
-
-
-@pytest.fixture
-async def gw(crm: Served, start: Start) -> SignInGateway:
-    return await console_gateway(start, crm.url)
 
 
 async def test_a_helpdesk_user_unlocks_a_locked_user_and_resets_a_lost_phone(

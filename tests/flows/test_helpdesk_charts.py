@@ -10,7 +10,6 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from playwright.async_api import Browser, Page, expect
 
 from gateway.admin.ledger import TOTAL, amount, bill, bill_csv, quarter_bounds
@@ -20,9 +19,10 @@ from gateway.web.helpdesk.charts import bucket_label
 from gateway.web.keys import AUDIT
 from gateway.web.pages.render import when
 from tests import browser as chromium
-from tests.conftest import Served
-from tests.helpdesk_kit import ADMIN, console_gateway, shoot, sign_in
-from tests.signin_kit import SignInGateway, Start
+from tests.helpdesk_kit import ADMIN, gw, shoot, sign_in
+from tests.signin_kit import SignInGateway
+
+__all__ = ["gw"]  # the fixtures, by name
 
 browser = chromium.browser
 HOUR, DAY = 3600.0, 86400.0
@@ -31,11 +31,6 @@ SERIES = {
     "chart-failed_codes": ("challenge.failed",),
     "chart-denials": ("ip.denied",),
 }
-
-
-@pytest.fixture
-async def gw(crm: Served, start: Start) -> SignInGateway:
-    return await console_gateway(start, crm.url)
 
 
 async def fill_trail(gw: SignInGateway) -> None:

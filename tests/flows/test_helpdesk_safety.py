@@ -10,8 +10,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from gateway.crypto import normalize_recovery_code, recovery_digest
 from gateway.stores import AuditQuery
 from gateway.web.keys import AUDIT
@@ -19,11 +17,14 @@ from tests.conftest import Served, send_raw
 from tests.helpdesk_kit import (
     ADMIN,
     CONSOLE_POLICY,
-    alice_at_the_console,
+    alice,
     console_gateway,
     csrf_of,
+    gw,
 )
 from tests.signin_kit import Browser, Browsers, SignInGateway, Start, enrolled
+
+__all__ = ["alice", "gw"]  # the fixtures, by name
 
 
 async def refusals(gw: SignInGateway) -> list[tuple[str, str, str]]:
@@ -36,16 +37,6 @@ async def refusals(gw: SignInGateway) -> list[tuple[str, str, str]]:
 async def act(b: Browser, data: dict[str, str]) -> tuple[int, str]:
     async with b.http.post(f"{b.gw.url}{ADMIN}act", data=data, allow_redirects=False) as r:
         return r.status, await r.text() if r.status != 303 else r.headers["Location"]
-
-
-@pytest.fixture
-async def gw(crm: Served, start: Start) -> SignInGateway:
-    return await console_gateway(start, crm.url)
-
-
-@pytest.fixture
-async def alice(gw: SignInGateway, browsers: Browsers) -> Browser:
-    return await alice_at_the_console(gw, browsers)
 
 
 async def test_bad_input_is_said_plainly_audited_and_never_a_500(
