@@ -208,6 +208,7 @@ async def test_the_console_reads_on_a_phone_in_every_language(
         await sign_in(page, gw, "alice")
         for lang in ("en", "nl", "nb", "de", "fr", "ru"):
             await page.goto(f"{gw.url}/_gateway/lang?to={lang}&next={ADMIN}")
+            labelled = 0
             for path in ("", "user?u=carol", "activity", "sms"):
                 await page.goto(f"{gw.url}{ADMIN}{path}")
                 assert await page.locator("html").get_attribute("lang") == lang
@@ -216,6 +217,8 @@ async def test_the_console_reads_on_a_phone_in_every_language(
                 # Every field has a name a screen reader says.
                 for field in await page.locator("main input:not([type=hidden]), main select").all():
                     assert await field.evaluate("e => e.labels.length > 0"), (lang, path)
+                    labelled += 1
+            assert labelled, f"no field was looked at in {lang}: the check above checked nothing"
             if lang == "en":
                 await shoot(page, "phone-sms", tmp_path)
         await page.goto(f"{gw.url}/_gateway/lang?to=en&next={ADMIN}")
