@@ -17,10 +17,8 @@ import pytest
 
 from tests.conftest import Served
 from tests.django_crm import CLIENTS_PATH
-from tests.flows.test_signin_django import DJANGO_LOGIN, django, django_login
+from tests.flows.test_signin_django import DJANGO_LOGIN, django_login
 from tests.signin_kit import Browser, Browsers, SignInGateway, Start
-
-__all__ = ["django"]  # the fixture, by name
 
 HOUR = 3600.0
 POLICY = """\
