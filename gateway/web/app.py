@@ -65,7 +65,7 @@ def build_app(
 ) -> web.Application:
     """`policy`: the config's policies when the caller has already loaded them (the CLI has,
     to validate them); otherwise the guard loads them at start-up."""
-    middlewares = [scope_middleware]
+    middlewares = [scope_middleware()]
     console = config.admin.console
     if console is not None and console.at == "admin_listener":
         middlewares.insert(0, admin_listener_middleware)  # /metrics there, before the scope

@@ -9,11 +9,13 @@ import os
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway.config.model import Config
 from gateway.errors import AccessDenied, BadRequest, HttpError
 from gateway.i18n import negotiate
 from gateway.metrics import record_request
+from gateway.web.bodies import WAITS_FOR_CONTINUE
 from gateway.web.forwarding import (
     ClientView,
     check_header_bytes,
@@ -49,66 +51,78 @@ def _view(request: web.Request, config: Config, fresh_id: str) -> ClientView:
 
 
 _IDS_AT_ONCE = 256  # request ids drawn from the OS in one call: 2 KiB of random bytes
-_ids: list[str] = []
-os.register_at_fork(after_in_child=_ids.clear)  # a forked worker never shares the pool
 
 
-def _fresh_id() -> str:
-    """A new request id, 16 hex digits of the OS's randomness as before, drawn 256 at a time
-    (one system call for 256 requests instead of one each)."""
-    if not _ids:
-        pool = os.urandom(8 * _IDS_AT_ONCE).hex()
-        _ids.extend(pool[i : i + 16] for i in range(0, len(pool), 16))
-    return _ids.pop()
+class RequestIds:
+    """New request ids, 16 hex digits of the OS's randomness as before, drawn 256 at a time
+    (one system call for 256 requests instead of one each). One pool per app: a worker builds
+    its app after the fork (gateway.web.server), so no two processes share a pool."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self) -> None:
+        self._pool: list[str] = []
+
+    def fresh(self) -> str:
+        if not self._pool:
+            pool = os.urandom(8 * _IDS_AT_ONCE).hex()
+            self._pool.extend(pool[i : i + 16] for i in range(0, len(pool), 16))
+        return self._pool.pop()
 
 
-@web.middleware
-async def scope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Who is asking (address, request id), our errors as pages or JSON, one access-log line."""
-    app = request.app  # a property of aiohttp's: read once
-    config = app[CONFIG]
-    clock = app[CLOCK]
-    started = clock.monotonic()
-    rid = _fresh_id()
-    status = 0
-    request[DECISION] = ""
-    request[USER] = ""  # set, like DECISION, so reading it never raises and catches a KeyError
-    try:
+def scope_middleware() -> Middleware:
+    """The scope middleware of one app, with the app's own pool of request ids."""
+    fresh_id = RequestIds().fresh
+
+    @web.middleware
+    async def scope(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Who is asking (address, request id), our errors as pages or JSON, one access-log line."""
+        app = request.app  # a property of aiohttp's: read once
+        config = app[CONFIG]
+        clock = app[CLOCK]
+        started = clock.monotonic()
+        rid = fresh_id()
+        status = 0
+        request[DECISION] = ""
+        request[USER] = ""  # set, like DECISION, so reading it never raises and catches a KeyError
         try:
-            request[VIEW] = view = _view(request, config, rid)
-            rid = view.request_id
-            response = await handler(request)
-        except HttpError as exc:
-            if not request[DECISION] or exc.status >= 500:
-                request[DECISION] = "error" if exc.status >= 500 else "refused"
-            response = _error(request, config, exc, rid)
-        except web.HTTPException:
-            raise
-        except Exception:
-            log.exception("unexpected error on %s %s [%s]", request.method, request.path, rid)
-            request[DECISION] = "error"
-            response = _error(request, config, HttpError("unexpected"), rid)
-        status = response.status
-        if not response.prepared:
-            response.headers["X-Request-Id"] = rid
-        return response
-    finally:
-        seconds = clock.monotonic() - started
-        decision = request[DECISION] or ("gone" if not status else "forward")
-        record_request(decision, seconds)
-        access = app.get(ACCESS_LOG)
-        if access is not None and access.enabled:
-            seen = request.get(VIEW)
-            access.record(
-                rid,
-                seen.ip if seen else request.remote or "",
-                request.method,
-                request.raw_path.split("?", 1)[0][:512],
-                status or 499,
-                seconds,
-                request[USER] or "-",
-                decision,
-            )
+            try:
+                request[VIEW] = view = _view(request, config, rid)
+                rid = view.request_id
+                response = await handler(request)
+            except HttpError as exc:
+                if not request[DECISION] or exc.status >= 500:
+                    request[DECISION] = "error" if exc.status >= 500 else "refused"
+                response = _error(request, config, exc, rid)
+            except web.HTTPException:
+                raise
+            except Exception:
+                log.exception("unexpected error on %s %s [%s]", request.method, request.path, rid)
+                request[DECISION] = "error"
+                response = _error(request, config, HttpError("unexpected"), rid)
+            status = response.status
+            if not response.prepared:
+                response.headers["X-Request-Id"] = rid
+            return response
+        finally:
+            seconds = clock.monotonic() - started
+            decision = request[DECISION] or ("gone" if not status else "forward")
+            record_request(decision, seconds)
+            access = app.get(ACCESS_LOG)
+            if access is not None and access.enabled:
+                seen = request.get(VIEW)
+                access.record(
+                    rid,
+                    seen.ip if seen else request.remote or "",
+                    request.method,
+                    request.raw_path.split("?", 1)[0][:512],
+                    status or 499,
+                    seconds,
+                    request[USER] or "-",
+                    decision,
+                )
+
+    return scope
 
 
 def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> web.Response:
@@ -143,8 +157,10 @@ def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> we
         else negotiate(request.headers.get("Accept-Language", "")),
         headers=extra or None,
     )
-    if isinstance(exc, BadRequest):
-        # What we refused to read may also be badly framed: never reuse the connection.
+    if isinstance(exc, BadRequest) or request.get(WAITS_FOR_CONTINUE):
+        # What we refused to read may also be badly framed, or is a body its client holds
+        # back for a 100 Continue that never comes (gateway.web.bodies): never reuse the
+        # connection, or the client's next request would be read as that body.
         response.force_close()
     return response
 
