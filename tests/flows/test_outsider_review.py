@@ -1,16 +1,21 @@
 """An outsider's attacks on the newest parts of the request path (issue 14, 16 review):
 OneRoute and its fallback to aiohttp for targets its route does not match, Expect:
 100-continue answered after the rules, and the headers a peer may not be believed on. Real
-gateway, real echo CRM or demo CRM, raw sockets from other loopback addresses, real TOTP."""
+gateway, real echo CRM or demo CRM, raw sockets from other loopback addresses, real TOTP.
+Every attack held when written but one, marked Fixed (a refusal before 100 Continue now
+says the connection ends); the others are regression tests."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Served, send_raw
+from tests.conftest import GatewayFactory, Served, send_raw
+from tests.flows.test_attack_review import method_gateway
 from tests.flows.test_forward_auth_signin import two_workers
 from tests.redis_server import RedisServer
 from tests.signin_kit import (
@@ -203,3 +208,40 @@ async def test_wrong_codes_spread_over_two_workers_and_two_sessions_lock_the_use
     finally:
         for gw in (one, other):
             await gw.served.runner.cleanup()
+
+
+@pytest.mark.parametrize("method", ["delete", "Delete", "DELETE ", "DELETE\t"])
+async def test_a_method_in_another_spelling_is_never_judged_as_another_method(
+    upstream: Served, start_gateway: GatewayFactory, tmp_path: Path, method: str
+) -> None:
+    """A rule keeps DELETE on /records to admins: `delete` (which Django, Symfony, Laravel
+    and Werkzeug read as DELETE, and aiohttp's client upper-cases on its way to the CRM)
+    is refused or judged as DELETE, never let through as a method no rule names."""
+    gw = await method_gateway(upstream, start_gateway, tmp_path)
+    answer = await _raw(gw.port, f"{method} /records/1 HTTP/1.1\nHost: gw\nConnection: close\n\n")
+    assert not _reached_crm(answer), answer[:400]
+
+
+async def test_a_refused_request_whose_body_was_never_asked_for_says_the_connection_ends(
+    guarded: Served,
+) -> None:
+    """Fixed: a client waiting for 100 Continue is refused (403) before it sends its body.
+    The refusal said nothing of the connection, so it read as kept open: a client sending its
+    next request on it had that request read as the 60 bytes still owed, and never answered.
+    The refusal now says `Connection: close` (RFC 9110 §10.1.1: a server answering before
+    the content says whether it goes on reading), and the gateway only drains what comes."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", guarded.port, local_addr=("127.0.0.5", 0)
+    )
+    try:
+        writer.write(
+            b"POST /admin/users HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\n"
+            b"Authorization: Bearer " + ALICE_TOKEN.encode() + b"\r\nContent-Length: 60\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 403 "), head
+        assert b"\r\nconnection: close\r\n" in head.lower(), head
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
