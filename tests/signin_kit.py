@@ -3,6 +3,7 @@ reads the gateway's real pages (forms, CSRF tokens, keys) the way a person would
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -252,6 +253,14 @@ async def post_chunked(
         b.gw.url + path, data=chunks(), headers=headers, allow_redirects=False
     ) as r:
         yield r
+
+
+async def notices_sent(gw: SignInGateway, user: str) -> None:
+    """Wait for the notices to `user` the gateway sends in the background: each goes by a
+    task of its own named `notice to <user>` (done already, or awaited here to its end)."""
+    sending = [t for t in gw.signin.tasks.running if t.get_name() == f"notice to {user}"]
+    if sending:
+        await asyncio.wait(sending)
 
 
 def posts_to_login(crm: Served) -> list[Arrived]:

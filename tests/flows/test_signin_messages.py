@@ -6,7 +6,6 @@ Real gateway in front of the demo CRM, codes read from the outbox as a person re
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -15,7 +14,15 @@ import pytest
 
 from tests.conftest import Served
 from tests.flows.test_signin_codes import last_code, messages, outbox_config, send
-from tests.signin_kit import Browser, Browsers, SignInGateway, Start, field, wrong_codes
+from tests.signin_kit import (
+    Browser,
+    Browsers,
+    SignInGateway,
+    Start,
+    field,
+    notices_sent,
+    wrong_codes,
+)
 
 POLICY = """\
 defaults:
@@ -105,10 +112,7 @@ async def test_adding_an_app_is_told_to_the_user_by_e_mail(
     b = browsers(gw, headers={"Accept": "text/html", "Accept-Language": "de"})
     await b.crm_login("bob", "bob-demo")
     await b.enrol(name="Diensthandy")
-    for _ in range(100):
-        if messages(outbox):
-            break
-        await asyncio.sleep(0.01)
+    await notices_sent(gw, "bob")
     (notice,) = messages(outbox)
     assert notice["to"] == "bob@example.com"
     assert "Anmeldemethode" in notice["subject"]
@@ -126,10 +130,7 @@ async def test_a_user_reachable_only_by_phone_is_told_by_text_and_billed(
     _, _, r = await b.answer(last_code(outbox, "+31699990000"), factor="sms")
     assert r.headers["Location"] == "/contacts"
     await b.enrol()
-    for _ in range(200):  # sent in the background: the ledger row is written last
-        if len(await gw.signin.durable.messages(0, gw.clock.now() + 1)) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await notices_sent(gw, "alice")  # sent in the background, its ledger row written last
     code, notice = messages(outbox)
     assert (code["to"], notice["to"]) == ("+31699990000", "+31699990000")
     assert 'sign-in method ("Phone") was added' in notice["text"]
