@@ -4,6 +4,7 @@ stops Redis takes `own_redis`: a redis-server of its own it may stop and start a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -63,11 +64,9 @@ def spawn_redis(port: int, *options: str) -> subprocess.Popen[bytes]:
     return process
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    if _answers(6379):
-        yield "redis://127.0.0.1:6379/15"
-        return
+@contextlib.contextmanager
+def redis_of_our_own() -> Iterator[str]:
+    """The URL of a redis-server on a free port that keeps nothing on disk, for the `with`."""
     port = free_port()
     process = spawn_redis(port, *NOTHING_ON_DISK)
     try:
@@ -75,6 +74,15 @@ def redis_url() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    if _answers(6379):
+        yield "redis://127.0.0.1:6379/15"
+        return
+    with redis_of_our_own() as url:
+        yield url
 
 
 class RedisServer:

@@ -25,8 +25,7 @@ from gateway.web.app import build_app
 from gateway.web.keys import DURABLE
 from gateway.web.signin import SIGNIN
 from tests.conftest import Served, serve
-from tests.process import free_port
-from tests.redis_server import NOTHING_ON_DISK, spawn_redis
+from tests.redis_server import redis_of_our_own
 from tests.signin_kit import (
     Browser,
     Browsers,
@@ -241,13 +240,8 @@ async def test_gateway_login_sends_browsers_to_our_page_and_names_the_user_to_th
 @pytest.fixture
 def counted_redis(tmp_path: Path) -> Iterator[str]:
     """A redis-server of this test's own: every command it serves is this test's."""
-    port = free_port()
-    process = spawn_redis(port, *NOTHING_ON_DISK)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
+    with redis_of_our_own() as url:
+        yield url
 
 
 async def commands_served(client: redis.asyncio.Redis) -> int:
