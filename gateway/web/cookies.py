@@ -54,7 +54,8 @@ class Cookies:
         self.crm = frozenset(login.crm_cookies)
         self._own_and_crm = self.own | self.crm
         self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
-        # crm_pairs_refused's answers (a pure function of its arguments), per worker.
+        # crm_pairs_refused's answers (a pure function of its arguments), per worker
+        # (REMEMBERED).
         self._refused: dict[tuple[tuple[str, ...], str | None, str], bool] = {}
         # What `adjust` keeps of a request's Cookie lines (also a pure function of them, who
         # is signed in and the session's binding), per worker (REMEMBERED).
@@ -173,9 +174,8 @@ class Cookies:
                 for line in cookie_lines
                 for pair in line.split(";")
             )
-            if len(self._refused) >= 4096:  # a browser sends the same header again and again
-                del self._refused[next(iter(self._refused))]
-            self._refused[key] = found
+            if sum(map(len, cookie_lines)) <= REMEMBERED_LENGTH:
+                _remember(self._refused, key, found)
         return found
 
 
