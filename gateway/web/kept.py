@@ -28,14 +28,14 @@ from gateway.errors import SealBroken
 from gateway.fields import overrides_method
 from gateway.model import Action, Decision
 from gateway.policy.paths import normalize_path
-from gateway.signin.decision import Asks, Kind, Request, Who, still_verified
+from gateway.signin.decision import Asks, Request, still_verified
 from gateway.signin.session import Session
 from gateway.web import proxy
 from gateway.web.audit import audit_event
-from gateway.web.guard import Guard
 from gateway.web.keys import CLOCK, SESSION, UPSTREAM_CLIENT, VIEW
 from gateway.web.pages.render import page, translator
 from gateway.web.signin import SignIn
+from gateway.web.socketwatch import who_in
 from gateway.web.upstream import headers_for_crm
 from gateway.web.urls import safe_return_path
 
@@ -127,16 +127,10 @@ async def send(
     have changed meanwhile), the CRM's answer relayed with the new session's cookie."""
     now = request.app[CLOCK].now()
     raw_path, _, _ = kept.target.partition("?")
-    who = Who(
-        Kind.SESSION,
-        fresh.user,
-        verified=fresh.verified,
-        verified_by=tuple(sorted(fresh.verified_by.items())),
-        chosen_interval=fresh.chosen_interval,
-    )
+    who = who_in(fresh)
     asked = Request(Asks.CRM, request[VIEW].ip, kept.method, normalize_path(raw_path))
     view = signin.guard.view
-    decision, overridable = Guard._decide(view, who, asked, signin.rules())
+    decision, overridable = signin.guard.decided(view, who, asked, signin.gateway_mode)
     decision = still_verified(view, who, decision, now)
     ctype = {k.lower(): v for k, v in kept.headers}.get("content-type", "")
     if overridable and overrides_method(kept.body, ctype):
