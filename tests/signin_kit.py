@@ -20,7 +20,10 @@ from aiohttp import web
 from gateway.clock import FakeClock
 from gateway.crypto import new_key_line
 from gateway.demo.crm import build_crm_app
+from gateway.model import AuditEvent
+from gateway.stores import AuditQuery
 from gateway.web.app import build_app
+from gateway.web.keys import AUDIT, DURABLE
 from gateway.web.signin import SIGNIN, SignIn
 from tests.conftest import Served, gateway_config, serve
 
@@ -253,6 +256,13 @@ async def post_chunked(
         b.gw.url + path, data=chunks(), headers=headers, allow_redirects=False
     ) as r:
         yield r
+
+
+async def audit_trail(served: Served, *names: str) -> list[AuditEvent]:
+    """The audit events of these names (`admin.*` patterns too) once the gateway's pending
+    batch is written, oldest first."""
+    await served.app[AUDIT].flush()
+    return [event for _, event in await served.app[DURABLE].audit_events(AuditQuery(names=names))]
 
 
 async def notices_sent(gw: SignInGateway, user: str) -> None:

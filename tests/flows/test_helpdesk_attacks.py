@@ -45,6 +45,7 @@ from tests.signin_kit import (
     Browsers,
     SignInGateway,
     Start,
+    audit_trail,
     enrolled,
     field,
     noted_crm,
@@ -58,9 +59,7 @@ crm = pytest.fixture(noted_crm)
 
 async def refusals(gw: SignInGateway) -> list[tuple[str, str]]:
     """(reason, user acted on) of every console refusal so far."""
-    await gw.served.app[AUDIT].flush()
-    found = await gw.signin.durable.audit_events(AuditQuery(names=("admin.console_refused",)))
-    return [(e.reason, e.user) for _, e in found]
+    return [(e.reason, e.user) for e in await audit_trail(gw.served, "admin.console_refused")]
 
 
 async def test_activity_dates_at_the_ends_of_the_calendar_are_never_a_500(

@@ -11,8 +11,6 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
-from gateway.stores import AuditQuery
-from gateway.web.keys import AUDIT
 from tests import browser as chromium
 from tests.conftest import Served
 from tests.helpdesk_kit import (
@@ -24,7 +22,7 @@ from tests.helpdesk_kit import (
     shoot,
     sign_in,
 )
-from tests.signin_kit import Browsers, SignInGateway, Start, enrolled, wrong_code
+from tests.signin_kit import Browsers, SignInGateway, Start, audit_trail, enrolled, wrong_code
 
 __all__ = ["gw"]  # the fixtures, by name
 
@@ -33,11 +31,9 @@ browser = chromium.browser
 
 async def events(gw: SignInGateway, name: str) -> list[dict[str, object]]:
     """The audit trail's events of one name, as the store has them."""
-    await gw.served.app[AUDIT].flush()
-    found = await gw.signin.durable.audit_events(AuditQuery(names=(name,)))
     return [
         {"user": e.user, "outcome": e.outcome, "reason": e.reason, **dict(e.details)}
-        for _, e in found
+        for e in await audit_trail(gw.served, name)
     ]
 
 

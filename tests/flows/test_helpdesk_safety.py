@@ -22,16 +22,15 @@ from tests.helpdesk_kit import (
     csrf_of,
     gw,
 )
-from tests.signin_kit import Browser, Browsers, SignInGateway, Start, enrolled
+from tests.signin_kit import Browser, Browsers, SignInGateway, Start, audit_trail, enrolled
 
 __all__ = ["alice", "gw"]  # the fixtures, by name
 
 
 async def refusals(gw: SignInGateway) -> list[tuple[str, str, str]]:
     """(reason, user acted on, by) of every console refusal so far."""
-    await gw.served.app[AUDIT].flush()
-    found = await gw.signin.durable.audit_events(AuditQuery(names=("admin.console_refused",)))
-    return [(e.reason, e.user, str(dict(e.details).get("by"))) for _, e in found]
+    found = await audit_trail(gw.served, "admin.console_refused")
+    return [(e.reason, e.user, str(dict(e.details).get("by"))) for e in found]
 
 
 async def act(b: Browser, data: dict[str, str]) -> tuple[int, str]:

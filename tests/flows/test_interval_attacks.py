@@ -95,7 +95,7 @@ async def test_odd_values_are_refused_audited_and_change_nothing(
     await enrolled(b, "bob", "bob-demo")
     assert await choose(b, value) == "/_gateway/account?interval_refused=1"
     assert await gw.signin.durable.interval_choice("bob") is None
-    [(_, refused)] = await chosen_events(gw)
+    [refused] = await chosen_events(gw)
     assert (refused.outcome, refused.reason) == ("refused", "not_open")
     assert len(str(dict(refused.details)["interval"])) <= 20  # the audit trail keeps a little
 

@@ -28,6 +28,7 @@ from tests.signin_kit import (
     Browsers,
     SignInGateway,
     Start,
+    audit_trail,
     enrolled,
     field,
     noted_crm,
@@ -79,9 +80,8 @@ def options(html: str) -> list[tuple[str, str, bool]]:
     ]
 
 
-async def chosen_events(gw: SignInGateway) -> list[tuple[int, AuditEvent]]:
-    await gw.served.app[AUDIT].flush()
-    return await gw.signin.durable.audit_events(AuditQuery(names=("interval.chosen",)))
+async def chosen_events(gw: SignInGateway) -> list[AuditEvent]:
+    return await audit_trail(gw.served, "interval.chosen")
 
 
 async def sign_out_and_in(b: Browser, gw: SignInGateway, user: str = "bob") -> str:
@@ -147,7 +147,7 @@ async def test_a_stricter_interval_is_asked_for_in_the_open_session_and_at_sign_
     gw.clock.advance(2 * HOUR)
     assert await sign_out_and_in(b, gw) == "/_gateway/challenge"
     events = await chosen_events(gw)
-    [(_, chosen)] = events
+    [chosen] = events
     assert (chosen.outcome, chosen.user) == ("ok", "bob")
     assert dict(chosen.details) == {"interval": "1h", "cap": "7d", "sessions": 1}
 
@@ -181,7 +181,7 @@ async def test_an_interval_not_open_to_the_user_is_refused_and_changes_nothing(
     assert "That interval is not one you can choose" in html
     assert await gw.signin.durable.interval_choice("bob") is None
     events = await chosen_events(gw)
-    [(_, refused)] = events
+    [refused] = events
     assert (refused.outcome, refused.reason) == ("refused", "not_open")
 
 

@@ -21,15 +21,14 @@ from aiohttp import WSCloseCode, WSMsgType
 from gateway.admin.accounts import revoke_sessions
 from gateway.model import AuditEvent
 from gateway.policy.tokens import digest
-from gateway.stores import AuditQuery
 from gateway.web.guard import GUARD
-from gateway.web.keys import AUDIT, DURABLE
+from gateway.web.keys import DURABLE
 from gateway.web.socketwatch import LOOK_EVERY
 from tests.conftest import GatewayFactory, Served
 from tests.flows.test_forward_auth_signin import two_workers
 from tests.flows.test_interval_choice import HOUR, POLICY, choose, crm, gw
 from tests.redis_server import RedisServer
-from tests.signin_kit import DEMO_LOGIN, Browsers, SignInGateway, Start, enrolled
+from tests.signin_kit import DEMO_LOGIN, Browsers, SignInGateway, Start, audit_trail, enrolled
 
 __all__ = ["crm", "gw"]  # the fixtures, by name
 
@@ -55,10 +54,7 @@ async def echoes(ws: aiohttp.ClientWebSocketResponse, text: str) -> bool:
 
 
 async def closed_events(gw: SignInGateway | Served) -> list[AuditEvent]:
-    app = gw.served.app if isinstance(gw, SignInGateway) else gw.app
-    await app[AUDIT].flush()
-    found = await app[DURABLE].audit_events(AuditQuery(names=("websocket.closed",)))
-    return [event for _, event in found]
+    return await audit_trail(gw.served if isinstance(gw, SignInGateway) else gw, "websocket.closed")
 
 
 async def test_a_socket_within_its_time_goes_on(gw: SignInGateway, browsers: Browsers) -> None:
