@@ -35,6 +35,9 @@ OVERRIDABLE = ("PUT", "PATCH", "DELETE")  # the methods a POST form may stand fo
 # is part of it: a reload starts afresh). Deciding is plain functions over values, so the
 # same question always gets the same answer; a denial is still audited every time.
 MEMO = 4096
+# Paths longer than this are decided every time, not remembered: 4,096 of the longest lines
+# the parser takes would hold tens of MB per worker.
+MEMO_PATH = 1024
 AMBIGUOUS = "\x00ambiguous"  # CREDENTIAL's value once a credential was found to read two ways
 
 _NOBODY = Who(Kind.ANONYMOUS)  # no credential (the caller looks for a session then)
@@ -158,6 +161,8 @@ class Guard(LivePolicy):
         found = self._memo.get(key)
         if found is None:
             found = self._decide(view, who, asked, Rules(gateway_login=gateway_login))
+            if len(asked.path) > MEMO_PATH:
+                return found
             if len(self._memo) >= MEMO:
                 del self._memo[next(iter(self._memo))]
             self._memo[key] = found

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from gateway.policy.tokens import digest
-from gateway.web.guard import GUARD
+from gateway.web.guard import GUARD, MEMO_PATH
 from gateway.web.keys import DURABLE
 from tests.conftest import GatewayFactory, Served, send_raw
 
@@ -402,3 +402,20 @@ async def test_a_refused_request_is_answered_before_its_body_is_asked_for(
     allowed, body = await _expecting("127.0.0.3", guarded.port, SYNC_TOKEN)
     assert allowed.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), allowed
     assert json.loads(body)["body_bytes"] == 11
+
+
+async def test_a_long_path_is_decided_but_not_remembered(guarded: Served, clients: dict) -> None:
+    """The decision memo holds short paths only: long ones (up to the parser's line limit)
+    would let anyone fill it with tens of MB per worker. Both are decided the same way."""
+    guard = guarded.app[GUARD]
+    headers = {"Authorization": f"Bearer {SYNC_TOKEN}"}
+    long_path = "/api/" + "x" * (MEMO_PATH + 1)
+    for path in ("/api/contacts", long_path):
+        before = len(guard._memo)
+        for _ in range(2):
+            status, _, body = await _get(
+                clients["127.0.0.3"], f"{guarded.url}{path}", headers=headers
+            )
+            assert status == 200
+            assert json.loads(body)["raw_path"] == path
+        assert len(guard._memo) == before + (path != long_path)
