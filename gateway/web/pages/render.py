@@ -13,26 +13,36 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from aiohttp import web
 
 from gateway.i18n import LANGUAGES, NAMES, negotiate, time_until, translate
 from gateway.web.cookies import LANGUAGE_COOKIE, cookie_name
 from gateway.web.keys import CLOCK, CONFIG
 
+if TYPE_CHECKING:
+    import jinja2
+
 _HERE = Path(__file__).parent
 STATIC = _HERE / "static"
 
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(_HERE / "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,  # a missing value is a bug we want to see, not a blank
-    trim_blocks=True,
-    lstrip_blocks=True,
-    auto_reload=False,  # templates ship with the code: no stat of the file on every page view
-)
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """The templates' environment, built for the first page shown: jinja2 (with markupsafe)
+    is about 2 MB of a worker's memory, which a worker that shows no page (an anonymous
+    gateway, one serving API tokens) never needs."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a missing value is a bug we want to see, not a blank
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,  # templates ship with the code: no stat of the file on every view
+    )
 
 
 @functools.cache
@@ -128,7 +138,7 @@ def page(
         **context,
     }
     assert not values["script"] or values["script"] in SCRIPTS
-    body = _ENV.get_template(template).render(values)
+    body = _environment().get_template(template).render(values)
     headers = security_headers(nonce, scripted=bool(values["script"]))
     headers["Content-Language"] = lang
     return web.Response(
