@@ -11,7 +11,6 @@ import secrets
 from urllib.parse import quote
 
 import pyotp
-import segno
 
 from gateway.clock import Clock
 from gateway.crypto import Sealer
@@ -51,7 +50,12 @@ def qr_svg(uri: str, title: str) -> str:
     """An inline SVG QR code (error correction M), drawn in Python: no image request.
 
     A viewBox and no fixed size, so the page's CSS scales the whole code (a fixed width and
-    height would crop a long key URI to a shape no camera can read)."""
+    height would crop a long key URI to a shape no camera can read).
+
+    segno is imported here, at the first enrolment page: with the xml.sax it writes SVG with,
+    it is about 0.7 MB of every worker's memory, for a page a user sees once."""
+    import segno
+
     return str(
         segno.make(uri, error="m", micro=False).svg_inline(
             scale=5, dark="#000000", light="#ffffff", border=4, title=title, omitsize=True
