@@ -1,5 +1,6 @@
 """gateway.lazy: a module whose code runs at the first read of a name in it (fido2 for
-passkeys), on a package of the test's own."""
+passkeys), on a package of the test's own; and the libraries a gateway imports at their
+first use instead (jinja2 for pages, segno for QR codes, aiosmtplib for e-mail)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,74 @@ def test_a_gateway_without_passkeys_configured_has_not_loaded_fido2() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["_LazyModule", "_LazyModule"]  # a module once its code ran
+
+
+# In an interpreter of its own: in the test session, other tests have imported them already.
+_FIRST_USES = """
+import asyncio, socket, sys
+from pathlib import Path
+import gateway.cli.main, gateway.web.app, gateway.web.server
+
+def loaded():
+    print("loaded", *(name in sys.modules for name in ("jinja2", "segno", "xml", "aiosmtplib")))
+
+loaded()
+from gateway.config.messaging import SmtpProvider
+from gateway.demo.crm import build_crm_app
+from gateway.senders import Message, SmtpSender
+from tests.conftest import serve
+from tests.signin_kit import Browser, start_signin_gateway
+
+async def sign_in_and_enrol():
+    crm = await serve(build_crm_app())
+    gw = await start_signin_gateway(crm.url, Path(sys.argv[1]))
+    browser = Browser(gw)
+    try:
+        # The CRM's login page is the CRM's own: signing in there shows no page of ours.
+        assert await browser.crm_login("alice", "alice-demo") == "/_gateway/enrol"
+        loaded()
+        status, html, _ = await browser.get("/_gateway/enrol")
+        assert status == 200 and "<svg" in html, html[:300]
+        loaded()
+    finally:
+        await browser.close()
+        await gw.served.runner.cleanup()
+        await crm.runner.cleanup()
+
+async def send_mail():
+    with socket.socket() as closed:  # bound, not listening: the connection is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        smtp = SmtpProvider(host="127.0.0.1", port=port, security="none", retries=0)
+        delivery = await SmtpSender(smtp).send(Message("alice@example.com", "x", "s"))
+        assert not delivery.ok and delivery.attempts == 1, delivery
+
+asyncio.run(sign_in_and_enrol())
+asyncio.run(send_mail())
+loaded()
+"""
+
+
+def test_pages_qr_codes_and_e_mail_load_their_libraries_at_their_first_use(
+    tmp_path: Path,
+) -> None:
+    """jinja2 (about 2 MB of a worker's memory), segno with the xml.sax it writes SVG with
+    (0.7 MB) and aiosmtplib (0.4 MB): none of them with the gateway's code or its CLI, nor at
+    a sign-in that shows no page of ours; each at the first page, QR code or e-mail."""
+    import subprocess
+
+    run = subprocess.run(
+        [sys.executable, "-c", _FIRST_USES, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],  # where `tests` is a package
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    said = [line for line in run.stdout.splitlines() if line.startswith("loaded ")]  # not audit
+    assert said == [
+        "loaded False False False False",
+        "loaded False False False False",
+        "loaded True True True False",
+        "loaded True True True True",
+    ]
