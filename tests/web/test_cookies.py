@@ -3,7 +3,6 @@ shortcut for plain pairs must find exactly what reading the piece every way find
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import pytest
@@ -150,7 +149,7 @@ def test_what_get_found_is_remembered_per_header_and_name() -> None:
     """Cookies.get answers a header it has read before from what it found (None included),
     per cookie name: the same header over HTTPS names `__Host-` cookies, another answer."""
     cookies = Cookies(OURS, Login(mode="upstream"))
-    https = dataclasses.replace(VIEW_HTTP, proto="https")
+    https = VIEW_HTTP._replace(proto="https")
     headers = [
         (f"{OURS}=plain.value; __Host-{OURS}=host.value", "plain.value", "host.value"),
         (f'{OURS}="quoted.value"; other=1', "quoted.value", None),

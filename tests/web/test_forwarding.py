@@ -786,3 +786,61 @@ def test_wants_html_only_when_html_is_accepted(accept: str, expected: bool) -> N
 
 def test_wants_html_is_false_without_accept() -> None:
     assert wants_html(headers()) is False
+
+
+# -- plans remembered per head -----------------------------------------------------------------
+
+
+def test_a_remembered_plan_is_never_used_for_a_head_whose_connection_lines_differ() -> None:
+    """The same names, and a Connection line naming another header: the plan remembered for
+    the first head must not keep the header the second one names."""
+    first = headers(("Connection", "keep-alive"), ("X-Debug", "1"), ("Accept", "*/*"))
+    second = headers(("Connection", "X-Debug"), ("X-Debug", "1"), ("Accept", "*/*"))
+
+    assert to_upstream(first)["X-Debug"] == "1"
+    assert "X-Debug" not in to_upstream(second)
+    assert to_upstream(first)["X-Debug"] == "1"  # and the first's plan still holds
+
+
+def test_remembered_plans_drop_every_spelling_of_a_dropped_name() -> None:
+    """Names equal but for case and `_` are dropped alike however often the head is seen."""
+    incoming = headers(
+        ("x-forwarded-for", "6.6.6.6"),
+        ("X_Forwarded_For", "6.6.6.6"),
+        ("X-FORWARDED-FOR", "6.6.6.6"),
+        ("Accept", "*/*"),
+    )
+    for _ in range(3):
+        out = to_upstream(incoming)
+        assert out.getall("X-Forwarded-For") == [CLIENT]
+        assert "X_Forwarded_For" not in out
+        assert out["Accept"] == "*/*"
+
+
+def test_long_heads_are_planned_every_time_and_not_remembered() -> None:
+    """Heads whose names add up past PLANNED_LENGTH get the same answer, but are not kept:
+    the plans a worker remembers stay small whatever clients send."""
+    from gateway.web import forwarding
+
+    before = len(forwarding._planned._known)
+    long_name = "X-" + "a" * forwarding.PLANNED_LENGTH
+    incoming = headers((long_name, "1"), ("Connection", long_name), ("Accept", "*/*"))
+
+    out = to_upstream(incoming)
+
+    assert long_name not in out
+    assert out["Accept"] == "*/*"
+    assert len(forwarding._planned._known) == before
+
+
+def test_response_plans_rewrite_only_heads_that_need_it() -> None:
+    plain = headers(("Content-Type", "text/html"), ("Connection", "close"))
+    moved = headers(("Location", "http://127.0.0.1:8081/a"), ("Connection", "close"))
+    named_away = headers(("Connection", "Location"), ("Location", "http://127.0.0.1:8081/a"))
+
+    for _ in range(2):
+        assert list(downstream_response_headers(plain, REWRITER).items()) == [
+            ("Content-Type", "text/html")
+        ]
+        assert downstream_response_headers(moved, REWRITER)["Location"] == "/a"
+        assert "Location" not in downstream_response_headers(named_away, REWRITER)
