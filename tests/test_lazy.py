@@ -139,3 +139,20 @@ def test_pages_qr_codes_and_e_mail_load_their_libraries_at_their_first_use(
         "loaded True True True False",
         "loaded True True True True",
     ]
+
+
+def test_the_run_command_does_not_load_detect_logins_crm_reader() -> None:
+    """main.py imports every command's module for its parser; detect-login's reader of a CRM
+    (gateway.setup: an HTML parser, forms, an HTTP client, about 0.3 MB) is imported by the
+    command itself, so `crm-gateway run`'s workers do not carry it."""
+    import subprocess
+
+    code = (
+        "import sys, gateway.cli.main, gateway.web.app, gateway.web.server\n"
+        "print(*(name in sys.modules for name in "
+        "('gateway.setup.detect', 'gateway.setup.section', 'html.parser')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "False", "False"]

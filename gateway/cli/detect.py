@@ -10,13 +10,19 @@ import argparse
 import asyncio
 import getpass
 import sys
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from gateway.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, when_utc
 from gateway.clock import SystemClock
 from gateway.errors import BadArgument, DetectionFailed, SeveralForms
-from gateway.setup.detect import Detection, detect
-from gateway.setup.section import account, render
+
+if TYPE_CHECKING:
+    from gateway.setup.detect import Detection
+
+# gateway.setup (an HTML parser, forms, an HTTP client: about 0.3 MB) is imported by the
+# command, not with this module: main.py imports every command's module for its parser, and
+# `crm-gateway run` would carry it in every worker.
 
 CLOCK = SystemClock()
 
@@ -146,6 +152,8 @@ def detect_login_command(args: argparse.Namespace) -> int:
             print(f"detect-login: {exc}", file=sys.stderr)
             print("nothing written", file=sys.stderr)
             return EXIT_FAILED
+    from gateway.setup.section import account, render
+
     print(render(found, when_utc(CLOCK.now()) + " UTC"), end="")
     for line in account(found):
         print(line, file=sys.stderr)
@@ -159,6 +167,8 @@ def detect_login_command(args: argparse.Namespace) -> int:
 async def _detect(
     args: argparse.Namespace, upstream: str, start: str, password: str, choice: int | None
 ) -> Detection:
+    from gateway.setup.detect import detect
+
     return await detect(
         upstream,
         start,
