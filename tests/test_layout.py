@@ -36,6 +36,7 @@ LAYERS = {
     # What crosses the proxy and where our prefix starts: plain functions over headers and
     # paths, kept below the web layer so they never grow a dependency on aiohttp.web.
     "gateway.web.forwarding": 2,
+    "gateway.web.headplans": 2,
     "gateway.web.urls": 2,
     # The core services beside the adapters they are given.
     "gateway.policy.live": 3,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -19,6 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import BadRequest
 from gateway.headers import FORWARDING, HOP_BY_HOP, fold
+from gateway.web.headplans import request_removals, response_plan, tokens
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,7 +33,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
     """Header names listed in every `Connection` line, folded."""
-    return _tokens(headers.getall("Connection", ()))
+    return tokens(headers.getall("Connection", ()))
 
 
 class ClientView(NamedTuple):
@@ -203,7 +204,7 @@ def upstream_request_headers(
     """The headers sent to the CRM: client's minus hop-by-hop and spoofable ones, plus ours."""
     drop = _dropped(fold(secret[0]) if secret else "", extra_drop)
     out = incoming.copy()
-    for name in _planned(_request_plan, incoming, drop)[0]:
+    for name in request_removals(incoming, drop):
         out.popall(name, None)
     # Content-Length is dropped above and set again by the client from the streamed payload,
     # so the CRM always gets framing the gateway generated itself (SM-2).
@@ -224,71 +225,6 @@ def upstream_request_headers(
     if secret is not None:
         out[secret[0]] = secret[1]
     return out
-
-
-# Which headers of a head are removed depends only on their names, the `Connection` lines
-# and the configuration: it is worked out once per such head, for heads whose names add up
-# to PLANNED_LENGTH characters at most (browsers and API clients send the same names request
-# after request), at most PLANNED heads per worker (the oldest go first): well under a MB.
-PLANNED = 1024
-PLANNED_LENGTH = 2048
-
-Names = tuple[str, ...]
-Plan = tuple[Names, bool]  # the names to remove; whether a value left must be rewritten
-
-
-def _request_plan(names: Names, connection: Names, drop: frozenset[str]) -> Plan:
-    """The names (as sent) of the request headers never relayed: `drop` (folded) and those
-    the client's `Connection` lines name. Dropping a name drops every header of that name:
-    names equal but for case fold alike."""
-    named = _tokens(connection)
-    return tuple(n for n in names if fold(n) in drop or fold(n) in named), False
-
-
-def _response_plan(names: Names, connection: Names, drop: frozenset[str]) -> Plan:
-    """The names (as sent) of the CRM's response headers the client never gets, and whether
-    one left names a URL or a cookie domain (OriginRewriter)."""
-    named = _tokens(connection)
-    removed = tuple(n for n in names if n.lower() in drop or n.lower() in named)
-    kept = {n.lower() for n in names} - {n.lower() for n in removed}
-    return removed, bool(kept & _REWRITTEN)
-
-
-class _Plans:
-    """Plans already worked out, by the function that makes them, the head's names, its
-    `Connection` lines and what is dropped (PLANNED, PLANNED_LENGTH)."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[object, Names, Names, frozenset[str]], Plan] = {}
-
-    def __call__(
-        self,
-        make: Callable[[Names, Names, frozenset[str]], Plan],
-        headers: CIMultiDictProxy[str] | CIMultiDict[str],
-        drop: frozenset[str],
-    ) -> Plan:
-        names = tuple(headers.keys())
-        connection = tuple(headers.getall("Connection", ()))
-        key = (make, names, connection, drop)
-        known = self._known.get(key)
-        if known is not None:
-            return known
-        plan = make(names, connection, drop)
-        if sum(map(len, names)) + sum(map(len, connection)) <= PLANNED_LENGTH:
-            if len(self._known) >= PLANNED:
-                del self._known[next(iter(self._known))]
-            self._known[key] = plan
-        return plan
-
-
-_planned = _Plans()
-
-
-def _tokens(lines: Iterable[str]) -> frozenset[str]:
-    names: set[str] = set()
-    for line in lines:
-        names.update(fold(token.strip()) for token in line.split(",") if token.strip())
-    return frozenset(names)
 
 
 def forwarded_proto(
@@ -381,10 +317,10 @@ def downstream_response_headers(
     Content-Length is left out: the server sets framing from what it streams (SM-3).
     """
     out = incoming.copy()
-    removed, rewrite = _planned(_response_plan, incoming, _RESPONSE_DROP)
+    removed, kept = response_plan(incoming, _RESPONSE_DROP)
     for name in removed:
         out.popall(name, None)
-    if not rewrite:
+    if not kept & _REWRITTEN:
         return out
     rewritten: CIMultiDict[str] = CIMultiDict()
     for name, value in out.items():

@@ -820,17 +820,17 @@ def test_remembered_plans_drop_every_spelling_of_a_dropped_name() -> None:
 def test_long_heads_are_planned_every_time_and_not_remembered() -> None:
     """Heads whose names add up past PLANNED_LENGTH get the same answer, but are not kept:
     the plans a worker remembers stay small whatever clients send."""
-    from gateway.web import forwarding
+    from gateway.web import headplans
 
-    before = len(forwarding._planned._known)
-    long_name = "X-" + "a" * forwarding.PLANNED_LENGTH
+    before = len(headplans._plans.known)
+    long_name = "X-" + "a" * headplans.PLANNED_LENGTH
     incoming = headers((long_name, "1"), ("Connection", long_name), ("Accept", "*/*"))
 
     out = to_upstream(incoming)
 
     assert long_name not in out
     assert out["Accept"] == "*/*"
-    assert len(forwarding._planned._known) == before
+    assert len(headplans._plans.known) == before
 
 
 def test_response_plans_rewrite_only_heads_that_need_it() -> None:
