@@ -4,6 +4,7 @@ page), and one access-log line and one metric when it ends."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from gateway.config.model import Config
 from gateway.errors import AccessDenied, BadRequest, HttpError
 from gateway.i18n import negotiate
 from gateway.metrics import record_request
+from gateway.web.accesslog import AccessLog
 from gateway.web.bodies import WAITS_FOR_CONTINUE
 from gateway.web.forwarding import (
     ClientView,
@@ -78,6 +80,7 @@ def scope_middleware() -> Middleware:
     async def scope(request: web.Request, handler: Handler) -> web.StreamResponse:
         """Who is asking (address, request id), our errors as pages or JSON, one access-log line."""
         app = request.app  # a property of aiohttp's: read once
+        call_soon = asyncio.get_running_loop().call_soon
         config = app[CONFIG]
         clock = app[CLOCK]
         started = clock.monotonic()
@@ -107,22 +110,42 @@ def scope_middleware() -> Middleware:
         finally:
             seconds = clock.monotonic() - started
             decision = request[DECISION] or ("gone" if not status else "forward")
-            record_request(decision, seconds)
-            access = app.get(ACCESS_LOG)
-            if access is not None and access.enabled:
-                seen = request.get(VIEW)
-                access.record(
-                    rid,
-                    seen.ip if seen else request.remote or "",
-                    request.method,
-                    request.raw_path.split("?", 1)[0][:512],
-                    status or 499,
-                    seconds,
-                    request[USER] or "-",
-                    decision,
-                )
+            seen = request.get(VIEW)
+            # Recorded once the response is written (the handler's task writes it before it
+            # next waits): the metric and the log line are not the client's wait.
+            call_soon(
+                _recorded,
+                app.get(ACCESS_LOG),
+                rid,
+                seen.ip if seen else request.remote or "",
+                request.method,
+                request.raw_path,
+                status,
+                seconds,
+                request[USER] or "-",
+                decision,
+            )
 
     return scope
+
+
+def _recorded(
+    access: AccessLog | None,
+    rid: str,
+    ip: str,
+    method: str,
+    raw_path: str,
+    status: int,
+    seconds: float,
+    user: str,
+    decision: str,
+) -> None:
+    """One answered request in the metrics and the access log (status 499: the client left
+    before an answer)."""
+    record_request(decision, seconds)
+    if access is not None and access.enabled:
+        path = raw_path.split("?", 1)[0][:512]
+        access.record(rid, ip, method, path, status or 499, seconds, user, decision)
 
 
 def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> web.Response:
