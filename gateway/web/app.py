@@ -32,7 +32,7 @@ from gateway.signin.session import SessionBook
 from gateway.stores import InProcessStore, SharedStore, open_stores
 from gateway.stores.protocols import SEAL_RING_NOTE
 from gateway.tasks import Background
-from gateway.web import health, pipeline, proxy
+from gateway.web import health, pipeline
 from gateway.web.accesslog import AccessLog
 from gateway.web.bodies import expect_continue_later
 from gateway.web.forwarding import (
@@ -86,7 +86,6 @@ def build_app(
         app.cleanup_ctx.append(functools.partial(_guard, preloaded=policy))
     if config.signin.login is not None:
         app.cleanup_ctx.append(_signin)
-    app.on_response_prepare.append(proxy.drop_invented_content_type)
     app.router.add_route("*", "/{tail:.*}", pipeline.dispatch, expect_handler=expect_continue_later)
     return app
 
