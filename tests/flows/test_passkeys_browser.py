@@ -9,13 +9,14 @@ language. The gateway (public_url http://localhost:PORT), the CRM and Chromium a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from pathlib import Path
 
 import pyotp
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Page, Route, expect
 
 from gateway.i18n import LANGUAGES
 from tests import browser as chromium
@@ -122,11 +123,20 @@ async def test_a_person_signs_in_to_the_django_crm_with_a_passkey(
         # Signing in again: the passkey is offered, a touch and the CRM.
         await django_logout(page, "dora")
         gw.clock.advance(60)
+
+        async def late(route: Route) -> None:
+            # The script arrives after the browser has run the page's autofocus, which a
+            # disabled button cannot take: the script must focus it when it enables it.
+            await asyncio.sleep(0.5)
+            await route.continue_()
+
+        await page.route("**/webauthn.js", late)
         await django_login(page, gw, "dora")
         await expect(page).to_have_url(re.compile(r"/_gateway/challenge$"))
         button = page.get_by_role("button", name="Use my passkey")
         await expect(button).to_be_enabled()  # the script found WebAuthn
         await expect(button).to_be_focused()
+        await page.unroute("**/webauthn.js", late)
         assert await page.get_by_role("link", name="Use a recovery code").is_visible()
         await shot(page, "passkey-challenge")
         await button.click()

@@ -80,6 +80,13 @@
     }
     say(""); // the page's "needs JavaScript": it has it
     button.disabled = false;
+    // A disabled button cannot take the autofocus the page asks for: when the browser ran
+    // autofocus before this script, the button is focused now, unless the person has
+    // moved on to something else.
+    var active = document.activeElement;
+    if (button.autofocus && (!active || active === document.body)) {
+      button.focus();
+    }
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       button.disabled = true;
