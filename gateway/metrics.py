@@ -8,8 +8,10 @@ an address or a path, which would grow without bound.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import Counter, Histogram
 
@@ -98,18 +100,52 @@ MESSAGE_COST = Counter(
 )
 
 
-_REQUEST_CHILDREN: dict[str, tuple[Any, Any]] = {}
+class _RequestValues(NamedTuple):
+    """One decision's values: the request counter's, the duration histogram's sum and its
+    buckets' (the last one +Inf), as prometheus-client keeps them."""
+
+    requests: Callable[[float], None]
+    total: Callable[[float], None]
+    buckets: tuple[Callable[[float], None], ...]
+    bounds: tuple[float, ...]
+
+
+_REQUEST_VALUES: dict[str, _RequestValues] = {}
+
+
+def _not_counted(amount: float) -> None:
+    """The bucket of a prometheus-client whose histogram observes as a whole."""
+
+
+def _request_values(decision: str) -> _RequestValues:
+    return values_of(REQUESTS.labels(decision), REQUEST_SECONDS.labels(decision))
+
+
+def values_of(counter: Any, histogram: Any) -> _RequestValues:
+    """A decision's values to add to directly (Counter.inc and Histogram.observe check
+    the metric and take a lock per call, walk the buckets: half a request's cost of
+    recording); with a prometheus-client that keeps them otherwise, its public `inc` and
+    `observe` (which counts the bucket itself)."""
+    try:
+        return _RequestValues(
+            counter._value.inc,
+            histogram._sum.inc,
+            tuple(bucket.inc for bucket in histogram._buckets),
+            tuple(histogram._upper_bounds),
+        )
+    except AttributeError:
+        return _RequestValues(counter.inc, histogram.observe, (_not_counted,), ())
 
 
 def record_request(decision: str, seconds: float) -> None:
-    """One answered request: the per-decision children are looked up once, not per request
-    (the lookup takes a lock and builds a key: half the cost)."""
-    children = _REQUEST_CHILDREN.get(decision)
-    if children is None:
-        children = (REQUESTS.labels(decision), REQUEST_SECONDS.labels(decision))
-        _REQUEST_CHILDREN[decision] = children
-    children[0].inc()
-    children[1].observe(seconds)
+    """One answered request, in the same samples as `inc()` and `observe(seconds)`: the
+    count, the sum and the first bucket whose bound is at least `seconds`."""
+    values = _REQUEST_VALUES.get(decision)
+    if values is None:
+        values = _REQUEST_VALUES[decision] = _request_values(decision)
+    values.requests(1)
+    values.total(seconds)
+    values.buckets[bisect_left(values.bounds, seconds)](1)
 
 
 def record_message(channel: str, provider: str, ok: bool, cost: Decimal, currency: str) -> None:
