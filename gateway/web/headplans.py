@@ -3,9 +3,10 @@ head. The answer depends only on the head's names, its `Connection` lines and wh
 configuration drops, which browsers and API clients repeat request after request; the head
 itself is then copied in C and the names popped (gateway.web.forwarding adds and rewrites).
 
-A plan is remembered for heads whose names add up to PLANNED_LENGTH characters at most, at
-most PLANNED of them per worker (the oldest go first): well under a MB. Longer heads are
-planned every time, the same way.
+A plan is remembered for heads of at most PLANNED_NAMES names adding up to PLANNED_LENGTH
+characters, at most PLANNED of them per worker (the oldest go first): about 3 MB at worst
+(tests/web/test_forwarding.py measures it), tens of KB for the few heads browsers and API
+clients send. Other heads are planned every time, the same way.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.headers import fold
 
-PLANNED = 1024
-PLANNED_LENGTH = 2048
+PLANNED = 256
+PLANNED_NAMES = 32
+PLANNED_LENGTH = 768
 
 Names = tuple[str, ...]
 Headers = CIMultiDictProxy[str] | CIMultiDict[str]
@@ -67,7 +69,8 @@ class _Plans:
         if known is not None:
             return known
         plan = make(names, connection, drop)
-        if sum(map(len, names)) + sum(map(len, connection)) <= PLANNED_LENGTH:
+        small = len(names) + len(connection) <= PLANNED_NAMES
+        if small and sum(map(len, names)) + sum(map(len, connection)) <= PLANNED_LENGTH:
             if len(self.known) >= PLANNED:
                 del self.known[next(iter(self.known))]
             self.known[key] = plan

@@ -844,3 +844,36 @@ def test_response_plans_rewrite_only_heads_that_need_it() -> None:
         ]
         assert downstream_response_headers(moved, REWRITER)["Location"] == "/a"
         assert "Location" not in downstream_response_headers(named_away, REWRITER)
+
+
+def test_remembered_plans_stay_within_a_few_mb_whatever_heads_clients_send() -> None:
+    """The worst heads that are still remembered (as many names and characters as allowed,
+    each head new), requests and responses: at most PLANNED plans, about 3 MB; a head with
+    one name too many is planned, not remembered."""
+    import tracemalloc
+
+    from gateway.web import headplans
+
+    def head(i: int, count: int) -> CIMultiDictProxy[str]:
+        size = (headplans.PLANNED_LENGTH - len("Connection") - 1) // count
+        names = [f"{i:06d}{n:03d}".ljust(size, "x") for n in range(count)]
+        return headers(*[(name, "1") for name in names], ("Connection", "x"))
+
+    most = headplans.PLANNED_NAMES - 2  # with Connection and its one line
+    headplans._plans.known.clear()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(headplans.PLANNED):
+            to_upstream(head(i, most))
+            downstream_response_headers(head(i, most), REWRITER)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(headplans._plans.known) == headplans.PLANNED
+    assert grown < 4_000_000, grown
+    oldest = next(iter(headplans._plans.known))
+    to_upstream(head(headplans.PLANNED, most + 1))  # one name too many: not kept
+    assert next(iter(headplans._plans.known)) == oldest
+    to_upstream(head(headplans.PLANNED + 1, most))  # a new one: the oldest goes
+    assert oldest not in headplans._plans.known
