@@ -49,7 +49,9 @@ async def expect_continue_later(request: web.Request) -> None:
 
 async def go_on(request: web.Request) -> None:
     """100 Continue to a client that waits for it (once): the request may send its body."""
-    if request.get(WAITS_FOR_CONTINUE):
+    # Asked only of a request that sent Expect (a key missing from a request's state is a
+    # KeyError raised and caught: most requests skip it).
+    if hdrs.EXPECT in request.headers and request.get(WAITS_FOR_CONTINUE):
         request[WAITS_FOR_CONTINUE] = False
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the answer's own bytes are counted from here
