@@ -143,6 +143,13 @@ class BadRequest(HttpError):
     reason = "bad_request"
 
 
+class ExpectationFailed(HttpError):
+    """An `Expect` other than 100-continue (RFC 9110 §10.1.1): refused, never forwarded."""
+
+    status = 417
+    reason = "expectation_failed"
+
+
 class PayloadTooLarge(HttpError):
     """A body the gateway must read whole (the CRM's login form) is over its limit."""
 

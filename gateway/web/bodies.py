@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
-from gateway.errors import PayloadTooLarge
+from gateway.errors import ExpectationFailed, PayloadTooLarge
 
 # The request's client waits for 100 Continue before it sends its body.
 WAITS_FOR_CONTINUE = web.RequestKey("waits_for_continue", bool)
@@ -38,13 +38,19 @@ async def read_whole(request: web.Request, limit: int, *, reason: str) -> bytes:
 async def expect_continue_later(request: web.Request) -> None:
     """The route's expect handler: aiohttp's own would answer 100 Continue before any rule
     is judged. A 100-continue from an HTTP/1.1 client is noted for `go_on`; any other
-    expectation is 417, as aiohttp answers it."""
+    expectation is left to `refuse_unmet_expectation`, inside the pipeline, so that its
+    417 is logged and counted like every refusal (aiohttp's handler runs before it)."""
     expect = request.headers.get(hdrs.EXPECT, "")
-    if request.version != HttpVersion11:
-        return
-    if expect.lower() != "100-continue":
-        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
-    request[WAITS_FOR_CONTINUE] = True
+    if request.version == HttpVersion11 and expect.lower() == "100-continue":
+        request[WAITS_FOR_CONTINUE] = True
+
+
+def refuse_unmet_expectation(request: web.Request) -> None:
+    """ExpectationFailed (417) for an HTTP/1.1 request that expects anything but
+    100-continue, as aiohttp answered it; HTTP/1.0 clients' Expect is ignored."""
+    expect = request.headers.get(hdrs.EXPECT, "100-continue")
+    if request.version == HttpVersion11 and expect.lower() != "100-continue":
+        raise ExpectationFailed(f"unknown Expect: {expect[:64]!r}")
 
 
 async def go_on(request: web.Request) -> None:

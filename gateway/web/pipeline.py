@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway.errors import MethodNotAllowed, NotFound, SignInRequired
 from gateway.fields import overrides_method
@@ -23,7 +23,7 @@ from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Asks, Kind, Request, Who
 from gateway.signin.session import FULL
 from gateway.web import crmlogin, forwardauth, health, proxy, reverify
-from gateway.web.bodies import FORM_LIMIT, go_on, read_whole
+from gateway.web.bodies import FORM_LIMIT, go_on, read_whole, refuse_unmet_expectation
 from gateway.web.forwarding import wants_html
 from gateway.web.guard import GUARD, Guard, Judged
 from gateway.web.keys import CLOCK, CONFIG, DECISION, SESSION, VIEW
@@ -35,6 +35,8 @@ from gateway.web.urls import reserved_subpath, safe_return_path
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """The one route: every request, whatever its path."""
+    if hdrs.EXPECT in request.headers:
+        refuse_unmet_expectation(request)
     sub = reserved_subpath(request.raw_path, request.app[CONFIG].path_prefix)
     if sub is not None:
         await go_on(request)

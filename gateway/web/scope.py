@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.config.model import Config
-from gateway.errors import AccessDenied, BadRequest, HttpError
+from gateway.errors import AccessDenied, BadRequest, ExpectationFailed, HttpError
 from gateway.i18n import negotiate
 from gateway.metrics import record_request
 from gateway.web.accesslog import AccessLog
@@ -180,10 +180,11 @@ def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> we
         else negotiate(request.headers.get("Accept-Language", "")),
         headers=extra or None,
     )
-    if isinstance(exc, BadRequest) or request.get(WAITS_FOR_CONTINUE):
+    if isinstance(exc, BadRequest | ExpectationFailed) or request.get(WAITS_FOR_CONTINUE):
         # What we refused to read may also be badly framed, or is a body its client holds
-        # back for a 100 Continue that never comes (gateway.web.bodies): never reuse the
-        # connection, or the client's next request would be read as that body.
+        # back for a 100 Continue (or another expectation) that never comes
+        # (gateway.web.bodies): never reuse the connection, or the client's next request
+        # would be read as that body.
         response.force_close()
     return response
 

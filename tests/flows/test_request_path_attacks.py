@@ -764,16 +764,12 @@ async def test_a_client_that_leaves_mid_request_is_logged_as_499_once(
     assert len(seen.lines) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole (older than this session): `Expect: <anything but 100-continue>` is "
-    "answered 417 by the route's expect handler (gateway.web.bodies.expect_continue_later "
-    "raises web.HTTPExpectationFailed), which OneRoute runs before the middleware chain: the "
-    "request gets no access-log line and no crm_gateway_requests sample at all",
-)
 async def test_an_expectation_refused_by_aiohttp_is_logged_and_counted(
     crm: RawCrm, logged: tuple[Served, Logged, io.StringIO]
 ) -> None:
+    """`Expect: <anything but 100-continue>` is answered 417 inside the pipeline (it was
+    aiohttp's, before the middleware chain): logged and counted like any refusal, and the
+    connection closed (the client may still send the body it announced)."""
     gw, seen, _ = logged
     counted = sum(_requests(d) for d in ("refused", "error", "forward", "gone", "page"))
     answer = await exchange(
@@ -787,6 +783,10 @@ async def test_an_expectation_refused_by_aiohttp_is_logged_and_counted(
     # has read it all, a request the scope saw has been recorded.
     total = sum(_requests(d) for d in ("refused", "error", "forward", "gone", "page"))
     assert (len(seen.lines), total) == (1, counted + 1)
+    line = seen.lines[0]
+    assert (line[3], line[4], line[7]) == ("/up", 417, "refused"), line
+    assert json.loads(answer.body)["error"] == "expectation_failed"
+    assert "close" in [v.lower() for v in answer.all("Connection")]
 
 
 # -- the identity header (gateway login), with remembered plans --------------------------------
