@@ -262,15 +262,18 @@ class AuditTrail:
         )
 
     async def run(self) -> None:
-        """Background: batches to the store, and old events pruned once an hour."""
-        pruned_at = 0.0
+        """Background: batches to the store, and old events pruned at the first look after
+        the start, then once an hour (a monotonic clock counts from the machine's boot: a
+        first prune timed from 0 came an hour after boot, whenever the gateway started)."""
+        pruned_at: float | None = None
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_EVERY)
             self._wake.clear()
             await self.flush()
             now = self._clock.monotonic()
-            if self._keep and self._durable is not None and now - pruned_at > PRUNE_EVERY:
+            due = pruned_at is None or now - pruned_at > PRUNE_EVERY
+            if self._keep and self._durable is not None and due:
                 pruned_at = now
                 try:
                     await self._durable.prune_audit(self._clock.now() - self._keep)

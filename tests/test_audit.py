@@ -200,6 +200,38 @@ async def test_search_by_each_criterion(store: SqliteDurableStore) -> None:
     assert await rids(user="alice", names=("challenge.*",), outcome="ok") == ["r3"]
 
 
+async def test_the_background_task_prunes_at_its_first_look_then_hourly(
+    store: SqliteDurableStore,
+) -> None:
+    """Whatever the monotonic clock reads at the start (it counts from the machine's boot):
+    old events go at the first look, then no more often than PRUNE_EVERY."""
+    await _fill(store)  # seven events, an hour apart from T0
+    clock = FakeClock(T0 + 8 * 3600)  # monotonic 0: a machine just booted
+    trail = AuditTrail(store, clock, output="", keep=5 * 3600)  # before T0 + 3 h: old
+
+    async def stored(count: int) -> None:
+        for _ in range(100):  # each look comes within FLUSH_EVERY
+            if len(await store.audit_events(AuditQuery())) == count:
+                return
+            await asyncio.sleep(0.02)
+        assert len(await store.audit_events(AuditQuery())) == count
+
+    task = asyncio.create_task(trail.run())
+    try:
+        await stored(4)  # T0, T0 + 1 h and T0 + 2 h pruned at the first look
+        clock.advance(1800)  # T0 + 3 h is old now, but half an hour is not an hour
+        trail.record("policy.reloaded", "ok")
+        await stored(5)
+        trail.record("policy.reloaded", "ok")  # a look after the one that stored the first
+        await stored(6)
+        clock.advance(3600)  # an hour after the first prune: T0 + 3 h and T0 + 4 h go
+        trail.record("policy.reloaded", "ok")
+        await stored(5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_old_events_are_pruned(store: SqliteDurableStore) -> None:
     await _fill(store)
     assert await store.prune_audit(T0 + 3 * 3600) == 3

@@ -116,8 +116,11 @@ async def test_a_signed_in_request_makes_no_postgres_round_trip(
             f"{BURST} signed-in requests in {burst.seconds:.2f} s: store calls {burst.calls}, "
             f"statements {total} ({burst.statements})"
         )
-        assert set(burst.calls) <= POLLS, burst.calls
-        assert all(n <= looks for n in burst.calls.values()), (burst.calls, looks)
+        # The audit trail's hourly prune is the trail's, not a request's (it ran in the
+        # burst once when the machine's monotonic clock passed an hour: gateway.audit).
+        polled = {k: n for k, n in burst.calls.items() if k != "prune_audit"}
+        assert set(polled) <= POLLS, burst.calls
+        assert all(n <= looks for n in polled.values()), (burst.calls, looks)
         assert burst.on_path_statements == 0, burst.statements
         assert total <= len(POLLS) * looks < BURST / 10
         # The counters see a request that does need the store (the account page lists
