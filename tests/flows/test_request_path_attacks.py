@@ -28,6 +28,7 @@ from gateway.web.app import build_app
 from gateway.web.headplans import PLANNED, PLANNED_LENGTH, PLANNED_NAMES
 from gateway.web.keys import ACCESS_LOG
 from tests.conftest import GatewayFactory, Served, serve
+from tests.flows.test_signin_gateway_mode import POLICY
 from tests.signin_kit import Browsers, Start
 from tests.signin_kit import field as form_field
 
@@ -791,18 +792,7 @@ async def test_an_expectation_refused_by_aiohttp_is_logged_and_counted(
 
 # -- the identity header (gateway login), with remembered plans --------------------------------
 
-POLICY = """\
-defaults:
-  interval: always
-  factors: [totp, recovery]
-  enforcement: required
-  remember_device: off
-users:
-  erin: {enforcement: optional}
-paths:
-  - {path: /public/**, allow: [anyone]}
-  - {path: "/**", allow: [authenticated]}
-"""
+# test_signin_gateway_mode's policy: erin signs in without a second factor; /public/** is open.
 
 
 async def test_identity_header_spellings_and_connection_never_speak_for_the_client(
