@@ -236,9 +236,8 @@ def _command(argv: list[str] | None) -> int:
             return EXIT_CONFIG
         try:
             return handler(args, *loaded)
-        except (
-            StoreUnavailable
-        ) as exc:  # cli.store_access.with_store's one line: which store, and why
+        except StoreUnavailable as exc:
+            # cli.store_access.with_store's one line: which store, and why
             print(exc.detail, file=sys.stderr)
             return EXIT_FAILED
     if args.command == "detect-login":
