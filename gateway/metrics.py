@@ -117,10 +117,6 @@ def _not_counted(amount: float) -> None:
     """The bucket of a prometheus-client whose histogram observes as a whole."""
 
 
-def _request_values(decision: str) -> _RequestValues:
-    return values_of(REQUESTS.labels(decision), REQUEST_SECONDS.labels(decision))
-
-
 def values_of(counter: Any, histogram: Any) -> _RequestValues:
     """A decision's values to add to directly (Counter.inc and Histogram.observe check
     the metric and take a lock per call, walk the buckets: half a request's cost of
@@ -142,7 +138,8 @@ def record_request(decision: str, seconds: float) -> None:
     count, the sum and the first bucket whose bound is at least `seconds`."""
     values = _REQUEST_VALUES.get(decision)
     if values is None:
-        values = _REQUEST_VALUES[decision] = _request_values(decision)
+        children = REQUESTS.labels(decision), REQUEST_SECONDS.labels(decision)
+        values = _REQUEST_VALUES[decision] = values_of(*children)
     values.requests(1)
     values.total(seconds)
     values.buckets[bisect_left(values.bounds, seconds)](1)
