@@ -84,6 +84,16 @@ async def chosen_events(gw: SignInGateway) -> list[AuditEvent]:
     return await audit_trail(gw.served, "interval.chosen")
 
 
+async def refused_choice(gw: SignInGateway, b: Browser, value: str) -> AuditEvent:
+    """bob chooses `value` and is refused: nothing is saved, and the trail holds one choice,
+    refused as not open to him. That event."""
+    assert await choose(b, value) == "/_gateway/account?interval_refused=1"
+    assert await gw.signin.durable.interval_choice("bob") is None
+    [refused] = await chosen_events(gw)
+    assert (refused.outcome, refused.reason) == ("refused", "not_open")
+    return refused
+
+
 async def sign_out_and_in(b: Browser, gw: SignInGateway, user: str = "bob") -> str:
     """The CRM's logout, then its login again: where the gateway sends the browser."""
     await b.post("/logout", {})
@@ -176,13 +186,9 @@ async def test_an_interval_not_open_to_the_user_is_refused_and_changes_nothing(
 ) -> None:
     b = browsers(gw)
     await enrolled(b, "bob", "bob-demo")
-    assert await choose(b, value) == "/_gateway/account?interval_refused=1"
+    await refused_choice(gw, b, value)
     _, html, _ = await b.get("/_gateway/account?interval_refused=1")
     assert "That interval is not one you can choose" in html
-    assert await gw.signin.durable.interval_choice("bob") is None
-    events = await chosen_events(gw)
-    [refused] = events
-    assert (refused.outcome, refused.reason) == ("refused", "not_open")
 
 
 async def test_the_form_needs_the_sessions_csrf_token(
