@@ -19,7 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import BadRequest
 from gateway.headers import FORWARDING, HOP_BY_HOP, fold
-from gateway.web.headplans import request_removals, response_plan, tokens
+from gateway.web.headplans import request_removals, response_plan
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -29,11 +29,6 @@ _REQUEST_DROP = frozenset({"expect", "content-length", "host"})
 
 MAX_FORWARDED_HOPS = 32
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
-
-
-def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
-    """Header names listed in every `Connection` line, folded."""
-    return tokens(headers.getall("Connection", ()))
 
 
 class ClientView(NamedTuple):

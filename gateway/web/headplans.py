@@ -27,7 +27,7 @@ Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 Plan = tuple[Names, frozenset[str]]
 
 
-def tokens(lines: Iterable[str]) -> frozenset[str]:
+def _tokens(lines: Iterable[str]) -> frozenset[str]:
     """Header names listed in `Connection` lines, folded."""
     names: set[str] = set()
     for line in lines:
@@ -39,14 +39,14 @@ def _request_plan(names: Names, connection: Names, drop: frozenset[str]) -> Plan
     """Request headers are compared folded (case, and `_` as `-`: CGI reads X_Forwarded_For
     as X-Forwarded-For). Dropping a name drops every header of that name: names equal but
     for case fold alike."""
-    named = tokens(connection)
+    named = _tokens(connection)
     removed = tuple(n for n in names if fold(n) in drop or fold(n) in named)
     return removed, frozenset()
 
 
 def _response_plan(names: Names, connection: Names, drop: frozenset[str]) -> Plan:
     """Response headers are compared in lower case."""
-    named = tokens(connection)
+    named = _tokens(connection)
     removed = tuple(n for n in names if n.lower() in drop or n.lower() in named)
     return removed, frozenset(n.lower() for n in names) - {n.lower() for n in removed}
 
