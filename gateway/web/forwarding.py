@@ -24,7 +24,8 @@ from gateway.web.headplans import request_removals, response_plan
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# The request's own framing and the ones we must not relay (aiohttp answers Expect itself).
+# The request's own framing and the ones we must not relay (the gateway answers Expect itself:
+# gateway.web.bodies).
 _REQUEST_DROP = frozenset({"expect", "content-length", "host"})
 
 MAX_FORWARDED_HOPS = 32
