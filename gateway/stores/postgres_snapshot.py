@@ -209,16 +209,13 @@ class PostgresSnapshots:
         uri = f"{snapshot.absolute().as_uri()}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True)) as src:
             row = src.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        held = 0 if row is None else int(row[0])
-        if 1 <= held < self.schema:
-            copy = work / "snapshot"
-            with (
-                closing(sqlite3.connect(uri, uri=True)) as src,
-                closing(sqlite3.connect(copy)) as dst,
-            ):
-                src.backup(dst)
-            held = bring_up_to_date(copy)
-            snapshot = copy
+            held = 0 if row is None else int(row[0])
+            if 1 <= held < self.schema:
+                copy = work / "snapshot"
+                with closing(sqlite3.connect(copy)) as dst:
+                    src.backup(dst)
+                held = bring_up_to_date(copy)
+                snapshot = copy
         if held != self.schema:
             shown = "no schema" if row is None else f"schema {row[0]}"
             raise Refused(
