@@ -27,7 +27,13 @@ from gateway.web.keys import DURABLE
 from gateway.web.revocations import LOOK_EVERY
 from gateway.web.urls import safe_return_path
 from tests.conftest import AppStarter, Served, send_raw, serve
-from tests.flows.test_forward_auth_proxies import FORWARD_AUTH, POLICY, FrontStarter, front
+from tests.flows.test_forward_auth_proxies import (
+    FORWARD_AUTH,
+    POLICY,
+    FrontStarter,
+    front,
+    raw_get,
+)
 from tests.flows.test_forward_auth_signin import two_workers
 from tests.front_proxies import FrontProxy
 from tests.redis_server import RedisServer
@@ -77,15 +83,6 @@ async def client_on() -> AsyncIterator[Callable[[str], aiohttp.ClientSession]]:
     yield make
     for session in made:
         await session.close()
-
-
-async def raw_get(proxy: FrontProxy, target: str, extra: str = "") -> tuple[int, bytes]:
-    """`GET target` written byte for byte (no client library would keep `..`): status, body."""
-    host = proxy.url.removeprefix("http://")  # Caddy serves its site's host only
-    request = f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
-    answer = await send_raw(proxy.port, request.encode())
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
 
 
 # Out of /admin by a dot segment: the endpoint resolved it and judged /public/x, while both
