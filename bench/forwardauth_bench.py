@@ -35,7 +35,6 @@ from proxy_measure import TICK, OtherWork, cpu_ticks, memory_mb, parse_wrk
 from proxy_report import put_into_doc
 from proxy_targets import (
     PAGE,
-    SIGNIN_POLICY,
     Processes,
     fetch,
     find_tool,
@@ -48,7 +47,7 @@ from proxy_targets import (
     start_nginx_upstream,
     stop_on_signals,
     wait_until_up,
-    write_keys,
+    write_signin,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,15 +96,11 @@ def start_gateway(processes: Processes, upstream: str) -> tuple[int, subprocess.
     nginx (127.0.0.1) trusted. Everything else at its defaults (1 worker, access log on)."""
     folder = processes.workdir / "gateway"
     folder.mkdir()
-    (folder / "policies").mkdir()
-    (folder / "policies" / "policy.yaml").write_text(SIGNIN_POLICY)
-    write_keys(folder)
+    signin = write_signin(folder)
     port = free_port()
     (folder / "gateway.yaml").write_text(
-        f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\n"
-        "login: {path: /login, username_field: username, success: {cookie: crm_session}}\n"
-        "secrets:\n  session_keys: {file: session.keys}\n  seal_keys: {file: seal.keys}\n"
-        "policies: policies\nforward_auth: {}\ntrusted_proxies: [127.0.0.1/32]\n"
+        f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\n{signin}"
+        "forward_auth: {}\ntrusted_proxies: [127.0.0.1/32]\n"
     )
     process = processes.start("gateway", [*gateway_command(), "run", "-c", "gateway.yaml"], folder)
     wait_until_up(processes, "gateway", process, f"http://127.0.0.1:{port}/_gateway/healthz")

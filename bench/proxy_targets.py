@@ -261,8 +261,20 @@ def gateway_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway"]
 
 
-def write_keys(folder: Path) -> None:
-    """session.keys and seal.keys in `folder`, from `crm-gateway keys generate`, owner-only."""
+# gateway.yaml's lines for the files write_signin writes: the demo CRM's login watched.
+SIGNIN_CONFIG = (
+    "login: {path: /login, username_field: username, success: {cookie: crm_session}}\n"
+    "secrets:\n  session_keys: {file: session.keys}\n  seal_keys: {file: seal.keys}\n"
+    "policies: policies\n"
+)
+
+
+def write_signin(folder: Path) -> str:
+    """What a signed-in gateway's folder holds besides gateway.yaml: policies/policy.yaml
+    (SIGNIN_POLICY), and session.keys and seal.keys from `crm-gateway keys generate`,
+    owner-only. Returns SIGNIN_CONFIG, the config lines naming them."""
+    (folder / "policies").mkdir(parents=True)
+    (folder / "policies" / "policy.yaml").write_text(SIGNIN_POLICY)
     for keys in ("session", "seal"):
         line = subprocess.run(
             [*gateway_command(), "keys", "generate"],
@@ -274,6 +286,7 @@ def write_keys(folder: Path) -> None:
         path = folder / f"{keys}.keys"
         path.write_text(line)
         path.chmod(0o600)
+    return SIGNIN_CONFIG
 
 
 def start_gateway(
@@ -289,14 +302,7 @@ def start_gateway(
     port = free_port()
     config = f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\n"
     if signed_in:
-        (folder / "policies").mkdir()
-        (folder / "policies" / "policy.yaml").write_text(SIGNIN_POLICY)
-        write_keys(folder)
-        config += (
-            "login: {path: /login, username_field: username, success: {cookie: crm_session}}\n"
-            "secrets:\n  session_keys: {file: session.keys}\n  seal_keys: {file: seal.keys}\n"
-            "policies: policies\n"
-        )
+        config += write_signin(folder)
     (folder / "gateway.yaml").write_text(config)
     process = processes.start(name, [*gateway_command(), "run", "-c", "gateway.yaml"], cwd=folder)
     url = f"http://127.0.0.1:{port}"

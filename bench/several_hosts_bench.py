@@ -45,7 +45,6 @@ from proxy_report import put_into_doc
 from proxy_targets import (
     PAGE,
     PAGE_BODY,
-    SIGNIN_POLICY,
     Processes,
     fetch,
     find_tool,
@@ -58,7 +57,7 @@ from proxy_targets import (
     start_nginx_upstream,
     stop_on_signals,
     wait_until_up,
-    write_keys,
+    write_signin,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,17 +158,12 @@ def start_two_gateways(
 ) -> list[tuple[int, int]]:
     """Two hosts' folders with the same config, keys and policy; (port, pid) of each."""
     first = processes.workdir / "host-a"
-    (first / "policies").mkdir(parents=True)
-    (first / "policies" / "policy.yaml").write_text(SIGNIN_POLICY)
-    write_keys(first)
     config = (
         f"upstream:\n  url: {upstream}\n"
         "trusted_proxies: [127.0.0.1/32]\n"
         f"state:\n  durable: {{type: postgres, url: '{postgres}'}}\n"
         f"  shared: {{type: redis, url: '{redis}', prefix: 'crm-gateway-bench:'}}\n"
-        "login: {path: /login, username_field: username, success: {cookie: crm_session}}\n"
-        "secrets:\n  session_keys: {file: session.keys}\n  seal_keys: {file: seal.keys}\n"
-        "policies: policies\n"
+        f"{write_signin(first)}"
     )
     shutil.copytree(first, processes.workdir / "host-b")
     started = []
