@@ -39,6 +39,10 @@ login:
   logout: {path: /logout, method: POST}
 """
 
+# Sessions that idle for hours in a story: only `reverify` (or the interval) may end a
+# verification, never the idle or absolute timeout.
+LONG_SESSIONS = "sessions: {idle_timeout: 12h, absolute_timeout: 24h}\n"
+
 DEMO_POLICY = """\
 defaults:
   interval: always

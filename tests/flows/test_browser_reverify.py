@@ -15,9 +15,9 @@ from playwright.async_api import Browser, Page, expect
 from tests import browser as chromium
 from tests.conftest import Served, serve
 from tests.django_crm import CLIENTS, django_crm_app
-from tests.flows.test_reverify import LONG_SESSIONS, POLICY
+from tests.flows.test_reverify import POLICY
 from tests.flows.test_signin_django import DJANGO_LOGIN
-from tests.signin_kit import SignInGateway, Start
+from tests.signin_kit import LONG_SESSIONS, SignInGateway, Start
 
 browser = chromium.browser  # the fixture, by name
 HOUR = 3600.0

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import Served
 from tests.django_crm import CLIENTS_PATH
 from tests.flows.test_signin_django import DJANGO_LOGIN, django_login
-from tests.signin_kit import Browser, Browsers, SignInGateway, Start
+from tests.signin_kit import LONG_SESSIONS, Browser, Browsers, SignInGateway, Start
 
 HOUR = 3600.0
 POLICY = """\
@@ -33,7 +33,6 @@ users:
 paths:
   - {path: "/**", allow: [anyone]}
 """
-LONG_SESSIONS = "sessions: {idle_timeout: 12h, absolute_timeout: 24h}\n"
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from tests.conftest import Served
 from tests.helpdesk_kit import ADMIN, CONSOLE_POLICY, console_gateway
 from tests.signin_kit import (
     DEMO_LOGIN,
+    LONG_SESSIONS,
     Browser,
     Browsers,
     SignInGateway,
@@ -48,7 +49,6 @@ users:
 paths:
   - {path: "/**", allow: [anyone]}
 """
-LONG_SESSIONS = "sessions: {idle_timeout: 12h, absolute_timeout: 24h}\n"
 
 crm = pytest.fixture(noted_crm)
 browser = chromium.browser  # the fixture, by name

@@ -24,7 +24,7 @@ from tests.django_crm import (
     SESSIONS,
 )
 from tests.flows.test_signin_django import DJANGO_LOGIN, signed_in
-from tests.signin_kit import Browser, Browsers, SignInGateway, Start, field
+from tests.signin_kit import LONG_SESSIONS, Browser, Browsers, SignInGateway, Start, field
 
 HOUR = 3600.0
 POLICY = """\
@@ -37,8 +37,6 @@ paths:
   - {path: /exports/**, allow: [authenticated], fresh: 15m, factors: [totp]}
   - {path: "/**", allow: [anyone]}
 """
-# Sessions that idle for hours in these stories: only `reverify` may end a verification.
-LONG_SESSIONS = "sessions: {idle_timeout: 12h, absolute_timeout: 24h}\n"
 
 
 @pytest.fixture

@@ -48,7 +48,15 @@ from tests.django_crm import (
 from tests.flows.test_reverify import add_client_form, keep_a_form
 from tests.flows.test_signin_codes import messages, outbox_config
 from tests.flows.test_signin_django import DJANGO_LOGIN, django_login
-from tests.signin_kit import GATEWAY_COOKIE, Browser, Browsers, SignInGateway, Start, field
+from tests.signin_kit import (
+    GATEWAY_COOKIE,
+    LONG_SESSIONS,
+    Browser,
+    Browsers,
+    SignInGateway,
+    Start,
+    field,
+)
 
 HOUR = 3600.0
 POLICY = """\
@@ -75,7 +83,6 @@ DELETE_FOR_EMIL = POLICY.replace(
 CLIENTS_FOR_EMIL = POLICY.replace(
     "paths:\n", 'paths:\n  - {path: /clients/**, allow: ["user:emil"]}\n'
 )
-LONG_SESSIONS = "sessions: {idle_timeout: 12h, absolute_timeout: 24h}\n"
 EXPORT = "iban;client\nDE89370400440532013000;Acme Corporation\n"
 
 EXPORTS = web.AppKey("exports_served", list[tuple[str, str]])  # (method, raw path)
