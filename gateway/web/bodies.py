@@ -13,9 +13,7 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
 from gateway.errors import ExpectationFailed, PayloadTooLarge
-
-# The request's client waits for 100 Continue before it sends its body.
-WAITS_FOR_CONTINUE = web.RequestKey("waits_for_continue", bool)
+from gateway.web.keys import WAITS_FOR_CONTINUE
 
 FORM_LIMIT = 64 * 1024  # a POST read to look for `_method`: forms of this kind are small
 

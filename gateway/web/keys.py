@@ -1,6 +1,7 @@
-"""Every typed application and request key, in one place, but for the three whose value is
-a class of the web layer that reads the keys itself: GUARD (web.guard), SIGNIN (web.signin)
-and READINESS (web.health) live beside their classes, so that no import runs in a circle."""
+"""Every typed application and request key, in one place, but for the four whose value is
+a class of the web layer that reads the keys itself: GUARD (web.guard), SIGNIN (web.signin),
+READINESS (web.health) and WATCH (web.socketwatch) live beside their classes, so that no
+import runs in a circle."""
 
 from __future__ import annotations
 
@@ -36,3 +37,5 @@ CREDENTIAL = web.RequestKey("credential", str)  # the API credential ("" = none)
 # signin (sent to a sign-in step), page (one of ours), refused or error. "" until someone
 # decides (set first on every request, so reading it never raises and catches a KeyError).
 DECISION = web.RequestKey("decision", str)
+# The request's client waits for 100 Continue before it sends its body (gateway.web.bodies).
+WAITS_FOR_CONTINUE = web.RequestKey("waits_for_continue", bool)

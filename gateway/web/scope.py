@@ -16,7 +16,6 @@ from gateway.errors import AccessDenied, BadRequest, ExpectationFailed, HttpErro
 from gateway.i18n import negotiate
 from gateway.metrics import record_request
 from gateway.web.accesslog import AccessLog
-from gateway.web.bodies import WAITS_FOR_CONTINUE
 from gateway.web.forwarding import (
     ClientView,
     check_header_bytes,
@@ -25,7 +24,15 @@ from gateway.web.forwarding import (
     request_id,
     wants_html,
 )
-from gateway.web.keys import ACCESS_LOG, CLOCK, CONFIG, DECISION, USER, VIEW
+from gateway.web.keys import (
+    ACCESS_LOG,
+    CLOCK,
+    CONFIG,
+    DECISION,
+    USER,
+    VIEW,
+    WAITS_FOR_CONTINUE,
+)
 from gateway.web.original import asked_by_nginx
 from gateway.web.pages.errors import error_response
 from gateway.web.pages.forwardauth import REASON_HEADER
