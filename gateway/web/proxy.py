@@ -167,13 +167,12 @@ async def relay(
 # any response (about 11k instructions a request).
 
 
-class _UntypedResponse(web.Response):
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        self.headers.popall("Content-Type", None)
-
-
 class _UntypedStream(web.StreamResponse):
     async def _prepare_headers(self) -> None:
         await super()._prepare_headers()
         self.headers.popall("Content-Type", None)
+
+
+class _UntypedResponse(_UntypedStream, web.Response):
+    """A buffered web.Response that prepares its headers as _UntypedStream does (web.Response
+    inherits StreamResponse's preparation, so the override comes first)."""
