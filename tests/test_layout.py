@@ -21,6 +21,7 @@ LAYERS = {
     "gateway.metrics": 0,
     "gateway.tasks": 0,
     "gateway.lazy": 0,
+    "gateway.bounded": 0,
     # Reading files into frozen values.
     "gateway.config": 1,
     "gateway.crypto": 1,

@@ -13,6 +13,7 @@ from typing import Any
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
+from gateway.bounded import remember
 from gateway.clock import Clock
 from gateway.config.signin import Sessions
 from gateway.crypto import KeyRing
@@ -120,7 +121,7 @@ class SessionBook:
             if not isinstance(sid, str) or len(sid) != 43:
                 return None
             known = (sid, signed.timestamp())
-            _keep(self._signed, value, known)
+            remember(self._signed, value, known, CACHED)
         sid, signed_at = known
         if self._clock.now() - signed_at > self.rules.absolute_timeout:
             self._signed.pop(value, None)
@@ -207,7 +208,12 @@ class SessionBook:
         if session.sid in self._records:  # what this worker remembers follows what it wrote
             self._forget(session.sid)
             if saved:
-                _keep(self._records, session.sid, (data, _copy(session), self._clock.monotonic()))
+                remember(
+                    self._records,
+                    session.sid,
+                    (data, _copy(session), self._clock.monotonic()),
+                    CACHED,
+                )
         return saved
 
     async def _read(self, sid: str, reuse_for: float = 0.0) -> Session | None:
@@ -230,7 +236,7 @@ class SessionBook:
         if session is None or session.sid != sid:
             self._forget(sid)
             return None
-        _keep(self._records, sid, (data, _copy(session), now))
+        remember(self._records, sid, (data, _copy(session), now), CACHED)
         return session
 
     async def load(self, cookie: str | None, *, reuse_for: float = 0.0) -> Session | None:
@@ -358,10 +364,3 @@ def _copy(session: Session) -> Session:
     copied.verified_by = dict(session.verified_by)
     copied.due = list(session.due)
     return copied
-
-
-def _keep(cache: dict[str, Any], key: str, value: Any) -> None:
-    """Add to a bounded cache; the oldest entry goes when it is full."""
-    if key not in cache and len(cache) >= CACHED:
-        del cache[next(iter(cache))]
-    cache[key] = value

@@ -13,12 +13,12 @@ import functools
 import hashlib
 import re
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.bounded import remember
 from gateway.config.signin import Login
 from gateway.crypto import same
 from gateway.fields import readings
@@ -85,7 +85,7 @@ class Cookies:
         if found is _UNREAD:
             found = _read_cookie(request, header, name)
             if len(header) <= REMEMBERED_LENGTH:
-                _remember(self._found, key, found)
+                remember(self._found, key, found, REMEMBERED)
         return found
 
     def set(
@@ -139,7 +139,7 @@ class Cookies:
                 [pair.strip() for line in lines for pair in line.split(";") if keep(pair)]
             )
             if sum(map(len, lines)) <= REMEMBERED_LENGTH:
-                _remember(self._kept, key, found)
+                remember(self._kept, key, found, REMEMBERED)
         return found
 
     def _keeper(self, signed_in: str | None, binding: str) -> Callable[[str], bool]:
@@ -175,7 +175,7 @@ class Cookies:
                 for pair in line.split(";")
             )
             if sum(map(len, cookie_lines)) <= REMEMBERED_LENGTH:
-                _remember(self._refused, key, found)
+                remember(self._refused, key, found, REMEMBERED)
         return found
 
 
@@ -191,13 +191,6 @@ def _read_cookie(request: web.Request, header: str, name: str) -> str | None:
             if found is not None:
                 return found.group(0)
     return request.cookies.get(name)
-
-
-def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
-    """Add to one of the bounded caches above (REMEMBERED); the oldest goes when it is full."""
-    if key not in cache and len(cache) >= REMEMBERED:
-        del cache[next(iter(cache))]
-    cache[key] = value
 
 
 @functools.lru_cache(maxsize=16)

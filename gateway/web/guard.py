@@ -14,6 +14,7 @@ from typing import NoReturn
 from aiohttp import web
 
 from gateway.audit import AuditTrail
+from gateway.bounded import remember
 from gateway.errors import AccessDenied, AmbiguousCredential
 from gateway.fields import method_override
 from gateway.metrics import DENIALS
@@ -163,9 +164,7 @@ class Guard(LivePolicy):
             found = self._decide(view, who, asked, Rules(gateway_login=gateway_login))
             if len(asked.path) > MEMO_PATH:
                 return found
-            if len(self._memo) >= MEMO:
-                del self._memo[next(iter(self._memo))]
-            self._memo[key] = found
+            remember(self._memo, key, found, MEMO)
         return found
 
     @staticmethod

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.bounded import remember
 from gateway.headers import fold
 
 PLANNED = 256
@@ -71,9 +72,7 @@ class _Plans:
         plan = make(names, connection, drop)
         small = len(names) + len(connection) <= PLANNED_NAMES
         if small and sum(map(len, names)) + sum(map(len, connection)) <= PLANNED_LENGTH:
-            if len(self.known) >= PLANNED:
-                del self.known[next(iter(self.known))]
-            self.known[key] = plan
+            remember(self.known, key, plan, PLANNED)
         return plan
 
 
