@@ -202,7 +202,7 @@ def test_time_until_uses_each_languages_plural_forms(
 @pytest.mark.parametrize("language", list(CATALOG))
 def test_every_count_has_its_own_plural_form(language: str) -> None:
     # A count that fell back to `.other` would read wrong ("через 1 минут").
-    counted = ("duration.minutes", "duration.hours", "duration.days")
+    counted: tuple[str, ...] = ("duration.minutes", "duration.hours", "duration.days")
     counted += ("until.seconds", "until.minutes", "until.hours")
     needed = {f"{key}.{plural_category(language, n)}" for key in counted for n in range(125)}
     assert needed - set(CATALOG[language]) == set()

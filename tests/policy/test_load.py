@@ -83,8 +83,8 @@ def test_shipped_policies_resolve_names_across_files() -> None:
 
     alice = policy.users["alice"]
     assert (alice.roles, alice.groups, alice.email) == (("admin",), ("staff",), "alice@example.com")
-    assert policy.roles["admin"].networks == {"office", "vpn", "loopback"}
-    assert policy.organisation.deny == {"blocked"}
+    assert policy.roles["admin"].networks == frozenset({"office", "vpn", "loopback"})
+    assert policy.organisation.deny == frozenset({"blocked"})
     assert policy.networks["office"] == (
         ipaddress.ip_network("203.0.113.0/24"),
         ipaddress.ip_network("2001:db8:10::/48"),
@@ -122,12 +122,12 @@ def test_networks_in_one_file_are_used_by_roles_users_and_api_in_others(tmp_path
         """,
     )
 
-    assert policy.roles["admin"].networks == {"office", "vpn"}
-    assert policy.groups["remote"].networks == {"vpn"}
-    assert policy.users["ann"].level.deny == {"office"}
+    assert policy.roles["admin"].networks == frozenset({"office", "vpn"})
+    assert policy.groups["remote"].networks == frozenset({"vpn"})
+    assert policy.users["ann"].level.deny == frozenset({"office"})
     assert policy.users["ann"].roles == ("admin",)
     assert policy.users["ann"].groups == ("remote",)
-    assert policy.organisation.networks == {"office", "vpn"}
+    assert policy.organisation.networks == frozenset({"office", "vpn"})
     assert policy.api.unknown_networks == {"office"}
 
 
@@ -150,7 +150,7 @@ def test_a_name_may_be_used_in_a_file_read_before_the_one_defining_it(tmp_path: 
 
     assert policy.users["ann"].roles == ("admin",)
     assert policy.paths[0].allow == {"role:admin", "user:ann"}
-    assert policy.roles["admin"].networks == {"office"}
+    assert policy.roles["admin"].networks == frozenset({"office"})
 
 
 def test_path_rules_are_concatenated_in_file_name_order(tmp_path: Path) -> None:
@@ -509,6 +509,7 @@ def test_inline_cidrs_are_accepted_beside_network_names(tmp_path: Path) -> None:
     assert nets(policy, policy.api.unknown_networks) == {("192.0.2.10/32",)}
     # The inline networks are in the index under the names the levels use.
     index = NetworkIndex(policy.networks)
+    assert admin.deny is not None and admin.networks is not None  # both set in the file above
     assert index.match("192.168.1.66") & admin.deny
     assert index.match("2001:db8:5::1") & admin.networks
     assert not index.match("2001:db8:6::1") & admin.networks
@@ -738,10 +739,10 @@ def test_path_rule_subjects_of_every_kind_are_accepted(tmp_path: Path) -> None:
 
     first, second, third, fourth, fifth = policy.paths
     assert first.allow == {"role:admin", "group:staff", "user:ann"}
-    assert first.methods == {"GET", "HEAD", "POST", "PROPFIND"}  # GET covers HEAD
+    assert first.methods == frozenset({"GET", "HEAD", "POST", "PROPFIND"})  # GET covers HEAD
     assert (second.pattern, second.allow, second.methods) == (
         "/files/*/edit",
-        {"authenticated"},
+        frozenset({"authenticated"}),
         None,
     )
     assert third.allow == {"token"}

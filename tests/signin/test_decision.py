@@ -104,11 +104,23 @@ def test_gateway_login_sends_anonymous_requests_for_closed_paths_to_sign_in(
     assert token.action is Action.DENY
 
 
-def facts(*usable: str, offered: tuple[str, ...] = ("totp", "recovery"), **kw: object) -> Facts:
-    kw.setdefault("enrollable", tuple(f for f in offered if f == "totp"))  # as the factors say
+def facts(
+    *usable: str,
+    offered: tuple[str, ...] = ("totp", "recovery"),
+    enrollable: tuple[str, ...] | None = None,
+    device: Device | None = None,
+    retired: tuple[str, ...] = (),
+) -> Facts:
+    if enrollable is None:
+        enrollable = tuple(f for f in offered if f == "totp")  # as the factors say
     return Facts(
-        offered=offered, usable=usable, sends=frozenset({"sms", "email"}) & set(offered), **kw
-    )  # type: ignore[arg-type]
+        offered=offered,
+        usable=usable,
+        sends=frozenset({"sms", "email"}) & set(offered),
+        enrollable=enrollable,
+        device=device,
+        retired=retired,
+    )
 
 
 def sign_in(

@@ -188,8 +188,20 @@ def test_session_from_bytes_refuses_what_is_not_a_session_record(data: bytes) ->
 
 
 def test_session_round_trips_through_bytes() -> None:
+    # By name: a field dropped or added in Session must not shift the others into the wrong
+    # field unnoticed (a removed `factor` once put "/x" in pending and a dict in crm_binding).
     session = Session(
-        "s" * 43, "alice", FULL, 1.0, 2.0, "c", 3.0, "totp", "held:1", "/x", {"a": "b"}
+        "s" * 43,
+        "alice",
+        FULL,
+        1.0,
+        2.0,
+        "c",
+        verified=3.0,
+        verified_by={"totp": 3.0},
+        held="held:1",
+        return_to="/x",
+        pending={"a": "b"},
     )
 
     assert Session.from_bytes(session.to_bytes()) == session
@@ -349,6 +361,7 @@ async def test_a_rotated_session_is_still_void_after_a_revocation(
     session = await book.create("alice", PASSWORD)
     clock.advance(5)
     fresh = await book.rotate(session, stage=FULL)
+    assert fresh is not None
 
     book.revocations["alice"] = clock.now()
 
@@ -367,6 +380,7 @@ async def test_rotation_gives_a_new_id_and_csrf_and_ends_the_old_id(
 
     fresh = await book.rotate(session, stage=FULL, held="held:x", verified=clock.now())
 
+    assert fresh is not None
     assert fresh.sid != session.sid
     assert fresh.csrf != session.csrf
     assert (fresh.stage, fresh.held, fresh.verified) == (FULL, "held:x", clock.now())
