@@ -144,7 +144,7 @@ def test_a_burst_is_written_at_once_and_a_closed_stream_loses_lines_without_rais
             pass
 
     out = io.StringIO()
-    access = AccessLog(Clock(), stream=out)  # type: ignore[arg-type]
+    access = AccessLog(Clock(), stream=out)
     for n in range(MAX_WAITING - 1):
         access.record("r", "ip", "GET", f"/{n}", 200, 0.001, "-", "forward")
     assert out.getvalue() == ""

@@ -9,6 +9,7 @@ import json
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -71,7 +72,7 @@ async def ask(
         return r.status, dict(r.headers), await r.text()
 
 
-def audit_lines(out: str, event: str) -> list[dict[str, object]]:
+def audit_lines(out: str, event: str) -> list[dict[str, Any]]:
     return [e for e in map(json.loads, out.splitlines()) if e.get("event") == event]
 
 

@@ -11,6 +11,7 @@ import re
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -71,8 +72,12 @@ async def client_from(address: str) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
 
+# A client per loopback source address, by that address.
+Clients = dict[str, aiohttp.ClientSession]
+
+
 @pytest.fixture
-async def clients() -> AsyncIterator[dict[str, aiohttp.ClientSession]]:
+async def clients() -> AsyncIterator[Clients]:
     sessions = {
         a: await client_from(a) for a in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
     }
@@ -81,13 +86,17 @@ async def clients() -> AsyncIterator[dict[str, aiohttp.ClientSession]]:
         await session.close()
 
 
-async def _get(session: aiohttp.ClientSession, url: str, **kwargs: object) -> tuple[int, dict, str]:
-    async with session.get(url, allow_redirects=False, **kwargs) as r:  # type: ignore[arg-type]
+async def _get(
+    session: aiohttp.ClientSession, url: str, **kwargs: Any
+) -> tuple[int, dict[str, str], str]:
+    async with session.get(url, allow_redirects=False, **kwargs) as r:
         text = await r.text()
         return r.status, dict(r.headers), text
 
 
-async def test_token_from_its_owners_network_is_forwarded(guarded: Served, clients: dict) -> None:
+async def test_token_from_its_owners_network_is_forwarded(
+    guarded: Served, clients: Clients
+) -> None:
     status, _, body = await _get(
         clients["127.0.0.3"],
         f"{guarded.url}/api/contacts",
@@ -98,7 +107,7 @@ async def test_token_from_its_owners_network_is_forwarded(guarded: Served, clien
 
 
 async def test_token_from_another_address_gets_json_403_never_a_page(
-    guarded: Served, clients: dict, capsys: pytest.CaptureFixture[str]
+    guarded: Served, clients: Clients, capsys: pytest.CaptureFixture[str]
 ) -> None:
     headers = {
         "Authorization": f"Token {SYNC_TOKEN}",
@@ -122,7 +131,7 @@ async def test_token_from_another_address_gets_json_403_never_a_page(
 
 @pytest.mark.parametrize("where", ["header", "query"])
 async def test_token_in_api_key_header_or_query_is_judged_too(
-    guarded: Served, clients: dict, where: str
+    guarded: Served, clients: Clients, where: str
 ) -> None:
     kwargs = (
         {"headers": {"X-API-Key": SYNC_TOKEN}}
@@ -134,7 +143,7 @@ async def test_token_in_api_key_header_or_query_is_judged_too(
 
 
 async def test_unknown_token_only_from_unknown_token_networks(
-    guarded: Served, clients: dict
+    guarded: Served, clients: Clients
 ) -> None:
     headers = {"Authorization": "Bearer not-registered-0123456789"}
     assert (await _get(clients["127.0.0.3"], f"{guarded.url}/api/x", headers=headers))[0] == 200
@@ -144,7 +153,7 @@ async def test_unknown_token_only_from_unknown_token_networks(
 
 
 async def test_unknown_token_denied_with_401_when_policy_says_deny(
-    upstream: Served, start_gateway: GatewayFactory, tmp_path: Path, clients: dict
+    upstream: Served, start_gateway: GatewayFactory, tmp_path: Path, clients: Clients
 ) -> None:
     folder = tmp_path / "p2"
     write_policy(
@@ -160,7 +169,7 @@ async def test_unknown_token_denied_with_401_when_policy_says_deny(
     assert json.loads(body)["error"] == "token_unknown"
 
 
-async def test_path_rule_by_role_through_token(guarded: Served, clients: dict) -> None:
+async def test_path_rule_by_role_through_token(guarded: Served, clients: Clients) -> None:
     alice = {"Authorization": f"Bearer {ALICE_TOKEN}"}
     sync = {"Authorization": f"Bearer {SYNC_TOKEN}"}
     assert (await _get(clients["127.0.0.2"], f"{guarded.url}/admin/users", headers=alice))[0] == 200
@@ -169,7 +178,7 @@ async def test_path_rule_by_role_through_token(guarded: Served, clients: dict) -
     assert json.loads(body)["error"] == "path_not_allowed"
 
 
-async def test_anonymous_browser_gets_translated_pages(guarded: Served, clients: dict) -> None:
+async def test_anonymous_browser_gets_translated_pages(guarded: Served, clients: Clients) -> None:
     browser = {"Accept": "text/html", "Accept-Language": "nl-NL,nl;q=0.9"}
     status, _headers, page = await _get(
         clients["127.0.0.2"], f"{guarded.url}/admin/", headers=browser
@@ -189,7 +198,7 @@ async def test_anonymous_browser_gets_translated_pages(guarded: Served, clients:
     "path", ["/x/../admin/", "/%61dmin/", "//admin/", "/./admin/users", "/public/%2e%2e/admin/"]
 )
 async def test_path_tricks_are_judged_as_the_crm_would_see_them(
-    guarded: Served, clients: dict, path: str
+    guarded: Served, clients: Clients, path: str
 ) -> None:
     status, _, _ = await _get(
         clients["127.0.0.5"], f"{guarded.url}{path}", headers={"Accept": "application/json"}
@@ -242,7 +251,7 @@ async def test_ipv6_client(upstream: Served, start_gateway: GatewayFactory, tmp_
     assert json.loads(body)["headers"]
 
 
-async def test_revoked_token_is_refused_after_refresh(guarded: Served, clients: dict) -> None:
+async def test_revoked_token_is_refused_after_refresh(guarded: Served, clients: Clients) -> None:
     headers = {"Authorization": f"Bearer {SYNC_TOKEN}"}
     assert (await _get(clients["127.0.0.3"], f"{guarded.url}/api/x", headers=headers))[0] == 200
     assert await guarded.app[DURABLE].revoke_token("tok_sync", 1.0)
@@ -254,7 +263,7 @@ async def test_revoked_token_is_refused_after_refresh(guarded: Served, clients: 
 
 
 async def test_a_decision_remembered_for_a_token_ends_when_the_token_is_revoked(
-    guarded: Served, clients: dict
+    guarded: Served, clients: Clients
 ) -> None:
     """Decisions are remembered per worker by who asks, from where and what: the same
     request once its token is revoked is another question, answered afresh."""
@@ -269,7 +278,7 @@ async def test_a_decision_remembered_for_a_token_ends_when_the_token_is_revoked(
 
 
 async def test_a_remembered_decision_is_never_another_askers(
-    guarded: Served, clients: dict
+    guarded: Served, clients: Clients
 ) -> None:
     """Decisions are remembered by what decides them: the kind of asker (a token, nobody),
     whose, whether the request reads two ways, the address, the method and the path. The
@@ -293,7 +302,7 @@ async def test_a_remembered_decision_is_never_another_askers(
 
 
 async def test_every_denial_is_audited_even_when_its_decision_is_remembered(
-    guarded: Served, clients: dict, capsys: pytest.CaptureFixture[str]
+    guarded: Served, clients: Clients, capsys: pytest.CaptureFixture[str]
 ) -> None:
     capsys.readouterr()
     for _ in range(3):
@@ -304,7 +313,7 @@ async def test_every_denial_is_audited_even_when_its_decision_is_remembered(
 
 
 async def test_reload_applies_to_the_next_request_and_broken_edits_keep_the_policy(
-    guarded: Served, clients: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    guarded: Served, clients: Clients, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     guard = guarded.app[GUARD]
     alice = {"Authorization": f"Bearer {ALICE_TOKEN}"}
@@ -328,7 +337,7 @@ async def test_reload_applies_to_the_next_request_and_broken_edits_keep_the_poli
 
 
 async def test_file_change_is_noticed_without_a_signal(
-    guarded: Served, clients: dict, tmp_path: Path
+    guarded: Served, clients: Clients, tmp_path: Path
 ) -> None:
     """The running gateway's own watcher (it looks every 2 s) picks the edit up."""
     guard = guarded.app[GUARD]
@@ -404,7 +413,7 @@ async def test_a_refused_request_is_answered_before_its_body_is_asked_for(
     assert json.loads(body)["body_bytes"] == 11
 
 
-async def test_a_long_path_is_decided_but_not_remembered(guarded: Served, clients: dict) -> None:
+async def test_a_long_path_is_decided_but_not_remembered(guarded: Served, clients: Clients) -> None:
     """The decision memo holds short paths only: long ones (up to the parser's line limit)
     would let anyone fill it with tens of MB per worker. Both are decided the same way."""
     guard = guarded.app[GUARD]

@@ -53,7 +53,8 @@ async def _ready(url: str) -> tuple[int, dict[str, object]]:
 
 async def _until_ready(url: str, want: int) -> dict[str, object]:
     """readyz polled as a load balancer does, until it answers `want` (10 s at most)."""
-    status, body = 0, {}
+    status = 0
+    body: dict[str, object] = {}
     for _ in range(100):
         status, body = await _ready(url)
         if status == want:

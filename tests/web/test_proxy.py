@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -16,13 +18,16 @@ from tests.process import free_port
 from tests.upstreams import EVENTS
 
 
-async def _echo(http: aiohttp.ClientSession, url: str, **kwargs: object) -> dict:
-    async with http.request(kwargs.pop("method", "GET"), url, **kwargs) as response:  # type: ignore[arg-type]
+async def _echo(
+    http: aiohttp.ClientSession, url: str, method: str = "GET", **kwargs: Any
+) -> dict[str, Any]:
+    async with http.request(method, url, **kwargs) as response:
         assert response.status == 200, await response.text()
-        return json.loads(await response.read())
+        seen: dict[str, Any] = json.loads(await response.read())
+        return seen
 
 
-def _header(seen: dict, name: str) -> list[str]:
+def _header(seen: dict[str, Any], name: str) -> list[str]:
     return [v for k, v in seen["headers"] if k.lower() == name.lower()]
 
 
@@ -78,7 +83,7 @@ async def test_chunked_upload_reaches_crm_whole(
 ) -> None:
     blob = os.urandom(3 * 1024 * 1024 + 17)
 
-    async def pieces():
+    async def pieces() -> AsyncIterator[bytes]:
         for i in range(0, len(blob), 100_000):
             yield blob[i : i + 100_000]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -81,7 +82,7 @@ async def test_a_streamed_body_is_never_sent_twice(
         async with http.get(f"{gw.url}/first") as response:
             assert response.status == 200
 
-        async def pieces():  # type: ignore[no-untyped-def]
+        async def pieces() -> AsyncIterator[bytes]:
             for _ in range(5):
                 yield b"p" * 1000
                 await asyncio.sleep(0.05)
