@@ -37,7 +37,8 @@ _STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 
 REQUESTS = Counter(
     "crm_gateway_requests",
-    "Requests answered, by the gateway's decision (forward, deny, challenge, page, error)",
+    "Requests answered, by the gateway's decision (forward, deny, signin, page, refused, error, "
+    "upstream_cut, gone, …)",
     ["decision"],
 )
 REQUEST_SECONDS = Histogram(

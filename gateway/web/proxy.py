@@ -39,6 +39,17 @@ def is_websocket_upgrade(request: web.Request) -> bool:
     )
 
 
+class UpstreamCut(asyncio.CancelledError):
+    """The CRM's answer broke off after its headers were sent on: the request ends as a
+    cancelled one (nothing more may be written), and carries the status the client got,
+    for the access log and the metrics (gateway.web.scope): not the 499 of a client that
+    left. A CancelledError, so nothing between here and the scope answers it."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 def _abort(request: web.Request) -> None:
     """Cut the client connection so a half-sent response can never look complete (FL-7)."""
     transport = request.transport
@@ -156,7 +167,8 @@ async def relay(
         )
         upstream.close()
         _abort(request)
-        raise asyncio.CancelledError from None
+        request[DECISION] = "upstream_cut"
+        raise UpstreamCut(out.status) from None
     await out.write_eof()
     return out
 

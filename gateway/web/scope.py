@@ -37,6 +37,7 @@ from gateway.web.original import asked_by_nginx
 from gateway.web.pages.errors import error_response
 from gateway.web.pages.forwardauth import REASON_HEADER
 from gateway.web.pages.render import language
+from gateway.web.proxy import UpstreamCut
 
 log = logging.getLogger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -107,6 +108,11 @@ def scope_middleware() -> Middleware:
                 response = _error(request, config, exc, rid)
             except web.HTTPException:
                 raise
+            except UpstreamCut as cut:
+                # Rare, and free when not raised: the status the client got before the cut
+                # (decision upstream_cut, set by the proxy), not the 499 of a client that left.
+                status = cut.status
+                raise
             except Exception:
                 log.exception("unexpected error on %s %s [%s]", request.method, request.path, rid)
                 request[DECISION] = "error"
@@ -149,7 +155,7 @@ def _recorded(
     decision: str,
 ) -> None:
     """One answered request in the metrics and the access log (status 499: the client left
-    before an answer)."""
+    before an answer; a CRM answer cut mid-body keeps its status, decision upstream_cut)."""
     record_request(decision, seconds)
     if access is not None and access.enabled:
         path = raw_path.split("?", 1)[0][:512]

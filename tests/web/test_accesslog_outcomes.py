@@ -1,0 +1,106 @@
+"""What the access log and the metrics say of requests that do not end as a plain answer: a
+CRM answer cut mid-body (the status the client got, decision upstream_cut, not the 499 of a
+client that left). Real gateway, real upstream, both on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client import REGISTRY
+
+from gateway.config.load import parse_config
+from gateway.web.app import build_app
+from gateway.web.keys import ACCESS_LOG
+from tests.conftest import Served, send_raw, serve
+from tests.upstreams import EVENTS
+
+ACCESS = re.compile(
+    r"INFO gateway\.access: (?P<rid>[0-9a-f]{16}) (?P<ip>\S+) (?P<method>\S+) (?P<path>\S+) "
+    r"(?P<status>\d{3}) \d+\.\dms user=(?P<user>\S+) decision=(?P<decision>\S+)$"
+)
+
+
+def _count(decision: str) -> float:
+    value = REGISTRY.get_sample_value("crm_gateway_requests_total", {"decision": decision})
+    return value or 0.0
+
+
+@pytest.fixture
+async def gateway_logging(
+    upstream: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[Served]:
+    """The gateway with its access log on (logging.level: info), in front of the upstream
+    with faults."""
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    config = parse_config(
+        "listen: 127.0.0.1:0\n"
+        f"upstream: {{url: {upstream.url}}}\n"
+        f"state: {{durable: {{type: sqlite, path: {tmp_path}/gateway.db}}}}\n"
+        "logging: {access_log: true}\n",
+        "test gateway.yaml",
+    )
+    served = await serve(build_app(config), handler_cancellation=True)
+    yield served
+    await served.runner.cleanup()
+
+
+async def _lines(
+    gw: Served, capsys: pytest.CaptureFixture[str], wanted: int
+) -> list[re.Match[str]]:
+    """The access-log lines written so far, once `wanted` of them are (the scope records a
+    line just after the response is out: a few turns of the loop at most)."""
+    written: list[str] = []
+    for _ in range(100):
+        gw.app[ACCESS_LOG].flush()
+        written += capsys.readouterr().err.splitlines()
+        found = [m for m in map(ACCESS.search, written) if m]
+        if len(found) >= wanted:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{wanted} access-log lines were not written: {written}")
+
+
+@pytest.mark.parametrize("chunked", ["0", "1"])
+async def test_a_crm_answer_cut_mid_body_is_logged_with_its_status_not_as_a_client_that_left(
+    gateway_logging: Served,
+    upstream: Served,
+    capsys: pytest.CaptureFixture[str],
+    chunked: str,
+) -> None:
+    gw = gateway_logging
+    capsys.readouterr()
+    cut_before, forward_before = _count("upstream_cut"), _count("forward")
+
+    # The CRM sends its headers (200) and 16 KiB, then closes: the client's connection is cut.
+    raw = await send_raw(
+        gw.port, f"GET /reset-mid-body?chunked={chunked} HTTP/1.1\r\nHost: gw\r\n\r\n".encode()
+    )
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    [cut] = await _lines(gw, capsys, 1)
+    assert (cut["method"], cut["path"], cut["status"], cut["decision"]) == (
+        "GET",
+        "/reset-mid-body",
+        "200",
+        "upstream_cut",
+    )
+    assert cut["rid"].encode() in raw  # the X-Request-Id the client got
+    assert _count("upstream_cut") == cut_before + 1
+    assert _count("forward") == forward_before
+
+    # A client that leaves mid-download is still 499, decision forward.
+    async with aiohttp.ClientSession() as http, http.get(f"{gw.url}/slow-body") as response:
+        await response.content.read(65536)
+    for _ in range(100):  # the CRM sees the abort once the gateway has let go
+        if upstream.app[EVENTS]:
+            break
+        await asyncio.sleep(0.05)
+    [left] = await _lines(gw, capsys, 1)
+    assert (left["path"], left["status"], left["decision"]) == ("/slow-body", "499", "forward")
+    assert _count("upstream_cut") == cut_before + 1
+    assert _count("forward") == forward_before + 1
