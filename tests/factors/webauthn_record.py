@@ -22,6 +22,7 @@ from fido2.utils import websafe_encode
 from fido2.webauthn import (
     AttestationConveyancePreference,
     PublicKeyCredentialRpEntity,
+    PublicKeyCredentialUserEntity,
     RegistrationResponse,
     ResidentKeyRequirement,
     UserVerificationRequirement,
@@ -49,7 +50,7 @@ def challenge(label: str) -> bytes:
 
 
 async def _register(page: Page, server: Fido2Server, user: str) -> tuple[dict[str, Any], Any]:
-    entity = {"id": user_handle(user), "name": user, "displayName": user}
+    entity = PublicKeyCredentialUserEntity(name=user, id=user_handle(user), display_name=user)
     options, state = server.register_begin(
         entity,
         resident_key_requirement=ResidentKeyRequirement.PREFERRED,
@@ -77,10 +78,12 @@ async def _sign_in(
 
 
 async def record() -> dict[str, Any]:
+    async def recording_page(_: web.Request) -> web.Response:
+        # async: aiohttp warns about a plain function as a handler (and 4.0 refuses it).
+        return web.Response(text="<p>recording</p>", content_type="text/html")
+
     app = web.Application()
-    app.router.add_get(
-        "/", lambda _: web.Response(text="<p>recording</p>", content_type="text/html")
-    )
+    app.router.add_get("/", recording_page)
     runner = web.AppRunner(app)
     await runner.setup()
     sock = socket.socket()

@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.image import image_files
 from tests.image.base import ensure_base, probe
@@ -119,7 +120,7 @@ def check_image(report: Report, dockerfile: Path, base: str, *, fresh: bool) -> 
         check_bad_config(report, box, CONFIG_DIR)
 
 
-def check_config(report: Report, config: dict, given: dict[str, str]) -> None:
+def check_config(report: Report, config: dict[str, Any], given: dict[str, str]) -> None:
     user = str(config.get("User") or "")
     uid = user.split(":")[0]
     report.check(
@@ -152,7 +153,7 @@ def check_config(report: Report, config: dict, given: dict[str, str]) -> None:
     )
 
 
-def check_files(report: Report, root: Path, base_root: Path, config: dict) -> None:
+def check_files(report: Report, root: Path, base_root: Path, config: dict[str, Any]) -> None:
     tools = image_files.build_tools(root)
     report.check("no compiler or build tool in the image", not tools, ", ".join(tools) or "none")
     found = image_files.distributions(root)

@@ -170,12 +170,12 @@ def _serve_and_stop(
             bool(box.healthcheck) and done.status == 0,
             f"exit {done.status}" if box.healthcheck else "no HEALTHCHECK",
         )
-        status = terminate(pid, launcher, STOP_TIMEOUT) if pid else None
+        exit_status = terminate(pid, launcher, STOP_TIMEOUT) if pid else None
         text = log.read_text(errors="replace")
         report.check(
             "SIGTERM stops it cleanly, sessions kept",
-            status == 0 and KEPT in text,
-            f"exit {status}: {_line_with(text, KEPT) or 'no sessions kept'}",
+            exit_status == 0 and KEPT in text,
+            f"exit {exit_status}: {_line_with(text, KEPT) or 'no sessions kept'}",
         )
         done = box.run(box.healthcheck or ["false"], env=env)
         report.check(

@@ -26,6 +26,7 @@ class StandinCrm:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server's address, never a Unix socket's bytes
         return f"http://{host}:{port}"
 
     def stop(self) -> None:
