@@ -32,7 +32,8 @@ class Run:
 
 def process_tree(root: int) -> list[int]:
     """`root` and every descendant alive now (children of every thread)."""
-    found, todo = [], [root]
+    found: list[int] = []
+    todo = [root]
     while todo and len(found) < 4096:  # a bound, not a limit any target comes near
         pid = todo.pop()
         found.append(pid)

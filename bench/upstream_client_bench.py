@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.config.model import Timeouts, Upstream  # noqa: E402
-from gateway.web.client import CrmClient  # noqa: E402
+from gateway.web.client import CrmClient, CrmResponse  # noqa: E402
 
 PAGE = b"<!doctype html><title>CRM</title>" + b"x" * (1024 - 32)
 DOWNLOAD = 100 * 1024 * 1024
@@ -140,7 +140,7 @@ def old_session(upstream: Upstream) -> aiohttp.ClientSession:
 Fetch = Callable[[str, bool], Awaitable[int]]
 
 
-async def read_body(response: aiohttp.ClientResponse, stream: bool) -> int:
+async def read_body(response: aiohttp.ClientResponse | CrmResponse, stream: bool) -> int:
     """The body's length, read as the gateway reads it: streamed, or in one read."""
     try:
         if stream:
