@@ -4,7 +4,9 @@ with which status, before any of our code (or the CRM) sees the request.
 aiohttp's parser answers every malformed head with 400 and logs the client's line; here a
 header field or header section too large is 431 (RFC 6585 §5), a request target too long is
 414 (RFC 9110 §15.5.15), a version other than HTTP/1.0 and HTTP/1.1 is 505 (RFC 9110
-§15.6.6), and the log names only the status, the kind of error and the peer.
+§15.6.6), and the log names only the status, the kind of error and the peer. Each refusal
+is one access-log line and one request in the metrics (decision refused), as the app's own
+requests are.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from http import HTTPStatus
 from typing import Any
 
@@ -21,6 +24,9 @@ from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11, RawRequestMe
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_urldispatcher import DynamicResource, UrlMappingMatchInfo
+
+from gateway.metrics import record_request
+from gateway.web.keys import ACCESS_LOG
 
 log = logging.getLogger("gateway.protocol")
 
@@ -44,10 +50,31 @@ def head_error_status(exc: HttpProcessingError, line_limit: int, field_limit: in
     return 400
 
 
-def _plain(status: int, text: str = "") -> web.Response:
+def _record_refusal(
+    app: web.Application, peer: str, status: int, method: str = "-", path: str = "-"
+) -> str:
+    """One refused request in the metrics and the access log, as gateway.web.scope records
+    the app's own, with a fresh request id (returned, for the protocol log line): the peer's
+    address (no header of a trusted proxy is read here), the method and path only when the
+    head was read (a path without its query, which may carry a token: never the client's
+    line), no user, no duration (nothing was timed: the parser refused it as it arrived)."""
+    rid = os.urandom(8).hex()  # 16 hex digits, as gateway.web.scope's ids
+    record_request("refused", 0.0)
+    access = app.get(ACCESS_LOG)
+    if access is not None and access.enabled:
+        access.record(rid, peer or "-", method, path, status, 0.0, "-", "refused")
+    return rid
+
+
+def _plain(status: int, text: str = "", *, rid: str) -> web.Response:
     # RFC 9110 renamed 414 (RFC 7231's "Request-URI Too Long", which Python still uses).
     phrase = "URI Too Long" if status == 414 else HTTPStatus(status).phrase
-    response = web.Response(status=status, reason=phrase, text=f"{status} {phrase}\n{text}")
+    response = web.Response(
+        status=status,
+        reason=phrase,
+        text=f"{status} {phrase}\n{text}",
+        headers={"X-Request-Id": rid},  # the access log's id, as every answer has it
+    )
     # What follows an unreadable head cannot be framed: never reuse the connection.
     response.force_close()
     return response
@@ -55,6 +82,10 @@ def _plain(status: int, text: str = "") -> web.Response:
 
 class GatewayRequestHandler(RequestHandler):
     """aiohttp's connection handler, with our statuses for heads it cannot parse."""
+
+    def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._app = manager.app  # where a refusal is recorded
 
     def handle_error(
         self,
@@ -66,11 +97,18 @@ class GatewayRequestHandler(RequestHandler):
         if status != 400 or not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         status = head_error_status(exc, self.max_line_size, self.max_field_size)
-        # The exception's text quotes the client's line, which may be a cookie or a token.
+        # aiohttp hands a placeholder request (UNKNOWN /) for a head it could not parse: its
+        # method and path are not known. The exception's text quotes the client's line,
+        # which may be a cookie or a token: neither log has it.
+        rid = _record_refusal(self._app, request.remote or "", status)
         log.info(
-            "refused a request head from %s: %d (%s)", request.remote, status, type(exc).__name__
+            "refused a request head from %s: %d (%s) [%s]",
+            request.remote,
+            status,
+            type(exc).__name__,
+            rid,
         )
-        return _plain(status)
+        return _plain(status, rid=rid)
 
     @property
     def idle(self) -> bool:
@@ -96,6 +134,7 @@ class GatewayServer(web.Server):
     (which its parser accepts) refused before the app."""
 
     def __init__(self, plain: web.Server, app: web.Application, **kwargs: Any) -> None:
+        self.app = app
         self._app_request = plain.request_factory
         self._app_handler = OneRoute.of(app) or plain.request_handler
         super().__init__(
@@ -131,14 +170,16 @@ class GatewayServer(web.Server):
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if type(request) is UnsupportedVersion:
-            return _refuse_version(request)
+            return _refuse_version(self.app, request)
         return await self._app_handler(request)
 
 
-def _refuse_version(request: UnsupportedVersion) -> web.Response:
+def _refuse_version(app: web.Application, request: UnsupportedVersion) -> web.Response:
     shown = f"HTTP/{request.asked.major}.{request.asked.minor}"
-    log.info("refused a request in %s from %s: 505", shown, request.remote)
-    return _plain(505, "This gateway speaks HTTP/1.0 and HTTP/1.1.\n")
+    path = request.raw_path.split("?", 1)[0][:512]  # as gateway.web.scope logs a path
+    rid = _record_refusal(app, request.remote or "", 505, request.method, path)
+    log.info("refused a request in %s from %s: 505 [%s]", shown, request.remote, rid)
+    return _plain(505, "This gateway speaks HTTP/1.0 and HTTP/1.1.\n", rid=rid)
 
 
 class OneRoute:

@@ -1,6 +1,8 @@
 """What the access log and the metrics say of requests that do not end as a plain answer: a
 CRM answer cut mid-body (the status the client got, decision upstream_cut, not the 499 of a
-client that left). Real gateway, real upstream, both on loopback."""
+client that left), and heads refused below the app by the parser (400, 414, 431, 505: one
+line and one count each, decision refused, never the client's line). Real gateway, real
+upstream, both on loopback."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ async def gateway_logging(
     """The gateway with its access log on (logging.level: info), in front of the upstream
     with faults."""
     caplog.set_level(logging.INFO, logger="gateway.access")
+    caplog.set_level(logging.INFO, logger="gateway.protocol")
     config = parse_config(
         "listen: 127.0.0.1:0\n"
         f"upstream: {{url: {upstream.url}}}\n"
@@ -104,3 +107,58 @@ async def test_a_crm_answer_cut_mid_body_is_logged_with_its_status_not_as_a_clie
     assert (left["path"], left["status"], left["decision"]) == ("/slow-body", "499", "forward")
     assert _count("upstream_cut") == cut_before + 1
     assert _count("forward") == forward_before + 1
+
+
+HEADS = {
+    # name: (what the client sends, with a secret where a token could be; the status)
+    "malformed-header": (b"GET /x?token=s3cret HTTP/1.1\r\nHost: gw\r\nX-A: a\x00b\r\n\r\n", "400"),
+    "unknown-method": (b"get /x?token=s3cret HTTP/1.1\r\nHost: gw\r\n\r\n", "400"),
+    "long-target": (b"GET /s3cret" + b"a" * 9_000 + b" HTTP/1.1\r\nHost: gw\r\n\r\n", "414"),
+    "large-header": (
+        b"GET /x HTTP/1.1\r\nHost: gw\r\nCookie: s3cret" + b"a" * 17_000 + b"\r\n\r\n",
+        "431",
+    ),
+}
+
+
+async def test_heads_the_parser_refuses_are_each_one_line_and_one_count_without_their_line(
+    gateway_logging: Served,
+    upstream: Served,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gw = gateway_logging
+    capsys.readouterr()
+    refused_before = _count("refused")
+    answers = {}
+    for name, (raw, _) in HEADS.items():
+        answers[name] = await send_raw(gw.port, raw)
+    # Not to the parser: a version we do not speak, answered before the app (505).
+    answers["http-2.0"] = await send_raw(
+        gw.port, b"POST /v2/page?token=s3cret HTTP/2.0\r\nHost: gw\r\nContent-Length: 0\r\n\r\n"
+    )
+    expected = {name: status for name, (_, status) in HEADS.items()} | {"http-2.0": "505"}
+    lines = await _lines(gw, capsys, len(expected))
+    assert len(lines) == len(expected)
+    assert _count("refused") == refused_before + len(expected)
+    for (name, status), line in zip(expected.items(), lines, strict=True):
+        assert answers[name].split(b" ", 2)[1].decode() == status, name
+        assert (line["status"], line["ip"], line["user"], line["decision"]) == (
+            status,
+            "127.0.0.1",
+            "-",
+            "refused",
+        ), name
+        if name == "http-2.0":  # the head was read: its method and path, not its query
+            assert (line["method"], line["path"]) == ("POST", "/v2/page")
+        else:  # the head was not: neither is known
+            assert (line["method"], line["path"]) == ("-", "-"), name
+        # A fresh id, the one the client got and the protocol log line names.
+        assert f"X-Request-Id: {line['rid']}".encode() in answers[name], name
+    assert len({line["rid"] for line in lines}) == len(lines)
+    protocol = [r.getMessage() for r in caplog.records if r.name == "gateway.protocol"]
+    assert len(protocol) == len(expected)
+    assert all(line["rid"] in text for line, text in zip(lines, protocol, strict=True))
+    written = "\n".join(m.string for m in lines) + "\n".join(protocol)
+    assert "s3cret" not in written and "aaaaaaaaaa" not in written
+    assert upstream.app[EVENTS] == []
