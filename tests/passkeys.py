@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,8 @@ async def serve_on(app: web.Application, sock: socket.socket) -> Served:
     return Served(app, runner, "127.0.0.1", sock.getsockname()[1])
 
 
-StartPasskeys = Any  # (upstream_url, *, policy, login, extra) -> PasskeyGateway
+# (upstream_url, *, policy, login, extra) -> PasskeyGateway
+StartPasskeys = Callable[..., Awaitable[PasskeyGateway]]
 
 
 @pytest.fixture

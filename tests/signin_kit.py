@@ -335,8 +335,8 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
 async def browsers() -> AsyncIterator[Browsers]:
     made: list[Browser] = []
 
-    def make(gw: SignInGateway, **kwargs: dict[str, str]) -> Browser:
-        b = Browser(gw, **kwargs)  # type: ignore[arg-type]
+    def make(gw: SignInGateway, *, headers: dict[str, str] | None = None) -> Browser:
+        b = Browser(gw, headers=headers)
         made.append(b)
         return b
 
