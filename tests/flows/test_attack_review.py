@@ -149,9 +149,6 @@ async def post_form(b: Browser, path: str, body: str) -> aiohttp.ClientResponse:
         return r
 
 
-NO_FOLLOW: dict[str, bool] = {"allow_redirects": False}
-
-
 def get_with_cookie(path: str, name: bytes, value: str) -> bytes:
     return (
         f"GET {path} HTTP/1.1\r\nHost: crm\r\nAccept: text/html\r\nCookie: ".encode()
@@ -232,7 +229,9 @@ async def test_a_password_alone_never_opens_the_crm(start_app: AppStarter, start
     async with (
         aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
         http.post(
-            gw.url + "/login/", data={"username": "alice", "password": "alice-pw"}, **NO_FOLLOW
+            gw.url + "/login/",
+            data={"username": "alice", "password": "alice-pw"},
+            allow_redirects=False,
         ) as r,
     ):
         value = r.cookies[CRM_COOKIE].value if CRM_COOKIE in r.cookies else "none"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pyotp
@@ -35,7 +36,7 @@ from tests.conftest import Served
 from tests.process import run_command_async
 from tests.signin_kit import DEMO_POLICY, Browsers, Start, enrolled
 
-Dump = dict[str, list[tuple[object, ...]]]
+Dump = dict[str, list[tuple[Any, ...]]]  # SQLite's values, as tests/postgres_server.sql gives
 T0 = 1_800_000_000.0
 
 
@@ -300,7 +301,8 @@ async def test_a_backup_taken_under_load_restores_to_the_state_at_its_snapshot(
     tokens = snap["api_tokens"]
     assert [row[0] for row in tokens] == [f"tok_{i:05}" for i in range(len(tokens))]
     assert added_before <= len(tokens) <= added_during + 1
-    assert int(dict(snap["meta"])["tokens_version"]) == len(tokens)
+    meta: dict[str, str] = dict(snap["meta"])
+    assert int(meta["tokens_version"]) == len(tokens)
     times = [row[0] for row in snap["message_ledger"]]
     assert times == [float(i) for i in range(len(times))]
     assert len(times) in (len(tokens) - 1, len(tokens))

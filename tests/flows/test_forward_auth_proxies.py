@@ -133,7 +133,22 @@ async def test_a_person_signs_in_with_the_crms_login_in_chromium_through_the_fro
         # The CRM's session cookie alone, in another browser: never the CRM's pages. The
         # endpoint sends it to remove the cookie, and the CRM then asks for its login.
         stolen = await browser.new_context()
-        await stolen.add_cookies([crm_cookie])
+        # Copied field by field: playwright types a cookie read and a cookie to set apart (the
+        # CRM's cookie is not partitioned, so partitionKey is all that is left out).
+        await stolen.add_cookies(
+            [
+                {
+                    "name": crm_cookie["name"],
+                    "value": crm_cookie["value"],
+                    "domain": crm_cookie["domain"],
+                    "path": crm_cookie["path"],
+                    "expires": crm_cookie["expires"],
+                    "httpOnly": crm_cookie["httpOnly"],
+                    "secure": crm_cookie["secure"],
+                    "sameSite": crm_cookie["sameSite"],
+                }
+            ]
+        )
         thief = await stolen.new_page()
         await thief.goto(f"{proxy.url}/contacts")
         await expect(thief).to_have_url(re.compile(r"/login\?next=/contacts$"))

@@ -198,10 +198,10 @@ async def test_administrators_held_to_passkeys_are_refused_their_app(
         await expect(page).to_have_url(re.compile(r"/clients/$"))
     finally:
         await context.close()
-    code, out, _ = await run_command_async(
+    exit_status, out, _ = await run_command_async(
         "policy", "explain", "--policies", str(gw.policies), "--user", "emil", "--ip", "10.0.0.1"
     )
-    assert code == 0
+    assert exit_status == 0
     assert "factors: webauthn\n" in out
     assert "phishing-resistant only: yes" in out
     assert "role admin: phishing-resistant factors only: webauthn" in out

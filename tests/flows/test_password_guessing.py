@@ -140,7 +140,8 @@ def crm_with_colleagues(delay: list[float]) -> web.Application:
     async def login(request: web.Request) -> web.Response:
         form = await request.post()
         await asyncio.sleep(delay[0])
-        if form.get("password") != f"pw-{form.get('username')}":
+        username = form.get("username")
+        if not isinstance(username, str) or form.get("password") != f"pw-{username}":
             return web.Response(status=200, text="wrong password")
         response = web.Response(status=302, headers={"Location": "/"})
         response.set_cookie("crm_session", secrets.token_urlsafe(16))

@@ -50,7 +50,7 @@ async def keep_a_form(
     """A client form opened in the CRM and posted after the session's `reverify` time: kept,
     the browser sent to the challenge. (The form, the CRM's clients before it.)"""
     form = await add_client_form(b)
-    before = list(django.app[CLIENTS])
+    before = django.app[CLIENTS].copy()
     gw.clock.advance(8 * HOUR)
     status, _, r = await b.post(CLIENTS_ADD_PATH, form)
     assert (status, r.headers["Location"]) == (303, "/_gateway/challenge")

@@ -533,7 +533,7 @@ async def test_a_kept_entry_carried_into_another_session_never_opens(
     status, _, r = await django_login(other, "dora", "dora-pass")
     assert r.headers["Location"] == "/_gateway/challenge"
     assert (await other.answer(other.code(secret)))[0] == 303
-    before = list(django.app[CLIENTS])
+    before = django.app[CLIENTS].copy()
     book, shared, pending = gw.signin.book, gw.signin.shared, gw.signin.pending
 
     async def record(browser: Browser) -> Session:

@@ -100,10 +100,10 @@ async def test_postgres_stopped_mid_run_fails_closed_and_recovers(
         status, _, _ = await during.get("/contacts")
         assert status == 302  # the CRM's own login again: the sign-in did not happen
         # A script is told in JSON, never a page.
-        status, body, headers, _ = await login_posted(script)
+        status, text, headers, _ = await login_posted(script)
         assert status == 503
         assert headers["Content-Type"].startswith("application/json")
-        assert '"error": "store_unavailable"' in body
+        assert '"error": "store_unavailable"' in text
         # alice's own account page reads her authenticators: 503 too, not a half page.
         status, html, _ = await alice.get("/_gateway/account")
         assert status == 503

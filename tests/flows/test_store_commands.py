@@ -9,7 +9,9 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pyotp
 import pytest
@@ -27,6 +29,7 @@ from gateway.signin.regulation import Regulator
 from gateway.stores import AuditQuery, Device, DurableStore, LedgerRow, open_durable, open_shared
 from tests.postgres_server import Databases, sql
 
+T = TypeVar("T")
 T0 = 1_800_000_000.0
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +43,7 @@ def config(tmp_path: Path, name: str, durable: str, keys: Path) -> Path:
     return path
 
 
-def sqlite_store(path: Path) -> str:
+def sqlite_store(path: Path | str) -> str:
     return f"{{type: sqlite, path: {path}}}"
 
 
@@ -73,7 +76,7 @@ def sqlite_in(tmp_path: Path, folder: str) -> StoreConfig:
     return StoreConfig("sqlite", path=str(tmp_path / folder / "gateway.db"))
 
 
-def without_events(records: dict[str, object]) -> dict[str, object]:
+def without_events(records: dict[str, Any]) -> dict[str, Any]:
     """`everything` but the audit events, which a copy or a restore adds to."""
     return {k: v for k, v in records.items() if k != "events"}
 
@@ -84,8 +87,8 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-def run(work: object) -> object:
-    return asyncio.run(work)  # type: ignore[arg-type]
+def run(work: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(work)
 
 
 async def opened(settings: StoreConfig) -> DurableStore:
@@ -131,8 +134,9 @@ async def fill(settings: StoreConfig, ring: str) -> tuple[str, list[str]]:
     return secret, codes
 
 
-async def everything(settings: StoreConfig) -> dict[str, object]:
-    """What a gateway reads from the store, through the Protocol."""
+async def everything(settings: StoreConfig) -> dict[str, Any]:
+    """What a gateway reads from the store, through the Protocol (each value as the store
+    gives it: a test compares them whole and reads into the events)."""
     store = await opened(settings)
     try:
         return {
@@ -284,7 +288,7 @@ def test_copy_moves_every_record_from_sqlite_into_postgresql_sealed_under_the_sa
     old = sqlite_in(tmp_path, "old")
     url = postgres_databases.create("copy")
     new = StoreConfig("postgres", url=url)
-    secret, codes = run(fill(old, ring[1]))  # type: ignore[misc]
+    secret, codes = run(fill(old, ring[1]))
     before = run(everything(old))
 
     status, out, err = cli(capsys, *copy_args(tmp_path, old, new, ring[0]))
@@ -302,9 +306,9 @@ def test_copy_moves_every_record_from_sqlite_into_postgresql_sealed_under_the_sa
     assert lines[-1].startswith("  not copied: sessions, lockouts")
     after = run(everything(new))
     assert without_events(after) == without_events(before)
-    assert after["events"][:-1] == before["events"]  # type: ignore[index]
-    assert after["events"][-1][1].name == "admin.store_copied"  # type: ignore[index]
-    last_copied = before["events"][-1][0]  # type: ignore[index]
+    assert after["events"][:-1] == before["events"]
+    assert after["events"][-1][1].name == "admin.store_copied"
+    last_copied = before["events"][-1][0]
     assert run(signs_in(new, ring[1], secret, codes)) > last_copied
 
 
@@ -362,7 +366,7 @@ def test_copy_back_from_postgresql_into_a_new_sqlite_file(
 ) -> None:
     url = postgres_databases.create("back")
     shared = StoreConfig("postgres", url=url)
-    secret, codes = run(fill(shared, ring[1]))  # type: ignore[misc]
+    secret, codes = run(fill(shared, ring[1]))
     before = run(everything(shared))
     single = sqlite_in(tmp_path, "single")
 
@@ -371,7 +375,7 @@ def test_copy_back_from_postgresql_into_a_new_sqlite_file(
     assert status == 0, err
     after = run(everything(single))
     assert without_events(after) == without_events(before)
-    assert after["events"][:-1] == before["events"]  # type: ignore[index]
+    assert after["events"][:-1] == before["events"]
     run(signs_in(single, ring[1], secret, codes))
 
 
@@ -386,7 +390,7 @@ def test_a_postgresql_backup_restores_into_another_database_and_sqlite_backups_i
 ) -> None:
     live_url, fresh_url = postgres_databases.create("live"), postgres_databases.create("fresh")
     live, fresh = StoreConfig("postgres", url=live_url), StoreConfig("postgres", url=fresh_url)
-    secret, codes = run(fill(live, ring[1]))  # type: ignore[misc]
+    secret, codes = run(fill(live, ring[1]))
     before = run(everything(live))
     live_yaml = config(tmp_path, "live", postgres_store(live_url), ring[0])
     fresh_yaml = config(tmp_path, "fresh", postgres_store(fresh_url), ring[0])
@@ -400,7 +404,7 @@ def test_a_postgresql_backup_restores_into_another_database_and_sqlite_backups_i
     assert restored[0] == 0, restored[2]
     assert restored[1].startswith(f"restored {backup} into {fresh_url}: digest verified")
     after = run(everything(fresh))
-    assert after["events"][: len(before["events"])] == before["events"]  # type: ignore[arg-type,index]
+    assert after["events"][: len(before["events"])] == before["events"]
     assert without_events(after) == without_events(before)
     run(signs_in(fresh, ring[1], secret, codes))
 

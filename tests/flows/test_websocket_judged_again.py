@@ -35,7 +35,9 @@ __all__ = ["crm", "gw"]  # the fixtures, by name
 WS = ("crm.v1",)  # the demo CRM's protocol
 
 
-async def closed_by_the_gateway(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, str]:
+async def closed_by_the_gateway(
+    ws: aiohttp.ClientWebSocketResponse,
+) -> tuple[int, str | None]:
     """Wait for the close, a bounded number of looks: its code and reason."""
     for _ in range(int(10 * LOOK_EVERY)):  # ten looks' worth, a second at a time
         try:
