@@ -7,10 +7,11 @@ and prints nothing on stdout."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import yaml
+from aiohttp import web
 
 from gateway.config.load import parse_config
 from gateway.errors import ConfigError
@@ -23,13 +24,18 @@ from tests.crms.two_step_crm import two_step_crm_app
 from tests.process import run_command
 from tests.signin_kit import Browsers, Start
 
+# Serves a CRM app on loopback with serve_crm's quirks (site, skew, cookie_domain).
+Crms = Callable[..., Awaitable[Served]]
+
 
 @pytest.fixture
-async def crms() -> AsyncIterator[Callable[..., object]]:
+async def crms() -> AsyncIterator[Crms]:
     served: list[Served] = []
 
-    async def make(app: object, **quirks: object) -> Served:
-        one = await serve_crm(app, **quirks)  # type: ignore[arg-type]
+    async def make(
+        app: web.Application, *, site: str = "", skew: float = 0.0, cookie_domain: str = ""
+    ) -> Served:
+        one = await serve_crm(app, site=site, skew=skew, cookie_domain=cookie_domain)
         served.append(one)
         return one
 
@@ -92,13 +98,13 @@ EXPECTED = {
 @pytest.mark.parametrize("shape", list(SHAPES))
 async def test_the_printed_section_signs_users_in_through_a_gateway(
     shape: str,
-    crms: Callable[..., object],
+    crms: Crms,
     capsys: pytest.CaptureFixture[str],
     start: Start,
     browsers: Browsers,
 ) -> None:
     crm_shape = SHAPES[shape]
-    crm: Served = await crms(crm_shape.app())  # type: ignore[misc]
+    crm: Served = await crms(crm_shape.app())
     ran = await detect(
         capsys,
         crm.url,
@@ -128,9 +134,9 @@ async def test_the_printed_section_signs_users_in_through_a_gateway(
 
 
 async def test_without_a_test_account_the_form_is_read_and_the_rest_said_undecided(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str]
+    crms: Crms, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    crm: Served = await crms(SHAPES["two-step"].app())  # type: ignore[misc]
+    crm: Served = await crms(SHAPES["two-step"].app())
     ran = await detect(capsys, crm.url)
     assert ran.code == 1
     read = section_of(ran)
@@ -143,9 +149,9 @@ async def test_without_a_test_account_the_form_is_read_and_the_rest_said_undecid
 
 
 async def test_a_php_crm_calling_itself_by_another_name_is_said_and_nothing_written(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str]
+    crms: Crms, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    crm: Served = await crms(SHAPES["php"].app(), site="http://localhost:{port}")  # type: ignore[misc]
+    crm: Served = await crms(SHAPES["php"].app(), site="http://localhost:{port}")
     ran = await detect(capsys, crm.url)
     assert (ran.code, ran.out) == (1, "")
     assert f"sends the browser to http://localhost:{crm.port}/index.php" in ran.err
@@ -153,9 +159,9 @@ async def test_a_php_crm_calling_itself_by_another_name_is_said_and_nothing_writ
 
 
 async def test_a_two_step_login_that_trusts_its_first_page_is_refused(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str]
+    crms: Crms, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    crm: Served = await crms(two_step_crm_app(trusts_first_step=True))  # type: ignore[misc]
+    crm: Served = await crms(two_step_crm_app(trusts_first_step=True))
     ran = await detect(capsys, crm.url, "--user", "nora", "--password-stdin", stdin="nora-pass-5\n")
     assert ran.code == 1
     assert "NOT COMPLETE" in ran.out
@@ -164,21 +170,21 @@ async def test_a_two_step_login_that_trusts_its_first_page_is_refused(
 
 
 async def test_a_wrong_test_password_writes_nothing(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str]
+    crms: Crms, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    crm: Served = await crms(SHAPES["php"].app())  # type: ignore[misc]
+    crm: Served = await crms(SHAPES["php"].app())
     ran = await detect(capsys, crm.url, "--user", "jan", "--password-stdin", stdin="guess\n")
     assert (ran.code, ran.out) == (1, "")
     assert "the test account's password was answered just as a wrong one (200" in ran.err
 
 
 async def test_a_crm_whose_wrong_password_looks_right_to_the_gateway_writes_nothing(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str]
+    crms: Crms, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """SugarCRM sends a wrong password back to index.php?action=Login&login_error=1 with a new
     PHPSESSID: a 302 and the session cookie, as for a right one, to a path only its query
     tells apart (which success.failure_location, a path, cannot)."""
-    crm: Served = await crms(php_crm_app(failure_redirects=True))  # type: ignore[misc]
+    crm: Served = await crms(php_crm_app(failure_redirects=True))
     ran = await detect(capsys, crm.url, "--user", "jan", "--password-stdin", stdin="jan-geheim-1\n")
     assert (ran.code, ran.out) == (1, "")
     assert "a wrong password is answered like the right one (302 to " in ran.err
@@ -196,9 +202,9 @@ async def test_a_crm_whose_wrong_password_looks_right_to_the_gateway_writes_noth
     ],
 )  # fmt: skip
 async def test_a_page_that_cannot_be_read_is_said_and_nothing_written(
-    path: str, said: str, code: int, crms: Callable[..., object], capsys: pytest.CaptureFixture[str]
+    path: str, said: str, code: int, crms: Crms, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    crm: Served = await crms(quirks_app())  # type: ignore[misc]
+    crm: Served = await crms(quirks_app())
     ran = await detect(capsys, crm.url, "--path", path)
     assert (ran.code, ran.out) == (code, "")
     assert said in ran.err
@@ -206,9 +212,9 @@ async def test_a_page_that_cannot_be_read_is_said_and_nothing_written(
 
 
 async def test_the_form_to_watch_is_chosen_with_form(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str]
+    crms: Crms, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    crm: Served = await crms(quirks_app())  # type: ignore[misc]
+    crm: Served = await crms(quirks_app())
     ran = await detect(capsys, crm.url, "--path", "/portal", "--form", "2")
     assert ran.code == 1  # no test account: success undecided
     read = section_of(ran)
@@ -216,9 +222,9 @@ async def test_the_form_to_watch_is_chosen_with_form(
 
 
 async def test_a_login_routed_by_hidden_fields_is_warned_of(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str]
+    crms: Crms, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    crm: Served = await crms(quirks_app())  # type: ignore[misc]
+    crm: Served = await crms(quirks_app())
     ran = await detect(capsys, crm.url, "--path", "/suite/")
     assert section_of(ran)["path"] == "/suite/index.php"
     assert "routes itself with hidden fields (module=Users, action=Authenticate)" in ran.err
@@ -256,17 +262,17 @@ async def test_a_closed_port_is_said(capsys: pytest.CaptureFixture[str]) -> None
 
 
 async def test_the_password_is_never_read_from_a_pipe_unless_told(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str]
+    crms: Crms, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    crm: Served = await crms(SHAPES["php"].app())  # type: ignore[misc]
+    crm: Served = await crms(SHAPES["php"].app())
     ran = await detect(capsys, crm.url, "--user", "jan", stdin="jan-geheim-1\n")
     assert (ran.code, ran.out) == (2, "")
     assert "no terminal to ask the password on" in ran.err and "--password-stdin" in ran.err
 
 
-async def test_the_command_as_an_operator_runs_it(crms: Callable[..., object]) -> None:
+async def test_the_command_as_an_operator_runs_it(crms: Crms) -> None:
     """The installed program, a child process, the password on stdin: the section on stdout."""
-    crm: Served = await crms(SHAPES["origin"].app())  # type: ignore[misc]
+    crm: Served = await crms(SHAPES["origin"].app())
     args = ("detect-login", "--upstream", crm.url, "--user", "quinn@firm.example")
     done = await asyncio.to_thread(run_command, *args, "--password-stdin", stdin="quinn-pw-31\n")
     assert done.returncode == 0, done.stderr

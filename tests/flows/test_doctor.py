@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from gateway.stores import AuditQuery
 from gateway.stores.sqlite import SqliteDurableStore
@@ -21,13 +22,18 @@ from tests.crms.origin_crm import origin_crm_app
 from tests.crms.php_crm import php_crm_app
 from tests.crms.quirks import silent_server
 
+# Serves a CRM app on loopback with serve_crm's quirks (site, skew, cookie_domain).
+Crms = Callable[..., Awaitable[Served]]
+
 
 @pytest.fixture
-async def crms() -> AsyncIterator[Callable[..., object]]:
+async def crms() -> AsyncIterator[Crms]:
     served: list[Served] = []
 
-    async def make(app: object, **quirks: object) -> Served:
-        one = await serve_crm(app, **quirks)  # type: ignore[arg-type]
+    async def make(
+        app: web.Application, *, site: str = "", skew: float = 0.0, cookie_domain: str = ""
+    ) -> Served:
+        one = await serve_crm(app, site=site, skew=skew, cookie_domain=cookie_domain)
         served.append(one)
         return one
 
@@ -82,9 +88,9 @@ async def doctor(
 
 @pytest.mark.parametrize("shape", list(SHAPES))
 async def test_detect_login_then_doctor_is_a_working_deployment(
-    shape: str, crms: Callable[..., object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    shape: str, crms: Crms, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    crm: Served = await crms(SHAPES[shape].app())  # type: ignore[misc]
+    crm: Served = await crms(SHAPES[shape].app())
     public = "public_url: https://crm.example.test\ntrusted_proxies: [127.0.0.1/32]\n"
     config = deployment(tmp_path, crm.url, await detected(capsys, crm.url, shape), public)
     ran = await doctor(capsys, config, shape)
@@ -100,9 +106,9 @@ async def test_detect_login_then_doctor_is_a_working_deployment(
 
 
 async def test_without_a_test_account_the_login_through_the_gateway_is_skipped(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    crms: Crms, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    crm: Served = await crms(SHAPES["two-step"].app())  # type: ignore[misc]
+    crm: Served = await crms(SHAPES["two-step"].app())
     config = deployment(tmp_path, crm.url, await detected(capsys, crm.url, "two-step"))
     ran = await doctor(capsys, config)
     assert ran.code == 0, ran.out
@@ -112,11 +118,11 @@ async def test_without_a_test_account_the_login_through_the_gateway_is_skipped(
 
 
 async def test_a_php_deployment_with_four_mistakes_has_each_named(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    crms: Crms, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """The user-name field of another CRM, a key file anyone may read, a store folder that is
     not there, a CRM whose clock is two minutes off."""
-    crm: Served = await crms(php_crm_app(), skew=120)  # type: ignore[misc]
+    crm: Served = await crms(php_crm_app(), skew=120)
     section = (await detected(capsys, crm.url, "php")).replace(
         "username_field: user_name", "username_field: username"
     )
@@ -150,9 +156,9 @@ async def test_a_php_deployment_with_four_mistakes_has_each_named(
 
 
 async def test_a_login_path_without_its_query_is_named(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    crms: Crms, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    crm: Served = await crms(php_crm_app())  # type: ignore[misc]
+    crm: Served = await crms(php_crm_app())
     section = (await detected(capsys, crm.url, "php")).replace(
         "path: /index.php?action=Login", "path: /index.php"
     )
@@ -164,9 +170,9 @@ async def test_a_login_path_without_its_query_is_named(
 
 
 async def test_a_json_api_with_the_wrong_success_status_and_no_logout(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    crms: Crms, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    crm: Served = await crms(SHAPES["json"].app())  # type: ignore[misc]
+    crm: Served = await crms(SHAPES["json"].app())
     section = (await detected(capsys, crm.url, "json")).replace("status: [200]", "status: [302]")
     section = section.split("  logout:")[0]
     ran = await doctor(capsys, deployment(tmp_path, crm.url, section), "json")
@@ -185,9 +191,9 @@ async def test_a_json_api_with_the_wrong_success_status_and_no_logout(
 
 
 async def test_a_two_step_login_watched_at_its_first_page_is_named(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    crms: Crms, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    crm: Served = await crms(SHAPES["two-step"].app())  # type: ignore[misc]
+    crm: Served = await crms(SHAPES["two-step"].app())
     section = (await detected(capsys, crm.url, "two-step")).replace(
         "path: /signin/password", "path: /signin"
     )
@@ -201,12 +207,12 @@ async def test_a_two_step_login_watched_at_its_first_page_is_named(
 
 
 async def test_a_rewritten_host_a_foreign_cookie_domain_and_tls_without_proxies(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    crms: Crms, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """The CRM compares Origin with Host: `host_header: upstream` gives it its own host, so
     every form through the gateway is refused; it also sets its cookies for a domain that is
     not the public one; and TLS is in front with no proxy trusted."""
-    crm: Served = await crms(origin_crm_app(), cookie_domain=".crm.internal.example")  # type: ignore[misc]
+    crm: Served = await crms(origin_crm_app(), cookie_domain=".crm.internal.example")
     section = await detected(capsys, crm.url, "origin")
     extra = "public_url: https://crm.example.test\n"
     config = deployment(tmp_path, crm.url, section, extra)
@@ -234,11 +240,11 @@ async def test_a_rewritten_host_a_foreign_cookie_domain_and_tls_without_proxies(
 
 
 async def test_a_crm_calling_itself_by_another_name_is_named(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    crms: Crms, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    right: Served = await crms(php_crm_app())  # type: ignore[misc]
+    right: Served = await crms(php_crm_app())
     section = await detected(capsys, right.url, "php")
-    crm: Served = await crms(php_crm_app(), site="http://localhost:{port}")  # type: ignore[misc]
+    crm: Served = await crms(php_crm_app(), site="http://localhost:{port}")
     ran = await doctor(capsys, deployment(tmp_path, crm.url, section), "php")
     assert ran.code == 1
     text = said(ran, "absolute redirects")
@@ -270,11 +276,11 @@ login:
 
 
 async def test_doctor_leaves_one_audit_event_in_the_deployments_store(
-    crms: Callable[..., object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    crms: Crms, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """The test login runs against a gateway with a store of its own: the deployment's store
     gets only doctor's own line (its write check), no sign-in, no lockout count."""
-    crm: Served = await crms(SHAPES["php"].app())  # type: ignore[misc]
+    crm: Served = await crms(SHAPES["php"].app())
     config = deployment(tmp_path, crm.url, await detected(capsys, crm.url, "php"))
     store = SqliteDurableStore(str(tmp_path / "gateway.db"))
     await store.open()
