@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from pathlib import Path
 
 import pytest
 
@@ -157,7 +158,7 @@ def test_ipv4_mapped_address_in_a_deny_list_denies_the_plain_ipv4_client() -> No
     assert found.match("192.0.2.66") == {"blocked"}
 
 
-def test_network_written_in_ipv4_mapped_form_is_refused_when_loading(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_network_written_in_ipv4_mapped_form_is_refused_when_loading(tmp_path: Path) -> None:
     """The index matches clients in their IPv4 form, so a ::ffff:a.b.c.d/n network could
     never match: the loader refuses it instead of letting a deny list silently fail."""
     from gateway.errors import ConfigError

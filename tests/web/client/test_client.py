@@ -39,7 +39,9 @@ async def test_the_request_goes_as_given_and_nothing_is_added(
 ) -> None:
     seen: list[bytes] = []
 
-    async def record(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def record(
+        crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         head, body = await read_request(reader)
         seen.append(head + body)
         writer.write(ok())
@@ -179,7 +181,7 @@ async def test_a_body_cut_mid_way_fails_and_never_looks_complete(
 ) -> None:
     """FL-7: the reader gets an error, not a short body that ends well."""
 
-    async def cut(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def cut(crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         part = b"x" * 1000
         if b"chunked" in framing:
@@ -206,7 +208,9 @@ async def test_no_answer_within_the_read_timeout_is_a_504_told_to_readiness(
 ) -> None:
     stalls: list[str] = []
 
-    async def silent(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def silent(
+        crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await read_request(reader)
         await asyncio.sleep(10)
 
@@ -225,7 +229,9 @@ async def test_a_slow_steady_download_outlives_the_read_timeout(
 ) -> None:
     """FL-9: the deadline is between two reads, never the answer's age."""
 
-    async def trickle(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def trickle(
+        crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await read_request(reader)
         await asyncio.sleep(0.1)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n")
@@ -244,7 +250,9 @@ async def test_a_stall_mid_body_fails_the_body_and_is_told(
 ) -> None:
     stalls: list[str] = []
 
-    async def stall(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def stall(
+        crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
         await writer.drain()
@@ -268,7 +276,7 @@ async def test_a_slow_reader_holds_the_crm_back_and_is_not_timed_out(
     finished_writing: list[float] = []
     loop = asyncio.get_running_loop()
 
-    async def big(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def big(crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
         for _ in range(size // 65536):

@@ -38,7 +38,9 @@ async def test_sequential_requests_share_one_connection(
 async def test_a_connection_the_crm_closed_while_idle_is_not_reused(
     raw_crm: StartCrm, crm_client: OpenClient
 ) -> None:
-    async def once_then_close(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def once_then_close(
+        crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await read_request(reader)
         writer.write(ok())
         await writer.drain()
@@ -53,7 +55,9 @@ async def test_a_connection_the_crm_closed_while_idle_is_not_reused(
     assert crm.connections == 2
 
 
-async def _closes_on_second_request(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+async def _closes_on_second_request(
+    crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     """Answers a connection's first request; its second finds the connection closing, as
     when a CRM's keep-alive ends while the gateway's request is on the way."""
     head, _ = await read_request(reader)
@@ -121,7 +125,9 @@ async def test_a_post_that_found_its_connection_closing_goes_on_a_new_one(
 async def test_a_failure_on_a_new_connection_is_not_retried(
     raw_crm: StartCrm, crm_client: OpenClient
 ) -> None:
-    async def hang_up(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def hang_up(
+        crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         head, _ = await read_request(reader)
         crm.requests.append((crm.connections, head))
 
@@ -161,7 +167,7 @@ async def test_connection_close_from_the_crm_is_honoured(
 async def test_an_http_1_0_crm_is_read_to_its_close_and_not_reused(
     raw_crm: StartCrm, crm_client: OpenClient
 ) -> None:
-    async def old(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def old(crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n")
         for part in (b"no length, ", b"ends when ", b"the CRM closes"):
@@ -190,7 +196,9 @@ async def test_an_http_1_0_crm_that_asks_for_keep_alive_is_reused(
 async def test_an_answer_without_length_on_http_1_1_is_read_to_close(
     raw_crm: StartCrm, crm_client: OpenClient
 ) -> None:
-    async def unframed(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def unframed(
+        crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\n\r\n" + b"y" * 300_000)
         await writer.drain()
@@ -210,7 +218,9 @@ async def test_bytes_said_out_of_turn_spoil_the_connection(
     forged = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
     said: list[bytes] = []
 
-    async def chatty(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def chatty(
+        crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         while head := (await read_request(reader))[0]:
             writer.write(ok())
             if b" /chatty " in head:
@@ -240,7 +250,7 @@ async def test_requests_are_never_pipelined_and_the_limit_holds(
     most = 0
     early: list[bytes] = []
 
-    async def slow(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def slow(crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal open_now, most
         open_now += 1
         most = max(most, open_now)
@@ -272,7 +282,7 @@ async def test_a_full_pool_answers_504_after_timeouts_pool(
     UpstreamTimeout (504), counted as a timeout; the busy request is not disturbed."""
     release = asyncio.Event()
 
-    async def held(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def held(crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         await release.wait()
         writer.write(ok())
@@ -308,7 +318,7 @@ async def test_a_request_that_leaves_the_line_gives_nothing_away(
     """A client that disconnects while its request waits for a slot: no slot is lost."""
     release = asyncio.Event()
 
-    async def held(crm: RawCrm, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def held(crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while (await read_request(reader))[0]:
             await release.wait()
             writer.write(ok())
