@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from gateway.fields import method_override
 from gateway.model import Decision, Settings, format_fresh, format_interval
 from gateway.policy.model import Level, Policy, User
-from gateway.policy.paths import normalize_path
+from gateway.policy.paths import normalize_path, windows_aliases
 from gateway.policy.rules import resolve_settings
 from gateway.policy.view import PolicyView
-from gateway.signin.decision import Asks, Kind, Request, Who, decide
+from gateway.signin.decision import Asks, Kind, Request, Rules, Who, decide
 
 
 @dataclass(frozen=True)
@@ -47,19 +47,23 @@ def explain_request(
     *,
     token: bool = False,
     unknown_token: bool = False,
+    fold: bool = False,
 ) -> Explanation:
     """The decision for `method raw_target` from `ip` by the canonical user `name` ("" for
-    nobody), as a session's request or (`token`, `unknown_token`) an API token's. Raises
-    BadRequest for a path the gateway refuses to read (400 path_ambiguous)."""
+    nobody), as a session's request or (`token`, `unknown_token`) an API token's; `fold`: the
+    CRM ignores case in paths (upstream.case_insensitive_paths). Raises BadRequest for a
+    path the gateway refuses to read (400 path_ambiguous)."""
     method = method.upper()
     raw_path, _, raw_query = raw_target.partition("?")
     path = normalize_path(raw_path)
+    if fold:
+        windows_aliases(path)
     refused = "method_ambiguous" if method_override((), method, raw_query) else ""
     if token or unknown_token:
         who = Who(Kind.TOKEN, name, token_known=not unknown_token, refused=refused)
     else:
         who = Who(Kind.SESSION if name else Kind.ANONYMOUS, name, refused=refused)
-    decision = decide(view, who, Request(Asks.CRM, ip, method, path))
+    decision = decide(view, who, Request(Asks.CRM, ip, method, path), rules=Rules(fold_paths=fold))
     settings = view.settings(name) if name else resolve_settings(view.policy, None)
     return Explanation(method, path, ip, name, decision, settings)
 

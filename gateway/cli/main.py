@@ -224,7 +224,10 @@ def _command(argv: list[str] | None) -> int:
         if args.policies:
             return policies.explain(args, None)
         loaded = _load(args.config)
-        return EXIT_CONFIG if loaded is None else policies.explain(args, loaded[1])
+        if loaded is None:
+            return EXIT_CONFIG
+        fold = loaded[0].upstream.case_insensitive_paths
+        return policies.explain(args, loaded[1], fold=fold)
     if args.command == "keys" and args.keys_command == "generate":
         return keys.generate_command(args.id)
     if args.command == "store":  # `copy` reads two configs: it loads them itself

@@ -42,6 +42,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     explain.add_argument(
         "--unknown-token", action="store_true", help="as an unregistered API token"
     )
+    explain.add_argument(
+        "--case-insensitive-paths",
+        action="store_true",
+        help="match paths in any case, as for a CRM on IIS (the config's "
+        "upstream.case_insensitive_paths says so without this)",
+    )
 
 
 def load_policy_or_report(folder: str) -> Policy | None:
@@ -70,9 +76,11 @@ def confirm_policy(config: Config, policy: Policy | None) -> int:
     return EXIT_OK
 
 
-def explain(args: argparse.Namespace, policy: Policy | None) -> int:
+def explain(args: argparse.Namespace, policy: Policy | None, *, fold: bool = False) -> int:
     """`policy`: the config's, already loaded; None with --policies (loaded here). The
-    answer is gateway.signin.decision.decide's, the function the running gateway asks."""
+    answer is gateway.signin.decision.decide's, the function the running gateway asks.
+    `fold`: the config's upstream.case_insensitive_paths (--case-insensitive-paths too)."""
+    fold = fold or args.case_insensitive_paths
     if args.policies:
         policy = load_policy_or_report(args.policies)
         if policy is None:
@@ -93,6 +101,7 @@ def explain(args: argparse.Namespace, policy: Policy | None) -> int:
             args.path,
             token=args.token,
             unknown_token=args.unknown_token,
+            fold=fold,
         )
     except BadRequest as exc:  # say what the gateway would answer
         print(f"decision: deny (400 path_ambiguous): {exc.detail}")
@@ -100,6 +109,8 @@ def explain(args: argparse.Namespace, policy: Policy | None) -> int:
     decision = found.decision
     shown_user = f"user {view.user_for(name).name}" if name else "an unknown user"
     print(f"request: {found.method} {found.path} from {args.ip} by {shown_user}")
+    if fold:
+        print("paths: matched in any case, as the CRM's web server reads them (IIS)")
     print(f"decision: {decision.action.value} ({decision.reason})")
     for step in decision.steps:
         print(f"  - {step}")

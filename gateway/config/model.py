@@ -67,6 +67,9 @@ class Upstream:
     keepalive: float = 30.0
     websocket_max_message: int = 4 * 1024 * 1024
     secret_header: SecretHeader | None = None
+    # The CRM's web server ignores case in paths (IIS, Windows): rules, the login and the
+    # logout match in any case, and Windows aliases of a name are refused.
+    case_insensitive_paths: bool = False
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,7 @@ def read_upstream(value: Value) -> Upstream | None:
             "keepalive",
             "websocket",
             "secret_header",
+            "case_insensitive_paths",
         }
     )
     if keys is None:
@@ -124,6 +125,7 @@ def read_upstream(value: Value) -> Upstream | None:
     keepalive = read_key(keys, "keepalive", lambda v: v.duration(minimum=1), 30.0)
     ws_max = read_key(keys, "websocket", _websocket, 4 * 1024 * 1024)
     secret_header = read_key(keys, "secret_header", _secret_header, None)
+    fold = read_key(keys, "case_insensitive_paths", lambda v: v.boolean(), False)
     if origin is None:
         return None
     scheme, hostname, netloc, port = origin
@@ -139,6 +141,7 @@ def read_upstream(value: Value) -> Upstream | None:
         keepalive=keepalive,
         websocket_max_message=ws_max,
         secret_header=secret_header,
+        case_insensitive_paths=fold,
     )
 
 

@@ -4,7 +4,10 @@ The rule (shared/reference/security-tests.md PN-1): percent-escapes of unreserve
 are decoded, dot segments resolved, duplicate slashes merged; anything ambiguous — an encoded
 slash, backslash, NUL, `#` or `?`, a `;` path parameter, control characters, invalid or
 overlong UTF-8, a `..` above the root — is refused with 400. Rules match the path only, never
-the query, and case-sensitively.
+the query, and case-sensitively, unless the CRM's web server ignores case (IIS and other
+Windows servers; `upstream.case_insensitive_paths`): then rules match the path as Windows
+compares names (fold_case), and the spellings Windows reads as another name are refused
+(windows_aliases).
 """
 
 from __future__ import annotations
@@ -73,6 +76,47 @@ def normalize_path(path: str) -> str:
         segments.append(segment)
     trailing = parts[-1] in ("", ".", "..") and bool(segments)
     return "/" + "/".join(segments) + ("/" if trailing else "")
+
+
+# Windows compares names by upper-casing each UTF-16 unit on its own (NTFS's upcase table,
+# .NET's OrdinalIgnoreCase): the simple one-to-one mapping, so `ß` stays `ß` (not `SS`) and
+# `ſ` is `S`. Python's str.upper() is the full mapping; this table keeps its one-to-one part,
+# for the Basic Multilingual Plane (Windows maps no other plane).
+_WINDOWS_UPPER = {
+    cp: ord(upper)
+    for cp in range(0x10000)
+    if not 0xD800 <= cp < 0xE000 and len(upper := chr(cp).upper()) == 1 and upper != chr(cp)
+}
+_ESCAPES = re.compile(r"(?:%[0-9A-F]{2})+")
+
+
+def fold_case(text: str) -> str:
+    """A path or a rule's pattern in the one case Windows compares names in: two names IIS
+    serves as one fold to the same text."""
+    return text.translate(_WINDOWS_UPPER)
+
+
+def match_form(path: str, fold: bool = False) -> str:
+    """What rules are matched against, never what is forwarded: the normalised path with the
+    escapes normalize_path keeps decoded (`%C3%A9` is `é`, `%21` is `!`, as the CRM reads
+    them: a rule written `/økonomi/**` or `/a!b` must hold for every spelling), in Windows's
+    one case when `fold` (a CRM on IIS). A decoded `%25` is a `%` no pattern can hold."""
+    if "%" in path:
+        path = _ESCAPES.sub(lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode(), path)
+    return fold_case(path) if fold else path
+
+
+# A segment whose last character is a dot or a space (`/admin.`, `/admin%20`: Windows drops
+# them, so IIS serves `/admin`), that names an NTFS stream (`/admin::$DATA`, `%3A` too: `:`
+# has no other use in a Windows name) or an 8.3 short name (`/ADMINI~1` for `/administration`).
+_WINDOWS_ALIAS = re.compile(r"(?:\.|%20)(?:/|\Z)|:|%3A|~[0-9]")
+
+
+def windows_aliases(path: str) -> None:
+    """BadRequest when a normalised path holds a spelling that Windows reads as another name
+    (a rule would judge one name while IIS serves another); for a CRM on a Windows server."""
+    if _WINDOWS_ALIAS.search(path):
+        raise _bad("a trailing dot or space, a stream (:) or a short name (~1) in a Windows path")
 
 
 def compile_glob(pattern: str) -> re.Pattern[str]:

@@ -47,7 +47,7 @@ from gateway.model import (
 )
 from gateway.policy.model import Level, Policy, User
 from gateway.policy.networks import NetworkIndex
-from gateway.policy.paths import compile_glob
+from gateway.policy.paths import compile_glob, fold_case, match_form
 
 _ENFORCEMENT_RANK = {"optional": 0, "required_from": 1, "required": 2}
 
@@ -120,20 +120,29 @@ def check_address(
 
 
 @lru_cache(maxsize=1024)
-def _glob(pattern: str) -> re.Pattern[str]:
-    return compile_glob(pattern)
+def _glob(pattern: str, fold: bool) -> re.Pattern[str]:
+    return compile_glob(fold_case(pattern) if fold else pattern)
 
 
 def check_path(
-    policy: Policy, user: User | None, method: str, path: str, *, token: bool = False
+    policy: Policy,
+    user: User | None,
+    method: str,
+    path: str,
+    *,
+    token: bool = False,
+    fold: bool = False,
 ) -> Decision:
-    """Path rules on the normalised path (gateway.policy.paths.normalize_path)."""
+    """Path rules on the normalised path (gateway.policy.paths.normalize_path), matched in
+    its match_form: its escapes decoded, and in Windows's one case when `fold` (a CRM whose
+    web server ignores case: `upstream.case_insensitive_paths`)."""
     if not policy.paths:
         return Decision(Action.FORWARD, "ok")
+    path = match_form(path, fold)
     for rule in policy.paths:
         if rule.methods is not None and method not in rule.methods:
             continue
-        if not _glob(rule.pattern).match(path):
+        if not _glob(rule.pattern, fold).match(path):
             continue
         source = f"{rule.where}"
         if _admits(rule.allow, user, token):
@@ -181,16 +190,18 @@ def check_access(
     path: str,
     unknown_token: bool = False,
     token: bool = False,
+    fold: bool = False,
 ) -> Decision:
     """Address first (deny wins), then path; the decision carries every rule that took part.
 
     `token`: the request carries an API credential (registered, or unknown and admitted by
     `api.unknown_tokens`); path rules may admit such requests with the subject `token`.
+    `fold`: the CRM ignores case in paths (check_path).
     """
     address = check_address(policy, index, user, ip, unknown_token=unknown_token)
     if not address.allowed:
         return address
-    route = check_path(policy, user, method, path, token=token or unknown_token)
+    route = check_path(policy, user, method, path, token=token or unknown_token, fold=fold)
     return replace(route, steps=address.steps + route.steps)
 
 

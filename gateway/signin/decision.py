@@ -92,6 +92,7 @@ class Rules:
     """What the gateway's configuration adds to the policy."""
 
     gateway_login: bool = False  # login mode gateway: our login page before a closed path
+    fold_paths: bool = False  # the CRM ignores case in paths (upstream.case_insensitive_paths)
     step_up_window: float = 300.0  # how fresh a factor must be to change the account
 
 
@@ -133,7 +134,7 @@ def crm_decision(view: PolicyView, who: Who, request: Request, rules: Rules) -> 
     elif who.kind in (Kind.SESSION, Kind.LOGIN):
         user = view.user_for(who.user)
     elif who.kind is Kind.ANONYMOUS and rules.gateway_login:
-        anyone = check_path(policy, None, request.method, request.path)
+        anyone = check_path(policy, None, request.method, request.path, fold=rules.fold_paths)
         if not anyone.allowed:
             # Not open to anyone: who it is must be known first (not "denied" yet).
             return Decision(Action.SIGN_IN, "signin_required", anyone.steps)
@@ -147,6 +148,7 @@ def crm_decision(view: PolicyView, who: Who, request: Request, rules: Rules) -> 
         path=request.path,
         unknown_token=token and not who.token_known,
         token=token,
+        fold=rules.fold_paths,
     )
     if decided.allowed and who.kind is Kind.SESSION:
         return replace(decided, user=who.user)

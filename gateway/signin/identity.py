@@ -16,7 +16,7 @@ from gateway.config.signin import Login
 from gateway.errors import AmbiguousLogin
 from gateway.fields import may_be_read_as
 from gateway.model import canonical_user
-from gateway.policy.paths import normalize_path
+from gateway.policy.paths import match_form, normalize_path
 
 __all__ = [
     "canonical_user",
@@ -134,10 +134,25 @@ def names_login(login: Login, method: str, raw_target: str) -> bool:
         return False
     raw_path, _, raw_query = raw_target.partition("?")
     want, _, query = login.path.partition("?")
-    path = normalize_path(raw_path)
-    return path.rstrip("/").lower() == want.rstrip("/").lower() and (
+    # Generous: compared as Windows compares names (case folded one to one, `ſ` as `S`),
+    # escapes decoded, whatever server the CRM runs on. Another form taken for the login is
+    # only counted and held; a login not taken for it would reach the CRM unwatched.
+    path = match_form(normalize_path(raw_path), fold=True)
+    return path.rstrip("/") == match_form(want, fold=True).rstrip("/") and (
         not query or query_matches(query, raw_query)
     )
+
+
+def names_logout(login: Login, method: str, target: str, *, fold: bool = False) -> bool:
+    """A request (its method and judged target: normalised path, raw query) to the CRM's
+    logout (login.logout); in any case when `fold` (a CRM on IIS ignores it)."""
+    logout, _, logout_query = login.logout_path.partition("?")
+    if not logout or method != login.logout_method:
+        return False
+    path, _, query = target.partition("?")
+    if fold:
+        logout, path = match_form(logout, fold=True), match_form(path, fold=True)
+    return logout == path and query_matches(logout_query, query)
 
 
 def query_matches(wanted: str, raw_query: str) -> bool:

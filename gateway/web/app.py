@@ -172,7 +172,12 @@ def snapshot_file(config: Config) -> Path | None:
 async def _guard(app: web.Application, *, preloaded: Policy | None) -> AsyncIterator[None]:
     config = app[CONFIG]
     guard = await open_guard(
-        config.policies, app[DURABLE], app[AUDIT], preloaded, hold_share=config.policy_hold_share
+        config.policies,
+        app[DURABLE],
+        app[AUDIT],
+        preloaded,
+        hold_share=config.policy_hold_share,
+        fold_paths=config.upstream.case_insensitive_paths,
     )
     app[GUARD] = guard
     tasks = app[TASKS]

@@ -23,10 +23,9 @@ from gateway.errors import AmbiguousCredential, BadRequest, HttpError, MethodNot
 from gateway.headers import fold
 from gateway.metrics import DENIALS
 from gateway.model import Action, Decision, Step
-from gateway.policy.paths import normalize_path
 from gateway.policy.tokens import find_credential
 from gateway.signin.decision import Asks, Kind, Request, Who, still_verified
-from gateway.signin.identity import names_login, query_matches
+from gateway.signin.identity import names_login
 from gateway.signin.session import FULL, Session
 from gateway.web.audit import audit_about
 from gateway.web.forwarding import is_navigation, wants_html
@@ -96,7 +95,7 @@ async def _judge(
     guard = request.app.get(GUARD)
     if guard is None:  # no policies and no sign-in: the transparent proxy's answer
         return _pass(request, settings, "")
-    path = normalize_path(raw_path)
+    path = guard.normalize(raw_path)
     if signin is not None and names_login(signin.login, original.method, original.target):
         # The CRM's login must go through the gateway's proxy, which holds the CRM's cookies
         # until the second factor and counts the password: the front proxy sent it here, in
@@ -130,7 +129,7 @@ async def _judge(
         signin is not None
         and who.kind is Kind.SESSION
         and decision.allowed
-        and _signs_out(signin, original, path, raw_query)
+        and signin.signs_out(original.method, f"{path}?{raw_query}")
     ):
         # The CRM's logout ends the gateway session too, as in the proxy mode, and needs no
         # code when one is due (the proxy mode also clears our cookie: the deploy/ configs
@@ -153,18 +152,6 @@ def _dot_segment(raw_path: str) -> bool:
     if "." not in raw_path and "%" not in raw_path:
         return False
     return any(_DOTS.fullmatch(segment) for segment in raw_path.split("/"))
-
-
-def _signs_out(signin: SignIn, original: Original, path: str, raw_query: str) -> bool:
-    """The CRM's logout (login.logout), judged on the normalised path like the proxy mode."""
-    login = signin.login
-    logout, _, logout_query = login.logout_path.partition("?")
-    return bool(
-        logout
-        and logout == path
-        and original.method == login.logout_method
-        and query_matches(logout_query, raw_query)
-    )
 
 
 def _carries(headers: CIMultiDictProxy[str], folded_names: frozenset[str]) -> bool:

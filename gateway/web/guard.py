@@ -23,7 +23,7 @@ from gateway.policy.change import DEFAULT_HOLD_SHARE
 from gateway.policy.live import LivePolicy
 from gateway.policy.load import load_policies
 from gateway.policy.model import Policy, empty_policy
-from gateway.policy.paths import normalize_path
+from gateway.policy.paths import normalize_path, windows_aliases
 from gateway.policy.tokens import find_credential
 from gateway.policy.view import PolicyView
 from gateway.signin.decision import Asks, Kind, Request, Rules, Who, decide, still_verified
@@ -65,8 +65,12 @@ class Guard(LivePolicy):
         trail: AuditTrail,
         *,
         hold_share: float = DEFAULT_HOLD_SHARE,
+        fold_paths: bool = False,
     ) -> None:
         super().__init__(folder, policy, durable, trail, hold_share=hold_share)
+        # The CRM ignores case in paths (upstream.case_insensitive_paths): rules match in any
+        # case, and a Windows alias of a name is refused (gateway.policy.paths).
+        self.fold_paths = fold_paths
         self._memo: dict[tuple[str | bool, ...], tuple[Decision, bool]] = {}
         self._memo_view: PolicyView | None = None
 
@@ -130,7 +134,7 @@ class Guard(LivePolicy):
         path that reads two ways is a BadRequest. `now`: a session's request is also held
         to how long a verification lasts (that part is never remembered: time moves)."""
         raw_path, sep, raw_query = request.raw_path.partition("?")
-        path = normalize_path(raw_path)
+        path = self.normalize(raw_path)
         asked = Request(Asks.CRM, request[VIEW].ip, request.method, path)
         view = self.view
         decision, overridable = self.decided(view, who, asked, gateway_login)
@@ -139,6 +143,13 @@ class Guard(LivePolicy):
         if decision.action is Action.DENY:
             self.refuse(request, decision, api=who.kind is Kind.TOKEN)
         return Judged(decision, path + sep + raw_query, overridable)
+
+    def normalize(self, raw_path: str) -> str:
+        """normalize_path, and for a CRM on Windows, BadRequest for a Windows alias."""
+        path = normalize_path(raw_path)
+        if self.fold_paths:
+            windows_aliases(path)
+        return path
 
     def decided(
         self, view: PolicyView, who: Who, asked: Request, gateway_login: bool
@@ -161,7 +172,8 @@ class Guard(LivePolicy):
         )
         found = self._memo.get(key)
         if found is None:
-            found = self._decide(view, who, asked, Rules(gateway_login=gateway_login))
+            rules = Rules(gateway_login=gateway_login, fold_paths=self.fold_paths)
+            found = self._decide(view, who, asked, rules)
             if len(asked.path) > MEMO_PATH:
                 return found
             remember(self._memo, key, found, MEMO)
@@ -211,9 +223,10 @@ async def open_guard(
     policy: Policy | None = None,
     *,
     hold_share: float = DEFAULT_HOLD_SHARE,
+    fold_paths: bool = False,
 ) -> Guard:
     if policy is None:
         policy = await asyncio.to_thread(load_policies, folder) if folder else empty_policy()
-    guard = Guard(folder, policy, durable, trail, hold_share=hold_share)
+    guard = Guard(folder, policy, durable, trail, hold_share=hold_share, fold_paths=fold_paths)
     await guard.start()
     return guard

@@ -27,7 +27,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from gateway.errors import SealBroken
 from gateway.fields import overrides_method
 from gateway.model import Action, Decision
-from gateway.policy.paths import normalize_path
 from gateway.signin.decision import Asks, Request, still_verified
 from gateway.signin.session import Session
 from gateway.web import proxy
@@ -128,7 +127,7 @@ async def send(
     now = request.app[CLOCK].now()
     raw_path, _, _ = kept.target.partition("?")
     who = who_in(fresh)
-    asked = Request(Asks.CRM, request[VIEW].ip, kept.method, normalize_path(raw_path))
+    asked = Request(Asks.CRM, request[VIEW].ip, kept.method, signin.guard.normalize(raw_path))
     view = signin.guard.view
     decision, overridable = signin.guard.decided(view, who, asked, signin.gateway_mode)
     decision = still_verified(view, who, decision, now)

@@ -37,7 +37,7 @@ from gateway.signin.decision import (
     decide,
     mandatory,
 )
-from gateway.signin.identity import names_login, query_matches, set_cookie_names
+from gateway.signin.identity import names_login, names_logout, set_cookie_names
 from gateway.signin.regulation import Regulator
 from gateway.signin.session import FULL, PASSWORD, Session, SessionBook
 from gateway.stores import DurableStore, SharedStore
@@ -168,10 +168,7 @@ class SignIn:
     def signs_out(self, method: str, target: str) -> bool:
         """The CRM's logout (`target`: the judged path and raw query): it ends our session too
         and never waits for a verification that is due."""
-        logout, _, logout_query = self.login.logout_path.partition("?")
-        path, _, query = target.partition("?")
-        same = bool(logout) and logout == path and method == self.login.logout_method
-        return same and query_matches(logout_query, query)
+        return names_logout(self.login, method, target, fold=self.guard.fold_paths)
 
     async def password_attempt(self, request: web.Request, user: str) -> float:
         """Count a password attempt for `user` from this request (0: go ahead), auditing a
@@ -219,6 +216,7 @@ class SignIn:
         return Rules(
             gateway_login=self.login.mode == "gateway",
             step_up_window=self.config.signin.sessions.step_up_window,
+            fold_paths=self.guard.fold_paths,
         )
 
     def decide(self, request: web.Request, who: Who, asks: Asks, facts: Facts) -> Decision:
