@@ -2,9 +2,9 @@
 failure. The CRM as the gateway reaches it (reachable, how fast, its clock); the login
 section against the login found there (and, with a test account, against its answers); a
 gateway of this config on a loopback port (gateway.setup.trial) taking the CRM's login form
-with the browser's Origin, and holding the test account's login for the second factor; the
-redirects and cookie domains seen; public_url, TLS and trusted_proxies; the secret files;
-the stores."""
+with the browser's Origin, and holding the test account's login for the second factor;
+whether the CRM ignores case in paths as the rules are told it does; the redirects and
+cookie domains seen; public_url, TLS and trusted_proxies; the secret files; the stores."""
 
 from __future__ import annotations
 
@@ -76,6 +76,7 @@ async def run_doctor(
                 verdicts += await _through_a_gateway(
                     config, policy, login, found, account, wait, clock, folder
                 )
+        verdicts.append(await _paths_case(config, policy, wait, clock))
         verdicts += check_redirects(answers, config)
         verdicts += check_cookie_domains(answers, config)
     verdicts += check_public_side(config)
@@ -112,6 +113,47 @@ async def _reachable(
     else:
         verdicts.append(Verdict(item, OK, said))
     return True
+
+
+async def _paths_case(config: Config, policy: Policy | None, wait: float, clock: Clock) -> Verdict:
+    """Whether the CRM serves a path in another case as the same page (IIS and other Windows
+    servers do), against upstream.case_insensitive_paths: the login page asked as written,
+    in swapped case, and under a made-up name (a CRM that answers every path alike tells
+    nothing)."""
+    item = "paths and case"
+    login = config.signin.login
+    path = login.path.partition("?")[0] if login is not None and login.mode == "upstream" else ""
+    if path.swapcase() == path:
+        return Verdict(item, SKIP, "no CRM login path with letters to ask in another case")
+    site = origin_of(config.upstream.url)
+    try:
+        async with Browser(site, wait, clock) as browser:
+            asked = [await browser.send("GET", site + p) for p in (path, path.swapcase())]
+            made_up = await browser.send("GET", f"{site}{path.rstrip('/')}-crm-gateway-probe")
+    except DetectionFailed as exc:
+        return Verdict(item, SKIP, str(exc))
+    (written, swapped), other = (a.status for a in asked), path.swapcase()
+    if (written >= 400 and written != 405) or made_up.status == written:  # 405: a POST route
+        said = f"GET {path} answered {written}, a made-up path {made_up.status}: nothing to tell"
+        return Verdict(item, SKIP, said)
+    folded = config.upstream.case_insensitive_paths
+    key = f"upstream.case_insensitive_paths: {'false' if folded else 'true'}"
+    if swapped == written:
+        said = f"the CRM serves {other} as {path} ({written}): it ignores case in paths (IIS?)"
+        if folded:
+            return Verdict(item, OK, f"{said}, and so do the rules")
+        if policy is not None and policy.paths:
+            fix = f"{key}: else a rule on /admin does not hold for /ADMIN"
+            return Verdict(item, FAIL, f"{said}, but the rules do not", fix)
+        return Verdict(item, WARN, f"{said}; no path rules yet", f"{key}, before any")
+    if swapped == made_up.status:
+        said = f"the CRM tells {other} ({swapped}) from {path} ({written})"
+        if not folded:
+            return Verdict(item, OK, said)
+        fix = f"{key}: else an `anyone` rule for /public/** also admits /PUBLIC/…"
+        return Verdict(item, WARN, f"{said}, but the rules fold case", fix)
+    said = f"GET {path} {written}, {other} {swapped}, a made-up path {made_up.status}"
+    return Verdict(item, SKIP, f"{said}: nothing to tell")
 
 
 async def _found(

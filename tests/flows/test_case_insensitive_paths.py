@@ -29,6 +29,10 @@ from gateway.policy.paths import fold_case
 from gateway.web.app import build_app
 from gateway.web.pages.forwardauth import REASON_HEADER
 from tests.conftest import Served, gateway_config, send_raw, serve
+from tests.crms.common import serve_crm
+from tests.crms.kit import deployment
+from tests.crms.php_crm import php_crm_app
+from tests.flows.test_doctor import detected, doctor, said, states
 from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
 from tests.signin_kit import GATEWAY_COOKIE, Browser, SignInGateway, write_keys
 
@@ -65,7 +69,13 @@ async def iis_crm(request: web.Request) -> web.StreamResponse:
         answer = web.HTTPFound("/signin")
         answer.del_cookie(CRM_COOKIE)
         raise answer
+    if name.split("/")[1] not in PAGES:
+        return web.Response(status=404, text=f"no page {name}")
     return web.Response(text=f"page {name}")
+
+
+PAGES = {"", "SIGNIN", "LOGOUT", "CONTACTS", "ADMIN", "ADMINISTRATION", "SECRET", "ØKONOMI"}
+PAGES |= {"KUNDE!INTERN"}
 
 
 @pytest.fixture
@@ -299,3 +309,33 @@ def test_the_setting_is_a_yes_or_no() -> None:
     config = parse_config(text.replace("iis", "true"), "gateway.yaml")
     assert config.upstream.case_insensitive_paths is True
     assert parse_config(text.replace("  case_insensitive_paths: iis\n", ""), "g").upstream
+
+
+async def test_doctor_tells_whether_the_crm_ignores_case(
+    crm: Served, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """doctor asks the CRM for its login page as written, in swapped case and under a made-up
+    name: on this IIS-like CRM the rules must fold case (FAIL with the fix until they do);
+    on a CRM that tells the cases apart, folding is named as the mistake it is there."""
+    section = "login:\n  path: /signin\n  success: {status: [302], cookie: ASP.NET_SessionId}\n"
+    config = deployment(tmp_path / "iis", crm.url, section)
+    ran = await doctor(capsys, config)
+    assert states(ran)["paths and case"] == {"FAIL"}, ran.out
+    assert "the CRM serves /SIGNIN as /signin (200): it ignores case" in said(ran, "paths and case")
+    assert "fix: upstream.case_insensitive_paths: true" in said(ran, "paths and case")
+    text = config.read_text()
+    config.write_text(text.replace(f"  url: {crm.url}\n", f"  url: {crm.url}\n  {FOLD}\n"))
+    ran = await doctor(capsys, config)
+    assert states(ran)["paths and case"] == {"ok"}, ran.out
+
+    php = await serve_crm(php_crm_app())
+    try:
+        folder = tmp_path / "php"
+        config = deployment(folder, php.url, await detected(capsys, php.url, "php"))
+        text = config.read_text()
+        config.write_text(text.replace(f"  url: {php.url}\n", f"  url: {php.url}\n  {FOLD}\n"))
+        ran = await doctor(capsys, config)
+        assert states(ran)["paths and case"] == {"WARN"}, ran.out
+        assert "fix: upstream.case_insensitive_paths: false" in said(ran, "paths and case")
+    finally:
+        await php.runner.cleanup()

@@ -102,7 +102,7 @@ async def test_detect_login_then_doctor_is_a_working_deployment(
         ran, "login through the gateway"
     )
     assert "Origin https://crm.example.test" in said(ran, "CSRF and Origin")
-    assert ran.out.rstrip().endswith("0 failures, 1 warning, 13 ok, 0 skipped")
+    assert ran.out.rstrip().endswith("0 failures, 1 warning, 14 ok, 0 skipped")
 
 
 async def test_without_a_test_account_the_login_through_the_gateway_is_skipped(
