@@ -357,3 +357,142 @@ async def test_a_request_the_crm_reads_as_another_action_is_not_taken_for_its_lo
         assert [d for d in served if d[2] and d[1] != "Logout"] == [], (status, text[:200])
     finally:
         await b.close()
+
+
+# -- the CRM's login, written with escapes -------------------------------------------------------
+
+LOGIN_COOKIE = "crm_session"
+LOGINS = web.AppKey("logins", list[str])  # raw paths of the logins the CRM accepted
+
+
+async def login_crm(request: web.Request) -> web.StreamResponse:
+    """A CRM whose login form posts to a name with a letter outside ASCII (or a `~`)."""
+    if request.method == "POST":
+        form = await request.post()
+        if (form.get("username"), form.get("password")) == ("alice", "alice-demo"):
+            request.app[LOGINS].append(request.raw_path)
+            answer = web.HTTPFound("/contacts")
+            answer.set_cookie(LOGIN_COOKIE, "signed-in-as-alice")
+            raise answer
+    return web.Response(text="the login form")
+
+
+@pytest.fixture
+async def login_served() -> AsyncIterator[Served]:
+    app = web.Application()
+    app[LOGINS] = []
+    app.router.add_route("*", "/{tail:.*}", login_crm)
+    served = await serve(app)
+    yield served
+    await served.runner.cleanup()
+
+
+def login_config(path: str) -> str:
+    return (
+        f"login:\n  mode: upstream\n  path: {path}\n  username_field: username\n"
+        f"  success: {{status: [302], cookie: {LOGIN_COOKIE}}}\n"
+    )
+
+
+def login_policy(page: str) -> str:
+    """The login form open to anyone (its GET), everything else to a signed-in user."""
+    return (
+        "defaults: {factors: [totp, recovery], enforcement: required}\n"
+        f"users: {{alice: {{}}}}\npaths:\n  - {{path: {page}, allow: [anyone]}}\n"
+        '  - {path: "/**", allow: [authenticated]}\n'
+    )
+
+
+async def post_login(gw: SignInGateway, target: str) -> str:
+    form = "username=alice&password=alice-demo"
+    head = f"POST {target} HTTP/1.1\r\nHost: crm\r\nAccept: text/html\r\n"
+    head += "Content-Type: application/x-www-form-urlencoded\r\n"
+    head += f"Content-Length: {len(form)}\r\nConnection: close\r\n\r\n{form}"
+    return (await send_raw(gw.served.port, head.encode())).decode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("configured", "page", "sent"),
+    [
+        ("/anmeldung-%C3%BC", "/anmeldung-ü", "/anmeldung-%c3%bc"),
+        ("/%7Eapp/signin", "/~app/signin", "/~app/signin"),
+    ],
+)
+async def test_a_login_written_with_upper_case_escapes_is_watched_in_every_spelling(
+    login_served: Served,
+    tmp_path: Path,
+    started: list[SignInGateway],
+    configured: str,
+    page: str,
+    sent: str,
+) -> None:
+    extra = login_config(configured) + write_keys(tmp_path)
+    gw = await gateway(login_served, tmp_path, policy=login_policy(page), fold=False, extra=extra)
+    started.append(gw)
+    for target in (sent, sent.upper().replace("%7E", "~")):
+        answer = await post_login(gw, target)
+        assert "\r\nLocation: /_gateway/enrol\r\n" in answer, (target, answer[:400])
+        assert LOGIN_COOKIE not in answer
+    assert len(login_served.app[LOGINS]) == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="HOLE: names_login compares match_form(login.path) without normalising it first;"
+    " match_form decodes only upper-case escapes, so login.path /anmeldung-%c3%bc (lower-case"
+    " hex, which the config accepts) never equals a request's /ANMELDUNG-Ü: the CRM's login"
+    " is forwarded as an ordinary request to an open page, its password neither counted nor"
+    " held (before 11329e4 both sides were lower-cased and /anmeldung-%c3%bc was watched;"
+    " /%7eapp/signin, an escaped unreserved character, was missed before too)",
+)
+@pytest.mark.parametrize("configured", ["/anmeldung-%c3%bc", "/%7eapp/signin"])
+async def test_a_login_written_with_lower_case_escapes_is_watched(
+    login_served: Served, tmp_path: Path, started: list[SignInGateway], configured: str
+) -> None:
+    page = unquote(configured)
+    extra = login_config(configured) + write_keys(tmp_path)
+    gw = await gateway(login_served, tmp_path, policy=login_policy(page), fold=False, extra=extra)
+    started.append(gw)
+    answer = await post_login(gw, escaped(page))
+    assert "\r\nLocation: /_gateway/enrol\r\n" in answer, answer[:400]
+
+
+async def test_the_forward_auth_endpoint_judges_each_spelling_as_the_proxy(
+    crm: Served, tmp_path: Path, started: list[SignInGateway]
+) -> None:
+    gw = await gateway(crm, tmp_path, policy=UNICODE_POLICY, extra=FORWARD_AUTH)
+    started.append(gw)
+    for target in SPELLINGS:
+        head = (
+            "GET /_gateway/auth HTTP/1.1\r\nHost: crm\r\nX-Original-Method: GET\r\n"
+            f"X-Original-URI: {target}\r\nConnection: close\r\n\r\n"
+        )
+        endpoint = status_of(await send_raw(gw.served.port, head.encode()))
+        closed = closed_on_windows(windows_name(target))
+        assert endpoint == (403 if closed else 200), (target, endpoint)
+        assert await ask(gw, "GET", target) == (403 if closed else 200), target
+
+
+PHP_LOGINS = [
+    "/INDEX.PHP?action=Login",
+    "/index.php/?action=Login",
+    "/Index.Php?action=Export&action=Login",  # PHP reads the last: Login
+    "/index.php?%61ction=Login",
+    "/index.php?action=Log%69n",
+    "/index.php?action%5B%5D=x&action=Login",
+]
+
+
+async def test_a_php_login_is_held_in_every_spelling_on_iis(
+    php: Served, tmp_path: Path, started: list[SignInGateway]
+) -> None:
+    """login.path /index.php?action=Login on a case-insensitive CRM: the path in any case, the
+    query in any spelling PHP reads as action=Login, held for the second factor."""
+    extra = PHP_LOGIN + write_keys(tmp_path)
+    gw = await gateway(php, tmp_path, policy=PHP_POLICY, extra=extra)
+    started.append(gw)
+    for target in PHP_LOGINS:
+        answer = await post_login(gw, target)
+        assert "\r\nLocation: /_gateway/enrol\r\n" in answer, (target, answer[:400])
+        assert CRM_COOKIE not in answer, target
+    assert [d[1] for d in php.app[DONE]] == ["Login"] * len(PHP_LOGINS)
