@@ -441,8 +441,8 @@ async def test_a_login_written_with_upper_case_escapes_is_watched_in_every_spell
     reason="HOLE: names_login compares match_form(login.path) without normalising it first;"
     " match_form decodes only upper-case escapes, so login.path /anmeldung-%c3%bc (lower-case"
     " hex, which the config accepts) never equals a request's /ANMELDUNG-Ü: the CRM's login"
-    " is forwarded as an ordinary request to an open page, its password neither counted nor"
-    " held (before 11329e4 both sides were lower-cased and /anmeldung-%c3%bc was watched;"
+    " is forwarded as an ordinary request to an open page: its password is not counted"
+    " (password guessing goes unregulated) and only the CRM's cookie is dropped (before 11329e4 both sides were lower-cased and /anmeldung-%c3%bc was watched;"
     " /%7eapp/signin, an escaped unreserved character, was missed before too)",
 )
 @pytest.mark.parametrize("configured", ["/anmeldung-%c3%bc", "/%7eapp/signin"])
@@ -496,3 +496,21 @@ async def test_a_php_login_is_held_in_every_spelling_on_iis(
         assert "\r\nLocation: /_gateway/enrol\r\n" in answer, (target, answer[:400])
         assert CRM_COOKIE not in answer, target
     assert [d[1] for d in php.app[DONE]] == ["Login"] * len(PHP_LOGINS)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+async def test_a_raw_utf8_original_uri_is_judged_as_its_escaped_form(
+    crm: Served, tmp_path: Path, started: list[SignInGateway], fold: bool
+) -> None:
+    """nginx passes $request_uri byte for byte: a client may send `ǆ` or `π` unescaped in the
+    request line (nginx takes it), and the CRM decodes them to the same name."""
+    gw = await gateway(crm, tmp_path, policy=UNICODE_POLICY, fold=fold, extra=FORWARD_AUTH)
+    started.append(gw)
+    for target in ("/ǆungla/x", "/πόλις/x", "/𐐨/x", "/ǆungla%2Fx", "/ǆungla\u00a0/x"):
+        head = (
+            "GET /_gateway/auth HTTP/1.1\r\nHost: crm\r\nX-Original-Method: GET\r\n"
+            f"X-Original-URI: {target}\r\nConnection: close\r\n\r\n"
+        )
+        answer = await send_raw(gw.served.port, head.encode())
+        wanted = 200 if "\u00a0" in target else 403
+        assert status_of(answer) == wanted, (target, answer[:300])
