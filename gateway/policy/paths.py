@@ -79,13 +79,20 @@ def normalize_path(path: str) -> str:
 
 
 # Windows compares names by upper-casing each UTF-16 unit on its own (NTFS's upcase table,
-# .NET's OrdinalIgnoreCase): the simple one-to-one mapping, so `ß` stays `ß` (not `SS`) and
-# `ſ` is `S`. Python's str.upper() is the full mapping; this table keeps its one-to-one part,
-# for the Basic Multilingual Plane (Windows maps no other plane).
+# .NET's OrdinalIgnoreCase): Unicode's simple one-to-one mapping, so `ß` stays `ß` (not
+# `SS`), `ſ` is `S` and `ᾳ` is `ᾼ`, in the Basic Multilingual Plane (Windows maps no other
+# plane). Python's str.upper() is the full mapping; where that is two letters or more, the
+# simple mapping is the title-case letter when there is one (the Greek iota subscripts),
+# else none.
+def _simple_upper(char: str) -> str:
+    upper = char.upper()
+    return upper if len(upper) == 1 else (title if len(title := char.title()) == 1 else char)
+
+
 _WINDOWS_UPPER = {
     cp: ord(upper)
     for cp in range(0x10000)
-    if not 0xD800 <= cp < 0xE000 and len(upper := chr(cp).upper()) == 1 and upper != chr(cp)
+    if not 0xD800 <= cp < 0xE000 and (upper := _simple_upper(chr(cp))) != chr(cp)
 }
 _ESCAPES = re.compile(r"(?:%[0-9A-F]{2})+")
 

@@ -13,8 +13,8 @@ import unicodedata
 from urllib.parse import unquote_plus, unquote_to_bytes, urljoin, urlsplit
 
 from gateway.config.signin import Login
-from gateway.errors import AmbiguousLogin
-from gateway.fields import may_be_read_as
+from gateway.errors import AmbiguousField, AmbiguousLogin, BadRequest
+from gateway.fields import may_be_read_as, query_values
 from gateway.model import canonical_user
 from gateway.policy.paths import match_form, normalize_path
 
@@ -138,7 +138,7 @@ def names_login(login: Login, method: str, raw_target: str) -> bool:
     # escapes decoded, whatever server the CRM runs on. Another form taken for the login is
     # only counted and held; a login not taken for it would reach the CRM unwatched.
     path = match_form(normalize_path(raw_path), fold=True)
-    return path.rstrip("/") == match_form(want, fold=True).rstrip("/") and (
+    return path.rstrip("/") == match_form(_normalised(want), fold=True).rstrip("/") and (
         not query or query_matches(query, raw_query)
     )
 
@@ -150,9 +150,42 @@ def names_logout(login: Login, method: str, target: str, *, fold: bool = False) 
     if not logout or method != login.logout_method:
         return False
     path, _, query = target.partition("?")
+    logout = _normalised(logout)
     if fold:
         logout, path = match_form(logout, fold=True), match_form(path, fold=True)
-    return logout == path and query_matches(logout_query, query)
+    return logout == path and query_is(logout_query, query)
+
+
+def query_is(wanted: str, raw_query: str) -> bool:
+    """Every `name=value` of `wanted` (the query written in logout.path) is in a request's raw
+    query once, as written, and nothing any server may read as that name besides: another
+    case (ASP.NET), `action[]` or `act.ion` (PHP), a `;` beside it, a second value (PHP reads
+    the last, others the first). Strict where query_matches is generous: the logout lets a
+    request past a verification that is due, so only what every server reads as the logout
+    is taken for it."""
+    if not wanted:
+        return True
+    keys = [unquote_plus(p.partition("=")[0]) for p in raw_query.replace(";", "&").split("&")]
+    for pair in wanted.split("&"):
+        name, _, value = pair.partition("=")
+        name, value = unquote_plus(name), unquote_plus(value)
+        try:
+            if query_values(raw_query, name) != [value]:
+                return False
+        except AmbiguousField:
+            return False
+        if any(key != name and key.casefold() == name.casefold() for key in keys):
+            return False
+    return True
+
+
+def _normalised(configured: str) -> str:
+    """A path from gateway.yaml (login.path, logout.path) in the form requests are judged in
+    (`%c3%bc` as `%C3%BC`, `%7e` as `~`); as written when it reads two ways."""
+    try:
+        return normalize_path(configured)
+    except BadRequest:
+        return configured
 
 
 def query_matches(wanted: str, raw_query: str) -> bool:
