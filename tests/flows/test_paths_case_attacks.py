@@ -346,6 +346,41 @@ async def test_a_request_the_crm_reads_as_another_action_is_not_taken_for_its_lo
         await b.close()
 
 
+@pytest.mark.parametrize(
+    ("query", "answer"),
+    [
+        ("action=Logout&action=Export", 401),
+        ("action=Export&ACTION=Logout", 401),
+        ("action=logout", 401),
+        ("action=Logout", 200),
+    ],
+)
+async def test_the_forward_auth_endpoint_reads_the_logout_as_strictly(
+    php: Served, tmp_path: Path, started: list[SignInGateway], query: str, answer: int
+) -> None:
+    """The endpoint, asked as nginx asks for a POST with the session of a due code, passes
+    only the logout as written (and ends the session then); the other spellings must wait
+    for the code (401: nginx sends the browser to the challenge)."""
+    extra = PHP_LOGIN + write_keys(tmp_path) + FORWARD_AUTH
+    gw = await gateway(php, tmp_path, policy=PHP_POLICY, fold=False, extra=extra)
+    started.append(gw)
+    b = Browser(gw)
+    try:
+        await due_session(b, php)
+        session = b.cookie(GATEWAY_COOKIE) or ""
+        head = (
+            "GET /_gateway/auth HTTP/1.1\r\nHost: crm\r\nX-Original-Method: POST\r\n"
+            f"X-Original-URI: /index.php?{query}\r\nCookie: {GATEWAY_COOKIE}={session}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        said = await send_raw(gw.served.port, head.encode())
+        assert status_of(said) == answer, said[:300]
+        ended = await gw.signin.book.load(session) is None
+        assert ended is (answer == 200)
+    finally:
+        await b.close()
+
+
 # -- the CRM's login, written with escapes -------------------------------------------------------
 
 LOGIN_COOKIE = "crm_session"
