@@ -16,7 +16,7 @@ from gateway.config.signin import Login
 from gateway.errors import AmbiguousField, AmbiguousLogin, BadRequest
 from gateway.fields import may_be_read_as, query_values
 from gateway.model import canonical_user
-from gateway.policy.paths import match_form, normalize_path
+from gateway.policy.paths import fold_case, match_form, normalize_path
 
 __all__ = [
     "canonical_user",
@@ -121,7 +121,10 @@ def login_succeeded(status: int, location: str, set_cookies: list[str], login: L
     if login.failure_location and location.strip():
         # Resolved as a browser would: `login.php?error=1` and `//crm/login` are relative.
         path = urlsplit(urljoin(login.path, location.strip())).path
-        if path.startswith(login.failure_location):
+        # In any case: an IIS CRM may send its form back as /Login.aspx to a config that
+        # says /login.aspx. Taken for a failure when in doubt: a password the CRM refused
+        # must be counted as refused (a right one taken for wrong is only tried again).
+        if fold_case(path).startswith(fold_case(login.failure_location)):
             return False
     return True
 

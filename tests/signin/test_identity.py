@@ -389,6 +389,23 @@ def test_relative_locations_resolve_against_the_login_path() -> None:
     assert login_succeeded(302, "/login.php", cookie, login) is True
 
 
+def test_the_failure_location_is_recognised_in_any_case() -> None:
+    """An IIS CRM sends its form back as it spells it, whatever gateway.yaml says: a refused
+    password is never taken for a login (its guesses would go uncounted)."""
+    login = Login(
+        mode="upstream",
+        path="/Account/Login.aspx",
+        success_cookie="ASP.NET_SessionId",
+        failure_location="/account/login.aspx",
+    )
+    cookie = ["ASP.NET_SessionId=abc; path=/"]
+
+    assert login_succeeded(302, "/Account/Login.aspx?failed=1", cookie, login) is False
+    assert login_succeeded(302, "Login.aspx?failed=1", cookie, login) is False
+    assert login_succeeded(302, "/ACCOUNT/LOGIN.ASPX", cookie, login) is False
+    assert login_succeeded(302, "/Home/Index", cookie, login) is True
+
+
 def test_without_a_failure_location_any_location_with_the_cookie_is_success() -> None:
     login = Login(mode="upstream", success_cookie="sid")
 
