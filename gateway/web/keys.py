@@ -34,8 +34,10 @@ USER = web.RequestKey("user", str)  # the user name for the access log, once kno
 SESSION = web.RequestKey("session", Session)  # the gateway session, once loaded
 CREDENTIAL = web.RequestKey("credential", str)  # the API credential ("" = none), once looked for
 # What the gateway did with the request, for the access log and the metrics: forward, deny,
-# signin (sent to a sign-in step), page (one of ours), refused or error. "" until someone
-# decides (set first on every request, so reading it never raises and catches a KeyError).
+# signin (sent to a sign-in step), page (one of ours), refused, error, upstream_cut (the CRM
+# cut its answer mid-body), the forward-auth endpoint's auth_pass, auth_signin, auth_deny;
+# "gone" is the scope's own word for a client that left before any. "" until someone decides
+# (set first on every request, so reading it never raises and catches a KeyError).
 DECISION = web.RequestKey("decision", str)
 # The request's client waits for 100 Continue before it sends its body (gateway.web.bodies).
 WAITS_FOR_CONTINUE = web.RequestKey("waits_for_continue", bool)
