@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -61,6 +62,19 @@ async def serve(app: web.Application, host: str = "127.0.0.1", **runner_args: ob
     site = web.SockSite(runner, sock)
     await site.start()
     return Served(app, runner, host, sock.getsockname()[1])
+
+
+async def serve_handler(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    *lists: web.AppKey[Any],
+) -> Served:
+    """An app that answers every method and path with `handler`, each of `lists` an empty
+    list in it (what the handler notes), served on 127.0.0.1:0."""
+    app = web.Application()
+    for key in lists:
+        app[key] = []
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return await serve(app)
 
 
 async def send_raw(

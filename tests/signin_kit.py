@@ -91,6 +91,7 @@ async def start_signin_gateway(
     login: str = DEMO_LOGIN,
     policy: str = DEMO_POLICY,
     extra: str = "",
+    upstream_extra: str = "",
     clock: FakeClock | None = None,
     reuse_keys: bool = False,
 ) -> SignInGateway:
@@ -98,7 +99,7 @@ async def start_signin_gateway(
     folder.mkdir(exist_ok=True)
     (folder / "policy.yaml").write_text(policy)
     text = f"{login}{write_keys(tmp_path, reuse=reuse_keys)}policies: {folder}\n{extra}"
-    config = gateway_config(upstream_url, tmp_path, text)
+    config = gateway_config(upstream_url, tmp_path, text, upstream_extra)
     clock = clock or FakeClock(1_800_000_000.0)
     served = await serve(build_app(config, clock=clock), handler_cancellation=True)
     return SignInGateway(served, clock)
@@ -316,12 +317,19 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
         login: str = DEMO_LOGIN,
         policy: str = DEMO_POLICY,
         extra: str = "",
+        upstream_extra: str = "",
         clock: FakeClock | None = None,
     ) -> SignInGateway:
         folder = tmp_path / f"gw{len(started)}"
         folder.mkdir()
         gw = await start_signin_gateway(
-            upstream_url, folder, login=login, policy=policy, extra=extra, clock=clock
+            upstream_url,
+            folder,
+            login=login,
+            policy=policy,
+            extra=extra,
+            upstream_extra=upstream_extra,
+            clock=clock,
         )
         started.append(gw)
         return gw

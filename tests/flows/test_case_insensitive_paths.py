@@ -22,19 +22,17 @@ import pytest
 from aiohttp import web
 
 from gateway.cli.main import main as cli
-from gateway.clock import FakeClock
 from gateway.config.load import parse_config
 from gateway.errors import ConfigError
 from gateway.policy.paths import fold_case
-from gateway.web.app import build_app
 from gateway.web.pages.forwardauth import REASON_HEADER
-from tests.conftest import Served, gateway_config, send_raw, serve
+from tests.conftest import Served, send_raw, serve_handler
 from tests.crms.common import serve_crm
 from tests.crms.kit import deployment
 from tests.crms.php_crm import php_crm_app
 from tests.flows.test_doctor import detected, doctor, said, states
 from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
-from tests.signin_kit import GATEWAY_COOKIE, Browser, SignInGateway, write_keys
+from tests.signin_kit import GATEWAY_COOKIE, Browser, SignInGateway, Start
 
 # -- the CRM on IIS ------------------------------------------------------------------------------
 
@@ -80,10 +78,7 @@ PAGES |= {"KUNDE!INTERN"}
 
 @pytest.fixture
 async def crm() -> AsyncIterator[Served]:
-    app = web.Application()
-    app[NOTED] = []
-    app.router.add_route("*", "/{tail:.*}", iis_crm)
-    served = await serve(app)
+    served = await serve_handler(iis_crm, NOTED)
     yield served
     await served.runner.cleanup()
 
@@ -129,24 +124,12 @@ FOLD = "case_insensitive_paths: true"
 
 
 async def gateway(
-    crm: Served, tmp_path: Path, *, policy: str, fold: bool = True, extra: str = ""
+    start: Start, crm: Served, *, policy: str, fold: bool = True, login: str = "", extra: str = ""
 ) -> SignInGateway:
-    folder = tmp_path / "policies"
-    folder.mkdir()
-    (folder / "policy.yaml").write_text(policy)
-    text = f"policies: {folder}\n{extra}"
-    config = gateway_config(crm.url, tmp_path, text, upstream_extra=FOLD if fold else "")
-    clock = FakeClock(1_800_000_000.0)
-    served = await serve(build_app(config, clock=clock), handler_cancellation=True)
-    return SignInGateway(served, clock)
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[list[SignInGateway]]:
-    gateways: list[SignInGateway] = []
-    yield gateways
-    for gw in gateways:
-        await gw.served.runner.cleanup()
+    """A gateway in front of `crm` (stopped at the end by `start`), told that the CRM ignores
+    case in paths unless `fold` is False; without `login` nobody signs in (rules only)."""
+    upstream = FOLD if fold else ""
+    return await start(crm.url, login=login, policy=policy, extra=extra, upstream_extra=upstream)
 
 
 def status_of(answer: bytes) -> int:
@@ -189,10 +172,9 @@ CLOSED_SPELLINGS: list[tuple[str, int]] = [
 
 
 async def test_every_windows_spelling_of_a_closed_path_is_refused(
-    crm: Served, tmp_path: Path, started: list[SignInGateway]
+    crm: Served, start: Start
 ) -> None:
-    gw = await gateway(crm, tmp_path, policy=PATHS_POLICY)
-    started.append(gw)
+    gw = await gateway(start, crm, policy=PATHS_POLICY)
     seen = [(target, await ask(gw, "GET", target)) for target in CLOSED_SPELLINGS_TARGETS]
     assert seen == CLOSED_SPELLINGS
     assert names_served(crm) == []
@@ -205,13 +187,12 @@ CLOSED_SPELLINGS_TARGETS = [target for target, _ in CLOSED_SPELLINGS]
 
 
 async def test_without_the_setting_a_case_sensitive_crm_gets_its_own_paths(
-    crm: Served, tmp_path: Path, started: list[SignInGateway]
+    crm: Served, start: Start
 ) -> None:
     """The default: paths are another page in another case (a CRM on Linux), and a trailing
     dot is part of a name; only the spellings of the same name stay refused. A rule with a
     character that may come escaped holds for both spellings whatever the server."""
-    gw = await gateway(crm, tmp_path, policy=PATHS_POLICY, fold=False)
-    started.append(gw)
+    gw = await gateway(start, crm, policy=PATHS_POLICY, fold=False)
     assert await ask(gw, "GET", "/ADMIN/x") == 200
     assert await ask(gw, "GET", "/admin./x") == 200
     assert names_served(crm) == ["/ADMIN/X", "/ADMIN/X"]  # IIS would; this setting says not
@@ -221,15 +202,11 @@ async def test_without_the_setting_a_case_sensitive_crm_gets_its_own_paths(
     assert len(names_served(crm)) == 3
 
 
-async def test_the_login_and_logout_are_known_in_any_case(
-    crm: Served, tmp_path: Path, started: list[SignInGateway]
-) -> None:
+async def test_the_login_and_logout_are_known_in_any_case(crm: Served, start: Start) -> None:
     """POST /SIGNIN, /ſignin (IIS's /SIGNIN) with the right password: taken for the CRM's
     login, so the CRM's session cookie is held until the second factor and never reaches
     the browser; and a session's POST /LOGOUT ends the gateway's session too."""
-    extra = SIGNIN_LOGIN + write_keys(tmp_path)
-    gw = await gateway(crm, tmp_path, policy=SIGNIN_POLICY, extra=extra)
-    started.append(gw)
+    gw = await gateway(start, crm, policy=SIGNIN_POLICY, login=SIGNIN_LOGIN)
     form = "username=alice&password=alice-demo"
     for target in ("/signin", "/SIGNIN", "/%C5%BFignin", "/SignIn/"):
         head = f"POST {target} HTTP/1.1\r\nHost: crm\r\nAccept: text/html\r\n"
@@ -266,10 +243,11 @@ async def test_the_login_and_logout_are_known_in_any_case(
 
 
 async def test_forward_auth_and_explain_judge_as_the_proxy(
-    crm: Served, tmp_path: Path, started: list[SignInGateway]
+    crm: Served, start: Start, tmp_path: Path
 ) -> None:
-    gw = await gateway(crm, tmp_path, policy=PATHS_POLICY, extra=FORWARD_AUTH)
-    started.append(gw)
+    gw = await gateway(start, crm, policy=PATHS_POLICY, extra=FORWARD_AUTH)
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "policy.yaml").write_text(PATHS_POLICY)
     config = tmp_path / "gateway.yaml"
     config.write_text(
         f"listen: 127.0.0.1:0\nupstream: {{url: {crm.url}, {FOLD}}}\n"

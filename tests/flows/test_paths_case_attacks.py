@@ -23,10 +23,10 @@ from aiohttp import web
 
 from gateway.cli.main import main as cli
 from gateway.policy.paths import fold_case
-from tests.conftest import Served, send_raw, serve
+from tests.conftest import Served, send_raw, serve_handler
 from tests.flows.test_case_insensitive_paths import ask, gateway, status_of
 from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
-from tests.signin_kit import GATEWAY_COOKIE, Browser, SignInGateway, write_keys
+from tests.signin_kit import GATEWAY_COOKIE, Browser, SignInGateway, Start
 
 # -- a CRM on IIS, case folded as Windows folds -------------------------------------------------
 
@@ -62,20 +62,9 @@ async def iis_crm(request: web.Request) -> web.StreamResponse:
 
 @pytest.fixture
 async def crm() -> AsyncIterator[Served]:
-    app = web.Application()
-    app[NOTED] = []
-    app.router.add_route("*", "/{tail:.*}", iis_crm)
-    served = await serve(app)
+    served = await serve_handler(iis_crm, NOTED)
     yield served
     await served.runner.cleanup()
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[list[SignInGateway]]:
-    gateways: list[SignInGateway] = []
-    yield gateways
-    for gw in gateways:
-        await gw.served.runner.cleanup()
 
 
 def served_names(crm: Served) -> list[str]:
@@ -138,12 +127,11 @@ SPELLINGS = [
 
 
 async def test_every_spelling_is_judged_as_the_name_windows_serves(
-    crm: Served, tmp_path: Path, started: list[SignInGateway]
+    crm: Served, start: Start
 ) -> None:
     """Case pairs where Python and Windows might differ, escapes in lower-case hex, a `%25`,
     an escaped `*`: refused exactly when Windows reads the spelling as a closed page."""
-    gw = await gateway(crm, tmp_path, policy=UNICODE_POLICY)
-    started.append(gw)
+    gw = await gateway(start, crm, policy=UNICODE_POLICY)
     for target in SPELLINGS:
         status = await ask(gw, "GET", target)
         closed = closed_on_windows(windows_name(target))
@@ -159,14 +147,13 @@ async def test_every_spelling_is_judged_as_the_name_windows_serves(
 
 
 async def test_greek_with_ypogegrammeni_is_folded_as_windows_folds_it(
-    crm: Served, tmp_path: Path, started: list[SignInGateway]
+    crm: Served, start: Start
 ) -> None:
     policy = (
         "roles: {admin: {}}\npaths:\n  - {path: /ᾈ/**, allow: [role:admin]}\n"
         '  - {path: /ᾼ/**, allow: [role:admin]}\n  - {path: "/**", allow: [anyone]}\n'
     )
-    gw = await gateway(crm, tmp_path, policy=policy)
-    started.append(gw)
+    gw = await gateway(start, crm, policy=policy)
     for target in ("/%E1%BE%88/x", "/%E1%BE%80/x", "/%E1%BE%BC/x", "/%E1%BE%B3/x"):
         assert windows_name(target) in ("/ᾈ/X", "/ᾼ/X")  # one closed name each, on IIS
         assert await ask(gw, "GET", target) == 403, target
@@ -204,10 +191,9 @@ ODD_PATHS = [
 
 @pytest.mark.parametrize("fold", [True, False])
 async def test_no_odd_path_crashes_the_proxy_or_the_forward_auth_endpoint(
-    crm: Served, tmp_path: Path, started: list[SignInGateway], fold: bool
+    crm: Served, start: Start, fold: bool
 ) -> None:
-    gw = await gateway(crm, tmp_path, policy=UNICODE_POLICY, fold=fold, extra=FORWARD_AUTH)
-    started.append(gw)
+    gw = await gateway(start, crm, policy=UNICODE_POLICY, fold=fold, extra=FORWARD_AUTH)
     for target in ODD_PATHS:
         assert await ask(gw, "GET", target) in (200, 400, 403, 404), target
         head = (
@@ -281,10 +267,7 @@ async def php_crm(request: web.Request) -> web.StreamResponse:
 
 @pytest.fixture
 async def php() -> AsyncIterator[Served]:
-    app = web.Application()
-    app[DONE] = []
-    app.router.add_route("*", "/{tail:.*}", php_crm)
-    served = await serve(app)
+    served = await serve_handler(php_crm, DONE)
     yield served
     await served.runner.cleanup()
 
@@ -306,24 +289,20 @@ async def due_session(b: Browser, php: Served) -> None:
     assert "every contact" not in page
 
 
-async def php_gateway(php: Served, tmp_path: Path, started: list[SignInGateway]) -> Browser:
-    extra = PHP_LOGIN + write_keys(tmp_path)
-    gw = await gateway(php, tmp_path, policy=PHP_POLICY, fold=False, extra=extra)
-    started.append(gw)
+async def php_gateway(php: Served, start: Start) -> Browser:
+    gw = await gateway(start, php, policy=PHP_POLICY, fold=False, login=PHP_LOGIN)
     return Browser(gw)
 
 
-async def test_the_logout_itself_goes_without_the_due_code(
-    php: Served, tmp_path: Path, started: list[SignInGateway]
-) -> None:
-    b = await php_gateway(php, tmp_path, started)
+async def test_the_logout_itself_goes_without_the_due_code(php: Served, start: Start) -> None:
+    b = await php_gateway(php, start)
     try:
         await due_session(b, php)
         session = b.cookie(GATEWAY_COOKIE)
         status, _, _ = await b.post("/index.php?action=Logout", {})
         assert status == 302
         assert php.app[DONE][-1] == ("POST", "Logout", True)
-        assert await started[0].signin.book.load(session or "") is None
+        assert await b.gw.signin.book.load(session or "") is None
     finally:
         await b.close()
 
@@ -333,9 +312,9 @@ async def test_the_logout_itself_goes_without_the_due_code(
     ["action=Logout&action=Export", "action=Export&ACTION=Logout", "action=logout"],
 )
 async def test_a_request_the_crm_reads_as_another_action_is_not_taken_for_its_logout(
-    php: Served, tmp_path: Path, started: list[SignInGateway], query: str
+    php: Served, start: Start, query: str
 ) -> None:
-    b = await php_gateway(php, tmp_path, started)
+    b = await php_gateway(php, start)
     try:
         await due_session(b, php)
         before = len(php.app[DONE])
@@ -356,14 +335,14 @@ async def test_a_request_the_crm_reads_as_another_action_is_not_taken_for_its_lo
     ],
 )
 async def test_the_forward_auth_endpoint_reads_the_logout_as_strictly(
-    php: Served, tmp_path: Path, started: list[SignInGateway], query: str, answer: int
+    php: Served, start: Start, query: str, answer: int
 ) -> None:
     """The endpoint, asked as nginx asks for a POST with the session of a due code, passes
     only the logout as written (and ends the session then); the other spellings must wait
     for the code (401: nginx sends the browser to the challenge)."""
-    extra = PHP_LOGIN + write_keys(tmp_path) + FORWARD_AUTH
-    gw = await gateway(php, tmp_path, policy=PHP_POLICY, fold=False, extra=extra)
-    started.append(gw)
+    gw = await gateway(
+        start, php, policy=PHP_POLICY, fold=False, login=PHP_LOGIN, extra=FORWARD_AUTH
+    )
     b = Browser(gw)
     try:
         await due_session(b, php)
@@ -401,10 +380,7 @@ async def login_crm(request: web.Request) -> web.StreamResponse:
 
 @pytest.fixture
 async def login_served() -> AsyncIterator[Served]:
-    app = web.Application()
-    app[LOGINS] = []
-    app.router.add_route("*", "/{tail:.*}", login_crm)
-    served = await serve(app)
+    served = await serve_handler(login_crm, LOGINS)
     yield served
     await served.runner.cleanup()
 
@@ -442,15 +418,14 @@ async def post_login(gw: SignInGateway, target: str) -> str:
 )
 async def test_a_login_written_with_upper_case_escapes_is_watched_in_every_spelling(
     login_served: Served,
-    tmp_path: Path,
-    started: list[SignInGateway],
+    start: Start,
     configured: str,
     page: str,
     sent: str,
 ) -> None:
-    extra = login_config(configured) + write_keys(tmp_path)
-    gw = await gateway(login_served, tmp_path, policy=login_policy(page), fold=False, extra=extra)
-    started.append(gw)
+    gw = await gateway(
+        start, login_served, policy=login_policy(page), fold=False, login=login_config(configured)
+    )
     for target in (sent, sent.upper().replace("%7E", "~")):
         answer = await post_login(gw, target)
         assert "\r\nLocation: /_gateway/enrol\r\n" in answer, (target, answer[:400])
@@ -460,21 +435,20 @@ async def test_a_login_written_with_upper_case_escapes_is_watched_in_every_spell
 
 @pytest.mark.parametrize("configured", ["/anmeldung-%c3%bc", "/%7eapp/signin"])
 async def test_a_login_written_with_lower_case_escapes_is_watched(
-    login_served: Served, tmp_path: Path, started: list[SignInGateway], configured: str
+    login_served: Served, start: Start, configured: str
 ) -> None:
     page = unquote(configured)
-    extra = login_config(configured) + write_keys(tmp_path)
-    gw = await gateway(login_served, tmp_path, policy=login_policy(page), fold=False, extra=extra)
-    started.append(gw)
+    gw = await gateway(
+        start, login_served, policy=login_policy(page), fold=False, login=login_config(configured)
+    )
     answer = await post_login(gw, escaped(page))
     assert "\r\nLocation: /_gateway/enrol\r\n" in answer, answer[:400]
 
 
 async def test_the_forward_auth_endpoint_judges_each_spelling_as_the_proxy(
-    crm: Served, tmp_path: Path, started: list[SignInGateway]
+    crm: Served, start: Start
 ) -> None:
-    gw = await gateway(crm, tmp_path, policy=UNICODE_POLICY, extra=FORWARD_AUTH)
-    started.append(gw)
+    gw = await gateway(start, crm, policy=UNICODE_POLICY, extra=FORWARD_AUTH)
     for target in SPELLINGS:
         head = (
             "GET /_gateway/auth HTTP/1.1\r\nHost: crm\r\nX-Original-Method: GET\r\n"
@@ -496,14 +470,10 @@ PHP_LOGINS = [
 ]
 
 
-async def test_a_php_login_is_held_in_every_spelling_on_iis(
-    php: Served, tmp_path: Path, started: list[SignInGateway]
-) -> None:
+async def test_a_php_login_is_held_in_every_spelling_on_iis(php: Served, start: Start) -> None:
     """login.path /index.php?action=Login on a case-insensitive CRM: the path in any case, the
     query in any spelling PHP reads as action=Login, held for the second factor."""
-    extra = PHP_LOGIN + write_keys(tmp_path)
-    gw = await gateway(php, tmp_path, policy=PHP_POLICY, extra=extra)
-    started.append(gw)
+    gw = await gateway(start, php, policy=PHP_POLICY, login=PHP_LOGIN)
     for target in PHP_LOGINS:
         answer = await post_login(gw, target)
         assert "\r\nLocation: /_gateway/enrol\r\n" in answer, (target, answer[:400])
@@ -513,12 +483,11 @@ async def test_a_php_login_is_held_in_every_spelling_on_iis(
 
 @pytest.mark.parametrize("fold", [True, False])
 async def test_a_raw_utf8_original_uri_is_judged_as_its_escaped_form(
-    crm: Served, tmp_path: Path, started: list[SignInGateway], fold: bool
+    crm: Served, start: Start, fold: bool
 ) -> None:
     """nginx passes $request_uri byte for byte: a client may send `ǆ` or `π` unescaped in the
     request line (nginx takes it), and the CRM decodes them to the same name."""
-    gw = await gateway(crm, tmp_path, policy=UNICODE_POLICY, fold=fold, extra=FORWARD_AUTH)
-    started.append(gw)
+    gw = await gateway(start, crm, policy=UNICODE_POLICY, fold=fold, extra=FORWARD_AUTH)
     for target in ("/ǆungla/x", "/πόλις/x", "/𐐨/x", "/ǆungla%2Fx", "/ǆungla\u00a0/x"):
         head = (
             "GET /_gateway/auth HTTP/1.1\r\nHost: crm\r\nX-Original-Method: GET\r\n"
