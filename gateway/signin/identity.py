@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from functools import lru_cache
 from urllib.parse import unquote_plus, unquote_to_bytes, urljoin, urlsplit
 
 from gateway.config.signin import Login
@@ -141,7 +142,7 @@ def names_login(login: Login, method: str, raw_target: str) -> bool:
     # escapes decoded, whatever server the CRM runs on. Another form taken for the login is
     # only counted and held; a login not taken for it would reach the CRM unwatched.
     path = match_form(normalize_path(raw_path), fold=True)
-    return path.rstrip("/") == match_form(_normalised(want), fold=True).rstrip("/") and (
+    return path.rstrip("/") == _configured(want, fold=True).rstrip("/") and (
         not query or query_matches(query, raw_query)
     )
 
@@ -153,10 +154,9 @@ def names_logout(login: Login, method: str, target: str, *, fold: bool = False) 
     if not logout or method != login.logout_method:
         return False
     path, _, query = target.partition("?")
-    logout = _normalised(logout)
     if fold:
-        logout, path = match_form(logout, fold=True), match_form(path, fold=True)
-    return logout == path and query_is(logout_query, query)
+        path = match_form(path, fold=True)
+    return _configured(logout, fold) == path and query_is(logout_query, query)
 
 
 def query_is(wanted: str, raw_query: str) -> bool:
@@ -182,13 +182,17 @@ def query_is(wanted: str, raw_query: str) -> bool:
     return True
 
 
-def _normalised(configured: str) -> str:
-    """A path from gateway.yaml (login.path, logout.path) in the form requests are judged in
-    (`%c3%bc` as `%C3%BC`, `%7e` as `~`); as written when it reads two ways."""
+@lru_cache(maxsize=16)
+def _configured(configured: str, fold: bool) -> str:
+    """A path from gateway.yaml (login.path, logout.path) in the form a request's is compared
+    in: normalised (`%c3%bc` as `%C3%BC`, `%7e` as `~`), then its match_form when `fold`.
+    Worked out once per path, not on every request. As written when it reads two ways (the
+    config accepts `/login%C3`): match_form only decodes what normalize_path has checked."""
     try:
-        return normalize_path(configured)
+        path = normalize_path(configured)
     except BadRequest:
-        return configured
+        return fold_case(configured) if fold else configured
+    return match_form(path, fold=True) if fold else path
 
 
 def query_matches(wanted: str, raw_query: str) -> bool:

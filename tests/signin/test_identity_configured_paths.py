@@ -1,0 +1,43 @@
+"""login.path and logout.path as gateway.yaml accepts them, compared with requests by
+gateway.signin.identity: a configured path that normalize_path refuses (`/login%C3`, half a
+UTF-8 letter) is compared as written, never decoded into a crash on every request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.config.load import parse_config
+from gateway.config.signin import Login
+from gateway.crypto import new_key_line
+from gateway.signin.identity import names_login, names_logout
+
+
+def _login(tmp_path: Path, path: str, logout: str) -> Login:
+    keys = tmp_path / "k"
+    keys.write_text(new_key_line("k1") + "\n")
+    text = (
+        "listen: 127.0.0.1:8080\nupstream: {url: 'http://127.0.0.1:8081'}\n"
+        "login:\n  mode: upstream\n"
+        f"  path: {path}\n"
+        "  username_field: user\n  success: {status: [302], cookie: sid}\n"
+        f"  logout: {{path: {logout}, method: POST}}\n"
+        f"secrets: {{session_keys: {{file: {keys}}}, seal_keys: {{file: {keys}}}}}\n"
+    )
+    login = parse_config(text).signin.login
+    assert login is not None
+    return login
+
+
+def test_a_configured_path_that_reads_two_ways_is_compared_as_written(tmp_path: Path) -> None:
+    login = _login(tmp_path, "/login%C3", "/logout%C3")
+    assert not names_login(login, "POST", "/contacts?x=1")
+    assert not names_logout(login, "POST", "/contacts?", fold=True)
+    assert not names_logout(login, "POST", "/contacts?", fold=False)
+
+
+def test_configured_escapes_still_name_the_login_and_logout(tmp_path: Path) -> None:
+    login = _login(tmp_path, "/anmeldung-%c3%bc", "/abmelden-%c3%bc")
+    assert names_login(login, "POST", "/ANMELDUNG-%C3%9C")
+    assert names_logout(login, "POST", "/abmelden-%C3%BC?", fold=False)
+    assert names_logout(login, "POST", "/ABMELDEN-%C3%9C?", fold=True)
+    assert not names_logout(login, "POST", "/ABMELDEN-%C3%9C?", fold=False)
