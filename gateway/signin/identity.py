@@ -24,6 +24,7 @@ __all__ = [
     "login_succeeded",
     "login_user",
     "names_login",
+    "names_logout",
     "query_matches",
     "set_cookie_names",
 ]
