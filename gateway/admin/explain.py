@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from gateway.fields import method_override
 from gateway.model import Decision, Settings, format_fresh, format_interval
 from gateway.policy.model import Level, Policy, User
-from gateway.policy.paths import normalize_path, windows_aliases
+from gateway.policy.paths import judged_path
 from gateway.policy.rules import resolve_settings
 from gateway.policy.view import PolicyView
 from gateway.signin.decision import Asks, Kind, Request, Rules, Who, decide
@@ -55,9 +55,7 @@ def explain_request(
     path the gateway refuses to read (400 path_ambiguous)."""
     method = method.upper()
     raw_path, _, raw_query = raw_target.partition("?")
-    path = normalize_path(raw_path)
-    if fold:
-        windows_aliases(path)
+    path = judged_path(raw_path, fold)
     refused = "method_ambiguous" if method_override((), method, raw_query) else ""
     if token or unknown_token:
         who = Who(Kind.TOKEN, name, token_known=not unknown_token, refused=refused)

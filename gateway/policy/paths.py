@@ -119,6 +119,15 @@ def match_form(path: str, fold: bool = False) -> str:
 _WINDOWS_ALIAS = re.compile(r"(?:\.|%20)(?:/|\Z)|:|%3A|~[0-9]")
 
 
+def judged_path(raw_path: str, fold: bool) -> str:
+    """The path a rule judges, from a request's raw path: normalize_path, and for a CRM on
+    Windows (`fold`) BadRequest for a Windows alias of a name."""
+    path = normalize_path(raw_path)
+    if fold:
+        windows_aliases(path)
+    return path
+
+
 def windows_aliases(path: str) -> None:
     """BadRequest when a normalised path holds a spelling that Windows reads as another name
     (a rule would judge one name while IIS serves another); for a CRM on a Windows server."""

@@ -115,6 +115,12 @@ async def _reachable(
     return True
 
 
+_SWAP_ASCII = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+)
+
+
 async def _paths_case(config: Config, policy: Policy | None, wait: float, clock: Clock) -> Verdict:
     """Whether the CRM serves a path in another case as the same page (IIS and other Windows
     servers do), against upstream.case_insensitive_paths: the login page asked as written,
@@ -123,16 +129,17 @@ async def _paths_case(config: Config, policy: Policy | None, wait: float, clock:
     item = "paths and case"
     login = config.signin.login
     path = login.path.partition("?")[0] if login is not None and login.mode == "upstream" else ""
-    if path.swapcase() == path:
+    other = path.translate(_SWAP_ASCII)  # not str.swapcase: `ß` would be `SS`, another name
+    if other == path:
         return Verdict(item, SKIP, "no CRM login path with letters to ask in another case")
     site = origin_of(config.upstream.url)
     try:
         async with Browser(site, wait, clock) as browser:
-            asked = [await browser.send("GET", site + p) for p in (path, path.swapcase())]
+            asked = [await browser.send("GET", site + p) for p in (path, other)]
             made_up = await browser.send("GET", f"{site}{path.rstrip('/')}-crm-gateway-probe")
     except DetectionFailed as exc:
         return Verdict(item, SKIP, str(exc))
-    (written, swapped), other = (a.status for a in asked), path.swapcase()
+    written, swapped = (a.status for a in asked)
     if (written >= 400 and written != 405) or made_up.status == written:  # 405: a POST route
         said = f"GET {path} answered {written}, a made-up path {made_up.status}: nothing to tell"
         return Verdict(item, SKIP, said)

@@ -151,16 +151,19 @@ def names_login(login: Login, method: str, raw_target: str) -> bool:
 def names_logout(login: Login, method: str, target: str, *, fold: bool = False) -> bool:
     """A request (its method and judged target: normalised path, raw query) to the CRM's
     logout (login.logout); in any case when `fold` (a CRM on IIS ignores it)."""
+    if method != login.logout_method or not login.logout_path:
+        return False  # most requests: asked on every signed-in one
     logout, _, logout_query = login.logout_path.partition("?")
-    if not logout or method != login.logout_method:
-        return False
     path, _, query = target.partition("?")
+    configured = _configured(logout, fold)
+    if "%" not in path and len(path) != len(configured):
+        return False  # fold_case keeps the length: not the logout in any case
     if fold:
         path = match_form(path, fold=True)
-    return _configured(logout, fold) == path and query_is(logout_query, query)
+    return configured == path and _query_is(logout_query, query)
 
 
-def query_is(wanted: str, raw_query: str) -> bool:
+def _query_is(wanted: str, raw_query: str) -> bool:
     """Every `name=value` of `wanted` (the query written in logout.path) is in a request's raw
     query once, as written, and nothing any server may read as that name besides: another
     case (ASP.NET), `action[]` or `act.ion` (PHP), a `;` beside it, a second value (PHP reads

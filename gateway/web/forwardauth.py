@@ -23,6 +23,7 @@ from gateway.errors import AmbiguousCredential, BadRequest, HttpError, MethodNot
 from gateway.headers import fold
 from gateway.metrics import DENIALS
 from gateway.model import Action, Decision, Step
+from gateway.policy.paths import judged_path
 from gateway.policy.tokens import find_credential
 from gateway.signin.decision import Asks, Kind, Request, Who, still_verified
 from gateway.signin.identity import names_login
@@ -95,7 +96,7 @@ async def _judge(
     guard = request.app.get(GUARD)
     if guard is None:  # no policies and no sign-in: the transparent proxy's answer
         return _pass(request, settings, "")
-    path = guard.normalize(raw_path)
+    path = judged_path(raw_path, guard.fold_paths)
     if signin is not None and names_login(signin.login, original.method, original.target):
         # The CRM's login must go through the gateway's proxy, which holds the CRM's cookies
         # until the second factor and counts the password: the front proxy sent it here, in

@@ -134,7 +134,9 @@ class Guard(LivePolicy):
         path that reads two ways is a BadRequest. `now`: a session's request is also held
         to how long a verification lasts (that part is never remembered: time moves)."""
         raw_path, sep, raw_query = request.raw_path.partition("?")
-        path = self.normalize(raw_path)
+        path = normalize_path(raw_path)  # judged_path, spelt out: this runs every request
+        if self.fold_paths:
+            windows_aliases(path)
         asked = Request(Asks.CRM, request[VIEW].ip, request.method, path)
         view = self.view
         decision, overridable = self.decided(view, who, asked, gateway_login)
@@ -143,13 +145,6 @@ class Guard(LivePolicy):
         if decision.action is Action.DENY:
             self.refuse(request, decision, api=who.kind is Kind.TOKEN)
         return Judged(decision, path + sep + raw_query, overridable)
-
-    def normalize(self, raw_path: str) -> str:
-        """normalize_path, and for a CRM on Windows, BadRequest for a Windows alias."""
-        path = normalize_path(raw_path)
-        if self.fold_paths:
-            windows_aliases(path)
-        return path
 
     def decided(
         self, view: PolicyView, who: Who, asked: Request, gateway_login: bool

@@ -27,6 +27,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from gateway.errors import SealBroken
 from gateway.fields import overrides_method
 from gateway.model import Action, Decision
+from gateway.policy.paths import judged_path
 from gateway.signin.decision import Asks, Request, still_verified
 from gateway.signin.session import Session
 from gateway.web import proxy
@@ -127,7 +128,8 @@ async def send(
     now = request.app[CLOCK].now()
     raw_path, _, _ = kept.target.partition("?")
     who = who_in(fresh)
-    asked = Request(Asks.CRM, request[VIEW].ip, kept.method, signin.guard.normalize(raw_path))
+    path = judged_path(raw_path, signin.guard.fold_paths)
+    asked = Request(Asks.CRM, request[VIEW].ip, kept.method, path)
     view = signin.guard.view
     decision, overridable = signin.guard.decided(view, who, asked, signin.gateway_mode)
     decision = still_verified(view, who, decision, now)
