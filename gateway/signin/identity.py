@@ -158,8 +158,8 @@ def names_logout(login: Login, method: str, target: str, *, fold: bool = False) 
     configured = _configured(logout, fold)
     if "%" not in path and len(path) != len(configured):
         return False  # fold_case keeps the length: not the logout in any case
-    if fold:
-        path = match_form(path, fold=True)
+    if fold or "%" in path:  # `/log%21out` is `/log!out` to the CRM, as to the rules
+        path = match_form(path, fold)
     return configured == path and _query_is(logout_query, query)
 
 
@@ -189,14 +189,15 @@ def _query_is(wanted: str, raw_query: str) -> bool:
 @lru_cache(maxsize=16)
 def _configured(configured: str, fold: bool) -> str:
     """A path from gateway.yaml (login.path, logout.path) in the form a request's is compared
-    in: normalised (`%c3%bc` as `%C3%BC`, `%7e` as `~`), then its match_form when `fold`.
-    Worked out once per path, not on every request. As written when it reads two ways (the
-    config accepts `/login%C3`): match_form only decodes what normalize_path has checked."""
+    in: normalised (`%c3%bc` as `%C3%BC`, `%7e` as `~`), then its match_form (escapes
+    decoded; folded when `fold`). Worked out once per path, not on every request. As written
+    when it reads two ways (the config accepts `/login%C3`, which no request then matches):
+    match_form only decodes what normalize_path has checked."""
     try:
         path = normalize_path(configured)
     except BadRequest:
         return fold_case(configured) if fold else configured
-    return match_form(path, fold=True) if fold else path
+    return match_form(path, fold)
 
 
 def query_matches(wanted: str, raw_query: str) -> bool:

@@ -41,3 +41,15 @@ def test_configured_escapes_still_name_the_login_and_logout(tmp_path: Path) -> N
     assert names_logout(login, "POST", "/abmelden-%C3%BC?", fold=False)
     assert names_logout(login, "POST", "/ABMELDEN-%C3%9C?", fold=True)
     assert not names_logout(login, "POST", "/ABMELDEN-%C3%9C?", fold=False)
+    assert names_logout(login, "POST", "/abmelden-ü?", fold=False)  # nginx's raw bytes
+
+
+def test_the_logout_is_compared_decoded_as_the_crm_reads_it(tmp_path: Path) -> None:
+    """Every server reads `%21` as `!`: the logout is known in both spellings, as the rules
+    and the login are; a double escape (`%2521`, which the CRM reads as `%21`) is not it."""
+    login = _login(tmp_path, "/login", "/log!out")
+    assert names_logout(login, "POST", "/log!out?", fold=False)
+    assert names_logout(login, "POST", "/log%21out?", fold=False)
+    assert names_logout(login, "POST", "/LOG%21OUT?", fold=True)
+    assert not names_logout(login, "POST", "/log%2521out?", fold=False)
+    assert not names_logout(login, "GET", "/log!out?", fold=False)
