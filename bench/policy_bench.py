@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway.paths import normalize_path
 from gateway.policy.load import load_policies
 from gateway.policy.networks import NetworkIndex
-from gateway.policy.paths import normalize_path
 from gateway.policy.rules import check_access
 
 

@@ -22,6 +22,7 @@ LAYERS = {
     "gateway.tasks": 0,
     "gateway.lazy": 0,
     "gateway.bounded": 0,
+    "gateway.paths": 0,  # a request's path as the gateway reads it: config and rules alike
     # Reading files into frozen values.
     "gateway.config": 1,
     "gateway.crypto": 1,
@@ -120,6 +121,7 @@ ACROSS = {
     ("factors", "stores"),
     ("fields", "errors"),
     ("fields", "headers"),
+    ("paths", "errors"),
     ("policy", "audit"),
     ("policy", "config"),
     ("policy", "stores"),

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from gateway.fields import method_override
 from gateway.model import Decision, Settings, format_fresh, format_interval
+from gateway.paths import judged_path
 from gateway.policy.model import Level, Policy, User
-from gateway.policy.paths import judged_path
 from gateway.policy.rules import resolve_settings
 from gateway.policy.view import PolicyView
 from gateway.signin.decision import Asks, Kind, Request, Rules, Who, decide

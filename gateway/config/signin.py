@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 from gateway.config.yaml_reader import Value
 from gateway.crypto import KeyRing, parse_keys
-from gateway.errors import KeyProblem
+from gateway.errors import BadRequest, KeyProblem
 from gateway.headers import MANAGED, fold
+from gateway.paths import normalize_path
 
 _PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/\-]*$")
 # The login's and logout's path may name query parameters too: a PHP CRM posts every form to
@@ -101,6 +102,20 @@ def _text(keys: dict[str, Value], name: str, pattern: re.Pattern[str], what: str
     return text
 
 
+def _readable(keys: dict[str, Value], name: str, text: str | None) -> str | None:
+    """`text` (a path, with or without a query) when a request could name it: its path
+    part read as the gateway reads a request's (gateway.paths.normalize_path), else the
+    problem, and None. `/login%C3` (half a letter) or `/a%2Fb` would never be matched."""
+    if text is None:
+        return None
+    try:
+        normalize_path(text.partition("?")[0])
+    except BadRequest as exc:
+        keys[name].fail(f"must be a path a request can name ({exc.detail}) but it's {text!r}")
+        return None
+    return text
+
+
 def _method(keys: dict[str, Value], name: str, default: str) -> str:
     if name not in keys:
         return default
@@ -128,7 +143,7 @@ def _login(value: Value) -> Login | None:
     if mode is None:
         return None
     target = "a path such as /login or /index.php?action=Login"
-    path = _text(keys, "path", _TARGET, target) or "/login"
+    path = _readable(keys, "path", _text(keys, "path", _TARGET, target)) or "/login"
     method = _method(keys, "method", "POST")
     field_name = _text(keys, "username_field", _FIELD, "a form field name") or "username"
     statuses: tuple[int, ...] = (301, 302, 303)
@@ -141,7 +156,8 @@ def _login(value: Value) -> Login | None:
             found = [item.integer(minimum=200, maximum=399) for item in items]
             statuses = tuple(s for s in found if s is not None) or statuses
         cookie = _text(success, "cookie", _COOKIE_NAME, "a cookie name") or ""
-        failure = _text(success, "failure_location", _PATH, "a path") or ""
+        found_path = _text(success, "failure_location", _PATH, "a path")
+        failure = _readable(success, "failure_location", found_path) or ""
     if mode == "upstream" and not cookie:
         value.fail(
             "success.cookie: is required with mode upstream: the name of the session cookie "
@@ -157,7 +173,8 @@ def _login(value: Value) -> Login | None:
     logout_path, logout_method = "", "POST"
     if "logout" in keys:
         logout = keys["logout"].mapping({"path", "method"}) or {}
-        logout_path = _text(logout, "path", _TARGET, "a path such as /logout") or ""
+        found_path = _text(logout, "path", _TARGET, "a path such as /logout")
+        logout_path = _readable(logout, "path", found_path) or ""
         logout_method = _method(logout, "method", "POST")
     max_body = keys["max_body"].size(minimum=1024) if "max_body" in keys else None
     users_file = keys["users_file"].file_path() if "users_file" in keys else None

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from gateway.errors import Problem
 from gateway.model import PHISHING_RESISTANT, format_interval
+from gateway.paths import compile_glob
 from gateway.policy.model import Level, PathRule, Policy
-from gateway.policy.paths import compile_glob
 
 
 def path_rule_warnings(paths: tuple[PathRule, ...]) -> list[Problem]:
@@ -70,7 +70,7 @@ def _covers(wide: str, narrow: str) -> bool:
 
 def _samples(pattern: str) -> list[str]:
     """Paths a glob matches, each wildcard filled in a few ways (a trailing `/**` is the
-    tree itself and below, as gateway.policy.paths.compile_glob reads it)."""
+    tree itself and below, as gateway.paths.compile_glob reads it)."""
     tail: tuple[str, ...] = ("",)
     if pattern.endswith("/**"):
         pattern, tail = pattern[:-3], ("", "/s", "/s/t")

@@ -30,7 +30,7 @@ def read_path_rule(
         value.fail("needs `path` and `allow`")
         return None
     pattern = keys["path"].text()
-    # A pattern is written as rules read a path (gateway.policy.paths.match_form: normalised,
+    # A pattern is written as rules read a path (gateway.paths.match_form: normalised,
     # its escapes decoded): no escapes, dot segments, doubled slashes or what is refused.
     odd = ("//", "/./", "/../", "%", ";", "#", "?", "\\")
     if pattern is not None and (

@@ -45,9 +45,9 @@ from gateway.model import (
     format_fresh,
     format_interval,
 )
+from gateway.paths import compile_glob, fold_case, match_form
 from gateway.policy.model import Level, Policy, User
 from gateway.policy.networks import NetworkIndex
-from gateway.policy.paths import compile_glob, fold_case, match_form
 
 _ENFORCEMENT_RANK = {"optional": 0, "required_from": 1, "required": 2}
 
@@ -133,7 +133,7 @@ def check_path(
     token: bool = False,
     fold: bool = False,
 ) -> Decision:
-    """Path rules on the normalised path (gateway.policy.paths.normalize_path), matched in
+    """Path rules on the normalised path (gateway.paths.normalize_path), matched in
     its match_form: its escapes decoded, and in Windows's one case when `fold` (a CRM whose
     web server ignores case: `upstream.case_insensitive_paths`)."""
     if not policy.paths:

@@ -17,7 +17,7 @@ from gateway.config.signin import Login
 from gateway.errors import AmbiguousField, AmbiguousLogin, BadRequest
 from gateway.fields import may_be_read_as, query_values
 from gateway.model import canonical_user
-from gateway.policy.paths import fold_case, match_form, normalize_path
+from gateway.paths import fold_case, match_form, normalize_path
 
 __all__ = [
     "canonical_user",
@@ -134,7 +134,7 @@ def login_succeeded(status: int, location: str, set_cookies: list[str], login: L
 def names_login(login: Login, method: str, raw_target: str) -> bool:
     """A request (its method, raw path and query) to the CRM's own login form (login mode
     upstream), in any spelling a router may take for it: a trailing slash, another case
-    (Rails and IIS do). BadRequest (gateway.policy.paths) for a path that reads two ways."""
+    (Rails and IIS do). BadRequest (gateway.paths) for a path that reads two ways."""
     if login.mode != "upstream" or method != login.method:
         return False
     raw_path, _, raw_query = raw_target.partition("?")

@@ -23,7 +23,7 @@ from gateway.errors import AmbiguousCredential, BadRequest, HttpError, MethodNot
 from gateway.headers import fold
 from gateway.metrics import DENIALS
 from gateway.model import Action, Decision, Step
-from gateway.policy.paths import judged_path
+from gateway.paths import judged_path
 from gateway.policy.tokens import find_credential
 from gateway.signin.decision import Asks, Kind, Request, Who, still_verified
 from gateway.signin.identity import names_login

@@ -19,11 +19,11 @@ from gateway.errors import AccessDenied, AmbiguousCredential
 from gateway.fields import method_override
 from gateway.metrics import DENIALS
 from gateway.model import Action, Decision
+from gateway.paths import normalize_path, windows_aliases
 from gateway.policy.change import DEFAULT_HOLD_SHARE
 from gateway.policy.live import LivePolicy
 from gateway.policy.load import load_policies
 from gateway.policy.model import Policy, empty_policy
-from gateway.policy.paths import normalize_path, windows_aliases
 from gateway.policy.tokens import find_credential
 from gateway.policy.view import PolicyView
 from gateway.signin.decision import Asks, Kind, Request, Rules, Who, decide, still_verified
@@ -69,7 +69,7 @@ class Guard(LivePolicy):
     ) -> None:
         super().__init__(folder, policy, durable, trail, hold_share=hold_share)
         # The CRM ignores case in paths (upstream.case_insensitive_paths): rules match in any
-        # case, and a Windows alias of a name is refused (gateway.policy.paths).
+        # case, and a Windows alias of a name is refused (gateway.paths).
         self.fold_paths = fold_paths
         self._memo: dict[tuple[str | bool, ...], tuple[Decision, bool]] = {}
         self._memo_view: PolicyView | None = None

@@ -27,7 +27,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from gateway.errors import SealBroken
 from gateway.fields import overrides_method
 from gateway.model import Action, Decision
-from gateway.policy.paths import judged_path
+from gateway.paths import judged_path
 from gateway.signin.decision import Asks, Request, still_verified
 from gateway.signin.session import Session
 from gateway.web import proxy

@@ -24,7 +24,7 @@ from aiohttp import web
 from gateway.cli.main import main as cli
 from gateway.config.load import parse_config
 from gateway.errors import ConfigError
-from gateway.policy.paths import fold_case
+from gateway.paths import fold_case
 from gateway.web.pages.forwardauth import REASON_HEADER
 from tests.conftest import Served, send_raw, serve_handler
 from tests.crms.common import serve_crm

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from gateway.cli.main import main as cli
-from gateway.policy.paths import fold_case
+from gateway.paths import fold_case
 from tests.conftest import Served, send_raw, serve_handler
 from tests.flows.test_case_insensitive_paths import ask, gateway, status_of
 from tests.flows.test_forward_auth_proxies import FORWARD_AUTH

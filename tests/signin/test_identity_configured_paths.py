@@ -1,14 +1,18 @@
-"""login.path and logout.path as gateway.yaml accepts them, compared with requests by
-gateway.signin.identity: a configured path that normalize_path refuses (`/login%C3`, half a
-UTF-8 letter) is compared as written, never decoded into a crash on every request."""
+"""login.path and logout.path as gateway.yaml takes them, compared with requests by
+gateway.signin.identity: a path no request can name (`/login%C3`, half a UTF-8 letter) is
+refused with its line; one made in code anyway is compared as written, never decoded into
+a crash on every request."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gateway.config.load import parse_config
 from gateway.config.signin import Login
 from gateway.crypto import new_key_line
+from gateway.errors import ConfigError
 from gateway.signin.identity import names_login, names_logout
 
 
@@ -28,8 +32,21 @@ def _login(tmp_path: Path, path: str, logout: str) -> Login:
     return login
 
 
-def test_a_configured_path_that_reads_two_ways_is_compared_as_written(tmp_path: Path) -> None:
-    login = _login(tmp_path, "/login%C3", "/logout%C3")
+def test_gateway_yaml_refuses_a_path_no_request_can_name(tmp_path: Path) -> None:
+    """`/login%C3` is half a letter: check-config names file, line and key."""
+    for key, line in (("path", 5), ("logout", 8)):
+        bad = ("/login%C3", "/logout") if key == "path" else ("/login", "/logout%2Fx")
+        with pytest.raises(ConfigError) as caught:
+            _login(tmp_path, *bad)
+        (problem,) = caught.value.problems
+        assert problem.line == line, problem
+        assert "must be a path a request can name" in problem.message, problem
+
+
+def test_a_configured_path_that_reads_two_ways_is_compared_as_written() -> None:
+    """Should one reach the comparison anyway (a Login made in code), it is compared as
+    written, never decoded into a crash on every request."""
+    login = Login(mode="upstream", path="/login%C3", logout_path="/logout%C3")
     assert not names_login(login, "POST", "/contacts?x=1")
     assert not names_logout(login, "POST", "/contacts?", fold=True)
     assert not names_logout(login, "POST", "/contacts?", fold=False)

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 import pytest
 
 from gateway.errors import BadRequest
-from gateway.policy.paths import compile_glob, normalize_path
+from gateway.paths import compile_glob, normalize_path
 
 
 def refused(path: str) -> BadRequest:
