@@ -32,15 +32,19 @@ def _login(tmp_path: Path, path: str, logout: str) -> Login:
     return login
 
 
-def test_gateway_yaml_refuses_a_path_no_request_can_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("path", "logout", "line"),
+    [("/login%C3", "/logout", 5), ("/login", "/logout%2Fx", 8)],
+)
+def test_gateway_yaml_refuses_a_path_no_request_can_name(
+    tmp_path: Path, path: str, logout: str, line: int
+) -> None:
     """`/login%C3` is half a letter: check-config names file, line and key."""
-    for key, line in (("path", 5), ("logout", 8)):
-        bad = ("/login%C3", "/logout") if key == "path" else ("/login", "/logout%2Fx")
-        with pytest.raises(ConfigError) as caught:
-            _login(tmp_path, *bad)
-        (problem,) = caught.value.problems
-        assert problem.line == line, problem
-        assert "must be a path a request can name" in problem.message, problem
+    with pytest.raises(ConfigError) as caught:
+        _login(tmp_path, path, logout)
+    (problem,) = caught.value.problems
+    assert problem.line == line, problem
+    assert "must be a path a request can name" in problem.message, problem
 
 
 def test_a_configured_path_that_reads_two_ways_is_compared_as_written() -> None:
