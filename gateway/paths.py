@@ -89,18 +89,27 @@ def _simple_upper(char: str) -> str:
     return upper if len(upper) == 1 else (title if len(title := char.title()) == 1 else char)
 
 
-_WINDOWS_UPPER = {
-    cp: ord(upper)
-    for cp in range(0x10000)
-    if not 0xD800 <= cp < 0xE000 and (upper := _simple_upper(chr(cp))) != chr(cp)
-}
+@lru_cache(maxsize=1)
+def _windows_upper() -> dict[int, int]:
+    """The table, built at the first name that is not ASCII (a walk of the whole plane: about
+    10 ms, which no worker or CLI command pays at import, and most never pay)."""
+    return {
+        cp: ord(upper)
+        for cp in range(0x10000)
+        if not 0xD800 <= cp < 0xE000 and (upper := _simple_upper(chr(cp))) != chr(cp)
+    }
+
+
 _ESCAPES = re.compile(r"(?:%[0-9A-F]{2})+")
 
 
 def fold_case(text: str) -> str:
     """A path or a rule's pattern in the one case Windows compares names in: two names IIS
-    serves as one fold to the same text."""
-    return text.translate(_WINDOWS_UPPER)
+    serves as one fold to the same text. ASCII text is upper-cased in C (the simple mapping
+    sends a-z to A-Z and nothing else of ASCII anywhere): most paths, on every request."""
+    if text.isascii():
+        return text.upper()
+    return text.translate(_windows_upper())
 
 
 def match_form(path: str, fold: bool = False) -> str:
