@@ -145,6 +145,17 @@ async def ask(gw: SignInGateway, method: str, target: str, extra: str = "", body
     return status_of(await send_raw(gw.served.port, (head + "\r\n" + body).encode()))
 
 
+async def ask_endpoint(
+    gw: SignInGateway, target: str, method: str = "GET", extra: str = ""
+) -> bytes:
+    """The forward-auth endpoint asked as nginx asks it for `method target`: the raw answer."""
+    head = (
+        f"GET /_gateway/auth HTTP/1.1\r\nHost: crm\r\nX-Original-Method: {method}\r\n"
+        f"X-Original-URI: {target}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    return await send_raw(gw.served.port, head.encode())
+
+
 # Each a spelling of a closed page that IIS serves as that page: refused (403 by the rule it
 # is, or 400 when it is a Windows alias of the name), and never at the CRM.
 CLOSED_SPELLINGS: list[tuple[str, int]] = [
@@ -256,11 +267,7 @@ async def test_forward_auth_and_explain_judge_as_the_proxy(
     )
     for target, status in CLOSED_SPELLINGS:
         # As nginx asks: 403 with the reason (nginx would turn a 400 into its own 500).
-        head = (
-            "GET /_gateway/auth HTTP/1.1\r\nHost: crm\r\nX-Original-Method: GET\r\n"
-            f"X-Original-URI: {target}\r\nConnection: close\r\n\r\n"
-        )
-        answer = (await send_raw(gw.served.port, head.encode())).decode("latin-1")
+        answer = (await ask_endpoint(gw, target)).decode("latin-1")
         reason = "path_not_allowed" if status == 403 else "path_ambiguous"
         assert status_of(answer.encode()) == 403, (target, answer[:300])
         assert f"\r\n{REASON_HEADER}: {reason}\r\n" in answer, (target, answer[:400])

@@ -24,7 +24,7 @@ from aiohttp import web
 from gateway.cli.main import main as cli
 from gateway.paths import fold_case
 from tests.conftest import Served, send_raw, serve_handler
-from tests.flows.test_case_insensitive_paths import ask, gateway, status_of
+from tests.flows.test_case_insensitive_paths import ask, ask_endpoint, gateway, status_of
 from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
 from tests.signin_kit import GATEWAY_COOKIE, Browser, SignInGateway, Start
 
@@ -196,11 +196,7 @@ async def test_no_odd_path_crashes_the_proxy_or_the_forward_auth_endpoint(
     gw = await gateway(start, crm, policy=UNICODE_POLICY, fold=fold, extra=FORWARD_AUTH)
     for target in ODD_PATHS:
         assert await ask(gw, "GET", target) in (200, 400, 403, 404), target
-        head = (
-            "GET /_gateway/auth HTTP/1.1\r\nHost: crm\r\nX-Original-Method: GET\r\n"
-            f"X-Original-URI: {target}\r\nConnection: close\r\n\r\n"
-        )
-        answer = await send_raw(gw.served.port, head.encode())
+        answer = await ask_endpoint(gw, target)
         assert status_of(answer) in (200, 401, 403), (target, answer[:300])
 
 
@@ -347,12 +343,8 @@ async def test_the_forward_auth_endpoint_reads_the_logout_as_strictly(
     try:
         await due_session(b, php)
         session = b.cookie(GATEWAY_COOKIE) or ""
-        head = (
-            "GET /_gateway/auth HTTP/1.1\r\nHost: crm\r\nX-Original-Method: POST\r\n"
-            f"X-Original-URI: /index.php?{query}\r\nCookie: {GATEWAY_COOKIE}={session}\r\n"
-            "Connection: close\r\n\r\n"
-        )
-        said = await send_raw(gw.served.port, head.encode())
+        cookie = f"Cookie: {GATEWAY_COOKIE}={session}\r\n"
+        said = await ask_endpoint(gw, f"/index.php?{query}", "POST", cookie)
         assert status_of(said) == answer, said[:300]
         ended = await gw.signin.book.load(session) is None
         assert ended is (answer == 200)
@@ -450,11 +442,7 @@ async def test_the_forward_auth_endpoint_judges_each_spelling_as_the_proxy(
 ) -> None:
     gw = await gateway(start, crm, policy=UNICODE_POLICY, extra=FORWARD_AUTH)
     for target in SPELLINGS:
-        head = (
-            "GET /_gateway/auth HTTP/1.1\r\nHost: crm\r\nX-Original-Method: GET\r\n"
-            f"X-Original-URI: {target}\r\nConnection: close\r\n\r\n"
-        )
-        endpoint = status_of(await send_raw(gw.served.port, head.encode()))
+        endpoint = status_of(await ask_endpoint(gw, target))
         closed = closed_on_windows(windows_name(target))
         assert endpoint == (403 if closed else 200), (target, endpoint)
         assert await ask(gw, "GET", target) == (403 if closed else 200), target
@@ -489,10 +477,6 @@ async def test_a_raw_utf8_original_uri_is_judged_as_its_escaped_form(
     request line (nginx takes it), and the CRM decodes them to the same name."""
     gw = await gateway(start, crm, policy=UNICODE_POLICY, fold=fold, extra=FORWARD_AUTH)
     for target in ("/ǆungla/x", "/πόλις/x", "/𐐨/x", "/ǆungla%2Fx", "/ǆungla\u00a0/x"):
-        head = (
-            "GET /_gateway/auth HTTP/1.1\r\nHost: crm\r\nX-Original-Method: GET\r\n"
-            f"X-Original-URI: {target}\r\nConnection: close\r\n\r\n"
-        )
-        answer = await send_raw(gw.served.port, head.encode())
+        answer = await ask_endpoint(gw, target)
         wanted = 200 if "\u00a0" in target else 403
         assert status_of(answer) == wanted, (target, answer[:300])
