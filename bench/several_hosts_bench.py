@@ -158,12 +158,13 @@ def start_two_gateways(
 ) -> list[tuple[int, int]]:
     """Two hosts' folders with the same config, keys and policy; (port, pid) of each."""
     first = processes.workdir / "host-a"
+    signin = write_signin(first)
     config = (
         f"upstream:\n  url: {upstream}\n"
         "trusted_proxies: [127.0.0.1/32]\n"
         f"state:\n  durable: {{type: postgres, url: '{postgres}'}}\n"
         f"  shared: {{type: redis, url: '{redis}', prefix: 'crm-gateway-bench:'}}\n"
-        f"{write_signin(first)}"
+        f"{signin}"
     )
     shutil.copytree(first, processes.workdir / "host-b")
     started = []
