@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from string import ascii_letters, ascii_lowercase, ascii_uppercase
 
 from gateway.clock import Clock
 from gateway.config.model import Config
@@ -115,10 +116,7 @@ async def _reachable(
     return True
 
 
-_SWAP_ASCII = str.maketrans(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
-)
+_SWAP_ASCII = str.maketrans(ascii_letters, ascii_uppercase + ascii_lowercase)
 
 
 async def _paths_case(config: Config, policy: Policy | None, wait: float, clock: Clock) -> Verdict:
