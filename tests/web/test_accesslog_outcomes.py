@@ -103,6 +103,7 @@ async def test_a_crm_answer_cut_mid_body_is_logged_with_its_status_not_as_a_clie
         if upstream.app[EVENTS]:
             break
         await asyncio.sleep(0.05)
+    assert upstream.app[EVENTS] == ["download-aborted"]
     [left] = await _lines(gw, capsys, 1)
     assert (left["path"], left["status"], left["decision"]) == ("/slow-body", "499", "forward")
     assert _count("upstream_cut") == cut_before + 1
