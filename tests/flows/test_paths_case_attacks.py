@@ -23,10 +23,16 @@ from aiohttp import web
 
 from gateway.cli.main import main as cli
 from gateway.paths import fold_case
-from tests.conftest import Served, send_raw, serve_handler
-from tests.flows.test_case_insensitive_paths import ask, ask_endpoint, gateway, status_of
+from tests.conftest import Served, serve_handler
+from tests.flows.test_case_insensitive_paths import (
+    ask,
+    ask_endpoint,
+    gateway,
+    post_login,
+    status_of,
+)
 from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
-from tests.signin_kit import GATEWAY_COOKIE, Browser, SignInGateway, Start
+from tests.signin_kit import GATEWAY_COOKIE, Browser, Start
 
 # -- a CRM on IIS, case folded as Windows folds -------------------------------------------------
 
@@ -391,14 +397,6 @@ def login_policy(page: str) -> str:
         f"users: {{alice: {{}}}}\npaths:\n  - {{path: {page}, allow: [anyone]}}\n"
         '  - {path: "/**", allow: [authenticated]}\n'
     )
-
-
-async def post_login(gw: SignInGateway, target: str) -> str:
-    form = "username=alice&password=alice-demo"
-    head = f"POST {target} HTTP/1.1\r\nHost: crm\r\nAccept: text/html\r\n"
-    head += "Content-Type: application/x-www-form-urlencoded\r\n"
-    head += f"Content-Length: {len(form)}\r\nConnection: close\r\n\r\n{form}"
-    return (await send_raw(gw.served.port, head.encode())).decode("latin-1")
 
 
 @pytest.mark.parametrize(
