@@ -298,7 +298,8 @@ def test_the_setting_is_a_yes_or_no() -> None:
     assert problem.path == "upstream.case_insensitive_paths"
     config = parse_config(text.replace("iis", "true"), "gateway.yaml")
     assert config.upstream.case_insensitive_paths is True
-    assert parse_config(text.replace("  case_insensitive_paths: iis\n", ""), "g").upstream
+    default = parse_config(text.replace("  case_insensitive_paths: iis\n", ""), "g")
+    assert default.upstream.case_insensitive_paths is False
 
 
 async def test_doctor_tells_whether_the_crm_ignores_case(
