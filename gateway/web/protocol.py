@@ -51,7 +51,7 @@ def head_error_status(exc: HttpProcessingError, line_limit: int, field_limit: in
 
 
 def _record_refusal(
-    app: web.Application, peer: str, status: int, method: str = "-", path: str = "-"
+    app: web.Application, peer: str | None, status: int, method: str = "-", path: str = "-"
 ) -> str:
     """One refused request in the metrics and the access log, as gateway.web.scope records
     the app's own, with a fresh request id (returned, for the protocol log line): the peer's
@@ -100,7 +100,7 @@ class GatewayRequestHandler(RequestHandler):
         # aiohttp hands a placeholder request (UNKNOWN /) for a head it could not parse: its
         # method and path are not known. The exception's text quotes the client's line,
         # which may be a cookie or a token: neither log has it.
-        rid = _record_refusal(self._app, request.remote or "", status)
+        rid = _record_refusal(self._app, request.remote, status)
         log.info(
             "refused a request head from %s: %d (%s) [%s]",
             request.remote,
@@ -177,7 +177,7 @@ class GatewayServer(web.Server):
 def _refuse_version(app: web.Application, request: UnsupportedVersion) -> web.Response:
     shown = f"HTTP/{request.asked.major}.{request.asked.minor}"
     path = request.raw_path.split("?", 1)[0][:512]  # as gateway.web.scope logs a path
-    rid = _record_refusal(app, request.remote or "", 505, request.method, path)
+    rid = _record_refusal(app, request.remote, 505, request.method, path)
     log.info("refused a request in %s from %s: 505 [%s]", shown, request.remote, rid)
     return _plain(505, "This gateway speaks HTTP/1.0 and HTTP/1.1.\n", rid=rid)
 
