@@ -27,6 +27,7 @@ from tests.signin_kit import (
     Browsers,
     Start,
     at_the_challenge,
+    audit_trail,
     enrolled,
     noted_crm,
     set_cookie_names,
@@ -458,3 +459,78 @@ async def test_a_login_with_the_user_only_in_its_form_is_challenged_as_that_user
     await b.confirm_codes()
     status, text, _ = await b.get("/contacts")
     assert (status, text) == (200, "the contacts of mallory")
+
+
+# -- the PHP CRM's login named where $_REQUEST finds it, not where the gateway looks ---------------
+
+
+PHP_OPEN_POLICY = PHP_POLICY.replace("[authenticated]", "[anyone]")
+
+
+@pytest.mark.parametrize(
+    ("query", "form"),
+    [
+        ("action=List&action=Login", {}),
+        ("action=Login&action=Login", {}),
+        ("action=List", {"action": "Login"}),
+        ("", {"action": "Login"}),
+    ],
+)
+async def test_the_crms_login_named_in_another_place_never_sets_its_cookie_unwatched(
+    php: Served, start: Start, query: str, form: dict[str, str]
+) -> None:
+    """alice's right password, posted to /index.php with `action=Login` where a PHP CRM
+    reading $_REQUEST finds it (the last of the query, or the form over the query): the
+    gateway watches it and holds PHPSESSID, or it never reaches the browser."""
+    gw = await start(php.url, login=PHP_LOGIN, policy=PHP_OPEN_POLICY)
+    b = Browser(gw)
+    try:
+        fields = {**form, "username": "alice", "password": "alice-demo"}
+        status, _, r = await b.post(f"/index.php?{query}", fields)
+        assert PHP_SESSION not in set_cookie_names(r), (status, r.headers)
+        assert b.cookie(PHP_SESSION) is None
+    finally:
+        await b.close()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param("action=Login", id="the-login-as-configured"),
+        pytest.param(
+            "action=List",
+            id="form-over-query",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "HOLE: POST /index.php?action=List with the form action=Login&username=alice"
+                    "&password=<guess> is not taken for the login (names_login reads the query "
+                    "alone); a CRM reading $_REQUEST checks the password, its answer (302 or "
+                    "the form again) tells the guess, and the gateway counts none of them"
+                ),
+            ),
+        ),
+        pytest.param(
+            "",
+            id="form-alone",
+            marks=pytest.mark.xfail(strict=True, reason="HOLE: as form-over-query"),
+        ),
+    ],
+)
+async def test_every_password_the_crm_checks_is_counted(
+    php: Served, start: Start, query: str
+) -> None:
+    """Three wrong passwords for alice, each posted to /index.php with `action=Login` in its
+    form (what a PHP CRM reading $_REQUEST takes for its login): each reaches the CRM's
+    password check, so each must be counted as a password failure."""
+    gw = await start(php.url, login=PHP_LOGIN, policy=PHP_OPEN_POLICY)
+    b = Browser(gw)
+    try:
+        for guess in ("one", "two", "three"):
+            fields = {"action": "Login", "username": "alice", "password": guess}
+            status, text, _ = await b.post(f"/index.php?{query}", fields)
+            assert text == "wrong password", (status, text[:200])
+        failed = await audit_trail(gw.served, "signin.crm_failed")
+        assert [e.user for e in failed] == ["alice"] * 3
+    finally:
+        await b.close()
