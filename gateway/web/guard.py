@@ -19,7 +19,7 @@ from gateway.errors import AccessDenied, AmbiguousCredential
 from gateway.fields import method_override
 from gateway.metrics import DENIALS
 from gateway.model import Action, Decision
-from gateway.paths import normalize_path, windows_aliases
+from gateway.paths import judged_path
 from gateway.policy.change import DEFAULT_HOLD_SHARE
 from gateway.policy.live import LivePolicy
 from gateway.policy.load import load_policies
@@ -134,9 +134,7 @@ class Guard(LivePolicy):
         path that reads two ways is a BadRequest. `now`: a session's request is also held
         to how long a verification lasts (that part is never remembered: time moves)."""
         raw_path, sep, raw_query = request.raw_path.partition("?")
-        path = normalize_path(raw_path)  # judged_path, spelt out: this runs every request
-        if self.fold_paths:
-            windows_aliases(path)
+        path = judged_path(raw_path, self.fold_paths)
         asked = Request(Asks.CRM, request[VIEW].ip, request.method, path)
         view = self.view
         decision, overridable = self.decided(view, who, asked, gateway_login)
