@@ -27,6 +27,12 @@ LOGGER = "gateway.access"
 log = logging.getLogger("gateway")
 
 
+def logged_path(raw_path: str) -> str:
+    """A request's path as the access log writes it: without its query (query strings can
+    carry API tokens), at most 512 characters."""
+    return raw_path.split("?", 1)[0][:512]
+
+
 class AccessLog:
     def __init__(self, clock: Clock, *, json_lines: bool = False, stream: TextIO | None = None):
         self._clock = clock

@@ -26,6 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_urldispatcher import DynamicResource, UrlMappingMatchInfo
 
 from gateway.metrics import record_request
+from gateway.web.accesslog import logged_path
 from gateway.web.keys import ACCESS_LOG
 
 log = logging.getLogger("gateway.protocol")
@@ -176,7 +177,7 @@ class GatewayServer(web.Server):
 
 def _refuse_version(app: web.Application, request: UnsupportedVersion) -> web.Response:
     shown = f"HTTP/{request.asked.major}.{request.asked.minor}"
-    path = request.raw_path.split("?", 1)[0][:512]  # as gateway.web.scope logs a path
+    path = logged_path(request.raw_path)
     rid = _record_refusal(app, request.remote, 505, request.method, path)
     log.info("refused a request in %s from %s: 505 [%s]", shown, request.remote, rid)
     return _plain(505, "This gateway speaks HTTP/1.0 and HTTP/1.1.\n", rid=rid)

@@ -15,7 +15,7 @@ from gateway.config.model import Config
 from gateway.errors import AccessDenied, BadRequest, ExpectationFailed, HttpError
 from gateway.i18n import negotiate
 from gateway.metrics import record_request
-from gateway.web.accesslog import AccessLog
+from gateway.web.accesslog import AccessLog, logged_path
 from gateway.web.forwarding import (
     ClientView,
     check_header_bytes,
@@ -158,8 +158,9 @@ def _recorded(
     before an answer; a CRM answer cut mid-body keeps its status, decision upstream_cut)."""
     record_request(decision, seconds)
     if access is not None and access.enabled:
-        path = raw_path.split("?", 1)[0][:512]
-        access.record(rid, ip, method, path, status or 499, seconds, user, decision)
+        access.record(
+            rid, ip, method, logged_path(raw_path), status or 499, seconds, user, decision
+        )
 
 
 def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> web.Response:
