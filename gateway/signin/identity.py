@@ -74,8 +74,16 @@ def _json(body: bytes, field: str) -> list[str]:
     return [value]
 
 
-def login_user(body: bytes, content_type: str, login: Login) -> str:
-    """The canonical user name a login request names, or AmbiguousLogin."""
+def login_user(body: bytes, content_type: str, login: Login, raw_query: str = "") -> str:
+    """The canonical user name a login request names, or AmbiguousLogin: also when its query
+    holds a name any server may read as the user-name field (ASP.NET's `Request[...]` and
+    Flask's `request.values` look in the query first: the CRM would log in that user while
+    the gateway asks for the body's user's code)."""
+    field = login.username_field
+    for piece in raw_query.replace(";", "&").split("&") if raw_query else ():
+        key = unquote_plus(piece.partition("=")[0])
+        if key.casefold() == field.casefold() or may_be_read_as(key, field):
+            raise AmbiguousLogin(f"the field {field!r} in the query of a login")
     kind, _, params = content_type.partition(";")
     kind = kind.strip().lower()
     for param in params.split(";"):
@@ -148,12 +156,18 @@ def names_login(login: Login, method: str, raw_target: str) -> bool:
     )
 
 
-def names_logout(login: Login, method: str, target: str, *, fold: bool = False) -> bool:
+def names_logout(
+    login: Login, method: str, target: str, *, fold: bool = False, body: bool = False
+) -> bool:
     """A request (its method and judged target: normalised path, raw query) to the CRM's
-    logout (login.logout); in any case when `fold` (a CRM on IIS ignores it)."""
+    logout (login.logout); in any case when `fold` (a CRM on IIS ignores it). One that
+    carries a `body` is not a logout told apart by its query: PHP's `$_REQUEST` takes a
+    form's `action` over the query's, so `?action=Logout` with `action=Export` exports."""
     if method != login.logout_method or not login.logout_path:
         return False  # most requests: asked on every signed-in one
     logout, _, logout_query = login.logout_path.partition("?")
+    if body and logout_query:
+        return False
     path, _, query = target.partition("?")
     configured = _configured(logout, fold)
     if "%" not in path and len(path) != len(configured):

@@ -30,7 +30,9 @@ async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
     old = await signin.session(request)
     body = await read_whole(request, signin.login.max_body, reason="login_too_large")
     try:
-        user = login_user(body, request.headers.get("Content-Type", ""), signin.login)
+        content_type = request.headers.get("Content-Type", "")
+        raw_query = request.raw_path.partition("?")[2]
+        user = login_user(body, content_type, signin.login, raw_query)
     except AmbiguousLogin as exc:
         audit_event(request, "signin.refused", outcome="refused", reason="login_ambiguous")
         raise BadRequest(str(exc), reason="login_ambiguous") from None

@@ -130,7 +130,7 @@ async def _judge(
         signin is not None
         and who.kind is Kind.SESSION
         and decision.allowed
-        and signin.signs_out(original.method, f"{path}?{raw_query}")
+        and signin.signs_out(original.method, f"{path}?{raw_query}", _carries_body(request))
     ):
         # The CRM's logout ends the gateway session too, as in the proxy mode, and needs no
         # code when one is due (the proxy mode also clears our cookie: the deploy/ configs
@@ -153,6 +153,16 @@ def _dot_segment(raw_path: str) -> bool:
     if "." not in raw_path and "%" not in raw_path:
         return False
     return any(_DOTS.fullmatch(segment) for segment in raw_path.split("/"))
+
+
+def _carries_body(request: web.Request) -> bool:
+    """Whether the original request carries a body, as its headers say (none reaches this
+    endpoint; nginx's and Caddy's copies keep Content-Type, and may blank Content-Length)."""
+    headers = request.headers
+    length = headers.get("Content-Length", "").strip()
+    return bool(
+        headers.get("Content-Type") or "Transfer-Encoding" in headers or length not in ("", "0")
+    )
 
 
 def _carries(headers: CIMultiDictProxy[str], folded_names: frozenset[str]) -> bool:

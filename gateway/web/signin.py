@@ -152,7 +152,7 @@ class SignIn:
         rotated on the way is followed."""
         session = request[SESSION]
         add: list[tuple[str, str]] = []
-        if self.signs_out(request.method, target):
+        if self.signs_out(request.method, target, request.body_exists):
             await self.book.end(session)
             add.append(self.cookies.clear_session(request))
             audit_event(request, "signin.logout", outcome="ok")
@@ -165,10 +165,10 @@ class SignIn:
             body=body,
         )
 
-    def signs_out(self, method: str, target: str) -> bool:
-        """The CRM's logout (`target`: the judged path and raw query): it ends our session too
-        and never waits for a verification that is due."""
-        return names_logout(self.login, method, target, fold=self.guard.fold_paths)
+    def signs_out(self, method: str, target: str, body: bool) -> bool:
+        """The CRM's logout (`target`: the judged path and raw query; `body`: the request
+        carries one): it ends our session too and never waits for a verification that is due."""
+        return names_logout(self.login, method, target, fold=self.guard.fold_paths, body=body)
 
     async def password_attempt(self, request: web.Request, user: str) -> float:
         """Count a password attempt for `user` from this request (0: go ahead), auditing a
