@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway.demo.crm import STATE
 from tests.conftest import Served, send_raw, serve_handler
+from tests.flows.test_paths_case_attacks import DONE, PHP_LOGIN, PHP_POLICY, due_session
 from tests.signin_kit import (
     ARRIVED,
     CRM_COOKIE,
@@ -60,23 +61,6 @@ def crm_cookies_seen(crm: Served, since: int) -> list[tuple[str, str]]:
 # -- the logout, read in the query alone, while the CRM reads the body too -----------------------
 
 PHP_SESSION = "PHPSESSID"
-DONE = web.AppKey("done", list[tuple[str, str, bool]])  # (method, action, with the session)
-
-PHP_LOGIN = """\
-login:
-  mode: upstream
-  path: /index.php?action=Login
-  username_field: username
-  success: {status: [302], cookie: PHPSESSID}
-  logout: {path: /index.php?action=Logout, method: POST}
-"""
-
-PHP_POLICY = """\
-defaults: {reverify: 10m, factors: [totp, recovery], enforcement: required}
-users: {alice: {}}
-paths:
-  - {path: "/**", allow: [authenticated]}
-"""
 
 
 async def request_crm(request: web.Request) -> web.StreamResponse:
@@ -118,20 +102,9 @@ async def php() -> AsyncIterator[Served]:
 
 async def due_php_session(php: Served, start: Start) -> Browser:
     """alice, signed in with her code eleven minutes ago (reverify: 10m): an export asked now
-    is held for the code."""
-    gw = await start(php.url, login=PHP_LOGIN, policy=PHP_POLICY)
-    b = Browser(gw)
-    status, _, r = await b.post(
-        "/index.php?action=Login", {"username": "alice", "password": "alice-demo"}
-    )
-    assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")
-    await b.enrol()
-    await b.confirm_codes()
-    assert (await b.get("/index.php?action=List"))[0] == 200
-    gw.clock.advance(660)
-    before = len(php.app[DONE])
-    await b.post("/index.php?action=Export", {})
-    assert php.app[DONE][before:] == []  # the code is due: not at the CRM
+    is held for the code (test_paths_case_attacks.due_session)."""
+    b = Browser(await start(php.url, login=PHP_LOGIN, policy=PHP_POLICY))
+    await due_session(b, php)
     return b
 
 
