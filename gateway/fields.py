@@ -106,25 +106,57 @@ def method_override(header_names: Iterable[str], method: str, raw_query: str) ->
 
 
 _MULTIPART_NAME = re.compile(rb'(?i)content-disposition:[^\r\n]*?\bname\*?=\s*"?([^";\r\n]*)')
+_BOUNDARY = re.compile(r'(?i);\s*boundary\s*=\s*"?([^";]+)')
 
 
-def body_names(body: bytes, content_type: str) -> list[str]:
-    """The field names a form or JSON body carries, as a CRM's framework would find them:
-    urlencoded names (url-decoded), multipart parts' names, a JSON object's top-level keys.
-    Other bodies carry none a framework reads as a field."""
+def body_fields(body: bytes, content_type: str) -> list[tuple[str, str]]:
+    """(name, value) of each field a form or JSON body carries, as a CRM's framework would
+    find them: urlencoded pairs (url-decoded, `;` splitting too), each multipart part's name
+    with its content (a part's name is found in any part, with or without the boundary the
+    type names), a JSON object's top-level keys (a value that is not a string as JSON
+    writes it). Other bodies carry none a framework reads as a field."""
     kind = content_type.partition(";")[0].strip().lower()
-    text = body.decode("utf-8", "replace")
     if kind == "application/x-www-form-urlencoded":
-        return [unquote_plus(pair.partition("=")[0]) for pair in re.split("[&;]", text) if pair]
+        text = body.decode("utf-8", "replace")
+        return [
+            (unquote_plus(name), unquote_plus(value))
+            for name, _, value in (pair.partition("=") for pair in re.split("[&;]", text) if pair)
+        ]
     if kind.startswith("multipart/"):
-        return [unquote_plus(m.decode("utf-8", "replace")) for m in _MULTIPART_NAME.findall(body)]
+        return _multipart(body, content_type)
     if kind == "application/json" or kind.endswith("+json"):
         try:
-            found = json.loads(text)
-        except ValueError:
+            found = json.loads(body.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
             return []
-        return [str(key) for key in found] if isinstance(found, dict) else []
+        if not isinstance(found, dict):
+            return []
+        return [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in found.items()]
     return []
+
+
+def _multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
+    """Each part's (name, content): split at the boundary the type names; a part whose
+    head names it and whose content cannot be told (no boundary, or none found) is still
+    named, with an empty value, so that a name is never missed."""
+    boundary = _BOUNDARY.search(content_type)
+    found: list[tuple[str, str]] = []
+    parts = body.split(b"--" + boundary.group(1).strip().encode("latin-1")) if boundary else []
+    for part in parts:
+        head, sep, content = part.partition(b"\r\n\r\n")
+        if not sep:
+            head, sep, content = part.partition(b"\n\n")
+        name = _MULTIPART_NAME.search(head)
+        if name is not None and sep:
+            value = content[:-2] if content.endswith(b"\r\n") else content.rstrip(b"\n")
+            found.append((_part_name(name.group(1)), value.decode("utf-8", "replace")))
+    named = {name for name, _ in found}
+    found += [(n, "") for n in map(_part_name, _MULTIPART_NAME.findall(body)) if n not in named]
+    return found
+
+
+def _part_name(raw: bytes) -> str:
+    return unquote_plus(raw.decode("utf-8", "replace"))
 
 
 def overrides_method(body: bytes, content_type: str) -> bool:
@@ -132,5 +164,5 @@ def overrides_method(body: bytes, content_type: str) -> bool:
     reads so: Rails reads it from the form body only, Laravel and Symfony body first)."""
     return any(
         name == METHOD_OVERRIDE_PARAM or may_be_read_as(name, METHOD_OVERRIDE_PARAM)
-        for name in body_names(body, content_type)
+        for name, _ in body_fields(body, content_type)
     )

@@ -15,12 +15,14 @@ from urllib.parse import unquote_plus, unquote_to_bytes, urljoin, urlsplit
 
 from gateway.config.signin import Login
 from gateway.errors import AmbiguousField, AmbiguousLogin, BadRequest
-from gateway.fields import may_be_read_as, query_values
+from gateway.fields import body_fields, may_be_read_as, query_values
 from gateway.model import canonical_user
 from gateway.paths import fold_case, match_form, normalize_path
 
 __all__ = [
     "canonical_user",
+    "form_names_login",
+    "login_may_be_in_body",
     "login_succeeded",
     "login_user",
     "names_login",
@@ -143,17 +145,43 @@ def names_login(login: Login, method: str, raw_target: str) -> bool:
     """A request (its method, raw path and query) to the CRM's own login form (login mode
     upstream), in any spelling a router may take for it: a trailing slash, another case
     (Rails and IIS do). BadRequest (gateway.paths) for a path that reads two ways."""
+    if not _at_login_path(login, method, raw_target):
+        return False
+    query = login.path.partition("?")[2]
+    return not query or query_matches(query, raw_target.partition("?")[2])
+
+
+def login_may_be_in_body(login: Login, method: str, raw_target: str) -> bool:
+    """A request to the login's path by the login's method that its query does not name as
+    the login, while login.path tells the login apart by its query (`index.php?action=Login`):
+    a CRM reading the form too (PHP's `$_REQUEST`, vtiger's and SugarCRM's hidden `action`
+    fields) takes it for its login when its form names the pair (form_names_login)."""
+    query = login.path.partition("?")[2]
+    return (
+        bool(query)
+        and _at_login_path(login, method, raw_target)
+        and not query_matches(query, raw_target.partition("?")[2])
+    )
+
+
+def form_names_login(login: Login, raw_target: str, body: bytes, content_type: str) -> bool:
+    """Each `name=value` of login.path's query is in the request's query or its body's fields
+    (urlencoded, multipart or JSON), read as generously as query_matches reads the query:
+    a password the CRM checks is counted, and its cookie held, wherever the pair stood."""
+    query = login.path.partition("?")[2]
+    fields = [(name, value.casefold()) for name, value in body_fields(body, content_type)]
+    return _pairs_match(query, _query_pairs(raw_target.partition("?")[2]) + fields)
+
+
+def _at_login_path(login: Login, method: str, raw_target: str) -> bool:
     if login.mode != "upstream" or method != login.method:
         return False
-    raw_path, _, raw_query = raw_target.partition("?")
-    want, _, query = login.path.partition("?")
+    want = login.path.partition("?")[0]
     # Generous: compared as Windows compares names (case folded one to one, `ſ` as `S`),
     # escapes decoded, whatever server the CRM runs on. Another form taken for the login is
     # only counted and held; a login not taken for it would reach the CRM unwatched.
-    path = match_form(normalize_path(raw_path), fold=True)
-    return path.rstrip("/") == _configured(want, fold=True).rstrip("/") and (
-        not query or query_matches(query, raw_query)
-    )
+    path = match_form(normalize_path(raw_target.partition("?")[0]), fold=True)
+    return path.rstrip("/") == _configured(want, fold=True).rstrip("/")
 
 
 def names_logout(
@@ -220,12 +248,21 @@ def query_matches(wanted: str, raw_query: str) -> bool:
     take for its login is taken for it by the gateway too (judged and counted, never let
     past as another form): names as any server reads them (`action[]`, PHP's `act.ion`, any
     case), values percent-decoded and case-folded, `;` splitting like `&`, any position."""
-    if not wanted:
-        return True
+    return not wanted or _pairs_match(wanted, _query_pairs(raw_query))
+
+
+def _query_pairs(raw_query: str) -> list[tuple[str, str]]:
+    """(name, case-folded value) of each piece of a raw query, `;` splitting like `&`."""
     given = []
     for piece in raw_query.replace(";", "&").split("&"):
         name, _, value = piece.partition("=")
         given.append((unquote_plus(name), unquote_plus(value).casefold()))
+    return given
+
+
+def _pairs_match(wanted: str, given: list[tuple[str, str]]) -> bool:
+    """Every `name=value` of `wanted` is among the `given` (name, case-folded value) pairs,
+    under any name a server reads as it."""
     for pair in wanted.split("&"):
         name, _, value = pair.partition("=")
         name, value = unquote_plus(name), unquote_plus(value).casefold()

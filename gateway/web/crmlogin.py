@@ -26,9 +26,13 @@ from gateway.web.signin import SignIn
 from gateway.web.urls import safe_return_path
 
 
-async def handle(request: web.Request, signin: SignIn) -> web.StreamResponse:
+async def handle(
+    request: web.Request, signin: SignIn, body: bytes | None = None
+) -> web.StreamResponse:
+    """`body`: the login's body, read already (a login named in its form, not its query)."""
     old = await signin.session(request)
-    body = await read_whole(request, signin.login.max_body, reason="login_too_large")
+    if body is None:
+        body = await read_whole(request, signin.login.max_body, reason="login_too_large")
     try:
         content_type = request.headers.get("Content-Type", "")
         raw_query = request.raw_path.partition("?")[2]

@@ -26,7 +26,7 @@ from gateway.model import Action, Decision, Step
 from gateway.paths import judged_path
 from gateway.policy.tokens import find_credential
 from gateway.signin.decision import Asks, Kind, Request, Who, still_verified
-from gateway.signin.identity import names_login
+from gateway.signin.identity import login_may_be_in_body, names_login
 from gateway.signin.session import FULL, Session
 from gateway.web.audit import audit_about
 from gateway.web.forwarding import is_navigation, wants_html
@@ -97,7 +97,15 @@ async def _judge(
     if guard is None:  # no policies and no sign-in: the transparent proxy's answer
         return _pass(request, settings, "")
     path = judged_path(raw_path, guard.fold_paths)
-    if signin is not None and names_login(signin.login, original.method, original.target):
+    if signin is not None and (
+        names_login(signin.login, original.method, original.target)
+        or (
+            # A form to the login's path (`/index.php?action=List` with `action=Login` in
+            # it): the CRM may take it for its login, and this endpoint never sees a body.
+            _carries_body(request)
+            and login_may_be_in_body(signin.login, original.method, original.target)
+        )
+    ):
         # The CRM's login must go through the gateway's proxy, which holds the CRM's cookies
         # until the second factor and counts the password: the front proxy sent it here, in
         # a spelling its route for it did not match. It never reaches the CRM this way.

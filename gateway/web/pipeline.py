@@ -21,6 +21,7 @@ from gateway.errors import MethodNotAllowed, NotFound, SignInRequired
 from gateway.fields import overrides_method
 from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Asks, Kind, Request, Who
+from gateway.signin.identity import form_names_login, login_may_be_in_body
 from gateway.signin.session import FULL
 from gateway.web import crmlogin, forwardauth, health, proxy, reverify
 from gateway.web.bodies import FORM_LIMIT, go_on, read_whole, refuse_unmet_expectation
@@ -52,6 +53,21 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         await go_on(request)
         return await crmlogin.handle(request, signin)
     who = await identify(request, guard, signin)
+    body = None
+    if (
+        signin is not None
+        and request.body_exists
+        and login_may_be_in_body(signin.login, request.method, request.raw_path)
+    ):
+        # The login named in the form (`action=Login`, which a PHP CRM reads there too) is
+        # the login, before any rule, whoever asks: as the login named in the query above.
+        await go_on(request)
+        body = await read_for_login(request, signin, who)
+        content_type = request.headers.get("Content-Type", "")
+        if body is not None and form_names_login(
+            signin.login, request.raw_path, body, content_type
+        ):
+            return await crmlogin.handle(request, signin, body)
     judged = guard.judge(
         request,
         who,
@@ -59,7 +75,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         now=request.app[CLOCK].now(),
     )
     await go_on(request)  # not refused (judge raises then): the client may send its body
-    body = await look_for_override(request, guard, who, judged)
+    body = await look_for_override(request, guard, who, judged, body)
     if judged.decision.action is Action.FORWARD and proxy.is_websocket_upgrade(request):
         request[WATCH] = watch_socket(request, guard, signin, who, judged)
     return await act(request, signin, who, judged, body)
@@ -115,19 +131,35 @@ def watch_socket(
 
 
 async def look_for_override(
-    request: web.Request, guard: Guard, who: Who, judged: Judged
+    request: web.Request, guard: Guard, who: Who, judged: Judged, body: bytes | None = None
 ) -> bytes | None:
     """A POST whose body could ask the CRM for a method a rule refuses (`_method` in a form
     or JSON body: Rails, Laravel, Symfony) is read whole, up to FORM_LIMIT, and refused when
-    it does; None (the body streams) when no field could change the decision."""
+    it does; None (the body streams) when no field could change the decision. `body`: read
+    already (read_for_login), and the one returned."""
     if not judged.overridable or not request.body_exists:
-        return None
-    body = await read_whole(request, FORM_LIMIT, reason="form_too_large")
+        return body
+    if body is None:
+        body = await read_whole(request, FORM_LIMIT, reason="form_too_large")
     if overrides_method(body, request.headers.get("Content-Type", "")):
         step = Step("", "a _method field in the body asks the CRM for another method")
         denied = Decision(Action.DENY, "method_ambiguous", (step,))
         guard.refuse(request, denied, api=who.kind is Kind.TOKEN)
     return body
+
+
+async def read_for_login(request: web.Request, signin: SignIn, who: Who) -> bytes | None:
+    """The body of a request to the login's path whose query does not name the login (a PHP
+    CRM takes `action=Login` from the form too), read whole up to login.max_body to see
+    whether its form names the login; None (it streams, unread) only for one asked in a
+    session or with an API credential and announced larger: an upload to a CRM that serves
+    everything at one path. Anonymous, or of unknown length, it must fit, as the login must
+    (413 login_too_large): nothing of the CRM's but its login answers an anonymous request."""
+    limit = signin.login.max_body
+    length = request.content_length
+    if length is not None and length > limit and who.kind is not Kind.ANONYMOUS:
+        return None
+    return await read_whole(request, limit, reason="login_too_large")
 
 
 async def act(

@@ -6,8 +6,9 @@ Request[] does), a second user's login in a browser that knows the first user's 
 session used again after the CRM's logout (with the memo and the caches primed), a half
 session at the logout, HEAD and odd method spellings against a rule for GET, and wrong codes
 sent from many addresses. Real gateway, the noting demo CRM or a small stand-in, raw sockets
-where aiohttp's client would tidy what is sent. Strict xfails are holes found here and not
-mended yet; the logout and query-login holes it found are mended, and their tests pass."""
+where aiohttp's client would tidy what is sent. The three holes it found (the logout and
+the login named in the query, passwords sent through the form) are mended; their tests
+pass."""
 
 from __future__ import annotations
 
@@ -454,24 +455,8 @@ async def test_the_crms_login_named_in_another_place_never_sets_its_cookie_unwat
     "query",
     [
         pytest.param("action=Login", id="the-login-as-configured"),
-        pytest.param(
-            "action=List",
-            id="form-over-query",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "HOLE: POST /index.php?action=List with the form action=Login&username=alice"
-                    "&password=<guess> is not taken for the login (names_login reads the query "
-                    "alone); a CRM reading $_REQUEST checks the password, its answer (302 or "
-                    "the form again) tells the guess, and the gateway counts none of them"
-                ),
-            ),
-        ),
-        pytest.param(
-            "",
-            id="form-alone",
-            marks=pytest.mark.xfail(strict=True, reason="HOLE: as form-over-query"),
-        ),
+        pytest.param("action=List", id="form-over-query"),
+        pytest.param("", id="form-alone"),
     ],
 )
 async def test_every_password_the_crm_checks_is_counted(

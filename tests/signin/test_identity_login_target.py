@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config.load import parse_config
+from gateway.config.signin import Login
 from gateway.crypto import new_key_line
 from gateway.errors import ConfigError
-from gateway.signin.identity import query_matches
+from gateway.signin.identity import form_names_login, login_may_be_in_body, query_matches
 from tests.conftest import Served
 from tests.crms.common import serve_crm
 from tests.crms.php_crm import CONTACTS, SESSION_COOKIE, php_crm_app
@@ -116,3 +117,56 @@ async def test_without_the_query_every_form_to_index_php_is_taken_for_a_login(
     b = browsers(gw)
     status, _, _ = await b.post("/index.php?action=SaveContact", {"name": "Nobody"})
     assert status == 400
+
+
+FORM_LOGIN = Login(mode="upstream", path="/index.php?action=Login", username_field="user_name")
+URLENCODED = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data; boundary=XyZ"
+
+
+def multipart(*fields: tuple[str, str]) -> bytes:
+    parts = [
+        f'--XyZ\r\nContent-Disposition: form-data; name="{n}"\r\n\r\n{v}\r\n' for n, v in fields
+    ]
+    return ("".join(parts) + "--XyZ--\r\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "content_type", "taken"),
+    [
+        ("/index.php", b"action=Login&user_name=a", URLENCODED, True),
+        ("/index.php?action=List", b"action=Login", URLENCODED, True),
+        ("/index.php", b"ACTION=login", URLENCODED, True),
+        ("/index.php", b"action%5B%5D=Login", URLENCODED, True),
+        ("/index.php", b"act.ion=Login", URLENCODED, False),  # PHP reads act_ion, not action
+        ("/index.php", b"+action=Login", URLENCODED, True),  # PHP drops the leading space
+        ("/index.php", b"note=action%3DLogin", URLENCODED, False),
+        ("/index.php", b"action=Save&user_name=a", URLENCODED, False),
+        ("/index.php", multipart(("action", "Login")), MULTIPART, True),
+        ("/index.php", multipart(("action", "Save"), ("note", "action=Login")), MULTIPART, False),
+        # a part named so, whatever boundary the type says: named, never missed
+        ("/index.php", multipart(("action", "Login")), "multipart/form-data", False),
+        ("/index.php", b'{"action": "Login"}', "application/json", True),
+        ("/index.php", b'{"action": ["Login"]}', "application/json", False),
+        ("/index.php", b"action=Login", "text/plain", False),
+    ],
+)
+def test_form_names_login(target: str, body: bytes, content_type: str, taken: bool) -> None:
+    """The pair `action=Login` of login.path, in the form instead of the query, read as
+    generously as the query is (gateway.signin.identity.form_names_login)."""
+    assert login_may_be_in_body(FORM_LOGIN, "POST", target)
+    assert form_names_login(FORM_LOGIN, target, body, content_type) is taken
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "asked"),
+    [
+        ("POST", "/index.php", True),
+        ("POST", "/INDEX.PHP?module=Users", True),
+        ("POST", "/index.php?action=Login", False),  # the login itself: names_login
+        ("GET", "/index.php", False),
+        ("POST", "/other.php", False),
+    ],
+)
+def test_login_may_be_in_body(method: str, target: str, asked: bool) -> None:
+    assert login_may_be_in_body(FORM_LOGIN, method, target) is asked
