@@ -157,6 +157,15 @@ class PayloadTooLarge(HttpError):
     reason = "login_too_large"
 
 
+class UnsupportedEncoding(HttpError):
+    """A body the gateway must read to judge (a login, a form that may name one or override
+    the method) sent with a Content-Encoding: its fields cannot be read as the CRM may
+    decode them, so it goes no further (RFC 9110 §15.5.16)."""
+
+    status = 415
+    reason = "body_encoded"
+
+
 class AccessDenied(HttpError):
     """The policy refused: 403, or 401 for an unknown API token and 400 for a request read
     two ways. `api`: answered with JSON whatever the client accepts."""

@@ -105,17 +105,23 @@ def method_override(header_names: Iterable[str], method: str, raw_query: str) ->
     return ""
 
 
-_MULTIPART_NAME = re.compile(rb'(?i)content-disposition:[^\r\n]*?\bname\*?=\s*"?([^";\r\n]*)')
-_BOUNDARY = re.compile(r'(?i);\s*boundary\s*=\s*"?([^";]+)')
+# A `name` parameter anywhere in a multipart body, quoted with `"` or `'`, or bare.
+_PART_NAME = re.compile(rb"""(?i)\bname\s*=\s*(?:"([^"\r\n]*)"|'([^'\r\n]*)'|([^\s;"']*))""")
+_HEAD_END = re.compile(rb"\n\r?\n")
+
+
+def media_type(content_type: str) -> str:
+    """A Content-Type's media type as PHP (main/SAPI.c) and Rack read it: lowercased, cut at
+    the first `;`, `,` or space (`application/x-www-form-urlencoded, text/plain` is a form)."""
+    return re.split("[;, ]", content_type.strip(), maxsplit=1)[0].lower()
 
 
 def body_fields(body: bytes, content_type: str) -> list[tuple[str, str]]:
     """(name, value) of each field a form or JSON body carries, as a CRM's framework would
-    find them: urlencoded pairs (url-decoded, `;` splitting too), each multipart part's name
-    with its content (a part's name is found in any part, with or without the boundary the
-    type names), a JSON object's top-level keys (a value that is not a string as JSON
-    writes it). Other bodies carry none a framework reads as a field."""
-    kind = content_type.partition(";")[0].strip().lower()
+    find them: urlencoded pairs (url-decoded, `;` splitting too), multipart parts (read
+    generously: _multipart), a JSON object's top-level keys (a value that is not a string
+    as JSON writes it). Other bodies carry none a framework reads as a field."""
+    kind = media_type(content_type)
     if kind == "application/x-www-form-urlencoded":
         text = body.decode("utf-8", "replace")
         return [
@@ -123,7 +129,7 @@ def body_fields(body: bytes, content_type: str) -> list[tuple[str, str]]:
             for name, _, value in (pair.partition("=") for pair in re.split("[&;]", text) if pair)
         ]
     if kind.startswith("multipart/"):
-        return _multipart(body, content_type)
+        return _multipart(body)
     if kind == "application/json" or kind.endswith("+json"):
         try:
             found = json.loads(body.decode("utf-8", "replace"))
@@ -135,28 +141,27 @@ def body_fields(body: bytes, content_type: str) -> list[tuple[str, str]]:
     return []
 
 
-def _multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
-    """Each part's (name, content): split at the boundary the type names; a part whose
-    head names it and whose content cannot be told (no boundary, or none found) is still
-    named, with an empty value, so that a name is never missed."""
-    boundary = _BOUNDARY.search(content_type)
+def _multipart(body: bytes) -> list[tuple[str, str]]:
+    """Every `name=` parameter in the body (quoted with `"` or `'`, or bare; in a folded
+    header line too), each with the first line after the blank line that follows it: the
+    content of its part when it is one line. Read without the boundary: servers find it
+    (and split the body) each their own way (PHP takes the first `boundary` in the type
+    and cuts it at `,`), and a name a server may read must never be missed; a name as
+    written and url-decoded."""
     found: list[tuple[str, str]] = []
-    parts = body.split(b"--" + boundary.group(1).strip().encode("latin-1")) if boundary else []
-    for part in parts:
-        head, sep, content = part.partition(b"\r\n\r\n")
-        if not sep:
-            head, sep, content = part.partition(b"\n\n")
-        name = _MULTIPART_NAME.search(head)
-        if name is not None and sep:
-            value = content[:-2] if content.endswith(b"\r\n") else content.rstrip(b"\n")
-            found.append((_part_name(name.group(1)), value.decode("utf-8", "replace")))
-    named = {name for name, _ in found}
-    found += [(n, "") for n in map(_part_name, _MULTIPART_NAME.findall(body)) if n not in named]
+    for match in _PART_NAME.finditer(body):
+        raw = match.group(1) or match.group(2) or match.group(3) or b""
+        end = _HEAD_END.search(body, match.end())
+        value = b""
+        if end is not None:
+            line_end = body.find(b"\n", end.end())
+            value = body[end.end() : line_end if line_end >= 0 else len(body)].rstrip(b"\r")
+        text = value.decode("utf-8", "replace")
+        name = raw.decode("utf-8", "replace")
+        found.append((name, text))
+        if unquote_plus(name) != name:
+            found.append((unquote_plus(name), text))
     return found
-
-
-def _part_name(raw: bytes) -> str:
-    return unquote_plus(raw.decode("utf-8", "replace"))
 
 
 def overrides_method(body: bytes, content_type: str) -> bool:

@@ -12,14 +12,19 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
-from gateway.errors import ExpectationFailed, PayloadTooLarge
+from gateway.errors import ExpectationFailed, PayloadTooLarge, UnsupportedEncoding
 from gateway.web.keys import WAITS_FOR_CONTINUE
 
 FORM_LIMIT = 64 * 1024  # a POST read to look for `_method`: forms of this kind are small
 
 
 async def read_whole(request: web.Request, limit: int, *, reason: str) -> bytes:
-    """The whole body, or PayloadTooLarge (`reason` for the log and the JSON body)."""
+    """The whole body, as the client sent it, or PayloadTooLarge (`reason` for the log and
+    the JSON body); UnsupportedEncoding for one with a Content-Encoding (gzip): its fields
+    are judged as read, and a CRM that decodes it would read others."""
+    encodings = request.headers.getall(hdrs.CONTENT_ENCODING, [])
+    if any(e.strip().lower() not in ("", "identity") for e in encodings):
+        raise UnsupportedEncoding(f"a body to judge in {', '.join(encodings)[:64]!r}")
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"a body of {request.content_length} bytes", reason=reason)
     body = await request.content.read(limit + 1)

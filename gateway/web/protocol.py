@@ -245,4 +245,8 @@ class GatewayRunner(web.AppRunner):
         # The arguments aiohttp gives each connection handler (the app's handler_args too).
         settings = dict(plain._kwargs)
         settings.setdefault("max_line_size", MAX_LINE_SIZE)
+        # A request body goes to the CRM as the client sent it: aiohttp would decode a gzip
+        # one and the CRM get it decoded under `Content-Encoding: gzip` (and shorter or
+        # longer than its Content-Length). Bodies read to judge refuse an encoding instead.
+        settings["auto_decompress"] = False
         return GatewayServer(plain, self._app, **settings)

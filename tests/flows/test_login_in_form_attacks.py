@@ -4,7 +4,9 @@ the body as PHP does (main/SAPI.c, main/rfc1867.c, main/php_variables.c): the me
 at `;`, `,` or a space; the boundary found by `strstr("boundary")` and cut at `,` or `;`;
 part headers folded; `name` quoted with `"` or `'`; names stripped of leading spaces.
 A password the CRM checked must have been counted by the gateway (or never reach the CRM).
-Holes are strict xfails that pass once mended."""
+Holes are strict xfails that pass once mended: the multipart and media-type ones and the gzip
+body are mended (multipart read without the boundary, the media type cut as PHP cuts it,
+request bodies never decoded on the way); the padded login from a session is not."""
 
 from __future__ import annotations
 
@@ -230,7 +232,6 @@ async def test_urlencoded_spellings_php_reads_are_counted(
     assert crm == gateway
 
 
-@hole("PHP cuts an unquoted boundary at ','; the gateway keeps 'AAA,x' and misreads parts")
 async def test_a_boundary_cut_at_a_comma(php: Served, start: Start) -> None:
     content_type = "multipart/form-data; boundary=AAA,x"
     body = multipart("AAA", *login_parts())
@@ -239,7 +240,6 @@ async def test_a_boundary_cut_at_a_comma(php: Served, start: Start) -> None:
     assert crm == gateway
 
 
-@hole("PHP takes the first 'boundary' substring (xboundary=AAA); the gateway ';\\s*boundary'")
 async def test_the_first_boundary_substring(php: Served, start: Start) -> None:
     content_type = "multipart/form-data; xboundary=AAA; boundary=BBB"
     body = multipart("AAA", *login_parts())
@@ -248,7 +248,6 @@ async def test_the_first_boundary_substring(php: Served, start: Start) -> None:
     assert crm == gateway
 
 
-@hole("PHP cuts the media type at ','; the gateway finds no boundary after a comma")
 async def test_a_media_type_cut_at_a_comma(php: Served, start: Start) -> None:
     content_type = "multipart/form-data,boundary=AAA"
     body = multipart("AAA", *login_parts())
@@ -257,7 +256,6 @@ async def test_a_media_type_cut_at_a_comma(php: Served, start: Start) -> None:
     assert crm == gateway
 
 
-@hole("PHP cuts the media type at ',' or ' ': 'application/x-www-form-urlencoded, x' is a form")
 @pytest.mark.parametrize(
     "content_type",
     ["application/x-www-form-urlencoded, text/plain", "application/x-www-form-urlencoded x"],
@@ -271,7 +269,6 @@ async def test_a_urlencoded_type_with_a_comma_or_space(
     assert crm == gateway
 
 
-@hole("a folded Content-Disposition (name on a continuation line) is a name PHP reads")
 async def test_a_folded_content_disposition(php: Served, start: Start) -> None:
     parts = login_parts('Content-Disposition: form-data;\r\n name="action"')
     body = multipart("AAA", *parts)
@@ -280,7 +277,6 @@ async def test_a_folded_content_disposition(php: Served, start: Start) -> None:
     assert crm == gateway
 
 
-@hole("'x-name=zzz; name=action': the gateway's \\bname regex takes x-name's value")
 async def test_a_parameter_ending_in_name_before_the_name(php: Served, start: Start) -> None:
     parts = login_parts('Content-Disposition: form-data; x-name="zzz"; name="action"')
     body = multipart("AAA", *parts)
@@ -289,7 +285,6 @@ async def test_a_parameter_ending_in_name_before_the_name(php: Served, start: St
     assert crm == gateway
 
 
-@hole("name='action' in single quotes: PHP (php_ap_getword_conf) reads action")
 async def test_a_name_in_single_quotes(php: Served, start: Start) -> None:
     parts = login_parts("Content-Disposition: form-data; name='action'")
     body = multipart("AAA", *parts)
@@ -347,12 +342,14 @@ async def test_a_right_password_past_the_parser_gets_no_crm_cookie(
     assert b"alice-session" not in answer, answer[:400]
 
 
-@hole("a gzip request body is forwarded decoded under 'Content-Encoding: gzip' (any path)")
-async def test_a_gzip_form_reaches_the_crm_as_sent(start: Start) -> None:
-    """A form to the login's path with `Content-Encoding: gzip` (read by the gateway to look
-    for the login): the CRM gets the bytes its headers describe, gzip with the header or
-    plain without it. Today aiohttp decodes it and the header goes on: a CRM that decodes
-    request bodies (Apache's DEFLATE input filter) fails on them."""
+@pytest.mark.parametrize(("target", "status"), [("/index.php?action=List", 415), ("/other", 200)])
+async def test_a_gzip_body_reaches_the_crm_as_sent_or_not_at_all(
+    start: Start, target: str, status: int
+) -> None:
+    """A form with `Content-Encoding: gzip`. To the login's path, where the gateway reads
+    forms to find the login, it cannot read it as a CRM that decodes bodies (Apache's
+    DEFLATE input filter) would: 415, never at the CRM. Elsewhere it streams, and the CRM
+    gets the bytes its headers describe. (aiohttp decoded it on the way, header kept.)"""
     arrived: list[bytes] = []
 
     async def crm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -367,16 +364,19 @@ async def test_a_gzip_form_reaches_the_crm_as_sent(start: Start) -> None:
     try:
         port = server.sockets[0].getsockname()[1]
         gw = await start(f"http://127.0.0.1:{port}", login=PHP_LOGIN, policy=OPEN_POLICY)
-        body = gzip.compress(b"action=Save&note=hi")
+        body = gzip.compress(b"action=Login&username=alice&password=guess")
         head = (
             "Content-Type: application/x-www-form-urlencoded\r\nContent-Encoding: gzip\r\n"
             f"Content-Length: {len(body)}\r\n"
         )
-        answer = await raw_post(gw, "/index.php?action=List", head, body)
-        assert status_of(answer) == 200, answer[:300]
-        [sent] = arrived
-        gzipped = b"content-encoding: gzip" in sent.lower()
-        assert sent.endswith(body) if gzipped else sent.endswith(b"action=Save&note=hi")
+        answer = await raw_post(gw, target, head, body)
+        assert status_of(answer) == status, answer[:300]
+        if status == 415:
+            assert arrived == []
+            assert b'"error": "body_encoded"' in answer
+        else:
+            [sent] = arrived
+            assert b"content-encoding: gzip" in sent.lower() and sent.endswith(body)
     finally:
         server.close()
         await server.wait_closed()

@@ -43,6 +43,7 @@ MESSAGE_FOR_REASON = {
     "method_ambiguous": "bad_request",
     "login_ambiguous": "bad_request",
     "form_too_large": "bad_request",
+    "body_encoded": "bad_request",
     # The forward-auth endpoint (gateway.web.forwardauth).
     "forward_auth_untrusted": "bad_request",
     "forward_auth_headers": "bad_request",
