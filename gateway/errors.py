@@ -166,6 +166,12 @@ class UnsupportedEncoding(HttpError):
     reason = "body_encoded"
 
 
+class LoginInBody(PayloadTooLarge):
+    """A body over login.max_body, let stream to the login's path (a signed-in user's
+    upload), named the CRM's login after all (gateway.signin.formscan): its last bytes
+    never reached the CRM, and the password in it was never checked."""
+
+
 class AccessDenied(HttpError):
     """The policy refused: 403, or 401 for an unknown API token and 400 for a request read
     two ways. `api`: answered with JSON whatever the client accepts."""

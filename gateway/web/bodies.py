@@ -9,10 +9,11 @@ body (RFC 9110 §10.1.1)."""
 
 from __future__ import annotations
 
-from aiohttp import hdrs, web
+from aiohttp import StreamReader, hdrs, web
 from aiohttp.http import HttpVersion11
 
-from gateway.errors import ExpectationFailed, PayloadTooLarge, UnsupportedEncoding
+from gateway.errors import ExpectationFailed, LoginInBody, PayloadTooLarge, UnsupportedEncoding
+from gateway.signin.formscan import FormScan
 from gateway.web.keys import WAITS_FOR_CONTINUE
 
 FORM_LIMIT = 64 * 1024  # a POST read to look for `_method`: forms of this kind are small
@@ -36,6 +37,36 @@ async def read_whole(request: web.Request, limit: int, *, reason: str) -> bytes:
     if len(body) > limit:
         raise PayloadTooLarge(f"a body over {limit} bytes", reason=reason)
     return body
+
+
+class HeldBack:
+    """A request body as it streams to the CRM, looked at by `scan` on the way, its last
+    chunk held back until the scan has seen all of it: when the body names the CRM's login
+    (a login padded past login.max_body), LoginInBody is raised instead, and the CRM, given
+    less than the whole body, never runs the request (the client's upload cuts the
+    connection). Back-pressure as the body's own: a chunk is read when one is asked for."""
+
+    def __init__(self, source: StreamReader, scan: FormScan) -> None:
+        self._source = source
+        self.scan = scan
+        self._held = b""
+        self._ended = False
+
+    async def readany(self) -> bytes:
+        while not self._ended:
+            chunk = await self._source.readany()
+            if not chunk:
+                self._ended = True
+                self.scan.finish()
+            else:
+                self.scan.feed(chunk)
+            if self.scan.found:
+                self._ended = True
+                raise LoginInBody("a login in a body over login.max_body")
+            given, self._held = self._held, chunk
+            if given:
+                return given
+        return b""
 
 
 async def expect_continue_later(request: web.Request) -> None:

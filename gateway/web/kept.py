@@ -32,6 +32,7 @@ from gateway.signin.decision import Asks, Request, still_verified
 from gateway.signin.session import Session
 from gateway.web import proxy
 from gateway.web.audit import audit_event
+from gateway.web.client import Stream
 from gateway.web.keys import CLOCK, SESSION, UPSTREAM_CLIENT, VIEW
 from gateway.web.pages.render import page, translator
 from gateway.web.signin import SignIn
@@ -58,16 +59,17 @@ async def keep(
     session: Session,
     here: str,
     target: str,
-    body: bytes | None = None,
+    body: bytes | Stream | None = None,
 ) -> web.StreamResponse:
     """Keep the request for after the code, or (over the size) ask for it again after.
     `target`: the judged path and raw query; `body`: already read by the pipeline (to look
-    for a `_method` field), else read here."""
+    for a `_method` field), else read here (through `body` when it is a stream)."""
     limit = signin.config.signin.sessions.keep_body
-    if body is not None and len(body) > limit:
-        body = None
-    elif body is None:
-        body = await _read_up_to(request, limit)
+    if isinstance(body, bytes):
+        kept_body = body if len(body) <= limit else None
+    else:
+        kept_body = await _read_up_to(request, limit, body)
+    body = kept_body
     if body is None:
         session.return_to = _came_from(request) or "/"
         await signin.book.save(session)
@@ -196,14 +198,16 @@ def _decode(data: bytes) -> Kept:
     )
 
 
-async def _read_up_to(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it is longer than `limit` (never read further)."""
+async def _read_up_to(request: web.Request, limit: int, through: Stream | None) -> bytes | None:
+    """The whole body (read `through` a stream when given), or None as soon as it is longer
+    than `limit` (never read further)."""
     if request.content_length is not None and request.content_length > limit:
         return None
+    source = through or request.content
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.readany()
+        chunk = await source.readany()
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)

@@ -13,18 +13,21 @@ their own modules.
 
 from __future__ import annotations
 
+from typing import NoReturn
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
-from gateway.errors import MethodNotAllowed, NotFound, SignInRequired
+from gateway.errors import LoginInBody, MethodNotAllowed, NotFound, SignInRequired, UpstreamError
 from gateway.fields import overrides_method
 from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Asks, Kind, Request, Who
+from gateway.signin.formscan import FormScan
 from gateway.signin.identity import form_names_login, login_may_be_in_body
 from gateway.signin.session import FULL
 from gateway.web import crmlogin, forwardauth, health, proxy, reverify
-from gateway.web.bodies import FORM_LIMIT, go_on, read_whole, refuse_unmet_expectation
+from gateway.web.audit import audit_event
+from gateway.web.bodies import FORM_LIMIT, HeldBack, go_on, read_whole, refuse_unmet_expectation
 from gateway.web.forwarding import wants_html
 from gateway.web.guard import GUARD, Guard, Judged
 from gateway.web.keys import CLOCK, CONFIG, DECISION, SESSION, VIEW
@@ -53,7 +56,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         await go_on(request)
         return await crmlogin.handle(request, signin)
     who = await identify(request, guard, signin)
-    body = None
+    body: bytes | HeldBack | None = None
     if (
         signin is not None
         and request.body_exists
@@ -64,7 +67,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         await go_on(request)
         body = await read_for_login(request, signin, who)
         content_type = request.headers.get("Content-Type", "")
-        if body is not None and form_names_login(
+        if isinstance(body, bytes) and form_names_login(
             signin.login, request.raw_path, body, content_type
         ):
             return await crmlogin.handle(request, signin, body)
@@ -78,7 +81,14 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     body = await look_for_override(request, guard, who, judged, body)
     if judged.decision.action is Action.FORWARD and proxy.is_websocket_upgrade(request):
         request[WATCH] = watch_socket(request, guard, signin, who, judged)
-    return await act(request, signin, who, judged, body)
+    if not isinstance(body, HeldBack):
+        return await act(request, signin, who, judged, body)
+    try:
+        return await act(request, signin, who, judged, body)
+    except (UpstreamError, LoginInBody):
+        if not body.scan.found:
+            raise
+        refuse_login_in_body(request)  # the CRM never had all of it: the upload was cut
 
 
 async def our_page(request: web.Request, sub: str) -> web.StreamResponse:
@@ -131,16 +141,21 @@ def watch_socket(
 
 
 async def look_for_override(
-    request: web.Request, guard: Guard, who: Who, judged: Judged, body: bytes | None = None
-) -> bytes | None:
+    request: web.Request, guard: Guard, who: Who, judged: Judged, body: bytes | HeldBack | None
+) -> bytes | HeldBack | None:
     """A POST whose body could ask the CRM for a method a rule refuses (`_method` in a form
     or JSON body: Rails, Laravel, Symfony) is read whole, up to FORM_LIMIT, and refused when
     it does; None (the body streams) when no field could change the decision. `body`: read
-    already (read_for_login), and the one returned."""
-    if not judged.overridable or not request.body_exists:
+    already (read_for_login), or to stream through its scan, and the one returned."""
+    if not judged.overridable or not request.body_exists or isinstance(body, bytes):
         return body
-    if body is None:
-        body = await read_whole(request, FORM_LIMIT, reason="form_too_large")
+    held = body
+    body = await read_whole(request, FORM_LIMIT, reason="form_too_large")
+    if held is not None:  # read whole after all: its scan sees it whole
+        held.scan.feed(body)
+        held.scan.finish()
+        if held.scan.found:
+            refuse_login_in_body(request)
     if overrides_method(body, request.headers.get("Content-Type", "")):
         step = Step("", "a _method field in the body asks the CRM for another method")
         denied = Decision(Action.DENY, "method_ambiguous", (step,))
@@ -148,18 +163,27 @@ async def look_for_override(
     return body
 
 
-async def read_for_login(request: web.Request, signin: SignIn, who: Who) -> bytes | None:
+async def read_for_login(request: web.Request, signin: SignIn, who: Who) -> bytes | HeldBack:
     """The body of a request to the login's path whose query does not name the login (a PHP
     CRM takes `action=Login` from the form too), read whole up to login.max_body to see
-    whether its form names the login; None (it streams, unread) only for one asked in a
-    session or with an API credential and announced larger: an upload to a CRM that serves
-    everything at one path. Anonymous, or of unknown length, it must fit, as the login must
-    (413 login_too_large): nothing of the CRM's but its login answers an anonymous request."""
+    whether its form names the login. Asked in a session or with an API credential and
+    announced larger (an upload to a CRM that serves everything at one path), it streams,
+    looked at on the way (HeldBack: its end held back until it is known to name no login).
+    Anonymous, or of unknown length, it must fit, as the login must (413 login_too_large):
+    nothing of the CRM's but its login answers an anonymous request."""
     limit = signin.login.max_body
     length = request.content_length
     if length is not None and length > limit and who.kind is not Kind.ANONYMOUS:
-        return None
+        content_type = request.headers.get("Content-Type", "")
+        return HeldBack(request.content, FormScan(signin.login, request.raw_path, content_type))
     return await read_whole(request, limit, reason="login_too_large")
+
+
+def refuse_login_in_body(request: web.Request) -> NoReturn:
+    """A body over login.max_body that names the CRM's login (padded to pass unread):
+    refused as a login that large is, audited; the CRM never checked its password."""
+    audit_event(request, "signin.refused", outcome="refused", reason="login_in_upload")
+    raise LoginInBody("a login in a body over login.max_body")
 
 
 async def act(
@@ -167,7 +191,7 @@ async def act(
     signin: SignIn | None,
     who: Who,
     judged: Judged,
-    body: bytes | None = None,
+    body: bytes | HeldBack | None = None,
 ) -> web.StreamResponse:
     """Carry out a Decision about a request for the CRM (a denial was refused already)."""
     decision = judged.decision

@@ -11,12 +11,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiohttp import StreamReader, web
+from aiohttp import web
 
 from gateway.errors import BadRequest, UpstreamError
 from gateway.signin.identity import set_cookie_names
 from gateway.web import websocket
-from gateway.web.client import CrmResponse
+from gateway.web.client import Body, CrmResponse
 from gateway.web.forwarding import downstream_response_headers
 from gateway.web.health import READINESS
 from gateway.web.keys import DECISION, REWRITER, UPSTREAM_CLIENT, VIEW
@@ -65,7 +65,7 @@ async def handle(
     add_headers: list[tuple[str, str]] | None = None,
     observe: Callable[[CrmResponse], Awaitable[frozenset[str]]] | None = None,
     drop_cookies: frozenset[str] = frozenset(),
-    body: bytes | None = None,
+    body: Body = None,
 ) -> web.StreamResponse:
     """Forward to the CRM; `target` is the judged (normalised) path+query when a guard ran,
     `adjust` changes the CRM-bound headers (sign-in strips cookies, adds the identity),
@@ -101,7 +101,7 @@ async def send(
     raw_path: str,
     *,
     adjust: Adjust | None = None,
-    body: StreamReader | bytes | None = None,
+    body: Body = None,
 ) -> CrmResponse:
     """The CRM's answer (headers read, body not yet); the caller releases it. Redirects are
     the browser's to follow (FL-12); nothing is decompressed and no cookie is kept."""

@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.model import Decision
 from gateway.signin.session import Session
 from gateway.web.audit import audit_event
+from gateway.web.client import Stream
 from gateway.web.forwarding import is_navigation
 from gateway.web.kept import keep
 from gateway.web.keys import DECISION, SESSION
@@ -25,10 +26,11 @@ async def verify_again(
     signin: SignIn,
     decision: Decision,
     target: str,
-    body: bytes | None = None,
+    body: bytes | Stream | None = None,
 ) -> web.StreamResponse:
     """`target`: the path as judged (normalised) and the raw query, what a kept request is
-    sent to; `body`: the request's body when the pipeline has read it already."""
+    sent to; `body`: the request's body when the pipeline has read it already, or the
+    stream to read it through (gateway.web.bodies.HeldBack)."""
     session = request[SESSION]
     request[DECISION] = "signin"
     audit_event(

@@ -44,7 +44,7 @@ from gateway.stores import DurableStore, SharedStore
 from gateway.tasks import Background
 from gateway.web import proxy
 from gateway.web.audit import audit_event
-from gateway.web.client import CrmResponse
+from gateway.web.client import Body, CrmResponse
 from gateway.web.cookies import Cookies, cookie_binding
 from gateway.web.devices import Devices
 from gateway.web.guard import Guard
@@ -145,7 +145,7 @@ class SignIn:
         return self.login.mode == "gateway"
 
     async def forward_signed_in(
-        self, request: web.Request, target: str, body: bytes | None = None
+        self, request: web.Request, target: str, body: Body = None
     ) -> web.StreamResponse:
         """A signed-in user's request: with the CRM cookie released to this session (and the
         identity header in gateway mode); the CRM's logout ends our session too; a CRM cookie

@@ -8,6 +8,6 @@ No redirects, no decompression, no cookie jar, no pipelining. WebSocket upgrades
 made here: web.websocket uses aiohttp's client for them, in a slot of this pool.
 """
 
-from gateway.web.client.client import CrmClient, CrmResponse
+from gateway.web.client.client import Body, CrmClient, CrmResponse, Stream
 
-__all__ = ["CrmClient", "CrmResponse"]
+__all__ = ["Body", "CrmClient", "CrmResponse", "Stream"]

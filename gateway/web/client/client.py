@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from typing import Protocol
 
 import aiohttp
 from aiohttp import StreamReader
@@ -33,7 +34,15 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _NO_EMPTY_LENGTH = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _LAST_CHUNK = b"0\r\n\r\n"
 
-Body = bytes | StreamReader | None
+
+class Stream(Protocol):
+    """A body that streams: aiohttp's StreamReader, or one that reads through it
+    (gateway.web.bodies.HeldBack). `readany` gives b"" at its end."""
+
+    async def readany(self) -> bytes: ...
+
+
+Body = bytes | StreamReader | Stream | None
 
 
 def verified_context() -> ssl.SSLContext:
@@ -87,9 +96,10 @@ class CrmClient:
             body = body.read_nowait(-1)  # all of it came with the head: one write
         head = request_head(method, target, headers, body)
         length = None
-        if isinstance(body, StreamReader) and "Content-Length" in headers:
+        streamed = body is not None and not isinstance(body, bytes)
+        if streamed and "Content-Length" in headers:
             length = int(headers["Content-Length"])
-        replayable = method in IDEMPOTENT and not isinstance(body, StreamReader)
+        replayable = method in IDEMPOTENT and not streamed
         retried = False
         while True:
             try:
@@ -117,7 +127,7 @@ class CrmClient:
         answered = conn.begin(head_only=method == "HEAD")
         upload: asyncio.Task[None] | None = None
         try:
-            if isinstance(body, StreamReader):
+            if body is not None and not isinstance(body, bytes):
                 conn.write(head)
                 upload = asyncio.get_running_loop().create_task(
                     _upload(conn, body, length), name="crm-upload"
@@ -236,7 +246,7 @@ def request_head(method: str, target: str, headers: CIMultiDict[str], body: Body
     return text.encode("utf-8", "surrogateescape")
 
 
-async def _upload(conn: CrmConnection, body: StreamReader, length: int | None) -> None:
+async def _upload(conn: CrmConnection, body: StreamReader | Stream, length: int | None) -> None:
     """The client's body to the CRM as it arrives, waiting while the CRM does not take it.
     Any failure (the client gone, its body short) cuts the connection, so the CRM never
     takes part of a body for the whole (FL-15). Then the answer's read deadline starts."""

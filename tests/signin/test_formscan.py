@@ -1,0 +1,85 @@
+"""gateway.signin.formscan: a body that names the CRM's login found as it streams, in chunks
+cut anywhere, read as generously as a body read whole (gateway.signin.identity)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config.signin import Login
+from gateway.signin.formscan import LONGEST_NAME, FormScan
+from gateway.signin.identity import form_names_login
+
+LOGIN = Login(mode="upstream", path="/index.php?module=Users&action=Login", username_field="u")
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data; boundary=B"
+
+
+def part(name: str, value: str) -> str:
+    return f'--B\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+
+
+def scanned(body: bytes, content_type: str, target: str = "/index.php", cut: int = 0) -> bool:
+    """Whether the scan finds the login, the body fed in two chunks cut at `cut` (or in
+    pieces of one byte when `cut` is -1)."""
+    scan = FormScan(LOGIN, target, content_type)
+    pieces = [body[i : i + 1] for i in range(len(body))] if cut < 0 else [body[:cut], body[cut:]]
+    for piece in pieces:
+        scan.feed(piece)
+    scan.finish()
+    return scan.found
+
+
+CASES = [
+    (b"module=Users&action=Login&u=a&p=x", FORM, True),
+    (b"p=x&u=a&action=Login&module=Users", FORM, True),  # the last pair, ended by the body
+    (b"MODULE=users&action%5B%5D=login", FORM, True),  # any case; `action[]` (PHP)
+    (b"module=Users;action=Log%69n", FORM, True),
+    (b"+++module=Users&%20action=Login", FORM, True),  # PHP drops leading spaces
+    (b"module=Users&action=Save", FORM, False),
+    (b"module=Users&note=action%3DLogin", FORM, False),
+    (b"module=Users&action=LoginX", FORM, False),
+    (b"module=Users&action=Login", "application/json", False),  # not a form PHP reads
+    ((part("module", "Users") + part("action", "Login") + "--B--\r\n").encode(), MULTIPART, True),
+    ((part("module", "Users") + part("action", "Save") + "--B--\r\n").encode(), MULTIPART, False),
+    # a value that is a line of its own, but not a part's first: not taken
+    (
+        (part("module", "Users") + part("note", "x\r\nLogin") + "--B--\r\n").encode(),
+        MULTIPART,
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type", "found"), CASES)
+def test_found_wherever_the_body_is_cut(body: bytes, content_type: str, found: bool) -> None:
+    for cut in range(len(body) + 1):
+        assert scanned(body, content_type, cut=cut) is found, (cut, body[:cut])
+    assert scanned(body, content_type, cut=-1) is found
+
+
+@pytest.mark.parametrize(("body", "content_type", "found"), CASES)
+def test_as_generous_as_the_body_read_whole(body: bytes, content_type: str, found: bool) -> None:
+    """The scan and form_names_login (a body read whole) agree on every case."""
+    assert form_names_login(LOGIN, "/index.php", body, content_type) is found
+    assert scanned(body, content_type) is found
+
+
+def test_a_pair_the_query_holds_is_not_asked_of_the_body() -> None:
+    assert scanned(b"action=Login", FORM, target="/index.php?module=Users")
+    assert not scanned(b"action=Login", FORM, target="/index.php?module=Other")
+
+
+def test_a_long_value_is_no_wanted_one_and_costs_no_memory() -> None:
+    scan = FormScan(LOGIN, "/index.php", FORM)
+    scan.feed(b"module=Users&note=" + b"x" * 100_000)
+    assert len(scan._buffer) < 100  # the pair kept is bounded
+    scan.feed(b"&action=Login")
+    scan.finish()
+    assert scan.found
+
+
+def test_a_name_padded_past_what_a_form_has() -> None:
+    """Spaces before a name are dropped (PHP); a name longer than any form's after that is
+    taken for the login rather than guessed about."""
+    assert scanned(b"module=Users&" + b"+" * (3 * LONGEST_NAME) + b"action=Login", FORM)
+    assert scanned(b"module=Users&" + b"x" * (2 * LONGEST_NAME), FORM)
