@@ -26,7 +26,14 @@ from gateway.setup.attempt import (
 from gateway.setup.client import Answer, Browser, origin_of, target_of
 from gateway.setup.forms import Logout, find_logout
 from gateway.setup.html import read_page
-from gateway.setup.signals import Signals, decide, login_path, session_cookies, target_path
+from gateway.setup.signals import (
+    Signals,
+    decide,
+    login_path,
+    query_of,
+    session_cookies,
+    target_path,
+)
 from gateway.signin.identity import login_succeeded, set_cookie_names
 
 PROBE_USER = "crm-gateway-probe"  # given to a two-step login's first page; no password sent
@@ -130,23 +137,23 @@ async def _read_form(found: Detection, browser: Browser) -> None:
         return
     form, page, name, how = await password_form(browser, entry, PROBE_USER)
     found.path, said = login_path(target_of(form.action))
-    _routed(found, routed_by_fields(form))
+    said += _routed(found, routed_by_fields(form))
     found.notes["path"] = _path_note(entry, page.url, said)
     found.method, found.username_field = form.method, name
     found.notes["method"] = "the form's method"
     found.notes["username_field"] = how
 
 
-def _routed(found: Detection, fields: tuple[str, ...]) -> None:
-    """A form routed by hidden fields (SuiteCRM: action=Authenticate, posted to index.php)
-    to a path without a query: every form posted there would be taken for the login."""
-    if fields and "?" not in found.path:
-        found.findings.append(
-            f"the login form routes itself with hidden fields ({', '.join(fields)}) and posts "
-            f"to {found.path}: if the CRM's other forms post there too, the gateway takes each "
-            "for a login and refuses it (login.path matches the address and query only); try "
-            "a form in the CRM through the gateway before going live"
-        )
+def _routed(found: Detection, fields: tuple[str, ...]) -> str:
+    """A form routed by hidden fields (SuiteCRM: module=Users and action=Authenticate, posted
+    to plain index.php): they go in login.path's query, which tells the login apart from the
+    CRM's other forms to that path; the gateway finds them in the form as well as in the
+    query (docs/sign-in.md). What is said of it in the path's note ("" for none)."""
+    if not fields or "?" in found.path:
+        return ""
+    pairs = [(name, value) for name, _, value in (f.partition("=") for f in fields)]
+    found.path = f"{found.path}?{query_of(pairs)}"
+    return f"; the form's hidden {', '.join(fields)} tell it from other forms posted there"
 
 
 def _path_note(entry: Entry, page: str, said: str) -> str:
@@ -159,7 +166,7 @@ def _path_note(entry: Entry, page: str, said: str) -> str:
 
 def _describe(found: Detection, right: Attempt) -> None:
     found.path, said = login_path(right.target)
-    _routed(found, right.routed)
+    said += _routed(found, right.routed)
     found.notes["path"] = _path_note(found.entry, right.page, said)
     found.method, found.username_field = right.method, right.username_field
     found.notes["method"] = (

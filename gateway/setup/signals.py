@@ -27,6 +27,11 @@ _CSRF_NAMES = re.compile(r"csrf|xsrf|antiforgery|requestverification", re.IGNORE
 _SAFE = "/._~!$'()*+,:@-"
 
 
+def query_of(pairs: list[tuple[str, str]]) -> str:
+    """`name=value&…` as login.path writes a query, escaped where a query must be."""
+    return "&".join(f"{quote(name, _SAFE)}={quote(value, _SAFE)}" for name, value in pairs)
+
+
 def login_path(target: str) -> tuple[str, str]:
     """login.path for a form posting to `target`, and what was done with its query."""
     path, _, query = target.partition("?")
@@ -34,7 +39,7 @@ def login_path(target: str) -> tuple[str, str]:
     for pair in [p for p in query.split("&") if p]:
         name, _, value = pair.partition("=")
         if unquote_plus(name).lower() in ROUTING and value:
-            kept.append(f"{quote(unquote_plus(name), _SAFE)}={quote(unquote_plus(value), _SAFE)}")
+            kept.append(query_of([(unquote_plus(name), unquote_plus(value))]))
         else:
             dropped.append(unquote_plus(name))
     said = ""

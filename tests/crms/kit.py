@@ -104,6 +104,15 @@ async def php_sign_in(b: Browser, user: str, password: str) -> tuple[int, str]:
     return await _post(b, "/index.php?action=Login", data=form)
 
 
+async def suite_sign_in(b: Browser, user: str, password: str) -> tuple[int, str]:
+    """SuiteCRM's own form: posted to plain index.php, routed by its hidden fields."""
+    status, html, _ = await b.get("/index.php?action=Login")
+    assert status == 200 and 'name="action" value="Authenticate"' in html, html[:300]
+    form = {"action": "Authenticate", "module": "Users", "return_action": "Home"}
+    form |= {"login_language": "en_us", "user_name": user, "username_password": password}
+    return await _post(b, "/index.php", data={**form, "Login": "Log In"})
+
+
 async def json_sign_in(b: Browser, user: str, password: str) -> tuple[int, str]:
     status, _, _ = await b.get("/")
     assert status == 200
@@ -145,6 +154,10 @@ SHAPES = {
     "php": Shape(
         "php", php_crm.php_crm_app, "jan", php_crm.USERS["jan"], php_sign_in,
         "/index.php?action=Home", "jan · <a",
+    ),
+    "suite": Shape(
+        "suite", lambda: php_crm.php_crm_app(routed_by_form=True), "jan", php_crm.USERS["jan"],
+        suite_sign_in, "/index.php?action=Home", "jan · <a",
     ),
     "json": Shape(
         "json", json_crm.json_crm_app, "mia@acme.example", json_crm.USERS["mia@acme.example"],

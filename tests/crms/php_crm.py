@@ -4,7 +4,10 @@ index.php?action=…, a PHP session (PHPSESSID) started on every page and renewe
 redirects to absolute URLs built from its configured site URL, logout by a GET link. A wrong
 password shows the form again with an error (200), or, with `failure_redirects`, is sent back
 to index.php?action=Login&login_error=1 as SugarCRM does (a new session cookie and all: to the
-gateway it then looks like a right one). Not PHP; a test double of its shape."""
+gateway it then looks like a right one). With `routed_by_form`, as SuiteCRM itself: its
+forms post to plain index.php and route themselves with hidden fields (`module=Users`,
+`action=Authenticate`), read from the form over the query as PHP's $_REQUEST does. Not PHP;
+a test double of its shape."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ LOGIN_ERROR = "You must specify a valid username and password."
 SESSIONS = web.AppKey("php_sessions", dict[str, dict[str, str]])  # id → $_SESSION
 CONTACTS = web.AppKey("php_contacts", list[str])
 FAILURE_REDIRECTS = web.AppKey("php_failure_redirects", bool)
+ROUTED_BY_FORM = web.AppKey("php_routed_by_form", bool)
 _SID = web.RequestKey("php_sid", str)
 _NEW = web.RequestKey("php_new_session", bool)
 _RENEWED = web.RequestKey("php_renewed", str)
@@ -53,11 +57,14 @@ def _to(request: web.Request, action: str) -> web.Response:
     return redirect(f"{site(request)}/index.php?action={action}")
 
 
-def _login_form(error: str = "") -> web.Response:
+def _login_form(request: web.Request, error: str = "") -> web.Response:
     message = f'<p class="error">{escape(error)}</p>' if error else ""
+    routed = request.app[ROUTED_BY_FORM]
+    target = "index.php" if routed else "index.php?action=Login"
+    route = '<input type="hidden" name="action" value="Authenticate">' if routed else ""
     return page(
         "SuiteCRM",
-        f'{message}<form action="index.php?action=Login" method="post" name="DetailView">'
+        f'{message}<form action="{target}" method="post" name="DetailView">{route}'
         '<input type="hidden" name="module" value="Users">'
         '<input type="hidden" name="return_action" value="Home">'
         '<input type="hidden" name="login_language" value="en_us">'
@@ -75,21 +82,29 @@ def _home(request: web.Request, user: str) -> web.Response:
         "Home » SuiteCRM",
         f'<nav>{escape(user)} · <a href="index.php?action=Logout">Log Out</a></nav>'
         f"<h2>Contacts</h2><ul>{rows}</ul>"
-        '<form action="index.php?action=SaveContact" method="post">'
-        '<input type="text" name="name"><input type="submit" value="Save"></form>',
+        + (
+            '<form action="index.php" method="post">'
+            '<input type="hidden" name="action" value="SaveContact">'
+            if request.app[ROUTED_BY_FORM]
+            else '<form action="index.php?action=SaveContact" method="post">'
+        )
+        + '<input type="text" name="name"><input type="submit" value="Save"></form>',
     )
 
 
 async def index(request: web.Request) -> web.StreamResponse:
     action = request.query.get("action", "")
+    form = await request.post() if request.method == "POST" else None
+    if form is not None and request.app[ROUTED_BY_FORM]:
+        action = str(form.get("action", action))  # $_REQUEST: the form's over the query's
+    login = "Authenticate" if request.app[ROUTED_BY_FORM] else "Login"
     user = _session_of(request).get("user", "")
-    if request.method == "POST" and action == "Login":
-        form = await request.post()
+    if form is not None and action == login:
         name, password = str(form.get("user_name", "")), str(form.get("username_password", ""))
         if name not in USERS or not secrets.compare_digest(USERS[name], password):
             if request.app[FAILURE_REDIRECTS]:
                 return _to(request, "Login&login_error=1")
-            return _login_form(LOGIN_ERROR)
+            return _login_form(request, LOGIN_ERROR)
         sessions = request.app[SESSIONS]
         renewed = secrets.token_hex(13)
         sessions[renewed] = {"user": name}
@@ -97,11 +112,10 @@ async def index(request: web.Request) -> web.StreamResponse:
         request[_RENEWED] = renewed
         return _to(request, "Home")
     if action == "Login":
-        return _login_form()
+        return _login_form(request)
     if not user:
         return _to(request, "Login")
-    if request.method == "POST" and action == "SaveContact":
-        form = await request.post()
+    if form is not None and action == "SaveContact":
         request.app[CONTACTS].append(str(form.get("name", "")))
         return _to(request, "Home")
     if action == "Logout":
@@ -114,10 +128,13 @@ async def root(request: web.Request) -> web.Response:
     return redirect(f"{site(request)}/index.php")
 
 
-def php_crm_app(*, failure_redirects: bool = False) -> web.Application:
+def php_crm_app(
+    *, failure_redirects: bool = False, routed_by_form: bool = False
+) -> web.Application:
     app = new_app(_session)
     app[SESSIONS] = {}
     app[FAILURE_REDIRECTS] = failure_redirects
+    app[ROUTED_BY_FORM] = routed_by_form
     app[CONTACTS] = ["Jan de Vries", "Ingrid Hansen"]
     app.router.add_get("/", root)
     app.router.add_route("*", "/index.php", index)

@@ -65,6 +65,15 @@ EXPECTED = {
         "crm_cookies": ["PHPSESSID"],
         "logout": {"path": "/index.php?action=Logout", "method": "GET"},
     },
+    "suite": {
+        "mode": "upstream",
+        "path": "/index.php?action=Authenticate&module=Users",
+        "method": "POST",
+        "username_field": "user_name",
+        "success": {"status": [302], "cookie": "PHPSESSID"},
+        "crm_cookies": ["PHPSESSID"],
+        "logout": {"path": "/index.php?action=Logout", "method": "GET"},
+    },
     "json": {
         "mode": "upstream",
         "path": "/api/v1/auth/login",
@@ -221,13 +230,15 @@ async def test_the_form_to_watch_is_chosen_with_form(
     assert (read["path"], read["username_field"]) == ("/clients/login", "email")
 
 
-async def test_a_login_routed_by_hidden_fields_is_warned_of(
+async def test_a_login_routed_by_hidden_fields_has_them_in_its_path(
     crms: Crms, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """SuiteCRM's form posts to plain index.php with module and action hidden in it: they
+    go in login.path's query, which the gateway finds in the form too."""
     crm: Served = await crms(quirks_app())
     ran = await detect(capsys, crm.url, "--path", "/suite/")
-    assert section_of(ran)["path"] == "/suite/index.php"
-    assert "routes itself with hidden fields (module=Users, action=Authenticate)" in ran.err
+    assert section_of(ran)["path"] == "/suite/index.php?module=Users&action=Authenticate"
+    assert "hidden module=Users, action=Authenticate tell it from other forms" in ran.out
 
 
 @pytest.mark.parametrize(
@@ -279,3 +290,26 @@ async def test_the_command_as_an_operator_runs_it(crms: Crms) -> None:
     assert yaml.safe_load(done.stdout)["login"] == EXPECTED["origin"]
     assert "quinn-pw-31" not in done.stdout + done.stderr
     assert "the form carries a CSRF token (_csrf)" in done.stderr
+
+
+async def test_a_crm_routed_by_its_forms_keeps_its_other_forms(
+    crms: Crms, capsys: pytest.CaptureFixture[str], start: Start, browsers: Browsers
+) -> None:
+    """SuiteCRM's forms all post to plain index.php: with the printed section, the login
+    (action=Authenticate in the form) is watched and held, and the CRM's other forms (a
+    contact saved, action=SaveContact in the form) go to it as before."""
+    shape = SHAPES["suite"]
+    crm: Served = await crms(shape.app())
+    ran = await detect(
+        capsys, crm.url, "--user", shape.user, "--password-stdin", stdin=shape.password + "\n"
+    )
+    assert ran.code == 0, ran.err
+    gw = await start(crm.url, login=ran.out)
+    b = browsers(gw)
+    assert await shape.sign_in(b, shape.user, shape.password) == (303, "/_gateway/enrol")
+    await b.enrol()
+    await b.confirm_codes()
+    status, _, r = await b.post("/index.php", {"action": "SaveContact", "name": "Kari Nordmann"})
+    assert status == 302, r.headers
+    status, html, _ = await b.get("/index.php?action=Home")
+    assert status == 200 and "<li>Kari Nordmann</li>" in html
