@@ -147,15 +147,16 @@ async def look_for_override(
     or JSON body: Rails, Laravel, Symfony) is read whole, up to FORM_LIMIT, and refused when
     it does; None (the body streams) when no field could change the decision. `body`: read
     already (read_for_login), or to stream through its scan, and the one returned."""
-    if not judged.overridable or not request.body_exists or isinstance(body, bytes):
+    if not judged.overridable or not request.body_exists:
         return body
-    held = body
-    body = await read_whole(request, FORM_LIMIT, reason="form_too_large")
-    if held is not None:  # read whole after all: its scan sees it whole
-        held.scan.feed(body)
-        held.scan.finish()
-        if held.scan.found:
-            refuse_login_in_body(request)
+    if not isinstance(body, bytes):
+        held = body
+        body = await read_whole(request, FORM_LIMIT, reason="form_too_large")
+        if held is not None:  # read whole after all: its scan sees it whole
+            held.scan.feed(body)
+            held.scan.finish()
+            if held.scan.found:
+                refuse_login_in_body(request)
     if overrides_method(body, request.headers.get("Content-Type", "")):
         step = Step("", "a _method field in the body asks the CRM for another method")
         denied = Decision(Action.DENY, "method_ambiguous", (step,))

@@ -247,3 +247,25 @@ async def test_the_forward_auth_endpoint_refuses_a_form_to_the_logins_path(
         assert b"login_not_proxied" not in said and status_of(said) == 200, said[:300]
     else:
         assert status_of(said) == 403 and reason in said, said[:300]
+
+
+METHOD_POLICY = """\
+defaults: {interval: always, factors: [totp, recovery], enforcement: required}
+roles: {admin: {}}
+paths:
+  - {path: /index.php, methods: [DELETE], allow: [role:admin]}
+  - {path: "/**", allow: [anyone]}
+"""
+
+
+async def test_a_form_read_for_the_login_is_still_read_for_method(
+    php: Served, start: Start
+) -> None:
+    """A form to the login's path is read whole to look for the login; read so, it is still
+    looked at for `_method` (a DELETE the rule refuses, run by Laravel or Symfony): 400."""
+    gw = await start(php.url, login=PHP_LOGIN, policy=METHOD_POLICY)
+    body = b"action=Save&_method=DELETE"
+    head = f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
+    answer = await raw_post(gw, "/index.php", head, body)
+    assert status_of(answer) == 400 and b"method_ambiguous" in answer, answer[:300]
+    assert php.app[SERVED] == []
