@@ -25,6 +25,9 @@ from gateway.signin.identity import query_matches
 # start), a name is read as no login's field: no form has names this long. Taken for one.
 LONGEST_NAME = 4096
 _DROPPED = re.compile(rb"\A(?:[ +\[\]]|%20|%5[bBdD])+")
+# Multipart names are looked for as written, lowercased, with what PHP reads as `_` (`.`,
+# a space, an unclosed `[`) read as `_` on both sides: `login.module` is `login_module`.
+_AS_PHP_READS = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ. [", b"abcdefghijklmnopqrstuvwxyz___")
 
 
 class FormScan:
@@ -47,6 +50,7 @@ class FormScan:
         self._values: set[int] = set()  # multipart: wanted values seen as a line
         self._names: set[int] = set()  # multipart: wanted names seen anywhere
         self._tail = b""  # multipart: the last bytes, for a name cut between chunks
+        self._spelled = [name.lower().encode().translate(_AS_PHP_READS) for name, _ in self._wanted]
         self._longest = max((len(v.encode()) for _, v in self._wanted), default=0) * 3 + 8
         self.found = False
 
@@ -105,7 +109,8 @@ class FormScan:
             self._buffer = b""
 
     def _pair(self, raw: bytes) -> None:
-        if self._overflow or b"=" not in raw:
+        """One whole pair; a name without `=` has the empty value (PHP, parse_qsl)."""
+        if self._overflow or not raw:
             return
         name_raw, _, value_raw = raw.partition(b"=")
         name = unquote_plus(name_raw.decode("utf-8", "replace"))
@@ -120,9 +125,9 @@ class FormScan:
     # -- multipart/form-data ----------------------------------------------------------------
 
     def _multipart(self, chunk: bytes) -> None:
-        seen = (self._tail + chunk).lower()
-        for number, (wanted, _) in enumerate(self._wanted):
-            if wanted.lower().encode() in seen:
+        seen = (self._tail + chunk).translate(_AS_PHP_READS)
+        for number, spelled in enumerate(self._spelled):
+            if spelled in seen:
                 self._names.add(number)
         self._tail = seen[-LONGEST_NAME:]
         lines = chunk.split(b"\n")
