@@ -23,9 +23,7 @@ async def read_whole(request: web.Request, limit: int, *, reason: str) -> bytes:
     """The whole body, as the client sent it, or PayloadTooLarge (`reason` for the log and
     the JSON body); UnsupportedEncoding for one with a Content-Encoding (gzip): its fields
     are judged as read, and a CRM that decodes it would read others."""
-    encodings = request.headers.getall(hdrs.CONTENT_ENCODING, [])
-    if any(e.strip().lower() not in ("", "identity") for e in encodings):
-        raise UnsupportedEncoding(f"a body to judge in {', '.join(encodings)[:64]!r}")
+    refuse_encoded(request)
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"a body of {request.content_length} bytes", reason=reason)
     body = await request.content.read(limit + 1)
@@ -37,6 +35,14 @@ async def read_whole(request: web.Request, limit: int, *, reason: str) -> bytes:
     if len(body) > limit:
         raise PayloadTooLarge(f"a body over {limit} bytes", reason=reason)
     return body
+
+
+def refuse_encoded(request: web.Request) -> None:
+    """UnsupportedEncoding for a body with a Content-Encoding (gzip) whose fields are to be
+    judged, read whole or looked at as it streams (HeldBack)."""
+    encodings = request.headers.getall(hdrs.CONTENT_ENCODING, [])
+    if any(e.strip().lower() not in ("", "identity") for e in encodings):
+        raise UnsupportedEncoding(f"a body to judge in {', '.join(encodings)[:64]!r}")
 
 
 class HeldBack:

@@ -27,7 +27,14 @@ from gateway.signin.identity import form_names_login, login_may_be_in_body
 from gateway.signin.session import FULL
 from gateway.web import crmlogin, forwardauth, health, proxy, reverify
 from gateway.web.audit import audit_event
-from gateway.web.bodies import FORM_LIMIT, HeldBack, go_on, read_whole, refuse_unmet_expectation
+from gateway.web.bodies import (
+    FORM_LIMIT,
+    HeldBack,
+    go_on,
+    read_whole,
+    refuse_encoded,
+    refuse_unmet_expectation,
+)
 from gateway.web.forwarding import wants_html
 from gateway.web.guard import GUARD, Guard, Judged
 from gateway.web.keys import CLOCK, CONFIG, DECISION, SESSION, VIEW
@@ -176,7 +183,10 @@ async def read_for_login(request: web.Request, signin: SignIn, who: Who) -> byte
     length = request.content_length
     if length is not None and length > limit and who.kind is not Kind.ANONYMOUS:
         content_type = request.headers.get("Content-Type", "")
-        return HeldBack(request.content, FormScan(signin.login, request.raw_path, content_type))
+        scan = FormScan(signin.login, request.raw_path, content_type)
+        if scan.scanned:  # gzip: the scan would read other fields than a decoding CRM
+            refuse_encoded(request)
+        return HeldBack(request.content, scan)
     return await read_whole(request, limit, reason="login_too_large")
 
 

@@ -4,11 +4,20 @@ pipeline's handling of a signed-in user's upload to the login's path."""
 
 from __future__ import annotations
 
+import gzip
+import os
+
 import pytest
 
 from gateway.config.signin import Login
 from gateway.signin.formscan import FormScan
 from gateway.signin.identity import form_names_login
+from tests.conftest import Served
+from tests.flows.test_login_in_form import signed_in
+from tests.flows.test_login_in_form_attacks import checked, php
+from tests.signin_kit import Start
+
+__all__ = ["php"]  # the fixture: the PHP stand-in CRM
 
 FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data; boundary=B"
@@ -55,3 +64,25 @@ def test_the_scan_finds_what_a_body_read_whole_finds(
 ) -> None:
     assert form_names_login(login, "/index.php", body, content_type)
     assert scanned(login, body, content_type)
+
+
+async def test_a_signed_in_users_gzip_upload_to_the_login_path_is_refused(
+    php: Served, start: Start
+) -> None:
+    """alice, signed in, gzips bob's login padded past login.max_body (still past it once
+    compressed): the scan cannot read it as a CRM that decodes request bodies does (the
+    stand-in, an aiohttp server, decodes them): 415, never at the CRM."""
+    b = await signed_in(php, start)
+    try:
+        checked_before = checked(php)
+        padding = os.urandom(100_000).hex()
+        body = gzip.compress(f"pad={padding}&action=Login&username=bob&password=x".encode())
+        assert len(body) > 64 * 1024
+        headers = {"Content-Type": FORM, "Content-Encoding": "gzip"}
+        async with b.http.post(
+            b.gw.url + "/index.php?action=List", data=body, headers=headers, allow_redirects=False
+        ) as r:
+            assert r.status == 415, await r.text()
+        assert checked(php) == checked_before
+    finally:
+        await b.close()
