@@ -17,6 +17,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.policy.tokens import digest
+from gateway.web.keys import DURABLE
 from tests.conftest import Served, serve_handler
 from tests.flows.test_case_insensitive_paths import status_of
 from tests.flows.test_login_in_form import OPEN_POLICY, raw_post, signed_in
@@ -30,11 +32,12 @@ from tests.flows.test_login_in_form_attacks import (
     php_part_name,
     php_post,
 )
-from tests.flows.test_paths_case_attacks import PHP_LOGIN
+from tests.flows.test_paths_case_attacks import PHP_LOGIN, PHP_POLICY
 from tests.signin_kit import Browser, Start, audit_trail
 
 # (action, user, password right, body bytes, whole) of each request the CRM ran
 RAN = web.AppKey("ran", list[tuple[str, str, bool, int, bool]])
+RECEIVED = web.AppKey("received", list[bytes])  # each body the CRM got, as it got it
 BLOCK = 16 * 1024  # SAPI_POST_BLOCK_SIZE: mod_php keeps the whole blocks of a cut body
 FORM = "application/x-www-form-urlencoded"
 PADDING = "p" * 70_000
@@ -117,6 +120,7 @@ async def php_crm(request: web.Request) -> web.StreamResponse:
     user = form.get("username", "")
     right = user in PASSWORDS and PASSWORDS[user] == form.get("password")
     request.app[RAN].append((action, user, right, len(body), whole))
+    request.app[RECEIVED].append(body)
     if action == "Login" and request.method == "POST":
         if right:
             answer = web.HTTPFound("/index.php?action=List")
@@ -130,7 +134,7 @@ async def php_crm(request: web.Request) -> web.StreamResponse:
 
 @pytest.fixture
 async def crm() -> AsyncIterator[Served]:
-    served = await serve_handler(php_crm, RAN)
+    served = await serve_handler(php_crm, RAN, RECEIVED)
     yield served
     await served.runner.cleanup()
 
@@ -291,6 +295,7 @@ async def test_large_uploads_reach_the_crm_whole(crm: Served, start: Start) -> N
             status, text = await send(b, paced(*pieces), content_type, len(body))
             assert (status, text) == (200, f"Save: every contact ({len(body)} bytes)")
             assert crm.app[RAN][-1] == ("Save", "", False, len(body), True)
+            assert crm.app[RECEIVED][-1] == body  # in order, nothing lost or doubled
     finally:
         await b.close()
 
@@ -444,3 +449,52 @@ async def test_a_small_login_behind_a_head_line_past_php_buffer(
     answer = await raw_post(gw, "/index.php?action=List", head, body)
     assert status_of(answer) != 500, answer[:300]
     assert "bob" not in checked(crm)
+
+
+ODD = [
+    pytest.param(FORM, f"pad={PADDING}&%ff%fe=%&%=%zz&action=L%".encode(), id="bad-escapes"),
+    pytest.param(FORM, b"\xff\xfe=" + b"\xff" * 70_000 + b"&action=Login", id="not-utf8"),
+    pytest.param(FORM, b"&;" * 40_000 + b"action=Login", id="only-separators"),
+    pytest.param("multipart/form-data", f"action\r\n\r\nLogin\r\n{PADDING}".encode(), id="mp-bare"),
+    pytest.param("multipart/form-data; boundary=", b"\n" * 70_000 + b"action", id="mp-lf"),
+    pytest.param(f"{FORM}; charset=\xff", f"pad={PADDING}".encode(), id="odd-charset"),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body"), ODD)
+async def test_odd_padded_bodies_get_no_500(
+    crm: Served, start: Start, content_type: str, body: bytes
+) -> None:
+    """Bodies no browser sends: an answer, never a 500; no password checked uncounted."""
+    b = await signed_in(crm, start)
+    try:
+        status, text = await send(b, body, content_type, len(body))
+        assert status != 500, text[:300]
+        assert "bob" not in checked(crm)
+    finally:
+        await b.close()
+
+
+async def test_a_padded_login_with_an_api_token_is_refused(crm: Served, start: Start) -> None:
+    """alice's API token instead of a session: the padded body streams the same way, and
+    is refused the same way."""
+    gw = await start(crm.url, login=PHP_LOGIN, policy=PHP_POLICY)
+    token = "alice-sync-" + "k" * 32
+    await gw.served.app[DURABLE].add_token("tok_alice", "alice", digest(token), "", 0.0)
+    await gw.signin.guard.refresh_tokens()
+    body = f"pad={PADDING}{BOB}&action=Login".encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": FORM}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{gw.url}/index.php", data=body, headers=headers, allow_redirects=False) as r,
+    ):
+        assert r.status == 413, (await r.text())[:300]
+    assert checked(crm) == []
+    # and the token's own large form still goes
+    upload = f"action=Save&note={PADDING}".encode()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{gw.url}/index.php", data=upload, headers=headers, allow_redirects=False) as r,
+    ):
+        assert r.status != 413, (await r.text())[:300]
+    assert crm.app[RAN][-1] == ("Save", "", False, len(upload), True)
