@@ -498,3 +498,32 @@ async def test_a_padded_login_with_an_api_token_is_refused(crm: Served, start: S
     ):
         assert r.status != 413, (await r.text())[:300]
     assert crm.app[RAN][-1] == ("Save", "", False, len(upload), True)
+
+
+@hole(
+    "a due code's kept body: alice, her code due, posts the login behind a NUL head line "
+    "(multipart, small): kept as no login, the browser sent to the challenge; her code "
+    "replays it and the CRM checks bob's password, uncounted"
+)
+async def test_a_kept_login_behind_a_nul_head_line_is_never_replayed(
+    crm: Served, start: Start
+) -> None:
+    b = Browser(await start(crm.url, login=PHP_LOGIN, policy=PHP_POLICY))
+    try:
+        form = {"username": "alice", "password": "alice-demo"}
+        assert (await b.post("/index.php?action=Login", form))[0] == 303
+        secret, _ = await b.enrol()
+        await b.confirm_codes()
+        b.gw.clock.advance(660)  # reverify 10m: due
+        body = split_head("\x00\r\n")
+        headers = {"Content-Type": "multipart/form-data; boundary=AAA"}
+        async with b.http.post(
+            b.gw.url + "/index.php", data=body, headers=headers, allow_redirects=False
+        ) as r:
+            assert r.status in (303, 413), (await r.text())[:300]
+        assert "bob" not in checked(crm)  # kept, not yet at the CRM
+        if r.status == 303:
+            await b.answer(b.code(secret, 31))
+        assert "bob" not in checked(crm)
+    finally:
+        await b.close()
