@@ -71,7 +71,6 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     ):
         # The login named in the form (`action=Login`, which a PHP CRM reads there too) is
         # the login, before any rule, whoever asks: as the login named in the query above.
-        await go_on(request)
         body = await read_for_login(request, signin, who)
         content_type = request.headers.get("Content-Type", "")
         if isinstance(body, bytes) and form_names_login(
@@ -186,7 +185,9 @@ async def read_for_login(request: web.Request, signin: SignIn, who: Who) -> byte
         scan = FormScan(signin.login, request.raw_path, content_type)
         if scan.scanned:  # gzip: the scan would read other fields than a decoding CRM
             refuse_encoded(request)
+        # Nothing read yet: 100 Continue waits for the rules, as for any other upload.
         return HeldBack(request.content, scan)
+    await go_on(request)
     return await read_whole(request, limit, reason="login_too_large")
 
 

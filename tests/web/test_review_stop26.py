@@ -4,6 +4,7 @@ pipeline's handling of a signed-in user's upload to the login's path."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 
@@ -13,9 +14,12 @@ from gateway.config.signin import Login
 from gateway.signin.formscan import FormScan
 from gateway.signin.identity import form_names_login
 from tests.conftest import Served
+from tests.flows.test_attack_review import register
 from tests.flows.test_login_in_form import signed_in
-from tests.flows.test_login_in_form_attacks import checked, php
+from tests.flows.test_login_in_form_attacks import ACTIONS, checked, php
+from tests.flows.test_paths_case_attacks import PHP_LOGIN
 from tests.signin_kit import Start
+from tests.web.test_guard import ALICE_TOKEN
 
 __all__ = ["php"]  # the fixture: the PHP stand-in CRM
 
@@ -86,3 +90,41 @@ async def test_a_signed_in_users_gzip_upload_to_the_login_path_is_refused(
         assert checked(php) == checked_before
     finally:
         await b.close()
+
+
+TOKENS_FROM_THE_OFFICE = """\
+networks:
+  office: [127.0.0.2/32]
+roles:
+  admin: {networks: [office]}
+users:
+  alice: {roles: [admin]}
+paths:
+  - {path: /**, allow: [token]}
+api:
+  tokens:
+    - {header: Authorization, schemes: [Bearer]}
+"""
+
+
+async def test_an_upload_to_the_login_path_a_rule_refuses_gets_no_100_continue(
+    php: Served, start: Start
+) -> None:
+    """alice's token, from outside the office, announces an upload past login.max_body to
+    /index.php and waits for 100 Continue: it streams unread (HeldBack), so nothing is read
+    before the rules, and the refusal comes first: no 100 Continue, no body asked for."""
+    gw = await start(php.url, login=PHP_LOGIN, policy=TOKENS_FROM_THE_OFFICE)
+    await register(gw.served, "alice", ALICE_TOKEN)
+    head = (
+        "POST /index.php?action=Save HTTP/1.1\r\nHost: crm\r\n"
+        f"Authorization: Bearer {ALICE_TOKEN}\r\nContent-Type: {FORM}\r\n"
+        "Content-Length: 100000\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.served.port)
+    try:
+        writer.write(head.encode())
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 403"), status_line
+    assert php.app[ACTIONS] == []
