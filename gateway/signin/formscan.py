@@ -1,8 +1,8 @@
 """Whether a body too large to read whole names the CRM's login, found as it streams: a
 signed-in user's upload to the login's path (`/index.php`, where a PHP CRM's login is told
 apart by `action=Login`) is not read before it goes, so a login padded past login.max_body
-would reach the CRM's password check uncounted. The caller holds back the body's last bytes
-until `finish` says no login was in it (gateway.web.bodies.HeldBack).
+would reach the CRM's password check uncounted. The caller gives the CRM only bytes that end
+where `named_if_cut` says no login is in them (gateway.web.bodies.HeldBack).
 
 Read as generously as form_names_login reads a body it has whole: each `name=value` of
 login.path's query that the request's query does not hold must be in the form. Urlencoded:
@@ -14,6 +14,7 @@ PHP CRM reads (JSON bodies are not looked at here). Plain functions over bytes; 
 
 from __future__ import annotations
 
+import copy
 import re
 from urllib.parse import unquote_plus
 
@@ -53,6 +54,11 @@ class FormScan:
         self._spelled = [name.lower().encode().translate(_AS_PHP_READS) for name, _ in self._wanted]
         self._longest = max((len(v.encode()) for _, v in self._wanted), default=0) * 3 + 8
         self.found = False
+        # Urlencoded: a pair whose value begins with a wanted one (`action=Loginx`) names the
+        # login in a body cut inside it, and a CRM may run a cut body (mod_php keeps its whole
+        # 16 KiB blocks): given to the CRM past that point, the body is refused too.
+        self._cut_met: set[int] = set()
+        self.cut_found = False
 
     @property
     def scanned(self) -> bool:
@@ -80,6 +86,23 @@ class FormScan:
             self._pair(self._buffer)
         self._buffer = b""
 
+    @property
+    def refused(self) -> bool:
+        """The body names the login, whole (`found`) or cut short inside a pair (`cut_found`)."""
+        return self.found or self.cut_found
+
+    def named_if_cut(self) -> bool:
+        """Whether the body, cut where it has been fed to, names the login: a CRM may run a
+        body cut short (PHP reads the pairs that came), its unfinished pair or line the last
+        (`…&action=Login` then `x`: given without the `x`, it names the login)."""
+        if self.refused:
+            return True
+        probe = copy.copy(self)
+        probe._met, probe._cut_met = set(self._met), set(self._cut_met)
+        probe._values = set(self._values)
+        probe.finish()
+        return probe.refused
+
     # -- application/x-www-form-urlencoded ------------------------------------------------
 
     def _urlencoded(self, chunk: bytes) -> None:
@@ -105,6 +128,7 @@ class FormScan:
                 return
             self._buffer = name
         elif equals and len(value) > self._longest:
+            self._pair(self._buffer)  # its start, all a body cut inside it keeps of it
             self._overflow = True  # longer than every wanted value: not one
             self._buffer = b""
 
@@ -116,11 +140,14 @@ class FormScan:
         name = unquote_plus(name_raw.decode("utf-8", "replace"))
         value = unquote_plus(value_raw.decode("utf-8", "replace")).casefold()
         for number, (wanted, wanted_value) in enumerate(self._wanted):
-            if value == wanted_value and (
+            if value.startswith(wanted_value) and (
                 name.casefold() == wanted.casefold() or may_be_read_as(name, wanted)
             ):
-                self._met.add(number)
+                self._cut_met.add(number)
+                if value == wanted_value:
+                    self._met.add(number)
         self.found = len(self._met) == len(self._wanted)
+        self.cut_found = len(self._met | self._cut_met) == len(self._wanted)
 
     # -- multipart/form-data ----------------------------------------------------------------
 

@@ -46,11 +46,13 @@ def refuse_encoded(request: web.Request) -> None:
 
 
 class HeldBack:
-    """A request body as it streams to the CRM, looked at by `scan` on the way, its last
-    chunk held back until the scan has seen all of it: when the body names the CRM's login
-    (a login padded past login.max_body), LoginInBody is raised instead, and the CRM, given
-    less than the whole body, never runs the request (the client's upload cuts the
-    connection). Back-pressure as the body's own: a chunk is read when one is asked for."""
+    """A request body as it streams to the CRM, looked at by `scan` on the way, each chunk
+    held back until the body cut after it is known to name no login (a CRM may run a body
+    cut short: `…&action=Login` is held until what follows makes it another pair). When the
+    body names the CRM's login (a login padded past login.max_body), LoginInBody is raised
+    instead, and the CRM, given less than the whole body and no login, never runs the
+    request (the client's upload cuts the connection). Back-pressure as the body's own: a
+    chunk is read when one is asked for."""
 
     def __init__(self, source: StreamReader, scan: FormScan) -> None:
         self._source = source
@@ -66,10 +68,15 @@ class HeldBack:
                 self.scan.finish()
             else:
                 self.scan.feed(chunk)
-            if self.scan.found:
+            if self.scan.refused:
                 self._ended = True
                 raise LoginInBody("a login in a body over login.max_body")
-            given, self._held = self._held, chunk
+            self._held += chunk
+            # At most a chunk more: the unfinished pair either grows into another or ends
+            # as the login (refused).
+            if chunk and self.scan.named_if_cut():
+                continue
+            given, self._held = self._held, b""
             if given:
                 return given
         return b""

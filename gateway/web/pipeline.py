@@ -92,7 +92,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     try:
         return await act(request, signin, who, judged, body)
     except (UpstreamError, LoginInBody):
-        if not body.scan.found:
+        if not body.scan.refused:
             raise
         refuse_login_in_body(request)  # the CRM never had all of it: the upload was cut
 

@@ -19,6 +19,7 @@ from tests.flows.test_login_in_form import signed_in
 from tests.flows.test_login_in_form_attacks import ACTIONS, checked, php
 from tests.flows.test_paths_case_attacks import PHP_LOGIN
 from tests.signin_kit import Start
+from tests.web.test_bodies_heldback import through
 from tests.web.test_guard import ALICE_TOKEN
 
 __all__ = ["php"]  # the fixture: the PHP stand-in CRM
@@ -128,3 +129,19 @@ async def test_an_upload_to_the_login_path_a_rule_refuses_gets_no_100_continue(
         writer.close()
     assert status_line.startswith(b"HTTP/1.1 403"), status_line
     assert php.app[ACTIONS] == []
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"pad=" + b"p" * 1000, b"&u=bob&p=guess&action=Login", b"x", b"&end=1"],
+        [b"pad=" + b"p" * 1000 + b"&u=bob&p=guess&action=Login" + b"x" * 500 + b"&end=1"],
+    ],
+)
+async def test_no_prefix_of_what_the_crm_is_given_names_the_login(chunks: list[bytes]) -> None:
+    """A CRM may run a body cut short (mod_php keeps its whole 16 KiB blocks): a pair whose
+    value begins with the login's (`action=Loginx…`) names the login in such a body, so the
+    bytes from its start on never go, and the body is refused."""
+    given, refused = await through(chunks)
+    assert refused
+    assert b"action=Login" not in b"".join(given)
