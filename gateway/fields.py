@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_left
 from collections.abc import Iterable
 from urllib.parse import unquote_plus
 
@@ -107,7 +108,7 @@ def method_override(header_names: Iterable[str], method: str, raw_query: str) ->
 
 # A `name` parameter anywhere in a multipart body, quoted with `"` or `'`, or bare.
 _PART_NAME = re.compile(rb"""(?i)\bname\s*=\s*(?:"([^"\r\n]*)"|'([^'\r\n]*)'|([^\s;"']*))""")
-_HEAD_END = re.compile(rb"\n\r?\n")
+_HEAD_END = re.compile(rb"(?=\n\r?\n)")
 
 
 def media_type(content_type: str) -> str:
@@ -149,13 +150,17 @@ def _multipart(body: bytes) -> list[tuple[str, str]]:
     and cuts it at `,`), and a name a server may read must never be missed; a name as
     written and url-decoded."""
     found: list[tuple[str, str]] = []
+    # Where each head ends, found once: searched from each name, a body of names and no
+    # empty line cost a scan to its end per name (0.5 s of the loop for 64 KiB).
+    heads = [end.start() for end in _HEAD_END.finditer(body)]  # each start, overlapping too
     for match in _PART_NAME.finditer(body):
         raw = match.group(1) or match.group(2) or match.group(3) or b""
-        end = _HEAD_END.search(body, match.end())
+        at = bisect_left(heads, match.end())
         value = b""
-        if end is not None:
-            line_end = body.find(b"\n", end.end())
-            value = body[end.end() : line_end if line_end >= 0 else len(body)].rstrip(b"\r")
+        if at < len(heads):
+            start = heads[at] + (3 if body[heads[at] + 1 : heads[at] + 2] == b"\r" else 2)
+            line_end = body.find(b"\n", start)
+            value = body[start : line_end if line_end >= 0 else len(body)].rstrip(b"\r")
         text = value.decode("utf-8", "replace")
         name = raw.decode("utf-8", "replace")
         found.append((name, text))
