@@ -6,10 +6,15 @@ where `named_if_cut` says no login is in them (gateway.web.bodies.HeldBack).
 
 Read as generously as form_names_login reads a body it has whole: each `name=value` of
 login.path's query that the request's query does not hold must be in the form. Urlencoded:
-each pair, decoded, under any name a server reads as the name (gateway.fields). Multipart:
-the name anywhere in the body and the value as a line of its own after an empty one (a
-part's content after its head), whatever the boundary. Other media types carry no field a
-PHP CRM reads (JSON bodies are not looked at here). Plain functions over bytes; no I/O.
+each pair, decoded, under any name a server reads as the name (gateway.fields); a name
+longer than LONGEST_NAME judged by its start. Multipart, part by part as PHP's rfc1867.c
+finds them (a part begins at a line starting with `--` and the boundary, the boundary read
+from the type as PHP reads it and as RFC 2046 does): the name anywhere in the part's head
+(spelled as PHP reads it), the value as the first line after the head. Where PHP may end a
+head is read generously: an empty line, one starting with NUL (empty as a C string), one
+holding a NUL or as long as PHP's 5 KiB line buffer (split there, its rest an empty line)
+may each end it, and the line after each is taken for the value. Other media types carry no
+field a PHP CRM reads (JSON bodies are not looked at here). Plain functions over bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from urllib.parse import unquote_plus
 
 from gateway.config.signin import Login
 from gateway.fields import may_be_read_as, media_type
-from gateway.signin.identity import query_matches
+from gateway.signin.identity import json_names_login, query_matches
 
 # Longer than this before its `=` (after the spaces and brackets servers drop from its
 # start), a name is read as no login's field: no form has names this long. Taken for one.
@@ -29,6 +34,23 @@ _DROPPED = re.compile(rb"\A(?:[ +\[\]]|%20|%5[bBdD])+")
 # Multipart names are looked for as written, lowercased, with what PHP reads as `_` (`.`,
 # a space, an unclosed `[`) read as `_` on both sides: `login.module` is `login_module`.
 _AS_PHP_READS = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ. [", b"abcdefghijklmnopqrstuvwxyz___")
+_BOUNDARY = re.compile(r'(?i);\s*boundary\s*=\s*(?:"([^"]*)"|([^\s;,]+))')
+_LINE_START = 512  # of a multipart line, kept: enough for a boundary and a wanted value
+_PHP_LINE = 1024  # a line this long may be cut by PHP's 5 KiB buffer (its alignment varies)
+_OUT, _HEAD, _VALUE, _CONTENT = "out", "head", "value", "content"
+
+
+def form_names_login(login: Login, raw_target: str, body: bytes, content_type: str) -> bool:
+    """Each `name=value` of login.path's query is in the request's query or its body: a form
+    (urlencoded or multipart) read whole by the same FormScan that reads a streamed one, so
+    the two never disagree, or a JSON body's keys (identity.json_names_login). A password
+    the CRM checks is counted, and its cookie held, wherever the pair stood."""
+    scan = FormScan(login, raw_target, content_type)
+    if not scan.scanned:
+        return json_names_login(login, raw_target, body, content_type)
+    scan.feed(body)
+    scan.finish()
+    return scan.found
 
 
 class FormScan:
@@ -47,13 +69,20 @@ class FormScan:
         self._met: set[int] = set()
         self._buffer = b""  # urlencoded: the pair so far; multipart: the line so far
         self._overflow = False  # the line (or the value) is longer than any wanted
-        self._after_empty = False  # multipart: the line before was empty
-        self._values: set[int] = set()  # multipart: wanted values seen as a line
-        self._names: set[int] = set()  # multipart: wanted names seen anywhere
-        self._tail = b""  # multipart: the last bytes, for a name cut between chunks
+        self._name_cut = False  # urlencoded: the pair's name is past LONGEST_NAME, kept cut
+        # Multipart: the lines that begin a part, where this part is (before the first part,
+        # in its head, at the line after a possible end of its head, in its content), the
+        # wanted names its head holds, and of the line so far its start, length and names.
+        self._delimiters = boundaries(content_type)
+        self._where = _OUT
+        self._maybe_value = False  # the line before may have ended the head
+        self._head: set[int] = set()
+        self._length = 0
+        self._line_names: set[int] = set()
+        self._tail = b""  # the line's last bytes (as PHP reads names), for a name cut between
         self._spelled = [name.lower().encode().translate(_AS_PHP_READS) for name, _ in self._wanted]
         self._longest = max((len(v.encode()) for _, v in self._wanted), default=0) * 3 + 8
-        self.found = False
+        self.found = not self._wanted  # the query names the login by itself
         # Urlencoded: a pair whose value begins with a wanted one (`action=Loginx`) names the
         # login in a body cut inside it, and a CRM may run a cut body (mod_php keeps its whole
         # 16 KiB blocks): given to the CRM past that point, the body is refused too.
@@ -80,8 +109,7 @@ class FormScan:
         if self.found or not self._wanted or not self.scanned:
             return
         if self._kind.startswith("multipart/"):
-            self._line(self._buffer)
-            self._settle_multipart()
+            self._line_ends()  # a CRM may register a part the body's end cut short
         else:
             self._pair(self._buffer)
         self._buffer = b""
@@ -99,7 +127,7 @@ class FormScan:
             return True
         probe = copy.copy(self)
         probe._met, probe._cut_met = set(self._met), set(self._cut_met)
-        probe._values = set(self._values)
+        probe._head, probe._line_names = set(self._head), set(self._line_names)
         probe.finish()
         return probe.refused
 
@@ -110,7 +138,7 @@ class FormScan:
         for at, piece in enumerate(pieces):
             if at:  # a separator ended the pair before this piece
                 self._pair(self._buffer)
-                self._buffer, self._overflow = b"", False
+                self._buffer, self._overflow, self._name_cut = b"", False, False
                 if self.found:
                     return
             self._grow(piece)
@@ -119,13 +147,19 @@ class FormScan:
         """Add to the pair so far, keeping of its value only what could still be wanted."""
         if self._overflow:
             return
+        if self._name_cut:  # the name's start is kept; what follows it until `=` is not
+            _, equals, rest = piece.partition(b"=")
+            if not equals:
+                return
+            self._name_cut, piece = False, b"=" + rest
         self._buffer += piece
         name, equals, value = self._buffer.partition(b"=")
         if not equals and len(name) > LONGEST_NAME:
+            # Judged by its start (after what servers drop from it): past LONGEST_NAME a
+            # name is read as a wanted one only through its start (`action%00…`).
             name = _DROPPED.sub(b"", name)
             if len(name) > LONGEST_NAME:
-                self.found = True  # a name no form has: refused rather than guessed
-                return
+                name, self._name_cut = name[:LONGEST_NAME], True
             self._buffer = name
         elif equals and len(value) > self._longest:
             self._pair(self._buffer)  # its start, all a body cut inside it keeps of it
@@ -152,35 +186,76 @@ class FormScan:
     # -- multipart/form-data ----------------------------------------------------------------
 
     def _multipart(self, chunk: bytes) -> None:
-        seen = (self._tail + chunk).translate(_AS_PHP_READS)
-        for number, spelled in enumerate(self._spelled):
-            if spelled in seen:
-                self._names.add(number)
-        self._tail = seen[-LONGEST_NAME:]
-        lines = chunk.split(b"\n")
-        for at, piece in enumerate(lines):
+        if not self._delimiters:
+            return  # no boundary: PHP reads no part (nor does any server)
+        pieces = chunk.split(b"\n")
+        for at, piece in enumerate(pieces):
             if at:
-                self._line(self._buffer)
-                self._buffer, self._overflow = b"", False
-            if not self._overflow:
-                self._buffer += piece
-                if len(self._buffer) > self._longest:
-                    self._overflow = True
-                    self._buffer = b""
-        self._settle_multipart()
+                self._line_ends()
+                if self.found:
+                    return
+            self._line_grows(piece)
 
-    def _line(self, line: bytes) -> None:
-        """One whole line: a wanted value when it stands alone after an empty line."""
-        if self._overflow:
-            self._after_empty = False
+    def _line_grows(self, piece: bytes) -> None:
+        """Add to the line so far: its start (for the boundary, the value and how it ends),
+        its length, and the wanted names in it (looked for across pieces)."""
+        if len(self._buffer) < _LINE_START:
+            self._buffer += piece[: _LINE_START - len(self._buffer)]
+        self._length += len(piece)
+        if self._where == _HEAD or self._maybe_value:
+            seen = self._tail + piece.translate(_AS_PHP_READS).replace(b"\\", b"")
+            for number, spelled in enumerate(self._spelled):
+                if spelled in seen:
+                    self._line_names.add(number)
+            self._tail = seen[-LONGEST_NAME:]
+
+    def _line_ends(self) -> None:
+        """One whole line (or the last, cut short), read as rfc1867.c reads it."""
+        start, length, names = self._buffer, self._length, self._line_names
+        self._buffer, self._length, self._line_names, self._tail = b"", 0, set(), b""
+        text = start[:-1] if start.endswith(b"\r") and length == len(start) else start
+        if any(start.startswith(delimiter) for delimiter in self._delimiters):
+            self._where, self._maybe_value, self._head = _HEAD, False, set()
             return
-        text = line.rstrip(b"\r")
-        if self._after_empty:
-            value = text.decode("utf-8", "replace").casefold()
-            for number, (_, wanted_value) in enumerate(self._wanted):
-                if value == wanted_value:
-                    self._values.add(number)
-        self._after_empty = not text
+        if self._where == _VALUE or self._maybe_value:
+            self._value(text if length <= len(start) else None)
+        if self._where == _VALUE:
+            self._where = _CONTENT
+        if self._where != _HEAD:
+            self._maybe_value = False
+            return
+        self._head |= names
+        if not text or text.startswith(b"\x00"):  # the head's end for certain
+            self._where, self._maybe_value = _VALUE, False
+        else:  # a line PHP may cut into pieces, one of them empty: perhaps its end
+            self._maybe_value = length >= _PHP_LINE or b"\x00" in start
 
-    def _settle_multipart(self) -> None:
-        self.found = all(n in self._names and n in self._values for n in range(len(self._wanted)))
+    def _value(self, text: bytes | None) -> None:
+        """The line after a head (perhaps) ended: a wanted value of a name in that head."""
+        if text is None or len(text) > self._longest:
+            return
+        value = text.rstrip(b"\r").decode("utf-8", "replace").casefold()
+        for number, (_, wanted_value) in enumerate(self._wanted):
+            if number in self._head and value == wanted_value:
+                self._met.add(number)
+        self.found = len(self._met) == len(self._wanted)
+
+
+def boundaries(content_type: str) -> list[bytes]:
+    """The lines that begin a part (`--` and the boundary), by each reading of the type's
+    boundary: PHP's (rfc1867.c: the first `boundary`, case-sensitive, then in any case,
+    after its `=`; quoted to the next `"`, else cut at `,` or `;`) and RFC 2046's."""
+    found = set()
+    at = content_type.find("boundary")
+    at = at if at >= 0 else content_type.lower().find("boundary")
+    equals = content_type.find("=", at) if at >= 0 else -1
+    if equals >= 0:
+        rest = content_type[equals + 1 :]
+        if rest.startswith('"'):
+            found.add(rest[1:].partition('"')[0])
+        else:
+            found.add(re.split("[,;]", rest, maxsplit=1)[0])
+    rfc = _BOUNDARY.search(content_type)
+    if rfc is not None:
+        found.add(rfc.group(1) or rfc.group(2))
+    return [b"--" + b.encode("utf-8", "replace") for b in sorted(found) if b]

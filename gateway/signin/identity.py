@@ -21,7 +21,7 @@ from gateway.paths import fold_case, match_form, normalize_path
 
 __all__ = [
     "canonical_user",
-    "form_names_login",
+    "json_names_login",
     "login_may_be_in_body",
     "login_succeeded",
     "login_user",
@@ -164,10 +164,10 @@ def login_may_be_in_body(login: Login, method: str, raw_target: str) -> bool:
     )
 
 
-def form_names_login(login: Login, raw_target: str, body: bytes, content_type: str) -> bool:
-    """Each `name=value` of login.path's query is in the request's query or its body's fields
-    (urlencoded, multipart or JSON), read as generously as query_matches reads the query:
-    a password the CRM checks is counted, and its cookie held, wherever the pair stood."""
+def json_names_login(login: Login, raw_target: str, body: bytes, content_type: str) -> bool:
+    """Each `name=value` of login.path's query is in the request's query or its JSON body's
+    top-level keys (a framework that merges JSON into its parameters reads them), read as
+    generously as query_matches reads the query. Forms: gateway.signin.formscan."""
     query = login.path.partition("?")[2]
     fields = [(name, value.casefold()) for name, value in body_fields(body, content_type)]
     return _pairs_match(query, _query_pairs(raw_target.partition("?")[2]) + fields)

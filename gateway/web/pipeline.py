@@ -22,8 +22,8 @@ from gateway.errors import LoginInBody, MethodNotAllowed, NotFound, SignInRequir
 from gateway.fields import overrides_method
 from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Asks, Kind, Request, Who
-from gateway.signin.formscan import FormScan
-from gateway.signin.identity import form_names_login, login_may_be_in_body
+from gateway.signin.formscan import FormScan, form_names_login
+from gateway.signin.identity import login_may_be_in_body
 from gateway.signin.session import FULL
 from gateway.web import crmlogin, forwardauth, health, proxy, reverify
 from gateway.web.audit import audit_event

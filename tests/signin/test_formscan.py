@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config.signin import Login
-from gateway.signin.formscan import LONGEST_NAME, FormScan
-from gateway.signin.identity import form_names_login
+from gateway.signin.formscan import LONGEST_NAME, FormScan, form_names_login
 
 LOGIN = Login(mode="upstream", path="/index.php?module=Users&action=Login", username_field="u")
 FORM = "application/x-www-form-urlencoded"
@@ -80,6 +79,41 @@ def test_a_long_value_is_no_wanted_one_and_costs_no_memory() -> None:
 
 def test_a_name_padded_past_what_a_form_has() -> None:
     """Spaces before a name are dropped (PHP); a name longer than any form's after that is
-    taken for the login rather than guessed about."""
+    judged by its start: a raw body sent as a form (no `=` in it) is no login, a name that
+    starts as the wanted one and is cut by a NUL (`action%00…`, PHP reads `action`) is."""
     assert scanned(b"module=Users&" + b"+" * (3 * LONGEST_NAME) + b"action=Login", FORM)
-    assert scanned(b"module=Users&" + b"x" * (2 * LONGEST_NAME), FORM)
+    assert not scanned(b"module=Users&" + b"x" * (2 * LONGEST_NAME), FORM)
+    assert not scanned(b'{"notes": "' + b"n" * (3 * LONGEST_NAME) + b'"}', FORM)
+    assert scanned(b"module=Users&action%00" + b"x" * (2 * LONGEST_NAME) + b"=Login", FORM)
+
+
+HEAD = 'Content-Disposition: form-data; name="action"'
+
+
+@pytest.mark.parametrize(
+    ("head_end", "found"),
+    [
+        ("\r\n", True),  # the empty line
+        ("\n", True),
+        ("\x00\r\n", True),  # empty to PHP as a C string
+        ("X-Note: " + "x" * 5112 + "\n", True),  # PHP's 5 KiB buffer cuts it: its rest ends it
+        ("X-Note: short\r\n", False),  # `Login` is a header line then
+    ],
+)
+def test_a_head_ended_where_php_may_end_it(head_end: str, found: bool) -> None:
+    body = f"--B\r\n{HEAD}\r\n{head_end}Login\r\n--B--\r\n".encode()
+    assert scanned(body, MULTIPART, target="/index.php?module=Users") is found
+    for cut in range(0, len(body), 97):
+        assert scanned(body, MULTIPART, target="/index.php?module=Users", cut=cut) is found
+
+
+def test_a_login_line_in_another_parts_content_is_no_login() -> None:
+    """A file (its part named `file`) with a line `Login` after an empty one, beside
+    `action=Save`: PHP reads action=Save; so does the scan."""
+    body = (
+        part("module", "Users")
+        + part("action", "Save")
+        + '--B\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n'
+        + "text\r\n\r\nLogin\r\nmore\r\n--B--\r\n"
+    ).encode()
+    assert not scanned(body, MULTIPART)

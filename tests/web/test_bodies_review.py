@@ -11,8 +11,7 @@ import os
 import pytest
 
 from gateway.config.signin import Login
-from gateway.signin.formscan import FormScan
-from gateway.signin.identity import form_names_login
+from gateway.signin.formscan import FormScan, form_names_login
 from tests.conftest import Served
 from tests.flows.test_attack_review import register
 from tests.flows.test_login_in_form import signed_in
