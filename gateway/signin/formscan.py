@@ -34,6 +34,11 @@ _DROPPED = re.compile(rb"\A(?:[ +\[\]]|%20|%5[bBdD])+")
 # Multipart names are looked for as written, lowercased, with what PHP reads as `_` (`.`,
 # a space, an unclosed `[`) read as `_` on both sides: `login.module` is `login_module`.
 _AS_PHP_READS = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ. [", b"abcdefghijklmnopqrstuvwxyz___")
+# A form with more fields than this (PHP reads 1,000 by default: max_input_vars) is taken for
+# the login: a scan of each costs about a microsecond, and no browser sends one.
+MOST_FIELDS = 10_000
+_SEPARATOR = re.compile(rb"[&;]")
+_PAIR = re.compile(rb"[^&;]+")
 _BOUNDARY = re.compile(r'(?i);\s*boundary\s*=\s*(?:"([^"]*)"|([^\s;,]+))')
 _LINE_START = 512  # of a multipart line, kept: enough for a boundary and a wanted value
 _PHP_LINE = 1024  # a line this long may be cut by PHP's 5 KiB buffer (its alignment varies)
@@ -70,6 +75,7 @@ class FormScan:
         self._buffer = b""  # urlencoded: the pair so far; multipart: the line so far
         self._overflow = False  # the line (or the value) is longer than any wanted
         self._name_cut = False  # urlencoded: the pair's name is past LONGEST_NAME, kept cut
+        self._fields = 0  # pairs (or multipart lines) read one by one
         # Multipart: the lines that begin a part, where this part is (before the first part,
         # in its head, at the line after a possible end of its head, in its content), the
         # wanted names its head holds, and of the line so far its start, length and names.
@@ -134,14 +140,21 @@ class FormScan:
     # -- application/x-www-form-urlencoded ------------------------------------------------
 
     def _urlencoded(self, chunk: bytes) -> None:
-        pieces = re.split(rb"[&;]", chunk)
-        for at, piece in enumerate(pieces):
-            if at:  # a separator ended the pair before this piece
-                self._pair(self._buffer)
-                self._buffer, self._overflow, self._name_cut = b"", False, False
-                if self.found:
-                    return
-            self._grow(piece)
+        first = _SEPARATOR.search(chunk)
+        if first is None:
+            self._grow(chunk)
+            return
+        self._grow(chunk[: first.start()])
+        self._pair(self._buffer)  # the pair the chunk before began, ended here
+        self._buffer, self._overflow, self._name_cut = b"", False, False
+        last = max(chunk.rfind(b"&"), chunk.rfind(b";"))
+        # The whole pairs between, read in C but for the ones with something in them (PHP
+        # skips the empty ones too); the last piece begins the next pair.
+        for pair in _PAIR.finditer(chunk, first.end(), last):
+            if self.found:
+                return
+            self._pair(pair.group())
+        self._grow(chunk[last + 1 :])
 
     def _grow(self, piece: bytes) -> None:
         """Add to the pair so far, keeping of its value only what could still be wanted."""
@@ -167,12 +180,20 @@ class FormScan:
             self._buffer = b""
 
     def _pair(self, raw: bytes) -> None:
-        """One whole pair; a name without `=` has the empty value (PHP, parse_qsl)."""
+        """One whole pair; a name without `=` has the empty value (PHP, parse_qsl). Past
+        MOST_FIELDS of them the form is taken for the login: no browser sends such a form,
+        and reading one would cost the gateway more than its CPU per request."""
         if self._overflow or not raw:
             return
+        self._fields += 1
+        if self._fields > MOST_FIELDS:
+            self.found = True
+            return
         name_raw, _, value_raw = raw.partition(b"=")
-        name = unquote_plus(name_raw.decode("utf-8", "replace"))
         value = unquote_plus(value_raw.decode("utf-8", "replace")).casefold()
+        if not any(value.startswith(wanted_value) for _, wanted_value in self._wanted):
+            return  # most pairs: the name need not be read
+        name = unquote_plus(name_raw.decode("utf-8", "replace"))
         for number, (wanted, wanted_value) in enumerate(self._wanted):
             if value.startswith(wanted_value) and (
                 name.casefold() == wanted.casefold() or may_be_read_as(name, wanted)
@@ -180,7 +201,7 @@ class FormScan:
                 self._cut_met.add(number)
                 if value == wanted_value:
                     self._met.add(number)
-        self.found = len(self._met) == len(self._wanted)
+        self.found = self.found or len(self._met) == len(self._wanted)
         self.cut_found = len(self._met | self._cut_met) == len(self._wanted)
 
     # -- multipart/form-data ----------------------------------------------------------------
@@ -188,13 +209,21 @@ class FormScan:
     def _multipart(self, chunk: bytes) -> None:
         if not self._delimiters:
             return  # no boundary: PHP reads no part (nor does any server)
-        pieces = chunk.split(b"\n")
-        for at, piece in enumerate(pieces):
-            if at:
-                self._line_ends()
-                if self.found:
-                    return
-            self._line_grows(piece)
+        at = 0
+        while not self.found:
+            end = chunk.find(b"\n", at)
+            if end < 0:
+                self._line_grows(chunk[at:])
+                return
+            self._line_grows(chunk[at:end])
+            self._line_ends()
+            at = end + 1
+            if self._where in (_OUT, _CONTENT) and not self._maybe_value:
+                # In a part's content (a file) only a line that begins a part matters: found
+                # in C; the lines before it are skipped, the last one kept (it may be one).
+                starts = [chunk.find(b"\n" + d, end) for d in self._delimiters]
+                found = [s for s in starts if s >= 0]
+                at = min(found) + 1 if found else max(at, chunk.rfind(b"\n") + 1)
 
     def _line_grows(self, piece: bytes) -> None:
         """Add to the line so far: its start (for the boundary, the value and how it ends),
@@ -210,7 +239,12 @@ class FormScan:
             self._tail = seen[-LONGEST_NAME:]
 
     def _line_ends(self) -> None:
-        """One whole line (or the last, cut short), read as rfc1867.c reads it."""
+        """One whole line (or the last, cut short), read as rfc1867.c reads it. Past
+        MOST_FIELDS * 2 lines read so (heads, values, the lines that begin parts), the form
+        is taken for the login, as past MOST_FIELDS pairs."""
+        self._fields += 1
+        if self._fields > MOST_FIELDS * 2:
+            self.found = True
         start, length, names = self._buffer, self._length, self._line_names
         self._buffer, self._length, self._line_names, self._tail = b"", 0, set(), b""
         text = start[:-1] if start.endswith(b"\r") and length == len(start) else start
@@ -238,7 +272,7 @@ class FormScan:
         for number, (_, wanted_value) in enumerate(self._wanted):
             if number in self._head and value == wanted_value:
                 self._met.add(number)
-        self.found = len(self._met) == len(self._wanted)
+        self.found = self.found or len(self._met) == len(self._wanted)
 
 
 def boundaries(content_type: str) -> list[bytes]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config.signin import Login
-from gateway.signin.formscan import LONGEST_NAME, FormScan, form_names_login
+from gateway.signin.formscan import LONGEST_NAME, MOST_FIELDS, FormScan, form_names_login
 
 LOGIN = Login(mode="upstream", path="/index.php?module=Users&action=Login", username_field="u")
 FORM = "application/x-www-form-urlencoded"
@@ -117,3 +117,39 @@ def test_a_login_line_in_another_parts_content_is_no_login() -> None:
         + "text\r\n\r\nLogin\r\nmore\r\n--B--\r\n"
     ).encode()
     assert not scanned(body, MULTIPART)
+
+
+def test_a_part_after_a_long_file_is_read() -> None:
+    """In a file's content only a line that begins a part is looked for (found in C): the
+    part after 100,000 lines of it is read, wherever the chunks are cut."""
+    body = (
+        part("module", "Users")
+        + '--B\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n'
+        + "Login\r\n--A\r\n" * 50_000
+        + part("action", "Login")
+        + "--B--\r\n"
+    ).encode()
+    assert scanned(body, MULTIPART)
+    for cut in (1, 4095, len(body) // 2, len(body) - 40, len(body) - 3):
+        assert scanned(body, MULTIPART, cut=cut), cut
+    pieces = FormScan(LOGIN, "/index.php", MULTIPART)
+    for at in range(0, len(body), 65_536):
+        pieces.feed(body[at : at + 65_536])
+    pieces.finish()
+    assert pieces.found
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"a=b&" * MOST_FIELDS, FORM),
+        (("--B\r\n\r\nx\r\n" * MOST_FIELDS).encode(), MULTIPART),
+    ],
+)
+def test_a_form_with_more_fields_than_any_is_taken_for_the_login(
+    body: bytes, content_type: str
+) -> None:
+    """Past MOST_FIELDS pairs (or twice as many multipart lines) the scan stops reading and
+    takes the form for the login: each costs it CPU, and PHP reads 1,000 by default."""
+    assert not scanned(body[: len(body) // 2], content_type)
+    assert scanned(body + body[:40], content_type)
