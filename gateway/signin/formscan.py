@@ -42,7 +42,7 @@ _PAIR = re.compile(rb"[^&;]+")
 _BOUNDARY = re.compile(r'(?i);\s*boundary\s*=\s*(?:"([^"]*)"|([^\s;,]+))')
 _LINE_START = 512  # of a multipart line, kept: enough for a boundary and a wanted value
 _PHP_LINE = 1024  # a line this long may be cut by PHP's 5 KiB buffer (its alignment varies)
-_OUT, _HEAD, _VALUE, _CONTENT = "out", "head", "value", "content"
+_OUT, _DELIMITER, _HEAD, _VALUE, _CONTENT = "out", "delimiter", "head", "value", "content"
 
 
 def form_names_login(login: Login, raw_target: str, body: bytes, content_type: str) -> bool:
@@ -81,6 +81,9 @@ class FormScan:
         # wanted names its head holds, and of the line so far its start, length and names.
         self._delimiters = boundaries(content_type)
         self._where = _OUT
+        self._carry = b""  # skipping: the last bytes, for a boundary cut between chunks
+        self._keep = max((len(d) for d in self._delimiters), default=1) - 1
+        self._line_start = max(_LINE_START, self._keep + 8)
         self._maybe_value = False  # the line before may have ended the head
         self._head: set[int] = set()
         self._length = 0
@@ -115,7 +118,8 @@ class FormScan:
         if self.found or not self._wanted or not self.scanned:
             return
         if self._kind.startswith("multipart/"):
-            self._line_ends()  # a CRM may register a part the body's end cut short
+            if self._where not in (_OUT, _CONTENT):
+                self._line_ends()  # a CRM may register a part the body's end cut short
         else:
             self._pair(self._buffer)
         self._buffer = b""
@@ -211,6 +215,10 @@ class FormScan:
             return  # no boundary: PHP reads no part (nor does any server)
         at = 0
         while not self.found:
+            if self._where in (_OUT, _CONTENT):
+                at = self._skip(chunk, at)
+                if at < 0:
+                    return
             end = chunk.find(b"\n", at)
             if end < 0:
                 self._line_grows(chunk[at:])
@@ -218,18 +226,28 @@ class FormScan:
             self._line_grows(chunk[at:end])
             self._line_ends()
             at = end + 1
-            if self._where in (_OUT, _CONTENT) and not self._maybe_value:
-                # In a part's content (a file) only a line that begins a part matters: found
-                # in C; the lines before it are skipped, the last one kept (it may be one).
-                starts = [chunk.find(b"\n" + d, end) for d in self._delimiters]
-                found = [s for s in starts if s >= 0]
-                at = min(found) + 1 if found else max(at, chunk.rfind(b"\n") + 1)
+
+    def _skip(self, chunk: bytes, at: int) -> int:
+        """Before the first part, and in a part's content (a file), only a part's beginning
+        matters: the boundary, looked for in C anywhere, not only at a line's start (PHP's
+        5 KiB line buffer cuts a long line, and what follows the cut is a line of its own;
+        after the closing boundary PHP goes on looking for one). Where in `chunk` the line
+        that begins a part goes on (-1: none in it; its last bytes are kept for the next)."""
+        seen = self._carry + chunk[at:]
+        hits = [hit for hit in (seen.find(d) for d in self._delimiters) if hit >= 0]
+        if not hits:
+            self._carry = seen[max(0, len(seen) - self._keep) :]
+            return -1
+        begins = at + min(hits) - len(self._carry)
+        self._carry = b""
+        self._where = _DELIMITER
+        return max(begins, at)
 
     def _line_grows(self, piece: bytes) -> None:
         """Add to the line so far: its start (for the boundary, the value and how it ends),
         its length, and the wanted names in it (looked for across pieces)."""
-        if len(self._buffer) < _LINE_START:
-            self._buffer += piece[: _LINE_START - len(self._buffer)]
+        if len(self._buffer) < self._line_start:
+            self._buffer += piece[: self._line_start - len(self._buffer)]
         self._length += len(piece)
         if self._where == _HEAD or self._maybe_value:
             seen = self._tail + piece.translate(_AS_PHP_READS).replace(b"\\", b"")
@@ -248,8 +266,15 @@ class FormScan:
         start, length, names = self._buffer, self._length, self._line_names
         self._buffer, self._length, self._line_names, self._tail = b"", 0, set(), b""
         text = start[:-1] if start.endswith(b"\r") and length == len(start) else start
-        if any(start.startswith(delimiter) for delimiter in self._delimiters):
+        if self._where == _DELIMITER or (
+            self._where == _VALUE and any(start.startswith(d) for d in self._delimiters)
+        ):
             self._where, self._maybe_value, self._head = _HEAD, False, set()
+            return
+        if self._where == _HEAD and any(start.startswith(d) for d in self._delimiters):
+            # PHP reads a head line by line to its end, a boundary among them too (a header
+            # line to it): the names seen so far are kept, and a new head may begin.
+            self._maybe_value = False
             return
         if self._where == _VALUE or self._maybe_value:
             self._value(text if length <= len(start) else None)
