@@ -21,6 +21,8 @@ from gateway.paths import fold_case, match_form, normalize_path
 
 __all__ = [
     "canonical_user",
+    "cookie_user",
+    "cookies_name_login",
     "json_names_login",
     "login_may_be_in_body",
     "login_succeeded",
@@ -171,6 +173,50 @@ def json_names_login(login: Login, raw_target: str, body: bytes, content_type: s
     query = login.path.partition("?")[2]
     fields = [(name, value.casefold()) for name, value in body_fields(body, content_type)]
     return _pairs_match(query, _query_pairs(raw_target.partition("?")[2]) + fields)
+
+
+def cookies_name_login(login: Login, raw_target: str, cookie_lines: list[str]) -> bool:
+    """A request to the login's path carrying a cookie that names a pair of login.path's
+    query (`action=Login`, under any name a server reads as it): PHP without a php.ini
+    (request_order unset, as in the official images) puts cookies in $_REQUEST over the
+    form, so any form to the path would be a login the gateway does not watch. Refused by
+    the caller. Cheap for every other request: the names are looked for first."""
+    query = login.path.partition("?")[2]
+    if not query or not cookie_lines:
+        return False
+    names = _query_names(query)
+    text = "".join(cookie_lines).lower()
+    if not any(name in text for name in names):
+        return False  # most requests
+    if not _at_login_path(login, login.method, raw_target):
+        return False
+    pairs = [
+        (unquote_plus(name).strip(), unquote_plus(value).strip().casefold())
+        for line in cookie_lines
+        for name, _, value in (pair.partition("=") for pair in line.split(";"))
+    ]
+    return any(_pairs_match(pair, pairs) for pair in query.split("&") if pair)
+
+
+def cookie_user(cookie_lines: list[str], login: Login) -> list[str]:
+    """The canonical users the request's cookies name in a field a server may read as the
+    user-name field (PHP without a php.ini reads cookies over the form: the CRM would log
+    that user in, whatever the form says)."""
+    field = login.username_field
+    found = []
+    for line in cookie_lines:
+        for pair in line.split(";"):
+            name, _, value = pair.partition("=")
+            name = unquote_plus(name).strip()
+            if name.casefold() == field.casefold() or may_be_read_as(name, field):
+                found.append(canonical_user(unquote_plus(value.strip())))
+    return found
+
+
+@lru_cache(maxsize=4)
+def _query_names(query: str) -> tuple[str, ...]:
+    """login.path's query names, lowercased: looked for in a Cookie header first."""
+    return tuple({unquote_plus(p.partition("=")[0]).casefold() for p in query.split("&") if p})
 
 
 def _at_login_path(login: Login, method: str, raw_target: str) -> bool:

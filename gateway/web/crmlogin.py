@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.errors import AmbiguousLogin, BadRequest
 from gateway.signin.decision import Kind, Who
-from gateway.signin.identity import login_succeeded, login_user
+from gateway.signin.identity import cookie_user, login_succeeded, login_user
 from gateway.web import proxy
 from gateway.web.audit import audit_event
 from gateway.web.bodies import read_whole
@@ -37,6 +37,11 @@ async def handle(
         content_type = request.headers.get("Content-Type", "")
         raw_query = request.raw_path.partition("?")[2]
         user = login_user(body, content_type, signin.login, raw_query)
+        cookies = request.headers.getall("Cookie", [])
+        if any(other != user for other in cookie_user(cookies, signin.login)):
+            # PHP reads cookies over the form where no php.ini says otherwise: the CRM
+            # would log in the cookie's user while the gateway challenges the form's.
+            raise AmbiguousLogin("a cookie naming another user than the login's form")
     except AmbiguousLogin as exc:
         audit_event(request, "signin.refused", outcome="refused", reason="login_ambiguous")
         raise BadRequest(str(exc), reason="login_ambiguous") from None

@@ -18,12 +18,19 @@ from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
-from gateway.errors import LoginInBody, MethodNotAllowed, NotFound, SignInRequired, UpstreamError
+from gateway.errors import (
+    BadRequest,
+    LoginInBody,
+    MethodNotAllowed,
+    NotFound,
+    SignInRequired,
+    UpstreamError,
+)
 from gateway.fields import overrides_method
 from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Asks, Kind, Request, Who
 from gateway.signin.formscan import FormScan, form_names_login
-from gateway.signin.identity import login_may_be_in_body
+from gateway.signin.identity import cookies_name_login, login_may_be_in_body
 from gateway.signin.session import FULL
 from gateway.web import crmlogin, forwardauth, health, proxy, reverify
 from gateway.web.audit import audit_event
@@ -57,6 +64,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         await go_on(request)
         return await proxy.handle(request)
     signin = request.app.get(SIGNIN)
+    if signin is not None and cookies_name_login(
+        signin.login, request.raw_path, request.headers.getall(hdrs.COOKIE, [])
+    ):
+        audit_event(request, "signin.refused", outcome="refused", reason="login_ambiguous")
+        raise BadRequest("a cookie named as a field of the login", reason="login_ambiguous")
     if signin is not None and signin.is_crm_login(request):
         # Before anything else: a credential must not carry a login past the hold (the CRM's
         # cookies would reach the browser before the second factor).
