@@ -26,7 +26,7 @@ from gateway.model import Action, Decision, Step
 from gateway.paths import judged_path
 from gateway.policy.tokens import find_credential
 from gateway.signin.decision import Asks, Kind, Request, Who, still_verified
-from gateway.signin.identity import login_may_be_in_body, names_login
+from gateway.signin.identity import cookies_name_login, login_may_be_in_body, names_login
 from gateway.signin.session import FULL, Session
 from gateway.web.audit import audit_about
 from gateway.web.forwarding import is_navigation, wants_html
@@ -105,6 +105,8 @@ async def _judge(
             _carries_body(request)
             and login_may_be_in_body(signin.login, original.method, original.target)
         )
+        # Or a cookie that names it (PHP without a php.ini reads cookies over the form).
+        or cookies_name_login(signin.login, original.target, request.headers.getall("Cookie", []))
     ):
         # The CRM's login must go through the gateway's proxy, which holds the CRM's cookies
         # until the second factor and counts the password: the front proxy sent it here, in

@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import Served, send_raw, serve_handler
-from tests.flows.test_case_insensitive_paths import status_of
+from tests.flows.test_case_insensitive_paths import ask_endpoint, status_of
+from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
 from tests.flows.test_login_in_form import OPEN_POLICY
 from tests.flows.test_paths_case_attacks import PHP_LOGIN, PHP_POLICY
 from tests.signin_kit import Browser, Start, audit_trail
@@ -111,3 +112,15 @@ async def test_a_cookie_naming_the_forms_own_user_is_no_obstacle(php: Served, st
         assert php.app[LOGINS] == [("alice", True)]
     finally:
         await b.close()
+
+
+async def test_the_forward_auth_endpoint_refuses_a_cookie_naming_the_login(
+    php: Served, start: Start
+) -> None:
+    """Asked as nginx asks about `GET /index.php` with `Cookie: action=Login` (a route
+    that sent the login's path past the gateway's proxy): refused, login_not_proxied."""
+    gw = await start(php.url, login=PHP_LOGIN, policy=OPEN_POLICY, extra=FORWARD_AUTH)
+    said = await ask_endpoint(gw, "/index.php", "GET", "Cookie: action=Login\r\n")
+    assert status_of(said) == 403 and b"login_not_proxied" in said, said[:300]
+    said = await ask_endpoint(gw, "/index.php", "GET", "Cookie: action=List\r\n")
+    assert status_of(said) == 200, said[:300]
