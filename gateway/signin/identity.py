@@ -226,8 +226,12 @@ def _at_login_path(login: Login, method: str, raw_target: str) -> bool:
     # Generous: compared as Windows compares names (case folded one to one, `ſ` as `S`),
     # escapes decoded, whatever server the CRM runs on. Another form taken for the login is
     # only counted and held; a login not taken for it would reach the CRM unwatched.
-    path = match_form(normalize_path(raw_target.partition("?")[0]), fold=True)
-    return path.rstrip("/") == _configured(want, fold=True).rstrip("/")
+    path = match_form(normalize_path(raw_target.partition("?")[0]), fold=True).rstrip("/")
+    configured = _configured(want, fold=True).rstrip("/")
+    if path == configured:
+        return True
+    # A script's path info: PHP (and any CGI) runs /index.php for /index.php/anything.
+    return "." in configured.rpartition("/")[2] and path.startswith(configured + "/")
 
 
 def names_logout(

@@ -269,3 +269,26 @@ async def test_a_form_read_for_the_login_is_still_read_for_method(
     answer = await raw_post(gw, "/index.php", head, body)
     assert status_of(answer) == 400 and b"method_ambiguous" in answer, answer[:300]
     assert php.app[SERVED] == []
+
+
+@pytest.mark.parametrize(
+    ("target", "form"),
+    [
+        ("/index.php/anything?action=Login", {}),
+        ("/index.php/x/y?action=List", {"action": "Login"}),
+        ("/INDEX.PHP/x", {"action": "Login"}),
+    ],
+)
+async def test_a_login_through_the_scripts_path_info_is_counted(
+    php: Served, start: Start, target: str, form: dict[str, str]
+) -> None:
+    """PHP runs /index.php for /index.php/anything (its path info): a login sent there is
+    the login, counted and held, as at /index.php."""
+    b = Browser(await start(php.url, login=PHP_LOGIN, policy=OPEN_POLICY))
+    try:
+        status, text, _ = await b.post(target, {**form, "username": "alice", "password": "x"})
+        assert (status, text) == (200, "wrong password")
+        failed = await audit_trail(b.gw.served, "signin.crm_failed")
+        assert [e.user for e in failed] == ["alice"]
+    finally:
+        await b.close()
