@@ -185,7 +185,10 @@ def cookies_name_login(login: Login, raw_target: str, cookie_lines: list[str]) -
     if not query or not cookie_lines:
         return False
     names = _query_names(query)
-    text = "".join(cookie_lines).lower()
+    text = "".join(cookie_lines)
+    if "%" in text:  # `%61ction`: PHP before 7.2.34 decoded cookie names (bug #79699)
+        text = unquote_plus(text)
+    text = text.casefold()
     if not any(name in text for name in names):
         return False  # most requests
     if not _at_login_path(login, login.method, raw_target):
