@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 from urllib.parse import unquote_plus, unquote_to_bytes, urljoin, urlsplit
 
@@ -238,12 +239,20 @@ def _at_login_path(login: Login, method: str, raw_target: str) -> bool:
 
 
 def names_logout(
-    login: Login, method: str, target: str, *, fold: bool = False, body: bool = False
+    login: Login,
+    method: str,
+    target: str,
+    *,
+    fold: bool = False,
+    body: bool = False,
+    cookies: Sequence[str] = (),
 ) -> bool:
     """A request (its method and judged target: normalised path, raw query) to the CRM's
     logout (login.logout); in any case when `fold` (a CRM on IIS ignores it). One that
     carries a `body` is not a logout told apart by its query: PHP's `$_REQUEST` takes a
-    form's `action` over the query's, so `?action=Logout` with `action=Export` exports."""
+    form's `action` over the query's, so `?action=Logout` with `action=Export` exports.
+    Nor one whose `cookies` (its Cookie headers) name a name of that query: PHP without a
+    php.ini reads cookies over both."""
     if method != login.logout_method or not login.logout_path:
         return False  # most requests: asked on every signed-in one
     logout, _, logout_query = login.logout_path.partition("?")
@@ -255,7 +264,20 @@ def names_logout(
         return False  # fold_case keeps the length: not the logout in any case
     if fold or "%" in path:  # `/log%21out` is `/log!out` to the CRM, as to the rules
         path = match_form(path, fold)
-    return configured == path and _query_is(logout_query, query)
+    if configured != path or not _query_is(logout_query, query):
+        return False
+    return not (logout_query and cookies and _cookies_name(logout_query, cookies))
+
+
+def _cookies_name(query: str, cookie_lines: Sequence[str]) -> bool:
+    """A cookie under a name of `query` (`action=Logout`), as any server may read it."""
+    names = [unquote_plus(pair.partition("=")[0]) for pair in query.split("&") if pair]
+    for line in cookie_lines:
+        for pair in line.split(";"):
+            key = unquote_plus(pair.partition("=")[0]).strip()
+            if any(key.casefold() == n.casefold() or may_be_read_as(key, n) for n in names):
+                return True
+    return False
 
 
 def _query_is(wanted: str, raw_query: str) -> bool:

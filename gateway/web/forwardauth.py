@@ -140,7 +140,12 @@ async def _judge(
         signin is not None
         and who.kind is Kind.SESSION
         and decision.allowed
-        and signin.signs_out(original.method, f"{path}?{raw_query}", _carries_body(request))
+        and signin.signs_out(
+            original.method,
+            f"{path}?{raw_query}",
+            _carries_body(request),
+            request.headers.getall("Cookie", []),
+        )
     ):
         # The CRM's logout ends the gateway session too, as in the proxy mode, and needs no
         # code when one is due (the proxy mode also clears our cookie: the deploy/ configs

@@ -229,7 +229,8 @@ async def act(
     if signin is None:
         return await proxy.handle(request, judged.target, body=body)
     if decision.action is Action.CHALLENGE:  # a signed-in user's verification is due
-        if signin.signs_out(request.method, judged.target, request.body_exists):  # no code
+        cookies = request.headers.getall(hdrs.COOKIE, [])
+        if signin.signs_out(request.method, judged.target, request.body_exists, cookies):
             return await signin.forward_signed_in(request, judged.target, body)
         return await reverify.verify_again(request, signin, decision, judged.target, body)
     if who.kind is Kind.SESSION:

@@ -152,7 +152,8 @@ class SignIn:
         rotated on the way is followed."""
         session = request[SESSION]
         add: list[tuple[str, str]] = []
-        if self.signs_out(request.method, target, request.body_exists):
+        cookies = request.headers.getall("Cookie", [])
+        if self.signs_out(request.method, target, request.body_exists, cookies):
             await self.book.end(session)
             add.append(self.cookies.clear_session(request))
             audit_event(request, "signin.logout", outcome="ok")
@@ -165,10 +166,12 @@ class SignIn:
             body=body,
         )
 
-    def signs_out(self, method: str, target: str, body: bool) -> bool:
+    def signs_out(self, method: str, target: str, body: bool, cookies: list[str]) -> bool:
         """The CRM's logout (`target`: the judged path and raw query; `body`: the request
-        carries one): it ends our session too and never waits for a verification that is due."""
-        return names_logout(self.login, method, target, fold=self.guard.fold_paths, body=body)
+        carries one; `cookies`: its Cookie headers, which PHP may read over the query): it
+        ends our session too and never waits for a verification that is due."""
+        fold = self.guard.fold_paths
+        return names_logout(self.login, method, target, fold=fold, body=body, cookies=cookies)
 
     async def password_attempt(self, request: web.Request, user: str) -> float:
         """Count a password attempt for `user` from this request (0: go ahead), auditing a

@@ -4,14 +4,23 @@ around them found in review, each failing before its fix. Real gateway, stand-in
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
-from tests.conftest import Served
-from tests.flows.test_case_insensitive_paths import status_of
+from tests.conftest import Served, serve_handler
+from tests.flows.test_case_insensitive_paths import ask_endpoint, gateway, status_of
+from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
 from tests.flows.test_login_cookies import LOGINS, php, post
 from tests.flows.test_login_in_form import OPEN_POLICY
-from tests.flows.test_paths_case_attacks import PHP_LOGIN
-from tests.signin_kit import Start
+from tests.flows.test_paths_case_attacks import (
+    DONE,
+    PHP_LOGIN,
+    PHP_POLICY,
+    due_session,
+    php_crm,
+)
+from tests.signin_kit import GATEWAY_COOKIE, Browser, Start
 
 __all__ = ["php"]  # the stand-in CRM's fixture
 
@@ -29,3 +38,56 @@ async def test_a_cookie_naming_the_login_in_escapes_is_refused(
     )
     assert status_of(answer) == 400 and b"login_ambiguous" in answer, answer[:300]
     assert php.app[LOGINS] == []
+
+
+@pytest.fixture
+async def php_due() -> AsyncIterator[Served]:
+    """The stand-in PHP CRM of the logout tests (its login, List, Export and Logout)."""
+    served = await serve_handler(php_crm, DONE)
+    yield served
+    await served.runner.cleanup()
+
+
+@pytest.mark.parametrize("cookie", ["action=Export", "ACTION=Export", "action%5B%5D=Export"])
+async def test_a_logout_whose_cookie_names_another_action_waits_for_the_code(
+    php_due: Served, start: Start, cookie: str
+) -> None:
+    """POST /index.php?action=Logout, a code due, `Cookie: action=Export`: PHP without a
+    php.ini reads the cookie over the query ($_REQUEST['action'] is Export), so it is not
+    the logout that needs no code. Not at the CRM, the session kept."""
+    b = Browser(await gateway(start, php_due, policy=PHP_POLICY, fold=False, login=PHP_LOGIN))
+    try:
+        await due_session(b, php_due)
+        session = b.cookie(GATEWAY_COOKIE) or ""
+        before = len(php_due.app[DONE])
+        name, _, value = cookie.partition("=")
+        b.jar.update_cookies({name: value})
+        status, _, _ = await b.post("/index.php?action=Logout", {})
+        assert php_due.app[DONE][before:] == [], status
+        assert await b.gw.signin.book.load(session) is not None
+    finally:
+        await b.close()
+
+
+async def test_the_forward_auth_endpoint_reads_a_logout_with_such_a_cookie_as_strictly(
+    php_due: Served, start: Start
+) -> None:
+    """Asked as nginx asks, the same logout with `action=Export` in a cookie: 401 (the code
+    first), the session kept; without the cookie it is the logout (200, ended)."""
+    gw = await gateway(
+        start, php_due, policy=PHP_POLICY, fold=False, login=PHP_LOGIN, extra=FORWARD_AUTH
+    )
+    b = Browser(gw)
+    try:
+        await due_session(b, php_due)
+        session = b.cookie(GATEWAY_COOKIE) or ""
+        cookie = f"Cookie: {GATEWAY_COOKIE}={session}; action=Export\r\n"
+        said = await ask_endpoint(gw, "/index.php?action=Logout", "POST", cookie)
+        assert status_of(said) == 401, said[:300]
+        assert await gw.signin.book.load(session) is not None
+        cookie = f"Cookie: {GATEWAY_COOKIE}={session}; theme=dark\r\n"
+        said = await ask_endpoint(gw, "/index.php?action=Logout", "POST", cookie)
+        assert status_of(said) == 200, said[:300]
+        assert await gw.signin.book.load(session) is None
+    finally:
+        await b.close()
