@@ -45,8 +45,8 @@ def path_rule_warnings(paths: tuple[PathRule, ...]) -> list[Problem]:
                 continue
             if later.methods is not None and later.methods <= rule.methods:
                 continue  # only methods the narrow rule already decides
-            if not later.allow <= rule.allow:
-                others = ", ".join(sorted(later.allow - rule.allow))
+            if beyond := _admits_beyond(later, rule):
+                others = ", ".join(sorted(beyond))
                 found.append(
                     _warning(
                         rule,
@@ -83,15 +83,27 @@ def _path_info(rule: PathRule, paths: tuple[PathRule, ...]) -> str:
             continue
         pattern = compile_glob(other.pattern)
         if all(pattern.match(path) for path in below):
-            if other.allow <= rule.allow:
+            beyond = _admits_beyond(other, rule)
+            if not beyond:
                 return ""
-            others = ", ".join(sorted(other.allow - rule.allow))
+            others = ", ".join(sorted(beyond))
             return (
                 f"decides only {rule.pattern} itself: {rule.pattern}/anything, which PHP or "
                 f"a CGI runs as the same script, goes to {other.label} ({other.where}), which "
                 f"also admits {others}; write {rule.pattern}/** beside it"
             )
     return ""
+
+
+def _admits_beyond(other: PathRule, rule: PathRule) -> frozenset[str]:
+    """Whom `other` admits that `rule` does not: nobody past `anyone`, and no signed-in
+    user's role, group or name past `authenticated` (as gateway.policy.rules admits)."""
+    if "anyone" in rule.allow:
+        return frozenset()
+    beyond = other.allow - rule.allow
+    if "authenticated" in rule.allow:
+        beyond = frozenset(a for a in beyond if not a.startswith(("role:", "group:", "user:")))
+    return beyond
 
 
 def _warning(rule: PathRule, message: str) -> Problem:

@@ -5,6 +5,7 @@ around them found in review, each failing before its fix. Real gateway, stand-in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from tests.flows.test_paths_case_attacks import (
     php_crm,
 )
 from tests.signin_kit import GATEWAY_COOKIE, Browser, Start
+from tests.web.test_guard_methods import _warnings
 
 __all__ = ["php"]  # the stand-in CRM's fixture
 
@@ -91,3 +93,33 @@ async def test_the_forward_auth_endpoint_reads_a_logout_with_such_a_cookie_as_st
         assert await gw.signin.book.load(session) is None
     finally:
         await b.close()
+
+
+def test_a_script_open_to_whom_the_next_rule_admits_is_not_warned_about(tmp_path: Path) -> None:
+    """`/public.php anyone` before `/** authenticated`, `/staff.php authenticated` before
+    `/** role:admin`: its path info admits no one the script's own rule does not."""
+    found = _warnings(
+        tmp_path,
+        """
+        - {path: /public.php, allow: [anyone]}
+        - {path: /staff.php, allow: [authenticated]}
+        - {path: /admin.php, allow: [role:admin]}
+        - {path: /**, allow: [authenticated]}
+        """,
+    )
+    assert [w.split(":")[0] for w in found] == ["paths[2]"], found
+
+
+def test_a_method_rule_open_to_whom_the_next_rule_admits_is_not_warned_about(
+    tmp_path: Path,
+) -> None:
+    """`GET /reports/** anyone` before `/** authenticated`: the other methods fall through
+    to a rule that admits no one the first does not."""
+    found = _warnings(
+        tmp_path,
+        """
+        - {path: /reports/**, methods: [GET], allow: [anyone]}
+        - {path: /**, allow: [authenticated]}
+        """,
+    )
+    assert found == []
