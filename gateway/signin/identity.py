@@ -12,7 +12,7 @@ import json
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
-from urllib.parse import unquote_plus, unquote_to_bytes, urljoin, urlsplit
+from urllib.parse import unquote, unquote_plus, unquote_to_bytes, urljoin, urlsplit
 
 from gateway.config.signin import Login
 from gateway.errors import AmbiguousField, AmbiguousLogin, BadRequest
@@ -205,15 +205,17 @@ def cookies_name_login(login: Login, raw_target: str, cookie_lines: list[str]) -
 def cookie_user(cookie_lines: list[str], login: Login) -> list[str]:
     """The canonical users the request's cookies name in a field a server may read as the
     user-name field (PHP without a php.ini reads cookies over the form: the CRM would log
-    that user in, whatever the form says)."""
+    that user in, whatever the form says). A value in each way it may be decoded: PHP keeps
+    a `+` in a cookie (php_raw_url_decode), a form reader takes it for a space."""
     field = login.username_field
-    found = []
+    found: list[str] = []
     for line in cookie_lines:
         for pair in line.split(";"):
             name, _, value = pair.partition("=")
             name = unquote_plus(name).strip()
             if name.casefold() == field.casefold() or may_be_read_as(name, field):
-                found.append(canonical_user(unquote_plus(value.strip())))
+                value = value.strip()
+                found += {canonical_user(unquote(value)), canonical_user(unquote_plus(value))}
     return found
 
 

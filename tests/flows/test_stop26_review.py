@@ -123,3 +123,19 @@ def test_a_method_rule_open_to_whom_the_next_rule_admits_is_not_warned_about(
         """,
     )
     assert found == []
+
+
+@pytest.mark.parametrize(
+    ("form", "cookie"),
+    [(b"username=john+crm", "username=john+crm"), (b"username=bob", "username=b%6Fb+")],
+)
+async def test_a_cookie_whose_user_php_reads_otherwise_is_refused(
+    php: Served, start: Start, form: bytes, cookie: str
+) -> None:
+    """PHP decodes a cookie's value without taking `+` for a space (php_raw_url_decode):
+    `username=john+crm` is the user `john+crm` to it, while the form's `john crm` was read
+    the same by the gateway. The CRM would log in one, the gateway challenge another: 400."""
+    gw = await start(php.url, login=PHP_LOGIN, policy=PHP_POLICY)
+    answer = await post(gw.served.port, "/index.php?action=Login", form + b"&password=x", cookie)
+    assert status_of(answer) == 400 and b"login_ambiguous" in answer, answer[:300]
+    assert php.app[LOGINS] == []
