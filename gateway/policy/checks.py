@@ -85,7 +85,9 @@ def _path_info(rule: PathRule, paths: tuple[PathRule, ...]) -> str:
         if all(pattern.match(path) for path in below):
             beyond = _admits_beyond(other, rule)
             if not beyond:
-                return ""
+                if other.methods is None or (rule.methods and rule.methods <= other.methods):
+                    return ""
+                continue  # the other methods fall through to a later rule
             others = ", ".join(sorted(beyond))
             return (
                 f"decides only {rule.pattern} itself: {rule.pattern}/anything, which PHP or "

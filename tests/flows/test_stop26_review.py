@@ -139,3 +139,21 @@ async def test_a_cookie_whose_user_php_reads_otherwise_is_refused(
     answer = await post(gw.served.port, "/index.php?action=Login", form + b"&password=x", cookie)
     assert status_of(answer) == 400 and b"login_ambiguous" in answer, answer[:300]
     assert php.app[LOGINS] == []
+
+
+def test_a_scripts_path_info_past_a_rule_for_some_methods_is_warned_about(
+    tmp_path: Path,
+) -> None:
+    """`/admin.php role:admin`, `GET /** role:admin`, `/** anyone`: a POST to
+    /admin.php/x passes the GET rule and meets the one that admits anyone."""
+    found = _warnings(
+        tmp_path,
+        """
+        - {path: /admin.php, allow: [role:admin]}
+        - {path: /**, methods: [GET], allow: [role:admin]}
+        - {path: /**, allow: [anyone]}
+        """,
+    )
+    said = [w for w in found if w.startswith("paths[0]:")]
+    assert len(said) == 1 and "decides only /admin.php itself" in said[0], found
+    assert "paths[2]" in said[0]
