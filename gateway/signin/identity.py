@@ -236,8 +236,11 @@ def _at_login_path(login: Login, method: str, raw_target: str) -> bool:
     configured = _configured(want, fold=True).rstrip("/")
     if path == configured:
         return True
+    folder, _, script = configured.rpartition("/")
+    if path == folder and script.lower().startswith(("index.", "default.")):
+        return True  # a directory index: Apache's DirectoryIndex, nginx's `index`, IIS's
     # A script's path info: PHP (and any CGI) runs /index.php for /index.php/anything.
-    return "." in configured.rpartition("/")[2] and path.startswith(configured + "/")
+    return "." in script and path.startswith(configured + "/")
 
 
 def names_logout(
