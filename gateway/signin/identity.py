@@ -221,8 +221,11 @@ def cookie_user(cookie_lines: list[str], login: Login) -> list[str]:
 
 @lru_cache(maxsize=4)
 def _query_names(query: str) -> tuple[str, ...]:
-    """login.path's query names, lowercased: looked for in a Cookie header first."""
-    return tuple({unquote_plus(p.partition("=")[0]).casefold() for p in query.split("&") if p})
+    """What is looked for in a Cookie header first: of each of login.path's query names,
+    case-folded, its longest piece between `_` (PHP reads `do.login`, `do login` and
+    `do[login` as `do_login`)."""
+    names = {unquote_plus(p.partition("=")[0]).casefold() for p in query.split("&") if p}
+    return tuple({max(name.split("_"), key=len) for name in names})
 
 
 def _at_login_path(login: Login, method: str, raw_target: str) -> bool:

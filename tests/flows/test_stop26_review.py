@@ -185,3 +185,16 @@ async def test_a_login_through_the_scripts_directory_is_counted(
         assert [e.user for e in failed] == ["alice"]
     finally:
         await b.close()
+
+
+@pytest.mark.parametrize("cookie", ["do.login=1", "do login=1", "do[login=1", "x=1; do.login=1"])
+async def test_a_cookie_naming_a_login_field_with_an_underscore_as_php_reads_it_is_refused(
+    php: Served, start: Start, cookie: str
+) -> None:
+    """login.path `/index.php?do_login=1`: PHP reads a cookie `do.login`, `do login` or
+    `do[login` as `do_login` (a space, dot or lone `[` becomes `_`). The look for the names
+    first must find them too: 400."""
+    login = PHP_LOGIN.replace("action=Login", "do_login=1", 1)
+    gw = await start(php.url, login=login, policy=OPEN_POLICY)
+    answer = await post(gw.served.port, "/index.php", b"username=bob&password=x", cookie)
+    assert status_of(answer) == 400 and b"login_ambiguous" in answer, answer[:300]
