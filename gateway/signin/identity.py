@@ -187,8 +187,10 @@ def cookies_name_login(login: Login, raw_target: str, cookie_lines: list[str]) -
         return False
     names = _query_names(query)
     text = "".join(cookie_lines)
-    if "%" in text:  # `%61ction`: PHP before 7.2.34 decoded cookie names (bug #79699)
-        text = unquote_plus(text)
+    if "%" in text and any(
+        "%" in pair.partition("=")[0] for line in cookie_lines for pair in line.split(";")
+    ):
+        text = unquote_plus(text)  # `%61ction`: PHP before 7.2.34 decoded cookie names
     text = text.casefold()
     if not any(name in text for name in names):
         return False  # most requests
