@@ -167,9 +167,8 @@ class SignIn:
         )
 
     def signs_out(self, method: str, target: str, body: bool, cookies: list[str]) -> bool:
-        """The CRM's logout (`target`: the judged path and raw query; `body`: the request
-        carries one; `cookies`: its Cookie headers, which PHP may read over the query): it
-        ends our session too and never waits for a verification that is due."""
+        """The CRM's logout (`target`: judged path and raw query; `body`, `cookies`: what PHP
+        may read over the query): it ends our session too, never waiting for a due code."""
         fold = self.guard.fold_paths
         return names_logout(self.login, method, target, fold=fold, body=body, cookies=cookies)
 
