@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from bisect import bisect_left
 from collections.abc import Iterable
 from urllib.parse import unquote_plus
 
@@ -108,7 +107,6 @@ def method_override(header_names: Iterable[str], method: str, raw_query: str) ->
 
 # A `name` parameter anywhere in a multipart body, quoted with `"` or `'`, or bare.
 _PART_NAME = re.compile(rb"""(?i)\bname\s*=\s*(?:"([^"\r\n]*)"|'([^'\r\n]*)'|([^\s;"']*))""")
-_HEAD_END = re.compile(rb"(?=\n\r?\n)")
 
 
 def media_type(content_type: str) -> str:
@@ -119,9 +117,9 @@ def media_type(content_type: str) -> str:
 
 def body_fields(body: bytes, content_type: str) -> list[tuple[str, str]]:
     """(name, value) of each field a form or JSON body carries, as a CRM's framework would
-    find them: urlencoded pairs (url-decoded, `;` splitting too), multipart parts (read
-    generously: _multipart), a JSON object's top-level keys (a value that is not a string
-    as JSON writes it). Other bodies carry none a framework reads as a field."""
+    find them: urlencoded pairs (url-decoded, `;` splitting too), multipart parts' names
+    (read generously, no values: _multipart), a JSON object's top-level keys (a value that
+    is not a string as JSON writes it). Other bodies carry none a framework reads as one."""
     kind = media_type(content_type)
     if kind == "application/x-www-form-urlencoded":
         text = body.decode("utf-8", "replace")
@@ -144,28 +142,17 @@ def body_fields(body: bytes, content_type: str) -> list[tuple[str, str]]:
 
 def _multipart(body: bytes) -> list[tuple[str, str]]:
     """Every `name=` parameter in the body (quoted with `"` or `'`, or bare; in a folded
-    header line too), each with the first line after the blank line that follows it: the
-    content of its part when it is one line. Read without the boundary: servers find it
-    (and split the body) each their own way (PHP takes the first `boundary` in the type
-    and cuts it at `,`), and a name a server may read must never be missed; a name as
-    written and url-decoded."""
+    header line too), as written and url-decoded, with no value: read without the boundary,
+    since servers find it each their own way, a name a server may read is never missed.
+    (Only names are asked of a multipart body here; the login in one is FormScan's.)"""
     found: list[tuple[str, str]] = []
-    # Where each head ends, found once: searched from each name, a body of names and no
-    # empty line cost a scan to its end per name (0.5 s of the loop for 64 KiB).
-    heads = [end.start() for end in _HEAD_END.finditer(body)]  # each start, overlapping too
     for match in _PART_NAME.finditer(body):
-        raw = match.group(1) or match.group(2) or match.group(3) or b""
-        at = bisect_left(heads, match.end())
-        value = b""
-        if at < len(heads):
-            start = heads[at] + (3 if body[heads[at] + 1 : heads[at] + 2] == b"\r" else 2)
-            line_end = body.find(b"\n", start)
-            value = body[start : line_end if line_end >= 0 else len(body)].rstrip(b"\r")
-        text = value.decode("utf-8", "replace")
-        name = raw.decode("utf-8", "replace")
-        found.append((name, text))
+        name = (match.group(1) or match.group(2) or match.group(3) or b"").decode(
+            "utf-8", "replace"
+        )
+        found.append((name, ""))
         if unquote_plus(name) != name:
-            found.append((unquote_plus(name), text))
+            found.append((unquote_plus(name), ""))
     return found
 
 
