@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from urllib.parse import unquote, unquote_plus, unquote_to_bytes, urljoin, urlsplit
 
+from multidict import MultiMapping
+
 from gateway.config.signin import Login
 from gateway.errors import AmbiguousField, AmbiguousLogin, BadRequest
 from gateway.fields import body_fields, may_be_read_as, query_values
@@ -176,14 +178,18 @@ def json_names_login(login: Login, raw_target: str, body: bytes, content_type: s
     return _pairs_match(query, _query_pairs(raw_target.partition("?")[2]) + fields)
 
 
-def cookies_name_login(login: Login, raw_target: str, cookie_lines: list[str]) -> bool:
+def cookies_name_login(login: Login, raw_target: str, headers: MultiMapping[str]) -> bool:
     """A request to the login's path carrying a cookie that names a pair of login.path's
     query (`action=Login`, under any name a server reads as it): PHP without a php.ini
     (request_order unset, as in the official images) puts cookies in $_REQUEST over the
     form, so any form to the path would be a login the gateway does not watch. Refused by
-    the caller. Cheap for every other request: the names are looked for first."""
+    the caller. Cheap for every other request: the Cookie headers are read only for a login
+    told apart by its query, and the names looked for in them first."""
     query = login.path.partition("?")[2]
-    if not query or not cookie_lines:
+    if not query:
+        return False
+    cookie_lines = headers.getall("Cookie", [])
+    if not cookie_lines:
         return False
     names = _query_names(query)
     text = "".join(cookie_lines)
@@ -255,14 +261,14 @@ def names_logout(
     *,
     fold: bool = False,
     body: bool = False,
-    cookies: Sequence[str] = (),
+    headers: MultiMapping[str] | None = None,
 ) -> bool:
     """A request (its method and judged target: normalised path, raw query) to the CRM's
     logout (login.logout); in any case when `fold` (a CRM on IIS ignores it). One that
     carries a `body` is not a logout told apart by its query: PHP's `$_REQUEST` takes a
     form's `action` over the query's, so `?action=Logout` with `action=Export` exports.
-    Nor one whose `cookies` (its Cookie headers) name a name of that query: PHP without a
-    php.ini reads cookies over both."""
+    Nor one whose Cookie `headers` name a name of that query: PHP without a php.ini reads
+    cookies over both."""
     if method != login.logout_method or not login.logout_path:
         return False  # most requests: asked on every signed-in one
     logout, _, logout_query = login.logout_path.partition("?")
@@ -276,7 +282,8 @@ def names_logout(
         path = match_form(path, fold)
     if configured != path or not _query_is(logout_query, query):
         return False
-    return not (logout_query and cookies and _cookies_name(logout_query, cookies))
+    cookies = headers.getall("Cookie", []) if logout_query and headers is not None else []
+    return not (cookies and _cookies_name(logout_query, cookies))
 
 
 def _cookies_name(query: str, cookie_lines: Sequence[str]) -> bool:

@@ -106,7 +106,7 @@ async def _judge(
             and login_may_be_in_body(signin.login, original.method, original.target)
         )
         # Or a cookie that names it (PHP without a php.ini reads cookies over the form).
-        or cookies_name_login(signin.login, original.target, request.headers.getall("Cookie", []))
+        or cookies_name_login(signin.login, original.target, request.headers)
     ):
         # The CRM's login must go through the gateway's proxy, which holds the CRM's cookies
         # until the second factor and counts the password: the front proxy sent it here, in
@@ -144,7 +144,7 @@ async def _judge(
             original.method,
             f"{path}?{raw_query}",
             _carries_body(request),
-            request.headers.getall("Cookie", []),
+            request.headers,
         )
     ):
         # The CRM's logout ends the gateway session too, as in the proxy mode, and needs no

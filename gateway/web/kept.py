@@ -66,11 +66,10 @@ async def keep(
     for a `_method` field), else read here (through `body` when it is a stream)."""
     limit = signin.config.signin.sessions.keep_body
     if isinstance(body, bytes):
-        kept_body = body if len(body) <= limit else None
+        whole = body if len(body) <= limit else None
     else:
-        kept_body = await _read_up_to(request, limit, body)
-    body = kept_body
-    if body is None:
+        whole = await _read_up_to(request, limit, body)
+    if whole is None:
         session.return_to = _came_from(request) or "/"
         await signin.book.save(session)
         audit_event(request, "kept.too_large", outcome="refused", user=session.user)
@@ -89,7 +88,7 @@ async def keep(
         request.method,
         target,
         tuple((k, v) for k, v in request.headers.items() if k.lower() not in _NOT_KEPT),
-        body,
+        whole,
     )
     entry = secrets.token_urlsafe(18)
     sealed = signin.sealer.seal(_encode(kept), _purpose(session, entry))
@@ -103,7 +102,7 @@ async def keep(
     signin.pending.seal(session, "kept", entry)
     session.return_to = _came_from(request) or here
     await signin.book.save(session)
-    audit_event(request, "kept.saved", outcome="ok", user=session.user, size=len(body))
+    audit_event(request, "kept.saved", outcome="ok", user=session.user, size=len(whole))
     return signin.redirect(f"{signin.prefix}challenge")
 
 

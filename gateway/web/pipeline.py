@@ -64,9 +64,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         await go_on(request)
         return await proxy.handle(request)
     signin = request.app.get(SIGNIN)
-    if signin is not None and cookies_name_login(
-        signin.login, request.raw_path, request.headers.getall(hdrs.COOKIE, [])
-    ):
+    if signin is not None and cookies_name_login(signin.login, request.raw_path, request.headers):
         audit_event(request, "signin.refused", outcome="refused", reason="login_ambiguous")
         raise BadRequest("a cookie named as a field of the login", reason="login_ambiguous")
     if signin is not None and signin.is_crm_login(request):
@@ -99,12 +97,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     body = await look_for_override(request, guard, who, judged, body)
     if judged.decision.action is Action.FORWARD and proxy.is_websocket_upgrade(request):
         request[WATCH] = watch_socket(request, guard, signin, who, judged)
-    if not isinstance(body, HeldBack):
-        return await act(request, signin, who, judged, body)
     try:
         return await act(request, signin, who, judged, body)
     except (UpstreamError, LoginInBody):
-        if not body.scan.refused:
+        if not isinstance(body, HeldBack) or not body.scan.refused:
             raise
         refuse_login_in_body(request)  # the CRM never had all of it: the upload was cut
 
@@ -229,8 +225,7 @@ async def act(
     if signin is None:
         return await proxy.handle(request, judged.target, body=body)
     if decision.action is Action.CHALLENGE:  # a signed-in user's verification is due
-        cookies = request.headers.getall(hdrs.COOKIE, [])
-        if signin.signs_out(request.method, judged.target, request.body_exists, cookies):
+        if signin.signs_out(request.method, judged.target, request.body_exists, request.headers):
             return await signin.forward_signed_in(request, judged.target, body)
         return await reverify.verify_again(request, signin, decision, judged.target, body)
     if who.kind is Kind.SESSION:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from gateway.clock import Clock
 from gateway.config.model import Config
@@ -152,8 +153,7 @@ class SignIn:
         rotated on the way is followed."""
         session = request[SESSION]
         add: list[tuple[str, str]] = []
-        cookies = request.headers.getall("Cookie", [])
-        if self.signs_out(request.method, target, request.body_exists, cookies):
+        if self.signs_out(request.method, target, request.body_exists, request.headers):
             await self.book.end(session)
             add.append(self.cookies.clear_session(request))
             audit_event(request, "signin.logout", outcome="ok")
@@ -166,11 +166,11 @@ class SignIn:
             body=body,
         )
 
-    def signs_out(self, method: str, target: str, body: bool, cookies: list[str]) -> bool:
-        """The CRM's logout (`target`: judged path and raw query; `body`, `cookies`: what PHP
-        may read over the query): it ends our session too, never waiting for a due code."""
+    def signs_out(self, method: str, target: str, body: bool, headers: MultiMapping[str]) -> bool:
+        """The CRM's logout (`target`: judged path and raw query; `body`, Cookie `headers`:
+        what PHP may read over the query): it ends our session too, needing no due code."""
         fold = self.guard.fold_paths
-        return names_logout(self.login, method, target, fold=fold, body=body, cookies=cookies)
+        return names_logout(self.login, method, target, fold=fold, body=body, headers=headers)
 
     async def password_attempt(self, request: web.Request, user: str) -> float:
         """Count a password attempt for `user` from this request (0: go ahead), auditing a
