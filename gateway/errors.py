@@ -31,6 +31,7 @@ pages show a translated sentence instead.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -227,3 +228,14 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     reason = "upstream_timeout"
+
+
+class UpstreamCut(asyncio.CancelledError):
+    """The CRM's answer broke off after its headers were sent on: the request ends as a
+    cancelled one (nothing more may be written), and carries the status the client got,
+    for the access log and the metrics (gateway.web.scope): not the 499 of a client that
+    left. A CancelledError, so nothing between here and the scope answers it."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status

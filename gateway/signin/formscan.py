@@ -73,7 +73,7 @@ class FormScan:
         self._kind = media_type(content_type)
         self._met: set[int] = set()
         self._buffer = b""  # urlencoded: the pair so far; multipart: the line so far
-        self._overflow = False  # the line (or the value) is longer than any wanted
+        self._overflow = False  # urlencoded: the pair's value is longer than any wanted
         self._name_cut = False  # urlencoded: the pair's name is past LONGEST_NAME, kept cut
         self._fields = 0  # pairs (or multipart lines) read one by one
         # Multipart: the lines that begin a part, where this part is (before the first part,

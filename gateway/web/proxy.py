@@ -7,13 +7,12 @@ to web.websocket.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.errors import BadRequest, UpstreamError
+from gateway.errors import BadRequest, UpstreamCut, UpstreamError
 from gateway.signin.identity import set_cookie_names
 from gateway.web import websocket
 from gateway.web.client import Body, CrmResponse
@@ -37,17 +36,6 @@ def is_websocket_upgrade(request: web.Request) -> bool:
         and upgrade.lower() == "websocket"
         and "upgrade" in request.headers.get("Connection", "").lower()
     )
-
-
-class UpstreamCut(asyncio.CancelledError):
-    """The CRM's answer broke off after its headers were sent on: the request ends as a
-    cancelled one (nothing more may be written), and carries the status the client got,
-    for the access log and the metrics (gateway.web.scope): not the 499 of a client that
-    left. A CancelledError, so nothing between here and the scope answers it."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
 
 
 def _abort(request: web.Request) -> None:

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.config.model import Config
-from gateway.errors import AccessDenied, BadRequest, ExpectationFailed, HttpError
+from gateway.errors import AccessDenied, BadRequest, ExpectationFailed, HttpError, UpstreamCut
 from gateway.i18n import negotiate
 from gateway.metrics import record_request
 from gateway.web.accesslog import AccessLog, logged_path
@@ -37,7 +37,6 @@ from gateway.web.original import asked_by_nginx
 from gateway.web.pages.errors import error_response
 from gateway.web.pages.forwardauth import REASON_HEADER
 from gateway.web.pages.render import language
-from gateway.web.proxy import UpstreamCut
 
 log = logging.getLogger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
