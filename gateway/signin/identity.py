@@ -202,11 +202,7 @@ def cookies_name_login(login: Login, raw_target: str, headers: MultiMapping[str]
         return False  # most requests
     if not _at_login_path(login, login.method, raw_target):
         return False
-    pairs = [
-        (unquote_plus(name).strip(), unquote_plus(value).strip().casefold())
-        for line in cookie_lines
-        for name, _, value in (pair.partition("=") for pair in line.split(";"))
-    ]
+    pairs = [(name, unquote_plus(v).strip().casefold()) for name, v in _cookies(cookie_lines)]
     return any(_pairs_match(pair, pairs) for pair in query.split("&") if pair)
 
 
@@ -217,14 +213,20 @@ def cookie_user(cookie_lines: list[str], login: Login) -> list[str]:
     a `+` in a cookie (php_raw_url_decode), a form reader takes it for a space."""
     field = login.username_field
     found: list[str] = []
-    for line in cookie_lines:
-        for pair in line.split(";"):
-            name, _, value = pair.partition("=")
-            name = unquote_plus(name).strip()
-            if name.casefold() == field.casefold() or may_be_read_as(name, field):
-                value = value.strip()
-                found += {canonical_user(unquote(value)), canonical_user(unquote_plus(value))}
+    for name, value in _cookies(cookie_lines):
+        if name.casefold() == field.casefold() or may_be_read_as(name, field):
+            found += {canonical_user(unquote(value)), canonical_user(unquote_plus(value))}
     return found
+
+
+def _cookies(cookie_lines: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, value) of each cookie in the Cookie headers, split at `;` only (as PHP and
+    ASP.NET split them): the name url-decoded, both stripped, the value left encoded."""
+    return [
+        (unquote_plus(name).strip(), value.strip())
+        for line in cookie_lines
+        for name, _, value in (pair.partition("=") for pair in line.split(";"))
+    ]
 
 
 @lru_cache(maxsize=4)
@@ -289,12 +291,11 @@ def names_logout(
 def _cookies_name(query: str, cookie_lines: Sequence[str]) -> bool:
     """A cookie under a name of `query` (`action=Logout`), as any server may read it."""
     names = [unquote_plus(pair.partition("=")[0]) for pair in query.split("&") if pair]
-    for line in cookie_lines:
-        for pair in line.split(";"):
-            key = unquote_plus(pair.partition("=")[0]).strip()
-            if any(key.casefold() == n.casefold() or may_be_read_as(key, n) for n in names):
-                return True
-    return False
+    return any(
+        key.casefold() == n.casefold() or may_be_read_as(key, n)
+        for key, _ in _cookies(cookie_lines)
+        for n in names
+    )
 
 
 def _query_is(wanted: str, raw_query: str) -> bool:
