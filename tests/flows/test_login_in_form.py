@@ -277,13 +277,17 @@ async def test_a_form_read_for_the_login_is_still_read_for_method(
         ("/index.php/anything?action=Login", {}),
         ("/index.php/x/y?action=List", {"action": "Login"}),
         ("/INDEX.PHP/x", {"action": "Login"}),
+        # the script's folder: Apache's DirectoryIndex and nginx's `index` run /index.php
+        ("/?action=Login", {}),
+        ("/", {"action": "Login"}),
+        ("/?action=List", {"action": "Login"}),
     ],
 )
 async def test_a_login_through_the_scripts_path_info_is_counted(
     php: Served, start: Start, target: str, form: dict[str, str]
 ) -> None:
-    """PHP runs /index.php for /index.php/anything (its path info): a login sent there is
-    the login, counted and held, as at /index.php."""
+    """PHP runs /index.php for /index.php/anything (its path info), and for `/` (its
+    folder's index): a login sent there is the login, counted and held, as at /index.php."""
     b = Browser(await start(php.url, login=PHP_LOGIN, policy=OPEN_POLICY))
     try:
         status, text, _ = await b.post(target, {**form, "username": "alice", "password": "x"})

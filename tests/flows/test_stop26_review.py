@@ -13,8 +13,7 @@ from tests.conftest import Served, serve_handler
 from tests.flows.test_case_insensitive_paths import ask_endpoint, gateway, status_of
 from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
 from tests.flows.test_login_cookies import LOGINS, php, post
-from tests.flows.test_login_in_form import OPEN_POLICY, SERVED
-from tests.flows.test_login_in_form import php_crm as form_crm
+from tests.flows.test_login_in_form import OPEN_POLICY
 from tests.flows.test_paths_case_attacks import (
     DONE,
     PHP_LOGIN,
@@ -22,7 +21,7 @@ from tests.flows.test_paths_case_attacks import (
     due_session,
     php_crm,
 )
-from tests.signin_kit import GATEWAY_COOKIE, Browser, Start, audit_trail
+from tests.signin_kit import GATEWAY_COOKIE, Browser, Start
 from tests.web.test_guard_methods import _warnings
 
 __all__ = ["php"]  # the stand-in CRM's fixture
@@ -158,33 +157,6 @@ def test_a_scripts_path_info_past_a_rule_for_some_methods_is_warned_about(
     said = [w for w in found if w.startswith("paths[0]:")]
     assert len(said) == 1 and "decides only /admin.php itself" in said[0], found
     assert "paths[2]" in said[0]
-
-
-@pytest.fixture
-async def php_form() -> AsyncIterator[Served]:
-    """The stand-in PHP CRM reading `action` from the query and the form."""
-    served = await serve_handler(form_crm, SERVED)
-    yield served
-    await served.runner.cleanup()
-
-
-@pytest.mark.parametrize(
-    ("target", "form"),
-    [("/?action=Login", {}), ("/", {"action": "Login"}), ("/?action=List", {"action": "Login"})],
-)
-async def test_a_login_through_the_scripts_directory_is_counted(
-    php_form: Served, start: Start, target: str, form: dict[str, str]
-) -> None:
-    """Apache's DirectoryIndex and nginx's `index` run /index.php for `/`: a login sent
-    there is the login, counted and held, as at /index.php."""
-    b = Browser(await start(php_form.url, login=PHP_LOGIN, policy=OPEN_POLICY))
-    try:
-        status, text, _ = await b.post(target, {**form, "username": "alice", "password": "x"})
-        assert (status, text) == (200, "wrong password")
-        failed = await audit_trail(b.gw.served, "signin.crm_failed")
-        assert [e.user for e in failed] == ["alice"]
-    finally:
-        await b.close()
 
 
 @pytest.mark.parametrize("cookie", ["do.login=1", "do login=1", "do[login=1", "x=1; do.login=1"])
