@@ -120,6 +120,15 @@ async def php_crm(request: web.Request) -> web.StreamResponse:
     if request.method == "POST":
         action = form.get("action", action)
     request.app[ACTIONS].append(action)
+    return php_answer(request, action, form, "every contact of the company")
+
+
+def php_answer(
+    request: web.Request, action: str, form: dict[str, str], listed: str
+) -> web.StreamResponse:
+    """What the PHP stand-ins answer once they have read `action` and the form: a login
+    checked (302 with the user's PHPSESSID, or the form again), the login page without a
+    session, else the action and `listed`."""
     if action == "Login" and request.method == "POST":
         user = form.get("username", "")
         if PASSWORDS.get(user) == form.get("password"):
@@ -129,7 +138,7 @@ async def php_crm(request: web.Request) -> web.StreamResponse:
         return web.Response(text="wrong password")
     if request.cookies.get(PHP_SESSION) not in ("alice-session", "bob-session"):
         raise web.HTTPFound("/index.php?action=Login")
-    return web.Response(text=f"{action or 'List'}: every contact of the company")
+    return web.Response(text=f"{action or 'List'}: {listed}")
 
 
 @pytest.fixture

@@ -26,9 +26,9 @@ from tests.flows.test_case_insensitive_paths import status_of
 from tests.flows.test_login_in_form import OPEN_POLICY, raw_post, signed_in
 from tests.flows.test_login_in_form_attacks import (
     PASSWORDS,
-    PHP_SESSION,
     multipart,
     part,
+    php_answer,
     php_boundary,
     php_media_type,
     php_part_name,
@@ -123,15 +123,7 @@ async def php_crm(request: web.Request) -> web.StreamResponse:
     right = user in PASSWORDS and PASSWORDS[user] == form.get("password")
     request.app[RAN].append((action, user, right, len(body), whole))
     request.app[RECEIVED].append(body)
-    if action == "Login" and request.method == "POST":
-        if right:
-            answer = web.HTTPFound("/index.php?action=List")
-            answer.set_cookie(PHP_SESSION, f"{user}-session")
-            raise answer
-        return web.Response(text="wrong password")
-    if request.cookies.get(PHP_SESSION) not in ("alice-session", "bob-session"):
-        raise web.HTTPFound("/index.php?action=Login")
-    return web.Response(text=f"{action or 'List'}: every contact ({len(body)} bytes)")
+    return php_answer(request, action, form, f"every contact ({len(body)} bytes)")
 
 
 @pytest.fixture
