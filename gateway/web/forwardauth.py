@@ -26,7 +26,12 @@ from gateway.model import Action, Decision, Step
 from gateway.paths import judged_path
 from gateway.policy.tokens import find_credential
 from gateway.signin.decision import Asks, Kind, Request, Who, still_verified
-from gateway.signin.identity import cookies_name_login, login_may_be_in_body, names_login
+from gateway.signin.identity import (
+    cookies_name_login,
+    login_by_another_method,
+    login_may_be_in_body,
+    names_login,
+)
 from gateway.signin.session import FULL, Session
 from gateway.web.audit import audit_about
 from gateway.web.forwarding import is_navigation, wants_html
@@ -87,6 +92,8 @@ async def _judge(
         # means it may not (older Caddy releases only set them: GHSA-7r4p-vjf4-gxv4).
         _audit(request, "forward_auth.refused", "refused", original, reason="identity_header")
         return _refusal(request, original, 400, "identity_header_sent")
+    if "#" in original.target:  # a server that cuts the target there runs another request
+        return _refusal(request, original, 400, "bad_request_target")
     raw_path, _, raw_query = original.target.partition("?")
     if reserved_subpath(raw_path, config.path_prefix) is not None:
         # Our own pages go to the gateway; one the front proxy would send to the CRM (a
@@ -107,6 +114,7 @@ async def _judge(
         )
         # Or a cookie that names it (PHP without a php.ini reads cookies over the form).
         or cookies_name_login(signin.login, original.target, request.headers)
+        or login_by_another_method(signin.login, original.method, original.target, request.headers)
     ):
         # The CRM's login must go through the gateway's proxy, which holds the CRM's cookies
         # until the second factor and counts the password: the front proxy sent it here, in

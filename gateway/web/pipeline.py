@@ -30,7 +30,11 @@ from gateway.fields import overrides_method
 from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Asks, Kind, Request, Who
 from gateway.signin.formscan import FormScan, form_names_login
-from gateway.signin.identity import cookies_name_login, login_may_be_in_body
+from gateway.signin.identity import (
+    cookies_name_login,
+    login_by_another_method,
+    login_may_be_in_body,
+)
 from gateway.signin.session import FULL
 from gateway.web import crmlogin, forwardauth, health, proxy, reverify
 from gateway.web.audit import audit_event
@@ -64,9 +68,16 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         await go_on(request)
         return await proxy.handle(request)
     signin = request.app.get(SIGNIN)
-    if signin is not None and cookies_name_login(signin.login, request.raw_path, request.headers):
+    if "#" in request.raw_path:
+        # Never sent by a browser; a server that cuts the target there (Apache) would run
+        # another request than the one judged (`?x=#&action=Logout`).
+        raise BadRequest("a fragment in the request target", reason="bad_request_target")
+    if signin is not None and (
+        cookies_name_login(signin.login, request.raw_path, request.headers)
+        or login_by_another_method(signin.login, request.method, request.raw_path, request.headers)
+    ):
         audit_event(request, "signin.refused", outcome="refused", reason="login_ambiguous")
-        raise BadRequest("a cookie named as a field of the login", reason="login_ambiguous")
+        raise BadRequest("the login named where it is not watched", reason="login_ambiguous")
     if signin is not None and signin.is_crm_login(request):
         # Before anything else: a credential must not carry a login past the hold (the CRM's
         # cookies would reach the browser before the second factor).

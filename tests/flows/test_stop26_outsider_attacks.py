@@ -7,10 +7,12 @@ target byte for byte, while many CRM servers end the query there (Apache's apr_u
 gives PHP the query before it; aiohttp/yarl, as this stand-in, and urlsplit-based servers
 too; nginx keeps it in $args).
 
-Holes (strict xfails): a login by GET/HEAD in a session makes alice bob at the CRM; a GET/HEAD
-password guess, and one behind `#x`, uncounted (and passed by the forward-auth endpoint); a
-logout behind `#` (`?x=#&action=Logout`) runs the CRM's default page past a due code. Real
-gateway, a stand-in PHP CRM, real TOTP codes."""
+Holes it found, all mended and tested here: a login by GET/HEAD in a session made alice bob at
+the CRM; a GET/HEAD password guess, and one behind `#x`, went uncounted (and were passed by the
+forward-auth endpoint); a logout behind `#` (`?x=#&action=Logout`) ran the CRM's default page
+past a due code. A login named by another method is now 400 login_ambiguous (403
+login_not_proxied at the endpoint), a `#` in a target 400 bad_request_target. Real gateway, a
+stand-in PHP CRM, real TOTP codes."""
 
 from __future__ import annotations
 
@@ -84,15 +86,6 @@ async def alice_signed_in(b: Browser, php: Served) -> None:
 # -- the login by GET: watched only for POST ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE: GET /index.php?action=Login&username=bob&password=bob-demo in alice's full "
-        "session is not the login (login.method POST); a $_REQUEST CRM logs bob in, and the "
-        "PHPSESSID it sets on a GET is adopted as a rotation: alice is bob at the CRM without "
-        "bob's code (HEAD the same)"
-    ),
-)
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 async def test_a_login_by_get_in_a_session_does_not_make_its_user_another(
     php: Served, start: Start, method: str
@@ -103,7 +96,8 @@ async def test_a_login_by_get_in_a_session_does_not_make_its_user_another(
         target = b.gw.url + "/index.php?action=Login&username=bob&password=bob-demo"
         async with b.http.request(method, target, allow_redirects=False) as r:
             await r.read()
-        assert php.app[CHECKED][-1] == (method, "bob", True)  # the CRM ran bob's login
+        assert r.status == 400  # login_ambiguous: the login named where it is not watched
+        assert [c[1] for c in php.app[CHECKED]] == ["alice"]  # bob's never ran
         _, text, _ = await b.get("/index.php?action=List")
         assert "bob" not in text, text[:300]
     finally:
@@ -126,14 +120,6 @@ async def test_a_login_by_post_at_no_watched_spelling_is_not_adopted(
         await b.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE: anonymous GET /index.php?action=Login&username=bob&password=<guess> (or HEAD) "
-        "under a rule open to anyone reaches the CRM's password check uncounted (no "
-        "signin.crm_failed, no lockout); the answer (wrong password / 302) tells the guess"
-    ),
-)
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 async def test_a_password_guessed_by_get_is_counted_or_refused(
     php: Served, start: Start, method: str
@@ -250,14 +236,6 @@ async def test_a_logout_in_another_spelling_waits_for_the_due_code(
         await b.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE: the forward-auth endpoint passes GET /index.php?action=Login&username=bob&"
-        "password=x (X-Original-Method: GET) under a rule open to anyone: nginx sends the "
-        "guess to a $_REQUEST CRM unwatched, as the proxy does"
-    ),
-)
 async def test_the_forward_auth_endpoint_on_a_login_by_get(php: Served, start: Start) -> None:
     """The endpoint, asked about a GET of the login's target with the pair in its query and
     no session, under a rule open to anyone: a 200 lets nginx send the password to the CRM
@@ -339,14 +317,6 @@ async def test_a_password_the_crm_checks_in_any_spelling_is_counted(
 # -- a `#` in the query: the CRM's server may end the query there (Apache, aiohttp) -------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE: POST /index.php?action=Login#x (bob's guess in the form), anonymous under a rule "
-        "open to anyone: the gateway reads the action as 'Login#x', not the login; a CRM "
-        "server that drops the fragment (Apache, aiohttp) checks the password, uncounted"
-    ),
-)
 async def test_a_login_with_a_fragment_in_its_query_is_counted(php: Served, start: Start) -> None:
     gw = await start(php.url, login=PHP_LOGIN, policy=OPEN_POLICY)
     body = b"username=bob&password=guess"
@@ -364,14 +334,6 @@ async def raw_in_session(b: Browser, method: str, target: str) -> bytes:
     return await send_raw(b.gw.served.port, head.encode())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE: POST /index.php?x=#&action=Logout in a session whose code is due: the gateway "
-        "reads action=Logout once (the logout, let past the code); a CRM server that ends the "
-        "query at '#' (Apache, aiohttp) gives x= and runs its default action, the list, as alice"
-    ),
-)
 @pytest.mark.parametrize("target", ["/index.php?x=#&action=Logout", "/index.php?#&action=Logout"])
 async def test_a_logout_behind_a_fragment_waits_for_the_due_code(
     php: Served, start: Start, target: str
