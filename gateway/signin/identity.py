@@ -218,15 +218,15 @@ def login_by_another_method(
     if login.mode != "upstream" or method == login.method:
         return False
     raw_query = raw_target.partition("?")[2]
-    cookie_lines = headers.getall("Cookie", [])
-    text = raw_query + ";" + ";".join(cookie_lines)
-    text = (unquote_plus(text) if "%" in text else text).casefold()
-    if _field_piece(login.username_field) not in text:
-        return False  # most requests
-    if not _at_login_path(login, login.method, raw_target):
-        return False
     query = login.path.partition("?")[2]
-    if query and not query_matches(query, raw_query):
+    if query and not (raw_query and query_matches(query, raw_query)):
+        return False  # most requests: no query, or not the login's
+    cookie_lines = headers.getall("Cookie", [])
+    text = (raw_query + ";" + ";".join(cookie_lines)).casefold()
+    piece = _field_piece(login.username_field)
+    if piece not in text and not (_names_escaped(text) and piece in unquote_plus(text)):
+        return False  # most requests: the field is not named
+    if not _at_login_path(login, login.method, raw_target):
         return False
     field = login.username_field
     named = any(
@@ -234,6 +234,18 @@ def login_by_another_method(
         for key, _ in _query_pairs(raw_query)
     )
     return named or bool(cookie_user(cookie_lines, login))
+
+
+def _names_escaped(text: str) -> bool:
+    """Whether a name in a query or Cookie text has an escape in it (`%75sername`): decoded
+    only then, since session cookies' values are often escaped and their names never."""
+    at = text.find("%")
+    while at >= 0:  # a `%` with no `=` between it and the separator before it
+        start = max(text.rfind(";", 0, at), text.rfind("&", 0, at)) + 1
+        if text.rfind("=", start, at) < 0:
+            return True
+        at = text.find("%", at + 1)
+    return False
 
 
 @lru_cache(maxsize=4)
