@@ -221,6 +221,8 @@ def login_by_another_method(
     query = login.path.partition("?")[2]
     if query and not (raw_query and query_matches(query, raw_query)):
         return False  # most requests: no query, or not the login's
+    if not query and not _may_be_at(login.path, raw_target.partition("?")[0]):
+        return False  # most requests: another page than the login's
     cookie_lines = headers.getall("Cookie", [])
     text = (raw_query + ";" + ";".join(cookie_lines)).casefold()
     piece = _field_piece(login.username_field)
@@ -234,6 +236,17 @@ def login_by_another_method(
         for key, _ in _query_pairs(raw_query)
     )
     return named or bool(cookie_user(cookie_lines, login))
+
+
+def _may_be_at(login_path: str, raw_path: str) -> bool:
+    """Whether a raw path may be the login's, in one of the spellings _at_login_path takes
+    (another case, escapes, path info, a script's folder): a cheap first look."""
+    script = login_path.rstrip("/").rpartition("/")[2].casefold()
+    return (
+        script in raw_path.casefold()
+        or "%" in raw_path
+        or script.startswith(("index.", "default."))
+    )
 
 
 def _names_escaped(text: str) -> bool:
