@@ -14,7 +14,8 @@ from aiohttp import web
 
 from gateway.errors import AmbiguousLogin, BadRequest
 from gateway.signin.decision import Kind, Who
-from gateway.signin.identity import cookie_user, login_succeeded, login_user
+from gateway.signin.identity import login_succeeded, login_user
+from gateway.signin.unwatched import cookie_user
 from gateway.web import proxy
 from gateway.web.audit import audit_event
 from gateway.web.bodies import read_whole

@@ -26,13 +26,9 @@ from gateway.model import Action, Decision, Step
 from gateway.paths import judged_path
 from gateway.policy.tokens import find_credential
 from gateway.signin.decision import Asks, Kind, Request, Who, still_verified
-from gateway.signin.identity import (
-    cookies_name_login,
-    login_by_another_method,
-    login_may_be_in_body,
-    names_login,
-)
+from gateway.signin.identity import login_may_be_in_body, names_login
 from gateway.signin.session import FULL, Session
+from gateway.signin.unwatched import login_named_unwatched
 from gateway.web.audit import audit_about
 from gateway.web.forwarding import is_navigation, wants_html
 from gateway.web.guard import GUARD, Guard
@@ -113,8 +109,7 @@ async def _judge(
             and login_may_be_in_body(signin.login, original.method, original.target)
         )
         # Or a cookie that names it (PHP without a php.ini reads cookies over the form).
-        or cookies_name_login(signin.login, original.target, request.headers)
-        or login_by_another_method(signin.login, original.method, original.target, request.headers)
+        or login_named_unwatched(signin.login, original.method, original.target, request.headers)
     ):
         # The CRM's login must go through the gateway's proxy, which holds the CRM's cookies
         # until the second factor and counts the password: the front proxy sent it here, in

@@ -30,12 +30,9 @@ from gateway.fields import overrides_method
 from gateway.model import Action, Decision, Step
 from gateway.signin.decision import Asks, Kind, Request, Who
 from gateway.signin.formscan import FormScan, form_names_login
-from gateway.signin.identity import (
-    cookies_name_login,
-    login_by_another_method,
-    login_may_be_in_body,
-)
+from gateway.signin.identity import login_may_be_in_body
 from gateway.signin.session import FULL
+from gateway.signin.unwatched import login_named_unwatched
 from gateway.web import crmlogin, forwardauth, health, proxy, reverify
 from gateway.web.audit import audit_event
 from gateway.web.bodies import (
@@ -68,13 +65,13 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         await go_on(request)
         return await proxy.handle(request)
     signin = request.app.get(SIGNIN)
-    if "#" in request.raw_path:
-        # Never sent by a browser; a server that cuts the target there (Apache) would run
-        # another request than the one judged (`?x=#&action=Logout`).
+    if "#" in request.raw_path and "#" in request.raw_path.partition("?")[2]:
+        # Never sent by a browser; a server that ends the query there (Apache) would run
+        # another request than the one judged (`?x=#&action=Logout`). In the path it is
+        # path_ambiguous, as the rules' judge says.
         raise BadRequest("a fragment in the request target", reason="bad_request_target")
-    if signin is not None and (
-        cookies_name_login(signin.login, request.raw_path, request.headers)
-        or login_by_another_method(signin.login, request.method, request.raw_path, request.headers)
+    if signin is not None and login_named_unwatched(
+        signin.login, request.method, request.raw_path, request.headers
     ):
         audit_event(request, "signin.refused", outcome="refused", reason="login_ambiguous")
         raise BadRequest("the login named where it is not watched", reason="login_ambiguous")
