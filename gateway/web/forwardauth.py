@@ -88,7 +88,7 @@ async def _judge(
         # means it may not (older Caddy releases only set them: GHSA-7r4p-vjf4-gxv4).
         _audit(request, "forward_auth.refused", "refused", original, reason="identity_header")
         return _refusal(request, original, 400, "identity_header_sent")
-    if "#" in original.target:  # a server that cuts the target there runs another request
+    if "#" in original.target.partition("?")[2]:  # a server ending the query there runs another
         return _refusal(request, original, 400, "bad_request_target")
     raw_path, _, raw_query = original.target.partition("?")
     if reserved_subpath(raw_path, config.path_prefix) is not None:
