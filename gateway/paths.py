@@ -122,6 +122,20 @@ def match_form(path: str, fold: bool = False) -> str:
     return fold_case(path) if fold else path
 
 
+# A segment naming a script that a web server runs for a longer path too: PHP and any CGI run
+# /admin.php for /admin.php/anything (its path info), ASP.NET its pages and handlers.
+_SCRIPT_SEGMENT = re.compile(r"(?i)\.(?:php\d?|phtml|cgi|pl|aspx?|asmx|ashx)(?=/)")
+
+
+def script_paths(path: str) -> list[str]:
+    """The scripts a web server may run for `path`, a normalised path: each segment but the
+    last that names one, with what comes before it (`/crm/admin.php/x` gives `/crm/admin.php`;
+    `/a.php/b.php/c` both, as Apache takes the first file and nginx's usual split the last)."""
+    if "." not in path:
+        return []
+    return [path[: found.end()] for found in _SCRIPT_SEGMENT.finditer(path)]
+
+
 # A segment whose last character is a dot or a space (`/admin.`, `/admin%20`: Windows drops
 # them, so IIS serves `/admin`), that names an NTFS stream (`/admin::$DATA`, `%3A` too: `:`
 # has no other use in a Windows name) or an 8.3 short name (`/ADMINI~1` for `/administration`).

@@ -1,12 +1,10 @@
 """Checks of a whole policy once it is loaded: path rules that another rule before them hides
-or undercuts, or that a script's path info passes (warnings for `check-config`), settings
+or undercuts (warnings for `check-config`), settings
 above an organisation cap (errors), and factors named that the gateway's configuration
 cannot offer (errors, checked with it).
 """
 
 from __future__ import annotations
-
-import re
 
 from gateway.errors import Problem
 from gateway.model import PHISHING_RESISTANT, format_interval
@@ -58,43 +56,7 @@ def path_rule_warnings(paths: tuple[PathRule, ...]) -> list[Problem]:
                 )
             if later.methods is None:
                 break
-    found += [_warning(rule, said) for rule in paths if (said := _path_info(rule, paths))]
     return found
-
-
-# A path's last segment that names a script a server runs for a longer path too (PHP and CGI
-# run /admin.php for /admin.php/anything, its path info; ASP.NET its .aspx and handlers).
-_SCRIPT = re.compile(r"(?i)\.(php\d?|phtml|cgi|pl|aspx?|asmx|ashx)\Z")
-
-
-def _path_info(rule: PathRule, paths: tuple[PathRule, ...]) -> str:
-    """A rule on a script's own path (`/admin.php`, not `/admin.php/**`) whose path info
-    (`/admin.php/x`, the same script to PHP) a later rule decides, admitting someone this
-    one does not: the rule is passed by adding anything to the path. What to say ("")."""
-    if rule.pattern.endswith("/**") or not _SCRIPT.search(rule.pattern):
-        return ""
-    below = [sample + "/x" for sample in _samples(rule.pattern)]
-    for other in paths:
-        if (
-            other.methods is not None
-            and rule.methods is not None
-            and not other.methods & rule.methods
-        ):
-            continue
-        pattern = compile_glob(other.pattern)
-        if all(pattern.match(path) for path in below):
-            beyond = _admits_beyond(other, rule)
-            if not beyond:
-                if other.methods is None or (rule.methods and rule.methods <= other.methods):
-                    return ""
-                continue  # the other methods fall through to a later rule
-            others = ", ".join(sorted(beyond))
-            return (
-                f"decides only {rule.pattern} itself: {rule.pattern}/anything, which PHP or "
-                f"a CGI runs as the same script, goes to {other.label} ({other.where}), which "
-                f"also admits {others}; write {rule.pattern}/** beside it"
-            )
-    return ""
 
 
 def _admits_beyond(other: PathRule, rule: PathRule) -> frozenset[str]:

@@ -15,7 +15,9 @@ Paths
   4. Rules are tried in order; the first whose pattern and methods match decides (`anyone`,
      `authenticated` (a known user), `token` (any API credential that passed the address
      checks, registered or not), `role:`, `group:`, `user:`). When rules exist and none matches, the
-     request is refused (`path_no_rule`). Without rules every path passes.
+     request is refused (`path_no_rule`). Without rules every path passes. A path below a
+     script (`/admin.php/x`, which PHP runs as `/admin.php`) must pass the script's rule too,
+     unless the rule that decided it is written below the script (`/admin.php/**`).
 Settings (interval, factors, enforcement, remember-device)
   5. User over groups over roles over defaults: the first level that says it decides. Where
      several groups (or roles) say it, the strictest wins: the shortest interval and
@@ -45,8 +47,8 @@ from gateway.model import (
     format_fresh,
     format_interval,
 )
-from gateway.paths import compile_glob, fold_case, match_form
-from gateway.policy.model import Level, Policy, User
+from gateway.paths import compile_glob, fold_case, match_form, script_paths
+from gateway.policy.model import Level, PathRule, Policy, User
 from gateway.policy.networks import NetworkIndex
 
 _ENFORCEMENT_RANK = {"optional": 0, "required_from": 1, "required": 2}
@@ -135,36 +137,78 @@ def check_path(
 ) -> Decision:
     """Path rules on the normalised path (gateway.paths.normalize_path), matched in
     its match_form: its escapes decoded, and in Windows's one case when `fold` (a CRM whose
-    web server ignores case: `upstream.case_insensitive_paths`)."""
+    web server ignores case: `upstream.case_insensitive_paths`).
+
+    A path under a script (`/admin.php/x`: its path info, which PHP, a CGI or ASP.NET hand to
+    `/admin.php`) is held to the script's own rule too, unless the rule that decided it was
+    written for that script's path info (`/admin.php/**`, `/admin.php/api/*`): the CRM runs
+    the script, so a rule on `/admin.php` cannot be passed by adding to the path."""
     if not policy.paths:
         return Decision(Action.FORWARD, "ok")
-    path = match_form(path, fold)
+    plain = match_form(path)
+    rule = _first_rule(policy, method, plain, fold)
+    decided = _path_decision(policy, rule, user, token)
+    if rule is None or not decided.allowed:
+        return decided
+    for script in script_paths(plain):
+        if _written_below(rule.pattern, script, fold):
+            continue
+        own = _path_decision(policy, _first_rule(policy, method, script, fold), user, token)
+        said = Step("", f"{plain} runs the script {script}: the rule for {script} holds too")
+        if not own.allowed:
+            return replace(own, steps=(*decided.steps, said, *own.steps))
+        if own.fresh and (not decided.fresh or own.fresh < decided.fresh):
+            steps = (*decided.steps, said, *own.steps)
+            decided = replace(
+                decided, steps=steps, fresh=own.fresh, fresh_factors=own.fresh_factors
+            )
+    return decided
+
+
+def _first_rule(policy: Policy, method: str, plain: str, fold: bool) -> PathRule | None:
+    """The first rule whose methods and pattern match (`plain`: a path's unfolded match_form)."""
+    path = fold_case(plain) if fold else plain
     for rule in policy.paths:
         if rule.methods is not None and method not in rule.methods:
             continue
-        if not _glob(rule.pattern, fold).match(path):
-            continue
-        source = f"{rule.where}"
-        if _admits(rule.allow, user, token):
-            said = f"{rule.label} allows it"
-            if rule.fresh:
-                which = " or ".join(rule.fresh_factors) or "a factor"
-                said += f" with {which} passed {format_fresh(rule.fresh)}"
-            return Decision(
-                Action.FORWARD,
-                "ok",
-                (Step(source, said),),
-                fresh=rule.fresh,
-                fresh_factors=rule.fresh_factors,
-            )
-        who = "an anonymous request" if user is None else f"user {user.name}"
-        allowed = ", ".join(sorted(rule.allow)) or "nobody"
-        text = f"{rule.label} allows {allowed}, not {who}"
-        return Decision(Action.DENY, "path_not_allowed", (Step(source, text),))
-    files = ", ".join(sorted({r.where.file for r in policy.paths}))
-    return Decision(
-        Action.DENY, "path_no_rule", (Step(files, "no path rule matches: denied by default"),)
-    )
+        if _glob(rule.pattern, fold).match(path):
+            return rule
+    return None
+
+
+def _path_decision(
+    policy: Policy, rule: PathRule | None, user: User | None, token: bool
+) -> Decision:
+    if rule is None:
+        files = ", ".join(sorted({r.where.file for r in policy.paths}))
+        step = Step(files, "no path rule matches: denied by default")
+        return Decision(Action.DENY, "path_no_rule", (step,))
+    source = f"{rule.where}"
+    if _admits(rule.allow, user, token):
+        said = f"{rule.label} allows it"
+        if rule.fresh:
+            which = " or ".join(rule.fresh_factors) or "a factor"
+            said += f" with {which} passed {format_fresh(rule.fresh)}"
+        return Decision(
+            Action.FORWARD,
+            "ok",
+            (Step(source, said),),
+            fresh=rule.fresh,
+            fresh_factors=rule.fresh_factors,
+        )
+    who = "an anonymous request" if user is None else f"user {user.name}"
+    allowed = ", ".join(sorted(rule.allow)) or "nobody"
+    text = f"{rule.label} allows {allowed}, not {who}"
+    return Decision(Action.DENY, "path_not_allowed", (Step(source, text),))
+
+
+def _written_below(pattern: str, script: str, fold: bool) -> bool:
+    """A rule's pattern that names paths below `script` (its literal start, up to the first
+    wildcard, is the script's path and a slash): the policy says what its path info may do."""
+    literal = pattern.partition("*")[0]
+    if fold:
+        literal, script = fold_case(literal), fold_case(script)
+    return literal.startswith(script + "/")
 
 
 def _admits(allow: frozenset[str], user: User | None, token: bool) -> bool:

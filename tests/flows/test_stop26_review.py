@@ -1,6 +1,6 @@
 """Review of the cookie checks on the CRM's login (PHP reading cookies over the form and the
-query), the login through a script's path info and the policy's path-info warning: ways
-around them found in review, each failing before its fix. Real gateway, stand-in PHP CRM."""
+query) and the login through a script's path info: ways around them found in review, each
+failing before its fix. Real gateway, stand-in PHP CRM."""
 
 from __future__ import annotations
 
@@ -95,21 +95,6 @@ async def test_the_forward_auth_endpoint_reads_a_logout_with_such_a_cookie_as_st
         await b.close()
 
 
-def test_a_script_open_to_whom_the_next_rule_admits_is_not_warned_about(tmp_path: Path) -> None:
-    """`/public.php anyone` before `/** authenticated`, `/staff.php authenticated` before
-    `/** role:admin`: its path info admits no one the script's own rule does not."""
-    found = _warnings(
-        tmp_path,
-        """
-        - {path: /public.php, allow: [anyone]}
-        - {path: /staff.php, allow: [authenticated]}
-        - {path: /admin.php, allow: [role:admin]}
-        - {path: /**, allow: [authenticated]}
-        """,
-    )
-    assert [w.split(":")[0] for w in found] == ["paths[2]"], found
-
-
 def test_a_method_rule_open_to_whom_the_next_rule_admits_is_not_warned_about(
     tmp_path: Path,
 ) -> None:
@@ -139,24 +124,6 @@ async def test_a_cookie_whose_user_php_reads_otherwise_is_refused(
     answer = await post(gw.served.port, "/index.php?action=Login", form + b"&password=x", cookie)
     assert status_of(answer) == 400 and b"login_ambiguous" in answer, answer[:300]
     assert php.app[LOGINS] == []
-
-
-def test_a_scripts_path_info_past_a_rule_for_some_methods_is_warned_about(
-    tmp_path: Path,
-) -> None:
-    """`/admin.php role:admin`, `GET /** role:admin`, `/** anyone`: a POST to
-    /admin.php/x passes the GET rule and meets the one that admits anyone."""
-    found = _warnings(
-        tmp_path,
-        """
-        - {path: /admin.php, allow: [role:admin]}
-        - {path: /**, methods: [GET], allow: [role:admin]}
-        - {path: /**, allow: [anyone]}
-        """,
-    )
-    said = [w for w in found if w.startswith("paths[0]:")]
-    assert len(said) == 1 and "decides only /admin.php itself" in said[0], found
-    assert "paths[2]" in said[0]
 
 
 @pytest.mark.parametrize("cookie", ["do.login=1", "do login=1", "do[login=1", "x=1; do.login=1"])

@@ -212,23 +212,3 @@ async def test_a_form_too_large_to_read_where_it_matters_is_refused(records: Ser
     status, answer = await post(records, "/records/7", big, "application/x-www-form-urlencoded")
     assert status == 413
     assert b"form_too_large" in answer
-
-
-def test_a_rule_on_a_script_passed_through_its_path_info_is_warned_about(
-    tmp_path: Path,
-) -> None:
-    """`/admin.php role:admin` before `/** anyone`: PHP runs /admin.php for /admin.php/x,
-    which the first rule does not match and the second admits to anyone."""
-    found = _warnings(
-        tmp_path,
-        """
-        - {path: /admin.php, allow: [role:admin]}
-        - {path: /report.aspx, allow: [role:admin]}
-        - {path: /report.aspx/**, allow: [role:admin]}
-        - {path: /index.php, allow: [anyone]}
-        - {path: /**, allow: [anyone]}
-        """,
-    )
-    assert [w.split(":")[0] for w in found] == ["paths[0]"]
-    assert "decides only /admin.php itself" in found[0]
-    assert "write /admin.php/** beside it" in found[0]
