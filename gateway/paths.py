@@ -122,24 +122,41 @@ def match_form(path: str, fold: bool = False) -> str:
     return fold_case(path) if fold else path
 
 
-# A segment naming a script that a web server runs for a longer path too: PHP and any CGI run
-# /admin.php for /admin.php/anything (its path info), ASP.NET its pages and handlers.
-_SCRIPT_SEGMENT = re.compile(r"(?i)\.(?:php\d?|phtml|cgi|pl|aspx?|asmx|ashx)(?=/)")
+# A segment naming a script that a web server runs for a longer path too: PHP (Debian's
+# packages run .phar and .phtml alike), CGIs (Perl, Python), ColdFusion, ASP, ASP.NET pages,
+# handlers and WCF services, and ISAPI extensions run /admin.php for /admin.php/anything.
+_SCRIPT_SEGMENT = re.compile(
+    r"(?i)\.(?:php\d?|phtml|phar|cgi|pl|py|cfml?|aspx?|asmx|ashx|svc|dll|exe)(?=/)"
+)
+# nginx's `location ~ \.php` with `fastcgi_split_path_info ^(.+\.php)(.*)$` (an unanchored
+# split, in many guides) runs /admin.php for /admin.php.bak or /admin.phpx too.
+_PHP_SPLIT = re.compile(r"(?i)\.php(?=[^/])")
+# The names a folder's index may have (Apache's DirectoryIndex, nginx's `index`, IIS's
+# default document) when it is a script: /admin/ runs /admin/index.php.
+INDEX_SCRIPT = re.compile(r"(?i)(?:index|default)\.(?:php\d?|phtml|cgi|pl|py|cfml?|aspx?)\Z")
 
 
 def script_paths(path: str) -> list[str]:
     """The scripts a web server may run for `path`, a normalised path: each segment but the
     last that names one, with what comes before it (`/crm/admin.php/x` gives `/crm/admin.php`;
-    `/a.php/b.php/c` both, as Apache takes the first file and nginx's usual split the last)."""
+    `/a.php/b.php/c` both, as Apache takes the first file and nginx's usual split the last),
+    and a `.php` followed by more in its segment (`/admin.php.bak`: nginx's unanchored
+    split). Shortest first."""
     if "." not in path:
         return []
-    return [path[: found.end()] for found in _SCRIPT_SEGMENT.finditer(path)]
+    found = {path[: m.end()] for m in _SCRIPT_SEGMENT.finditer(path)}
+    found.update(path[: m.end()] for m in _PHP_SPLIT.finditer(path))
+    return sorted(found, key=len)
 
 
 # A segment whose last character is a dot or a space (`/admin.`, `/admin%20`: Windows drops
 # them, so IIS serves `/admin`), that names an NTFS stream (`/admin::$DATA`, `%3A` too: `:`
 # has no other use in a Windows name) or an 8.3 short name (`/ADMINI~1` for `/administration`).
-_WINDOWS_ALIAS = re.compile(r"(?:\.|%20)(?:/|\Z)|:|%3A|~[0-9]")
+# ASP.NET (Framework) also drops a cookieless-session segment (`/(S(x))/admin.aspx` runs
+# `/admin.aspx`, CVE-2023-36899's way past a rule), raw or escaped.
+_WINDOWS_ALIAS = re.compile(
+    r"(?:\.|%20)(?:/|\Z)|:|%3A|~[0-9]|/(?:\(|%28)[A-Za-z](?:\(|%28)", re.IGNORECASE
+)
 
 
 def judged_path(raw_path: str, fold: bool) -> str:
@@ -155,7 +172,10 @@ def windows_aliases(path: str) -> None:
     """BadRequest when a normalised path holds a spelling that Windows reads as another name
     (a rule would judge one name while IIS serves another); for a CRM on a Windows server."""
     if _WINDOWS_ALIAS.search(path):
-        raise _bad("a trailing dot or space, a stream (:) or a short name (~1) in a Windows path")
+        raise _bad(
+            "a trailing dot or space, a stream (:), a short name (~1) or an ASP.NET cookieless "
+            "segment in a Windows path"
+        )
 
 
 def compile_glob(pattern: str) -> re.Pattern[str]:

@@ -151,10 +151,54 @@ def test_a_crm_that_ignores_case_holds_every_spelling(tmp_path: Path) -> None:
         ("/a.php/b.php/c", ["/a.php", "/a.php/b.php"]),
         ("/run.cgi/x", ["/run.cgi"]),
         ("/Page.ASPX/x", ["/Page.ASPX"]),
-        ("/v.php5/x", ["/v.php5"]),
+        ("/v.php5/x", ["/v.php", "/v.php5"]),  # nginx's unanchored split runs /v.php
         ("/style.css/x", []),
-        ("/x.phpx/y", []),
+        ("/x.phpx/y", ["/x.php"]),
+        ("/admin.php.bak", ["/admin.php"]),
+        ("/tools.phar/x", ["/tools.phar"]),
+        ("/Admin.svc/Delete", ["/Admin.svc"]),
+        ("/jan@firma.pl", []),  # the last segment: no path info
     ],
 )
 def test_script_paths(path: str, scripts: list[str]) -> None:
     assert script_paths(path) == scripts
+
+
+def test_both_rules_fresh_factors_are_asked_for(tmp_path: Path) -> None:
+    """The shorter time, of the factors both rules count; a rule naming none counts any."""
+    policy = _policy(
+        tmp_path,
+        """
+        - {path: /admin.php, allow: [authenticated], factors: [webauthn, totp]}
+        - {path: /keys.php, allow: [authenticated], fresh: 10m, factors: [webauthn]}
+        - {path: /**, allow: [authenticated], fresh: 5m, factors: [totp, webauthn]}
+        """,
+    )
+    below = _check(policy, "bob", "/admin.php/x")
+    assert (below.fresh, below.fresh_factors) == (300.0, ("totp", "webauthn"))
+    keys = _check(policy, "bob", "/keys.php/x")
+    assert (keys.fresh, keys.fresh_factors) == (300.0, ("webauthn",))
+
+
+def test_a_folder_is_held_to_its_index_scripts_rule(tmp_path: Path) -> None:
+    policy = _policy(
+        tmp_path,
+        """
+        - {path: /admin/index.php, allow: [role:admin]}
+        - {path: /Setup/Default.aspx, allow: [role:admin]}
+        - {path: /**, allow: [authenticated]}
+        """,
+    )
+    assert _check(policy, "bob", "/admin/").reason == "path_not_allowed"
+    assert _check(policy, "alice", "/admin/").allowed
+    assert _check(policy, "bob", "/admin/users").allowed  # not the folder's index
+    assert _check(policy, "bob", "/setup/", fold=True).reason == "path_not_allowed"
+    assert _check(policy, "bob", "/setup/").allowed  # another folder on a case-sensitive CRM
+
+
+def test_a_script_no_rule_matches_adds_nothing(tmp_path: Path) -> None:
+    """The default refusal is for the script's own path: a rule that admits the longer path
+    decides it (here a segment that only looks like a Perl script: an e-mail domain)."""
+    policy = _policy(tmp_path, '- {path: "/api/users/*/avatar", allow: [authenticated]}\n')
+    assert _check(policy, "bob", "/api/users/jan@firma.pl/avatar").allowed
+    assert _check(policy, "bob", "/api/users/jan@firma.pl").reason == "path_no_rule"
