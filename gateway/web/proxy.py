@@ -184,9 +184,9 @@ class Relayed(web.Response):
     bytes: Content-Length, Date, Server, Connection, the keep-alive decision), but head and
     body serialized and written in one step where aiohttp's preparation and end take about
     ten coroutines (about 20k instructions a request). Anything it does not cover (cookies
-    set on it, compression, chunking, a body-less status, a response-prepare signal) goes
-    aiohttp's way. It uses aiohttp's private attributes: tests/web/test_proxy_relay_fast.py
-    fails loudly when aiohttp changes them."""
+    set on it, compression, chunking, a body-less status, a response-prepare signal, a body
+    replaced by one that is not bytes) goes aiohttp's way. It uses aiohttp's private
+    attributes: tests/web/test_proxy_relay_fast.py fails loudly when aiohttp changes them."""
 
     _invent_type = True  # as aiohttp: a body without a Content-Type is octet-stream
 
@@ -201,8 +201,12 @@ class Relayed(web.Response):
         self._zlib_executor = None
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        body = self._body
         if (
-            self._eof_sent
+            # A body replaced after the relay made it (a str's payload, a bytearray): the
+            # serialization below knows bytes only.
+            not isinstance(body, bytes)
+            or self._eof_sent
             or self._payload_writer is not None
             or self._cookies
             or self._compression
@@ -219,8 +223,6 @@ class Relayed(web.Response):
         keep_alive = self._keep_alive
         if keep_alive is None:
             keep_alive = self._keep_alive = request.keep_alive
-        body = self._body
-        assert isinstance(body, bytes)
         headers = self._headers
         headers[hdrs.CONTENT_LENGTH] = str(len(body))
         if not self._invent_type:
