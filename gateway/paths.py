@@ -123,29 +123,42 @@ def match_form(path: str, fold: bool = False) -> str:
 
 
 # A segment naming a script that a web server runs for a longer path too: PHP (Debian's
-# packages run .phar and .phtml alike), CGIs (Perl, Python), ColdFusion, ASP, ASP.NET pages,
-# handlers and WCF services, and ISAPI extensions run /admin.php for /admin.php/anything.
+# packages run .phar and .phtml alike), CGIs (FastCGI, Perl, Python), ColdFusion, ASP, ASP.NET
+# pages, handlers and WCF services, and ISAPI extensions run /admin.php for /admin.php/x. A
+# segment with an `@` is an e-mail address (`jan@firma.pl`), never a script's name.
 _SCRIPT_SEGMENT = re.compile(
-    r"(?i)\.(?:php\d?|phtml|phar|cgi|pl|py|cfml?|aspx?|asmx|ashx|svc|dll|exe)(?=/)"
+    r"(?i)\.(?:php\d?|phtml|phar|f?cgi|pl|py|cfml?|aspx?|asmx|ashx|axd|svc|dll|exe)(?=/)"
 )
+# Extensions that are also country domains (Poland, Paraguay): such a segment is a script only
+# where a rule names it (AMBIGUOUS_SCRIPT), not one that default deny refuses.
+AMBIGUOUS_SCRIPT = re.compile(r"(?i)\.p[ly]\Z")
+# Apache's default `ScriptAlias /cgi-bin/` runs any file there, with or without an extension.
+_CGI_BIN = re.compile(r"(?i)/cgi-bin/[^/]+(?=/)")
 # nginx's `location ~ \.php` with `fastcgi_split_path_info ^(.+\.php)(.*)$` (an unanchored
 # split, in many guides) runs /admin.php for /admin.php.bak or /admin.phpx too.
 _PHP_SPLIT = re.compile(r"(?i)\.php(?=[^/])")
 # The names a folder's index may have (Apache's DirectoryIndex, nginx's `index`, IIS's
 # default document) when it is a script: /admin/ runs /admin/index.php.
 INDEX_SCRIPT = re.compile(r"(?i)(?:index|default)\.(?:php\d?|phtml|cgi|pl|py|cfml?|aspx?)\Z")
+INDEX_NAMES = ("index.php", "index.phtml", "index.cgi", "index.pl", "index.py", "index.cfm")
+INDEX_NAMES += ("default.aspx", "default.asp")
 
 
 def script_paths(path: str) -> list[str]:
     """The scripts a web server may run for `path`, a normalised path: each segment but the
     last that names one, with what comes before it (`/crm/admin.php/x` gives `/crm/admin.php`;
     `/a.php/b.php/c` both, as Apache takes the first file and nginx's usual split the last),
-    and a `.php` followed by more in its segment (`/admin.php.bak`: nginx's unanchored
-    split). Shortest first."""
-    if "." not in path:
+    a file under `/cgi-bin/`, and a `.php` followed by more in its segment (`/admin.php.bak`:
+    nginx's unanchored split). Shortest first."""
+    if "." not in path and "/cgi-bin/" not in path.lower():
         return []
-    found = {path[: m.end()] for m in _SCRIPT_SEGMENT.finditer(path)}
+    found = {
+        script
+        for m in _SCRIPT_SEGMENT.finditer(path)
+        if "@" not in (script := path[: m.end()]).rpartition("/")[2]
+    }
     found.update(path[: m.end()] for m in _PHP_SPLIT.finditer(path))
+    found.update(path[: m.end()] for m in _CGI_BIN.finditer(path))
     return sorted(found, key=len)
 
 

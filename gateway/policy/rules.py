@@ -47,7 +47,15 @@ from gateway.model import (
     format_fresh,
     format_interval,
 )
-from gateway.paths import INDEX_SCRIPT, compile_glob, fold_case, match_form, script_paths
+from gateway.paths import (
+    AMBIGUOUS_SCRIPT,
+    INDEX_NAMES,
+    INDEX_SCRIPT,
+    compile_glob,
+    fold_case,
+    match_form,
+    script_paths,
+)
 from gateway.policy.model import Level, PathRule, Policy, User
 from gateway.policy.networks import NetworkIndex
 
@@ -150,10 +158,12 @@ def check_path(
     decided = _path_decision(policy, rule, user, token)
     if rule is None or not decided.allowed:
         return decided
-    for script in _scripts_run_for(policy, plain, fold):
+    for script, indexed in _scripts_run_for(policy, plain, fold):
         by = _first_rule(policy, method, script, fold)
-        if by is None or by is rule or _written_below(rule.pattern, script, fold):
-            continue  # no rule of its own, the same rule, or the policy's word for this path
+        if by is rule or _written_below(rule.pattern, script, fold):
+            continue  # the same rule, or the policy's word for this path
+        if by is None and (indexed or AMBIGUOUS_SCRIPT.search(script)):
+            continue  # an index that may not exist; `firma.pl`: a script where a rule says so
         own = _path_decision(policy, by, user, token)
         said = Step("", f"{plain} runs the script {script}: the rule for {script} holds too")
         if not own.allowed:
@@ -165,34 +175,39 @@ def check_path(
     return decided
 
 
-def _scripts_run_for(policy: Policy, plain: str, fold: bool) -> list[str]:
-    """The scripts a web server may run for `plain` besides itself: those of its path info
-    (gateway.paths.script_paths) and, for a folder, the index script a rule names
-    (`/admin/index.php` for `/admin/`)."""
-    scripts = script_paths(plain)
+def _scripts_run_for(policy: Policy, plain: str, fold: bool) -> list[tuple[str, bool]]:
+    """The scripts a web server may run for `plain` besides itself, each with whether it is
+    a folder's index: those of its path info (gateway.paths.script_paths) and, for a folder,
+    its index scripts by the usual names and by those a rule names (`/admin/index.php`)."""
+    scripts = [(script, False) for script in script_paths(plain)]
     if plain.endswith("/"):
+        names = set(INDEX_NAMES)
         folder = fold_case(plain) if fold else plain
         for rule in policy.paths:
-            pattern = rule.pattern
-            head, _, name = pattern.rpartition("/")
-            if "*" in pattern or not INDEX_SCRIPT.match(name):
-                continue
-            if (fold_case(head) if fold else head) + "/" == folder:
-                scripts.append(plain + name)
+            head, _, name = rule.pattern.rpartition("/")
+            here = "*" in head or (fold_case(head) if fold else head) + "/" == folder
+            if here and "*" not in name and INDEX_SCRIPT.match(name):
+                names.add(name)
+        scripts += [(plain + name, True) for name in sorted(names)]
     return scripts
 
 
 def _both_fresh(decided: Decision, own: Decision) -> tuple[float, tuple[str, ...]]:
     """One fresh-factor requirement for two rules that both hold: the shorter time, and the
     factors both count (any factor counts where a rule names none). Two rules that count no
-    factor in common ask for the script's, which is what runs."""
+    factor in common ask for the phishing-resistant ones, where one of them asks only for
+    those, else for the script's, which is what runs."""
     if not decided.fresh:
         return own.fresh, own.fresh_factors
     fresh = min(decided.fresh, own.fresh)
     if not decided.fresh_factors or not own.fresh_factors:
         return fresh, decided.fresh_factors or own.fresh_factors
     common = tuple(f for f in decided.fresh_factors if f in own.fresh_factors)
-    return fresh, common or own.fresh_factors
+    if common:
+        return fresh, common
+    if set(decided.fresh_factors) <= set(PHISHING_RESISTANT):
+        return fresh, decided.fresh_factors
+    return fresh, own.fresh_factors
 
 
 def _first_rule(policy: Policy, method: str, plain: str, fold: bool) -> PathRule | None:

@@ -47,12 +47,6 @@ DEFAULT_DENY = """\
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a script no rule matches adds nothing: where no rule matches it, default deny is "
-    "its rule, yet /admin.php/x.pdf passes by /**/*.pdf and PHP runs /admin.php, which is "
-    "refused when asked for itself",
-)
 async def test_a_script_denied_by_default_stays_closed_below(crm: Served, start: Start) -> None:
     b = await alice(crm, start, DEFAULT_DENY)
     try:
@@ -76,11 +70,6 @@ STILL_UNLISTED = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="extension-less CGIs under a ScriptAlias, .fcgi and ASP.NET's .axd handlers run with "
-    "path info like .cgi and .ashx, but script_paths does not know them",
-)
 @pytest.mark.parametrize(("script", "target", "fold"), STILL_UNLISTED)
 async def test_a_script_still_unlisted_is_closed_below(
     crm: Served, start: Start, script: str, target: str, fold: bool
@@ -93,11 +82,6 @@ async def test_a_script_still_unlisted_is_closed_below(
         await b.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the index rule is looked for only among rules without a wildcard: /admin/*.php "
-    "closes /admin/index.php, but /admin/ passes by /** and the server runs /admin/index.php",
-)
 async def test_a_folders_index_closed_by_a_glob_stays_closed(crm: Served, start: Start) -> None:
     b = await alice(crm, start, '  - {path: "/admin/*.php", allow: [role:admin]}\n' + ADMIN)
     try:
@@ -108,12 +92,6 @@ async def test_a_folders_index_closed_by_a_glob_stays_closed(crm: Served, start:
         await b.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with no factor in common _both_fresh takes the script's: a path rule's "
-    "phishing_resistant demand (passkeys only) is dropped for /admin.php/export/x, which a "
-    "TOTP code opens while /crm/export/x asks for a passkey",
-)
 def test_a_paths_phishing_resistant_demand_holds_below_a_script(tmp_path: Path) -> None:
     policy = policy_of(
         tmp_path,
@@ -142,12 +120,6 @@ AVATARS = """\
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jan@firma.pl and jose@empresa.com.py end in a script's extension: the address is "
-    "taken for a script, and the rule /api/** matching it refuses a request its own rule "
-    "admits (017becb only spared the policy where no rule matches the address)",
-)
 async def test_an_address_ending_in_pl_or_py_is_no_script_under_a_catch_all(
     crm: Served, start: Start
 ) -> None:
@@ -160,11 +132,6 @@ async def test_an_address_ending_in_pl_or_py_is_no_script_under_a_catch_all(
         await b.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an API token admitted by /api/users/*/avatar is refused for jan@firma.pl: the "
-    "address is held to /api/** as a Perl script",
-)
 async def test_a_token_fetches_an_avatar_by_an_address_ending_in_pl(
     crm: Served, start: Start
 ) -> None:
@@ -273,13 +240,20 @@ async def test_the_endpoint_and_a_websocket_hold_the_split_and_the_index(
         await b.close()
 
 
-def test_explain_says_which_script_refused_an_address(tmp_path: Path) -> None:
+def test_explain_says_which_script_refused_a_path(tmp_path: Path) -> None:
+    """`policy explain` names the script a path runs and the rule that refused it; an
+    address that only ends like a script (`jan@firma.pl`) is let go, as the gateway does."""
     (tmp_path / "p.yaml").write_text(HEAD + AVATARS)
-    out = io.StringIO()
-    with redirect_stdout(out):
-        assert cli(["policy", "explain", "--policies", str(tmp_path), "--user", "alice",
-                    "--ip", "127.0.0.1", "--path", "/api/users/jan@firma.pl/avatar"]) == 0  # fmt: skip
-    said = out.getvalue()
+
+    def explain(path: str) -> str:
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert cli(["policy", "explain", "--policies", str(tmp_path), "--user", "alice",
+                        "--ip", "127.0.0.1", "--path", path]) == 0  # fmt: skip
+        return out.getvalue()
+
+    said = explain("/api/users/tool.php/avatar")
     assert "decision: deny (path_not_allowed)" in said
-    assert "runs the script /api/users/jan@firma.pl" in said
+    assert "/api/users/tool.php/avatar runs the script /api/users/tool.php" in said
     assert "/api/** allows role:admin, not user alice" in said
+    assert "decision: forward (ok)" in explain("/api/users/jan@firma.pl/avatar")
