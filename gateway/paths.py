@@ -140,8 +140,8 @@ _PHP_SPLIT = re.compile(r"(?i)\.php(?=[^/])")
 # The names a folder's index may have (Apache's DirectoryIndex, nginx's `index`, IIS's
 # default document) when it is a script: /admin/ runs /admin/index.php.
 INDEX_SCRIPT = re.compile(r"(?i)(?:index|default)\.(?:php\d?|phtml|cgi|pl|py|cfml?|aspx?)\Z")
-INDEX_NAMES = ("index.php", "index.phtml", "index.cgi", "index.pl", "index.py", "index.cfm")
-INDEX_NAMES += ("default.aspx", "default.asp")
+INDEX_NAMES: tuple[str, ...] = ("index.php", "index.phtml", "index.cgi", "index.pl", "index.py")
+INDEX_NAMES += ("index.cfm", "default.aspx", "default.asp")
 
 
 def script_paths(path: str) -> list[str]:

@@ -7,6 +7,7 @@ gateway.policy.rules, and docs/policies.md ("Resolution") says them for operator
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from gateway.config.networks import IPNetwork
 from gateway.errors import Problem
@@ -118,6 +119,13 @@ class Policy:
     @property
     def empty(self) -> bool:
         return not self.files
+
+    @cached_property
+    def index_rules(self) -> tuple[PathRule, ...]:
+        """The rules that can tell a folder's index script (`/admin/index.php`) from the folder
+        (`/admin/`): a character of their last segment is not a wildcard (gateway.policy.rules
+        holds a folder to its index's rule only where one of them matches the index)."""
+        return tuple(rule for rule in self.paths if rule.pattern.rpartition("/")[2].strip("*"))
 
 
 def empty_policy() -> Policy:
