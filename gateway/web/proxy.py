@@ -8,6 +8,7 @@ to web.websocket.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
@@ -33,6 +34,9 @@ log = logging.getLogger("gateway.proxy")
 # one write: fewer syscalls and task switches for the many small pages a CRM serves.
 SMALL_BODY = 64 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
+# What aiohttp's header serialization refuses (aiohttp.http_writer._safe_header: RFC 9110
+# §5.5, RFC 9112 §4), in a CRM's reason phrase or header, which aiohttp's client lets through.
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def is_websocket_upgrade(request: web.Request) -> bool:
@@ -127,6 +131,12 @@ async def relay(
     headers["X-Request-Id"] = request[VIEW].request_id
     for name, value in add_headers or ():
         headers.add(name, value)
+    if _UNSENDABLE.search("".join((upstream.reason or "", *headers.keys(), *headers.values()))):
+        # aiohttp refuses such a head as it prepares it (header injection): on the small
+        # path the connection would close with no answer, on the streamed one the writer is
+        # left chunked and the error page after it framed twice. An honest 502 instead.
+        upstream.close()
+        raise request.app[UPSTREAM_CLIENT].failure("broken", "a control character in its head")
     length = upstream.content_length
     chunked = upstream.chunked
     no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS

@@ -1,6 +1,7 @@
 """gateway.web.proxy.Relayed where its one-step write is not the whole story: a body someone
 replaced after the relay made it (text, a bytearray) goes aiohttp's way, and pipelined
-requests on one connection get their answers whole and in order, as from web.Response."""
+requests on one connection get their answers whole and in order, as from web.Response; a CRM
+head aiohttp refuses to send (a control character) is a 502, on either path of the relay."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.web import proxy
+from tests.conftest import GatewayFactory, send_raw
 
 Make = Callable[[int, str | None, CIMultiDict[str], bytes], web.Response]
 
@@ -88,3 +90,40 @@ async def test_pipelined_requests_get_their_answers_in_order(old: int, new: int)
     sent = await _exchange(old, request)
     assert sent.count(b"HTTP/1.") == 7
     assert await _exchange(new, request) == sent
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 1\r\n\r\nx",
+        b"HTTP/1.1 200 O\x7fK\r\nContent-Length: 1\r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 70000\r\n\r\n" + b"x" * 70000,
+        b"HTTP/1.1 200 OK\r\nX-A: a\x1bb\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+    ],
+)
+async def test_a_crm_head_aiohttp_cannot_send_is_an_honest_502(
+    start_gateway: GatewayFactory, head: bytes
+) -> None:
+    """A control character in the CRM's reason or a header (aiohttp's client lets it in,
+    its server refuses to send it): not a closed connection without an answer, nor an error
+    page framed both by length and in chunks."""
+
+    async def crm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(crm, "127.0.0.1", 0)
+    try:
+        gw = await start_gateway(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        raw = await send_raw(gw.port, b"GET /p HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+    finally:
+        server.close()
+        await server.wait_closed()
+    answer, _, body = raw.partition(b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 502 ")
+    assert b"transfer-encoding" not in answer.lower()
+    length = re.search(rb"\r\nContent-Length: (\d+)", answer)
+    assert length is not None and int(length[1]) == len(body)
+    assert b"x" * 2 not in body and b"\x01" not in raw
