@@ -158,7 +158,7 @@ def check_path(
     decided = _path_decision(policy, rule, user, token)
     if rule is None or not decided.allowed:
         return decided
-    for script, indexed in _scripts_run_for(policy, plain, fold):
+    for script, indexed in _scripts_run_for(policy, plain, fold, rule):
         by = _first_rule(policy, method, script, fold)
         if by is rule or _written_below(rule.pattern, script, fold):
             continue  # the same rule, or the policy's word for this path
@@ -175,24 +175,34 @@ def check_path(
     return decided
 
 
-def _scripts_run_for(policy: Policy, plain: str, fold: bool) -> list[tuple[str, bool]]:
+def _scripts_run_for(
+    policy: Policy, plain: str, fold: bool, deciding: PathRule
+) -> list[tuple[str, bool]]:
     """The scripts a web server may run for `plain` besides itself, each with whether it is
     a folder's index: those of its path info (gateway.paths.script_paths) and, for a folder,
-    its index scripts by the usual names and by those a rule names (`/admin/index.php`)."""
+    its index scripts by the usual names and by those a rule names (`/admin/index.php`).
+    An index is judged only where its rule may differ from the folder's (`deciding`): a rule
+    whose last segment is only wildcards matches a folder and its index alike, so only a
+    rule with a literal last segment (Policy.index_rules) can single the index out, or a
+    folder decided by such a rule (`/admin/` itself) leave the index to another."""
     scripts = [(script, False) for script in script_paths(plain)]
-    if plain.endswith("/") and policy.index_rules:
-        names = set(INDEX_NAMES)
-        folder = fold_case(plain) if fold else plain
-        for rule in policy.index_rules:
-            head, _, name = rule.pattern.rpartition("/")
-            here = "*" in head or (fold_case(head) if fold else head) + "/" == folder
-            if here and "*" not in name and INDEX_SCRIPT.match(name):
-                names.add(name)
-        for name in sorted(names):
-            index = plain + name
-            probe = fold_case(index) if fold else index
-            if any(_glob(rule.pattern, fold).match(probe) for rule in policy.index_rules):
-                scripts.append((index, True))  # a rule may single it out: judged below
+    if not plain.endswith("/"):
+        return scripts
+    alike = not deciding.pattern.endswith("/") and deciding not in policy.index_rules
+    if alike and not policy.index_rules:
+        return scripts
+    names = set(INDEX_NAMES)
+    folder = fold_case(plain) if fold else plain
+    for rule in policy.index_rules:
+        head, _, name = rule.pattern.rpartition("/")
+        here = "*" in head or (fold_case(head) if fold else head) + "/" == folder
+        if here and "*" not in name and INDEX_SCRIPT.match(name):
+            names.add(name)
+    for name in sorted(names):
+        index = plain + name
+        probe = fold_case(index) if fold else index
+        if not alike or any(_glob(rule.pattern, fold).match(probe) for rule in policy.index_rules):
+            scripts.append((index, True))  # its rule may differ from the folder's: judged
     return scripts
 
 

@@ -202,3 +202,20 @@ def test_a_script_no_rule_matches_adds_nothing(tmp_path: Path) -> None:
     policy = _policy(tmp_path, '- {path: "/api/users/*/avatar", allow: [authenticated]}\n')
     assert _check(policy, "bob", "/api/users/jan@firma.pl/avatar").allowed
     assert _check(policy, "bob", "/api/users/jan@firma.pl").reason == "path_no_rule"
+
+
+def test_a_folder_opened_by_its_own_rule_is_held_to_its_index(tmp_path: Path) -> None:
+    """`/admin/ anyone` decides the folder itself; the server runs /admin/index.php there,
+    which `/admin/*` closes: the stricter holds (a rule ending in a wildcard matches a folder
+    and its index alike, so only such a folder rule or a literal one can tell them apart)."""
+    policy = _policy(
+        tmp_path,
+        """
+        - {path: /admin/, allow: [anyone]}
+        - {path: /admin/*, allow: [role:admin]}
+        - {path: /**, allow: [anyone]}
+        """,
+    )
+    assert _check(policy, None, "/admin/").reason == "path_not_allowed"
+    assert _check(policy, "alice", "/admin/").allowed
+    assert _check(policy, None, "/other/").allowed
