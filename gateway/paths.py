@@ -191,6 +191,12 @@ def windows_aliases(path: str) -> None:
         )
 
 
+@lru_cache(maxsize=1024)
+def folded_glob(pattern: str, fold: bool) -> re.Pattern[str]:
+    """A rule's pattern compiled, in Windows's one case when `fold` (fold_case)."""
+    return compile_glob(fold_case(pattern) if fold else pattern)
+
+
 def compile_glob(pattern: str) -> re.Pattern[str]:
     """`/admin/**` (the tree, itself included), `/files/*/edit` (one segment), `/exact`."""
     out = []

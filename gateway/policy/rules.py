@@ -49,15 +49,13 @@ from gateway.model import (
 )
 from gateway.paths import (
     AMBIGUOUS_SCRIPT,
-    INDEX_NAMES,
-    INDEX_SCRIPT,
-    compile_glob,
     fold_case,
+    folded_glob,
     match_form,
-    script_paths,
 )
 from gateway.policy.model import Level, PathRule, Policy, User
 from gateway.policy.networks import NetworkIndex
+from gateway.policy.scripts import both_fresh, scripts_run_for, written_below
 
 _ENFORCEMENT_RANK = {"optional": 0, "required_from": 1, "required": 2}
 
@@ -129,11 +127,6 @@ def check_address(
     return Decision(Action.FORWARD, "ok", tuple(steps))
 
 
-@lru_cache(maxsize=1024)
-def _glob(pattern: str, fold: bool) -> re.Pattern[str]:
-    return compile_glob(fold_case(pattern) if fold else pattern)
-
-
 def check_path(
     policy: Policy,
     user: User | None,
@@ -158,9 +151,9 @@ def check_path(
     decided = _path_decision(policy, rule, user, token)
     if rule is None or not decided.allowed:
         return decided
-    for script, indexed in _scripts_run_for(policy, plain, fold, rule):
+    for script, indexed in scripts_run_for(policy, plain, fold, rule):
         by = _first_rule(policy, method, script, fold)
-        if by is rule or _written_below(rule.pattern, script, fold):
+        if by is rule or written_below(rule.pattern, script, fold):
             continue  # the same rule, or the policy's word for this path
         if by is None and (indexed or AMBIGUOUS_SCRIPT.search(script)):
             continue  # an index that may not exist; `firma.pl`: a script where a rule says so
@@ -169,59 +162,10 @@ def check_path(
         if not own.allowed:
             return replace(own, steps=(*decided.steps, said, *own.steps))
         if own.fresh:
-            fresh, factors = _both_fresh(decided, own)
+            fresh, factors = both_fresh(decided, own)
             steps = (*decided.steps, said, *own.steps)
             decided = replace(decided, steps=steps, fresh=fresh, fresh_factors=factors)
     return decided
-
-
-def _scripts_run_for(
-    policy: Policy, plain: str, fold: bool, deciding: PathRule
-) -> list[tuple[str, bool]]:
-    """The scripts a web server may run for `plain` besides itself, each with whether it is
-    a folder's index: those of its path info (gateway.paths.script_paths) and, for a folder,
-    its index scripts by the usual names and by those a rule names (`/admin/index.php`).
-    An index is judged only where its rule may differ from the folder's (`deciding`): a rule
-    whose last segment is only wildcards matches a folder and its index alike, so only a
-    rule with a literal last segment (Policy.index_rules) can single the index out, or a
-    folder decided by such a rule (`/admin/` itself) leave the index to another."""
-    scripts = [(script, False) for script in script_paths(plain)]
-    if not plain.endswith("/"):
-        return scripts
-    alike = not deciding.pattern.endswith("/") and deciding not in policy.index_rules
-    if alike and not policy.index_rules:
-        return scripts
-    names = set(INDEX_NAMES)
-    folder = fold_case(plain) if fold else plain
-    for rule in policy.index_rules:
-        head, _, name = rule.pattern.rpartition("/")
-        here = "*" in head or (fold_case(head) if fold else head) + "/" == folder
-        if here and "*" not in name and INDEX_SCRIPT.match(name):
-            names.add(name)
-    for name in sorted(names):
-        index = plain + name
-        probe = fold_case(index) if fold else index
-        if not alike or any(_glob(rule.pattern, fold).match(probe) for rule in policy.index_rules):
-            scripts.append((index, True))  # its rule may differ from the folder's: judged
-    return scripts
-
-
-def _both_fresh(decided: Decision, own: Decision) -> tuple[float, tuple[str, ...]]:
-    """One fresh-factor requirement for two rules that both hold: the shorter time, and the
-    factors both count (any factor counts where a rule names none). Two rules that count no
-    factor in common ask for the phishing-resistant ones, where one of them asks only for
-    those, else for the script's, which is what runs."""
-    if not decided.fresh:
-        return own.fresh, own.fresh_factors
-    fresh = min(decided.fresh, own.fresh)
-    if not decided.fresh_factors or not own.fresh_factors:
-        return fresh, decided.fresh_factors or own.fresh_factors
-    common = tuple(f for f in decided.fresh_factors if f in own.fresh_factors)
-    if common:
-        return fresh, common
-    if set(decided.fresh_factors) <= set(PHISHING_RESISTANT):
-        return fresh, decided.fresh_factors
-    return fresh, own.fresh_factors
 
 
 def _first_rule(policy: Policy, method: str, plain: str, fold: bool) -> PathRule | None:
@@ -243,7 +187,7 @@ def _glob_and_start(pattern: str, fold: bool) -> tuple[re.Pattern[str], str]:
     because most rules do not match most paths and `startswith` costs a tenth of a match."""
     start = pattern[:-3] if pattern.endswith("/**") else pattern
     start = start.partition("*")[0]
-    return _glob(pattern, fold), fold_case(start) if fold else start
+    return folded_glob(pattern, fold), fold_case(start) if fold else start
 
 
 def _path_decision(
@@ -270,15 +214,6 @@ def _path_decision(
     allowed = ", ".join(sorted(rule.allow)) or "nobody"
     text = f"{rule.label} allows {allowed}, not {who}"
     return Decision(Action.DENY, "path_not_allowed", (Step(source, text),))
-
-
-def _written_below(pattern: str, script: str, fold: bool) -> bool:
-    """A rule's pattern that names paths below `script` (its literal start, up to the first
-    wildcard, is the script's path and a slash): the policy says what its path info may do."""
-    literal = pattern.partition("*")[0]
-    if fold:
-        literal, script = fold_case(literal), fold_case(script)
-    return literal.startswith(script + "/")
 
 
 def _admits(allow: frozenset[str], user: User | None, token: bool) -> bool:
