@@ -17,6 +17,7 @@ from gateway.bounded import remember
 from gateway.clock import Clock
 from gateway.config.signin import Sessions
 from gateway.crypto import KeyRing
+from gateway.signin.decision import Kind, Who
 from gateway.stores import SharedStore
 
 # Stages of a session, in order. A request is forwarded as the user only at FULL.
@@ -30,6 +31,7 @@ SIGNING_IN_PER_USER = 20  # sign-ins of one user waiting for their second factor
 # record itself is read from the shared store on every request: a step taken on another
 # worker (a factor passed, a logout, a rotation) counts at once everywhere.
 CACHED = 4096  # cookies and parsed sessions kept per worker; the oldest go first
+WHOS_KEPT = 4096  # the Who of distinct sessions kept per worker (about 540 bytes each)
 LOOKED_AT = 200  # places of a user's ring read back to list their open sessions
 
 
@@ -101,6 +103,7 @@ class SessionBook:
         self._signed: dict[str, tuple[str, float]] = {}  # cookie → (session id, signed at)
         # id → (record, parsed, when read: monotonic), the record as this worker last saw it
         self._records: dict[str, tuple[bytes, Session, float]] = {}
+        self._whos: dict[tuple[object, ...], Who] = {}  # what a session is made of → its Who
 
     # -- cookies -------------------------------------------------------------------------
 
@@ -294,6 +297,31 @@ class SessionBook:
             session.last_seen + self.rules.idle_timeout,
             session.created + self.rules.absolute_timeout,
         )
+
+    def who(self, session: Session, refused: str = "") -> Who:
+        """Who a signed-in session's requests are (gateway.web.pipeline.identify), and its
+        socket's: remembered by what the session is made of, at most WHOS_KEPT. A Who is
+        frozen, so it is shared safely, and made for every signed-in request, where building
+        one (a setattr per field, `verified_by` sorted) costs several times the look-up."""
+        key = (
+            session.user,
+            session.verified,
+            refused,
+            session.chosen_interval,
+            *session.verified_by.items(),
+        )
+        who = self._whos.get(key)
+        if who is None:
+            who = Who(
+                Kind.SESSION,
+                session.user,
+                verified=session.verified,
+                refused=refused,
+                verified_by=tuple(sorted(session.verified_by.items())),
+                chosen_interval=session.chosen_interval,
+            )
+            remember(self._whos, key, who, WHOS_KEPT)
+        return who
 
     def revoked(self, session: Session) -> bool:
         """Ended by an administrator (`sessions revoke`, `users reset-2fa`), as this worker

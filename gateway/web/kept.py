@@ -36,7 +36,6 @@ from gateway.web.client import Stream
 from gateway.web.keys import CLOCK, SESSION, UPSTREAM_CLIENT, VIEW
 from gateway.web.pages.render import page, translator
 from gateway.web.signin import SignIn
-from gateway.web.socketwatch import who_in
 from gateway.web.upstream import headers_for_crm
 from gateway.web.urls import safe_return_path
 
@@ -128,7 +127,7 @@ async def send(
     have changed meanwhile), the CRM's answer relayed with the new session's cookie."""
     now = request.app[CLOCK].now()
     raw_path, _, _ = kept.target.partition("?")
-    who = who_in(fresh)
+    who = signin.book.who(fresh)
     path = judged_path(raw_path, signin.guard.fold_paths)
     asked = Request(Asks.CRM, request[VIEW].ip, kept.method, path)
     view = signin.guard.view

@@ -48,7 +48,7 @@ from gateway.web.guard import GUARD, Guard, Judged
 from gateway.web.keys import CLOCK, CONFIG, DECISION, SESSION, VIEW
 from gateway.web.pages import routes
 from gateway.web.signin import SIGNIN, SignIn
-from gateway.web.socketwatch import WATCH, SocketWatch, who_in
+from gateway.web.socketwatch import WATCH, SocketWatch
 from gateway.web.urls import reserved_subpath, safe_return_path
 
 
@@ -137,7 +137,7 @@ async def identify(request: web.Request, guard: Guard, signin: SignIn | None) ->
     session = await signin.session(request)
     if session is None or session.stage != FULL:
         return who
-    return who_in(session, who.refused)
+    return signin.book.who(session, who.refused)
 
 
 def watch_socket(

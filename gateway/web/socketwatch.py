@@ -22,7 +22,6 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from gateway.bounded import remember
 from gateway.clock import Clock
 from gateway.errors import HttpError
 from gateway.model import Action
@@ -95,7 +94,7 @@ class SocketWatch:
                 ends = self._book.ends_by_itself(self._session)
                 return "session_expired" if self.clock.now() >= ends else "session_ended"
             self._session = session
-            self._who = who_in(session, self._who.refused)
+            self._who = self._book.who(session, self._who.refused)
         elif self._who.kind is Kind.TOKEN and self._credential is not None:
             known = self._who.token_known
             self._who = self._guard.who_by(
@@ -123,37 +122,6 @@ class SocketWatch:
             if ends < self.deadline:
                 self.deadline, self._why = ends, "session_expired"
         return ""
-
-
-# Who a session's requests are, by what it is made of: a Who is frozen (shared safely) and
-# made for every signed-in request, where building one (a frozen dataclass: a setattr call
-# per field, verified_by sorted) costs several times the look-up. A memo of a pure function.
-_WHO_KEPT = 4096
-_whos: dict[tuple[object, ...], Who] = {}
-
-
-def who_in(session: Session, refused: str = "") -> Who:
-    """Who a signed-in session's requests are (gateway.web.pipeline.identify), and its
-    socket's."""
-    key = (
-        session.user,
-        session.verified,
-        refused,
-        session.chosen_interval,
-        *session.verified_by.items(),
-    )
-    who = _whos.get(key)
-    if who is None:
-        who = Who(
-            Kind.SESSION,
-            session.user,
-            verified=session.verified,
-            refused=refused,
-            verified_by=tuple(sorted(session.verified_by.items())),
-            chosen_interval=session.chosen_interval,
-        )
-        remember(_whos, key, who, _WHO_KEPT)
-    return who
 
 
 WATCH = web.RequestKey("socket_watch", SocketWatch)  # set on a WebSocket upgrade that goes

@@ -1,13 +1,21 @@
 """What is kept per worker for a signed-in request's session answers as if made afresh:
-the Who of a session (gateway.web.socketwatch.who_in) follows every change of the record."""
+the Who of a session (SessionBook.who) follows every change of the record."""
 
 from __future__ import annotations
 
 import dataclasses
 
+from gateway.clock import FakeClock
 from gateway.signin.decision import Kind, Who
 from gateway.signin.session import Session
-from gateway.web.socketwatch import who_in
+from tests.signin.test_session_listing import book_for
+
+BOOK = book_for(FakeClock())
+
+
+def who_in(session: Session, refused: str = "") -> Who:
+    """A book's Who of `session`, from one book for the whole module (as a worker's)."""
+    return BOOK.who(session, refused)
 
 
 def _session(**changes: object) -> Session:
@@ -72,3 +80,10 @@ def test_order_of_factors_in_the_record_does_not_matter() -> None:
     one = _session(verified_by={"a": 1.0, "b": 2.0})
     other = _session(verified_by={"b": 2.0, "a": 1.0})
     assert who_in(one) == who_in(other) == _made_afresh(one)
+
+
+def test_every_book_keeps_its_own() -> None:
+    """The memo is a book's (a worker's), not the module's: another book makes its own."""
+    session = _session()
+    other = book_for(FakeClock())
+    assert other.who(session) == who_in(session) and other.who(session) is not who_in(session)
