@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
@@ -131,12 +132,6 @@ async def relay(
     headers["X-Request-Id"] = request[VIEW].request_id
     for name, value in add_headers or ():
         headers.add(name, value)
-    if _UNSENDABLE.search("".join((upstream.reason or "", *headers.keys(), *headers.values()))):
-        # aiohttp refuses such a head as it prepares it (header injection): on the small
-        # path the connection would close with no answer, on the streamed one the writer is
-        # left chunked and the error page after it framed twice. An honest 502 instead.
-        upstream.close()
-        raise request.app[UPSTREAM_CLIENT].failure("broken", "a control character in its head")
     length = upstream.content_length
     chunked = upstream.chunked
     no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS
@@ -144,10 +139,17 @@ async def relay(
     if not no_body and length is not None and length <= SMALL_BODY and not chunked:
         # One buffered Response: the headers and the body leave in a single write.
         # A cut or stalled body raises UpstreamError here: nothing sent yet, an honest 502/504.
+        # A head aiohttp cannot send is found as Relayed serializes it (no look here: a
+        # microsecond a request, the most common answer's).
         data = await upstream.content.readexactly(length) if length else b""
         return (Relayed if typed else _UntypedRelayed)(
             upstream.status, upstream.reason, headers, data
         )
+    if _unsendable(upstream.reason, headers):
+        # aiohttp refuses such a head as it prepares it (header injection): the writer
+        # would be left chunked and the error page after it framed twice. An honest 502.
+        upstream.close()
+        raise request.app[UPSTREAM_CLIENT].failure("broken", "a control character in its head")
     out = (web.StreamResponse if typed else _UntypedStream)(
         status=upstream.status, reason=upstream.reason, headers=headers
     )
@@ -225,6 +227,10 @@ class Relayed(web.Response):
             or hdrs.CONTENT_LENGTH in self._headers
             or _signalled(request)
         ):
+            if _unsendable(self._reason, self._headers):  # aiohttp would refuse it
+                await request._payload_writer.write_eof(self._refusal(request))
+                self._eof_sent = True
+                return None
             return await super().prepare(request)
         # What aiohttp's Response._start, StreamResponse._prepare_headers, _write_headers and
         # write_eof do for a buffered body of bytes, in their order.
@@ -249,14 +255,40 @@ class Relayed(web.Response):
                     headers[hdrs.CONNECTION] = "keep-alive"
             elif version == HttpVersion11:
                 headers[hdrs.CONNECTION] = "close"
-        head = _serialize_headers(
-            f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}", headers
-        )
+        try:
+            head = _serialize_headers(
+                f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}", headers
+            )
+        except ValueError:  # a control character in the CRM's head: never sent on
+            head, body = self._refusal(request), b""
         # Raises ConnectionError when the client has left, as aiohttp's write does.
         await writer.write_eof(head + body)
         self._eof_sent = True
         self._body_length = writer.output_size
         return None
+
+    def _refusal(self, request: web.BaseRequest) -> bytes:
+        """A 502 in place of a CRM answer whose head aiohttp refuses to send (a control
+        character: header injection), the connection closed after it. Counted as a broken
+        CRM answer and logged with the request id; the access log keeps the CRM's status,
+        recorded before the answer was written."""
+        rid = request[VIEW].request_id
+        app = cast(web.Request, request).app
+        app[UPSTREAM_CLIENT].failure("broken", "a control character in its head")
+        log.warning("CRM answer with a control character in its head: sent 502 [%s]", rid)
+        self._status, self._reason, self._keep_alive = 502, "Bad Gateway", False
+        text = b"502 Bad Gateway\n"
+        version = request.version
+        return (
+            f"HTTP/{version[0]}.{version[1]} 502 Bad Gateway\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(text)}\r\n"
+            f"X-Request-Id: {rid}\r\nConnection: close\r\n\r\n"
+        ).encode() + text
+
+
+def _unsendable(reason: str | None, headers: CIMultiDict[str]) -> bool:
+    """Whether aiohttp would refuse to send this head (aiohttp.http_writer._safe_header)."""
+    return bool(_UNSENDABLE.search("".join((reason or "", *headers.keys(), *headers.values()))))
 
 
 def _signalled(request: web.BaseRequest) -> bool:
