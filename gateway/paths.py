@@ -137,11 +137,11 @@ _CGI_BIN = re.compile(r"(?i)/cgi-bin/[^/]+(?=/)")
 # nginx's `location ~ \.php` with `fastcgi_split_path_info ^(.+\.php)(.*)$` (an unanchored
 # split, in many guides) runs /admin.php for /admin.php.bak or /admin.phpx too.
 _PHP_SPLIT = re.compile(r"(?i)\.php(?=[^/])")
-# The names a folder's index may have (Apache's DirectoryIndex, nginx's `index`, IIS's
-# default document) when it is a script: /admin/ runs /admin/index.php.
-INDEX_SCRIPT = re.compile(r"(?i)(?:index|default)\.(?:php\d?|phtml|cgi|pl|py|cfml?|aspx?)\Z")
-INDEX_NAMES: tuple[str, ...] = ("index.php", "index.phtml", "index.cgi", "index.pl", "index.py")
-INDEX_NAMES += ("index.cfm", "default.aspx", "default.asp")
+# The index scripts a folder runs by default in a PHP or ASP.NET CRM (nginx's and Apache's
+# `index index.php`, IIS's default document); and the name of any index file a rule may name
+# (Apache's DirectoryIndex, a Tomcat welcome file): /admin/ runs /admin/index.php.
+INDEX_NAMES = ("index.php", "default.aspx")
+INDEX_FILE = re.compile(r"(?i)(?:index|default)\.[^/]+\Z")
 
 
 def script_paths(path: str) -> list[str]:
@@ -191,7 +191,7 @@ def windows_aliases(path: str) -> None:
         )
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=16384)
 def folded_glob(pattern: str, fold: bool) -> re.Pattern[str]:
     """A rule's pattern compiled, in Windows's one case when `fold` (fold_case)."""
     return compile_glob(fold_case(pattern) if fold else pattern)

@@ -6,6 +6,7 @@ gateway.policy.rules, and docs/policies.md ("Resolution") says them for operator
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -122,10 +123,27 @@ class Policy:
 
     @cached_property
     def index_rules(self) -> tuple[PathRule, ...]:
-        """The rules that can tell a folder's index script (`/admin/index.php`) from the folder
-        (`/admin/`): a character of their last segment is not a wildcard (gateway.policy.rules
-        holds a folder to its index's rule only where one of them matches the index)."""
-        return tuple(rule for rule in self.paths if rule.pattern.rpartition("/")[2].strip("*"))
+        """The rules that may tell a folder's index (`/admin/index.php`) from the folder
+        (`/admin/`, `/admin`): those not ending in `/**` (which matches a folder and what is
+        in it alike) whose last segment may be an index's name (gateway.policy.scripts)."""
+        return tuple(
+            rule
+            for rule in self.paths
+            if not rule.pattern.endswith("/**")
+            and _may_name_an_index(rule.pattern.rpartition("/")[2])
+        )
+
+
+def _may_name_an_index(segment: str) -> bool:
+    """A last segment of a pattern that may match a file `index.*` or `default.*`."""
+    if not segment or "*" not in segment:
+        return segment.lower().startswith(("index.", "default."))
+    body = re.escape(segment).replace(r"\*", "[^/]*")
+    return any(re.fullmatch(body, name, re.IGNORECASE) for name in _INDEX_SAMPLES)
+
+
+# Names an index file may have, to try a wildcard segment on (`*.php`, `i*`, `*`).
+_INDEX_SAMPLES = ("index.php", "default.aspx", "index.html", "index.cgi", "index.jsp")
 
 
 def empty_policy() -> Policy:

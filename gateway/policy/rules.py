@@ -180,7 +180,7 @@ def _first_rule(policy: Policy, method: str, plain: str, fold: bool) -> PathRule
     return None
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=16384)
 def _glob_and_start(pattern: str, fold: bool) -> tuple[re.Pattern[str], str]:
     """A pattern's glob, and what every path it matches starts with: its text up to the
     first wildcard (`/admin` for `/admin/**`, which matches `/admin` itself), tried first

@@ -6,7 +6,7 @@ for one request combine their fresh factors."""
 from __future__ import annotations
 
 from gateway.model import PHISHING_RESISTANT, Decision
-from gateway.paths import INDEX_NAMES, INDEX_SCRIPT, fold_case, folded_glob, script_paths
+from gateway.paths import INDEX_FILE, INDEX_NAMES, fold_case, folded_glob, script_paths
 from gateway.policy.model import PathRule, Policy
 
 
@@ -14,29 +14,36 @@ def scripts_run_for(
     policy: Policy, plain: str, fold: bool, deciding: PathRule
 ) -> list[tuple[str, bool]]:
     """The scripts a web server may run for `plain` besides itself, each with whether it is
-    a folder's index: those of its path info (gateway.paths.script_paths) and, for a folder,
-    its index scripts by the usual names and by those a rule names (`/admin/index.php`).
-    An index is judged only where its rule may differ from the folder's (`deciding`): a rule
-    whose last segment is only wildcards matches a folder and its index alike, so only a
-    rule with a literal last segment (Policy.index_rules) can single the index out, or a
-    folder decided by such a rule (`/admin/` itself) leave the index to another."""
+    a folder's index: those of its path info (gateway.paths.script_paths) and its index,
+    with or without the folder's slash (`/admin/` and `/admin`, which nginx's usual
+    `try_files $uri $uri/` and `index` run as `/admin/index.php` without a redirect), by the
+    usual names and by any `index.`/`default.` file a rule names.
+
+    An index is judged only where its rule may differ from the folder's: where an index rule
+    (Policy.index_rules: a rule not ending in `/**` whose last segment may be an index's
+    name) matches it, or, for a path with its slash, where the rule that decided the folder
+    (`deciding`, say `/admin/` itself) does not. Any other rule matches a folder and its
+    index alike."""
     scripts = [(script, False) for script in script_paths(plain)]
-    if not plain.endswith("/"):
-        return scripts
-    alike = not deciding.pattern.endswith("/") and deciding not in policy.index_rules
-    if alike and not policy.index_rules:
-        return scripts
+    if "." in plain.rpartition("/")[2]:
+        return scripts  # a file's name (`/index.php`, `/style.css`), taken for no folder
+    if not policy.index_rules and not (plain.endswith("/") and deciding.pattern.endswith("/")):
+        return scripts  # no rule can tell an index from its folder (most policies)
+    folder = plain if plain.endswith("/") else plain + "/"
+    here = fold_case(folder) if fold else folder
     names = set(INDEX_NAMES)
-    folder = fold_case(plain) if fold else plain
     for rule in policy.index_rules:
         head, _, name = rule.pattern.rpartition("/")
-        here = "*" in head or (fold_case(head) if fold else head) + "/" == folder
-        if here and "*" not in name and INDEX_SCRIPT.match(name):
+        named = "*" not in name and INDEX_FILE.match(name)
+        if named and ("*" in head or (fold_case(head) if fold else head) + "/" == here):
             names.add(name)
+    # A path without the slash may be a file or a folder: only a rule that names an index
+    # holds it to one (every path is not held to `<path>/index.php`'s catch-all rule).
+    decides = folded_glob(deciding.pattern, fold) if folder == plain else None
     for name in sorted(names):
-        index = plain + name
+        index = folder + name
         probe = fold_case(index) if fold else index
-        if not alike or any(
+        if (decides is not None and not decides.match(probe)) or any(
             folded_glob(rule.pattern, fold).match(probe) for rule in policy.index_rules
         ):
             scripts.append((index, True))  # its rule may differ from the folder's: judged

@@ -44,11 +44,6 @@ NO_SLASH = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/admin (no slash) is not held to /admin/index.php's rule; nginx try_files $uri/ "
-    "and php -S run the index for it",
-)
 @pytest.mark.parametrize("rule", NO_SLASH)
 async def test_a_folder_without_its_slash_is_held_to_its_index(
     crm: Served, start: Start, rule: str
@@ -68,11 +63,6 @@ async def test_a_folder_without_its_slash_is_held_to_its_index(
 NAMED_INDEXES = ["/app/index.fcgi", "/app/index.jsp", "/app/index.html"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a folder is held only to index names INDEX_SCRIPT knows, not to the index a rule "
-    "names literally (index.fcgi, index.jsp, index.html)",
-)
 @pytest.mark.parametrize("index", NAMED_INDEXES)
 async def test_an_index_a_rule_names_holds_for_its_folder(
     crm: Served, start: Start, index: str
@@ -97,8 +87,9 @@ DEFAULT_DENY = """\
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the .pl/.py exception lets a Perl or Python CGI refused by default run for a path "
-    "below it (the documented exception's cost: no @ in the segment, yet no script)",
+    reason="a known limit (docs/policies.md, docs/security.md): a .pl/.py segment no rule "
+    "matches is not held to the default refusal (firma.pl and awstats.pl read alike), so a "
+    "Perl or Python CGI refused only by default runs for a path below it; a rule naming it holds",
 )
 @pytest.mark.parametrize("script", ["/awstats/awstats.pl", "/tools/export.py"])
 async def test_a_perl_script_refused_by_default_stays_closed_below(
@@ -117,11 +108,6 @@ def _large_policy(tmp_path: Path, n: int) -> Policy:
     return policy_of(tmp_path, rules + CATCH_ALL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="folded_glob and _glob_and_start are lru_caches of 1024: a policy of more rules compiles "
-    "every glob again on every request (1,500 rules: ~70 ms for a file, ~600 ms for /)",
-)
 def test_a_large_policy_compiles_no_glob_per_request(tmp_path: Path) -> None:
     policy = _large_policy(tmp_path, 1500)
     alice_ = policy.users["alice"]
@@ -142,11 +128,6 @@ CGI_FOR_ADMINS = """\
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a glob on an extension (/**/*.cgi) refuses every folder: each is held to an "
-    "index.cgi/index.pl it may not have",
-)
 async def test_folders_pass_under_a_rule_for_cgi_scripts(crm: Served, start: Start) -> None:
     b = await alice(crm, start, CGI_FOR_ADMINS + CATCH_ALL)
     try:
