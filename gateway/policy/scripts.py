@@ -19,11 +19,12 @@ def scripts_run_for(
     `try_files $uri $uri/` and `index` run as `/admin/index.php` without a redirect), by the
     usual names and by any `index.`/`default.` file a rule names.
 
-    An index is judged only where its rule may differ from the folder's: where an index rule
-    (Policy.index_rules: a rule not ending in `/**` whose last segment may be an index's
-    name) matches it, or, for a path with its slash, where the rule that decided the folder
-    (`deciding`, say `/admin/` itself) does not. Any other rule matches a folder and its
-    index alike."""
+    An index is judged only where a rule speaks of it: an index rule (Policy.index_rules)
+    that names the index (`/admin/index.php`, `/**/index.php`) or is written for that very
+    folder (`/admin/*.php`, `/admin/i*`), or, for a path with its slash, the folder's own
+    rule (`deciding`, say `/admin/ anyone`) where it does not match the index. A rule on
+    scripts anywhere (`/**/*.php`) does not hold every path to an index it may not have
+    (`/contacts/7/index.php`: a front controller's pretty URL)."""
     scripts = [(script, False) for script in script_paths(plain)]
     if "." in plain.rpartition("/")[2]:
         return scripts  # a file's name (`/index.php`, `/style.css`), taken for no folder
@@ -31,20 +32,22 @@ def scripts_run_for(
         return scripts  # no rule can tell an index from its folder (most policies)
     folder = plain if plain.endswith("/") else plain + "/"
     here = fold_case(folder) if fold else folder
+    speaking: list[PathRule] = []  # the index rules that name an index or this folder
     names = set(INDEX_NAMES)
     for rule in policy.index_rules:
         head, _, name = rule.pattern.rpartition("/")
-        named = "*" not in name and INDEX_FILE.match(name)
-        if named and ("*" in head or (fold_case(head) if fold else head) + "/" == here):
+        named = "*" not in name
+        mine = "*" not in head and (fold_case(head) if fold else head) + "/" == here
+        if named and ("*" in head or mine) and INDEX_FILE.match(name):
             names.add(name)
-    # A path without the slash may be a file or a folder: only a rule that names an index
-    # holds it to one (every path is not held to `<path>/index.php`'s catch-all rule).
+        if named or mine:
+            speaking.append(rule)
     decides = folded_glob(deciding.pattern, fold) if folder == plain else None
     for name in sorted(names):
         index = folder + name
         probe = fold_case(index) if fold else index
         if (decides is not None and not decides.match(probe)) or any(
-            folded_glob(rule.pattern, fold).match(probe) for rule in policy.index_rules
+            folded_glob(rule.pattern, fold).match(probe) for rule in speaking
         ):
             scripts.append((index, True))  # its rule may differ from the folder's: judged
     return scripts

@@ -219,3 +219,23 @@ def test_a_folder_opened_by_its_own_rule_is_held_to_its_index(tmp_path: Path) ->
     assert _check(policy, None, "/admin/").reason == "path_not_allowed"
     assert _check(policy, "alice", "/admin/").allowed
     assert _check(policy, None, "/other/").allowed
+
+
+def test_a_rule_on_scripts_anywhere_holds_no_path_to_an_index(tmp_path: Path) -> None:
+    """`/**/*.php role:admin` (no direct script access) beside a front controller's pretty
+    URLs: `/contacts/7` and `/contacts/` are not held to an index they do not have; a rule
+    naming an index (`/**/index.php`) or written for the folder (`/admin/*.php`) holds."""
+    policy = _policy(
+        tmp_path,
+        """
+        - {path: /index.php, allow: [authenticated]}
+        - {path: /admin/*.php, allow: [role:admin]}
+        - {path: "/**/*.php", allow: [role:admin]}
+        - {path: /**, allow: [authenticated]}
+        """,
+    )
+    for path in ("/contacts/7", "/contacts/", "/", "/reports/2026"):
+        assert _check(policy, "bob", path).allowed, path
+    for path in ("/admin", "/admin/"):
+        assert _check(policy, "bob", path).reason == "path_not_allowed", path
+        assert _check(policy, "alice", path).allowed, path
