@@ -48,14 +48,13 @@ from gateway.model import (
     format_interval,
 )
 from gateway.paths import (
-    AMBIGUOUS_SCRIPT,
     fold_case,
     folded_glob,
     match_form,
 )
 from gateway.policy.model import Level, PathRule, Policy, User
 from gateway.policy.networks import NetworkIndex
-from gateway.policy.scripts import both_fresh, scripts_run_for, written_below
+from gateway.policy.scripts import both_fresh, holds, scripts_run_for, written_below
 
 _ENFORCEMENT_RANK = {"optional": 0, "required_from": 1, "required": 2}
 
@@ -155,10 +154,11 @@ def check_path(
         by = _first_rule(policy, method, script, fold)
         if by is rule or written_below(rule.pattern, script, fold):
             continue  # the same rule, or the policy's word for this path
-        if by is None and (indexed or AMBIGUOUS_SCRIPT.search(script)):
-            continue  # an index that may not exist; `firma.pl`: a script where a rule says so
+        if not holds(by, plain, script, indexed):
+            continue  # an index that may not exist, `firma.pl`, `report.php.txt`
         own = _path_decision(policy, by, user, token)
-        said = Step("", f"{plain} runs the script {script}: the rule for {script} holds too")
+        runs = "may run its folder's index" if indexed else "runs the script"
+        said = Step("", f"{plain} {runs} {script}: the rule for {script} holds too")
         if not own.allowed:
             return replace(own, steps=(*decided.steps, said, *own.steps))
         if own.fresh:

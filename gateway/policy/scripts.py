@@ -6,7 +6,14 @@ for one request combine their fresh factors."""
 from __future__ import annotations
 
 from gateway.model import PHISHING_RESISTANT, Decision
-from gateway.paths import INDEX_FILE, INDEX_NAMES, fold_case, folded_glob, script_paths
+from gateway.paths import (
+    AMBIGUOUS_SCRIPT,
+    INDEX_FILE,
+    INDEX_NAMES,
+    fold_case,
+    folded_glob,
+    script_paths,
+)
 from gateway.policy.model import PathRule, Policy
 
 
@@ -37,7 +44,10 @@ def scripts_run_for(
     for rule in policy.index_rules:
         head, _, name = rule.pattern.rpartition("/")
         named = "*" not in name
-        mine = "*" not in head and (fold_case(head) if fold else head) + "/" == here
+        # written for this folder's scripts (`/admin/*.php`, `/admin/i*`); not `/settings/*`,
+        # its items, which a pretty URL's list page (`/settings`) is not held to
+        mine = name.strip("*") != "" and "*" not in head
+        mine = mine and (fold_case(head) if fold else head) + "/" == here
         if named and ("*" in head or mine) and INDEX_FILE.match(name):
             names.add(name)
         if named or mine:
@@ -51,6 +61,32 @@ def scripts_run_for(
         ):
             scripts.append((index, True))  # its rule may differ from the folder's: judged
     return scripts
+
+
+def holds(rule: PathRule | None, plain: str, script: str, indexed: bool) -> bool:
+    """Whether `rule`, the first for a script the server may run for `plain`, holds the
+    request too. A script's path info (`/admin.php/x`) is held to any rule, the default
+    refusal included, but for a segment that may be a domain (`firma.pl`, `shop.com.py`),
+    held only by a rule for such scripts (`/**/*.pl`, `/awstats.pl`); nginx's unanchored
+    split (`/admin.php.bak`) only by a rule that names the script, not by one on scripts
+    anywhere (`/**/*.php` would refuse `report.php.txt`); an index only where a rule
+    matches it (the folder may have none)."""
+    if rule is None:
+        return not indexed and not AMBIGUOUS_SCRIPT.search(script) and _path_info(plain, script)
+    last = rule.pattern.rpartition("/")[2].lower()
+    if indexed:
+        return True
+    if not _path_info(plain, script):
+        return "*" not in last
+    if AMBIGUOUS_SCRIPT.search(script):
+        return last.endswith(script[script.rfind(".") :].lower())
+    return True
+
+
+def _path_info(plain: str, script: str) -> bool:
+    """`script` runs with `plain`'s rest as its path info (a slash after it), not by nginx's
+    unanchored split of one segment (`/admin.php.bak`)."""
+    return plain[len(script) : len(script) + 1] in ("/", "")
 
 
 def both_fresh(decided: Decision, own: Decision) -> tuple[float, tuple[str, ...]]:

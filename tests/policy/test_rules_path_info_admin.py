@@ -184,13 +184,6 @@ LIST_AND_ITEMS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="false refusal: a rule on a folder's items (`/settings/*`) holds the folder "
-    "(`/settings`, no slash) to `/settings/index.php` and `/settings/default.aspx`, which a "
-    "front-controller CRM (Laravel, Django, Odoo) does not have; the list page it serves "
-    "itself is refused, and explain says it 'runs the script /settings/default.aspx'",
-)
 @pytest.mark.parametrize(("paths", "user", "path"), LIST_AND_ITEMS)
 def test_a_list_page_is_not_held_to_its_items_rule(
     tmp_path: Path, paths: str, user: str | None, path: str
@@ -201,12 +194,6 @@ def test_a_list_page_is_not_held_to_its_items_rule(
 # A mail admin: a domain's own page for admins, its mailboxes for every user. `firma.pl` is a
 # Polish domain, `shop.com.py` a Paraguayan one; the `.pl`/`.py` exception lets them pass only
 # where no rule matches the segment, and here `/domains/*` does (it was written for domains).
-@pytest.mark.xfail(
-    strict=True,
-    reason="false refusal: `/domains/* role:admin` matches `/domains/firma.pl`, so "
-    "`/domains/firma.pl/mailboxes` is held to it as a Perl script's path info; the same "
-    "request for firma.de passes",
-)
 @pytest.mark.parametrize("domain", ["firma.pl", "shop.com.py"])
 def test_a_domain_named_like_a_script_is_not_held_to_the_domains_rule(
     tmp_path: Path, domain: str
@@ -226,11 +213,6 @@ def test_a_domain_named_like_a_script_is_not_held_to_the_domains_rule(
 # block is the anchored `location ~ \.php$`: a stored file or a slug with `.php` inside its name
 # is served by the front controller, yet is held to `/files/report.v2.php` (nginx's unanchored
 # split, a documented trade-off: docs/policies.md item 5).
-@pytest.mark.xfail(
-    strict=True,
-    reason="false refusal (documented trade-off): `.php` inside a file's name or a slug is read "
-    "as nginx's unanchored split and held to `/**/*.php`, the admin's no-script-access rule",
-)
 @pytest.mark.parametrize("path", ["/files/report.v2.php.txt", "/kb/upgrade-to-index.php-8"])
 def test_a_download_with_php_in_its_name_is_not_a_script(tmp_path: Path, path: str) -> None:
     assert _allowed(_policy(tmp_path, LARAVEL), "bob", path)
@@ -258,9 +240,6 @@ async def test_a_laravel_crms_pretty_urls_pass_the_gateway(crm: Served, start: S
         await b.close()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="false refusal: /settings held to /settings/*'s rule (see above)"
-)
 async def test_a_laravel_crms_list_page_passes_the_gateway(crm: Served, start: Start) -> None:
     b = await alice(crm, start, GATEWAY_LARAVEL)
     try:
