@@ -18,6 +18,7 @@ from tests.conftest import Served, serve_handler
 from tests.flows.test_case_insensitive_paths import FOLD, ask, ask_endpoint, status_of
 from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
 from tests.flows.test_login_in_form import PHP_SESSION, SERVED, php_crm
+from tests.flows.test_path_info_rules import alice_signs_in
 from tests.flows.test_paths_case_attacks import PHP_LOGIN
 from tests.signin_kit import GATEWAY_COOKIE, Browser, Start
 
@@ -62,13 +63,7 @@ async def alice(
         extra=extra,
         upstream_extra=FOLD if fold else "",
     )
-    b = Browser(gw)
-    form = {"username": "alice", "password": "alice-demo"}
-    status, _, r = await b.post("/index.php?action=Login", form)
-    assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")
-    await b.enrol()
-    await b.confirm_codes()
-    return b
+    return await alice_signs_in(Browser(gw))
 
 
 async def sent(b: Browser, crm: Served, target: str, method: str = "GET") -> tuple[int, bool]:

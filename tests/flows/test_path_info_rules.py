@@ -42,6 +42,11 @@ THROUGH_PATH_INFO = [
 async def signed_in(php: Served, start: Start, extra: str = "") -> Browser:
     """alice, signed in through the CRM's login, with her code."""
     b = Browser(await start(php.url, login=PHP_LOGIN, policy=ADMIN_POLICY, extra=extra))
+    return await alice_signs_in(b)
+
+
+async def alice_signs_in(b: Browser) -> Browser:
+    """alice through the PHP CRM's login at `b`'s gateway, enrolled with her TOTP code."""
     form = {"username": "alice", "password": "alice-demo"}
     status, _, r = await b.post("/index.php?action=Login", form)
     assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")

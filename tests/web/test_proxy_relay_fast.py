@@ -101,11 +101,14 @@ async def new() -> AsyncIterator[int]:
         yield port
 
 
-async def _exchange(port: int, request: bytes) -> bytes:
-    """`request` and then a last request that closes; everything the server sent."""
+async def _exchange(port: int, request: bytes, last: bytes = b"/page") -> bytes:
+    """`request` and then a last request for `last` that closes; everything the server
+    sent, its Date masked."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(request + b"GET /page HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        writer.write(
+            request + b"GET " + last + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
         raw = await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()

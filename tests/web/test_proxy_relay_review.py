@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 
 from gateway.web import proxy
 from tests.conftest import GatewayFactory, send_raw
+from tests.web.test_proxy_relay_fast import _exchange as fast_exchange
 
 Make = Callable[[int, str | None, CIMultiDict[str], bytes], web.Response]
 
@@ -63,13 +64,7 @@ async def new() -> AsyncIterator[int]:
 
 
 async def _exchange(port: int, request: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request + b"GET /kept HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        raw = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
-    return re.sub(rb"Date: [^\r]*\r\n", b"Date: *\r\n", raw)
+    return await fast_exchange(port, request, b"/kept")
 
 
 @pytest.mark.parametrize("replaced", ["text", "str", "bytearray"])
