@@ -142,6 +142,19 @@ _PHP_SPLIT = re.compile(r"(?i)\.php(?=[^/])")
 # (Apache's DirectoryIndex, a Tomcat welcome file): /admin/ runs /admin/index.php.
 INDEX_NAMES = ("index.php", "default.aspx")
 INDEX_FILE = re.compile(r"(?i)(?:index|default)\.[^/]+\Z")
+# Index names a wildcard segment is tried on: the defaults and those Apache, Tomcat and CGI
+# setups add.
+_INDEX_SAMPLES = (*INDEX_NAMES, "index.html", "index.cgi", "index.jsp")
+
+
+def may_name_an_index(segment: str) -> bool:
+    """Whether a pattern's last segment may match a folder's index file: `index.php`,
+    `Default.aspx`, or a wildcard that one of the usual index names fits (`*.php`, `i*`, `*`),
+    in any case (a rule on a Windows server's CRM is matched folded)."""
+    if "*" not in segment:
+        return bool(INDEX_FILE.match(segment))
+    glob = folded_glob("/" + segment, True)
+    return any(glob.match(fold_case("/" + name)) for name in _INDEX_SAMPLES)
 
 
 def script_paths(path: str) -> list[str]:

@@ -1,7 +1,6 @@
 """Checks of a whole policy once it is loaded: path rules that another rule before them hides
-or undercuts (warnings for `check-config`), settings
-above an organisation cap (errors), and factors named that the gateway's configuration
-cannot offer (errors, checked with it).
+or undercuts (warnings for `check-config`), settings above an organisation cap (errors), and
+factors named that the gateway's configuration cannot offer (errors, checked with it).
 """
 
 from __future__ import annotations

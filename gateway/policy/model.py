@@ -6,12 +6,12 @@ gateway.policy.rules, and docs/policies.md ("Resolution") says them for operator
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from gateway.config.networks import IPNetwork
 from gateway.errors import Problem
+from gateway.paths import may_name_an_index
 
 
 @dataclass(frozen=True)
@@ -130,20 +130,8 @@ class Policy:
             rule
             for rule in self.paths
             if not rule.pattern.endswith("/**")
-            and _may_name_an_index(rule.pattern.rpartition("/")[2])
+            and may_name_an_index(rule.pattern.rpartition("/")[2])
         )
-
-
-def _may_name_an_index(segment: str) -> bool:
-    """A last segment of a pattern that may match a file `index.*` or `default.*`."""
-    if not segment or "*" not in segment:
-        return segment.lower().startswith(("index.", "default."))
-    body = re.escape(segment).replace(r"\*", "[^/]*")
-    return any(re.fullmatch(body, name, re.IGNORECASE) for name in _INDEX_SAMPLES)
-
-
-# Names an index file may have, to try a wildcard segment on (`*.php`, `i*`, `*`).
-_INDEX_SAMPLES = ("index.php", "default.aspx", "index.html", "index.cgi", "index.jsp")
 
 
 def empty_policy() -> Policy:

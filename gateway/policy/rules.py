@@ -47,11 +47,7 @@ from gateway.model import (
     format_fresh,
     format_interval,
 )
-from gateway.paths import (
-    fold_case,
-    folded_glob,
-    match_form,
-)
+from gateway.paths import fold_case, folded_glob, match_form
 from gateway.policy.model import Level, PathRule, Policy, User
 from gateway.policy.networks import NetworkIndex
 from gateway.policy.scripts import both_fresh, holds, scripts_run_for, written_below

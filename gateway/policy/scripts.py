@@ -73,9 +73,9 @@ def holds(rule: PathRule | None, plain: str, script: str, indexed: bool) -> bool
     matches it (the folder may have none)."""
     if rule is None:
         return not indexed and not AMBIGUOUS_SCRIPT.search(script) and _path_info(plain, script)
-    last = rule.pattern.rpartition("/")[2].lower()
     if indexed:
         return True
+    last = rule.pattern.rpartition("/")[2].lower()
     if not _path_info(plain, script):
         return "*" not in last
     if AMBIGUOUS_SCRIPT.search(script):
