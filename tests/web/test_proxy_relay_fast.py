@@ -14,6 +14,7 @@ from aiohttp import web, web_request, web_response
 from multidict import CIMultiDict
 
 from gateway.web import proxy
+from tests.conftest import serve
 
 Make = Callable[[int, str | None, CIMultiDict[str], bytes], web.Response]
 
@@ -79,14 +80,11 @@ async def _serve(make: Make, untyped: Make) -> AsyncIterator[int]:
 
     app = web.Application()
     app.router.add_route("*", "/{name}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    served = await serve(app)
     try:
-        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield served.port
     finally:
-        await runner.cleanup()
+        await served.runner.cleanup()
 
 
 @pytest.fixture

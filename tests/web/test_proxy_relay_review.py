@@ -14,7 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.web import proxy
-from tests.conftest import GatewayFactory, send_raw
+from tests.conftest import GatewayFactory, send_raw, serve
 from tests.web.test_proxy_relay_fast import _exchange as fast_exchange
 
 Make = Callable[[int, str | None, CIMultiDict[str], bytes], web.Response]
@@ -41,14 +41,11 @@ async def _serve(make: Make) -> AsyncIterator[int]:
 
     app = web.Application()
     app.router.add_get("/{name}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    served = await serve(app)
     try:
-        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield served.port
     finally:
-        await runner.cleanup()
+        await served.runner.cleanup()
 
 
 @pytest.fixture
