@@ -76,13 +76,18 @@ async def post(b: Browser, target: str, data: object) -> tuple[int, str, aiohttp
 
 async def signed_in(php: Served, start: Start, policy: str = PHP_POLICY) -> Browser:
     """alice, signed in through the login as configured, with her code."""
-    b = Browser(await start(php.url, login=PHP_LOGIN, policy=policy))
+    b = await alice_signs_in(Browser(await start(php.url, login=PHP_LOGIN, policy=policy)))
+    assert (await b.get("/index.php?action=List"))[1].startswith("List: every contact")
+    return b
+
+
+async def alice_signs_in(b: Browser) -> Browser:
+    """alice through the PHP CRM's login at `b`'s gateway, enrolled with her TOTP code."""
     form = {"username": "alice", "password": "alice-demo"}
     status, _, r = await b.post("/index.php?action=Login", form)
     assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")
     await b.enrol()
     await b.confirm_codes()
-    assert (await b.get("/index.php?action=List"))[1].startswith("List: every contact")
     return b
 
 

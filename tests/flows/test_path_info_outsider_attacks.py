@@ -17,8 +17,7 @@ from gateway.policy.rules import check_path
 from tests.conftest import Served, serve_handler
 from tests.flows.test_case_insensitive_paths import FOLD, ask, ask_endpoint, status_of
 from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
-from tests.flows.test_login_in_form import PHP_SESSION, SERVED, php_crm
-from tests.flows.test_path_info_rules import alice_signs_in
+from tests.flows.test_login_in_form import PHP_SESSION, SERVED, alice_signs_in, php_crm
 from tests.flows.test_paths_case_attacks import PHP_LOGIN
 from tests.signin_kit import GATEWAY_COOKIE, Browser, Start
 

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import Served
 from tests.flows.test_case_insensitive_paths import ask_endpoint, status_of
 from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
-from tests.flows.test_login_in_form import SERVED, php
+from tests.flows.test_login_in_form import SERVED, alice_signs_in, php
 from tests.flows.test_paths_case_attacks import PHP_LOGIN
 from tests.signin_kit import GATEWAY_COOKIE, Browser, Start
 
@@ -43,16 +43,6 @@ async def signed_in(php: Served, start: Start, extra: str = "") -> Browser:
     """alice, signed in through the CRM's login, with her code."""
     b = Browser(await start(php.url, login=PHP_LOGIN, policy=ADMIN_POLICY, extra=extra))
     return await alice_signs_in(b)
-
-
-async def alice_signs_in(b: Browser) -> Browser:
-    """alice through the PHP CRM's login at `b`'s gateway, enrolled with her TOTP code."""
-    form = {"username": "alice", "password": "alice-demo"}
-    status, _, r = await b.post("/index.php?action=Login", form)
-    assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")
-    await b.enrol()
-    await b.confirm_codes()
-    return b
 
 
 @pytest.mark.parametrize("target", THROUGH_PATH_INFO)
