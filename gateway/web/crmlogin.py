@@ -13,6 +13,7 @@ import secrets
 from aiohttp import web
 
 from gateway.errors import AmbiguousLogin, BadRequest
+from gateway.fields import overrides_method
 from gateway.signin.decision import Kind, Who
 from gateway.signin.identity import login_succeeded, login_user
 from gateway.signin.unwatched import cookie_user
@@ -48,7 +49,12 @@ async def handle(
         raise BadRequest(str(exc), reason="login_ambiguous") from None
     request[USER] = user
     guard = request.app[GUARD]
-    refused = guard.who(request).refused  # a method override refuses a login too
+    # A method override refuses a login too: in a header or the query (Guard.who), or in the
+    # login's body, read whole already (`_method=DELETE`: Laravel or Symfony would run
+    # DELETE on the login's path, which no rule judged).
+    refused = guard.who(request).refused
+    if not refused and overrides_method(body, content_type):
+        refused = "method_ambiguous"
     target = guard.judge(request, Who(Kind.LOGIN, user, refused=refused)).target
     # The password limits too: guessing at the CRM is counted like guessing codes.
     until = await signin.password_attempt(request, user)

@@ -309,14 +309,6 @@ async def test_an_override_to_a_method_the_rule_refuses_does_not_reach_the_crm(
     assert [s for s in crm.app[SERVED] if s[0] == "DELETE"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a login's form is read whole but not looked at for _method: POST /index.php with "
-    "action=Login&...&_method=DELETE reaches the CRM (200) where the same form with "
-    "action=Save gets 400 method_ambiguous (test_a_form_read_for_the_login_is_still_read_"
-    "for_method); a Laravel/Symfony CRM runs it as DELETE /index.php, which the rule keeps "
-    "for role:admin",
-)
 @pytest.mark.parametrize(
     "target", ["/index.php?action=Login", "/index.php?action=List", "/index.php/x", "/"]
 )
