@@ -45,9 +45,16 @@ class Served:
         return f"http://{host}:{self.port}"
 
 
-async def serve(app: web.Application, host: str = "127.0.0.1", **runner_args: object) -> Served:
+async def serve(
+    app: web.Application,
+    host: str = "127.0.0.1",
+    *,
+    runner_class: type[web.AppRunner] | None = None,
+    **runner_args: object,
+) -> Served:
     # The gateway's app is served as `crm-gateway run` serves it (gateway.web.protocol).
-    runner_class = GatewayRunner if CONFIG in app else web.AppRunner
+    if runner_class is None:
+        runner_class = GatewayRunner if CONFIG in app else web.AppRunner
     runner = runner_class(app, access_log=None, **runner_args)  # type: ignore[arg-type]
     try:
         await runner.setup()

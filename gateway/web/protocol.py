@@ -27,6 +27,7 @@ from aiohttp.web_urldispatcher import DynamicResource, UrlMappingMatchInfo
 
 from gateway.metrics import record_request
 from gateway.web.accesslog import logged_path
+from gateway.web.inline import run_handlers_inline
 from gateway.web.keys import ACCESS_LOG
 
 log = logging.getLogger("gateway.protocol")
@@ -136,6 +137,7 @@ class GatewayServer(web.Server):
 
     def __init__(self, plain: web.Server, app: web.Application, **kwargs: Any) -> None:
         self.app = app
+        run_handlers_inline(asyncio.get_running_loop())  # no task per request on 3.11
         self._app_request = plain.request_factory
         self._app_handler = OneRoute.of(app) or plain.request_handler
         super().__init__(
