@@ -16,7 +16,9 @@ path (`/login`), where crmlogin.handle reads the body with identity.login_user:
 Either way alice, who knows bob's password, gets bob's CRM session with her own second
 factor (or with one she enrols then, having none): bob's is never asked. What held: PHP's
 name and value spellings of `action=Login` in the form and the query, and the forward-auth
-endpoint asked about the same login routes. Real gateway, stand-in CRMs, real TOTP codes.
+endpoint asked about the same login routes. The login behind a front controller
+(`/index.php/login`, `/contacts?action=Login`): test_stop28_outsider_login_parsing_2.py.
+Real gateway, stand-in CRMs, real TOTP codes.
 """
 
 from __future__ import annotations
@@ -85,12 +87,23 @@ def aspnet_input(content_type: str, body: bytes) -> dict[str, object]:
     return found
 
 
+def laravel_route(path: str) -> str:
+    """The path Laravel routes: Symfony's Request::getPathInfo() with the front controller's
+    name taken off (`/index.php/login` is `/login`: Laravel's nginx config splits the path
+    info at `index.php`, Apache's AcceptPathInfo does for any PHP script), its slashes
+    trimmed (Request::path() is `trim($pathInfo, '/')`)."""
+    if path == "/index.php" or path.startswith("/index.php/"):
+        path = path[len("/index.php") :]
+    return "/" + path.strip("/")
+
+
 def framework_crm(read: Reader) -> Handler:
     """A CRM reading its login with `read`: POST /login (302 and its session cookie on the
     right password, else its form again); every other page is its session user's."""
 
     async def crm(request: web.Request) -> web.StreamResponse:
-        if (request.method, request.path) == ("POST", "/login"):
+        path = laravel_route(request.path) if read is laravel_input else request.path
+        if (request.method, path) == ("POST", "/login"):
             given = read(request.headers.get("Content-Type", ""), await request.read())
             user, password = given.get("username"), given.get("password")
             if isinstance(user, str) and PASSWORDS.get(user) == password:

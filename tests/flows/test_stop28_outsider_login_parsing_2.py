@@ -1,0 +1,159 @@
+"""Outsider attacks (stop 28), second part: the CRM's login reached through its front
+controller at a path identity.at_login_path does not take for it. PHP runs a script for its
+path info (taken already for a login.path that names a script, `/index.php?action=Login`),
+but a login.path that names a framework's route (`/login`) is run by Laravel for
+`/index.php/login` too: Symfony's Request::getPathInfo() takes the script's name off the
+path (Laravel's nginx config, `location ~ ^/index\\.php(/|$)` with fastcgi_split_path_info,
+and Apache's AcceptPathInfo give it that path info), and Request::path() trims the slashes.
+And a PHP CRM behind a catch-all rewrite (nginx's `try_files $uri $uri/
+/index.php?$query_string`, Apache's `FallbackResource /index.php`) runs index.php, with
+`action=Login` in its query, for any path that is no file.
+
+The consequence is a password check at the CRM that the gateway neither counts nor audits:
+guessing bob's password past the gateway's limits, anonymously where a rule lets anyone
+reach the path, or from any signed-in session (the CRM's new cookie is dropped there: a
+login in a form never adopted). Through forward auth the endpoint answers 200 for it.
+Real gateway, stand-in CRMs (test_stop28_outsider_login_parsing, test_login_in_form).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Served, serve_handler
+from tests.flows.test_case_insensitive_paths import ask_endpoint, status_of
+from tests.flows.test_forward_auth_proxies import FORWARD_AUTH
+from tests.flows.test_login_in_form import OPEN_POLICY, SERVED, php, raw_post  # noqa: F401
+from tests.flows.test_paths_case_attacks import PHP_LOGIN
+from tests.flows.test_stop28_outsider_login_parsing import (
+    FORM,
+    LOGINS,
+    PATH_LOGIN,
+    POLICY,
+    framework_crm,
+    laravel_input,
+    sign_in_so,
+)
+from tests.signin_kit import Browser, Start, audit_trail
+
+ANYONE = POLICY.replace("[authenticated]", "[anyone]")
+LARAVEL_FRONT = ["/index.php/login", "/index.php//login"]
+
+
+async def test_the_laravel_stand_in_routes_its_front_controllers_path_info(start: Start) -> None:
+    """The set-up: POST /index.php/login is the stand-in's login route, as Laravel's."""
+    crm = await serve_handler(framework_crm(laravel_input), LOGINS)
+    try:
+        b = Browser(await start(crm.url, login=PATH_LOGIN, policy=ANYONE))
+        await b.post("/index.php/login", {"username": "bob", "password": "bob-demo"})
+        await b.close()
+        assert crm.app[LOGINS] == ["bob"]
+    finally:
+        await crm.runner.cleanup()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="HOLE: POST /index.php/login is Laravel's login route (Symfony's path info), not "
+    "identity.at_login_path's for login.path /login: bob's password is checked at the CRM "
+    "uncounted, anonymously where a rule lets anyone reach it and from any session",
+)
+@pytest.mark.parametrize("target", LARAVEL_FRONT)
+@pytest.mark.parametrize("signed_in", [False, True], ids=["anyone", "alices-session"])
+async def test_the_login_behind_laravels_front_controller_is_watched(
+    start: Start, target: str, signed_in: bool
+) -> None:
+    """Safe: refused, or taken for the login (bob's check counted and audited, his cookie
+    held for his code). Today: the CRM logs bob in, the gateway counts and audits nothing
+    (302 to /home; bob's new cookie is dropped, the guessing is what goes unwatched)."""
+    crm = await serve_handler(framework_crm(laravel_input), LOGINS)
+    b = Browser(await start(crm.url, login=PATH_LOGIN, policy=POLICY if signed_in else ANYONE))
+    try:
+        if signed_in:
+            alice = b"username=alice&password=alice-demo"
+            assert await sign_in_so(b, FORM, alice) == (303, "alice")
+            crm.app[LOGINS].clear()
+        status, _, _ = await b.post(target, {"username": "bob", "password": "bob-demo"})
+        watched = await audit_trail(b.gw.served, "signin.crm_ok", "signin.crm_failed")
+        bobs = [e.user for e in watched if e.user == "bob"]
+        checked_unwatched = crm.app[LOGINS] == ["bob"] and bobs == []
+        assert status >= 400 or not checked_unwatched, (status, crm.app[LOGINS], bobs)
+    finally:
+        await b.close()
+        await crm.runner.cleanup()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="HOLE: the forward-auth endpoint answers 200 for POST /index.php/login (Laravel's "
+    "login route behind its front controller) where a rule lets anyone reach the path: the "
+    "front proxy sends the password to the CRM unwatched",
+)
+@pytest.mark.parametrize("target", LARAVEL_FRONT)
+async def test_the_endpoint_refuses_the_login_behind_laravels_front_controller(
+    start: Start, target: str
+) -> None:
+    """Safe: 403 login_not_proxied, as for POST /login itself."""
+    crm = await serve_handler(framework_crm(laravel_input), LOGINS)
+    try:
+        gw = await start(crm.url, login=PATH_LOGIN, policy=ANYONE, extra=FORWARD_AUTH)
+        assert status_of(await ask_endpoint(gw, "/login", "POST")) == 403  # held: the route
+        said = await ask_endpoint(gw, target, "POST", f"Content-Type: {FORM}\r\n")
+        assert status_of(said) == 403 and b"login_not_proxied" in said, said[:300]
+    finally:
+        await crm.runner.cleanup()
+
+
+# -- a PHP CRM behind a catch-all rewrite (the stand-in runs index.php for every path) -------
+
+CATCH_ALL = ["/contacts?action=Login", "/index?action=Login", "/index.php5?action=Login"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="HOLE: a CRM behind a catch-all rewrite (try_files … /index.php?$query_string) runs "
+    "its login for POST /contacts?action=Login; the gateway takes only login.path's script, "
+    "its folder and its path info for it: alice's password is checked uncounted",
+)
+@pytest.mark.parametrize("target", CATCH_ALL)
+async def test_the_login_behind_a_catch_all_rewrite_is_watched(
+    php: Served,  # noqa: F811 (the fixture, imported)
+    start: Start,
+    target: str,
+) -> None:
+    """Safe: refused, or counted as alice's password failure. Today: the CRM checks it (its
+    answer goes back to the client) and the gateway has audited nothing."""
+    gw = await start(php.url, login=PHP_LOGIN, policy=OPEN_POLICY)
+    body = b"username=alice&password=guess"
+    head = f"Content-Type: {FORM}\r\nContent-Length: {len(body)}\r\n"
+    answer = await raw_post(gw, target, head, body)
+    failed = [e.user for e in await audit_trail(gw.served, "signin.crm_failed")]
+    checked = [action for _, action, _, _ in php.app[SERVED]]
+    assert status_of(answer) >= 400 or failed == ["alice"], (checked, failed, answer[:200])
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/index.php%3F?action=Login",
+        "/index.php%00.txt?action=Login",
+        "/x/../index.php?action=Login",
+        "/./index.php?action=Login",
+        "//index.php?action=Login",
+    ],
+)
+async def test_odd_spellings_of_the_script_are_the_login_or_refused(
+    php: Served,  # noqa: F811
+    start: Start,
+    target: str,
+) -> None:
+    """What held: an escaped `?` or NUL in the script's name, dot segments, a double slash:
+    each refused (400) or taken for the login (counted, held for the code); and refused by
+    the forward-auth endpoint."""
+    gw = await start(php.url, login=PHP_LOGIN, policy=OPEN_POLICY, extra=FORWARD_AUTH)
+    body = b"username=alice&password=guess"
+    head = f"Content-Type: {FORM}\r\nContent-Length: {len(body)}\r\n"
+    answer = await raw_post(gw, target, head, body)
+    failed = [e.user for e in await audit_trail(gw.served, "signin.crm_failed")]
+    assert status_of(answer) == 400 or failed == ["alice"], answer[:300]
+    assert status_of(await ask_endpoint(gw, target, "POST")) in (400, 403)
