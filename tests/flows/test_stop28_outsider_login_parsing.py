@@ -14,7 +14,8 @@ path (`/login`), where crmlogin.handle reads the body with identity.login_user:
   `username` only as spelled.
 
 Either way alice, who knows bob's password, gets bob's CRM session with her own second
-factor (or with one she enrols then, having none): bob's is never asked. What held: PHP's
+factor (or with one she enrols then, having none): bob's is never asked. Nor need she be
+anyone: a name nobody has (mallory) is asked to enrol, with bob's password alone. What held: PHP's
 name and value spellings of `action=Login` in the form and the query, and the forward-auth
 endpoint asked about the same login routes. The login behind a front controller
 (`/index.php/login`, `/contacts?action=Login`): test_stop28_outsider_login_parsing_2.py.
@@ -172,6 +173,12 @@ BOB_FOR_ALICE = {
     "laravel-plus-json": (
         f"{FORM}; profile=crm+json",
         b'{"a": "&username=alice&", "username": "bob", "password": "bob-demo"}',
+    ),
+    # The name the gateway reads need be nobody's: mallory has no factor (nor a CRM account),
+    # enrols one with bob's password alone, and is given bob's session.
+    "laravel-any-name": (
+        f"{FORM}; x=/json",
+        b'{"a": "&username=mallory&", "username": "bob", "password": "bob-demo"}',
     ),
     # ASP.NET Core: `Username` is `username` to it, and the first value is bound.
     "aspnet-form-case": (FORM, b"Username=bob&username=alice&password=bob-demo"),
