@@ -1,0 +1,130 @@
+"""Outsider attacks on two gateway processes sharing one Redis and one SQLite file (stop 28),
+second part: an API token revoked and a policy file tightened while both run, one texted
+code sent to both at once, sends of texts spread over both at once. Two real `python -m
+gateway run` processes, the noting demo CRM, real codes from the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.flows.test_signin_codes import POLICY as CODES_POLICY
+from tests.flows.test_signin_codes import last_code, messages, outbox_config, send
+from tests.flows.test_stop28_outsider_redis_workers import (
+    SLACK,
+    STATED_DELAY,
+    Pair,
+    at_challenge,
+    kept_cookies,
+    post_code,
+    signed_in,
+    status_with_cookies,
+    two_processes,
+)
+from tests.process import GatewayProcess, run_command, run_command_async
+from tests.signin_kit import DEMO_POLICY, challenge_csrf, noted_crm
+
+crm = pytest.fixture(name="crm")(noted_crm)  # the demo CRM, noting what reached it
+pair = pytest.fixture(name="pair")(two_processes)
+
+
+# -- API tokens and the policy, changed while both run ------------------------------------------
+
+
+async def status_with_token(on: GatewayProcess, token: str) -> int:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+        http.get(
+            on.url + "/contacts",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            allow_redirects=False,
+        ) as r,
+    ):
+        await r.read()
+        return r.status
+
+
+async def test_a_revoked_api_token_is_refused_by_both_processes_within_the_stated_delay(
+    pair: Pair,
+) -> None:
+    token = secrets.token_urlsafe(24)
+    added = await asyncio.to_thread(
+        run_command, "tokens", "add", "--user", "alice", "-c", str(pair.config), stdin=token
+    )
+    assert added.returncode == 0, added.stderr
+    found = re.search(r"tok_[0-9a-f]+", added.stdout)
+    assert found, added.stdout
+    await asyncio.sleep(STATED_DELAY + SLACK)  # "running gateways pick up added tokens"
+    assert [await status_with_token(on, token) for on in (pair.a, pair.b)] != [401, 401]
+    code, out, err = await run_command_async(
+        "tokens", "revoke", found.group(), "-c", str(pair.config)
+    )
+    assert code == 0, (out, err)
+    await asyncio.sleep(STATED_DELAY + SLACK)
+    assert [await status_with_token(on, token) for on in (pair.a, pair.b)] == [401, 401]
+
+
+TIGHTER = DEMO_POLICY.replace("  bob: {interval: 1d}", "  bob: {interval: 1d, roles: [admin]}")
+TIGHTER = "roles: {admin: {}}\n" + TIGHTER.replace(
+    "paths:\n", "paths:\n  - {path: /contacts, allow: [role:admin]}\n"
+)
+
+
+async def test_a_tighter_policy_file_reaches_both_processes(pair: Pair) -> None:
+    """alice reads /contacts through both; the file now keeps it for admins: once the
+    watcher's looks have passed (2 s each, the file unchanged for a whole look), neither
+    process forwards her request."""
+    b, _ = await signed_in(pair, pair.a)
+    old = kept_cookies(b)
+    assert [await status_with_cookies(on, old, "/contacts") for on in (pair.a, pair.b)] == [
+        200,
+        200,
+    ]
+    policy = pair.config.parent / "policies" / "policy.yaml"
+    policy.write_text(TIGHTER)
+    statuses: list[int] = []
+    for _ in range(40):  # the watcher needs two looks: up to ~4 s, here at most 10 s
+        await asyncio.sleep(0.25)
+        statuses = [await status_with_cookies(on, old, "/contacts") for on in (pair.a, pair.b)]
+        if 200 not in statuses:
+            break
+    assert statuses == [403, 403]
+
+
+# -- texted codes: one code on both processes, sends spread over both ------------------------------
+
+TEXTED = (CODES_POLICY, outbox_config(Path("OUTBOX")))
+CAROL = "+31612345678"
+
+
+@pytest.mark.parametrize("pair", [TEXTED], indirect=True)
+async def test_one_texted_code_sent_to_both_processes_at_once_passes_once(pair: Pair) -> None:
+    here = await at_challenge(pair, pair.a, "carol")
+    assert await send(here, "sms") == (303, "/_gateway/challenge?factor=sms")
+    there = await pair.browser(pair.b, like=here)
+    code = last_code(pair.config.parent / "outbox.jsonl", CAROL)
+    csrf = await challenge_csrf(here, "sms")
+    statuses = await asyncio.gather(
+        post_code(here, csrf, code, "sms"), post_code(there, csrf, code, "sms")
+    )
+    assert statuses.count(303) == 1, statuses
+
+
+@pytest.mark.parametrize("pair", [TEXTED], indirect=True)
+async def test_code_sends_spread_over_both_processes_at_once_send_one_text(pair: Pair) -> None:
+    """Six sign-ins of carol, three through each process, each asking for a text twice at
+    once: the resend cooldown lets one text go."""
+    browsers = [await at_challenge(pair, pair.a if i % 2 else pair.b, "carol") for i in range(6)]
+    csrfs = [await challenge_csrf(b, "sms") for b in browsers]
+    await asyncio.gather(
+        *(
+            b.post("/_gateway/challenge/send", {"csrf": c, "factor": "sms"})
+            for b, c in [*zip(browsers, csrfs, strict=True)] * 2
+        )
+    )
+    assert len(messages(pair.config.parent / "outbox.jsonl")) == 1
