@@ -13,12 +13,18 @@ The consequence is a password check at the CRM that the gateway neither counts n
 guessing bob's password past the gateway's limits, anonymously where a rule lets anyone
 reach the path, or from any signed-in session (the CRM's new cookie is dropped there: a
 login in a form never adopted). Through forward auth the endpoint answers 200 for it.
+Also: the endpoint takes a method in lower case (as Caddy and Traefik pass it on) for a
+method no rule names, where the proxy refuses it; and a user name the CRM's database
+collation (utf8mb4_general_ci: `ß` = `s`) reads as another user than canonical_user does.
 Real gateway, stand-in CRMs (test_stop28_outsider_login_parsing, test_login_in_form).
 """
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
+from aiohttp import web
 
 from tests.conftest import Served, send_raw, serve_handler
 from tests.flows.test_case_insensitive_paths import ask_endpoint, status_of
@@ -245,3 +251,62 @@ async def test_the_endpoint_judges_a_ruled_method_in_another_case_as_that_method
         assert status_of(said) in ((held,) if held else (400, 403)), said[:300]
     raw = f"{method} /contacts/7 HTTP/1.1\r\nHost: crm\r\nConnection: close\r\n\r\n"
     assert status_of(await send_raw(gw.served.port, raw.encode())) == 400  # the proxy
+
+
+# -- the CRM's database compares user names its own way --------------------------------------
+
+JESS = {"jess": "jess-demo"}
+
+
+def general_ci(name: str) -> str:
+    """A name as MySQL's and MariaDB's utf8mb4_general_ci compares it (MariaDB's default for
+    utf8mb4, MySQL 5.7's): one weight per character, case and accents ignored, trailing
+    spaces ignored (PAD SPACE), and `ß` equal to `s` (MySQL's manual, "Unicode Character
+    Sets": `ß` = `s` in utf8mb4_general_ci, = `ss` in the _unicode_ci and _0900 ones)."""
+    bare = unicodedata.normalize("NFKD", name.replace("ß", "s").replace("ẞ", "s"))
+    return "".join(c for c in bare if not unicodedata.combining(c)).rstrip(" ").upper()
+
+
+async def collating_crm(request: web.Request) -> web.StreamResponse:
+    """A CRM finding the login's user with `WHERE user_name = ?` under utf8mb4_general_ci."""
+    if (request.method, request.path) == ("POST", "/login"):
+        form = await request.post()
+        asked = general_ci(str(form.get("username", "")))
+        for user, password in JESS.items():
+            if general_ci(user) == asked and form.get("password") == password:
+                request.app[LOGINS].append(user)
+                answer = web.HTTPFound("/home")
+                answer.set_cookie("crm_session", f"{user}-session")
+                raise answer
+        return web.Response(text="wrong password")
+    user = request.cookies.get("crm_session", "").removesuffix("-session")
+    if user not in JESS:
+        raise web.HTTPFound("/login")
+    return web.Response(text=f"home of {user}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="HOLE: `jeßs` is jess to a CRM on utf8mb4_general_ci (ß = s) and `jesss` to "
+    "canonical_user (casefold: ß = ss): a user nobody is, asked to enrol, given jess's "
+    "CRM session with her password alone",
+)
+async def test_a_name_the_crms_collation_reads_as_another_user_is_that_user(
+    start: Start,
+) -> None:
+    """jess has her app; someone with her password alone sends `jeßs`. Safe: the gateway
+    asks for jess's code (or refuses the name), and no session of hers comes back. Today:
+    303 to the enrolment of `jesss`, whose new app releases jess's session."""
+    crm = await serve_handler(collating_crm, LOGINS)
+    policy = POLICY.replace("{alice: {}, bob: {}}", "{jess: {}}")
+    gw = await start(crm.url, login=PATH_LOGIN, policy=policy)
+    jess, other = Browser(gw), Browser(gw)
+    try:
+        assert await sign_in_so(jess, FORM, b"username=jess&password=jess-demo") == (303, "jess")
+        status, home = await sign_in_so(other, FORM, b"username=je%C3%9Fs&password=jess-demo")
+        users = [e.user for e in await audit_trail(gw.served, "signin.crm_ok")]
+        assert home is None and users == ["jess", "jess"], (status, crm.app[LOGINS], home, users)
+    finally:
+        await jess.close()
+        await other.close()
+        await crm.runner.cleanup()
