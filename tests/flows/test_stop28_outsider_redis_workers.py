@@ -285,13 +285,23 @@ async def test_sessions_revoke_reaches_the_other_process_within_the_stated_delay
 
 
 async def test_a_reset_2fa_reaches_the_other_process_within_the_stated_delay(pair: Pair) -> None:
+    """A lost phone: alice signed in through A, and someone with her password stands at the
+    challenge through A. After `users reset-2fa alice` and the stated delay, neither session
+    is honoured on B, and the half-signed-in one cannot enrol an app of its own there (it
+    would be the account's only factor)."""
     b, _ = await signed_in(pair, pair.a)
     old = kept_cookies(b)
+    half = await at_challenge(pair, pair.a)
     code, out, err = await run_command_async("users", "reset-2fa", "alice", "-c", str(pair.config))
     assert code == 0, (out, err)
     await asyncio.sleep(STATED_DELAY + SLACK)
     for on in (pair.a, pair.b):
         assert await status_with_cookies(on, old, "/contacts") != 200
+    there = await pair.browser(pair.b, like=half)
+    for path in ("/_gateway/enrol", "/_gateway/challenge"):
+        status, html, _ = await there.get(path)
+        assert 'id="secret-key"' not in html, path
+        assert status != 200, path  # "Your sign-in has expired" (400), or to the login
 
 
 # -- a half-signed-in session on the other process ----------------------------------------------

@@ -27,7 +27,7 @@ from tests.flows.test_stop28_outsider_redis_workers import (
     two_processes,
 )
 from tests.process import GatewayProcess, run_command, run_command_async
-from tests.signin_kit import DEMO_POLICY, challenge_csrf, noted_crm
+from tests.signin_kit import DEMO_POLICY, Browser, challenge_csrf, noted_crm, posts_to_login
 
 crm = pytest.fixture(name="crm")(noted_crm)  # the demo CRM, noting what reached it
 pair = pytest.fixture(name="pair")(two_processes)
@@ -128,3 +128,38 @@ async def test_code_sends_spread_over_both_processes_at_once_send_one_text(pair:
         )
     )
     assert len(messages(pair.config.parent / "outbox.jsonl")) == 1
+
+
+# -- one account guessed from four addresses through both processes at once ---------------------
+
+
+async def guess_from(pair: Pair, on: GatewayProcess, address: str) -> Browser:
+    """A browser on `on` whose connections come from `address` (a loopback address)."""
+    b = await pair.browser(on)
+    await b.http.close()
+    b.http = aiohttp.ClientSession(
+        cookie_jar=b.jar,
+        headers={"Accept": "text/html"},
+        timeout=aiohttp.ClientTimeout(total=30),
+        connector=aiohttp.TCPConnector(local_addr=(address, 0)),
+    )
+    return b
+
+
+async def test_password_guesses_from_four_addresses_through_both_processes_are_held_to_the_pause(
+    pair: Pair,
+) -> None:
+    """20 wrong passwords for carol at once, five from each of four loopback addresses (each
+    address's own limit), half through each process: the account's slow-down (10) holds,
+    the CRM checks at most 10."""
+    guessers = [
+        await guess_from(pair, (pair.a, pair.b)[i % 2], f"127.0.0.{2 + i % 4}") for i in range(20)
+    ]
+    forms = await asyncio.gather(
+        *(g.crm_login_form("carol", f"guess-{i}") for i, g in enumerate(guessers))
+    )
+    answers = await asyncio.gather(
+        *(g.post("/login", f) for g, f in zip(guessers, forms, strict=True))
+    )
+    statuses = [s for s, _, _ in answers]
+    assert len(posts_to_login(pair.crm)) <= 10, statuses
