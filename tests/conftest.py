@@ -164,7 +164,7 @@ async def start_app() -> AsyncIterator[AppStarter]:
     127.0.0.1:0 and stops them after the test."""
     started: list[Served] = []
 
-    async def start(app: web.Application, host: str = "127.0.0.1", **runner_args: object) -> Served:
+    async def start(app: web.Application, host: str = "127.0.0.1", **runner_args: Any) -> Served:
         served = await serve(app, host, **runner_args)
         started.append(served)
         return served

@@ -10,6 +10,12 @@ about 18,000 instructions of the 390,000 a small proxied request costs in all (c
 bench harness). Here the loop's task factory gives the connection loop the handler's
 coroutine itself to await, which runs it in place, as eager start would.
 
+A request whose head aiohttp could not parse still gets a task of its own
+(`handler_as_task_next`): its refusal (400, 414, 431) is answered and the connection closed
+a turn of the loop later, as before, so the transport has read more of what the client was
+still sending; closed at once, the rest would arrive at a closed socket and the client's
+system answer it with a reset, which can reach the client before the refusal.
+
 What stays the same: a client that goes away cancels the connection's task, and with it the
 handler (the request's task was cancelled through it before); `asyncio.timeout` in a
 handler times out the same way (it cancels and uncancels whatever task runs it); a graceful
@@ -45,12 +51,21 @@ def run_handlers_inline(loop: asyncio.AbstractEventLoop) -> bool:
     return True
 
 
+def handler_as_task_next(loop: asyncio.AbstractEventLoop) -> None:
+    """The next request's handler on `loop` runs in a task of its own (one refused below the
+    app): called between aiohttp's making the request and making its handler's coroutine."""
+    factory = loop.get_task_factory()
+    if isinstance(factory, _InlineHandlers):
+        factory.task_next = True
+
+
 class _InlineHandlers:
     """The task factory: aiohttp's per-request coroutine given back to be awaited in place,
     every other coroutine made a task (by the factory set before, if any)."""
 
     def __init__(self, before: Any) -> None:
         self._before = before
+        self.task_next = False  # handler_as_task_next
 
     def __call__(
         self,
@@ -59,8 +74,10 @@ class _InlineHandlers:
         **kwargs: Any,
     ) -> asyncio.Future[Any]:
         if getattr(coro, "cr_code", None) is _HANDLE_REQUEST:
-            # Awaited at once by RequestHandler.start, which only awaits and deletes it.
-            return cast("asyncio.Future[Any]", coro)
+            if not self.task_next:
+                # Awaited at once by RequestHandler.start, which only awaits and deletes it.
+                return cast("asyncio.Future[Any]", coro)
+            self.task_next = False
         if self._before is not None:
             return cast("asyncio.Future[Any]", self._before(loop, coro, **kwargs))
         return asyncio.Task(coro, loop=loop, **kwargs)

@@ -22,12 +22,12 @@ from aiohttp import __version__ as aiohttp_version
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import ERROR, RequestHandler
 from aiohttp.web_urldispatcher import DynamicResource, UrlMappingMatchInfo
 
 from gateway.metrics import record_request
 from gateway.web.accesslog import logged_path
-from gateway.web.inline import run_handlers_inline
+from gateway.web.inline import handler_as_task_next, run_handlers_inline
 from gateway.web.keys import ACCESS_LOG
 
 log = logging.getLogger("gateway.protocol")
@@ -160,6 +160,8 @@ class GatewayServer(web.Server):
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
         version = message.version
+        if message is ERROR:  # a head aiohttp could not parse: refused as before
+            handler_as_task_next(self._loop)
         if version is HttpVersion11 or version in _SPOKEN:
             return self._app_request(message, payload, protocol, writer, task)
         # Answered as HTTP/1.1 (the highest version we speak below the one asked for,
