@@ -270,9 +270,10 @@ class Relayed(web.Response):
     def _refusal(self, request: web.BaseRequest) -> bytes:
         """A 502 in place of a CRM answer whose head aiohttp refuses to send (a control
         character: header injection), the connection closed after it. Counted as a broken
-        CRM answer and logged with the request id; the access log keeps the CRM's status,
-        recorded before the answer was written."""
+        CRM answer and logged with the request id; the access log and the metrics have the
+        502, decision error (gateway.web.scope records them once the answer is out)."""
         rid = request[VIEW].request_id
+        request[DECISION] = "error"
         app = cast(web.Request, request).app
         app[UPSTREAM_CLIENT].failure("broken", "a control character in its head")
         log.warning("CRM answer with a control character in its head: sent 502 [%s]", rid)

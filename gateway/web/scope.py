@@ -94,6 +94,7 @@ def scope_middleware() -> Middleware:
         started = clock.monotonic()
         rid = fresh_id()
         status = 0
+        response: web.StreamResponse | None = None
         request[DECISION] = ""
         request[USER] = ""  # set, like DECISION, so reading it never raises and catches a KeyError
         try:
@@ -122,21 +123,20 @@ def scope_middleware() -> Middleware:
             return response
         finally:
             seconds = clock.monotonic() - started
-            decision = request[DECISION] or ("gone" if not status else "forward")
             seen = request.get(VIEW)
             # Recorded once the response is written (the handler's task writes it before it
-            # next waits): the metric and the log line are not the client's wait.
+            # next waits): the metric and the log line are not the client's wait, and they
+            # say what was sent (a CRM answer refused as it was written is a 502).
             call_soon(
                 _recorded,
                 app.get(ACCESS_LOG),
                 rid,
                 seen.ip if seen else request.remote or "",
-                request.method,
                 request.raw_path,
                 status,
                 seconds,
-                request[USER] or "-",
-                decision,
+                request,
+                response,
             )
 
     return scope
@@ -146,19 +146,24 @@ def _recorded(
     access: AccessLog | None,
     rid: str,
     ip: str,
-    method: str,
     raw_path: str,
     status: int,
     seconds: float,
-    user: str,
-    decision: str,
+    request: web.Request,
+    response: web.StreamResponse | None,
 ) -> None:
     """One answered request in the metrics and the access log (status 499: the client left
-    before an answer; a CRM answer cut mid-body keeps its status, decision upstream_cut)."""
+    before an answer; a CRM answer cut mid-body keeps its status, decision upstream_cut; the
+    status and decision of `response` as it was sent: gateway.web.proxy's Relayed sends a
+    502 for a CRM head it may not send on, decision error)."""
+    if response is not None:
+        status = response.status
+    decision = request[DECISION] or ("gone" if not status else "forward")
     record_request(decision, seconds)
     if access is not None and access.enabled:
+        user = request[USER] or "-"
         access.record(
-            rid, ip, method, logged_path(raw_path), status or 499, seconds, user, decision
+            rid, ip, request.method, logged_path(raw_path), status or 499, seconds, user, decision
         )
 
 

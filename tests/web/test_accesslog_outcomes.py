@@ -1,6 +1,6 @@
 """What the access log and the metrics say of requests that do not end as a plain answer: a
 CRM answer cut mid-body (the status the client got, decision upstream_cut, not the 499 of a
-client that left), and heads refused below the app by the parser (400, 414, 431, 505: one
+client that left), a CRM answer whose head may not be sent on (the 502 the client got), and heads refused below the app by the parser (400, 414, 431, 505: one
 line and one count each, decision refused, never the client's line). Real gateway, real
 upstream, both on loopback."""
 
@@ -39,18 +39,24 @@ async def gateway_logging(
 ) -> AsyncIterator[Served]:
     """The gateway with its access log on (logging.level: info), in front of the upstream
     with faults."""
+    served = await _logging_gateway(upstream.url, tmp_path, caplog)
+    yield served
+    await served.runner.cleanup()
+
+
+async def _logging_gateway(
+    upstream_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> Served:
     caplog.set_level(logging.INFO, logger="gateway.access")
     caplog.set_level(logging.INFO, logger="gateway.protocol")
     config = parse_config(
         "listen: 127.0.0.1:0\n"
-        f"upstream: {{url: {upstream.url}}}\n"
+        f"upstream: {{url: {upstream_url}}}\n"
         f"state: {{durable: {{type: sqlite, path: {tmp_path}/gateway.db}}}}\n"
         "logging: {access_log: true}\n",
         "test gateway.yaml",
     )
-    served = await serve(build_app(config), handler_cancellation=True)
-    yield served
-    await served.runner.cleanup()
+    return await serve(build_app(config), handler_cancellation=True)
 
 
 async def _lines(
@@ -163,3 +169,39 @@ async def test_heads_the_parser_refuses_are_each_one_line_and_one_count_without_
     written = "\n".join(m.string for m in lines) + "\n".join(protocol)
     assert "s3cret" not in written and "aaaaaaaaaa" not in written
     assert upstream.app[EVENTS] == []
+
+
+@pytest.mark.parametrize("body", [b"x", b"x" * 70_000], ids=["relayed", "streamed"])
+async def test_a_crm_head_that_may_not_be_sent_on_is_logged_as_the_502_the_client_got(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    body: bytes,
+) -> None:
+    """A control character in a CRM header: the client gets a 502 (gateway.web.proxy), and
+    the access log and the metrics say so, not the CRM's 200."""
+
+    async def crm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: %d\r\n\r\n" % len(body))
+        writer.write(body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(crm, "127.0.0.1", 0)
+    gw = await _logging_gateway(
+        f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", tmp_path, caplog
+    )
+    try:
+        capsys.readouterr()
+        errors_before, forward_before = _count("error"), _count("forward")
+        raw = await send_raw(gw.port, b"GET /p HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 502 ")
+        [line] = await _lines(gw, capsys, 1)
+        assert (line["path"], line["status"], line["decision"]) == ("/p", "502", "error")
+        assert line["rid"].encode() in raw
+        assert (_count("error"), _count("forward")) == (errors_before + 1, forward_before)
+    finally:
+        await gw.runner.cleanup()
+        server.close()
+        await server.wait_closed()
