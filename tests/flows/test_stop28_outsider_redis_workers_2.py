@@ -1,15 +1,18 @@
 """Outsider attacks on two gateway processes sharing one Redis and one SQLite file (stop 28),
 second part: an API token revoked and a policy file tightened while both run, one texted
 code sent to both at once, sends of texts spread over both at once, one account guessed from
-four addresses through both. One hole: a policy edit the running process holds back is
-served by a process started after it. Two real `python -m gateway run` processes, the
+four addresses through both, a sign-out and the forward-auth endpoint's session cache on
+the other, a worker replaced after a crash. One hole: a policy edit the running process
+holds back is served by a process started after it. Two real `python -m gateway run` processes, the
 noting demo CRM, real codes from the outbox."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
+import signal
 from pathlib import Path
 
 import aiohttp
@@ -29,7 +32,14 @@ from tests.flows.test_stop28_outsider_redis_workers import (
     two_processes,
 )
 from tests.process import GatewayProcess, run_command, run_command_async, start_gateway_process
-from tests.signin_kit import DEMO_POLICY, Browser, challenge_csrf, noted_crm, posts_to_login
+from tests.signin_kit import (
+    DEMO_POLICY,
+    Browser,
+    challenge_csrf,
+    field,
+    noted_crm,
+    posts_to_login,
+)
 
 crm = pytest.fixture(name="crm")(noted_crm)  # the demo CRM, noting what reached it
 pair = pytest.fixture(name="pair")(two_processes)
@@ -204,3 +214,70 @@ async def test_a_held_back_policy_edit_is_held_back_by_a_process_started_after_i
         assert await status_with_cookies(later, old, "/contacts") == 403
     finally:
         await later.stop()
+
+
+# -- the forward-auth endpoint's session cache on the other process -----------------------------
+
+FORWARD_AUTH = (DEMO_POLICY, "forward_auth: {}\ntrusted_proxies: [127.0.0.1/32]\n")
+SESSION_CACHE = 2.0  # forward_auth.session_cache's default
+
+
+async def auth_status(on: GatewayProcess, cookies: dict[str, str]) -> int:
+    """What the endpoint answers a front proxy asking for GET /contacts with these cookies."""
+    sent = {
+        "X-Forwarded-Method": "GET",
+        "X-Forwarded-Uri": "/contacts",
+        "X-Forwarded-Host": "crm.test",
+        "Accept": "*/*",
+        "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()),
+    }
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+        http.get(on.url + "/_gateway/auth", headers=sent, allow_redirects=False) as r,
+    ):
+        await r.read()
+        return r.status
+
+
+@pytest.mark.parametrize("pair", [FORWARD_AUTH], indirect=True)
+async def test_a_sign_out_reaches_the_other_process_endpoint_within_its_session_cache(
+    pair: Pair,
+) -> None:
+    """B's endpoint answers alice's requests from the record it read (session_cache, 2 s);
+    she signs out through A: once the cache's time has passed, B refuses her old cookies,
+    however often they were asked about meanwhile."""
+    b, _ = await signed_in(pair, pair.a)
+    old = kept_cookies(b)
+    assert await auth_status(pair.b, old) == 200
+    status, html, _ = await b.get("/_gateway/account")
+    assert status == 200
+    status, _, _ = await b.post("/_gateway/logout", {"csrf": field(html, "csrf")})
+    assert status in (302, 303)
+    for _ in range(int((SESSION_CACHE + SLACK) / 0.25)):  # asked again and again meanwhile
+        await auth_status(pair.b, old)
+        await asyncio.sleep(0.25)
+    assert await auth_status(pair.b, old) != 200
+    assert await auth_status(pair.a, old) != 200
+
+
+@pytest.mark.parametrize("pair", [(STRICT, "workers: 2\n")], indirect=True)
+async def test_a_held_back_policy_edit_is_held_back_by_a_replaced_worker(pair: Pair) -> None:
+    """What the docs promise, and what holds: a worker the supervisor forks after a crash
+    reads the changed files before it serves, and holds the edit back as the rest do."""
+    b, _ = await signed_in(pair, pair.a)
+    old = kept_cookies(b)
+    (pair.config.parent / "policies" / "policy.yaml").write_text(OPENED)
+    for _ in range(40):  # the watchers' two looks, at most 10 s
+        if pair.a.log.count(b"policy change held back (file changed)") >= 2:
+            break
+        await asyncio.sleep(0.25)
+    before = set(pair.a.children())
+    os.kill(min(before), signal.SIGKILL)
+    for _ in range(80):  # the supervisor forks a new one, which reads the files: at most 20 s
+        if b"(changed since it was read)" in pair.a.log:
+            break
+        await asyncio.sleep(0.25)
+    assert len(set(pair.a.children()) - before) == 1
+    await asyncio.sleep(0.5)  # its policy read, it starts listening
+    # New connections each: answered by either worker, the new one too.
+    assert {await status_with_cookies(pair.a, old, "/contacts") for _ in range(12)} == {403}
