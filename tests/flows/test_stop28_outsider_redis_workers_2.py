@@ -3,8 +3,8 @@ second part: an API token revoked and a policy file tightened while both run, on
 code sent to both at once, sends of texts spread over both at once, one account guessed from
 four addresses through both, a sign-out and the forward-auth endpoint's session cache on
 the other, a worker replaced after a crash. One hole: a policy edit the running process
-holds back is served by a process started after it. Two real `python -m gateway run` processes, the
-noting demo CRM, real codes from the outbox."""
+holds back is served by a process started after it. Two real `python -m gateway run`
+processes, the noting demo CRM, real codes from the outbox."""
 
 from __future__ import annotations
 
