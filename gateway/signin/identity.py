@@ -9,6 +9,7 @@ refused rather than guessed.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
@@ -20,7 +21,7 @@ from gateway.config.signin import Login
 from gateway.errors import AmbiguousField, AmbiguousLogin, BadRequest
 from gateway.fields import body_fields, may_be_read_as, query_values
 from gateway.model import canonical_user
-from gateway.paths import fold_case, match_form, normalize_path
+from gateway.paths import fold_case, match_form, normalize_path, script_paths
 
 __all__ = [
     "canonical_user",
@@ -53,9 +54,16 @@ def _urlencoded(body: bytes, field: str) -> list[str]:
             raise AmbiguousLogin("a form field that is not UTF-8") from None
         if name == field:
             found.append(value)
-        elif may_be_read_as(name, field):
+        elif _in_any_case(name, field) or may_be_read_as(name, field):
             raise AmbiguousLogin(f"a field {name!r} that may be read as {field!r}")
     return found
+
+
+def _in_any_case(name: str, field: str) -> bool:
+    """`Username` for `username`: ASP.NET Core reads form fields and JSON properties in any
+    case (its form collection and System.Text.Json's web defaults), binding another value
+    than the one spelled as configured."""
+    return name != field and name.casefold() == field.casefold()
 
 
 def _json(body: bytes, field: str) -> list[str]:
@@ -63,6 +71,8 @@ def _json(body: bytes, field: str) -> list[str]:
         keys = [key for key, _ in items]
         if len(keys) != len(set(keys)):
             raise AmbiguousLogin("a JSON key that appears twice")
+        if any(_in_any_case(key, field) for key in keys):
+            raise AmbiguousLogin(f"a JSON key that may be read as {field!r}")
         return dict(items)
 
     try:
@@ -91,6 +101,10 @@ def login_user(body: bytes, content_type: str, login: Login, raw_query: str = ""
             raise AmbiguousLogin(f"the field {field!r} in the query of a login")
     kind, _, params = content_type.partition(";")
     kind = kind.strip().lower()
+    if kind != "application/json" and "json" in content_type.lower():
+        # Laravel reads the body as JSON when its Content-Type holds `/json` or `+json`
+        # anywhere (`application/x-www-form-urlencoded; x=/json`): we would read a form.
+        raise AmbiguousLogin("a Content-Type that names JSON outside its media type")
     for param in params.split(";"):
         name, _, value = param.partition("=")
         charset = value.strip().strip('"').lower()
@@ -201,7 +215,23 @@ def at_login_path(login: Login, method: str, raw_target: str) -> bool:
     if path == folder and script.lower().startswith(("index.", "default.")):
         return True  # a directory index: Apache's DirectoryIndex, nginx's `index`, IIS's
     # A script's path info: PHP (and any CGI) runs /index.php for /index.php/anything.
-    return "." in script and path.startswith(configured + "/")
+    if "." in script and path.startswith(configured + "/"):
+        return True
+    return _behind_front_controller(path, configured)
+
+
+def _behind_front_controller(path: str, configured: str) -> bool:
+    """`/index.php/login` for a login at `/login` (folded paths): a front controller (Laravel,
+    Symfony, Slim, CodeIgniter) routes its script's path info from the script's folder, and
+    Laravel trims the slashes around it (`/index.php//login` is `/login` too)."""
+    if "." not in path:
+        return False  # most requests
+    for script in script_paths(path + "/"):
+        folder = script.rpartition("/")[0]
+        route = re.sub("/+", "/", path[len(script) :]).rstrip("/")
+        if route and folder + route == configured:
+            return True
+    return False
 
 
 def names_logout(

@@ -27,11 +27,29 @@ from gateway.signin.identity import (
 def login_named_unwatched(
     login: Login, method: str, raw_target: str, headers: MultiMapping[str]
 ) -> bool:
-    """The login named where the gateway does not watch it: in a cookie, or by another
-    method (the proxy refuses it, 400 login_ambiguous; the forward-auth endpoint, 403)."""
-    return cookies_name_login(login, raw_target, headers) or login_by_another_method(
-        login, method, raw_target, headers
+    """The login named where the gateway does not watch it: in a cookie, by another method,
+    or in the query of another path (the proxy refuses it, 400 login_ambiguous; the
+    forward-auth endpoint, 403)."""
+    return (
+        cookies_name_login(login, raw_target, headers)
+        or login_by_another_method(login, method, raw_target, headers)
+        or login_query_elsewhere(login, method, raw_target)
     )
+
+
+def login_query_elsewhere(login: Login, method: str, raw_target: str) -> bool:
+    """By login.method, the query that tells the login apart (`action=Login`) at another path
+    than the login's: a PHP CRM behind a catch-all rewrite (nginx's `try_files $uri $uri/
+    /index.php?$query_string`, Apache's FallbackResource) runs its login for any path that
+    is not a file, `/contacts?action=Login` too, and the password would be checked there
+    uncounted. Cheap for most requests: a query, and the login's, is looked for first."""
+    if login.mode != "upstream" or method != login.method:
+        return False
+    query = login.path.partition("?")[2]
+    raw_query = raw_target.partition("?")[2]
+    if not query or not raw_query or not query_matches(query, raw_query):
+        return False
+    return not at_login_path(login, method, raw_target)
 
 
 def cookies_name_login(login: Login, raw_target: str, headers: MultiMapping[str]) -> bool:
@@ -83,7 +101,9 @@ def login_by_another_method(
     piece = _field_piece(login.username_field)
     if piece not in text and not (_names_escaped(text) and piece in unquote_plus(text)):
         return False  # most requests: the field is not named
-    if not at_login_path(login, login.method, raw_target):
+    if not query and not at_login_path(login, login.method, raw_target):
+        # A login told apart by its query is named at any path: a catch-all rewrite runs it
+        # there too (login_query_elsewhere).
         return False
     field = login.username_field
     named = any(

@@ -26,7 +26,7 @@ _METHOD = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$")  # an RFC 9110 token
 class Original:
     """The request the front proxy is about to send to the CRM."""
 
-    method: str  # as the client sent it (the proxy mode does not change its case either)
+    method: str  # as the client sent it, in capitals (another case is refused, as by the proxy)
     target: str  # path and query, as the client sent them
     host: str
     nginx: bool  # asked by nginx's auth_request: its answers are 2xx, 401 and 403 only
@@ -52,6 +52,11 @@ def read_original(headers: CIMultiDictProxy[str]) -> Original:
     target = seen.get(target_name, [""])[0]
     if not _METHOD.match(method) or not target:
         raise _unreadable(f"no usable {method_name} and {target_name}")
+    if not method.isupper():
+        # The proxy refuses such a request line (400); Caddy and Traefik pass a client's
+        # method on as sent, and Laravel, Django, Flask and ASP.NET Core run `post` as POST
+        # and `delete` as DELETE: judged as written, a rule on POST or DELETE would not hold.
+        raise _unreadable(f"a method not in capitals in {method_name}")
     host = headers.get("X-Forwarded-Host", "") or headers.get("Host", "")
     return Original(method, target, host.strip()[:256], nginx)
 

@@ -189,18 +189,12 @@ BOB_FOR_ALICE = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: a login body the CRM's framework reads as bob's (Laravel's isJson on any "
-    "`/json` or `+json` in the Content-Type; ASP.NET Core's field names in any case) is read "
-    "as alice's by identity.login_user: bob's CRM session reaches alice past her own code",
-)
 @pytest.mark.parametrize("attack", list(BOB_FOR_ALICE))
 async def test_a_body_the_framework_reads_as_another_user_is_refused(
     start: Start, attack: str
 ) -> None:
-    """Safe: refused (400 login_ambiguous) before the CRM checks bob's password. Today: the
-    gateway counts and challenges alice, the CRM logs bob in, and after alice's own
+    """Safe: refused (400 login_ambiguous) before the CRM checks bob's password. Before the mend:
+    the gateway counts and challenges alice, the CRM logs bob in, and after alice's own
     enrolment (or code) the browser holds bob's CRM session: (303, ['bob'], 'bob')."""
     crm = await serve_handler(framework_crm(FRAMEWORKS[attack.partition("-")[0]]), LOGINS)
     b = Browser(await start(crm.url, login=PATH_LOGIN, policy=POLICY))

@@ -59,19 +59,13 @@ async def test_the_laravel_stand_in_routes_its_front_controllers_path_info(start
         await crm.runner.cleanup()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: POST /index.php/login is Laravel's login route (Symfony's path info), not "
-    "identity.at_login_path's for login.path /login: bob's password is checked at the CRM "
-    "uncounted, anonymously where a rule lets anyone reach it and from any session",
-)
 @pytest.mark.parametrize("target", LARAVEL_FRONT)
 @pytest.mark.parametrize("signed_in", [False, True], ids=["anyone", "alices-session"])
 async def test_the_login_behind_laravels_front_controller_is_watched(
     start: Start, target: str, signed_in: bool
 ) -> None:
     """Safe: refused, or taken for the login (bob's check counted and audited, his cookie
-    held for his code). Today: the CRM logs bob in, the gateway counts and audits nothing
+    held for his code). Before the mend (stop 28): the CRM logs bob in, the gateway counts and audits nothing
     (302 to /home; bob's new cookie is dropped, the guessing is what goes unwatched)."""
     crm = await serve_handler(framework_crm(laravel_input), LOGINS)
     b = Browser(await start(crm.url, login=PATH_LOGIN, policy=POLICY if signed_in else ANYONE))
@@ -90,12 +84,6 @@ async def test_the_login_behind_laravels_front_controller_is_watched(
         await crm.runner.cleanup()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: the forward-auth endpoint answers 200 for POST /index.php/login (Laravel's "
-    "login route behind its front controller) where a rule lets anyone reach the path: the "
-    "front proxy sends the password to the CRM unwatched",
-)
 @pytest.mark.parametrize("target", LARAVEL_FRONT)
 async def test_the_endpoint_refuses_the_login_behind_laravels_front_controller(
     start: Start, target: str
@@ -116,19 +104,13 @@ async def test_the_endpoint_refuses_the_login_behind_laravels_front_controller(
 CATCH_ALL = ["/contacts?action=Login", "/index?action=Login", "/index.php5?action=Login"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: a CRM behind a catch-all rewrite (try_files … /index.php?$query_string) runs "
-    "its login for POST /contacts?action=Login; the gateway takes only login.path's script, "
-    "its folder and its path info for it: alice's password is checked uncounted",
-)
 @pytest.mark.parametrize("target", CATCH_ALL)
 async def test_the_login_behind_a_catch_all_rewrite_is_watched(
     php: Served,  # noqa: F811 (the fixture, imported)
     start: Start,
     target: str,
 ) -> None:
-    """Safe: refused, or counted as alice's password failure. Today: the CRM checks it (its
+    """Safe: refused, or counted as alice's password failure. Before the mend: the CRM checks it (its
     answer goes back to the client) and the gateway has audited nothing."""
     gw = await start(php.url, login=PHP_LOGIN, policy=OPEN_POLICY)
     body = b"username=alice&password=guess"
@@ -193,12 +175,6 @@ async def test_the_proxy_refuses_the_login_by_its_method_in_another_case(
         await crm.runner.cleanup()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: the forward-auth endpoint answers 200 for `post /login` (X-Forwarded-Method "
-    "in lower case, as Caddy passes a client's method on), which the proxy refuses (400): "
-    "Laravel runs its login, its session cookie goes to the browser, nothing is counted",
-)
 @pytest.mark.parametrize("method", LOWER)
 async def test_the_endpoint_refuses_the_login_by_its_method_in_another_case(
     start: Start, method: str
@@ -229,12 +205,6 @@ paths:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: the forward-auth endpoint judges `delete` (X-Forwarded-Method as Caddy "
-    "passes it) as a method no rule names: 200, where a DELETE is 403 and the proxy "
-    "refuses `delete` (400); Laravel, Django, Flask and ASP.NET Core run it as DELETE",
-)
 @pytest.mark.parametrize("method", ["delete", "Delete"])
 async def test_the_endpoint_judges_a_ruled_method_in_another_case_as_that_method(
     php: Served,  # noqa: F811

@@ -205,8 +205,29 @@ def test_json_escapes_are_decoded_before_the_name_is_checked() -> None:
     ["", "multipart/form-data; boundary=x", "text/plain", "application/xml", "application/jsonx"],
 )
 def test_a_body_of_another_type_is_refused(content_type: str) -> None:
-    with pytest.raises(AmbiguousLogin, match="is not read"):
+    with pytest.raises(AmbiguousLogin, match=r"is not read|names JSON outside"):
         login_user(b"username=alice", content_type, LOGIN)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        # Laravel's isJson: `/json` or `+json` anywhere in the Content-Type.
+        ("application/x-www-form-urlencoded; x=/json", b'{"username": "bob"}'),
+        ("application/x-www-form-urlencoded; profile=crm+json", b"username=alice"),
+        ("application/x-www-form-urlencoded, application/json", b"username=alice"),
+        # ASP.NET Core: names in any case.
+        ("application/x-www-form-urlencoded", b"Username=bob&username=alice"),
+        ("application/x-www-form-urlencoded", b"USERNAME=bob"),
+        ("application/json", b'{"username": "alice", "Username": "bob"}'),
+        ("application/json", b'{"userName": "bob"}'),
+    ],
+)
+def test_a_body_a_framework_reads_as_another_user_is_refused(
+    content_type: str, body: bytes
+) -> None:
+    with pytest.raises(AmbiguousLogin):
+        login_user(body, content_type, LOGIN)
 
 
 # -- canonical user names ---------------------------------------------------------------------

@@ -74,3 +74,27 @@ def test_the_logout_is_compared_decoded_as_the_crm_reads_it(tmp_path: Path) -> N
     assert names_logout(login, "POST", "/LOG%21OUT?", fold=True)
     assert not names_logout(login, "POST", "/log%2521out?", fold=False)
     assert not names_logout(login, "GET", "/log!out?", fold=False)
+
+
+@pytest.mark.parametrize(
+    ("configured", "target", "taken"),
+    [
+        # A front controller routes its script's path info from the script's folder.
+        ("/login", "/index.php/login", True),
+        ("/login", "/index.php//login/", True),
+        ("/login", "/app.php/login", True),
+        ("/crm/login", "/crm/index.php/login", True),
+        ("/crm/login", "/crm/index.php//login", True),
+        # Not the login: another route, another folder, a segment that names no script.
+        ("/login", "/index.php/logins", False),
+        ("/login", "/index.php/admin/login", False),
+        ("/crm/login", "/index.php/login", False),
+        ("/login", "/files.v2/login", False),
+        ("/login", "/index.php", False),
+    ],
+)
+def test_the_login_behind_a_front_controller_is_the_login(
+    configured: str, target: str, taken: bool
+) -> None:
+    login = Login(mode="upstream", path=configured, success_cookie="sid")
+    assert names_login(login, "POST", target) is taken
