@@ -27,12 +27,14 @@ __all__ = [
     "canonical_user",
     "json_names_login",
     "login_may_be_in_body",
+    "login_name",
     "login_succeeded",
     "login_user",
     "names_login",
     "names_logout",
     "query_matches",
     "set_cookie_names",
+    "user_of",
 ]
 
 MAX_NAME = 256
@@ -90,7 +92,20 @@ def _json(body: bytes, field: str) -> list[str]:
 
 
 def login_user(body: bytes, content_type: str, login: Login, raw_query: str = "") -> str:
-    """The canonical user name a login request names, or AmbiguousLogin: also when its query
+    """The canonical user name a login request names (login_name's, canonical_user's)."""
+    return user_of(login_name(body, content_type, login, raw_query))
+
+
+def user_of(typed: str) -> str:
+    """The canonical user of a name as typed at the login, or AmbiguousLogin."""
+    name = canonical_user(typed)
+    if not name or len(name) > MAX_NAME or any(unicodedata.category(c)[0] == "C" for c in name):
+        raise AmbiguousLogin("an empty, over-long or control-character user name")
+    return name
+
+
+def login_name(body: bytes, content_type: str, login: Login, raw_query: str = "") -> str:
+    """The user name a login request names, as typed, or AmbiguousLogin: also when its query
     holds a name any server may read as the user-name field (ASP.NET's `Request[...]` and
     Flask's `request.values` look in the query first: the CRM would log in that user while
     the gateway asks for the body's user's code)."""
@@ -119,10 +134,7 @@ def login_user(body: bytes, content_type: str, login: Login, raw_query: str = ""
         raise AmbiguousLogin(f"a login body of type {kind or 'none'!r} is not read")
     if len(values) != 1:
         raise AmbiguousLogin(f"the field {login.username_field!r} appears {len(values)} times")
-    name = canonical_user(values[0])
-    if not name or len(name) > MAX_NAME or any(unicodedata.category(c)[0] == "C" for c in name):
-        raise AmbiguousLogin("an empty, over-long or control-character user name")
-    return name
+    return values[0]
 
 
 def set_cookie_names(set_cookies: list[str]) -> dict[str, str]:

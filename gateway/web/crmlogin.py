@@ -14,8 +14,9 @@ from aiohttp import web
 
 from gateway.errors import AmbiguousLogin, BadRequest
 from gateway.fields import overrides_method
+from gateway.signin.confusable import confusable_with
 from gateway.signin.decision import Kind, Who
-from gateway.signin.identity import login_succeeded, login_user
+from gateway.signin.identity import login_name, login_succeeded, user_of
 from gateway.signin.unwatched import cookie_user
 from gateway.web import proxy
 from gateway.web.audit import audit_event
@@ -38,7 +39,8 @@ async def handle(
     try:
         content_type = request.headers.get("Content-Type", "")
         raw_query = request.raw_path.partition("?")[2]
-        user = login_user(body, content_type, signin.login, raw_query)
+        typed = login_name(body, content_type, signin.login, raw_query)
+        user = user_of(typed)
         cookies = request.headers.getall("Cookie", [])
         if any(other != user for other in cookie_user(cookies, signin.login)):
             # PHP reads cookies over the form where no php.ini says otherwise: the CRM
@@ -49,6 +51,10 @@ async def handle(
         raise BadRequest(str(exc), reason="login_ambiguous") from None
     request[USER] = user
     guard = request.app[GUARD]
+    other = await confusable_with(user, typed, signin.durable, guard.view.users)
+    if other:  # the CRM's database may log `other` in: never asked for `user`'s factors
+        audit_event(request, "signin.refused", outcome="refused", reason="user_confusable")
+        raise BadRequest(f"a user name the CRM may read as {other!r}", reason="user_confusable")
     # A method override refuses a login too: in a header or the query (Guard.who), or in the
     # login's body, read whole already (`_method=DELETE`: Laravel or Symfony would run
     # DELETE on the login's path, which no rule judged).
