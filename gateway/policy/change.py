@@ -11,13 +11,11 @@ or a rule, is an edit, and loads.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config.networks import IPNetwork
-from gateway.config.process import policy_files
 from gateway.policy.model import Level, Policy, User
 
 MAX_NAMED = 10  # users or rules named in one log line; the rest are counted
@@ -228,8 +226,6 @@ def compare(old: Policy, new: Policy, *, hold_share: float) -> Change:
 def files_digest(folder: str | Path) -> str:
     """The policy files as they are on disk now, as one digest: what `crm-gateway policy
     reload` confirms, and what a held-back reload compares against."""
-    digest = hashlib.sha256()
-    for path in policy_files(folder):
-        digest.update(path.name.encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    from gateway.policy.inforce import read_snapshot  # it loads policies: this module does not
+
+    return read_snapshot(folder).digest

@@ -17,7 +17,8 @@ from gateway.audit import AuditTrail
 from gateway.config.process import files_signature
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.model import Settings
-from gateway.policy.change import CONFIRMED_NOTE, DEFAULT_HOLD_SHARE, Change, compare, files_digest
+from gateway.policy.change import CONFIRMED_NOTE, DEFAULT_HOLD_SHARE, Change, compare
+from gateway.policy.inforce import IN_FORCE_NOTE, decode, read_snapshot
 from gateway.policy.load import load_policies
 from gateway.policy.model import Policy, User
 from gateway.policy.tokens import TokenTable, credential_places
@@ -69,7 +70,8 @@ class LivePolicy:
             return False
         self._signature = self._files_signature()
         try:
-            digest = await asyncio.to_thread(files_digest, self.folder)
+            snapshot = await asyncio.to_thread(read_snapshot, self.folder)
+            digest = snapshot.digest
             policy = await asyncio.to_thread(load_policies, self.folder)
         except ConfigError as exc:
             for problem in exc.problems:
@@ -101,11 +103,12 @@ class LivePolicy:
         for line in change.lines():
             log.info("policy reloaded: %s", line)
         self.trail.record("policy.reloaded", "ok", reason=why, widened=len(change.widened))
-        if not watched:
-            # A person asked (SIGHUP): these files are confirmed, as by `policy reload`, so a
-            # worker that starts later loads them too instead of holding them back.
-            with contextlib.suppress(StoreUnavailable):
+        with contextlib.suppress(StoreUnavailable):
+            if not watched:
+                # A person asked (SIGHUP): these files are confirmed, as by `policy reload`,
+                # so a worker that starts later loads them too instead of holding them back.
                 await self._durable.set_note(CONFIRMED_NOTE, digest)
+            await self._durable.set_note(IN_FORCE_NOTE, snapshot.encode())
         return True
 
     def _hold(self, why: str, digest: str, change: Change) -> None:
@@ -166,10 +169,18 @@ class LivePolicy:
     async def start(self) -> None:
         """Before the first request: the policy's warnings said, the token table read. A
         policy read before the files last changed (a worker replaced hours after the start,
-        forked with the supervisor's copy) is read again first, as the watcher would."""
+        forked with the supervisor's copy) is read again first, as the watcher would; and
+        files that differ from those in force elsewhere (gateway.policy.inforce) are held to
+        them, as the running gateways' watchers hold them."""
         reloaded = False
-        if self.folder and self._files_signature() != self._signature:
+        in_force = await self._in_force_elsewhere() if self.folder else None
+        if in_force is not None:
+            self.view = await asyncio.to_thread(PolicyView.of, in_force)
+            reloaded = await self.reload("started after an edit", watched=True)
+        elif self.folder and self._files_signature() != self._signature:
             reloaded = await self.reload("changed since it was read", watched=True)
+        elif self.folder:
+            await self._note_in_force()
         if not reloaded:  # a reload says the warnings of what it loaded
             _log_warnings(self.policy)
         await self.refresh_tokens()
@@ -180,6 +191,34 @@ class LivePolicy:
             len(self.policy.paths),
             len(self.tokens),
         )
+
+    async def _in_force_elsewhere(self) -> Policy | None:
+        """The policy of the files in force as the durable store last heard, when the files
+        on disk differ from them; None when they are the same, or unknown (no note yet, a
+        store that does not answer, files that no longer load: the disk's are taken)."""
+        try:
+            note = decode(await self._durable.note(IN_FORCE_NOTE))
+        except StoreUnavailable as exc:
+            log.warning("policy in force elsewhere not read: %s", exc.detail)
+            return None
+        if note is None:
+            return None
+        disk = await asyncio.to_thread(read_snapshot, self.folder)
+        if note.digest == disk.digest:
+            return None
+        try:
+            return await asyncio.to_thread(note.load, self.folder)
+        except ConfigError as exc:
+            log.warning("the policy in force elsewhere does not load here: %s", exc)
+            return None
+
+    async def _note_in_force(self) -> None:
+        """These files are in force: said in the durable store, when it does not say so."""
+        snapshot = await asyncio.to_thread(read_snapshot, self.folder)
+        with contextlib.suppress(StoreUnavailable):
+            known = decode(await self._durable.note(IN_FORCE_NOTE))
+            if known is None or known.digest != snapshot.digest:
+                await self._durable.set_note(IN_FORCE_NOTE, snapshot.encode())
 
 
 def _log_warnings(policy: Policy) -> None:

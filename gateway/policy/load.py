@@ -53,19 +53,22 @@ SETTING_KEYS = {
 }
 
 
-def load_policies(directory: str | Path) -> Policy:
-    """Every *.yaml in the directory, merged and checked; ConfigError lists all problems."""
+def load_policies(directory: str | Path, *, shown_as: str | Path | None = None) -> Policy:
+    """Every *.yaml in the directory, merged and checked; ConfigError lists all problems.
+    `shown_as`: the folder the files are named in (problems, rules' sources), when they were
+    copied out of it (gateway.policy.inforce)."""
     signature = files_signature(directory)
     files = policy_files(directory)
+    shown = [Path(shown_as) / path.name for path in files] if shown_as else files
     builder = _Builder()
     sources = []
-    for path in files:
-        source = Source(str(path))
+    for path, name in zip(files, shown, strict=True):
+        source = Source(str(name))
         sources.append(source)
         root = read_file(path, source)
         if root is not None:
             builder.add_file(root, source)
-    policy = builder.finish(tuple(str(p) for p in files))
+    policy = builder.finish(tuple(str(name) for name in shown))
     warnings = [w for source in sources for w in source.warnings]
     for source in sources:  # values report to their file's Source, during finish() too
         builder.problems.extend(source.problems)

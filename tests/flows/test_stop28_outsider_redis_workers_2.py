@@ -185,13 +185,6 @@ STRICT = TIGHTER.replace(
 OPENED = DEMO_POLICY  # the file cut down to `paths: [{path: /**, allow: [anyone]}]`
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: a policy edit that removes 2 of 3 path rules is held back by the running "
-    "process (unconfirmed), but a gateway process started after the edit (an instance "
-    "restarted, a second `run`) loads the files as they are and serves them: the two "
-    "processes on one Redis disagree, and the cut-down file opens the doors there",
-)
 @pytest.mark.parametrize("pair", [(STRICT, "")], indirect=True)
 async def test_a_held_back_policy_edit_is_held_back_by_a_process_started_after_it(
     pair: Pair,
