@@ -15,7 +15,7 @@ import logging
 
 from gateway.audit import AuditTrail
 from gateway.config.process import files_signature
-from gateway.errors import ConfigError, StoreUnavailable
+from gateway.errors import ConfigError, Problem, StoreUnavailable
 from gateway.model import Settings
 from gateway.policy.change import CONFIRMED_NOTE, DEFAULT_HOLD_SHARE, Change, compare
 from gateway.policy.inforce import IN_FORCE_NOTE, decode, read_snapshot
@@ -195,7 +195,9 @@ class LivePolicy:
     async def _in_force_elsewhere(self) -> Policy | None:
         """The policy of the files in force as the durable store last heard, when the files
         on disk differ from them; None when they are the same, or unknown (no note yet, a
-        store that does not answer, files that no longer load: the disk's are taken)."""
+        store that does not answer: the disk's are taken). ConfigError when those files no
+        longer load here (a network list they name removed since) and nobody confirmed the
+        files on disk: what they would change cannot be judged, so nothing is served."""
         try:
             note = decode(await self._durable.note(IN_FORCE_NOTE))
         except StoreUnavailable as exc:
@@ -209,8 +211,22 @@ class LivePolicy:
         try:
             return await asyncio.to_thread(note.load, self.folder)
         except ConfigError as exc:
-            log.warning("the policy in force elsewhere does not load here: %s", exc)
-            return None
+            if await self._confirmed(disk.digest):
+                return None
+            why = "; ".join(str(problem) for problem in exc.problems[:3])
+            raise ConfigError(
+                [
+                    Problem(
+                        self.folder,
+                        0,
+                        "policies",
+                        "the policy files differ from those in force (the durable store's "
+                        f"note), which no longer load ({why}): what the change would open "
+                        "cannot be judged. If the files on disk are meant, confirm them with "
+                        "`crm-gateway policy reload -c CONFIG` and start again",
+                    )
+                ]
+            ) from None
 
     async def _note_in_force(self) -> None:
         """These files are in force: said in the durable store, when it does not say so."""

@@ -51,10 +51,6 @@ async def handle(
         raise BadRequest(str(exc), reason="login_ambiguous") from None
     request[USER] = user
     guard = request.app[GUARD]
-    other = await confusable_with(user, typed, signin.durable, guard.view.users)
-    if other:  # the CRM's database may log `other` in: never asked for `user`'s factors
-        audit_event(request, "signin.refused", outcome="refused", reason="user_confusable")
-        raise BadRequest(f"a user name the CRM may read as {other!r}", reason="user_confusable")
     # A method override refuses a login too: in a header or the query (Guard.who), or in the
     # login's body, read whole already (`_method=DELETE`: Laravel or Symfony would run
     # DELETE on the login's path, which no rule judged).
@@ -68,6 +64,13 @@ async def handle(
         return signin.locked_page(request, until)
     regulator = signin.regulator
     ip = request[VIEW].ip
+    other = await confusable_with(user, typed, signin.durable, guard.view.users)
+    if other:
+        # The CRM's database may log `other` in: never asked for `user`'s factors. Counted as
+        # a wrong password, so that asking which names are known costs as much as guessing.
+        await signin.tasks.shielded(regulator.password_failed(user, ip), name="password count")
+        audit_event(request, "signin.refused", outcome="refused", reason="user_confusable")
+        raise BadRequest(f"a user name the CRM may read as {other!r}", reason="user_confusable")
     try:
         response = await proxy.send(
             request, target, adjust=signin.cookies.adjust(None), body=body if body else None

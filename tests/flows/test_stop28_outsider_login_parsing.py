@@ -25,7 +25,7 @@ Real gateway, stand-in CRMs, real TOTP codes.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from urllib.parse import parse_qsl
 
 import pytest
@@ -98,23 +98,28 @@ def laravel_route(path: str) -> str:
     return "/" + path.strip("/")
 
 
-def framework_crm(read: Reader) -> Handler:
-    """A CRM reading its login with `read`: POST /login (302 and its session cookie on the
-    right password, else its form again); every other page is its session user's."""
+def framework_crm(
+    read: Reader, users: Mapping[str, str] = PASSWORDS, named: Callable[[str], str] = str
+) -> Handler:
+    """A CRM reading its login with `read` and finding its user as its database would
+    (`named`: the name as the collation compares it): POST /login (302 and its session
+    cookie on the right password, else its form again); every other page is its session
+    user's."""
 
     async def crm(request: web.Request) -> web.StreamResponse:
         path = laravel_route(request.path) if read is laravel_input else request.path
         if (request.method, path) == ("POST", "/login"):
             given = read(request.headers.get("Content-Type", ""), await request.read())
-            user, password = given.get("username"), given.get("password")
-            if isinstance(user, str) and PASSWORDS.get(user) == password:
-                request.app[LOGINS].append(user)
+            typed, password = given.get("username"), given.get("password")
+            found = [u for u in users if isinstance(typed, str) and named(u) == named(typed)]
+            if found and users[found[0]] == password:
+                request.app[LOGINS].append(found[0])
                 answer = web.HTTPFound("/home")
-                answer.set_cookie("crm_session", f"{user}-session")
+                answer.set_cookie("crm_session", f"{found[0]}-session")
                 raise answer
             return web.Response(text="wrong password")
         user = request.cookies.get("crm_session", "").removesuffix("-session")
-        if user not in PASSWORDS:
+        if user not in users:
             raise web.HTTPFound("/login")
         return web.Response(text=f"home of {user}")
 

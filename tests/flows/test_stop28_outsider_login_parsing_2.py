@@ -25,7 +25,6 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from aiohttp import web
 
 from tests.conftest import Served, send_raw, serve_handler
 from tests.flows.test_case_insensitive_paths import ask_endpoint, status_of
@@ -37,6 +36,7 @@ from tests.flows.test_stop28_outsider_login_parsing import (
     LOGINS,
     PATH_LOGIN,
     POLICY,
+    Handler,
     framework_crm,
     laravel_input,
     sign_in_so,
@@ -239,22 +239,9 @@ def general_ci(name: str) -> str:
     return "".join(c for c in bare if not unicodedata.combining(c)).rstrip(" ").upper()
 
 
-async def collating_crm(request: web.Request) -> web.StreamResponse:
+def collating_crm() -> Handler:
     """A CRM finding the login's user with `WHERE user_name = ?` under utf8mb4_general_ci."""
-    if (request.method, request.path) == ("POST", "/login"):
-        form = await request.post()
-        asked = general_ci(str(form.get("username", "")))
-        for user, password in JESS.items():
-            if general_ci(user) == asked and form.get("password") == password:
-                request.app[LOGINS].append(user)
-                answer = web.HTTPFound("/home")
-                answer.set_cookie("crm_session", f"{user}-session")
-                raise answer
-        return web.Response(text="wrong password")
-    user = request.cookies.get("crm_session", "").removesuffix("-session")
-    if user not in JESS:
-        raise web.HTTPFound("/login")
-    return web.Response(text=f"home of {user}")
+    return framework_crm(laravel_input, JESS, general_ci)
 
 
 @pytest.mark.parametrize("spelled", ["je%C3%9Fsie", "jess%C4%B1e"])
@@ -266,7 +253,7 @@ async def test_a_name_the_crms_collation_reads_as_another_user_is_that_user(
     back. Before the mend (gateway.signin.confusable): 303 to the enrolment of `jesssie`,
     whose new app released her session. Now refused (400 user_confusable) before the CRM
     checks the password."""
-    crm = await serve_handler(collating_crm, LOGINS)
+    crm = await serve_handler(collating_crm(), LOGINS)
     policy = POLICY.replace("{alice: {}, bob: {}}", "{jessie: {}}")
     gw = await start(crm.url, login=PATH_LOGIN, policy=policy)
     jessie, other = Browser(gw), Browser(gw)
@@ -286,5 +273,29 @@ async def test_a_name_the_crms_collation_reads_as_another_user_is_that_user(
         )
     finally:
         await jessie.close()
+        await other.close()
+        await crm.runner.cleanup()
+
+
+async def test_probing_near_a_known_name_is_counted_as_guessing(start: Start) -> None:
+    """user_confusable's answer tells that a name near a known one exists (a known limit,
+    docs/security.md): each such answer counts as a wrong password, so probing stops at the
+    address's limit as guessing does, and the CRM checks nothing."""
+    crm = await serve_handler(collating_crm(), LOGINS)
+    policy = POLICY.replace("{alice: {}, bob: {}}", "{jessie: {}}")
+    other = Browser(await start(crm.url, login=PATH_LOGIN, policy=policy))
+    try:
+        statuses = []
+        for _ in range(8):
+            async with other.http.post(
+                other.gw.url + "/login",
+                data=b"username=je%C3%9Fsie&password=guess",
+                headers={"Content-Type": FORM},
+                allow_redirects=False,
+            ) as r:
+                statuses.append(r.status)
+        assert statuses[0] == 400 and statuses[-1] == 429, statuses
+        assert crm.app[LOGINS] == []
+    finally:
         await other.close()
         await crm.runner.cleanup()
