@@ -64,13 +64,6 @@ async def handle(
         return signin.locked_page(request, until)
     regulator = signin.regulator
     ip = request[VIEW].ip
-    other = await confusable_with(user, typed, signin.durable, guard.view.users)
-    if other:
-        # The CRM's database may log `other` in: never asked for `user`'s factors. Counted as
-        # a wrong password, so that asking which names are known costs as much as guessing.
-        await signin.tasks.shielded(regulator.password_failed(user, ip), name="password count")
-        audit_event(request, "signin.refused", outcome="refused", reason="user_confusable")
-        raise BadRequest(f"a user name the CRM may read as {other!r}", reason="user_confusable")
     try:
         response = await proxy.send(
             request, target, adjust=signin.cookies.adjust(None), body=body if body else None
@@ -91,9 +84,24 @@ async def handle(
             return await proxy.relay(request, response, drop_cookies=signin.cookies.crm)
     finally:
         response.release()
-    await signin.tasks.shielded(regulator.password_succeeded(user, ip), name="password count")
     # The language of the user's pages: notices sent later (a new network) speak it.
     audit_event(request, "signin.crm_ok", outcome="ok", user=user, lang=language(request))
+    try:
+        facts = await signin.facts(request, user)
+        listed = guard.view.users
+        confusable = not facts.usable and await confusable_with(user, typed, signin.durable, listed)
+    except BaseException:  # the durable store down: no verdict, the attempt's slot goes back
+        await signin.tasks.shielded(regulator.password_abandoned(user, ip), name="password count")
+        raise
+    if confusable:
+        # The CRM may have logged a known user in (its database compares names more loosely):
+        # never asked for `user`'s factors, nor sent to enrol as `user`. Asked only with a
+        # password the CRM took, so it tells no one without it which names are known; its
+        # cookies are never released, and it counts as a wrong password.
+        await signin.tasks.shielded(regulator.password_failed(user, ip), name="password count")
+        audit_event(request, "signin.refused", outcome="refused", reason="user_confusable")
+        raise BadRequest("a user name the CRM may read as another's", reason="user_confusable")
+    await signin.tasks.shielded(regulator.password_succeeded(user, ip), name="password count")
     if old is not None:
         await signin.book.end(old)
     rewriter: OriginRewriter = request.app[REWRITER]
@@ -104,4 +112,4 @@ async def handle(
     back = safe_return_path(rewriter.url(location)) if location else None
     session = await signin.begin(user, held=held_key, return_to=back or "/")
     request[DECISION] = "signin"
-    return await signin.after_password(request, session)
+    return await signin.after_password(request, session, facts)

@@ -1,10 +1,7 @@
 """Sign-in on the request path: who a browser is (our session cookie), the CRM's login seen and
-its cookies held back until the second factor passes, the CRM's logout, and finishing a
-sign-in (release the cookies, a fresh session id, the device remembered).
-
-The pages themselves (challenge, enrolment, account) are gateway.web.pages; this module owns
-what happens to requests bound for the CRM and the steps every page shares.
-"""
+its cookies held back until the second factor passes, the CRM's logout, finishing a sign-in
+(release the cookies, a fresh session id, the device remembered), and the steps every page
+(gateway.web.pages: challenge, enrolment, account) shares."""
 
 from __future__ import annotations
 
@@ -251,13 +248,15 @@ class SignIn:
         chosen = None if found is None else found.seconds
         return await self.book.create(user, PASSWORD, chosen_interval=chosen, **values)
 
-    async def after_password(self, request: web.Request, session: Session) -> web.Response:
+    async def after_password(
+        self, request: web.Request, session: Session, facts: Facts | None = None
+    ) -> web.Response:
         """The password passed: acts on the sign-in's Decision (gateway.signin.decision: straight
-        in, a challenge, or the enrolment page)."""
+        in, a challenge, or the enrolment page). `facts`: the user's, read already."""
         user = session.user
         chosen = session.chosen_interval
         who = Who(Kind.SIGNING_IN, user, verified=session.verified, chosen_interval=chosen)
-        facts = await self.facts(request, user)
+        facts = facts or await self.facts(request, user)
         decision = self.decide(request, who, Asks.SIGN_IN, facts)
         if decision.action is Action.FORWARD:
             if decision.reason == "device_trusted" and facts.device is not None:

@@ -45,8 +45,9 @@ SIGN_IN = {
 REMEMBERED = {"POST /login": 4}
 UPDATE = "a change on purpose? Then here and in docs/several-hosts.md, the table of round trips"
 # The first sign-in, from the CRM's login to the CRM's page: enrolment (the key, the code,
-# the recovery codes shown and confirmed).
-ENROLMENT = 13  # and the device row the cookie names: straight in
+# the recovery codes shown and confirmed), and the users known (a new user whose name the CRM's
+# database may read as a known user's is refused: gateway.signin.confusable).
+ENROLMENT = 14  # and the device row the cookie names: straight in
 
 
 async def durable_calls(d: Deployment) -> dict[str, int]:

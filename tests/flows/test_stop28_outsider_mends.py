@@ -151,31 +151,6 @@ async def test_names_the_gateway_reads_as_jessie_or_refuses_never_give_her_sessi
         await other.close()
 
 
-async def test_the_confusable_refusal_does_not_name_the_known_user(
-    icu: Served, start: Start
-) -> None:
-    """What held, or not: `jeßsie` with a wrong password is refused before any password
-    check (a visitor learns that a user near that name is enrolled: see the report); the
-    answer must not name her."""
-    jessie, other = await jessie_and_another(icu, start)
-    try:
-        async with other.http.post(
-            other.gw.url + "/login",
-            data=b"username=je%C3%9Fsie&password=wrong",
-            headers={"Content-Type": FORM},
-            allow_redirects=False,
-        ) as r:
-            answer = (r.status, await r.text())
-        assert answer[0] == 400 and "jessie" not in answer[1], answer
-    finally:
-        await jessie.close()
-        await other.close()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN LIMIT (docs/security.md): user_confusable answers 400 where a wrong password gets the CRM's page, so it tells that a name near a known one exists; each such answer counts as a wrong password (test_probing_near_a_known_name_is_counted_as_guessing)",
-)
 async def test_a_wrong_password_near_an_enrolled_name_reads_as_any_wrong_password(
     icu: Served, start: Start
 ) -> None:
