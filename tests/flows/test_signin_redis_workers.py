@@ -28,18 +28,21 @@ class ProcessGateway:
     clock: SystemClock = field(default_factory=SystemClock)
 
 
-@pytest.fixture
-async def gateway(crm: Served, tmp_path: Path, redis_url: str) -> AsyncIterator[GatewayProcess]:
+def write_redis_config(
+    tmp_path: Path, crm_url: str, redis_url: str, policy: str = DEMO_POLICY, extra: str = ""
+) -> tuple[Path, str]:
+    """gateway.yaml in `tmp_path` for gateways sharing the machine's Redis under a key prefix
+    of their own, with the demo CRM's login watched, `policy` and new keys beside it, and
+    `extra` config lines: the config's path and the prefix (forget_prefix, after)."""
     (tmp_path / "policies").mkdir()
-    (tmp_path / "policies" / "policy.yaml").write_text(DEMO_POLICY)
+    (tmp_path / "policies" / "policy.yaml").write_text(policy)
     for name in ("session", "seal"):
         (tmp_path / f"{name}.keys").write_text(new_key_line("k1") + "\n")
     prefix = f"crm-gateway-test:{secrets.token_hex(6)}:"  # keys of this test only
     config = tmp_path / "gateway.yaml"
     config.write_text(
         "listen: 127.0.0.1:0\n"
-        "workers: 2\n"
-        f"upstream:\n  url: {crm.url}\n"
+        f"upstream:\n  url: {crm_url}\n"
         "state:\n"
         f"  durable: {{type: sqlite, path: {tmp_path}/gateway.db}}\n"
         f"  shared: {{type: redis, url: '{redis_url}', prefix: '{prefix}'}}\n"
@@ -48,15 +51,27 @@ async def gateway(crm: Served, tmp_path: Path, redis_url: str) -> AsyncIterator[
         f"secrets:\n  session_keys: {{file: {tmp_path}/session.keys}}\n"
         f"  seal_keys: {{file: {tmp_path}/seal.keys}}\n"
         "logging: {access_log: false}\n"
+        f"{extra}"
     )
-    process = await start_gateway_process(config)
-    yield process
-    await process.stop()
+    return config, prefix
+
+
+async def forget_prefix(redis_url: str, prefix: str) -> None:
+    """The Redis keys under `prefix` deleted: nothing of a test is left behind."""
     client = redis.asyncio.Redis.from_url(redis_url)
     keys = [k async for k in client.scan_iter(match=prefix + "*")]
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+async def gateway(crm: Served, tmp_path: Path, redis_url: str) -> AsyncIterator[GatewayProcess]:
+    config, prefix = write_redis_config(tmp_path, crm.url, redis_url, extra="workers: 2\n")
+    process = await start_gateway_process(config)
+    yield process
+    await process.stop()
+    await forget_prefix(redis_url, prefix)
 
 
 async def spread_browser(gateway: GatewayProcess) -> Browser:

@@ -7,23 +7,23 @@ run` processes (each its own per-worker caches), the noting demo CRM, real TOTP 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-import redis.asyncio
 
-from gateway.crypto import new_key_line
 from tests.conftest import Served
-from tests.flows.test_signin_redis_workers import ProcessGateway
+from tests.flows.test_signin_redis_workers import (
+    ProcessGateway,
+    forget_prefix,
+    write_redis_config,
+)
 from tests.process import GatewayProcess, run_command_async, start_gateway_process
 from tests.signin_kit import (
     ARRIVED,
     CRM_COOKIE,
-    DEMO_LOGIN,
     DEMO_POLICY,
     GATEWAY_COOKIE,
     Browser,
@@ -75,25 +75,8 @@ async def two_processes(
 ) -> AsyncIterator[Pair]:
     """Two processes; `request.param` (indirect): (policy, more config), else the demo's."""
     policy, extra = getattr(request, "param", (DEMO_POLICY, ""))
-    (tmp_path / "policies").mkdir()
-    (tmp_path / "policies" / "policy.yaml").write_text(policy)
-    for name in ("session", "seal"):
-        (tmp_path / f"{name}.keys").write_text(new_key_line("k1") + "\n")
-    prefix = f"crm-gateway-stop28:{secrets.token_hex(6)}:"  # keys of this test only
-    config = tmp_path / "gateway.yaml"
-    config.write_text(
-        "listen: 127.0.0.1:0\n"
-        f"upstream:\n  url: {crm.url}\n"
-        "state:\n"
-        f"  durable: {{type: sqlite, path: {tmp_path}/gateway.db}}\n"
-        f"  shared: {{type: redis, url: '{redis_url}', prefix: '{prefix}'}}\n"
-        f"policies: {tmp_path / 'policies'}\n"
-        f"{DEMO_LOGIN}"
-        f"secrets:\n  session_keys: {{file: {tmp_path}/session.keys}}\n"
-        f"  seal_keys: {{file: {tmp_path}/seal.keys}}\n"
-        "logging: {access_log: false}\n"
-        f"{extra.replace('OUTBOX', str(tmp_path / 'outbox.jsonl'))}"
-    )
+    outbox = extra.replace("OUTBOX", str(tmp_path / "outbox.jsonl"))
+    config, prefix = write_redis_config(tmp_path, crm.url, redis_url, policy, outbox)
     a = await start_gateway_process(config)  # the first makes the SQLite file's tables
     b = await start_gateway_process(config)
     made: list[Browser] = []
@@ -102,11 +85,7 @@ async def two_processes(
         await browser.close()
     await a.stop()
     await b.stop()
-    client = redis.asyncio.Redis.from_url(redis_url)
-    keys = [k async for k in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    await forget_prefix(redis_url, prefix)
 
 
 pair = pytest.fixture(name="pair")(two_processes)
