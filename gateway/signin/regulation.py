@@ -106,10 +106,12 @@ class Regulator:
         await self._decrement(f"busy:{ip_key}", _IN_FLIGHT_TTL)
 
     async def _decrement(self, key: str, ttl: float) -> None:
-        # A count that is gone (expired, or cleared by a lockout) stays gone.
-        found = await self._shared.get(key)
-        if found is not None and int(found) > 0:
-            await self._shared.incr(key, ttl, -1)
+        # A count that is gone (expired, or cleared by a lockout) stays gone, as 0: never -1,
+        # which would be one more try. Not looked at first: a lockout clearing the count
+        # between a look and the decrement (another worker's) left -1 behind. Taken back up
+        # with another increment, so one made meanwhile (0 then) is kept (1 after).
+        if await self._shared.incr(key, ttl, -1) < 0:
+            await self._shared.incr(key, ttl, 1)
 
     async def failed(self, user: str, ip: str, scope: str = "code") -> float:
         """The attempt was wrong: lock when it used the last try, when the address reached its
