@@ -8,7 +8,8 @@ costs a task (its creation, its registration in asyncio's set of all tasks, its 
 scheduled for the loop's next turn, and the connection's task woken again when it ends):
 about 18,000 instructions of the 390,000 a small proxied request costs in all (callgrind,
 bench harness). Here the loop's task factory gives the connection loop the handler's
-coroutine itself to await, which runs it in place, as eager start would.
+coroutine itself to await, which runs it in place, as eager start would: 12,000 of them
+saved (the factory, a Python call, costs some back), 390k → 378k.
 
 A request whose head aiohttp could not parse still gets a task of its own
 (`handler_as_task_next`): its refusal (400, 414, 431) is answered and the connection closed
