@@ -43,6 +43,13 @@ _BOUNDARY = re.compile(r'(?i);\s*boundary\s*=\s*(?:"([^"]*)"|([^\s;,]+))')
 _LINE_START = 512  # of a multipart line, kept: enough for a boundary and a wanted value
 _PHP_LINE = 1024  # a line this long may be cut by PHP's 5 KiB buffer (its alignment varies)
 _OUT, _DELIMITER, _HEAD, _VALUE, _CONTENT = "out", "delimiter", "head", "value", "content"
+# Spellings a framework decodes that PHP does not (ASP.NET Core reads the form before the
+# query): a charset other than UTF-8 for the body or a part, a part's name as an RFC 2047
+# word (`name="=?utf-8?B?YWN0aW9u?="`), a value after a byte order mark. A body at the
+# login's path with the first two is taken for the login (and a login is read only in UTF-8,
+# so it is refused); a value is read past its byte order mark, in UTF-16 after UTF-16's.
+_CHARSET = re.compile(rb'(?i)charset\s*=\s*"?\s*([^\s";,]*)')
+_ENCODED_NAME = re.compile(rb'(?i)(?<![a-z*])name\s*=\s*"?\s*=\?')
 
 
 def form_names_login(login: Login, raw_target: str, body: bytes, content_type: str) -> bool:
@@ -91,7 +98,9 @@ class FormScan:
         self._tail = b""  # the line's last bytes (as PHP reads names), for a name cut between
         self._spelled = [name.lower().encode().translate(_AS_PHP_READS) for name, _ in self._wanted]
         self._longest = max((len(v.encode()) for _, v in self._wanted), default=0) * 3 + 8
-        self.found = not self._wanted  # the query names the login by itself
+        # The query names the login by itself, or the body is in another charset than ours.
+        self.found = not self._wanted or _foreign(content_type.encode("utf-8", "replace"))
+        self._head_foreign = False  # multipart: this part's head names another charset
         # Urlencoded: a pair whose value begins with a wanted one (`action=Loginx`) names the
         # login in a body cut inside it, and a CRM may run a cut body (mod_php keeps its whole
         # 16 KiB blocks): given to the CRM past that point, the body is refused too.
@@ -270,6 +279,7 @@ class FormScan:
             self._where == _VALUE and any(start.startswith(d) for d in self._delimiters)
         ):
             self._where, self._maybe_value, self._head = _HEAD, False, set()
+            self._head_foreign = False
             return
         if self._where == _HEAD and any(start.startswith(d) for d in self._delimiters):
             # PHP reads a head line by line to its end, a boundary among them too (a header
@@ -284,6 +294,11 @@ class FormScan:
             self._maybe_value = False
             return
         self._head |= names
+        if _ENCODED_NAME.search(text):
+            self.found = True  # a name no PHP reads, and a framework decodes to any
+        self._head_foreign = self._head_foreign or _foreign(text)
+        if self._head_foreign and self._head:
+            self.found = True  # a wanted name's value, in a charset we do not read
         if not text or text.startswith(b"\x00"):  # the head's end for certain
             self._where, self._maybe_value = _VALUE, False
         else:  # a line PHP may cut into pieces, one of them empty: perhaps its end
@@ -293,11 +308,21 @@ class FormScan:
         """The line after a head (perhaps) ended: a wanted value of a name in that head."""
         if text is None or len(text) > self._longest:
             return
-        value = text.rstrip(b"\r").decode("utf-8", "replace").casefold()
+        if text.startswith((b"\xff\xfe", b"\xfe\xff")):
+            value = text.decode("utf-16", "replace").strip("\r\x00").casefold()
+        else:
+            value = text.rstrip(b"\r").decode("utf-8", "replace").lstrip("\ufeff").casefold()
         for number, (_, wanted_value) in enumerate(self._wanted):
             if number in self._head and value == wanted_value:
                 self._met.add(number)
         self.found = self.found or len(self._met) == len(self._wanted)
+
+
+def _foreign(text: bytes) -> bool:
+    """Whether a Content-Type (the body's, or a line of a part's head) names a charset other
+    than UTF-8 (its ASCII subset too: a form is sent in UTF-8 or not labelled)."""
+    found = _CHARSET.search(text)
+    return found is not None and found.group(1).lower() not in (b"utf-8", b"utf8", b"")
 
 
 def boundaries(content_type: str) -> list[bytes]:

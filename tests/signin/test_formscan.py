@@ -153,3 +153,56 @@ def test_a_form_with_more_fields_than_any_is_taken_for_the_login(
     takes the form for the login: each costs it CPU, and PHP reads 1,000 by default."""
     assert not scanned(body[: len(body) // 2], content_type)
     assert scanned(body + body[:40], content_type)
+
+
+def raw_part(head: str, value: bytes) -> bytes:
+    return f"--B\r\n{head}\r\n\r\n".encode() + value + b"\r\n"
+
+
+MODULE = raw_part('Content-Disposition: form-data; name="module"', b"Users")
+END = b"--B--\r\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "value", "found"),
+    [
+        # ASP.NET Core decodes these (it reads the form before the query): the login.
+        ('Content-Disposition: form-data; name="=?utf-8?B?YWN0aW9u?="', b"Login", True),
+        ('Content-Disposition: form-data; name="=?utf-8?Q?a=63tion?="', b"Login", True),
+        ('Content-Disposition: form-data; name="action"', b"\xef\xbb\xbfLogin", True),
+        ('Content-Disposition: form-data; name="action"', "Login".encode("utf-16"), True),
+        (
+            'Content-Disposition: form-data; name="action"\r\nContent-Type: text/plain; '
+            "charset=utf-16",
+            "Login".encode("utf-16-le"),
+            True,
+        ),
+        # Uploads to the same script: not the login.
+        ('Content-Disposition: form-data; name="file"; filename="=?utf-8?B?eA==?="', b"x", False),
+        (
+            'Content-Disposition: form-data; name="file"; filename="a.csv"\r\n'
+            "Content-Type: text/csv; charset=windows-1252",
+            b"\xef\xbb\xbfname;Login\r\nLogin",
+            False,
+        ),
+        ('Content-Disposition: form-data; name="action"', b"\xef\xbb\xbfList", False),
+    ],
+)
+def test_a_part_a_framework_decodes_is_read_as_it_decodes_it(
+    head: str, value: bytes, found: bool
+) -> None:
+    body = MODULE + raw_part(head, value) + END
+    assert scanned(body, MULTIPART) is found
+
+
+@pytest.mark.parametrize(
+    ("content_type", "found"),
+    [
+        (f"{FORM}; charset=utf-16", True),
+        (f"{FORM}; charset=ISO-8859-1", True),
+        (f"{FORM}; charset=UTF-8", False),
+        (f'{MULTIPART}; charset="shift_jis"', True),
+    ],
+)
+def test_a_form_in_another_charset_is_taken_for_the_login(content_type: str, found: bool) -> None:
+    assert scanned(b"module=Users&action=List", content_type) is found
