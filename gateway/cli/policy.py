@@ -13,7 +13,8 @@ from gateway.cli.store_access import audit_admin, with_store
 from gateway.config.model import Config
 from gateway.errors import BadRequest
 from gateway.model import canonical_user
-from gateway.policy.change import CONFIRMED_NOTE, files_digest
+from gateway.policy.change import CONFIRMED_NOTE
+from gateway.policy.inforce import read_snapshot
 from gateway.policy.load import load_policies
 from gateway.policy.model import Policy
 from gateway.policy.view import PolicyView
@@ -62,7 +63,7 @@ def confirm_policy(config: Config, policy: Policy | None) -> int:
     if policy is None:
         print("no policies: the config names no `policies` folder", file=sys.stderr)
         return EXIT_USAGE
-    digest = files_digest(config.policies)
+    digest = read_snapshot(config.policies).digest
 
     async def confirm(store: DurableStore) -> None:
         await store.set_note(CONFIRMED_NOTE, digest)

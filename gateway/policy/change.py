@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 from gateway.config.networks import IPNetwork
 from gateway.policy.model import Level, Policy, User
@@ -221,11 +220,3 @@ def compare(old: Policy, new: Policy, *, hold_share: float) -> Change:
         widened=tuple(_widened(old, new)),
         hold=hold,
     )
-
-
-def files_digest(folder: str | Path) -> str:
-    """The policy files as they are on disk now, as one digest: what `crm-gateway policy
-    reload` confirms, and what a held-back reload compares against."""
-    from gateway.policy.inforce import read_snapshot  # it loads policies: this module does not
-
-    return read_snapshot(folder).digest
