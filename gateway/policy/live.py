@@ -179,8 +179,6 @@ class LivePolicy:
             reloaded = await self.reload("started after an edit", watched=True)
         elif self.folder and self._files_signature() != self._signature:
             reloaded = await self.reload("changed since it was read", watched=True)
-        elif self.folder:
-            await self._note_in_force()
         if not reloaded:  # a reload says the warnings of what it loaded
             _log_warnings(self.policy)
         await self.refresh_tokens()
@@ -194,18 +192,21 @@ class LivePolicy:
 
     async def _in_force_elsewhere(self) -> Policy | None:
         """The policy of the files in force as the durable store last heard, when the files
-        on disk differ from them; None when they are the same, or unknown (no note yet, a
-        store that does not answer: the disk's are taken). ConfigError when those files no
-        longer load here (a network list they name removed since) and nobody confirmed the
-        files on disk: what they would change cannot be judged, so nothing is served."""
+        on disk differ from them; None when they are the same, or unknown (a store that does
+        not answer: the disk's are taken; no note yet: the disk's are noted, in force now).
+        ConfigError when those files no longer load here (a network list they name removed
+        since) and nobody confirmed the files on disk: what they would change cannot be
+        judged, so nothing is served."""
         try:
             note = decode(await self._durable.note(IN_FORCE_NOTE))
         except StoreUnavailable as exc:
             log.warning("policy in force elsewhere not read: %s", exc.detail)
             return None
-        if note is None:
-            return None
         disk = await asyncio.to_thread(read_snapshot, self.folder)
+        if note is None:
+            with contextlib.suppress(StoreUnavailable):
+                await self._durable.set_note(IN_FORCE_NOTE, disk.encode())
+            return None
         if note.digest == disk.digest:
             return None
         try:
@@ -227,14 +228,6 @@ class LivePolicy:
                     )
                 ]
             ) from None
-
-    async def _note_in_force(self) -> None:
-        """These files are in force: said in the durable store, when it does not say so."""
-        snapshot = await asyncio.to_thread(read_snapshot, self.folder)
-        with contextlib.suppress(StoreUnavailable):
-            known = decode(await self._durable.note(IN_FORCE_NOTE))
-            if known is None or known.digest != snapshot.digest:
-                await self._durable.set_note(IN_FORCE_NOTE, snapshot.encode())
 
 
 def _log_warnings(policy: Policy) -> None:
