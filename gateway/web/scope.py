@@ -123,21 +123,10 @@ def scope_middleware() -> Middleware:
             return response
         finally:
             seconds = clock.monotonic() - started
-            seen = request.get(VIEW)
             # Recorded once the response is written (the handler's task writes it before it
             # next waits): the metric and the log line are not the client's wait, and they
             # say what was sent (a CRM answer refused as it was written is a 502).
-            call_soon(
-                _recorded,
-                app.get(ACCESS_LOG),
-                rid,
-                seen.ip if seen else request.remote or "",
-                request.raw_path,
-                status,
-                seconds,
-                request,
-                response,
-            )
+            call_soon(_recorded, app.get(ACCESS_LOG), rid, status, seconds, request, response)
 
     return scope
 
@@ -145,8 +134,6 @@ def scope_middleware() -> Middleware:
 def _recorded(
     access: AccessLog | None,
     rid: str,
-    ip: str,
-    raw_path: str,
     status: int,
     seconds: float,
     request: web.Request,
@@ -161,10 +148,11 @@ def _recorded(
     decision = request[DECISION] or ("gone" if not status else "forward")
     record_request(decision, seconds)
     if access is not None and access.enabled:
+        seen = request.get(VIEW)
+        ip = seen.ip if seen else request.remote or ""
+        path = logged_path(request.raw_path)
         user = request[USER] or "-"
-        access.record(
-            rid, ip, request.method, logged_path(raw_path), status or 499, seconds, user, decision
-        )
+        access.record(rid, ip, request.method, path, status or 499, seconds, user, decision)
 
 
 def _error(request: web.Request, config: Config, exc: HttpError, rid: str) -> web.Response:
