@@ -254,7 +254,7 @@ def _behind_front_controller(path: str, configured: str) -> bool:
     Laravel trims the slashes around it (`/index.php//login` is `/login` too)."""
     if "." not in path:
         return False  # most requests
-    for script in script_paths(path + "/"):
+    for script in script_paths(path):
         folder = script.rpartition("/")[0]
         route = re.sub("/+", "/", path[len(script) :]).rstrip("/")
         if route and folder + route == configured:
