@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ class Snapshot:
     def digest(self) -> str:
         digest = hashlib.sha256()
         for name, content in self.files:
-            digest.update(name.encode() + b"\0")
+            digest.update(os.fsencode(name) + b"\0")  # as the file system names it
             digest.update(content + b"\0")
         return digest.hexdigest()
 
@@ -72,7 +73,7 @@ def decode(text: str) -> Snapshot | None:
             tuple(
                 (str(name), base64.b64decode(content, validate=True))
                 for name, content in sorted(files.items())
-                if "/" not in name and "\\" not in name and name not in ("", ".", "..")
+                if "/" not in name and "\x00" not in name and name not in ("", ".", "..")
             )
         )
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):

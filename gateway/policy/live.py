@@ -145,6 +145,8 @@ class LivePolicy:
                 await self.look()
             except StoreUnavailable as exc:
                 log.warning("token table not refreshed: %s", exc.detail)
+            except Exception:  # never the end of the watch: later edits and tokens still count
+                log.exception("policy and token look failed; trying again in %s s", WATCH_EVERY)
 
     async def look(self) -> None:
         """Reload files that changed and then stayed unchanged for a whole look (a file
