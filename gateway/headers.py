@@ -51,6 +51,12 @@ MANAGED = (
 # the rule for the method the CRM runs, so a request carrying one is refused.
 METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 METHOD_OVERRIDE_PARAM = "_method"
+# Headers through which frameworks let a request stand for another path (Zend Framework 1,
+# Symfony before CVE-2018-14773, Drupal 7 before SA-CORE-2018-005, IIS's URL Rewrite): a rule
+# judged on the path would not be the rule for the page the CRM runs. Never relayed by the
+# proxy (IIS's Application Request Routing in front may add one: the CRM gets the path
+# judged); refused at the forward-auth endpoint, whose front proxy relays the client's.
+PATH_OVERRIDES = frozenset({"x-original-url", "x-rewrite-url"})
 
 
 def fold(name: str) -> str:

@@ -250,14 +250,16 @@ def at_login_path(login: Login, method: str, raw_target: str) -> bool:
 
 def _behind_front_controller(path: str, configured: str) -> bool:
     """`/index.php/login` for a login at `/login` (folded paths): a front controller (Laravel,
-    Symfony, Slim, CodeIgniter) routes its script's path info from the script's folder, and
-    Laravel trims the slashes around it (`/index.php//login` is `/login` too)."""
+    Symfony, Slim, CodeIgniter) routes its script's path info, from the script's folder or
+    from the script itself (`/public/index.php/login`, where the project folder is the web
+    root, is `/login` to Symfony), and Laravel trims the slashes around it
+    (`/index.php//login` is `/login` too)."""
     if "." not in path:
         return False  # most requests
     for script in script_paths(path):
         folder = script.rpartition("/")[0]
         route = re.sub("/+", "/", path[len(script) :]).rstrip("/")
-        if route and folder + route == configured:
+        if route and configured in (route, folder + route):
             return True
     return False
 

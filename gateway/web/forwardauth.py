@@ -7,8 +7,7 @@ else the sign-in or verification page each proxy expects for a browser (nginx: 4
 Location to redirect to; Caddy, Traefik: a 302), JSON for a script or an API client, 403.
 
 The original request is read from the headers the front proxy writes, believed only from a
-peer in `trusted_proxies`. This module never forwards anything and never sees a body.
-"""
+peer in `trusted_proxies`. This module never forwards anything and never sees a body."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from multidict import CIMultiDictProxy
 
 from gateway.config.forwardauth import ForwardAuth
 from gateway.errors import AmbiguousCredential, BadRequest, HttpError, MethodNotAllowed, NotFound
-from gateway.headers import fold
+from gateway.headers import PATH_OVERRIDES, fold
 from gateway.metrics import DENIALS
 from gateway.model import Action, Decision, Step
 from gateway.paths import judged_path
@@ -116,6 +115,9 @@ async def _judge(
         # a spelling its route for it did not match. It never reaches the CRM this way.
         step = Step("", "the CRM's login goes through the gateway's proxy, not past it")
         return _deny(request, original, Decision(Action.DENY, "login_not_proxied", (step,)), False)
+    if any(fold(name) in PATH_OVERRIDES for name in request.headers):
+        step = Step("", "a header names another path for the CRM, which the proxy relays")
+        return _deny(request, original, Decision(Action.DENY, "path_ambiguous", (step,)), False)
     who = await _who(request, guard, signin, settings, original, raw_query)
     if signin is not None and _crm_session_unverified(request, signin, who):
         return _crm_session_refused(request, signin, original)

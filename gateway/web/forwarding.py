@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import BadRequest
-from gateway.headers import FORWARDING, HOP_BY_HOP, fold
+from gateway.headers import FORWARDING, HOP_BY_HOP, PATH_OVERRIDES, fold
 from gateway.web.headplans import request_removals, response_plan
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -185,7 +185,7 @@ def request_id(headers: CIMultiDictProxy[str], peer_trusted: bool, fresh: str) -
 def _dropped(secret_name: str, extra: frozenset[str]) -> frozenset[str]:
     """Request headers never relayed: one set per configuration, not one per request."""
     secret = frozenset({secret_name}) if secret_name else frozenset()
-    return HOP_BY_HOP | FORWARDING | _REQUEST_DROP | extra | secret
+    return HOP_BY_HOP | FORWARDING | PATH_OVERRIDES | _REQUEST_DROP | extra | secret
 
 
 def upstream_request_headers(

@@ -85,6 +85,7 @@ def test_the_logout_is_compared_decoded_as_the_crm_reads_it(tmp_path: Path) -> N
         ("/login", "/app.php/login", True),
         ("/crm/login", "/crm/index.php/login", True),
         ("/crm/login", "/crm/index.php//login", True),
+        ("/login", "/public/index.php/login", True),  # routed from the script itself
         # Not the login: another route, another folder, a segment that names no script.
         ("/login", "/index.php/logins", False),
         ("/login", "/index.php/admin/login", False),
