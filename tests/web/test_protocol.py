@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 import gateway as gateway_package
-from tests.conftest import AppStarter, Served
+from tests.conftest import AppStarter, GatewayFactory, Served
 from tests.process import GatewayProcess, start_gateway_process, write_config
 from tests.upstreams import EVENTS
 
@@ -224,6 +224,41 @@ def test_the_gateway_is_served_by_its_one_route_and_other_shapes_by_aiohttp(
     get_only.router.add_get("/{tail:.*}", ok)
     assert OneRoute.of(two) is None
     assert OneRoute.of(get_only) is None
+
+
+async def test_one_route_takes_what_it_surely_matches_and_aiohttp_the_rest(
+    start_gateway: GatewayFactory,
+) -> None:
+    """OneRoute gives a target `/{tail:.*}` surely matches its match made once (issue 14); a
+    target whose decoded path may hold a newline, which the route does not match, and `*`
+    still go to aiohttp's Application._handle: 404, never forwarded. Escapes that decode to
+    other control characters are matched and forwarded, as before. The CRM is a plain
+    socket that notes every request line (an aiohttp app would not route a newline)."""
+    arrived: list[bytes] = []
+
+    async def crm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        arrived.append(head.split(b"\r\n", 1)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(crm, "127.0.0.1", 0)
+    try:
+        gw = await start_gateway(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        for line in (b"GET /a%0Ab", b"GET /a%0ab?x=1", b"OPTIONS *"):
+            raw = await _exchange(gw.port, line + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+            assert _status_line(raw) == b"HTTP/1.1 404 Not Found", (line, raw[:200])
+        assert arrived == []
+        for target in (b"/a%09b", b"/a%0Fb?q=%0A", b"/plain?x=1"):
+            raw = await _exchange(
+                gw.port, b"GET " + target + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+            )
+            assert raw.startswith(b"HTTP/1.1 200 OK") and raw.endswith(b"\r\n\r\nok"), raw[:200]
+        assert arrived == [b"GET /a%09b HTTP/1.1", b"GET /a%0Fb?q=%0A HTTP/1.1", b"GET /plain?x=1 HTTP/1.1"]
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_request_asks_asyncio_for_no_loop(
