@@ -190,12 +190,13 @@ def _refuse_version(app: web.Application, request: UnsupportedVersion) -> web.Re
 class OneRoute:
     """`Application._handle` for an app whose one route takes every path and method
     (build_app's `/{tail:.*}`): the same Expect handling and middlewares, but the middleware
-    chain built once, not looked up per request, one match info made at start for every
-    path the route surely matches (no regular expression, no URL decoded), no walk of the
-    router up the path, no `asyncio.get_event_loop()` (on Python 3.11 a getpid system call per request),
-    and not the middleware aiohttp adds to set the match info's current app (a sub-app's
-    concern: this app has none, and its match info names it already). A path the route does
-    not match (`*`, a newline) goes to `Application._handle`, which answers it as before."""
+    chain built once, not looked up per request; one match info made at start for every
+    path the route surely matches (no regular expression, no URL decoded); no walk of the
+    router up the path; no `asyncio.get_event_loop()` (on Python 3.11 a getpid system call
+    per request); and not the middleware aiohttp adds to set the match info's current app
+    (a sub-app's concern: this app has none, and its match info names it already). A path
+    the route does not match (`*`, a newline) goes to `Application._handle`, which answers
+    it as before."""
 
     def __init__(self, app: web.Application, resource: DynamicResource) -> None:
         (route,) = resource

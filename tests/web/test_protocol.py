@@ -247,7 +247,9 @@ async def test_one_route_takes_what_it_surely_matches_and_aiohttp_the_rest(
     try:
         gw = await start_gateway(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
         for line in (b"GET /a%0Ab", b"GET /a%0ab?x=1", b"OPTIONS *"):
-            raw = await _exchange(gw.port, line + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+            raw = await _exchange(
+                gw.port, line + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+            )
             assert _status_line(raw) == b"HTTP/1.1 404 Not Found", (line, raw[:200])
         assert arrived == []
         for target in (b"/a%09b", b"/a%0Fb?q=%0A", b"/plain?x=1"):
@@ -255,7 +257,11 @@ async def test_one_route_takes_what_it_surely_matches_and_aiohttp_the_rest(
                 gw.port, b"GET " + target + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
             )
             assert raw.startswith(b"HTTP/1.1 200 OK") and raw.endswith(b"\r\n\r\nok"), raw[:200]
-        assert arrived == [b"GET /a%09b HTTP/1.1", b"GET /a%0Fb?q=%0A HTTP/1.1", b"GET /plain?x=1 HTTP/1.1"]
+        assert arrived == [
+            b"GET /a%09b HTTP/1.1",
+            b"GET /a%0Fb?q=%0A HTTP/1.1",
+            b"GET /plain?x=1 HTTP/1.1",
+        ]
     finally:
         server.close()
         await server.wait_closed()
