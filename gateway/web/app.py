@@ -65,19 +65,23 @@ def build_app(
 ) -> web.Application:
     """`policy`: the config's policies when the caller has already loaded them (the CLI has,
     to validate them); otherwise the guard loads them at start-up."""
-    middlewares = [scope_middleware()]
+    clock = clock or SystemClock()
+    access = None
+    if config.logging.access_log:
+        access = AccessLog(clock, json_lines=config.logging.format == "json")
+    middlewares = [scope_middleware(config, clock, access)]
     console = config.admin.console
     if console is not None and console.at == "admin_listener":
         middlewares.insert(0, admin_listener_middleware)  # /metrics there, before the scope
     app = web.Application(middlewares=middlewares, handler_args={"max_field_size": 16384})
     app[TASKS] = Background("gateway")
     app[CONFIG] = config
-    app[CLOCK] = clock or SystemClock()
+    app[CLOCK] = clock
     app[REWRITER] = OriginRewriter(config.upstream.url, config.public_url)
-    app[health.READINESS] = health.Readiness(app[CLOCK])
+    app[health.READINESS] = health.Readiness(clock)
     app.cleanup_ctx.append(_tasks)
-    if config.logging.access_log:
-        app[ACCESS_LOG] = AccessLog(app[CLOCK], json_lines=config.logging.format == "json")
+    if access is not None:
+        app[ACCESS_LOG] = access
         app.cleanup_ctx.append(_access_log)
     app.cleanup_ctx.append(_stores)
     app.cleanup_ctx.append(_upstream_client)

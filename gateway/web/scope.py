@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from gateway.clock import Clock
 from gateway.config.model import Config
 from gateway.errors import AccessDenied, BadRequest, ExpectationFailed, HttpError, UpstreamCut
 from gateway.i18n import negotiate
@@ -25,9 +26,6 @@ from gateway.web.forwarding import (
     wants_html,
 )
 from gateway.web.keys import (
-    ACCESS_LOG,
-    CLOCK,
-    CONFIG,
     DECISION,
     USER,
     VIEW,
@@ -43,8 +41,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _view(request: web.Request, config: Config, fresh_id: str) -> ClientView:
-    check_header_bytes(request.headers)
+    headers = request.headers
+    check_header_bytes(headers)
     peer = request.remote or ""
+    if not config.trusted_proxies and not peer.startswith("::ffff:"):
+        # No proxy is trusted (client_ip's first answer): the peer is the client, the
+        # scheme the connection's, the request id ours. Made here, as most requests are.
+        return ClientView(peer, peer, request.scheme, headers.get("Host", ""), False, fresh_id)
     header = config.trusted_proxy_header
     ip, trusted, chain = client_ip(peer, request.headers, config.trusted_proxies, header)
     return ClientView(
@@ -78,19 +81,18 @@ class RequestIds:
         return self._pool.pop()
 
 
-def scope_middleware() -> Middleware:
-    """The scope middleware of one app, with the app's own pool of request ids."""
+def scope_middleware(config: Config, clock: Clock, access: AccessLog | None) -> Middleware:
+    """The scope middleware of one app (its config, clock and access log, as build_app puts
+    them in the app: not looked up for each request), with the app's own pool of request
+    ids."""
     fresh_id = RequestIds().fresh
 
     @web.middleware
     async def scope(request: web.Request, handler: Handler) -> web.StreamResponse:
         """Who is asking (address, request id), our errors as pages or JSON, one access-log line."""
-        app = request.app  # a property of aiohttp's: read once
         # The request's task's loop: asyncio.get_running_loop() makes a getpid system call
         # on every use on Python 3.11.
         call_soon = request.task.get_loop().call_soon
-        config = app[CONFIG]
-        clock = app[CLOCK]
         started = clock.monotonic()
         rid = fresh_id()
         status = 0
@@ -126,7 +128,7 @@ def scope_middleware() -> Middleware:
             # Recorded once the response is written (the handler's task writes it before it
             # next waits): the metric and the log line are not the client's wait, and they
             # say what was sent (a CRM answer refused as it was written is a 502).
-            call_soon(_recorded, app.get(ACCESS_LOG), rid, status, seconds, request, response)
+            call_soon(_recorded, access, rid, status, seconds, request, response)
 
     return scope
 
