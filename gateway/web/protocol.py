@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import __version__ as aiohttp_version
 from aiohttp import hdrs, web
@@ -122,6 +122,20 @@ class GatewayRequestHandler(RequestHandler):
         return waiter is not None and not waiter.done()
 
 
+class GatewayRequest(web.Request):
+    """aiohttp's request with `app` an attribute, set as the request is made, where aiohttp
+    has a property that asks the match info (two calls, seven to ten times a request). The
+    gateway's app has no sub-apps: the match info's current app is always this one."""
+
+    ATTRS = web.Request.ATTRS | frozenset(["app"])
+    app: web.Application = cast(web.Application, None)  # the property, shadowed: set in each
+
+    def clone(self, *args: Any, **kwargs: Any) -> web.Request:
+        copied = super().clone(*args, **kwargs)
+        copied.app = self.app  # type: ignore[misc]
+        return copied
+
+
 class UnsupportedVersion(web.BaseRequest):
     """A request in an HTTP version we do not speak: answered 505, never handed to the app."""
 
@@ -138,7 +152,6 @@ class GatewayServer(web.Server):
     def __init__(self, plain: web.Server, app: web.Application, **kwargs: Any) -> None:
         self.app = app
         run_handlers_inline(asyncio.get_running_loop())  # no task per request on 3.11
-        self._app_request = plain.request_factory
         self._app_handler = OneRoute.of(app) or plain.request_handler
         super().__init__(
             self._handle,
@@ -163,7 +176,12 @@ class GatewayServer(web.Server):
         if message is ERROR:  # a head aiohttp could not parse: refused as before
             handler_as_task_next(self._loop)
         if version is HttpVersion11 or version in _SPOKEN:
-            return self._app_request(message, payload, protocol, writer, task)
+            # The app's own factory (the runner's): a GatewayRequest, its app set.
+            made = self.app._make_request(
+                message, payload, protocol, writer, task, _cls=GatewayRequest
+            )
+            made.app = self.app  # type: ignore[misc]
+            return made
         # Answered as HTTP/1.1 (the highest version we speak below the one asked for,
         # RFC 9110 §2.5), and the connection closed after it.
         spoken = message._replace(version=HttpVersion11, should_close=True)

@@ -297,3 +297,26 @@ async def test_a_request_asks_asyncio_for_no_loop(
         monkeypatch.undo()
         writer.close()
     assert asked == []
+
+
+def test_a_gateway_request_has_its_app_as_an_attribute_and_a_clone_keeps_it() -> None:
+    """GatewayRequest (issue 14): `app` is the attribute the server sets, not aiohttp's
+    property; a clone (aiohttp makes one of the same class) has the same app."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from gateway.web.protocol import GatewayRequest
+
+    app = web.Application()
+    mocked = make_mocked_request("GET", "/x?y=1", headers={"Host": "gw"}, app=app)
+    request = GatewayRequest(
+        mocked._message,
+        mocked._payload,
+        mocked._protocol,
+        mocked._payload_writer,
+        mocked._task,
+        mocked._loop,
+    )
+    request.app = app
+    copied = request.clone(rel_url="/z")
+    assert type(copied) is GatewayRequest
+    assert (request.app, copied.app, copied.raw_path) == (app, app, "/z")
