@@ -130,6 +130,18 @@ class GatewayRequest(web.Request):
     ATTRS = web.Request.ATTRS | frozenset(["app"])
     app: web.Application = cast(web.Application, None)  # the property, shadowed: set in each
 
+    # The request's storage asked directly: the mapping mixin's `in` and `get` raise and
+    # catch a KeyError for every key not there (most asks), and aiohttp's setitem checks
+    # each key for a warning about plain strings (ours are RequestKeys: gateway.web.keys).
+    def __contains__(self, key: object) -> bool:
+        return key in self._state
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._state.get(key, default)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._state[key] = value
+
     def clone(self, *args: Any, **kwargs: Any) -> web.Request:
         copied = super().clone(*args, **kwargs)
         copied.app = self.app  # type: ignore[misc]

@@ -320,3 +320,10 @@ def test_a_gateway_request_has_its_app_as_an_attribute_and_a_clone_keeps_it() ->
     copied = request.clone(rel_url="/z")
     assert type(copied) is GatewayRequest
     assert (request.app, copied.app, copied.raw_path) == (app, app, "/z")
+    # Its storage, asked directly: as the mapping it is.
+    key = web.RequestKey("key", str)
+    assert key not in request and request.get(key) is None and request.get(key, "d") == "d"
+    request[key] = "v"
+    assert key in request and request.get(key) == request[key] == "v" and len(request) == 1
+    del request[key]
+    assert key not in request and list(request) == []
