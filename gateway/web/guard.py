@@ -26,7 +26,16 @@ from gateway.policy.load import load_policies
 from gateway.policy.model import Policy, empty_policy
 from gateway.policy.tokens import find_credential
 from gateway.policy.view import PolicyView
-from gateway.signin.decision import Asks, Kind, Request, Rules, Who, decide, still_verified
+from gateway.signin.decision import (
+    Asks,
+    Kind,
+    Request,
+    Rules,
+    Who,
+    decide,
+    still_verified,
+    verified_until,
+)
 from gateway.stores import DurableStore
 from gateway.web.audit import audit_event
 from gateway.web.keys import CREDENTIAL, DECISION, USER, VIEW
@@ -72,6 +81,9 @@ class Guard(LivePolicy):
         # case, and a Windows alias of a name is refused (gateway.paths).
         self.fold_paths = fold_paths
         self._memo: dict[tuple[str | bool, ...], tuple[Decision, bool]] = {}
+        # (id of a Who, id of a Decision) → both (kept alive: their ids stay theirs) and when
+        # still_verified first asks for a verification on that decision (_still_verified).
+        self._until: dict[tuple[int, int], tuple[Who, Decision, float]] = {}
         self._memo_view: PolicyView | None = None
 
     def who(self, request: web.Request) -> Who:
@@ -135,11 +147,12 @@ class Guard(LivePolicy):
         to how long a verification lasts (that part is never remembered: time moves)."""
         raw_path, sep, raw_query = request.raw_path.partition("?")
         path = judged_path(raw_path, self.fold_paths)
-        asked = Request(Asks.CRM, request[VIEW].ip, request.method, path)
         view = self.view
-        decision, overridable = self.decided(view, who, asked, gateway_login)
+        decision, overridable = self._recalled(
+            view, who, Asks.CRM, request[VIEW].ip, request.method, path, gateway_login
+        )
         if now is not None:  # before the refusal: it may refuse too (a token on a fresh path)
-            decision = still_verified(view, who, decision, now)
+            decision = self._still_verified(view, who, decision, now)
         if decision.action is Action.DENY:
             self.refuse(request, decision, api=who.kind is Kind.TOKEN)
         return Judged(decision, path + sep + raw_query, overridable)
@@ -148,29 +161,65 @@ class Guard(LivePolicy):
         self, view: PolicyView, who: Who, asked: Request, gateway_login: bool
     ) -> tuple[Decision, bool]:
         """`_decide`'s answer under `view`, remembered per worker (MEMO)."""
+        return self._recalled(
+            view, who, asked.asks, asked.ip, asked.method, asked.path, gateway_login, asked
+        )
+
+    def _recalled(
+        self,
+        view: PolicyView,
+        who: Who,
+        asks: Asks,
+        ip: str,
+        method: str,
+        path: str,
+        gateway_login: bool,
+        asked: Request | None = None,
+    ) -> tuple[Decision, bool]:
+        """`decided` from the request's parts: the Request made only when not remembered."""
         if self._memo_view is not view:  # a reload: decisions start again
-            self._memo, self._memo_view = {}, view
+            self._memo, self._until, self._memo_view = {}, {}, view
         # What `decide` reads of who asks for the CRM (crm_decision): not when a factor passed,
-        # which only still_verified reads, after. Plain strings: hashed and compared in C.
+        # which only still_verified reads, after. Plain strings (an Enum's `_value_`, not its
+        # `value` property): hashed and compared in C.
         key = (
-            who.kind.value,
+            who.kind._value_,
             who.user,
             who.token_known,
             who.refused,
-            asked.asks.value,
-            asked.ip,
-            asked.method,
-            asked.path,
+            asks._value_,
+            ip,
+            method,
+            path,
             gateway_login,
         )
         found = self._memo.get(key)
         if found is None:
             rules = Rules(gateway_login=gateway_login, fold_paths=self.fold_paths)
-            found = self._decide(view, who, asked, rules)
-            if len(asked.path) > MEMO_PATH:
+            found = self._decide(view, who, asked or Request(asks, ip, method, path), rules)
+            if len(path) > MEMO_PATH:
                 return found
             remember(self._memo, key, found, MEMO)
         return found
+
+    def _still_verified(
+        self, view: PolicyView, who: Who, decision: Decision, now: float
+    ) -> Decision:
+        """still_verified, with when a session's verification is first asked for on what
+        `decision` let through (verified_until) remembered per (who, decision): both are
+        made once and kept (gateway.signin.session's Who, the memo's Decision), so a
+        signed-in request whose verification holds is one comparison. Decided afresh from
+        that time on, and for anyone else than a session."""
+        if who.kind is not Kind.SESSION:
+            return still_verified(view, who, decision, now)
+        key = (id(who), id(decision))
+        found = self._until.get(key)
+        if found is None or found[0] is not who or found[1] is not decision:
+            found = (who, decision, verified_until(view, who, decision)[0])
+            remember(self._until, key, found, MEMO)
+        if now < found[2]:
+            return decision
+        return still_verified(view, who, decision, now)
 
     @staticmethod
     def _decide(view: PolicyView, who: Who, asked: Request, rules: Rules) -> tuple[Decision, bool]:

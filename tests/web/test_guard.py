@@ -16,8 +16,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.audit import AuditTrail
+from gateway.clock import SystemClock
+from gateway.policy.load import load_policies
 from gateway.policy.tokens import digest
-from gateway.web.guard import GUARD, MEMO_PATH
+from gateway.policy.view import PolicyView
+from gateway.signin.decision import Asks, Kind, Request, Who, still_verified
+from gateway.stores.sqlite import SqliteDurableStore
+from gateway.web.guard import GUARD, MEMO_PATH, Guard
 from gateway.web.keys import DURABLE
 from tests.conftest import GatewayFactory, Served, send_raw
 
@@ -428,3 +434,47 @@ async def test_a_long_path_is_decided_but_not_remembered(guarded: Served, client
             assert status == 200
             assert json.loads(body)["raw_path"] == path
         assert len(guard._memo) == before + (path != long_path)
+
+
+# -- still_verified remembered per session and decision (issue 14) ----------------------------
+
+VERIFY_POLICY = """
+defaults: {interval: 1d, factors: [totp, recovery], reverify: 8h}
+paths:
+  - {path: /exports/**, allow: [authenticated], fresh: 15m, factors: [totp]}
+  - {path: /**, allow: [authenticated]}
+"""
+
+
+async def test_a_remembered_verification_asks_exactly_when_still_verified_does(
+    store: SqliteDurableStore, tmp_path: Path
+) -> None:
+    """Guard._still_verified keeps, per Who and Decision, when a verification is first asked
+    for; asked again and again with the same two (as every request of a session is), at
+    times around that moment and after it, before and after a policy reload that shortens
+    `reverify`, it answers as still_verified does each time."""
+    folder = tmp_path / "policies"
+    write_policy(folder, VERIFY_POLICY)
+    guard = Guard(str(folder), load_policies(folder), store, AuditTrail(store, SystemClock()))
+    t, hour = 1_800_000_000.0, 3600.0
+    whos = [
+        Who(Kind.SESSION, "amy", verified=t),
+        Who(Kind.SESSION, "amy", verified=t, verified_by=(("totp", t - 60),)),
+        Who(Kind.SESSION, "amy", verified=t, chosen_interval=hour),
+        Who(Kind.SESSION, "amy", verified=0.0),
+        Who(Kind.TOKEN, "amy", token_known=True),
+    ]
+    moments = [t, t + 14 * 60, t - 60 + 15 * 60, t + hour - 0.001, t + hour, t + 8 * hour]
+    asked = 0
+    for policy in (VERIFY_POLICY, VERIFY_POLICY.replace("8h", "2h")):
+        write_policy(folder, policy)
+        view = PolicyView.of(load_policies(folder))
+        for who in whos:
+            for path in ("/contacts", "/exports/a"):
+                ask = Request(Asks.CRM, "10.0.0.1", "GET", path)
+                decision, _ = guard.decided(view, who, ask, False)
+                for now in moments * 2:  # the second time from what was remembered
+                    expected = still_verified(view, who, decision, now)
+                    assert guard._still_verified(view, who, decision, now) == expected
+                    asked += expected.action is not decision.action
+    assert asked > 10  # challenges among them: reverify, fresh, the user's own hour
