@@ -23,6 +23,7 @@ from gateway.clock import Clock
 FLUSH_EVERY = 0.2  # seconds a line may wait before it is written
 MAX_WAITING = 512  # lines that make a write at once
 LOGGER = "gateway.access"
+_TEXT_TIME = "%Y-%m-%d %H:%M:%S"  # the logging handler's, before its milliseconds
 
 log = logging.getLogger("gateway")
 
@@ -61,20 +62,23 @@ class AccessLog:
     ) -> None:
         """`RID IP METHOD PATH STATUS DURATION user=U decision=D` (status 499: the client
         left first). `path` without its query: query strings can carry API tokens."""
-        message = (
-            f"{rid} {ip} {method} {path} {status} {seconds * 1000:.1f}ms "
-            f"user={user} decision={decision}"
-        )
         now = self._clock.now()
         if self._json:
+            message = (
+                f"{rid} {ip} {method} {path} {status} {seconds * 1000:.1f}ms "
+                f"user={user} decision={decision}"
+            )
             stamp = self._time(now, "%Y-%m-%dT%H:%M:%S%z")
             line = (
                 f'{{"time": "{stamp}", "level": "info", "logger": "{LOGGER}", '
                 f'"message": {json.dumps(message, ensure_ascii=False)}}}'
             )
-        else:
-            stamp = self._time(now, "%Y-%m-%d %H:%M:%S")
-            line = f"{stamp},{int(now * 1000) % 1000:03d} INFO {LOGGER}: {message}"
+        else:  # the usual line, built in one step
+            stamp = self._stamp if int(now) == self._second else self._time(now, _TEXT_TIME)
+            line = (
+                f"{stamp},{int(now * 1000) % 1000:03d} INFO {LOGGER}: {rid} {ip} {method} "
+                f"{path} {status} {seconds * 1000:.1f}ms user={user} decision={decision}"
+            )
         self._waiting.append(line)
         if len(self._waiting) >= MAX_WAITING:
             self.flush()
