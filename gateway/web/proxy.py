@@ -70,7 +70,8 @@ async def handle(
     `adjust` changes the CRM-bound headers (sign-in strips cookies, adds the identity),
     `add_headers` are extra response headers (ending our session on the CRM's logout),
     `drop_cookies` names cookies the CRM may not set for this browser, and `observe` sees
-    the CRM's answer first and names more; `body`: the request's body, already read."""
+    a CRM answer that sets a cookie first and names more; `body`: the request's body,
+    already read."""
     raw_path = _checked_target(request, target)
     request[DECISION] = "forward"
     if is_websocket_upgrade(request):
@@ -79,7 +80,7 @@ async def handle(
     sent = body if body is not None else (request.content if request.body_exists else None)
     response = await send(request, raw_path, adjust=adjust, body=sent)
     try:
-        if observe is not None:
+        if observe is not None and "Set-Cookie" in response.headers:
             drop_cookies = drop_cookies | await observe(response)
         return await relay(request, response, add_headers, drop_cookies=drop_cookies)
     finally:
