@@ -112,6 +112,15 @@ def _right_most_untrusted(addresses: list[IPAddress], trusted: tuple[IPNetwork, 
     return str(addresses[0])
 
 
+def plain_peer(peer: str) -> str:
+    """The TCP peer as rules name it: a dual-stack listener shows IPv4 clients as
+    ::ffff:a.b.c.d, which is a.b.c.d (also in the chain passed on to the CRM)."""
+    if peer.startswith("::ffff:"):
+        mapped = parse_ip(peer)
+        return str(mapped) if mapped is not None else peer
+    return peer
+
+
 def client_ip(
     peer: str,
     headers: CIMultiDictProxy[str] | CIMultiDict[str],
@@ -129,10 +138,7 @@ def client_ip(
     fails closed with BadRequest (authentik CVE-2024-47070 failed open on
     `X-Forwarded-For: a`).
     """
-    if peer.startswith("::ffff:"):
-        # A dual-stack listener shows IPv4 clients as ::ffff:a.b.c.d; rules name a.b.c.d.
-        mapped = parse_ip(peer)
-        peer = str(mapped) if mapped is not None else peer
+    peer = plain_peer(peer)
     if not trusted:
         return peer, False, ()
     peer_address = parse_ip(peer)

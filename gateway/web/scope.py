@@ -22,6 +22,7 @@ from gateway.web.forwarding import (
     check_header_bytes,
     client_ip,
     forwarded_proto,
+    plain_peer,
     request_id,
     wants_html,
 )
@@ -43,8 +44,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _view(request: web.Request, config: Config, fresh_id: str) -> ClientView:
     headers = request.headers
     check_header_bytes(headers)
-    peer = request.remote or ""
-    if not config.trusted_proxies and not peer.startswith("::ffff:"):
+    peer = plain_peer(request.remote or "")
+    if not config.trusted_proxies:
         # No proxy is trusted (client_ip's first answer): the peer is the client, the
         # scheme the connection's, the request id ours. Made here, as most requests are.
         return ClientView(peer, peer, request.scheme, headers.get("Host", ""), False, fresh_id)

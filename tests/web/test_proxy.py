@@ -206,6 +206,23 @@ async def test_trusted_proxy_chain_is_kept_and_extended(
     assert _header(seen, "X-Request-Id") == ["edge-42"]
 
 
+@pytest.mark.parametrize("trusted", ["[127.0.0.1/32]", "[]"])
+async def test_a_dual_stack_listener_passes_on_an_ipv4_peer_as_rules_name_it(
+    upstream: Served, start_gateway: GatewayFactory, trusted: str
+) -> None:
+    """A dual-stack listener sees an IPv4 peer as ::ffff:127.0.0.1; the chain the CRM gets
+    names it 127.0.0.1, as the rules do, behind a trusted proxy (the proxy's address after
+    its client) and without one."""
+    gw = await start_gateway(upstream.url, f"trusted_proxies: {trusted}\n", host="::")
+    raw = await send_raw(
+        gw.port,
+        b"GET /x HTTP/1.1\r\nHost: gw\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n",
+    )
+    seen = json.loads(raw.partition(b"\r\n\r\n")[2])
+    expected = "6.6.6.6, 127.0.0.1" if trusted != "[]" else "127.0.0.1"
+    assert _header(seen, "X-Forwarded-For") == [expected]
+
+
 async def test_malformed_forwarded_for_from_trusted_proxy_fails_closed(
     upstream: Served, start_gateway: GatewayFactory, http: aiohttp.ClientSession
 ) -> None:
