@@ -281,8 +281,9 @@ organisation:
 async def test_an_address_rule_holds_for_an_ipv4_mapped_peer(
     line_crm: LineCrm, start_gateway: GatewayFactory, tmp_path: Path, listen: str
 ) -> None:
-    """A dual-stack listener sees 127.0.0.1 as ::ffff:127.0.0.1, which takes the full path
-    (not the one-step view): the rule naming 127.0.0.1 refuses it; 127.0.0.2 goes."""
+    """A dual-stack listener sees 127.0.0.1 as ::ffff:127.0.0.1, named 127.0.0.1 before any
+    rule reads it (forwarding.plain_peer): the rule naming 127.0.0.1 refuses it; 127.0.0.2
+    goes."""
     folder = tmp_path / "blocked"
     folder.mkdir()
     (folder / "policy.yaml").write_text(BLOCKED_POLICY)
