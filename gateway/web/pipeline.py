@@ -54,7 +54,8 @@ from gateway.web.urls import reserved_subpath, safe_return_path
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """The one route: every request, whatever its path."""
-    if hdrs.EXPECT in request.headers:
+    expects = hdrs.EXPECT in request.headers  # a client that may wait for 100 Continue
+    if expects:
         refuse_unmet_expectation(request)
     sub = reserved_subpath(request.raw_path, request.app[CONFIG].path_prefix)
     if sub is not None:
@@ -62,7 +63,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await our_page(request, sub)
     guard = request.app.get(GUARD)
     if guard is None:  # no policies and no sign-in: a transparent proxy
-        await go_on(request)
+        if expects:
+            await go_on(request)
         return await proxy.handle(request)
     signin = request.app.get(SIGNIN)
     if "#" in request.raw_path and "#" in request.raw_path.partition("?")[2]:
@@ -101,8 +103,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         gateway_login=signin is not None and signin.gateway_mode,
         now=request.app[CLOCK].now(),
     )
-    await go_on(request)  # not refused (judge raises then): the client may send its body
-    body = await look_for_override(request, guard, who, judged, body)
+    if expects:  # not refused (judge raises then): the client may send its body
+        await go_on(request)
+    if judged.overridable and request.body_exists:
+        body = await look_for_override(request, guard, who, judged, body)
     if judged.decision.action is Action.FORWARD and proxy.is_websocket_upgrade(request):
         request[WATCH] = watch_socket(request, guard, signin, who, judged)
     try:
@@ -166,11 +170,9 @@ async def look_for_override(
     request: web.Request, guard: Guard, who: Who, judged: Judged, body: bytes | HeldBack | None
 ) -> bytes | HeldBack | None:
     """A POST whose body could ask the CRM for a method a rule refuses (`_method` in a form
-    or JSON body: Rails, Laravel, Symfony) is read whole, up to FORM_LIMIT, and refused when
-    it does; None (the body streams) when no field could change the decision. `body`: read
-    already (read_for_login), or to stream through its scan, and the one returned."""
-    if not judged.overridable or not request.body_exists:
-        return body
+    or JSON body: Rails, Laravel, Symfony: `judged.overridable`, asked by the caller with
+    the body's presence) is read whole, up to FORM_LIMIT, and refused when it does. `body`:
+    read already (read_for_login), or to stream through its scan, and the one returned."""
     if not isinstance(body, bytes):
         held = body
         body = await read_whole(request, FORM_LIMIT, reason="form_too_large")

@@ -108,6 +108,7 @@ class SignIn:
         self.cookies = Cookies(config.signin.sessions.cookie_name, login)
         self.devices = Devices(durable, book, self.cookies, clock)
         self.pending = Pending(sealer, shared, book, self.recovery.left)
+        self.gateway_mode = login.mode == "gateway"  # our login page, not the CRM's
         # Where a browser signs in again: the CRM's login, or ours.
         self.login_url = login.path if login.mode == "upstream" else f"{self.prefix}login"
 
@@ -137,10 +138,6 @@ class SignIn:
         """A request to the CRM's own login form (login mode upstream), in any spelling a
         router may take for it: a trailing slash, another case (Rails and IIS do)."""
         return names_login(self.login, request.method, request.raw_path)
-
-    @property
-    def gateway_mode(self) -> bool:
-        return self.login.mode == "gateway"
 
     async def forward_signed_in(
         self, request: web.Request, target: str, body: Body = None
