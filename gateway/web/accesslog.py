@@ -74,7 +74,7 @@ class AccessLog:
                 f'"message": {json.dumps(message, ensure_ascii=False)}}}'
             )
         else:  # the usual line, built in one step
-            stamp = self._stamp if int(now) == self._second else self._time(now, _TEXT_TIME)
+            stamp = self._time(now, _TEXT_TIME)
             line = (
                 f"{stamp},{int(now * 1000) % 1000:03d} INFO {LOGGER}: {rid} {ip} {method} "
                 f"{path} {status} {seconds * 1000:.1f}ms user={user} decision={decision}"
