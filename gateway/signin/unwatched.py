@@ -30,10 +30,6 @@ def login_named_unwatched(
     """The login named where the gateway does not watch it: in a cookie, by another method,
     or in the query of another path (the proxy refuses it, 400 login_ambiguous; the
     forward-auth endpoint, 403)."""
-    if "?" not in login.path:
-        # Told apart by its path alone (most logins): no query of it to name in a cookie
-        # or at another path; asked on every request.
-        return login_by_another_method(login, method, raw_target, headers)
     return (
         cookies_name_login(login, raw_target, headers)
         or login_by_another_method(login, method, raw_target, headers)
