@@ -50,14 +50,14 @@ def _view(request: web.Request, config: Config, fresh_id: str) -> ClientView:
         # scheme the connection's, the request id ours. Made here, as most requests are.
         return ClientView(peer, peer, request.scheme, headers.get("Host", ""), False, fresh_id)
     header = config.trusted_proxy_header
-    ip, trusted, chain = client_ip(peer, request.headers, config.trusted_proxies, header)
+    ip, trusted, chain = client_ip(peer, headers, config.trusted_proxies, header)
     return ClientView(
         ip=ip,
         peer=peer,
-        proto=forwarded_proto(request.headers, trusted, request.scheme, header),
-        host=request.headers.get("Host", ""),
+        proto=forwarded_proto(headers, trusted, request.scheme, header),
+        host=headers.get("Host", ""),
         peer_trusted=trusted,
-        request_id=request_id(request.headers, trusted, fresh_id),
+        request_id=request_id(headers, trusted, fresh_id),
         chain=chain,
     )
 
