@@ -109,6 +109,9 @@ def method_override(header_names: Iterable[str], method: str, raw_query: str) ->
 _PART_NAME = re.compile(rb"""(?i)\bname\s*=\s*(?:"([^"\r\n]*)"|'([^'\r\n]*)'|([^\s;"']*))""")
 
 
+_FORM = "application/x-www-form-urlencoded"
+
+
 def media_type(content_type: str) -> str:
     """A Content-Type's media type as PHP (main/SAPI.c) and Rack read it: lowercased, cut at
     the first `;`, `,` or space (`application/x-www-form-urlencoded, text/plain` is a form)."""
@@ -158,8 +161,31 @@ def _multipart(body: bytes) -> list[tuple[str, str]]:
 
 def overrides_method(body: bytes, content_type: str) -> bool:
     """The body asks the CRM to run another method (`_method`, in any spelling a framework
-    reads so: Rails reads it from the form body only, Laravel and Symfony body first)."""
+    reads so: Rails reads it from the form body only, Laravel and Symfony body first), read
+    as each framework may read it (field_readings)."""
     return any(
         name == METHOD_OVERRIDE_PARAM or may_be_read_as(name, METHOD_OVERRIDE_PARAM)
-        for name, _ in body_fields(body, content_type)
+        for reading in field_readings(content_type)
+        for name, _ in body_fields(body, reading)
+    )
+
+
+def field_readings(content_type: str) -> list[str]:
+    """The types a framework may read a body of this Content-Type as, for its fields: as
+    typed; a form when it has no media type (Rack reads an untyped POST as a form); JSON
+    when `/json` or `+json` stands anywhere in it (Laravel's isJson)."""
+    readings = [content_type if media_type(content_type) else _FORM]
+    lowered = content_type.lower()
+    if "/json" in lowered or "+json" in lowered:
+        readings.append("application/json")
+    return readings
+
+
+def carries_fields(content_type: str) -> bool:
+    """Whether a framework may read fields (`_method`) from a body of this Content-Type,
+    for a caller that cannot read the body (the forward-auth endpoint): a form, multipart,
+    JSON, in any of field_readings."""
+    return any(
+        kind in (_FORM, "application/json") or kind.startswith("multipart/")
+        for kind in map(media_type, field_readings(content_type))
     )

@@ -19,6 +19,7 @@ from multidict import CIMultiDictProxy
 
 from gateway.config.forwardauth import ForwardAuth
 from gateway.errors import AmbiguousCredential, BadRequest, HttpError, MethodNotAllowed, NotFound
+from gateway.fields import carries_fields
 from gateway.headers import PATH_OVERRIDES, fold
 from gateway.metrics import DENIALS
 from gateway.model import Action, Decision, Step
@@ -40,7 +41,6 @@ from gateway.web.reverify import due_for_script
 from gateway.web.signin import SIGNIN, SignIn
 from gateway.web.urls import reserved_subpath, safe_return_path
 
-_FIELD_BODIES = ("application/x-www-form-urlencoded", "multipart/", "application/json")
 _DOTS = re.compile(r"(?:\.|%2[eE]){1,2}")  # `.` or `..`, any escaped
 
 
@@ -136,7 +136,7 @@ async def _judge(
         # segments before they send: only a hand-made request carries one.
         step = Step("", "a dot segment the CRM would read its own way: judged resolved, sent raw")
         return _deny(request, original, Decision(Action.DENY, "path_ambiguous", (step,)), token)
-    if overridable and request.headers.get("Content-Type", "").lower().startswith(_FIELD_BODIES):
+    if overridable and carries_fields(request.headers.get("Content-Type", "")):
         # A `_method` in the body would meet a rule that refuses its method, and no body
         # reaches this endpoint: refused, where the proxy mode reads the body to be sure.
         step = Step("", "a form or JSON body here could ask for a refused method (_method)")

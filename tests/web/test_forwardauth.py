@@ -243,6 +243,12 @@ async def test_methods_are_judged_as_sent_and_a_body_that_may_override_is_refuse
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     status, _, body = await ask(http, gw, asked(CADDY, "POST", "/reports/q3", **form))
     assert (status, json.loads(body)["error"]) == (400, "method_ambiguous")
+    # So could a POST with no media type (Rack reads it as a form) and one that names JSON
+    # anywhere in its type (Laravel reads it as JSON).
+    for could in ("", "; charset=utf-8", "text/plain; x=/json", "application/vnd.api+json"):
+        typed = {"Content-Type": could} if could else {}
+        status, _, body = await ask(http, gw, asked(CADDY, "POST", "/reports/q3", **typed))
+        assert (status, json.loads(body)["error"]) == (400, "method_ambiguous"), could
     octets = {"Content-Type": "application/octet-stream"}
     assert (await ask(http, gw, asked(CADDY, "POST", "/reports/q3", **octets)))[0] == 200
     # The override in the original's query or a header: refused as the proxy mode refuses it.
