@@ -351,9 +351,8 @@ class SignIn:
         a rotation (CRMs rotate ids on privilege changes): the binding follows, so the user
         stays signed in to the CRM. A new session from a form or an API call may be a login
         as someone else at a route the gateway does not watch: never adopted, dropped and
-        audited, and the user keeps their own. The cookie names to drop. Asked by the proxy
-        only for an answer that sets a cookie."""
-        if self.login.mode != "upstream":
+        audited, and the user keeps their own. The cookie names to drop."""
+        if self.login.mode != "upstream" or "Set-Cookie" not in upstream.headers:
             return frozenset()
         name = self.login.success_cookie
         value = set_cookie_names(upstream.headers.getall("Set-Cookie")).get(name)
