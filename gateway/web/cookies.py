@@ -3,8 +3,8 @@ mode's login form) and which cookies reach the CRM: ours never, the CRM's own on
 full session, and its session cookie only with the value released to that session.
 
 A Cookie header is read every way a server may read it (aiohttp and http.cookies split at
-whitespace, PHP url-decodes names and reads them as form fields), so a cookie hidden in
-another spelling is removed like its plain one.
+whitespace, PHP url-decodes names and reads them as form fields, ASP.NET Core reads names in
+any case), so a cookie hidden in another spelling is removed like its plain one.
 """
 
 from __future__ import annotations
@@ -52,7 +52,12 @@ class Cookies:
         names = {session_cookie, DEVICE_COOKIE, LANGUAGE_COOKIE, LOGIN_COOKIE}
         self.own = frozenset({*names, *(f"__Host-{c}" for c in names)})
         self.crm = frozenset(login.crm_cookies)
-        self._own_and_crm = self.own | self.crm
+        # What `_keeper` drops, by names folded to one case: a server may read cookie names in
+        # any case (ASP.NET Core's cookie collection is case-insensitive), so `SID=` is the
+        # CRM's `sid` there (the names of a piece are folded too: _folded_names).
+        self._own_folded = folded(self.own)
+        self._own_and_crm_folded = folded(self.own | self.crm)
+        self.crm_folded = folded(self.crm)
         self._identity = fold(login.identity_header) if login.mode == "gateway" else ""
         # crm_pairs_refused's answers (a pure function of its arguments), per worker
         # (REMEMBERED).
@@ -143,15 +148,18 @@ class Cookies:
         return found
 
     def _keeper(self, signed_in: str | None, binding: str) -> Callable[[str], bool]:
-        """Whether one `;`-separated piece of a Cookie header may reach the CRM."""
-        drop = self.own if signed_in else self._own_and_crm
+        """Whether one `;`-separated piece of a Cookie header may reach the CRM: none that
+        some server reads as one of ours, or (anonymous) as one of the CRM's; the CRM's
+        session cookie only as its own name spells it, with the value bound to the session."""
+        drop = self._own_folded if signed_in else self._own_and_crm_folded
         bound = self.login.success_cookie if signed_in and self.login.mode == "upstream" else ""
+        bound_folded = bound.casefold()
 
         def keep(pair: str) -> bool:
-            names = _names_read(pair)
+            names = _folded_names(pair)
             if not pair.strip() or names & drop:
                 return False
-            if bound and bound in names:
+            if bound and bound_folded in names:
                 name, _, value = pair.strip().partition("=")
                 return name == bound and binding != "" and same(cookie_binding(value), binding)
             return True
@@ -170,13 +178,30 @@ class Cookies:
         if found is None:
             keep = self._keeper(signed_in, binding)
             found = any(
-                _names_read(pair) & self.crm and not keep(pair)
+                _folded_names(pair) & self.crm_folded and not keep(pair)
                 for line in cookie_lines
                 for pair in line.split(";")
             )
             if sum(map(len, cookie_lines)) <= REMEMBERED_LENGTH:
                 remember(self._refused, key, found, REMEMBERED)
         return found
+
+    def crm_names_sent(self, cookie_lines: list[str]) -> set[str]:
+        """The names, as the browser spells them, of the pieces of these Cookie lines that
+        some server reads as one of the CRM's cookies (`SID` for `sid`, `s%69d`), and the
+        CRM's own names: what a browser must be told to forget (forward auth's clear)."""
+        found = set(self.crm)
+        for line in cookie_lines:
+            for pair in line.split(";"):
+                if _folded_names(pair) & self.crm_folded:
+                    found.add(pair.split("=", 1)[0].strip())
+        found.discard("")
+        return found
+
+
+def folded(names: frozenset[str]) -> frozenset[str]:
+    """Cookie names in one case, as a server that reads them in any case sees them."""
+    return frozenset(name.casefold() for name in names)
 
 
 _UNREAD = "\x00unread"  # Cookies.get: a header not read yet (compared by identity)
@@ -220,6 +245,12 @@ def _names_read(pair: str) -> set[str]:
     url-decodes a name and reads `.` and ` ` in it as `_` and `name[..]` as `name`."""
     plain = _PLAIN_PAIR.fullmatch(pair)  # most pairs: one name every reader agrees on
     return {plain.group(1)} if plain is not None else names_read_every_way(pair)
+
+
+def _folded_names(pair: str) -> set[str]:
+    """_names_read in one case (folded): what a server reading names in any case may take
+    for each of them."""
+    return {name.casefold() for name in _names_read(pair)}
 
 
 def names_read_every_way(pair: str) -> set[str]:

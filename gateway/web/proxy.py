@@ -122,10 +122,12 @@ async def relay(
 ) -> web.StreamResponse:
     headers = downstream_response_headers(upstream.headers, request.app[REWRITER])
     if drop_cookies and "Set-Cookie" in headers:
+        # In any case: a CRM that reads cookie names so takes `SID=` for its `sid`.
+        dropped = {name.casefold() for name in drop_cookies}
         kept = [
             c
             for c in headers.getall("Set-Cookie")
-            if not set_cookie_names([c]).keys() & drop_cookies
+            if not {name.casefold() for name in set_cookie_names([c])} & dropped
         ]
         headers.popall("Set-Cookie")
         for cookie in kept:

@@ -351,20 +351,30 @@ class SignIn:
         a rotation (CRMs rotate ids on privilege changes): the binding follows, so the user
         stays signed in to the CRM. A new session from a form or an API call may be a login
         as someone else at a route the gateway does not watch: never adopted, dropped and
-        audited, and the user keeps their own. The cookie names to drop."""
+        audited, and the user keeps their own. The cookie names to drop.
+
+        Every Set-Cookie of the name counts, in any case (a CRM reading names so takes `SID`
+        for `sid`), not only the last a browser would keep: `sid=NEW; Path=/` then the
+        current id at `Path=/x` leaves the browser both. Only one new value, spelled as the
+        CRM names its cookie, on a page view is a rotation; anything else is dropped."""
         if self.login.mode != "upstream" or "Set-Cookie" not in upstream.headers:
             return frozenset()
         name = self.login.success_cookie
-        value = set_cookie_names(upstream.headers.getall("Set-Cookie")).get(name)
-        if not value or value in ('""', "deleted"):
+        wanted = name.casefold()
+        fresh = {
+            (found, value)
+            for header in upstream.headers.getall("Set-Cookie")
+            for found, value in set_cookie_names([header]).items()
+            if found.casefold() == wanted
+            and value not in ("", '""', "deleted")
+            and cookie_binding(value) != session.crm_binding  # else the same session again
+        }
+        if not fresh:
             return frozenset()
-        binding = cookie_binding(value)
-        if binding == session.crm_binding:
-            return frozenset()  # the same session, sent again
-        if request.method not in SAFE_METHODS:
+        if request.method not in SAFE_METHODS or len(fresh) > 1 or next(iter(fresh))[0] != name:
             audit_event(request, "signin.crm_cookie_dropped", outcome="refused")
             return frozenset({name})
-        session.crm_binding = binding
+        session.crm_binding = cookie_binding(next(iter(fresh))[1])
         await self.book.save(session)
         return frozenset()
 

@@ -95,6 +95,9 @@ async def test_the_crms_cookie_passes_only_with_the_complete_session_it_was_rele
     # Hidden in another spelling a CRM may read (PHP decodes names): refused the same.
     hidden = crm_only.replace("crm_session", "crm%5Fsession")
     assert (await ask(gw, "GET", "/contacts", cookie=hidden))[0] == 401
+    # In another case, which a CRM reading names so (ASP.NET Core) takes for its own.
+    upper = crm_only.replace("crm_session", "CRM_Session")
+    assert (await ask(gw, "GET", "/contacts", cookie=upper))[0] == 401
     # Inside someone else's complete session: alice's CRM cookie is no use to bob.
     bob = browsers(gw)
     await enrolled(bob, "bob", "bob-demo")
@@ -102,12 +105,14 @@ async def test_the_crms_cookie_passes_only_with_the_complete_session_it_was_rele
     assert (await ask(gw, "GET", "/contacts", cookie=swapped))[0] == 401
     # The page a browser is sent to removes the CRM's cookies, and only when refused.
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
-        for cookie, removed in ((crm_only, True), (cookies_of(alice), False)):
+        # As the browser spells the name too: one not told to forget would be refused again.
+        spelled = ["CRM_Session=; Max-Age=0; Path=/", "crm_session=; Max-Age=0; Path=/"]
+        removed = ["crm_session=; Max-Age=0; Path=/"]
+        for cookie, cleared in ((crm_only, removed), (upper, spelled), (cookies_of(alice), [])):
             url = gw.url + "/_gateway/auth/clear?next=%2Fcontacts"
             async with http.get(url, headers={"Cookie": cookie}, allow_redirects=False) as r:
                 assert (r.status, r.headers["Location"]) == (303, "/contacts")
-                cleared = r.headers.getall("Set-Cookie", [])
-                assert cleared == (["crm_session=; Max-Age=0; Path=/"] if removed else [])
+                assert r.headers.getall("Set-Cookie", []) == cleared, cookie
 
 
 async def test_the_crms_login_past_the_gateway_is_refused_and_its_logout_ends_our_session(

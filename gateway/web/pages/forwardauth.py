@@ -75,6 +75,8 @@ async def clear(request: web.Request, settings: ForwardAuth) -> web.StreamRespon
     lines = request.headers.getall("Cookie", [])
     binding = full.crm_binding if full is not None else ""
     if signin.cookies.crm_pairs_refused(lines, full.user if full else None, binding):
-        for name in signin.cookies.crm:
+        # As the browser spells them (`SID` for `sid`): a name it was not told to forget would
+        # be refused again at the next request.
+        for name in sorted(signin.cookies.crm_names_sent(lines)):
             response.headers.add("Set-Cookie", f"{name}=; Max-Age=0; Path=/")
     return response
