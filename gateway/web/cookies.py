@@ -186,17 +186,17 @@ class Cookies:
                 remember(self._refused, key, found, REMEMBERED)
         return found
 
-    def crm_names_sent(self, cookie_lines: list[str]) -> set[str]:
+    def crm_names_sent(self, cookie_lines: list[str]) -> frozenset[str]:
         """The names, as the browser spells them, of the pieces of these Cookie lines that
         some server reads as one of the CRM's cookies (`SID` for `sid`, `s%69d`), and the
         CRM's own names: what a browser must be told to forget (forward auth's clear)."""
-        found = set(self.crm)
-        for line in cookie_lines:
-            for pair in line.split(";"):
-                if _folded_names(pair) & self.crm_folded:
-                    found.add(pair.split("=", 1)[0].strip())
-        found.discard("")
-        return found
+        sent = [
+            pair.split("=", 1)[0].strip()
+            for line in cookie_lines
+            for pair in line.split(";")
+            if _folded_names(pair) & self.crm_folded
+        ]
+        return self.crm | {name for name in sent if name}
 
 
 def folded(names: frozenset[str]) -> frozenset[str]:
