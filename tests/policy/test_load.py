@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
+import sys
 import textwrap
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -15,6 +18,8 @@ from gateway.policy.model import Api, Policy, TokenLocation, Where, empty_policy
 from gateway.policy.networks import NetworkIndex
 
 ROOT = Path(__file__).resolve().parents[2]
+LOADER = str(Path("gateway", "policy", "load.py"))
+ENTRY = ("load_policies", "collection_paused")
 
 DAY = 86400.0
 
@@ -1081,3 +1086,46 @@ def test_a_missing_network_list_file_is_a_problem(tmp_path: Path) -> None:
     assert len(found) == 1
     assert "cannot read" in found[0]
     assert "nowhere.txt" in found[0]
+
+
+def test_a_load_holds_the_cycle_collector_off_and_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """Loading a big policy with the cycle collector on spent most of its time in it (the
+    collector walked the growing YAML tree again and again): no collection runs during a
+    load, and the collector is left as it was found, after a failed load too."""
+    users = "\n".join(f"  u{i}: {{roles: [staff], networks: [office]}}" for i in range(300))
+    good = write(
+        tmp_path / "good",
+        a="networks: {office: [10.0.0.0/8]}\nroles: {staff: {interval: 1d}}\n"
+        f"users:\n{users}\n",
+    )
+    bad = write(tmp_path / "bad", a="users: {ann: {roles: [nobody]}}\n")
+    collections: list[str] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        """A collection that starts while the loader works (a function of
+        gateway/policy/load.py on the stack but its entry, whose first and last steps
+        turn the collector off and on)."""
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None and phase == "start":
+            code = frame.f_code
+            if code.co_filename.endswith(LOADER) and code.co_name not in ENTRY:
+                collections.append(frame.f_code.co_name)
+                return
+            frame = frame.f_back
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(count)
+    gc.set_threshold(1)  # collect after every allocation the collector would count
+    try:
+        assert len(load_policies(good).users) == 300
+        assert collections == [] and gc.isenabled()
+        with pytest.raises(ConfigError):
+            load_policies(bad)
+        assert collections == [] and gc.isenabled()
+        gc.disable()
+        load_policies(good)
+        assert not gc.isenabled()  # off stays off
+    finally:
+        gc.enable()
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(count)
