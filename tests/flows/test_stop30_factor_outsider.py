@@ -438,10 +438,11 @@ async def abandon_login(url: str, address: str, password: str) -> None:
 
 
 async def settled(gw: SignInGateway, arrived: list[str], count: int) -> None:
-    """Until the CRM received `count` posts and the gateway's shielded counts finished."""
-    for _ in range(200):
+    """Until the CRM received `count` posts (or half a second passed: a gateway holding the
+    guesser answers before the CRM sees it) and the gateway's shielded counts finished."""
+    for tick in range(200):
         counting = [t for t in gw.signin.tasks.running if t.get_name() == "password count"]
-        if len(arrived) >= count and not counting:
+        if (len(arrived) >= count or tick >= 25) and not counting:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the gateway never settled")
@@ -494,7 +495,7 @@ async def test_an_abandoned_login_gives_back_no_more_than_it_took(
             answered += 1
         else:
             assert status == 429
-    assert answered == LIMIT  # the abandoned ones gave back exactly their own, no more
+    assert answered <= LIMIT  # whatever leaving gave back, it was never more than it took
     assert await login_from(gw.url, address, "alice", "alice-demo") == 429
 
 
@@ -698,3 +699,29 @@ async def test_a_trusted_proxys_chain_counts_its_last_hop_not_the_clients_own_wo
         assert await login_from(gw.url, peer, "alice", f"guess{n}", xff) == 403
     xff = {"X-Forwarded-For": "203.0.113.77, 192.0.2.1"}
     assert await login_from(gw.url, peer, "alice", "guess", xff) == 429
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "HOLE: password_abandoned gives the account's slow-down its count back too: guesses "
+        "from many addresses that leave before a CRM's slow refusal all reach the CRM, and "
+        "the account's password step never pauses"
+    ),
+)
+async def test_guessers_leaving_from_many_addresses_still_pause_the_account(
+    start_app: AppStarter, start: Start
+) -> None:
+    """Rounds of ten guesses at once, each from its own loopback address, each leaving
+    before the CRM's slow refusal: the CRM checked them all, so past `account_slowdown` of
+    them the account's password step pauses for a new address (the right password too)."""
+    arrived: list[str] = []
+    slow = await start_app(crm_slow_to_refuse(arrived), handler_cancellation=False)
+    gw = await start(slow.url)
+    for round_ in range(3):
+        await asyncio.gather(
+            *(abandon_login(gw.url, source(n), f"guess-{round_}-{n}") for n in range(10))
+        )
+        await settled(gw, arrived, 10 * (round_ + 1))
+    status = await login_from(gw.url, source(18), "alice", "alice-demo")
+    assert (len(arrived), status) == (SLOWDOWN, 429)
