@@ -7,6 +7,7 @@ without it, whatever the CRM answered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 
@@ -68,8 +69,18 @@ async def handle(
         response = await proxy.send(
             request, target, adjust=signin.cookies.adjust(None), body=body if body else None
         )
+    except asyncio.CancelledError:
+        # The client left. The CRM may have the password already and be judging it, and one
+        # that refuses slowly but admits at once tells a guesser who always leaves which
+        # passwords are wrong by its speed alone: counted as a wrong password (at the
+        # address and the account too: a guesser's many names from one address are held as
+        # answered ones are). A real user rarely leaves a login half-way.
+        audit_event(request, "signin.crm_failed", outcome="failed", user=user, reason="left")
+        await signin.tasks.shielded(regulator.password_failed(user, ip), name="password count")
+        raise
     except BaseException:
-        # No verdict (the CRM failed, the client left): the attempt's slot goes back.
+        # No verdict: the CRM failed (502, 504). The attempt's slot goes back, so an outage
+        # of the CRM locks nobody out.
         await signin.tasks.shielded(regulator.password_abandoned(user, ip), name="password count")
         raise
     try:
