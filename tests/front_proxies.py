@@ -15,7 +15,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,7 +157,8 @@ def start_caddy(folder: Path, gateway_port: int, crm_port: int) -> FrontProxy:
     site = render(
         "Caddyfile",
         {
-            "crm.example.com {": f"http://127.0.0.1:{port} {{",
+            # Caddy would listen on every interface for that port: loopback only.
+            "crm.example.com {": f"http://127.0.0.1:{port} {{\n\tbind 127.0.0.1",
             GATEWAY: f"127.0.0.1:{gateway_port}",
             CRM: f"127.0.0.1:{crm_port}",
         },
@@ -187,10 +187,14 @@ def start_caddy(folder: Path, gateway_port: int, crm_port: int) -> FrontProxy:
 PROXIES = {"nginx": start_nginx, "caddy": start_caddy}
 
 
-def running(name: str, folder: Path, gateway_port: int, crm_port: int) -> Iterator[FrontProxy]:
-    """A fixture body: the proxy `name` started, then stopped."""
-    proxy = PROXIES[name](folder / name, gateway_port, crm_port)
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
+def start_proxy(name: str, folder: Path, gateway_port: int, crm_port: int) -> FrontProxy:
+    """The proxy `name` started in `folder`. A port free_port found free may be taken before
+    the proxy binds it (an outgoing connection of a test running beside this one): tried
+    again on another, in a folder of its own, up to three times."""
+    for attempt in range(3):
+        try:
+            return PROXIES[name](folder / f"try-{attempt}", gateway_port, crm_port)
+        except AssertionError as failed:
+            if attempt == 2 or "address already in use" not in str(failed).lower():
+                raise
+    raise AssertionError("unreachable")

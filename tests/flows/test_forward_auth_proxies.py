@@ -22,7 +22,7 @@ from gateway.web.guard import GUARD
 from gateway.web.keys import DURABLE
 from tests import browser as chromium
 from tests.conftest import Served, send_raw
-from tests.front_proxies import DEPLOY, PROXIES, FrontProxy
+from tests.front_proxies import DEPLOY, PROXIES, FrontProxy, start_proxy
 from tests.signin_kit import ARRIVED, Start, noted_crm
 
 browser = chromium.browser  # the fixture, by name
@@ -53,7 +53,7 @@ def front(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FrontStart
 
     def start(gateway_port: int, crm_port: int) -> FrontProxy:
         folder = tmp_path / f"{request.param}-{len(started)}"
-        proxy = PROXIES[request.param](folder, gateway_port, crm_port)
+        proxy = start_proxy(request.param, folder, gateway_port, crm_port)
         started.append(proxy)
         return proxy
 
