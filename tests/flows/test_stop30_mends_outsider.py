@@ -251,6 +251,30 @@ async def test_a_cookie_named_like_the_session_cookie_in_another_case_leaves_her
     assert f"{name}={bound}" in crm.app[GOT][-1]
 
 
+@pytest.mark.parametrize(
+    "removal",
+    [
+        "{name}=; Max-Age=0; Path=/old",
+        '{name}=""; Max-Age=0; Path=/old',
+        "{name}=deleted; expires=Thu, 01 Jan 1970 00:00:01 GMT; Path=/old",
+    ],
+    ids=["empty", "quoted-empty", "php-deleted"],
+)
+async def test_a_rotation_that_also_removes_the_old_cookie_elsewhere_is_followed(
+    start_app: AppStarter, start: Start, browsers: Browsers, removal: str
+) -> None:
+    """A rotation on a page view that also removes the cookie at an old path, as frameworks
+    spell a removal (empty, `""`, PHP's `deleted`): one new session, followed."""
+    name = "PHPSESSID"
+    crm, gw, alice, _ = await alice_at(start_app, start, browsers, name)
+    crm.app[ANSWER][:] = [f"{name}={{new}}; Path=/", removal.format(name=name)]
+    status, text, _ = await alice.get("/answer")
+    assert status == 200
+    assert alice.cookie(name) == text.split()[0]
+    assert (await alice.get("/whoami"))[1] == "alice"
+    assert await audit_trail(gw.served, "signin.crm_cookie_dropped") == []
+
+
 # -- 2. new spellings of a new session ----------------------------------------------------------
 
 
@@ -522,3 +546,31 @@ async def test_reloads_in_threads_leave_the_collector_on(
     policy_file.write_text(POLICY)
     assert await guard.reload("test")
     assert gc.isenabled()
+
+
+# -- 5. forward auth's clear page, for names that fold to the CRM's -------------------------------
+
+
+@pytest.mark.parametrize("spelled", ["CRM_SESSION", "crm_\u017fession", "CRM_\u017fESSION"])
+async def test_forward_auths_clear_forgets_a_folding_name_as_the_browser_spells_it(
+    crm: Served, start: Start, spelled: str
+) -> None:
+    """A CRM cookie the endpoint refuses under a name that folds to the CRM's (another case,
+    the long s): refused at /_gateway/auth, and the clear page answers (no error) telling
+    the browser to forget that very name, so it is not refused again forever."""
+    gw = await start(crm.url, extra="forward_auth: {}\ntrusted_proxies: [127.0.0.1/32]\n")
+    cookie = f"{spelled}=stolen-value"
+    sent = {
+        "X-Forwarded-Method": "GET",
+        "X-Forwarded-Uri": "/contacts",
+        "X-Forwarded-Host": "crm.test",
+        "Cookie": cookie,
+    }
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with http.get(gw.url + "/_gateway/auth", headers=sent, allow_redirects=False) as r:
+            assert r.status == 401, r.status
+        url = gw.url + "/_gateway/auth/clear?next=%2Fcontacts"
+        async with http.get(url, headers={"Cookie": cookie}, allow_redirects=False) as r:
+            assert (r.status, r.headers.get("Location")) == (303, "/contacts")
+            cleared = r.headers.getall("Set-Cookie", [])
+    assert f"{spelled}=; Max-Age=0; Path=/" in cleared, cleared
