@@ -33,6 +33,7 @@ __all__ = [
     "names_login",
     "names_logout",
     "query_matches",
+    "sent_back",
     "set_cookie_names",
     "user_of",
 ]
@@ -165,6 +166,21 @@ def set_cookie_names(set_cookies: list[str]) -> dict[str, str]:
         if sep and name.strip():
             found[name.strip()] = value.strip()
     return found
+
+
+def sent_back(set_cookie: str) -> tuple[str, str, bool]:
+    """The pair a browser sends back for one Set-Cookie header: its name, its value and
+    whether the header names it so. A header whose name is empty (`=sid=x`, or no `=` at
+    all) is kept as a nameless cookie and sent back as its value alone (RFC 6265bis), which
+    a server reads as the pair `sid=x`: that pair, not named so (False)."""
+    name, sep, value = set_cookie.split(";", 1)[0].partition("=")
+    name, value = name.strip(), value.strip()
+    if name and sep:
+        return name, value, True
+    if not sep:  # `sid`: sent back as `sid`, a name without a value
+        return name, "", False
+    inner, _, inner_value = value.partition("=")
+    return inner.strip(), inner_value.strip(), False
 
 
 def login_succeeded(status: int, location: str, set_cookies: list[str], login: Login) -> bool:

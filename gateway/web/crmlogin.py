@@ -8,8 +8,11 @@ without it, whatever the CRM answered.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import secrets
+from collections.abc import Awaitable
+from typing import Any
 
 from aiohttp import web
 
@@ -22,12 +25,59 @@ from gateway.signin.unwatched import cookie_user
 from gateway.web import proxy
 from gateway.web.audit import audit_event
 from gateway.web.bodies import read_whole
+from gateway.web.client import CrmResponse
 from gateway.web.forwarding import OriginRewriter
 from gateway.web.guard import GUARD
 from gateway.web.keys import DECISION, REWRITER, USER, VIEW
 from gateway.web.pages.render import language
 from gateway.web.signin import SignIn
 from gateway.web.urls import safe_return_path
+
+
+async def _judged(
+    request: web.Request,
+    signin: SignIn,
+    user: str,
+    sent: Awaitable[CrmResponse],
+    gone: asyncio.Event,
+) -> tuple[CrmResponse, bool]:
+    """The CRM's answer to a login and whether it took the password, counted whether or not
+    the client is still there (`gone`): a wrong password counts though the client left
+    (audited with reason `left`), or a CRM that refuses slowly and admits at once would tell
+    a guesser who always hangs up which passwords are wrong by its speed alone; a right one
+    is the caller's to count (_let_go when the client left). No answer (the CRM failed: 502,
+    504) gives the attempt's slot back, so an outage of the CRM locks nobody out."""
+    regulator = signin.regulator
+    ip = request[VIEW].ip
+    try:
+        response = await sent
+    except BaseException:
+        await regulator.password_abandoned(user, ip)
+        raise
+    try:
+        location = response.headers.get("Location", "")
+        set_cookies = response.headers.getall("Set-Cookie", [])
+        succeeded = login_succeeded(response.status, location, set_cookies, signin.login)
+        if not succeeded:
+            left = {"reason": "left"} if gone.is_set() else {}
+            audit_event(request, "signin.crm_failed", outcome="failed", user=user, **left)
+            await regulator.password_failed(user, ip)
+    except BaseException:
+        response.release()
+        raise
+    return response, succeeded
+
+
+def _let_go(signin: SignIn, user: str, ip: str, judged: asyncio.Task[Any]) -> None:
+    """A login whose client left before the CRM answered: the answer is let go, and a right
+    password gives its slot back (it never came to a sign-in; a wrong one was counted)."""
+    if judged.cancelled() or judged.exception() is not None:
+        return
+    response, succeeded = judged.result()
+    response.release()
+    if succeeded:
+        abandoned = signin.regulator.password_abandoned(user, ip)
+        signin.tasks.spawn(abandoned, name="password count")
 
 
 async def handle(
@@ -65,31 +115,22 @@ async def handle(
         return signin.locked_page(request, until)
     regulator = signin.regulator
     ip = request[VIEW].ip
+    sent = proxy.send(
+        request, target, adjust=signin.cookies.adjust(None), body=body if body else None
+    )
+    gone = asyncio.Event()  # set when the client left (or the gateway stopped) first
+    judged = signin.tasks.spawn(_judged(request, signin, user, sent, gone), name="password count")
     try:
-        response = await proxy.send(
-            request, target, adjust=signin.cookies.adjust(None), body=body if body else None
-        )
+        response, succeeded = await asyncio.shield(judged)
     except asyncio.CancelledError:
-        # The client left. The CRM may have the password already and be judging it, and one
-        # that refuses slowly but admits at once tells a guesser who always leaves which
-        # passwords are wrong by its speed alone: counted as a wrong password (at the
-        # address and the account too: a guesser's many names from one address are held as
-        # answered ones are). A real user rarely leaves a login half-way.
-        audit_event(request, "signin.crm_failed", outcome="failed", user=user, reason="left")
-        await signin.tasks.shielded(regulator.password_failed(user, ip), name="password count")
-        raise
-    except BaseException:
-        # No verdict: the CRM failed (502, 504). The attempt's slot goes back, so an outage
-        # of the CRM locks nobody out.
-        await signin.tasks.shielded(regulator.password_abandoned(user, ip), name="password count")
+        # The CRM's verdict is still counted (_judged), then its answer is let go.
+        gone.set()
+        judged.add_done_callback(functools.partial(_let_go, signin, user, ip))
         raise
     try:
         location = response.headers.get("Location", "")
         set_cookies = response.headers.getall("Set-Cookie", [])
-        succeeded = login_succeeded(response.status, location, set_cookies, signin.login)
         if not succeeded:
-            audit_event(request, "signin.crm_failed", outcome="failed", user=user)
-            await signin.tasks.shielded(regulator.password_failed(user, ip), name="password count")
             # Whatever the CRM thinks, no session cookie of its leaves without the factor
             # (a login made to look failed, e.g. by its redirect target, stays held back).
             return await proxy.relay(request, response, drop_cookies=signin.cookies.crm)

@@ -21,7 +21,7 @@ from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict
 
 from gateway.errors import BadRequest, UpstreamCut, UpstreamError
-from gateway.signin.identity import set_cookie_names
+from gateway.signin.identity import sent_back
 from gateway.web import websocket
 from gateway.web.client import Body, CrmResponse
 from gateway.web.forwarding import downstream_response_headers
@@ -122,12 +122,11 @@ async def relay(
 ) -> web.StreamResponse:
     headers = downstream_response_headers(upstream.headers, request.app[REWRITER])
     if drop_cookies and "Set-Cookie" in headers:
-        # In any case: a CRM that reads cookie names so takes `SID=` for its `sid`.
+        # As the browser sends them back (a nameless `=sid=x` as `sid=x`), in any case (a CRM
+        # that reads cookie names so takes `SID=` for its `sid`).
         dropped = {name.casefold() for name in drop_cookies}
         kept = [
-            c
-            for c in headers.getall("Set-Cookie")
-            if not {name.casefold() for name in set_cookie_names([c])} & dropped
+            c for c in headers.getall("Set-Cookie") if sent_back(c)[0].casefold() not in dropped
         ]
         headers.popall("Set-Cookie")
         for cookie in kept:

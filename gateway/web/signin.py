@@ -35,7 +35,7 @@ from gateway.signin.decision import (
     decide,
     mandatory,
 )
-from gateway.signin.identity import names_login, names_logout, set_cookie_names
+from gateway.signin.identity import names_login, names_logout, sent_back, set_cookie_names
 from gateway.signin.regulation import Regulator
 from gateway.signin.session import FULL, PASSWORD, Session, SessionBook
 from gateway.stores import DurableStore, SharedStore
@@ -362,9 +362,8 @@ class SignIn:
         name = self.login.success_cookie
         wanted = name.casefold()
         fresh = {
-            (found, value)
-            for header in upstream.headers.getall("Set-Cookie")
-            for found, value in set_cookie_names([header]).items()
+            (found if named else "", value)  # a nameless `=sid=x` is not the name's spelling
+            for found, value, named in map(sent_back, upstream.headers.getall("Set-Cookie"))
             if found.casefold() == wanted
             and value not in ("", '""', "deleted")
             and cookie_binding(value) != session.crm_binding  # else the same session again

@@ -10,6 +10,11 @@ abandoned login counts once, and only what the CRM refused or the client left co
 against a user; a policy reload leaves Python's collector on.
 
 Real gateway, stand-in CRMs on 127.0.0.1:0, real TOTP codes, real SQLite.
+
+Its four holes, strict xfails until mended in stop 30: a nameless Set-Cookie (`=sid=NEW`,
+which browsers send back as `sid=NEW`) passed every drop, on a signed-in form and to an
+anonymous browser; and a login abandoned while the CRM admitted it, or cut by a graceful
+stop, counted as a wrong password (now the CRM's own verdict counts, the client gone or not).
 """
 
 from __future__ import annotations
@@ -316,14 +321,6 @@ async def test_a_stolen_id_in_a_folding_spelling_never_reaches_a_caseless_crm(
     assert reached_crm(scene.crm, stolen) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE: a nameless Set-Cookie (`=sid=NEW`) passes crm_cookie_set and relay's drop: "
-        "set_cookie_names skips an empty name, yet browsers keep it and send it back as "
-        "`sid=NEW` (RFC 6265bis nameless cookies)"
-    ),
-)
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_a_nameless_set_cookie_never_carries_a_new_session_to_the_browser(
     start_app: AppStarter, start: Start, browsers: Browsers, method: str
@@ -347,14 +344,6 @@ async def test_a_nameless_set_cookie_never_carries_a_new_session_to_the_browser(
     assert not [c for c in set_cookies(r) if new in c], set_cookies(r)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE: an anonymous answer's nameless Set-Cookie (`=sid=TOKEN`) passes the drop of "
-        "the CRM's cookies (set_cookie_names skips an empty name): the password alone "
-        "hands the CRM's session to the browser"
-    ),
-)
 async def test_an_api_login_answering_a_nameless_cookie_never_reaches_an_anonymous_browser(
     start_app: AppStarter, start: Start, browsers: Browsers
 ) -> None:
@@ -441,15 +430,6 @@ async def test_an_abandoned_guess_counts_once_like_an_answered_one(
     assert await login_from(gw.url, source(1), "alice", "alice-demo") in (302, 303)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE: a right password the client abandons while the CRM admits it is counted as "
-        "a wrong one (crmlogin.handle counts every CancelledError as password_failed "
-        "instead of letting the CRM's verdict decide), so a user who clicks again on a slow "
-        "CRM locks herself out"
-    ),
-)
 async def test_a_right_password_the_client_abandons_does_not_lock_the_user(
     start_app: AppStarter, start: Start
 ) -> None:
@@ -467,14 +447,6 @@ async def test_a_right_password_the_client_abandons_does_not_lock_the_user(
     assert await login_from(gw.url, source(0), "alice", "alice-demo") in (302, 303)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE: a graceful stop that cuts a CRM login in flight is counted and audited as "
-        "the client leaving (signin.crm_failed, reason left, password_failed) though "
-        "the gateway, not the client, ended it"
-    ),
-)
 async def test_a_graceful_stop_counts_no_password_against_the_user(
     start_app: AppStarter, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ from gateway.signin.identity import (
     canonical_user,
     login_succeeded,
     login_user,
+    sent_back,
     set_cookie_names,
 )
 
@@ -485,3 +486,24 @@ def test_an_attribute_named_like_the_session_cookie_is_not_the_cookie() -> None:
     login = Login(mode="upstream", success_cookie="Priority")
 
     assert login_succeeded(302, "/", ["other=1; Priority=High"], login) is False
+
+
+@pytest.mark.parametrize(
+    ("header", "pair"),
+    [
+        ("sid=abc; Path=/; HttpOnly", ("sid", "abc", True)),
+        (" sid = abc ", ("sid", "abc", True)),
+        ('sid="abc"; Path=/x', ("sid", '"abc"', True)),
+        ("sid=a=b", ("sid", "a=b", True)),
+        # Nameless: browsers keep it and send its value alone, which servers read as a pair.
+        ("=sid=mallory; Path=/", ("sid", "mallory", False)),
+        ("= sid = mallory", ("sid", "mallory", False)),
+        ("=mallory", ("mallory", "", False)),
+        ("sid; Path=/", ("sid", "", False)),
+        ("=; Path=/", ("", "", False)),
+    ],
+)
+def test_the_pair_a_browser_sends_back_for_a_set_cookie(
+    header: str, pair: tuple[str, str, bool]
+) -> None:
+    assert sent_back(header) == pair
