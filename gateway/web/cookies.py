@@ -23,6 +23,8 @@ from gateway.config.signin import Login
 from gateway.crypto import same
 from gateway.fields import readings
 from gateway.headers import fold
+from gateway.signin.identity import sent_back
+from gateway.signin.session import Session
 from gateway.web.keys import VIEW
 from gateway.web.upstream import Adjust
 
@@ -185,6 +187,23 @@ class Cookies:
             if sum(map(len, cookie_lines)) <= REMEMBERED_LENGTH:
                 remember(self._refused, key, found, REMEMBERED)
         return found
+
+    def new_crm_sessions(
+        self, set_cookies: list[str], session: Session
+    ) -> frozenset[tuple[str, str]]:
+        """The CRM session cookie's values these Set-Cookie headers set other than the one
+        bound to `session` (nor a deletion), with their names as written ("" for a nameless
+        `=sid=x`, which browsers send back as `sid=x`). Every header of the name counts, in
+        any case (a CRM reading names so takes `SID` for `sid`), not only the last a browser
+        keeps: `sid=NEW; Path=/` then the current id at `Path=/x` leaves the browser both."""
+        wanted = self.login.success_cookie.casefold()
+        return frozenset(
+            (found if named else "", value)
+            for found, value, named in map(sent_back, set_cookies)
+            if found.casefold() == wanted
+            and value not in ("", '""', "deleted")
+            and cookie_binding(value) != session.crm_binding  # else the same session again
+        )
 
     def crm_names_sent(self, cookie_lines: list[str]) -> frozenset[str]:
         """The names, as the browser spells them, of the pieces of these Cookie lines that

@@ -35,7 +35,7 @@ from gateway.signin.decision import (
     decide,
     mandatory,
 )
-from gateway.signin.identity import names_login, names_logout, sent_back, set_cookie_names
+from gateway.signin.identity import names_login, names_logout, set_cookie_names
 from gateway.signin.regulation import Regulator
 from gateway.signin.session import FULL, PASSWORD, Session, SessionBook
 from gateway.stores import DurableStore, SharedStore
@@ -351,23 +351,13 @@ class SignIn:
         a rotation (CRMs rotate ids on privilege changes): the binding follows, so the user
         stays signed in to the CRM. A new session from a form or an API call may be a login
         as someone else at a route the gateway does not watch: never adopted, dropped and
-        audited, and the user keeps their own. The cookie names to drop.
-
-        Every Set-Cookie of the name counts, in any case (a CRM reading names so takes `SID`
-        for `sid`), not only the last a browser would keep: `sid=NEW; Path=/` then the
-        current id at `Path=/x` leaves the browser both. Only one new value, spelled as the
-        CRM names its cookie, on a page view is a rotation; anything else is dropped."""
+        audited, and the user keeps their own. The cookie names to drop. Every Set-Cookie of
+        the name counts (Cookies.new_crm_sessions); only one new value, spelled as the CRM
+        names its cookie, on a page view is a rotation."""
         if self.login.mode != "upstream" or "Set-Cookie" not in upstream.headers:
             return frozenset()
         name = self.login.success_cookie
-        wanted = name.casefold()
-        fresh = {
-            (found if named else "", value)  # a nameless `=sid=x` is not the name's spelling
-            for found, value, named in map(sent_back, upstream.headers.getall("Set-Cookie"))
-            if found.casefold() == wanted
-            and value not in ("", '""', "deleted")
-            and cookie_binding(value) != session.crm_binding  # else the same session again
-        }
+        fresh = self.cookies.new_crm_sessions(upstream.headers.getall("Set-Cookie"), session)
         if not fresh:
             return frozenset()
         if request.method not in SAFE_METHODS or len(fresh) > 1 or next(iter(fresh))[0] != name:
