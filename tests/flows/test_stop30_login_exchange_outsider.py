@@ -86,6 +86,11 @@ async def login(request: web.Request) -> web.Response:
         return web.Response(text="Please try again.", headers=headers)
     await asyncio.sleep(request.app[PAUSE][0])
     response = web.Response(status=302, headers={"Location": "/contacts"})
+    if mode == "admit_two":
+        # The user's session, and beside it a nameless one of mallory's.
+        other = f"mallory-{secrets.token_urlsafe(12)}"
+        request.app[TOKENS][other] = "mallory"
+        response.headers.add("Set-Cookie", f"={CRM_COOKIE}={other}; Path=/")
     response.set_cookie(CRM_COOKIE, token)
     return response
 
@@ -454,3 +459,38 @@ async def test_a_signed_in_page_answered_with_a_nameless_session_releases_none(
     assert mallory
     assert not [c for c in r.headers.getall("Set-Cookie", []) if any(m in c for m in mallory)]
     assert (await erin.get("/contacts"))[1] == "erin"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "HOLE (low: the way back still drops it): the held cookies of an admitted login are "
+        "released after the factor as the CRM set them, a nameless `=crm_session=M` too, "
+        "though the session is bound to the named one only (SignIn.complete reads the "
+        "binding with set_cookie_names, which skips nameless headers; nothing filters them)"
+    ),
+)
+async def test_a_nameless_second_session_beside_an_admitted_login_reaches_no_crm(
+    start_app: AppStarter, start: Start, browsers: Browsers
+) -> None:
+    """The CRM admits erin with her session and, beside it, a nameless `=crm_session=M`
+    (mallory's): once she passed her factor she is herself at the CRM, M sent back beside
+    her own cookie never reaches the CRM, and M is not in what the gateway released."""
+    crm = await start_app(judged_crm("admit_two"))
+    gw = await start(crm.url)
+    erin = browsers(gw)
+    status, _, r = await erin.post("/login", {"username": "erin", "password": "erin-pw"})
+    assert (status, r.headers["Location"]) == (303, "/_gateway/enrol")
+    [mallory] = [t for t, user in crm.app[TOKENS].items() if user == "mallory"]
+    assert not [c for c in r.headers.getall("Set-Cookie", []) if mallory in c]
+    await erin.enrol()
+    released = await erin.confirm_codes()
+    assert (await erin.get("/contacts"))[1] == "erin"
+    gateway = f"crm_gateway={erin.cookie('crm_gateway')}"
+    for cookie in (f"{gateway}; {CRM_COOKIE}={mallory}", f"{CRM_COOKIE}={mallory}; {gateway}"):
+        async with (
+            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as raw,
+            raw.get(gw.url + "/contacts", headers={"Cookie": cookie}, allow_redirects=False) as r,
+        ):
+            assert await r.text() != "mallory", cookie
+    assert not [c for c in released.headers.getall("Set-Cookie", []) if mallory in c]
