@@ -27,7 +27,10 @@ from gateway.config.signin import Limits
 from gateway.stores import SharedStore
 
 _LOCKOUT_MEMORY = 86400.0  # lockouts within a day make the next one longer
-_IN_FLIGHT_TTL = 30.0  # an attempt that never reported back frees its slot within this
+# An attempt that never reported back frees its slot within this, at least: a password at the
+# CRM's login may wait there for its answer as long as the upstream timeouts allow (the app
+# gives them: in_flight_ttl), and its slot must hold as long.
+_IN_FLIGHT_TTL = 30.0
 BUSY_RETRY = 2.0  # seconds an attempt refused for too many in flight is told to wait
 _KNOWN_PLACE = 90 * 86400.0  # a completed sign-in makes an address known for this long
 _PASSWORD = "password"  # noqa: S105 - the scope of password attempts, not a secret
@@ -48,7 +51,10 @@ def address_key(ip: str) -> str:
 
 
 class Regulator:
-    def __init__(self, shared: SharedStore, clock: Clock, limits: Limits) -> None:
+    def __init__(
+        self, shared: SharedStore, clock: Clock, limits: Limits, in_flight_ttl: float = 0.0
+    ) -> None:
+        self._in_flight = max(_IN_FLIGHT_TTL, in_flight_ttl)
         self._shared = shared
         self._clock = clock
         self.limits = limits
@@ -87,7 +93,7 @@ class Regulator:
             # then) reach the limit again: the next lockout, not a loop of refusals.
             await self._decrement(f"fail:{user_key}", self.limits.window)
             return await self._lock(ip_key)
-        in_flight = await self._shared.incr(f"busy:{ip_key}", _IN_FLIGHT_TTL)
+        in_flight = await self._shared.incr(f"busy:{ip_key}", self._in_flight)
         if in_flight + failures > self.limits.ip_failures:
             # Too many at once from this address: not checked, not a failure, no lockout.
             await self._give_back(user_key, ip_key)
@@ -103,7 +109,7 @@ class Regulator:
     async def _give_back(self, user_key: str, ip_key: str) -> None:
         """An attempt that was counted but never checked."""
         await self._decrement(f"fail:{user_key}", self.limits.window)
-        await self._decrement(f"busy:{ip_key}", _IN_FLIGHT_TTL)
+        await self._decrement(f"busy:{ip_key}", self._in_flight)
 
     async def _decrement(self, key: str, ttl: float) -> None:
         # A count that is gone (expired, or cleared by a lockout) stays gone, as 0: never -1,
@@ -121,7 +127,7 @@ class Regulator:
         found = await self._shared.get(f"fail:{user_key}")
         if found is not None and int(found) >= self.limits.user_failures:
             until = await self._lock(user_key)
-        await self._decrement(f"busy:{ip_key}", _IN_FLIGHT_TTL)
+        await self._decrement(f"busy:{ip_key}", self._in_flight)
         if await self._shared.incr(f"fail:{ip_key}", self.limits.window) >= (
             self.limits.ip_failures
         ):
@@ -138,7 +144,7 @@ class Regulator:
         user_key = self._user_key(user, scope)
         await self._shared.delete(f"fail:{user_key}")
         await self._shared.delete(f"fail-day:{user_key}")
-        await self._decrement(f"busy:{self._ip_key(ip, scope)}", _IN_FLIGHT_TTL)
+        await self._decrement(f"busy:{self._ip_key(ip, scope)}", self._in_flight)
 
     # -- passwords -------------------------------------------------------------------------
 
@@ -159,7 +165,7 @@ class Regulator:
         if until:
             return until
         account = f"{_PASSWORD}:account:{user}"
-        in_flight = await self._shared.incr(f"busy:{account}", _IN_FLIGHT_TTL)
+        in_flight = await self._shared.incr(f"busy:{account}", self._in_flight)
         paused = await self.account_paused_until(user)
         if not paused:
             found = await self._shared.get(f"fail:{account}")
@@ -181,7 +187,7 @@ class Regulator:
         until = await self.failed(self._password_subject(user, ip), ip, _PASSWORD)
         limits = self.limits
         account = f"{_PASSWORD}:account:{user}"
-        await self._decrement(f"busy:{account}", _IN_FLIGHT_TTL)
+        await self._decrement(f"busy:{account}", self._in_flight)
         count = await self._shared.incr(f"fail:{account}", limits.account_window)
         if count >= limits.account_slowdown:
             doubling = float(2 ** min(count - limits.account_slowdown, 32))
@@ -194,13 +200,13 @@ class Regulator:
         office's address is not kept busy by abandoned sign-ins."""
         subject = self._password_subject(user, ip)
         await self._give_back(self._user_key(subject, _PASSWORD), self._ip_key(ip, _PASSWORD))
-        await self._decrement(f"busy:{_PASSWORD}:account:{user}", _IN_FLIGHT_TTL)
+        await self._decrement(f"busy:{_PASSWORD}:account:{user}", self._in_flight)
 
     async def password_succeeded(self, user: str, ip: str) -> None:
         # The account's count stays: the real user's right password does not wipe out what
         # someone else is guessing from elsewhere.
         await self.succeeded(self._password_subject(user, ip), ip, _PASSWORD)
-        await self._decrement(f"busy:{_PASSWORD}:account:{user}", _IN_FLIGHT_TTL)
+        await self._decrement(f"busy:{_PASSWORD}:account:{user}", self._in_flight)
 
     async def account_paused_until(self, user: str) -> float:
         found = await self._shared.get(f"lock:{_PASSWORD}:account:{user}")

@@ -229,7 +229,11 @@ async def _signin(app: web.Application) -> AsyncIterator[None]:
     ring = {"ids": [key_id for key_id, _ in secrets.seal_keys.keys], "started": clock.now()}
     await app[DURABLE].set_note(SEAL_RING_NOTE, json.dumps({**ring, "stopped": 0}))
     book = SessionBook(app[SHARED], secrets.session_keys, clock, signin_config.sessions)
-    regulator = Regulator(app[SHARED], clock, signin_config.limits)
+    # A password at the CRM's login holds its slot while it may wait for the CRM's answer,
+    # which is counted even when its browser has left (gateway.web.crmlogin).
+    timeouts = config.upstream.timeouts
+    waits = timeouts.pool + timeouts.connect + timeouts.read + 5.0
+    regulator = Regulator(app[SHARED], clock, signin_config.limits, in_flight_ttl=waits)
     passwords = None
     if login.mode == "gateway":
         passwords = Passwords(await asyncio.to_thread(load_password_file, login.users_file))

@@ -205,6 +205,12 @@ class Cookies:
             and cookie_binding(value) != session.crm_binding  # else the same session again
         )
 
+    def nameless_crm(self, set_cookie: str) -> bool:
+        """A Set-Cookie with no name that a browser sends back as one of the CRM's cookies
+        (`=crm_session=x` comes back as `crm_session=x`)."""
+        name, _, named = sent_back(set_cookie)
+        return not named and name.casefold() in self.crm_folded
+
     def crm_names_sent(self, cookie_lines: list[str]) -> frozenset[str]:
         """The names, as the browser spells them, of the pieces of these Cookie lines that
         some server reads as one of the CRM's cookies (`SID` for `sid`, `s%69d`), and the

@@ -40,18 +40,23 @@ async def _judged(
     user: str,
     sent: Awaitable[CrmResponse],
     gone: asyncio.Event,
-) -> tuple[CrmResponse, bool]:
+) -> tuple[CrmResponse | None, bool, Exception | None]:
     """The CRM's answer to a login and whether it took the password, counted whether or not
     the client is still there (`gone`): a wrong password counts though the client left
     (audited with reason `left`), or a CRM that refuses slowly and admits at once would tell
     a guesser who always hangs up which passwords are wrong by its speed alone; a right one
-    is the caller's to count (_let_go when the client left). No answer (the CRM failed: 502,
-    504) gives the attempt's slot back, so an outage of the CRM locks nobody out."""
+    is the caller's to count, or, its client gone, gives its slot back. No answer (the CRM
+    failed: 502, 504) gives the attempt's slot back, so an outage of the CRM locks nobody
+    out: that failure is returned for the caller to raise, not raised in the task (it is no
+    crash of the task). The answer: None once let go (the client gone)."""
     regulator = signin.regulator
     ip = request[VIEW].ip
     try:
         response = await sent
-    except BaseException:
+    except Exception as failed:
+        await regulator.password_abandoned(user, ip)
+        return None, False, failed
+    except BaseException:  # cancelled (the gateway stops): no verdict
         await regulator.password_abandoned(user, ip)
         raise
     try:
@@ -62,18 +67,25 @@ async def _judged(
             left = {"reason": "left"} if gone.is_set() else {}
             audit_event(request, "signin.crm_failed", outcome="failed", user=user, **left)
             await regulator.password_failed(user, ip)
+        elif gone.is_set():  # a right password nobody waits for: it never came to a sign-in
+            await regulator.password_abandoned(user, ip)
     except BaseException:
         response.release()
         raise
-    return response, succeeded
+    if gone.is_set():
+        response.release()
+        return None, succeeded, None
+    return response, succeeded, None
 
 
 def _let_go(signin: SignIn, user: str, ip: str, judged: asyncio.Task[Any]) -> None:
-    """A login whose client left before the CRM answered: the answer is let go, and a right
-    password gives its slot back (it never came to a sign-in; a wrong one was counted)."""
+    """A login whose client left just as the CRM's answer came (_judged saw it still there):
+    the answer is let go, and a right password gives its slot back."""
     if judged.cancelled() or judged.exception() is not None:
         return
-    response, succeeded = judged.result()
+    response, succeeded, _ = judged.result()
+    if response is None:  # let go by _judged already
+        return
     response.release()
     if succeeded:
         abandoned = signin.regulator.password_abandoned(user, ip)
@@ -121,12 +133,15 @@ async def handle(
     gone = asyncio.Event()  # set when the client left (or the gateway stopped) first
     judged = signin.tasks.spawn(_judged(request, signin, user, sent, gone), name="password count")
     try:
-        response, succeeded = await asyncio.shield(judged)
+        response, succeeded, failed = await asyncio.shield(judged)
     except asyncio.CancelledError:
         # The CRM's verdict is still counted (_judged), then its answer is let go.
         gone.set()
         judged.add_done_callback(functools.partial(_let_go, signin, user, ip))
         raise
+    if failed is not None:
+        raise failed
+    assert response is not None  # let go only once its client has gone
     try:
         location = response.headers.get("Location", "")
         set_cookies = response.headers.getall("Set-Cookie", [])
@@ -158,7 +173,9 @@ async def handle(
         await signin.book.end(old)
     rewriter: OriginRewriter = request.app[REWRITER]
     held_key = f"held:{secrets.token_urlsafe(24)}"
-    cookies = [rewriter.set_cookie(c) for c in set_cookies]
+    # A nameless Set-Cookie (`=crm_session=x`, sent back by browsers as that pair) is not the
+    # CRM's cookie for this user as named: never released with theirs.
+    cookies = [rewriter.set_cookie(c) for c in set_cookies if not signin.cookies.nameless_crm(c)]
     sealed = signin.sealer.seal(json.dumps(cookies).encode(), f"held\x00{user}")
     await signin.shared.put(held_key, sealed, signin.config.signin.sessions.hold_cookies)
     back = safe_return_path(rewriter.url(location)) if location else None
