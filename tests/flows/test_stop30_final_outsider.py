@@ -36,7 +36,7 @@ from gateway.crypto import hash_password
 from gateway.stores.memory import MemorySharedStore
 from gateway.web.cookies import LOGIN_COOKIE
 from tests.conftest import AppStarter, Served
-from tests.flows.test_stop30_factor_outsider import login_from, source
+from tests.flows.test_stop30_factor_outsider import source
 from tests.signin_kit import (
     CRM_COOKIE,
     SignInGateway,
@@ -428,7 +428,9 @@ async def test_logins_left_just_around_the_crms_answer_are_each_judged_once(
     sign-in once at most and whenever its client got the answer (held cookies for none
     more), no slot stays held, no task fails, and the pool is whole after."""
     crm = await start_app(even_crm(0.15), handler_cancellation=False)
-    gw = await start(crm.url)
+    # As many CRM connections as logins at once: one kept by a login let go would leave the
+    # next ten waiting in line, and the last login after them, for the pool timeout.
+    gw = await start(crm.url, upstream_extra="max_connections: 10\ntimeouts: {pool: 2s}")
     answered: dict[str, int] = {}
 
     async def one(n: int, user: str, seconds: float) -> None:
@@ -466,4 +468,7 @@ async def test_logins_left_just_around_the_crms_answer_are_each_judged_once(
         assert answered[user] in (0, 303), (user, answered[user])
     assert len([k for k in entries if k.startswith("held:")]) <= len(admitted)
     assert task_failures(caplog) == []
-    assert await login_from(gw.url, source(60), "zoe", "zoe-pw") == 303
+    last = await asyncio.gather(  # the pool is whole: ten at once are answered
+        *(timed_login(gw.url, source(n), f"zoe{n}", 5, f"zoe{n}-pw") for n in range(10))
+    )
+    assert last == [303] * 10
