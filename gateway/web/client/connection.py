@@ -77,7 +77,6 @@ class CrmConnection(asyncio.Protocol):
             self.spoiled = True
             self.abort()
             return
-        self._last_read = self._loop.time()
         self.heard = True
         try:
             messages, _, _ = parser.feed_data(data)
@@ -86,6 +85,11 @@ class CrmConnection(asyncio.Protocol):
             return
         for message, payload in messages:
             self._answer(message, payload)
+        if self.message is not None:
+            # Bytes of the final answer: the wait for the next starts again. Informational
+            # heads (1xx) do not move it, so the final head must come within the read timeout
+            # of the request, however many of them a CRM sends (a login would wait for ever).
+            self._last_read = self._loop.time()
 
     def eof_received(self) -> bool:
         self.spoiled = True  # the CRM is closing: never handed out again
