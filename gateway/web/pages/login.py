@@ -54,7 +54,10 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
             error, status = locked_text(request, until, "login.locked"), 429
         elif username and await _verify(signin, username, form.get("password", ""), ip):
             request[USER] = username
-            await regulator.password_succeeded(username, ip)
+            # Counted whole, as at the CRM's login: a client leaving meanwhile (each count is
+            # several steps of the shared store) must not leave half a count behind.
+            succeeded = regulator.password_succeeded(username, ip)
+            await signin.tasks.shielded(succeeded, name="password count")
             lang = language(request)
             audit_event(request, "signin.password_ok", outcome="ok", user=username, lang=lang)
             session = await signin.begin(username, return_to=back)
@@ -62,7 +65,8 @@ async def login_page(request: web.Request, signin: SignIn) -> web.StreamResponse
             response.headers.add(*signin.cookies.set(request, LOGIN_COOKIE, "", max_age=0))
             return response
         else:
-            until = await regulator.password_failed(username, ip)
+            failed = regulator.password_failed(username, ip)
+            until = await signin.tasks.shielded(failed, name="password count")
             audit_event(request, "signin.password_failed", outcome="failed", user=username)
             if until:
                 error, status = locked_text(request, until, "login.locked"), 429
