@@ -63,6 +63,7 @@ class CrmConnection(asyncio.Protocol):
         # is answered in time costs no timer operation at all).
         self._watching = False
         self._last_read = 0.0
+        self._unsent = 0  # bytes of the request still in the transport at the last look
         self._watch: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -261,11 +262,12 @@ class CrmConnection(asyncio.Protocol):
 
     def watch_reads(self) -> None:
         """The request is written: from now on the CRM must send something at least every
-        `read_timeout` seconds (headers, then body), or the exchange fails (FL-9). A download
-        that keeps coming never dies of age."""
+        `read_timeout` seconds (headers, then body), or take more of a request still being
+        sent, or the exchange fails (FL-9). A download that keeps coming never dies of age."""
         self._watching = True
         now = self._loop.time()
         self._last_read = now
+        self._unsent = self.transport.get_write_buffer_size() if self.transport else 0
         if self._watch is None:
             self._watch = self._loop.call_at(now + self._read_timeout, self._check_reads)
 
@@ -278,6 +280,12 @@ class CrmConnection(asyncio.Protocol):
             self._watching = False  # the whole answer is in: nothing more to wait for
             return
         now = self._loop.time()
+        # A CRM still taking a request written whole (a large body) is busy, not silent: what
+        # it took since the last look counts as a read.
+        unsent = self.transport.get_write_buffer_size()
+        if unsent < self._unsent:
+            self._last_read = now
+        self._unsent = unsent
         # While the transport is paused the wait is the browser's, not the CRM's.
         last = now if self._reading_paused else self._last_read
         due = last + self._read_timeout

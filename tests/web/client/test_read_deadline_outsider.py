@@ -1,7 +1,9 @@
 """Outsider's look at the read deadline after 1173834 (only bytes of the final answer start
 it again; 1xx heads do not): heads that trickle, bodies that keep coming after 1xx heads,
 uploads the CRM answers with 100 Continue or early, 103 Early Hints, keep-alive reuse after
-interim heads. A CRM played byte for byte on 127.0.0.1; the real client and gateway."""
+interim heads, a large body held whole that the CRM takes steadily (its hole, older than
+1173834, a strict xfail until mended in stop 30). A CRM played byte for byte on 127.0.0.1;
+the real client and gateway."""
 
 from __future__ import annotations
 
@@ -297,21 +299,17 @@ async def read_request_body(reader: asyncio.StreamReader, length: int) -> bytes:
     return first + await reader.readexactly(length - 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE (not from 1173834): a body held whole is written at once and the read "
-    "deadline starts at that write, not when the CRM has taken the request; a CRM reading a "
-    "large held body steadily for longer than the read timeout gets a 504",
-)
 async def test_a_crm_reading_a_large_held_body_steadily_is_not_timed_out(
     raw_crm: StartCrm, crm_client: OpenClient
 ) -> None:
     """The client as the gateway uses it with a body it holds whole (`bytes`): the request
-    is handed to the transport in one write and the deadline starts then, while the CRM is
-    still taking it. Through the gateway held bodies are small by default (FORM_LIMIT and
-    login.max_body, 64 KiB), so this reaches a CRM only with a large login.max_body; the
-    same before and after 1173834 (nothing is received either way)."""
-    size = 32 << 20
+    is handed to the transport in one write, and the CRM takes it steadily for about one and
+    a half times the read timeout before it answers. What it takes is progress, not silence: no 504.
+    (A strict xfail until stop 30: the deadline started at the write. What the kernels'
+    buffers hold is not seen, so the CRM must take their last few MB within the timeout:
+    here about 0.2 s of the 1 s this test gives.) Through the gateway held bodies are small by default
+    (FORM_LIMIT and login.max_body, 64 KiB): a CRM meets this with a large login.max_body."""
+    size = 48 << 20
 
     async def slow_reader(
         crm: RawCrm, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -320,12 +318,12 @@ async def test_a_crm_reading_a_large_held_body_steadily_is_not_timed_out(
         taken = 0
         while taken < size:
             taken += len(await reader.read(1 << 20))
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
         writer.write(ok(b"taken"))
         await writer.drain()
 
     crm = await raw_crm(slow_reader)
-    client = crm_client(crm, read=READ)
+    client = crm_client(crm, read=1.0)
     assert await fetch(client, "PUT", body=b"b" * size) == (200, b"taken")
 
 
