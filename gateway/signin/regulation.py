@@ -127,10 +127,11 @@ class Regulator:
         found = await self._shared.get(f"fail:{user_key}")
         if found is not None and int(found) >= self.limits.user_failures:
             until = await self._lock(user_key)
+        # The failure is counted before its slot is given back: an attempt arriving between
+        # the two steps (another worker's, over Redis) would find it in neither and go ahead.
+        failures = await self._shared.incr(f"fail:{ip_key}", self.limits.window)
         await self._decrement(f"busy:{ip_key}", self._in_flight)
-        if await self._shared.incr(f"fail:{ip_key}", self.limits.window) >= (
-            self.limits.ip_failures
-        ):
+        if failures >= self.limits.ip_failures:
             until = max(until, await self._lock(ip_key))
         streak = await self._shared.incr(f"fail-day:{user_key}", _LOCKOUT_MEMORY)
         if streak >= self.limits.daily_failures:
@@ -187,8 +188,8 @@ class Regulator:
         until = await self.failed(self._password_subject(user, ip), ip, _PASSWORD)
         limits = self.limits
         account = f"{_PASSWORD}:account:{user}"
-        await self._decrement(f"busy:{account}", self._in_flight)
         count = await self._shared.incr(f"fail:{account}", limits.account_window)
+        await self._decrement(f"busy:{account}", self._in_flight)  # after: as in `failed`
         if count >= limits.account_slowdown:
             doubling = float(2 ** min(count - limits.account_slowdown, 32))
             await self._lock_for(account, min(doubling, limits.account_hold))
