@@ -20,7 +20,7 @@ from gateway import __version__
 from gateway.clock import Clock
 from gateway.errors import DetectionFailed
 from gateway.setup.html import Page, read_page
-from gateway.signin.identity import set_cookie_names
+from gateway.signin.identity import clears, set_cookie_names
 
 MAX_BODY = 2 * 1024 * 1024  # a page bigger than this is read this far
 MAX_HOPS = 10
@@ -73,7 +73,7 @@ def cleared(set_cookie: str, now: float) -> bool:
     """A Set-Cookie that removes its cookie: empty, `deleted`, Max-Age=0 or expired."""
     pair, _, rest = set_cookie.partition(";")
     value = pair.partition("=")[2].strip()
-    if value in ("", '""', "deleted"):
+    if clears(value):
         return True
     for attribute in rest.split(";"):
         name, _, text = attribute.strip().partition("=")

@@ -25,6 +25,8 @@ from gateway.paths import fold_case, match_form, normalize_path, script_paths
 
 __all__ = [
     "canonical_user",
+    "clears",
+    "folded",
     "json_names_login",
     "login_may_be_in_body",
     "login_name",
@@ -155,17 +157,13 @@ def login_name(body: bytes, content_type: str, login: Login, raw_query: str = ""
 
 
 def set_cookie_names(set_cookies: list[str]) -> dict[str, str]:
-    """name → value of each Set-Cookie header (the last wins, as in a browser).
+    """name → value of each Set-Cookie header that names its cookie (the last wins, as in
+    a browser; a nameless one is not one of them: sent_back).
 
     Read as RFC 6265 §5.2 reads it: the pair before the first `;`, split at the first `=`.
     (http.cookies drops a whole header over an attribute it does not know, such as
     `Partitioned`, and takes attributes such as `Priority=High` for cookies.)"""
-    found: dict[str, str] = {}
-    for header in set_cookies:
-        name, sep, value = header.split(";", 1)[0].partition("=")
-        if sep and name.strip():
-            found[name.strip()] = value.strip()
-    return found
+    return {name: value for name, value, named in map(sent_back, set_cookies) if named}
 
 
 def sent_back(set_cookie: str) -> tuple[str, str, bool]:
@@ -183,13 +181,24 @@ def sent_back(set_cookie: str) -> tuple[str, str, bool]:
     return inner.strip(), inner_value.strip(), False
 
 
+def clears(value: str) -> bool:
+    """A Set-Cookie value that removes its cookie rather than setting one: empty, `""` or
+    PHP's `deleted`."""
+    return value in ("", '""', "deleted")
+
+
+def folded(names: frozenset[str]) -> frozenset[str]:
+    """Cookie names in one case, as a server that reads them in any case sees them
+    (ASP.NET Core's cookie collection: `SID` is `sid`)."""
+    return frozenset(name.casefold() for name in names)
+
+
 def login_succeeded(status: int, location: str, set_cookies: list[str], login: Login) -> bool:
     """The CRM accepted the password: a success status, its session cookie set to a value,
     and (when configured) not sent back to the login form."""
     if status not in login.success_status:
         return False
-    value = set_cookie_names(set_cookies).get(login.success_cookie, "")
-    if not value or value in ('""', "deleted"):
+    if clears(set_cookie_names(set_cookies).get(login.success_cookie, "")):
         return False
     if login.failure_location and location.strip():
         # Resolved as a browser would: `login.php?error=1` and `//crm/login` are relative.

@@ -23,7 +23,7 @@ from gateway.config.signin import Login
 from gateway.crypto import same
 from gateway.fields import readings
 from gateway.headers import fold
-from gateway.signin.identity import sent_back
+from gateway.signin.identity import clears, folded, sent_back
 from gateway.signin.session import Session
 from gateway.web.keys import VIEW
 from gateway.web.upstream import Adjust
@@ -201,7 +201,7 @@ class Cookies:
             (found if named else "", value)
             for found, value, named in map(sent_back, set_cookies)
             if found.casefold() == wanted
-            and value not in ("", '""', "deleted")
+            and not clears(value)
             and cookie_binding(value) != session.crm_binding  # else the same session again
         )
 
@@ -222,11 +222,6 @@ class Cookies:
             if _folded_names(pair) & self.crm_folded
         ]
         return self.crm | {name for name in sent if name}
-
-
-def folded(names: frozenset[str]) -> frozenset[str]:
-    """Cookie names in one case, as a server that reads them in any case sees them."""
-    return frozenset(name.casefold() for name in names)
 
 
 _UNREAD = "\x00unread"  # Cookies.get: a header not read yet (compared by identity)

@@ -21,7 +21,7 @@ from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict
 
 from gateway.errors import BadRequest, UpstreamCut, UpstreamError
-from gateway.signin.identity import sent_back
+from gateway.signin.identity import folded, sent_back
 from gateway.web import websocket
 from gateway.web.client import Body, CrmResponse
 from gateway.web.forwarding import downstream_response_headers
@@ -124,7 +124,7 @@ async def relay(
     if drop_cookies and "Set-Cookie" in headers:
         # As the browser sends them back (a nameless `=sid=x` as `sid=x`), in any case (a CRM
         # that reads cookie names so takes `SID=` for its `sid`).
-        dropped = {name.casefold() for name in drop_cookies}
+        dropped = folded(drop_cookies)
         kept = [
             c for c in headers.getall("Set-Cookie") if sent_back(c)[0].casefold() not in dropped
         ]
