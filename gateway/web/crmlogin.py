@@ -53,11 +53,10 @@ async def _judged(
     ip = request[VIEW].ip
     try:
         response = await sent
-    except Exception as failed:
+    except BaseException as failed:  # the CRM failed, or the gateway stops: no verdict
         await regulator.password_abandoned(user, ip)
-        return None, False, failed
-    except BaseException:  # cancelled (the gateway stops): no verdict
-        await regulator.password_abandoned(user, ip)
+        if isinstance(failed, Exception):
+            return None, False, failed
         raise
     try:
         location = response.headers.get("Location", "")
