@@ -189,10 +189,12 @@ class Regulator:
         limits = self.limits
         account = f"{_PASSWORD}:account:{user}"
         count = await self._shared.incr(f"fail:{account}", limits.account_window)
-        await self._decrement(f"busy:{account}", self._in_flight)  # after: as in `failed`
         if count >= limits.account_slowdown:
             doubling = float(2 ** min(count - limits.account_slowdown, 32))
             await self._lock_for(account, min(doubling, limits.account_hold))
+        # The slot goes back last, as in `failed`: an attempt arriving before the failure or
+        # the pause it placed were in (another worker's) would find neither and go ahead.
+        await self._decrement(f"busy:{account}", self._in_flight)
         return until
 
     async def password_abandoned(self, user: str, ip: str) -> None:

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import signal
+import time
 from pathlib import Path
 
 import aiohttp
@@ -170,11 +171,17 @@ async def test_password_guesses_from_four_addresses_through_both_processes_are_h
     forms = await asyncio.gather(
         *(g.crm_login_form("carol", f"guess-{i}") for i, g in enumerate(guessers))
     )
+    started = time.monotonic()
     answers = await asyncio.gather(
         *(g.post("/login", f) for g, f in zip(guessers, forms, strict=True))
     )
     statuses = [s for s, _, _ in answers]
-    assert len(posts_to_login(pair.crm)) <= 10, statuses
+    # The slow-down lets 10 go, then one at a time as each pause ends (1 s, 2 s, 4 s … of
+    # real time): a burst that outlasts the first pause on a busy machine may see one more.
+    took, ended, pauses = time.monotonic() - started, 0, 1.0
+    while pauses <= took:
+        ended, pauses = ended + 1, pauses + 2.0 ** (ended + 1)
+    assert len(posts_to_login(pair.crm)) <= 10 + ended, (statuses, took)
 
 
 # -- a door-opening edit held back by the running process, served by one that starts after it ----
